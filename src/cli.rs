@@ -1,0 +1,312 @@
+//! The operator's command line: `serve`, `migrate`, and day-to-day tasks.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::codes::AccessCode;
+use crate::config::{Config, LogFormat};
+use crate::orders::{self, OperatorGrant};
+use crate::store::{Call, Order, OrderStatus};
+use crate::{telemetry, App, StartError};
+
+#[derive(Debug, Parser)]
+#[command(name = "callgate", version, about = "A paid phone gateway to an ElevenLabs voice agent")]
+pub struct Cli {
+    /// Log JSON lines instead of text (same as LOG_FORMAT=json).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (migrates the database first).
+    Serve {
+        /// Address to listen on; overrides LISTEN_ADDR.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Bring the database schema up to date and exit.
+    Migrate,
+    /// Issue, list and revoke access codes.
+    #[command(subcommand)]
+    Codes(CodesCommand),
+    /// Inspect calls.
+    #[command(subcommand)]
+    Calls(CallsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CodesCommand {
+    /// Create a paid order outside Stripe and print its new access code.
+    Issue {
+        /// Agent minutes included.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        minutes: i64,
+        /// Let calls run past the allowance; overage is charged to --payment-method.
+        #[arg(long)]
+        overage: bool,
+        /// Stripe customer to charge overage to (with --overage).
+        #[arg(long, requires = "overage")]
+        customer: Option<String>,
+        /// Saved Stripe payment method to charge overage to (with --overage).
+        #[arg(long, requires = "customer")]
+        payment_method: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List orders and their codes (last four digits only), newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke a code so it no longer opens a call.
+    Revoke {
+        /// The full access code.
+        code: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallsCommand {
+    /// List calls, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Parses the command line, runs the command and turns any error into one line and exit 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callgate: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callgate: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let mut config = Config::load().map_err(StartError::from)?;
+    if cli.log_json {
+        config.log_format = LogFormat::Json;
+    }
+    telemetry::init(config.log_format);
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            serve(config).await
+        }
+        Command::Migrate => {
+            let app = App::build(config).await?;
+            println!("database is up to date ({})", app.store.backend());
+            Ok(())
+        }
+        Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
+        Command::Calls(CallsCommand::List { limit, output }) => {
+            let app = App::build(config).await?;
+            let calls = app.store.list_calls(limit).await?;
+            print_calls(&calls, output.json);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), CliError> {
+    // Bind first: a taken port should fail before anything else happens.
+    let listener = crate::bind(config.listen).await?;
+    for feature in config.disabled_features() {
+        tracing::warn!("not configured, switched off: {feature}");
+    }
+    let database = config.database.describe();
+    let app = Arc::new(App::build(config).await?);
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!(%addr, %database, "callgate listening");
+    crate::serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("callgate stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn codes(app: App, cmd: CodesCommand) -> Result<(), CliError> {
+    match cmd {
+        CodesCommand::Issue {
+            minutes,
+            overage,
+            customer,
+            payment_method,
+            output,
+        } => {
+            let grant = OperatorGrant {
+                minutes,
+                overage,
+                customer,
+                payment_method,
+            };
+            let (order, code) = orders::issue_operator_code(&app, &grant).await?;
+            if output.json {
+                print_json(&serde_json::json!({
+                    "code": code.expose(),
+                    "order": order,
+                }));
+            } else {
+                println!("access code: {}", code.grouped());
+                println!("order:       {}", order.id);
+                println!("minutes:     {minutes}");
+                println!("overage:     {}", if overage { "allowed" } else { "no" });
+                if overage && grant.payment_method.is_none() {
+                    println!("note:        no payment method given, so overage will be recorded but cannot be charged");
+                }
+            }
+            Ok(())
+        }
+        CodesCommand::List { limit, output } => {
+            let orders = app.store.list_orders(limit).await?;
+            print_orders(&orders, output.json);
+            Ok(())
+        }
+        CodesCommand::Revoke { code, output } => {
+            let code = AccessCode::parse(&code)
+                .map_err(|e| CliError::Input(format!("CODE: {e}")))?;
+            let Some(order) = orders::find_by_code(&app, &code).await? else {
+                return Err(CliError::Input("no order has that access code".into()));
+            };
+            let was = order.status;
+            let order = orders::revoke(&app, &order).await?;
+            if output.json {
+                print_json(&order);
+            } else if was == OrderStatus::Revoked {
+                println!("order {} was already revoked", order.id);
+            } else {
+                println!("revoked order {} (code …{})", order.id, code.last4());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("callgate: error: cannot print JSON: {e}"),
+    }
+}
+
+fn time(t: Option<i64>) -> String {
+    match t {
+        Some(t) if t >= 0 => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64),
+        )
+        .to_string(),
+        _ => "-".into(),
+    }
+}
+
+fn print_orders(orders: &[Order], json: bool) {
+    if json {
+        return print_json(orders);
+    }
+    println!(
+        "{:<24} {:<8} {:<8} {:<6} {:>9} {:>9} {:<7} {:<20}",
+        "ORDER", "STATUS", "SOURCE", "CODE", "MIN", "USED", "OVERAGE", "CREATED"
+    );
+    for o in orders {
+        println!(
+            "{:<24} {:<8} {:<8} {:<6} {:>9} {:>9} {:<7} {:<20}",
+            o.id,
+            o.status,
+            o.source,
+            o.code_last4.as_deref().map(|l| format!("…{l}")).unwrap_or_else(|| "-".into()),
+            o.seconds_included.0 / 60,
+            format!("{}:{:02}", o.seconds_used.0 / 60, o.seconds_used.0 % 60),
+            if o.overage_consent { "yes" } else { "no" },
+            time(Some(o.created_at)),
+        );
+    }
+}
+
+fn print_calls(calls: &[Call], json: bool) {
+    if json {
+        return print_json(calls);
+    }
+    println!(
+        "{:<36} {:<16} {:<8} {:<24} {:>8} {:<20}",
+        "CALL", "FROM", "STATUS", "ORDER", "SECONDS", "STARTED"
+    );
+    for c in calls {
+        println!(
+            "{:<36} {:<16} {:<8} {:<24} {:>8} {:<20}",
+            c.call_sid,
+            c.from_number,
+            c.status,
+            c.order_id.as_deref().unwrap_or("-"),
+            c.seconds_metered.0,
+            time(Some(c.started_at)),
+        );
+    }
+}

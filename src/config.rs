@@ -1,0 +1,717 @@
+//! Every setting callgate reads, its environment name, its default and its validation.
+//!
+//! Configuration is read once at start-up from the process environment (after loading an
+//! optional `.env` file). Every problem is reported then, naming the variable, never at the
+//! first call. Integrations whose variables are all absent are switched off with a warning;
+//! a half-configured integration is an error.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use url::Url;
+
+use crate::money::{Cents, Currency};
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var} is required: {hint}")]
+    Missing { var: &'static str, hint: String },
+    #[error("{var} is malformed: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("cannot read .env file: {0}")]
+    DotEnv(String),
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// A value that must never appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call this only where the value is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where orders, calls and charges are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// A SQLite file (the default: `callgate.db` in the working directory).
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL server; the URL may carry credentials, so it is kept secret.
+    Postgres { url: Secret },
+    /// MongoDB, from the old deployment's `MONGODB_URI`.
+    Mongo { uri: Secret },
+}
+
+impl DatabaseConfig {
+    /// A short name for logs, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseConfig::Sqlite { path } => format!("sqlite file {}", path.display()),
+            DatabaseConfig::Postgres { .. } => "postgresql".to_string(),
+            DatabaseConfig::Mongo { .. } => "mongodb".to_string(),
+        }
+    }
+}
+
+/// What a customer buys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub price: Cents,
+    pub minutes_included: i64,
+    pub overage_per_minute: Cents,
+    pub currency: Currency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    pub publishable_key: String,
+    pub webhook_secret: Secret,
+    pub api_base: Url,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub phone_number: String,
+    pub api_base: Url,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElevenLabsConfig {
+    pub agent_id: String,
+    /// Present for a private agent: used to fetch a signed conversation URL.
+    pub api_key: Option<Secret>,
+    pub api_base: Url,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The public URL Twilio and Stripe reach callgate at (used for signatures and links).
+    pub base_url: Option<Url>,
+    pub database: DatabaseConfig,
+    /// Master secret for access-code hashing and encryption.
+    pub secret: Option<Secret>,
+    pub access_code_digits: usize,
+    pub plan: Plan,
+    pub stripe: Option<StripeConfig>,
+    pub twilio: Option<TwilioConfig>,
+    pub elevenlabs: Option<ElevenLabsConfig>,
+    pub log_format: LogFormat,
+}
+
+/// One row of the configuration table: what the README documents.
+pub struct Setting {
+    pub var: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every variable callgate reads. The README's table is written from this list.
+pub const SETTINGS: &[Setting] = &[
+    Setting { var: "LISTEN_ADDR", default: "127.0.0.1:8080", meaning: "address and port the HTTP server binds" },
+    Setting { var: "BASE_URL", default: "(none)", meaning: "public https URL of this server, as Twilio and Stripe reach it; required with Twilio" },
+    Setting { var: "DATABASE_URL", default: "sqlite:callgate.db", meaning: "`sqlite:PATH` or `postgres://user@host/db`" },
+    Setting { var: "MONGODB_URI", default: "(none)", meaning: "the old deployment's MongoDB; used when DATABASE_URL is unset" },
+    Setting { var: "CALLGATE_SECRET", default: "key file beside the SQLite db", meaning: "at least 32 characters; keys the access-code hash and encryption. Required with PostgreSQL or MongoDB" },
+    Setting { var: "ACCESS_CODE_DIGITS", default: "12", meaning: "length of new access codes (10 to 16)" },
+    Setting { var: "PLAN_NAME", default: "Talk time", meaning: "name shown on the storefront" },
+    Setting { var: "PLAN_PRICE", default: "10.00", meaning: "price of the plan in the currency's major unit" },
+    Setting { var: "PLAN_MINUTES", default: "5", meaning: "agent minutes included in the plan" },
+    Setting { var: "OVERAGE_PRICE_PER_MINUTE", default: "1.00", meaning: "price of each started minute beyond the allowance (with consent)" },
+    Setting { var: "CURRENCY", default: "usd", meaning: "ISO currency code, lower case" },
+    Setting { var: "STRIPE_SECRET_KEY", default: "(none)", meaning: "`sk_...` or `rk_...`; enables payments" },
+    Setting { var: "STRIPE_PUBLISHABLE_KEY", default: "(none)", meaning: "`pk_...`; required with STRIPE_SECRET_KEY" },
+    Setting { var: "STRIPE_WEBHOOK_SECRET", default: "(none)", meaning: "`whsec_...`; required with STRIPE_SECRET_KEY" },
+    Setting { var: "STRIPE_API_BASE", default: "https://api.stripe.com", meaning: "Stripe API base URL (tests point it at a local peer)" },
+    Setting { var: "TWILIO_ACCOUNT_SID", default: "(none)", meaning: "`AC...`; enables the phone menu" },
+    Setting { var: "TWILIO_AUTH_TOKEN", default: "(none)", meaning: "checks X-Twilio-Signature; required with TWILIO_ACCOUNT_SID" },
+    Setting { var: "TWILIO_PHONE_NUMBER", default: "(none)", meaning: "the number customers call, E.164 (`+15551234567`)" },
+    Setting { var: "TWILIO_API_BASE", default: "https://api.twilio.com", meaning: "Twilio REST base URL" },
+    Setting { var: "ELEVENLABS_AGENT_ID", default: "(none)", meaning: "agent id, or a URL with `agent_id=`; enables the bridge" },
+    Setting { var: "ELEVENLABS_API_KEY", default: "(none)", meaning: "for a private agent: fetches signed conversation URLs" },
+    Setting { var: "ELEVENLABS_API_BASE", default: "https://api.elevenlabs.io", meaning: "ElevenLabs base URL; the agent WebSocket uses the same host" },
+    Setting { var: "LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
+    Setting { var: "RUST_LOG", default: "info", meaning: "log filter, e.g. `callgate=debug,info`" },
+];
+
+/// A source of variables: the process environment, or a map in tests.
+pub trait Env {
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, var: &str) -> Option<String> {
+        HashMap::get(self, var).cloned()
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn get(&self, var: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+/// Reads a variable, treating an empty or all-blank value as unset.
+fn read(env: &dyn Env, var: &str) -> Option<String> {
+    env.get(var)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl Config {
+    /// Loads `.env` (if present, without overriding the environment) and then the environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::DotEnv(e.to_string())),
+        }
+        Config::from_env(&ProcessEnv)
+    }
+
+    /// Builds and validates the configuration from any source of variables.
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        let listen = match read(env, "LISTEN_ADDR") {
+            Some(v) => v.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "LISTEN_ADDR",
+                    format!("`{v}` is not an address and port such as 127.0.0.1:8080"),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+
+        let base_url = read(env, "BASE_URL")
+            .map(|v| parse_base_url(&v))
+            .transpose()?;
+
+        let database = parse_database(env)?;
+
+        let secret = match read(env, "CALLGATE_SECRET") {
+            Some(v) if v.chars().count() < 32 => {
+                return Err(invalid(
+                    "CALLGATE_SECRET",
+                    "must be at least 32 characters (try `openssl rand -hex 32`)",
+                ))
+            }
+            Some(v) => Some(Secret::new(v)),
+            None => None,
+        };
+        if secret.is_none() && !matches!(database, DatabaseConfig::Sqlite { .. }) {
+            return Err(ConfigError::Missing {
+                var: "CALLGATE_SECRET",
+                hint: "with a shared database every instance must use the same secret (try `openssl rand -hex 32`)".into(),
+            });
+        }
+
+        let access_code_digits = match read(env, "ACCESS_CODE_DIGITS") {
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (10..=16).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "ACCESS_CODE_DIGITS",
+                        format!("`{v}` is not a whole number from 10 to 16"),
+                    ))
+                }
+            },
+            None => 12,
+        };
+
+        let plan = parse_plan(env)?;
+        let stripe = parse_stripe(env)?;
+        let twilio = parse_twilio(env)?;
+        let elevenlabs = parse_elevenlabs(env)?;
+        if twilio.is_some() && base_url.is_none() {
+            return Err(ConfigError::Missing {
+                var: "BASE_URL",
+                hint: "Twilio signs requests over the public URL, so set the https URL Twilio reaches this server at".into(),
+            });
+        }
+
+        let log_format = match read(env, "LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("`{other}` is neither `text` nor `json`"),
+                ))
+            }
+        };
+
+        Ok(Config {
+            listen,
+            base_url,
+            database,
+            secret,
+            access_code_digits,
+            plan,
+            stripe,
+            twilio,
+            elevenlabs,
+            log_format,
+        })
+    }
+
+    /// Integrations switched off because none of their variables are set.
+    pub fn disabled_features(&self) -> Vec<&'static str> {
+        let mut off = Vec::new();
+        if self.stripe.is_none() {
+            off.push("payments (set STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET)");
+        }
+        if self.twilio.is_none() {
+            off.push("phone menu (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_PHONE_NUMBER, BASE_URL)");
+        }
+        if self.elevenlabs.is_none() {
+            off.push("agent bridge (set ELEVENLABS_AGENT_ID)");
+        }
+        off
+    }
+}
+
+fn parse_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| invalid(var, format!("`{value}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            var,
+            format!("`{value}` must be an http or https URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_base_url(value: &str) -> Result<Url, ConfigError> {
+    let mut url = parse_url("BASE_URL", value)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "BASE_URL",
+            "must not carry a query or fragment",
+        ));
+    }
+    // Paths are joined onto the base, so keep exactly one trailing slash off.
+    let trimmed = url.path().trim_end_matches('/').to_string();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+fn parse_database(env: &dyn Env) -> Result<DatabaseConfig, ConfigError> {
+    if let Some(url) = read(env, "DATABASE_URL") {
+        return parse_database_url(&url);
+    }
+    if let Some(uri) = read(env, "MONGODB_URI") {
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(invalid(
+                "MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        return Ok(DatabaseConfig::Mongo {
+            uri: Secret::new(uri),
+        });
+    }
+    Ok(DatabaseConfig::Sqlite {
+        path: PathBuf::from("callgate.db"),
+    })
+}
+
+/// Parses `DATABASE_URL`: `sqlite:PATH`, `sqlite://PATH`, `postgres://...` or `postgresql://...`.
+pub fn parse_database_url(value: &str) -> Result<DatabaseConfig, ConfigError> {
+    const VAR: &str = "DATABASE_URL";
+    if let Some(rest) = value.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(invalid(VAR, "a sqlite URL needs a file path, e.g. sqlite:callgate.db"));
+        }
+        if path == ":memory:" {
+            return Err(invalid(VAR, "an in-memory database would lose every order at restart; name a file"));
+        }
+        return Ok(DatabaseConfig::Sqlite {
+            path: PathBuf::from(path),
+        });
+    }
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        let parsed = Url::parse(value)
+            .map_err(|e| invalid(VAR, format!("not a valid PostgreSQL URL ({e})")))?;
+        if parsed.host().is_none() && !value.contains("host=") {
+            return Err(invalid(VAR, "a PostgreSQL URL needs a host, e.g. postgres://user@localhost/callgate"));
+        }
+        return Ok(DatabaseConfig::Postgres {
+            url: Secret::new(value),
+        });
+    }
+    if value.starts_with("mongodb://") || value.starts_with("mongodb+srv://") {
+        return Ok(DatabaseConfig::Mongo {
+            uri: Secret::new(value),
+        });
+    }
+    Err(invalid(
+        VAR,
+        "expected sqlite:PATH or postgres://user@host/database",
+    ))
+}
+
+fn parse_plan(env: &dyn Env) -> Result<Plan, ConfigError> {
+    let currency = match read(env, "CURRENCY") {
+        Some(v) => Currency::parse(&v).ok_or_else(|| {
+            invalid("CURRENCY", format!("`{v}` is not a three-letter ISO currency code"))
+        })?,
+        None => Currency::parse("usd").unwrap_or_default(),
+    };
+    let money = |var: &'static str, default: &str| -> Result<Cents, ConfigError> {
+        let raw = read(env, var).unwrap_or_else(|| default.to_string());
+        currency
+            .parse_amount(&raw)
+            .map_err(|reason| invalid(var, format!("`{raw}`: {reason}")))
+    };
+    let price = money("PLAN_PRICE", "10.00")?;
+    if price.0 <= 0 {
+        return Err(invalid("PLAN_PRICE", "must be more than zero"));
+    }
+    let overage_per_minute = money("OVERAGE_PRICE_PER_MINUTE", "1.00")?;
+    let minutes_included = match read(env, "PLAN_MINUTES") {
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(invalid(
+                    "PLAN_MINUTES",
+                    format!("`{v}` is not a whole number of minutes from 1 to 10000"),
+                ))
+            }
+        },
+        None => 5,
+    };
+    Ok(Plan {
+        name: read(env, "PLAN_NAME").unwrap_or_else(|| "Talk time".to_string()),
+        price,
+        minutes_included,
+        overage_per_minute,
+        currency,
+    })
+}
+
+/// Reads a group of variables that must be set all together or not at all.
+fn group<const N: usize>(
+    env: &dyn Env,
+    vars: [&'static str; N],
+) -> Result<Option<[String; N]>, ConfigError> {
+    let values = vars.map(|v| read(env, v));
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let set: Vec<&str> = vars
+        .iter()
+        .zip(&values)
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| *k)
+        .collect();
+    let mut out = Vec::with_capacity(N);
+    for (var, value) in vars.iter().zip(values) {
+        match value {
+            Some(v) => out.push(v),
+            None => {
+                return Err(ConfigError::Missing {
+                    var,
+                    hint: format!("it goes together with {}", set.join(", ")),
+                })
+            }
+        }
+    }
+    Ok(out.try_into().ok())
+}
+
+fn require_prefix(var: &'static str, value: &str, prefixes: &[&str]) -> Result<(), ConfigError> {
+    if prefixes.iter().any(|p| value.starts_with(p)) && value.len() > 5 {
+        Ok(())
+    } else {
+        Err(invalid(
+            var,
+            format!("expected a value starting with {}", prefixes.join(" or ")),
+        ))
+    }
+}
+
+fn parse_stripe(env: &dyn Env) -> Result<Option<StripeConfig>, ConfigError> {
+    let Some([secret_key, publishable_key, webhook_secret]) = group(
+        env,
+        ["STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET"],
+    )?
+    else {
+        return Ok(None);
+    };
+    require_prefix("STRIPE_SECRET_KEY", &secret_key, &["sk_", "rk_"])?;
+    require_prefix("STRIPE_PUBLISHABLE_KEY", &publishable_key, &["pk_"])?;
+    require_prefix("STRIPE_WEBHOOK_SECRET", &webhook_secret, &["whsec_"])?;
+    let api_base = parse_url(
+        "STRIPE_API_BASE",
+        &read(env, "STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
+    )?;
+    Ok(Some(StripeConfig {
+        secret_key: Secret::new(secret_key),
+        publishable_key,
+        webhook_secret: Secret::new(webhook_secret),
+        api_base,
+    }))
+}
+
+fn parse_twilio(env: &dyn Env) -> Result<Option<TwilioConfig>, ConfigError> {
+    let Some([account_sid, auth_token, phone_number]) = group(
+        env,
+        ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER"],
+    )?
+    else {
+        return Ok(None);
+    };
+    let sid_ok = account_sid.len() == 34
+        && account_sid.starts_with("AC")
+        && account_sid[2..].chars().all(|c| c.is_ascii_hexdigit());
+    if !sid_ok {
+        return Err(invalid(
+            "TWILIO_ACCOUNT_SID",
+            "expected `AC` followed by 32 hexadecimal characters",
+        ));
+    }
+    let digits = phone_number.strip_prefix('+').unwrap_or("");
+    if !(8..=15).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(invalid(
+            "TWILIO_PHONE_NUMBER",
+            "expected E.164 form: `+` and 8 to 15 digits, e.g. +15551234567",
+        ));
+    }
+    let api_base = parse_url(
+        "TWILIO_API_BASE",
+        &read(env, "TWILIO_API_BASE").unwrap_or_else(|| "https://api.twilio.com".into()),
+    )?;
+    Ok(Some(TwilioConfig {
+        account_sid,
+        auth_token: Secret::new(auth_token),
+        phone_number,
+        api_base,
+    }))
+}
+
+/// Takes an agent id either bare or from a URL's `agent_id` query parameter, as the old
+/// deployment allowed.
+pub fn parse_agent_id(value: &str) -> Result<String, ConfigError> {
+    const VAR: &str = "ELEVENLABS_AGENT_ID";
+    let id = if value.contains("://") || value.contains('?') {
+        let url = Url::parse(value)
+            .or_else(|_| Url::parse(&format!("https://placeholder/{value}")))
+            .map_err(|_| invalid(VAR, "neither an agent id nor a URL"))?;
+        url.query_pairs()
+            .find(|(k, _)| k == "agent_id")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| invalid(VAR, "the URL has no agent_id= parameter"))?
+    } else {
+        value.to_string()
+    };
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(invalid(
+            VAR,
+            "an agent id is letters, digits, `_` and `-`",
+        ));
+    }
+    Ok(id)
+}
+
+fn parse_elevenlabs(env: &dyn Env) -> Result<Option<ElevenLabsConfig>, ConfigError> {
+    let Some(raw) = read(env, "ELEVENLABS_AGENT_ID") else {
+        if read(env, "ELEVENLABS_API_KEY").is_some() {
+            return Err(ConfigError::Missing {
+                var: "ELEVENLABS_AGENT_ID",
+                hint: "ELEVENLABS_API_KEY is set, but no agent to talk to".into(),
+            });
+        }
+        return Ok(None);
+    };
+    let api_base = parse_url(
+        "ELEVENLABS_API_BASE",
+        &read(env, "ELEVENLABS_API_BASE").unwrap_or_else(|| "https://api.elevenlabs.io".into()),
+    )?;
+    Ok(Some(ElevenLabsConfig {
+        agent_id: parse_agent_id(&raw)?,
+        api_key: read(env, "ELEVENLABS_API_KEY").map(Secret::new),
+        api_base,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_environment_gives_sqlite_defaults() {
+        let cfg = Config::from_env(&[("UNRELATED", "x")]).expect("defaults are valid");
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            cfg.database,
+            DatabaseConfig::Sqlite {
+                path: "callgate.db".into()
+            }
+        );
+        assert_eq!(cfg.plan.price, Cents(1000));
+        assert_eq!(cfg.plan.minutes_included, 5);
+        assert!(cfg.stripe.is_none() && cfg.twilio.is_none() && cfg.elevenlabs.is_none());
+        assert_eq!(cfg.disabled_features().len(), 3);
+    }
+
+    #[test]
+    fn agent_id_bare_or_from_url() {
+        assert_eq!(parse_agent_id("agent_abc-1").unwrap(), "agent_abc-1");
+        assert_eq!(
+            parse_agent_id("wss://api.elevenlabs.io/v1/convai/conversation?agent_id=xyz123").unwrap(),
+            "xyz123"
+        );
+        assert_eq!(
+            parse_agent_id("https://elevenlabs.io/app/talk-to?foo=1&agent_id=Q9").unwrap(),
+            "Q9"
+        );
+        assert!(matches!(
+            parse_agent_id("https://elevenlabs.io/app/talk-to?foo=1"),
+            Err(ConfigError::Invalid { var: "ELEVENLABS_AGENT_ID", .. })
+        ));
+        assert!(parse_agent_id("bad id with spaces").is_err());
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            parse_database_url("sqlite://data/x.db").unwrap(),
+            DatabaseConfig::Sqlite { path: "data/x.db".into() }
+        );
+        assert_eq!(
+            parse_database_url("sqlite:x.db?mode=rwc").unwrap(),
+            DatabaseConfig::Sqlite { path: "x.db".into() }
+        );
+        assert!(matches!(
+            parse_database_url("postgres://u@localhost/db"),
+            Ok(DatabaseConfig::Postgres { .. })
+        ));
+        for bad in ["mysql://x", "sqlite:", "sqlite::memory:", "postgres://", "nonsense"] {
+            let err = parse_database_url(bad).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { var: "DATABASE_URL", .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("LISTEN_ADDR", "localhost")], "LISTEN_ADDR"),
+            (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (&[("PLAN_PRICE", "ten")], "PLAN_PRICE"),
+            (&[("PLAN_PRICE", "1.234")], "PLAN_PRICE"),
+            (&[("PLAN_MINUTES", "-3")], "PLAN_MINUTES"),
+            (&[("CURRENCY", "dollars")], "CURRENCY"),
+            (&[("CALLGATE_SECRET", "short")], "CALLGATE_SECRET"),
+            (&[("DATABASE_URL", "postgres://u@h/db")], "CALLGATE_SECRET"),
+            (&[("STRIPE_SECRET_KEY", "sk_test_123")], "STRIPE_PUBLISHABLE_KEY"),
+            (&[("BASE_URL", "ftp://x")], "BASE_URL"),
+            (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (&[("ACCESS_CODE_DIGITS", "4")], "ACCESS_CODE_DIGITS"),
+            (&[("ELEVENLABS_API_KEY", "k")], "ELEVENLABS_AGENT_ID"),
+            (&[("MONGODB_URI", "http://x")], "MONGODB_URI"),
+        ];
+        for (vars, expected) in cases {
+            let env: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let err = Config::from_env(&env).unwrap_err();
+            assert!(
+                err.to_string().starts_with(expected),
+                "{vars:?} gave `{err}`, expected it to name {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn twilio_needs_base_url_and_valid_values() {
+        let twilio = [
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_PHONE_NUMBER", "+15551234567"),
+        ];
+        let err = Config::from_env(&twilio).unwrap_err();
+        assert!(err.to_string().starts_with("BASE_URL"), "{err}");
+
+        let mut env: HashMap<String, String> = twilio
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.insert("BASE_URL".into(), "https://example.com/".into());
+        let cfg = Config::from_env(&env).unwrap();
+        assert_eq!(cfg.base_url.unwrap().as_str(), "https://example.com/");
+
+        env.insert("TWILIO_PHONE_NUMBER".into(), "555-1234".into());
+        let err = Config::from_env(&env).unwrap_err();
+        assert!(err.to_string().starts_with("TWILIO_PHONE_NUMBER"), "{err}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let env = [
+            ("STRIPE_SECRET_KEY", "sk_test_supersecretvalue"),
+            ("STRIPE_PUBLISHABLE_KEY", "pk_test_public"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_hushhush"),
+            ("CALLGATE_SECRET", "0123456789abcdef0123456789abcdef"),
+        ];
+        let cfg = Config::from_env(&env).unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("supersecretvalue"));
+        assert!(!shown.contains("hushhush"));
+        assert!(!shown.contains("0123456789abcdef"));
+        assert!(shown.contains("pk_test_public"));
+    }
+}

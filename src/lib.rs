@@ -1,0 +1,158 @@
+//! callgate: a paid phone gateway to an ElevenLabs voice agent.
+//!
+//! The money flows storefront -> `payments` -> `store`; a call flows Twilio -> `voice` ->
+//! `bridge` <-> `agent`, metered into `store`. `web` wires the HTTP surface; `cli` is the
+//! operator's entry point.
+
+pub mod cli;
+pub mod clock;
+pub mod codes;
+pub mod config;
+pub mod crypto;
+pub mod money;
+pub mod orders;
+pub mod store;
+pub mod telemetry;
+pub mod web;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::clock::{Clock, SystemClock};
+use crate::codes::CodeVault;
+use crate::config::{Config, ConfigError, DatabaseConfig, Secret};
+use crate::store::{DynStore, StoreError};
+
+/// Why callgate could not start. Each says what is wrong and how to fix it, in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0} (check DATABASE_URL or MONGODB_URI, and that the file or server is reachable)")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source} (set LISTEN_ADDR or --listen to a free address)")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("key file {path}: {source} (set CALLGATE_SECRET, or make the folder writable)")]
+    KeyFile { path: PathBuf, source: io::Error },
+    #[error("server failed: {0}")]
+    Serve(io::Error),
+}
+
+/// Everything a request handler or an operator command needs, built once.
+pub struct App {
+    pub config: Config,
+    pub store: DynStore,
+    pub vault: CodeVault,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// Opens and migrates the store, and loads the code keys.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let store = store::open(&config.database).await?;
+        store.migrate().await?;
+        App::with_store(config, store, Arc::new(SystemClock))
+    }
+
+    /// Assembles an app over a store that is already open and migrated.
+    pub fn with_store(
+        config: Config,
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, StartError> {
+        let secret = match (&config.secret, &config.database) {
+            (Some(secret), _) => secret.clone(),
+            (None, DatabaseConfig::Sqlite { path }) => load_or_create_key_file(&key_file_for(path))?,
+            (None, _) => {
+                return Err(ConfigError::Missing {
+                    var: "CALLGATE_SECRET",
+                    hint: "required with a shared database".into(),
+                }
+                .into())
+            }
+        };
+        Ok(App {
+            vault: CodeVault::new(&secret),
+            config,
+            store,
+            clock,
+        })
+    }
+}
+
+/// Where the generated secret lives when `CALLGATE_SECRET` is unset: beside the SQLite file.
+pub fn key_file_for(db_path: &Path) -> PathBuf {
+    db_path.with_extension("key")
+}
+
+fn load_or_create_key_file(path: &Path) -> Result<Secret, StartError> {
+    let err = |source| StartError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim().to_string();
+            if text.len() < 32 {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "holds fewer than 32 characters",
+                )));
+            }
+            Ok(Secret::new(text))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let text = hex::encode(bytes);
+            write_private(path, &text).map_err(err)?;
+            tracing::warn!(
+                path = %path.display(),
+                "CALLGATE_SECRET is not set: generated a key file; back it up with the database, \
+                 since stored access codes cannot be checked without it"
+            );
+            Ok(Secret::new(text))
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// Binds the listening socket, with an error that says how to fix a taken port.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+/// Serves the HTTP surface on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let router = web::router(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(StartError::Serve)
+}

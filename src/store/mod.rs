@@ -1,0 +1,399 @@
+//! The storage interface: one trait, its record types, and one implementation per backend.
+//!
+//! Every backend passes the same conformance suite (`tests/store_conformance.rs`). Methods
+//! that can race (fulfilment, charge creation, claims) are single atomic statements or
+//! transactions, so the outcome is the same whatever the interleaving.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::codes::StoredCode;
+use crate::config::DatabaseConfig;
+use crate::money::{Cents, Seconds};
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Unix time in whole seconds, from one clock.
+pub type UnixTime = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (e.g. a code or PaymentIntent already stored).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or timed out; the operation may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value is not one callgate writes.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("migration failed: {0}")]
+    Migrate(String),
+}
+
+/// Declares a status enum stored as text, with its spellings in one place.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(StoreError::Corrupt(format!(
+                        "unknown {} `{other}`", stringify!($name)
+                    ))),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = StoreError;
+            fn try_from(s: String) -> Result<Self, StoreError> {
+                s.parse()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where an order stands.
+    OrderStatus {
+        Pending = "pending",
+        Paid = "paid",
+        Failed = "failed",
+        Revoked = "revoked",
+    }
+);
+
+text_enum!(
+    /// How an order came to be.
+    OrderSource {
+        Stripe = "stripe",
+        Operator = "operator",
+        Import = "import",
+    }
+);
+
+text_enum!(
+    /// Where a call stands.
+    CallStatus {
+        Menu = "menu",
+        Bridged = "bridged",
+        Ended = "ended",
+    }
+);
+
+text_enum!(
+    /// Where an overage charge stands.
+    ChargeState {
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Declined = "declined",
+        RequiresAction = "requires_action",
+        Failed = "failed",
+        Canceled = "canceled",
+    }
+);
+
+impl From<i64> for Cents {
+    fn from(v: i64) -> Self {
+        Cents(v)
+    }
+}
+
+impl From<i64> for Seconds {
+    fn from(v: i64) -> Self {
+        Seconds(v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Order {
+    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
+    #[sqlx(try_from = "String")]
+    pub source: OrderSource,
+    pub plan: String,
+    #[sqlx(rename = "amount_cents", try_from = "i64")]
+    pub amount: Cents,
+    pub currency: String,
+    #[sqlx(try_from = "i64")]
+    pub seconds_included: Seconds,
+    #[sqlx(try_from = "i64")]
+    pub seconds_used: Seconds,
+    pub overage_consent: bool,
+    #[sqlx(rename = "overage_price_cents", try_from = "i64")]
+    pub overage_price: Cents,
+    /// Why overage is suspended for this code (a declined or unpaid charge), if it is.
+    pub overage_blocked: Option<String>,
+    pub stripe_payment_intent: Option<String>,
+    pub stripe_customer: Option<String>,
+    pub stripe_payment_method: Option<String>,
+    #[serde(skip)]
+    pub code_hash: Option<String>,
+    #[serde(skip)]
+    pub code_sealed: Option<String>,
+    pub code_last4: Option<String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+    pub paid_at: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
+}
+
+impl Order {
+    /// Allowance left, never negative.
+    pub fn seconds_left(&self) -> Seconds {
+        Seconds((self.seconds_included.0 - self.seconds_used.0).max(0))
+    }
+}
+
+/// An order to store. With `code` it is stored paid; without, pending payment.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: String,
+    pub source: OrderSource,
+    pub plan: String,
+    pub amount: Cents,
+    pub currency: String,
+    pub seconds_included: Seconds,
+    pub overage_consent: bool,
+    pub overage_price: Cents,
+    pub stripe_payment_intent: Option<String>,
+    pub stripe_customer: Option<String>,
+    pub stripe_payment_method: Option<String>,
+    pub code: Option<StoredCode>,
+    pub now: UnixTime,
+}
+
+/// A successful payment to turn into a paid order with a code.
+#[derive(Debug, Clone)]
+pub struct Fulfilment {
+    pub payment_intent: String,
+    /// The fresh code; used only if this call is the one that fulfils the order.
+    pub code: StoredCode,
+    pub customer: Option<String>,
+    pub payment_method: Option<String>,
+    /// Used when no pending order exists for the PaymentIntent (created elsewhere).
+    pub fallback: NewOrder,
+    pub now: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fulfilled {
+    /// This call paid the order and set the code.
+    Now(Order),
+    /// The order had already been fulfilled (a duplicate or racing event); nothing changed.
+    Already(Order),
+}
+
+impl Fulfilled {
+    pub fn order(&self) -> &Order {
+        match self {
+            Fulfilled::Now(o) | Fulfilled::Already(o) => o,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Call {
+    pub call_sid: String,
+    pub order_id: Option<String>,
+    pub from_number: String,
+    pub to_number: String,
+    #[sqlx(try_from = "String")]
+    pub status: CallStatus,
+    pub started_at: UnixTime,
+    pub bridged_at: Option<UnixTime>,
+    pub ended_at: Option<UnixTime>,
+    #[sqlx(try_from = "i64")]
+    pub seconds_metered: Seconds,
+    pub twilio_duration: Option<i64>,
+    pub end_reason: Option<String>,
+    pub updated_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub call_sid: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub now: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Charge {
+    pub id: String,
+    pub call_sid: String,
+    pub order_id: String,
+    #[sqlx(rename = "amount_cents", try_from = "i64")]
+    pub amount: Cents,
+    pub currency: String,
+    #[sqlx(try_from = "i64")]
+    pub seconds_billed: Seconds,
+    #[sqlx(try_from = "String")]
+    pub state: ChargeState,
+    pub attempts: i64,
+    pub next_attempt_at: UnixTime,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<UnixTime>,
+    pub stripe_payment_intent: Option<String>,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub pay_token: Option<String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCharge {
+    pub id: String,
+    pub call_sid: String,
+    pub order_id: String,
+    pub amount: Cents,
+    pub currency: String,
+    pub seconds_billed: Seconds,
+    pub now: UnixTime,
+}
+
+/// One code typed at the phone menu.
+#[derive(Debug, Clone)]
+pub struct CodeAttempt {
+    pub caller: String,
+    /// The keyed hash of the digits typed (never the digits).
+    pub code_hash: String,
+    pub ok: bool,
+    pub at: UnixTime,
+}
+
+/// Whose failed attempts to count.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptScope<'a> {
+    Caller(&'a str),
+    Code(&'a str),
+    Global,
+}
+
+/// The storage interface every backend implements.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "sqlite", "postgres" or "mongodb".
+    fn backend(&self) -> &'static str;
+    /// Brings the schema up to date (embedded migrations; idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new order; `Conflict` if its id, PaymentIntent or code exists.
+    async fn insert_order(&self, order: &NewOrder) -> Result<Order, StoreError>;
+    /// Turns the order of a PaymentIntent into a paid order with a code, exactly once.
+    async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError>;
+    async fn order(&self, id: &str) -> Result<Option<Order>, StoreError>;
+    async fn order_by_payment_intent(&self, pi: &str) -> Result<Option<Order>, StoreError>;
+    async fn order_by_code(&self, code_hash: &str) -> Result<Option<Order>, StoreError>;
+    /// Newest first.
+    async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError>;
+    /// Moves an order to `to` if it is in one of `from`; returns the updated order if it moved.
+    async fn set_order_status(
+        &self,
+        id: &str,
+        from: &[OrderStatus],
+        to: OrderStatus,
+        now: UnixTime,
+    ) -> Result<Option<Order>, StoreError>;
+
+    /// Records a call's start, or returns the call already recorded under that sid.
+    async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError>;
+    async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError>;
+    /// Newest first.
+    async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError>;
+
+    /// Records a charge for a call; one per call. Returns the stored charge and whether this
+    /// call created it.
+    async fn insert_charge(&self, charge: &NewCharge) -> Result<(Charge, bool), StoreError>;
+    /// Newest first, optionally only those in one state.
+    async fn list_charges(
+        &self,
+        state: Option<ChargeState>,
+        limit: i64,
+    ) -> Result<Vec<Charge>, StoreError>;
+
+    /// Marks a webhook event processed; `false` if it had been already.
+    async fn record_event(&self, id: &str, kind: &str, now: UnixTime) -> Result<bool, StoreError>;
+    async fn event_seen(&self, id: &str) -> Result<bool, StoreError>;
+
+    async fn record_attempt(&self, attempt: &CodeAttempt) -> Result<(), StoreError>;
+    /// Failed attempts in the scope at or after `since`.
+    async fn count_failures(
+        &self,
+        scope: AttemptScope<'_>,
+        since: UnixTime,
+    ) -> Result<i64, StoreError>;
+    /// Forgets attempts older than `before`; returns how many.
+    async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError>;
+}
+
+/// A shared handle to whichever backend the configuration names.
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the configured backend (without migrating).
+pub async fn open(db: &DatabaseConfig) -> Result<DynStore, StoreError> {
+    match db {
+        DatabaseConfig::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
+        DatabaseConfig::Postgres { url } => Ok(Arc::new(PostgresStore::open(url.expose()).await?)),
+        DatabaseConfig::Mongo { .. } => Err(StoreError::Open(
+            "MONGODB_URI is set, but this build has no MongoDB backend yet; set DATABASE_URL to sqlite:PATH or postgres://..."
+                .into(),
+        )),
+    }
+}
+
+/// A fresh random identifier such as `ord_3f9c...`: 80 bits, hex.
+pub fn new_id(prefix: &str) -> String {
+    let bytes: [u8; 10] = rand::rngs::OsRng.gen();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// Maps a driver error onto the store's categories.
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_string()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
+}

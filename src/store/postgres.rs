@@ -1,0 +1,35 @@
+//! PostgreSQL backend: for several instances behind a load balancer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the server named by a `postgres://` URL.
+    pub async fn open(url: &str) -> Result<PostgresStore, super::StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| super::StoreError::Open(format!("DATABASE_URL: {e}")))?;
+        PostgresStore::connect(options).await
+    }
+
+    /// Connects with ready-made options (tests use this to pick a schema).
+    pub async fn connect(options: PgConnectOptions) -> Result<PostgresStore, super::StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| super::StoreError::Open(format!("PostgreSQL: {e}")))?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+super::sql::sql_store!(PostgresStore, sqlx::Postgres, "postgres", MIGRATOR);

@@ -1,0 +1,335 @@
+//! The SQL shared by the SQLite and PostgreSQL backends.
+//!
+//! Both engines accept `$N` placeholders, `ON CONFLICT` and `RETURNING`, so one text serves
+//! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
+//! neither pays for a runtime-generic driver.
+
+pub(crate) const ORDER_INSERT: &str = "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
+     seconds_used, overage_consent, overage_price_cents, stripe_payment_intent, stripe_customer, \
+     stripe_payment_method, code_hash, code_sealed, code_last4, created_at, updated_at, paid_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17)";
+
+pub(crate) const ORDER_FULFIL: &str = "UPDATE orders SET status = 'paid', code_hash = $2, code_sealed = $3, code_last4 = $4, \
+     stripe_customer = COALESCE($5, stripe_customer), \
+     stripe_payment_method = COALESCE($6, stripe_payment_method), paid_at = $7, updated_at = $7 \
+     WHERE stripe_payment_intent = $1 AND status IN ('pending', 'failed') RETURNING *";
+
+pub(crate) const CALL_INSERT: &str = "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) \
+     VALUES ($1, $2, $3, 'menu', $4, $4) ON CONFLICT DO NOTHING";
+
+pub(crate) const CHARGE_INSERT: &str = "INSERT INTO charges (id, call_sid, order_id, amount_cents, currency, seconds_billed, state, \
+     attempts, next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *";
+
+/// Implements [`crate::store::Store`] for a struct with a `pool: sqlx::Pool<$db>` field.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $backend:literal, $migrator:expr) => {
+        use $crate::store::sql::*;
+        use $crate::store::*;
+
+        impl $store {
+            async fn insert_order_returning(
+                &self,
+                o: &NewOrder,
+                on_conflict_nothing: bool,
+            ) -> Result<Option<Order>, StoreError> {
+                let (status, paid_at) = match o.code {
+                    Some(_) => (OrderStatus::Paid, Some(o.now)),
+                    None => (OrderStatus::Pending, None),
+                };
+                let suffix = if on_conflict_nothing {
+                    " ON CONFLICT DO NOTHING RETURNING *"
+                } else {
+                    " RETURNING *"
+                };
+                let sql = format!("{ORDER_INSERT}{suffix}");
+                sqlx::query_as::<$db, Order>(&sql)
+                    .bind(&o.id)
+                    .bind(status.as_str())
+                    .bind(o.source.as_str())
+                    .bind(&o.plan)
+                    .bind(o.amount.0)
+                    .bind(&o.currency)
+                    .bind(o.seconds_included.0)
+                    .bind(o.overage_consent)
+                    .bind(o.overage_price.0)
+                    .bind(&o.stripe_payment_intent)
+                    .bind(&o.stripe_customer)
+                    .bind(&o.stripe_payment_method)
+                    .bind(o.code.as_ref().map(|c| c.hash.as_str()))
+                    .bind(o.code.as_ref().map(|c| c.sealed.as_str()))
+                    .bind(o.code.as_ref().map(|c| c.last4.as_str()))
+                    .bind(o.now)
+                    .bind(paid_at)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn order_where(&self, column: &str, value: &str) -> Result<Option<Order>, StoreError> {
+                let sql = format!("SELECT * FROM orders WHERE {column} = $1");
+                sqlx::query_as::<$db, Order>(&sql)
+                    .bind(value)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> Result<(), StoreError> {
+                $migrator
+                    .run(&self.pool)
+                    .await
+                    .map_err(|e| StoreError::Migrate(e.to_string()))
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query::<$db>("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn insert_order(&self, order: &NewOrder) -> Result<Order, StoreError> {
+                self.insert_order_returning(order, false)
+                    .await?
+                    .ok_or_else(|| StoreError::Database("insert returned no row".into()))
+            }
+
+            async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError> {
+                let updated = sqlx::query_as::<$db, Order>(ORDER_FULFIL)
+                    .bind(&f.payment_intent)
+                    .bind(&f.code.hash)
+                    .bind(&f.code.sealed)
+                    .bind(&f.code.last4)
+                    .bind(&f.customer)
+                    .bind(&f.payment_method)
+                    .bind(f.now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                if let Some(order) = updated {
+                    return Ok(Fulfilled::Now(order));
+                }
+                if let Some(order) = self.order_by_payment_intent(&f.payment_intent).await? {
+                    return Ok(Fulfilled::Already(order));
+                }
+                // No pending order: the PaymentIntent was created elsewhere. Store it paid.
+                let mut fallback = f.fallback.clone();
+                fallback.stripe_payment_intent = Some(f.payment_intent.clone());
+                fallback.stripe_customer = f.customer.clone().or(fallback.stripe_customer);
+                fallback.stripe_payment_method = f.payment_method.clone();
+                fallback.code = Some(f.code.clone());
+                fallback.now = f.now;
+                match self.insert_order_returning(&fallback, true).await? {
+                    Some(order) => Ok(Fulfilled::Now(order)),
+                    None => self
+                        .order_by_payment_intent(&f.payment_intent)
+                        .await?
+                        .map(Fulfilled::Already)
+                        .ok_or_else(|| StoreError::Conflict("order id or code already taken".into())),
+                }
+            }
+
+            async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
+                self.order_where("id", id).await
+            }
+
+            async fn order_by_payment_intent(&self, pi: &str) -> Result<Option<Order>, StoreError> {
+                self.order_where("stripe_payment_intent", pi).await
+            }
+
+            async fn order_by_code(&self, code_hash: &str) -> Result<Option<Order>, StoreError> {
+                self.order_where("code_hash", code_hash).await
+            }
+
+            async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
+                sqlx::query_as::<$db, Order>(
+                    "SELECT * FROM orders ORDER BY created_at DESC, id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
+            async fn set_order_status(
+                &self,
+                id: &str,
+                from: &[OrderStatus],
+                to: OrderStatus,
+                now: UnixTime,
+            ) -> Result<Option<Order>, StoreError> {
+                if from.is_empty() {
+                    return Ok(None);
+                }
+                // The statuses are our own constants, so they can be written into the text.
+                let allowed = from
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let revoked_at = if to == OrderStatus::Revoked { "$3" } else { "revoked_at" };
+                let sql = format!(
+                    "UPDATE orders SET status = $2, updated_at = $3, revoked_at = {revoked_at} \
+                     WHERE id = $1 AND status IN ({allowed}) RETURNING *"
+                );
+                sqlx::query_as::<$db, Order>(&sql)
+                    .bind(id)
+                    .bind(to.as_str())
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError> {
+                sqlx::query::<$db>(CALL_INSERT)
+                    .bind(&call.call_sid)
+                    .bind(&call.from_number)
+                    .bind(&call.to_number)
+                    .bind(call.now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                self.call(&call.call_sid)
+                    .await?
+                    .ok_or_else(|| StoreError::Database("call vanished after insert".into()))
+            }
+
+            async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError> {
+                sqlx::query_as::<$db, Call>("SELECT * FROM calls WHERE call_sid = $1")
+                    .bind(call_sid)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError> {
+                sqlx::query_as::<$db, Call>(
+                    "SELECT * FROM calls ORDER BY started_at DESC, call_sid DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
+            async fn insert_charge(&self, c: &NewCharge) -> Result<(Charge, bool), StoreError> {
+                let inserted = sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
+                    .bind(&c.id)
+                    .bind(&c.call_sid)
+                    .bind(&c.order_id)
+                    .bind(c.amount.0)
+                    .bind(&c.currency)
+                    .bind(c.seconds_billed.0)
+                    .bind(c.now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                if let Some(charge) = inserted {
+                    return Ok((charge, true));
+                }
+                sqlx::query_as::<$db, Charge>("SELECT * FROM charges WHERE call_sid = $1")
+                    .bind(&c.call_sid)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)?
+                    .map(|charge| (charge, false))
+                    .ok_or_else(|| StoreError::Conflict(format!("charge id {} already used", c.id)))
+            }
+
+            async fn list_charges(
+                &self,
+                state: Option<ChargeState>,
+                limit: i64,
+            ) -> Result<Vec<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>(
+                    "SELECT * FROM charges WHERE ($1 IS NULL OR state = $1) \
+                     ORDER BY created_at DESC, id DESC LIMIT $2",
+                )
+                .bind(state.map(|s| s.as_str()))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
+            async fn record_event(&self, id: &str, kind: &str, now: UnixTime) -> Result<bool, StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO webhook_events (id, kind, received_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(kind)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(classify)
+            }
+
+            async fn event_seen(&self, id: &str) -> Result<bool, StoreError> {
+                sqlx::query_scalar::<$db, i64>("SELECT COUNT(*) FROM webhook_events WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(|n| n > 0)
+                    .map_err(classify)
+            }
+
+            async fn record_attempt(&self, a: &CodeAttempt) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO code_attempts (caller, code_hash, ok, at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&a.caller)
+                .bind(&a.code_hash)
+                .bind(a.ok)
+                .bind(a.at)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn count_failures(
+                &self,
+                scope: AttemptScope<'_>,
+                since: UnixTime,
+            ) -> Result<i64, StoreError> {
+                let (filter, value) = match scope {
+                    AttemptScope::Caller(c) => ("caller = $2", Some(c)),
+                    AttemptScope::Code(h) => ("code_hash = $2", Some(h)),
+                    AttemptScope::Global => ("($2 IS NULL)", None),
+                };
+                let sql = format!(
+                    "SELECT COUNT(*) FROM code_attempts WHERE ok = FALSE AND at >= $1 AND {filter}"
+                );
+                sqlx::query_scalar::<$db, i64>(&sql)
+                    .bind(since)
+                    .bind(value)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError> {
+                sqlx::query::<$db>("DELETE FROM code_attempts WHERE at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(classify)
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
