@@ -14,7 +14,11 @@ use crate::store::{Call, Order, OrderStatus};
 use crate::{telemetry, App, StartError};
 
 #[derive(Debug, Parser)]
-#[command(name = "callgate", version, about = "A paid phone gateway to an ElevenLabs voice agent")]
+#[command(
+    name = "callgate",
+    version,
+    about = "A paid phone gateway to an ElevenLabs voice agent"
+)]
 pub struct Cli {
     /// Log JSON lines instead of text (same as LOG_FORMAT=json).
     #[arg(long, global = true)]
@@ -231,8 +235,8 @@ async fn codes(app: App, cmd: CodesCommand) -> Result<(), CliError> {
             Ok(())
         }
         CodesCommand::Revoke { code, output } => {
-            let code = AccessCode::parse(&code)
-                .map_err(|e| CliError::Input(format!("CODE: {e}")))?;
+            let code =
+                AccessCode::parse(&code).map_err(|e| CliError::Input(format!("CODE: {e}")))?;
             let Some(order) = orders::find_by_code(&app, &code).await? else {
                 return Err(CliError::Input("no order has that access code".into()));
             };
@@ -281,7 +285,10 @@ fn print_orders(orders: &[Order], json: bool) {
             o.id,
             o.status,
             o.source,
-            o.code_last4.as_deref().map(|l| format!("…{l}")).unwrap_or_else(|| "-".into()),
+            o.code_last4
+                .as_deref()
+                .map(|l| format!("…{l}"))
+                .unwrap_or_else(|| "-".into()),
             o.seconds_included.0 / 60,
             format!("{}:{:02}", o.seconds_used.0 / 60, o.seconds_used.0 % 60),
             if o.overage_consent { "yes" } else { "no" },

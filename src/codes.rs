@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(AccessCode::parse("12ab56"), Err(CodeError::NotDigits));
         assert_eq!(AccessCode::parse(""), Err(CodeError::NotDigits));
         assert!(AccessCode::parse("123").is_err());
-        assert_eq!(AccessCode::parse("123-456-789#").unwrap().expose(), "123456789");
+        assert_eq!(
+            AccessCode::parse("123-456-789#").unwrap().expose(),
+            "123456789"
+        );
     }
 
     #[test]

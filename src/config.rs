@@ -300,7 +300,9 @@ impl Config {
     pub fn disabled_features(&self) -> Vec<&'static str> {
         let mut off = Vec::new();
         if self.stripe.is_none() {
-            off.push("payments (set STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET)");
+            off.push(
+                "payments (set STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET)",
+            );
         }
         if self.twilio.is_none() {
             off.push("phone menu (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_PHONE_NUMBER, BASE_URL)");
@@ -313,8 +315,8 @@ impl Config {
 }
 
 fn parse_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value)
-        .map_err(|e| invalid(var, format!("`{value}` is not a URL ({e})")))?;
+    let url =
+        Url::parse(value).map_err(|e| invalid(var, format!("`{value}` is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(invalid(
             var,
@@ -327,10 +329,7 @@ fn parse_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
 fn parse_base_url(value: &str) -> Result<Url, ConfigError> {
     let mut url = parse_url("BASE_URL", value)?;
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            "BASE_URL",
-            "must not carry a query or fragment",
-        ));
+        return Err(invalid("BASE_URL", "must not carry a query or fragment"));
     }
     // Paths are joined onto the base, so keep exactly one trailing slash off.
     let trimmed = url.path().trim_end_matches('/').to_string();
@@ -365,10 +364,16 @@ pub fn parse_database_url(value: &str) -> Result<DatabaseConfig, ConfigError> {
         let path = rest.strip_prefix("//").unwrap_or(rest);
         let path = path.split('?').next().unwrap_or_default();
         if path.is_empty() {
-            return Err(invalid(VAR, "a sqlite URL needs a file path, e.g. sqlite:callgate.db"));
+            return Err(invalid(
+                VAR,
+                "a sqlite URL needs a file path, e.g. sqlite:callgate.db",
+            ));
         }
         if path == ":memory:" {
-            return Err(invalid(VAR, "an in-memory database would lose every order at restart; name a file"));
+            return Err(invalid(
+                VAR,
+                "an in-memory database would lose every order at restart; name a file",
+            ));
         }
         return Ok(DatabaseConfig::Sqlite {
             path: PathBuf::from(path),
@@ -378,7 +383,10 @@ pub fn parse_database_url(value: &str) -> Result<DatabaseConfig, ConfigError> {
         let parsed = Url::parse(value)
             .map_err(|e| invalid(VAR, format!("not a valid PostgreSQL URL ({e})")))?;
         if parsed.host().is_none() && !value.contains("host=") {
-            return Err(invalid(VAR, "a PostgreSQL URL needs a host, e.g. postgres://user@localhost/callgate"));
+            return Err(invalid(
+                VAR,
+                "a PostgreSQL URL needs a host, e.g. postgres://user@localhost/callgate",
+            ));
         }
         return Ok(DatabaseConfig::Postgres {
             url: Secret::new(value),
@@ -398,7 +406,10 @@ pub fn parse_database_url(value: &str) -> Result<DatabaseConfig, ConfigError> {
 fn parse_plan(env: &dyn Env) -> Result<Plan, ConfigError> {
     let currency = match read(env, "CURRENCY") {
         Some(v) => Currency::parse(&v).ok_or_else(|| {
-            invalid("CURRENCY", format!("`{v}` is not a three-letter ISO currency code"))
+            invalid(
+                "CURRENCY",
+                format!("`{v}` is not a three-letter ISO currency code"),
+            )
         })?,
         None => Currency::parse("usd").unwrap_or_default(),
     };
@@ -478,7 +489,11 @@ fn require_prefix(var: &'static str, value: &str, prefixes: &[&str]) -> Result<(
 fn parse_stripe(env: &dyn Env) -> Result<Option<StripeConfig>, ConfigError> {
     let Some([secret_key, publishable_key, webhook_secret]) = group(
         env,
-        ["STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET"],
+        [
+            "STRIPE_SECRET_KEY",
+            "STRIPE_PUBLISHABLE_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+        ],
     )?
     else {
         return Ok(None);
@@ -501,7 +516,11 @@ fn parse_stripe(env: &dyn Env) -> Result<Option<StripeConfig>, ConfigError> {
 fn parse_twilio(env: &dyn Env) -> Result<Option<TwilioConfig>, ConfigError> {
     let Some([account_sid, auth_token, phone_number]) = group(
         env,
-        ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER"],
+        [
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+            "TWILIO_PHONE_NUMBER",
+        ],
     )?
     else {
         return Ok(None);
@@ -555,10 +574,7 @@ pub fn parse_agent_id(value: &str) -> Result<String, ConfigError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(invalid(
-            VAR,
-            "an agent id is letters, digits, `_` and `-`",
-        ));
+        return Err(invalid(VAR, "an agent id is letters, digits, `_` and `-`"));
     }
     Ok(id)
 }
@@ -608,7 +624,8 @@ mod tests {
     fn agent_id_bare_or_from_url() {
         assert_eq!(parse_agent_id("agent_abc-1").unwrap(), "agent_abc-1");
         assert_eq!(
-            parse_agent_id("wss://api.elevenlabs.io/v1/convai/conversation?agent_id=xyz123").unwrap(),
+            parse_agent_id("wss://api.elevenlabs.io/v1/convai/conversation?agent_id=xyz123")
+                .unwrap(),
             "xyz123"
         );
         assert_eq!(
@@ -617,7 +634,10 @@ mod tests {
         );
         assert!(matches!(
             parse_agent_id("https://elevenlabs.io/app/talk-to?foo=1"),
-            Err(ConfigError::Invalid { var: "ELEVENLABS_AGENT_ID", .. })
+            Err(ConfigError::Invalid {
+                var: "ELEVENLABS_AGENT_ID",
+                ..
+            })
         ));
         assert!(parse_agent_id("bad id with spaces").is_err());
     }
@@ -626,20 +646,36 @@ mod tests {
     fn database_urls() {
         assert_eq!(
             parse_database_url("sqlite://data/x.db").unwrap(),
-            DatabaseConfig::Sqlite { path: "data/x.db".into() }
+            DatabaseConfig::Sqlite {
+                path: "data/x.db".into()
+            }
         );
         assert_eq!(
             parse_database_url("sqlite:x.db?mode=rwc").unwrap(),
-            DatabaseConfig::Sqlite { path: "x.db".into() }
+            DatabaseConfig::Sqlite {
+                path: "x.db".into()
+            }
         );
         assert!(matches!(
             parse_database_url("postgres://u@localhost/db"),
             Ok(DatabaseConfig::Postgres { .. })
         ));
-        for bad in ["mysql://x", "sqlite:", "sqlite::memory:", "postgres://", "nonsense"] {
+        for bad in [
+            "mysql://x",
+            "sqlite:",
+            "sqlite::memory:",
+            "postgres://",
+            "nonsense",
+        ] {
             let err = parse_database_url(bad).unwrap_err();
             assert!(
-                matches!(err, ConfigError::Invalid { var: "DATABASE_URL", .. }),
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        var: "DATABASE_URL",
+                        ..
+                    }
+                ),
                 "{bad}: {err}"
             );
         }
@@ -656,7 +692,10 @@ mod tests {
             (&[("CURRENCY", "dollars")], "CURRENCY"),
             (&[("CALLGATE_SECRET", "short")], "CALLGATE_SECRET"),
             (&[("DATABASE_URL", "postgres://u@h/db")], "CALLGATE_SECRET"),
-            (&[("STRIPE_SECRET_KEY", "sk_test_123")], "STRIPE_PUBLISHABLE_KEY"),
+            (
+                &[("STRIPE_SECRET_KEY", "sk_test_123")],
+                "STRIPE_PUBLISHABLE_KEY",
+            ),
             (&[("BASE_URL", "ftp://x")], "BASE_URL"),
             (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
             (&[("ACCESS_CODE_DIGITS", "4")], "ACCESS_CODE_DIGITS"),

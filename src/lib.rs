@@ -67,7 +67,9 @@ impl App {
     ) -> Result<App, StartError> {
         let secret = match (&config.secret, &config.database) {
             (Some(secret), _) => secret.clone(),
-            (None, DatabaseConfig::Sqlite { path }) => load_or_create_key_file(&key_file_for(path))?,
+            (None, DatabaseConfig::Sqlite { path }) => {
+                load_or_create_key_file(&key_file_for(path))?
+            }
             (None, _) => {
                 return Err(ConfigError::Missing {
                     var: "CALLGATE_SECRET",

@@ -5,12 +5,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An amount in the currency's minor unit (cents for USD, yen for JPY).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Cents(pub i64);
 
 /// A duration in whole seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Seconds(pub i64);
 
@@ -62,7 +66,10 @@ impl Currency {
         let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
         let decimals = self.decimals() as usize;
         let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-        if !digits(whole) || (!frac.is_empty() && !digits(frac)) || (text.contains('.') && frac.is_empty()) {
+        if !digits(whole)
+            || (!frac.is_empty() && !digits(frac))
+            || (text.contains('.') && frac.is_empty())
+        {
             return Err("expected an amount such as 10 or 10.50".into());
         }
         if frac.len() > decimals {
@@ -76,12 +83,14 @@ impl Currency {
         let frac_value: i64 = if frac.is_empty() {
             0
         } else {
-            format!("{frac:0<decimals$}").parse().map_err(|_| "bad fraction".to_string())?
+            format!("{frac:0<decimals$}")
+                .parse()
+                .map_err(|_| "bad fraction".to_string())?
         };
         whole
             .checked_mul(scale)
             .and_then(|w| w.checked_add(frac_value))
-            .filter(|v| *v <= 100_000_000_00)
+            .filter(|v| *v <= 10_000_000_000)
             .map(Cents)
             .ok_or_else(|| "amount too large".into())
     }
@@ -95,7 +104,12 @@ impl Currency {
             abs.to_string()
         } else {
             let scale = 10u64.pow(decimals);
-            format!("{}.{:0width$}", abs / scale, abs % scale, width = decimals as usize)
+            format!(
+                "{}.{:0width$}",
+                abs / scale,
+                abs % scale,
+                width = decimals as usize
+            )
         };
         let sign = if negative { "-" } else { "" };
         match self.0.as_str() {
@@ -124,7 +138,16 @@ mod tests {
         assert_eq!(usd.parse_amount("10").unwrap(), Cents(1000));
         assert_eq!(usd.parse_amount("10.5").unwrap(), Cents(1050));
         assert_eq!(usd.parse_amount("0.07").unwrap(), Cents(7));
-        for bad in ["", "1.", ".5", "1.234", "-1", "1e3", "ten", "99999999999999"] {
+        for bad in [
+            "",
+            "1.",
+            ".5",
+            "1.234",
+            "-1",
+            "1e3",
+            "ten",
+            "99999999999999",
+        ] {
             assert!(usd.parse_amount(bad).is_err(), "{bad}");
         }
         let jpy = Currency::parse("jpy").unwrap();
@@ -138,7 +161,10 @@ mod tests {
         assert_eq!(usd.format(Cents(1050)), "$10.50");
         assert_eq!(usd.format(Cents(7)), "$0.07");
         assert_eq!(Currency::parse("jpy").unwrap().format(Cents(500)), "¥500");
-        assert_eq!(Currency::parse("chf").unwrap().format(Cents(1200)), "12.00 CHF");
+        assert_eq!(
+            Currency::parse("chf").unwrap().format(Cents(1200)),
+            "12.00 CHF"
+        );
         assert!(Currency::parse("us").is_none());
     }
 }

@@ -4,20 +4,24 @@
 //! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
 //! neither pays for a runtime-generic driver.
 
-pub(crate) const ORDER_INSERT: &str = "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
+pub(crate) const ORDER_INSERT: &str =
+    "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
      seconds_used, overage_consent, overage_price_cents, stripe_payment_intent, stripe_customer, \
      stripe_payment_method, code_hash, code_sealed, code_last4, created_at, updated_at, paid_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17)";
 
-pub(crate) const ORDER_FULFIL: &str = "UPDATE orders SET status = 'paid', code_hash = $2, code_sealed = $3, code_last4 = $4, \
+pub(crate) const ORDER_FULFIL: &str =
+    "UPDATE orders SET status = 'paid', code_hash = $2, code_sealed = $3, code_last4 = $4, \
      stripe_customer = COALESCE($5, stripe_customer), \
      stripe_payment_method = COALESCE($6, stripe_payment_method), paid_at = $7, updated_at = $7 \
      WHERE stripe_payment_intent = $1 AND status IN ('pending', 'failed') RETURNING *";
 
-pub(crate) const CALL_INSERT: &str = "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) \
+pub(crate) const CALL_INSERT: &str =
+    "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) \
      VALUES ($1, $2, $3, 'menu', $4, $4) ON CONFLICT DO NOTHING";
 
-pub(crate) const CHARGE_INSERT: &str = "INSERT INTO charges (id, call_sid, order_id, amount_cents, currency, seconds_billed, state, \
+pub(crate) const CHARGE_INSERT: &str =
+    "INSERT INTO charges (id, call_sid, order_id, amount_cents, currency, seconds_billed, state, \
      attempts, next_attempt_at, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *";
 

@@ -27,9 +27,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|e| {
-                super::StoreError::Open(format!("SQLite file {}: {e}", path.display()))
-            })?;
+            .map_err(|e| super::StoreError::Open(format!("SQLite file {}: {e}", path.display())))?;
         Ok(SqliteStore { pool })
     }
 }

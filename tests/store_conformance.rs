@@ -1,0 +1,514 @@
+//! The storage conformance suite: every test runs against every backend.
+
+mod support;
+
+use std::collections::HashSet;
+
+use callgate::codes::{AccessCode, CodeVault};
+use callgate::config::Secret;
+use callgate::money::{Cents, Seconds};
+use callgate::store::{
+    new_id, AttemptScope, ChargeState, CodeAttempt, DynStore, Fulfilled, Fulfilment, NewCall,
+    NewCharge, NewOrder, OrderSource, OrderStatus, StoreError,
+};
+
+const NOW: i64 = 1_790_000_000;
+
+fn vault() -> CodeVault {
+    CodeVault::new(&Secret::new("conformance-secret-0123456789abcdef"))
+}
+
+fn pending(pi: &str) -> NewOrder {
+    NewOrder {
+        id: new_id("ord"),
+        source: OrderSource::Stripe,
+        plan: "Talk time".into(),
+        amount: Cents(1000),
+        currency: "usd".into(),
+        seconds_included: Seconds(300),
+        overage_consent: true,
+        overage_price: Cents(100),
+        stripe_payment_intent: Some(pi.into()),
+        stripe_customer: Some("cus_1".into()),
+        stripe_payment_method: None,
+        code: None,
+        now: NOW,
+    }
+}
+
+fn fulfilment(pi: &str) -> Fulfilment {
+    Fulfilment {
+        payment_intent: pi.into(),
+        code: vault().store(&AccessCode::generate(12)),
+        customer: Some("cus_1".into()),
+        payment_method: Some("pm_1".into()),
+        fallback: pending(pi),
+        now: NOW + 5,
+    }
+}
+
+async fn paid_order(store: &DynStore) -> callgate::store::Order {
+    let mut o = pending(&new_id("pi"));
+    o.code = Some(vault().store(&AccessCode::generate(12)));
+    store.insert_order(&o).await.expect("insert paid order")
+}
+
+async fn call(store: &DynStore, sid: &str) {
+    store
+        .upsert_call(&NewCall {
+            call_sid: sid.into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            now: NOW,
+        })
+        .await
+        .expect("upsert call");
+}
+
+fn charge(call_sid: &str, order_id: &str) -> NewCharge {
+    NewCharge {
+        id: new_id("chg"),
+        call_sid: call_sid.into(),
+        order_id: order_id.into(),
+        amount: Cents(300),
+        currency: "usd".into(),
+        seconds_billed: Seconds(180),
+        now: NOW,
+    }
+}
+
+async fn migrate_is_idempotent(store: DynStore) {
+    store.migrate().await.expect("second migration run");
+    store.ping().await.expect("ping");
+    assert!(["sqlite", "postgres", "mongodb"].contains(&store.backend()));
+}
+
+async fn orders_are_stored_and_found(store: DynStore) {
+    let new = pending("pi_a");
+    let order = store.insert_order(&new).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert_eq!(order.amount, Cents(1000));
+    assert_eq!(order.seconds_included, Seconds(300));
+    assert_eq!(order.seconds_used, Seconds(0));
+    assert!(order.overage_consent);
+    assert_eq!(order.paid_at, None);
+    assert_eq!(order.code_hash, None);
+    assert_eq!(store.order(&order.id).await.unwrap().as_ref(), Some(&order));
+    assert_eq!(
+        store
+            .order_by_payment_intent("pi_a")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&order)
+    );
+    assert_eq!(store.order("ord_missing").await.unwrap(), None);
+    assert_eq!(
+        store.order_by_payment_intent("pi_missing").await.unwrap(),
+        None
+    );
+
+    // Same id, same PaymentIntent: both refused as conflicts, nothing overwritten.
+    let mut same_id = pending("pi_b");
+    same_id.id = order.id.clone();
+    assert!(matches!(
+        store.insert_order(&same_id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.insert_order(&pending("pi_a")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .stripe_payment_intent
+            .as_deref(),
+        Some("pi_a")
+    );
+
+    let mut later = pending("pi_c");
+    later.now = NOW + 10;
+    let later = store.insert_order(&later).await.unwrap();
+    let listed = store.list_orders(10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, later.id, "newest first");
+    assert_eq!(store.list_orders(1).await.unwrap().len(), 1);
+}
+
+async fn codes_are_unique_and_found_by_hash(store: DynStore) {
+    let vault = vault();
+    let code = AccessCode::generate(12);
+    let stored = vault.store(&code);
+    let mut o = pending("pi_code");
+    o.source = OrderSource::Operator;
+    o.code = Some(stored.clone());
+    let order = store.insert_order(&o).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.paid_at, Some(NOW));
+    assert_eq!(order.code_last4.as_deref(), Some(code.last4().as_str()));
+    let found = store
+        .order_by_code(&vault.fingerprint(&code))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, order.id);
+    assert_eq!(
+        vault.open(found.code_sealed.as_deref().unwrap()),
+        Some(code)
+    );
+    assert_eq!(
+        store
+            .order_by_code(&vault.fingerprint(&AccessCode::generate(12)))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let mut dup = pending("pi_other");
+    dup.code = Some(stored);
+    assert!(matches!(
+        store.insert_order(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn fulfilment_happens_once(store: DynStore) {
+    let pending_order = store.insert_order(&pending("pi_f")).await.unwrap();
+    let first = fulfilment("pi_f");
+    let done = store.fulfil_order(&first).await.unwrap();
+    let Fulfilled::Now(order) = done else {
+        panic!("first fulfilment must pay the order")
+    };
+    assert_eq!(order.id, pending_order.id);
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.paid_at, Some(NOW + 5));
+    assert_eq!(order.code_hash.as_deref(), Some(first.code.hash.as_str()));
+    assert_eq!(order.stripe_payment_method.as_deref(), Some("pm_1"));
+
+    let again = store.fulfil_order(&fulfilment("pi_f")).await.unwrap();
+    let Fulfilled::Already(same) = again else {
+        panic!("second fulfilment must change nothing")
+    };
+    assert_eq!(same.code_hash, order.code_hash, "the code must not change");
+    assert_eq!(store.list_orders(10).await.unwrap().len(), 1);
+}
+
+async fn fulfilment_without_pending_order_creates_one(store: DynStore) {
+    let f = fulfilment("pi_elsewhere");
+    let Fulfilled::Now(order) = store.fulfil_order(&f).await.unwrap() else {
+        panic!("expected a new paid order");
+    };
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.stripe_payment_intent.as_deref(), Some("pi_elsewhere"));
+    assert_eq!(order.code_hash.as_deref(), Some(f.code.hash.as_str()));
+    assert!(matches!(
+        store
+            .fulfil_order(&fulfilment("pi_elsewhere"))
+            .await
+            .unwrap(),
+        Fulfilled::Already(_)
+    ));
+}
+
+async fn failed_payment_can_still_be_fulfilled(store: DynStore) {
+    let o = store.insert_order(&pending("pi_retry")).await.unwrap();
+    let failed = store
+        .set_order_status(&o.id, &[OrderStatus::Pending], OrderStatus::Failed, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, OrderStatus::Failed);
+    assert!(matches!(
+        store.fulfil_order(&fulfilment("pi_retry")).await.unwrap(),
+        Fulfilled::Now(_)
+    ));
+}
+
+/// Two webhooks racing to fulfil the same payment create one order and one code.
+async fn racing_fulfilments_yield_one_code(store: DynStore) {
+    for with_pending in [true, false] {
+        let pi = new_id("pi");
+        if with_pending {
+            store.insert_order(&pending(&pi)).await.unwrap();
+        }
+        let attempts: Vec<Fulfilment> = (0..12).map(|_| fulfilment(&pi)).collect();
+        let mut tasks = Vec::new();
+        for f in attempts {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.fulfil_order(&f).await }));
+        }
+        let mut now = 0;
+        let mut codes = HashSet::new();
+        let mut ids = HashSet::new();
+        for t in tasks {
+            let outcome = t.await.unwrap().expect("a racing fulfilment must not fail");
+            if matches!(outcome, Fulfilled::Now(_)) {
+                now += 1;
+            }
+            codes.insert(outcome.order().code_hash.clone().unwrap());
+            ids.insert(outcome.order().id.clone());
+        }
+        assert_eq!(
+            now, 1,
+            "exactly one fulfilment wins (pending order: {with_pending})"
+        );
+        assert_eq!(codes.len(), 1, "every caller sees the same code");
+        assert_eq!(ids.len(), 1, "one order");
+    }
+}
+
+async fn order_status_moves_only_from_allowed_states(store: DynStore) {
+    let order = paid_order(&store).await;
+    let revoked = store
+        .set_order_status(
+            &order.id,
+            &[OrderStatus::Paid],
+            OrderStatus::Revoked,
+            NOW + 9,
+        )
+        .await
+        .unwrap()
+        .expect("paid -> revoked");
+    assert_eq!(revoked.status, OrderStatus::Revoked);
+    assert_eq!(revoked.revoked_at, Some(NOW + 9));
+    assert_eq!(
+        store
+            .set_order_status(
+                &order.id,
+                &[OrderStatus::Paid],
+                OrderStatus::Revoked,
+                NOW + 10
+            )
+            .await
+            .unwrap(),
+        None,
+        "already revoked"
+    );
+    assert_eq!(
+        store.order(&order.id).await.unwrap().unwrap().revoked_at,
+        Some(NOW + 9)
+    );
+    assert_eq!(
+        store
+            .set_order_status(&order.id, &[], OrderStatus::Paid, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_order_status(
+                "ord_missing",
+                &[OrderStatus::Paid],
+                OrderStatus::Revoked,
+                NOW
+            )
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn calls_are_recorded_once(store: DynStore) {
+    let first = store
+        .upsert_call(&NewCall {
+            call_sid: "CA1".into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.status, callgate::store::CallStatus::Menu);
+    assert_eq!(first.started_at, NOW);
+    assert_eq!(first.seconds_metered, Seconds(0));
+    let again = store
+        .upsert_call(&NewCall {
+            call_sid: "CA1".into(),
+            from_number: "+19999999999".into(),
+            to_number: "+15550002222".into(),
+            now: NOW + 30,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, first, "a repeated start changes nothing");
+    call(&store, "CA2").await;
+    assert_eq!(store.list_calls(10).await.unwrap().len(), 2);
+    assert_eq!(store.call("CA_missing").await.unwrap(), None);
+}
+
+/// Two callbacks racing to bill one call create one charge.
+async fn one_charge_per_call(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_bill").await;
+    let (first, created) = store
+        .insert_charge(&charge("CA_bill", &order.id))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(first.state, ChargeState::Pending);
+    assert_eq!(first.amount, Cents(300));
+    assert_eq!(first.attempts, 0);
+    let (second, created) = store
+        .insert_charge(&charge("CA_bill", &order.id))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(second.id, first.id);
+
+    call(&store, "CA_race").await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let store = store.clone();
+        let c = charge("CA_race", &order.id);
+        tasks.push(tokio::spawn(async move { store.insert_charge(&c).await }));
+    }
+    let mut created = 0;
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let (c, new) = t.await.unwrap().expect("racing insert must not fail");
+        created += usize::from(new);
+        ids.insert(c.id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+
+    let all = store.list_charges(None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        store
+            .list_charges(Some(ChargeState::Pending), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(store
+        .list_charges(Some(ChargeState::Succeeded), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn charge_needs_a_known_call(store: DynStore) {
+    let order = paid_order(&store).await;
+    let err = store.insert_charge(&charge("CA_unknown", &order.id)).await;
+    assert!(err.is_err(), "a charge for an unknown call must be refused");
+    assert!(store.list_charges(None, 10).await.unwrap().is_empty());
+}
+
+async fn webhook_events_are_deduplicated(store: DynStore) {
+    assert!(!store.event_seen("evt_1").await.unwrap());
+    assert!(store
+        .record_event("evt_1", "payment_intent.succeeded", NOW)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_event("evt_1", "payment_intent.succeeded", NOW)
+        .await
+        .unwrap());
+    assert!(store.event_seen("evt_1").await.unwrap());
+
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_event("evt_race", "x", NOW).await
+        }));
+    }
+    let mut firsts = 0;
+    for t in tasks {
+        firsts += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(firsts, 1);
+}
+
+async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
+    let attempt = |caller: &str, hash: &str, ok: bool, at: i64| CodeAttempt {
+        caller: caller.into(),
+        code_hash: hash.into(),
+        ok,
+        at,
+    };
+    for a in [
+        attempt("+1", "h1", false, NOW - 100),
+        attempt("+1", "h1", false, NOW),
+        attempt("+1", "h2", true, NOW),
+        attempt("+2", "h1", false, NOW + 1),
+        attempt("+2", "h3", false, NOW + 2),
+    ] {
+        store.record_attempt(&a).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .count_failures(AttemptScope::Caller("+1"), NOW)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_failures(AttemptScope::Caller("+1"), NOW - 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_failures(AttemptScope::Caller("+3"), 0)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_failures(AttemptScope::Code("h1"), NOW)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_failures(AttemptScope::Code("h2"), 0)
+            .await
+            .unwrap(),
+        0,
+        "successes are not failures"
+    );
+    assert_eq!(
+        store
+            .count_failures(AttemptScope::Global, NOW)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store.count_failures(AttemptScope::Global, 0).await.unwrap(),
+        4
+    );
+    assert_eq!(store.prune_attempts(NOW).await.unwrap(), 1);
+    assert_eq!(
+        store.count_failures(AttemptScope::Global, 0).await.unwrap(),
+        3
+    );
+}
+
+on_every_backend!(
+    migrate_is_idempotent,
+    orders_are_stored_and_found,
+    codes_are_unique_and_found_by_hash,
+    fulfilment_happens_once,
+    fulfilment_without_pending_order_creates_one,
+    failed_payment_can_still_be_fulfilled,
+    racing_fulfilments_yield_one_code,
+    order_status_moves_only_from_allowed_states,
+    calls_are_recorded_once,
+    one_charge_per_call,
+    charge_needs_a_known_call,
+    webhook_events_are_deduplicated,
+    attempts_are_counted_per_scope_and_window,
+);

@@ -1,0 +1,117 @@
+//! Test support: real databases and, in later files, the local peers (Twilio caller, fake
+//! agent, Stripe launcher).
+#![allow(dead_code)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use callgate::store::{DynStore, PostgresStore, SqliteStore, Store};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tempfile::TempDir;
+
+/// The PostgreSQL server tests use; each test gets its own schema in it.
+pub fn pg_url() -> String {
+    std::env::var("CALLGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh, migrated database for one test, removed when the test is done.
+pub struct TestDb {
+    pub store: DynStore,
+    _dir: Option<TempDir>,
+    pg: Option<(PgPool, String)>,
+}
+
+impl TestDb {
+    /// Drops a PostgreSQL test schema (a failed test leaves its schema for inspection).
+    pub async fn cleanup(self) {
+        if let Some((admin, schema)) = self.pg {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&admin)
+                .await;
+        }
+    }
+}
+
+/// A new SQLite file in a temporary folder.
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("test.db"))
+        .await
+        .expect("open sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    TestDb {
+        store: Arc::new(store),
+        _dir: Some(dir),
+        pg: None,
+    }
+}
+
+/// A new schema on the test PostgreSQL server. `None` (the test is skipped with a line on
+/// stderr) when the server is down, except under `CI=true`, where that is a failure.
+pub async fn postgres() -> Option<TestDb> {
+    let url = pg_url();
+    let admin = match PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(&url)
+        .await
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("PostgreSQL at {url} is required under CI=true: {e}");
+            }
+            eprintln!("SKIPPED: PostgreSQL at {url} is not reachable: {e}");
+            return None;
+        }
+    };
+    let schema = format!(
+        "cg_test_{}",
+        callgate::store::new_id("s").trim_start_matches("s_")
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .expect("create test schema");
+    let options = PgConnectOptions::from_str(&url)
+        .expect("test PostgreSQL URL")
+        .options([("search_path", schema.as_str())]);
+    let store = PostgresStore::connect(options)
+        .await
+        .expect("connect postgres");
+    store.migrate().await.expect("migrate postgres");
+    Some(TestDb {
+        store: Arc::new(store),
+        _dir: None,
+        pg: Some((admin, schema)),
+    })
+}
+
+/// Runs `body` on each backend; a backend that is unavailable outside CI is skipped.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::support::sqlite().await;
+                    super::$name(db.store.clone()).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::support::postgres().await else { return };
+                    super::$name(db.store.clone()).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
