@@ -8,8 +8,8 @@ use callgate::codes::{AccessCode, CodeVault};
 use callgate::config::Secret;
 use callgate::money::{Cents, Seconds};
 use callgate::store::{
-    new_id, AttemptScope, ChargeState, CodeAttempt, DynStore, Fulfilled, Fulfilment, NewCall,
-    NewCharge, NewOrder, OrderSource, OrderStatus, StoreError,
+    new_id, AttemptScope, ChargeState, CodeAttempt, DynStore, EndCall, Fulfilled, Fulfilment,
+    NewCall, NewCharge, NewOrder, OrderSource, OrderStatus, StoreError, StreamGrant,
 };
 
 const NOW: i64 = 1_790_000_000;
@@ -497,7 +497,222 @@ async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
     );
 }
 
+fn end(sid: &str, status: &str, duration: Option<i64>, now: i64) -> EndCall {
+    EndCall {
+        call_sid: sid.into(),
+        from_number: "+15550001111".into(),
+        to_number: "+15550002222".into(),
+        twilio_status: status.into(),
+        duration,
+        reason: Some(format!("twilio {status}")),
+        now,
+    }
+}
+
+/// Two calls with the same code: the first holds it until it ends or the hold lapses.
+async fn one_live_call_per_code(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_first").await;
+    call(&store, "CA_second").await;
+    assert!(store
+        .hold_order_for_call(&order.id, "CA_first", NOW + 600, NOW)
+        .await
+        .unwrap());
+    assert!(
+        store
+            .hold_order_for_call(&order.id, "CA_first", NOW + 600, NOW)
+            .await
+            .unwrap(),
+        "re-entrant"
+    );
+    assert!(!store
+        .hold_order_for_call(&order.id, "CA_second", NOW + 600, NOW + 1)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .call("CA_first")
+            .await
+            .unwrap()
+            .unwrap()
+            .order_id
+            .as_deref(),
+        Some(order.id.as_str())
+    );
+    assert_eq!(
+        store.call("CA_second").await.unwrap().unwrap().order_id,
+        None
+    );
+    // The first call ends: the code is free again.
+    store
+        .end_call(&end("CA_first", "completed", Some(42), NOW + 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_call_sid,
+        None
+    );
+    assert!(store
+        .hold_order_for_call(&order.id, "CA_second", NOW + 700, NOW + 60)
+        .await
+        .unwrap());
+    // A hold whose end was never reported lapses.
+    call(&store, "CA_third").await;
+    assert!(!store
+        .hold_order_for_call(&order.id, "CA_third", NOW + 2000, NOW + 699)
+        .await
+        .unwrap());
+    assert!(store
+        .hold_order_for_call(&order.id, "CA_third", NOW + 2000, NOW + 701)
+        .await
+        .unwrap());
+
+    // Racing holds: exactly one wins.
+    let other = paid_order(&store).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let sid = format!("CA_race_{i}");
+        call(&store, &sid).await;
+        let store = store.clone();
+        let id = other.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store.hold_order_for_call(&id, &sid, NOW + 600, NOW).await
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+/// Status callbacks: duplicated, out of order, or for a call never seen.
+async fn ending_a_call_is_idempotent(store: DynStore) {
+    call(&store, "CA_end").await;
+    let first = store
+        .end_call(&end("CA_end", "completed", Some(61), NOW + 61))
+        .await
+        .unwrap();
+    assert_eq!(first.status, callgate::store::CallStatus::Ended);
+    assert_eq!(first.ended_at, Some(NOW + 61));
+    assert_eq!(first.twilio_duration, Some(61));
+    assert_eq!(first.settled_at, None, "billing still owes it a look");
+    let again = store
+        .end_call(&end("CA_end", "completed", Some(99), NOW + 120))
+        .await
+        .unwrap();
+    assert_eq!(again.ended_at, Some(NOW + 61), "first end time stays");
+    assert_eq!(again.twilio_duration, Some(61), "first duration stays");
+    assert_eq!(again.end_reason.as_deref(), Some("twilio completed"));
+
+    // No duration first, then one: filled in.
+    call(&store, "CA_late").await;
+    let no_duration = store
+        .end_call(&end("CA_late", "completed", None, NOW + 5))
+        .await
+        .unwrap();
+    assert_eq!(no_duration.twilio_duration, None);
+    let filled = store
+        .end_call(&end("CA_late", "completed", Some(5), NOW + 6))
+        .await
+        .unwrap();
+    assert_eq!(filled.twilio_duration, Some(5));
+
+    // A busy call whose start was never seen is still recorded.
+    let busy = store
+        .end_call(&end("CA_never", "busy", Some(0), NOW))
+        .await
+        .unwrap();
+    assert_eq!(busy.status, callgate::store::CallStatus::Ended);
+    assert_eq!(busy.twilio_status.as_deref(), Some("busy"));
+    assert_eq!(store.list_calls(10).await.unwrap().len(), 3);
+}
+
+async fn stream_tokens_are_single_use(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_tok").await;
+    call(&store, "CA_other").await;
+    let grant = StreamGrant {
+        call_sid: "CA_tok".into(),
+        order_id: order.id.clone(),
+    };
+    store
+        .insert_stream_token("hash1", &grant, NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_stream_token("hash1", "CA_other", NOW)
+            .await
+            .unwrap(),
+        None,
+        "bound to its call"
+    );
+    assert_eq!(
+        store
+            .consume_stream_token("nohash", "CA_tok", NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_stream_token("hash1", "CA_tok", NOW)
+            .await
+            .unwrap(),
+        Some(grant.clone())
+    );
+    assert_eq!(
+        store
+            .consume_stream_token("hash1", "CA_tok", NOW)
+            .await
+            .unwrap(),
+        None,
+        "single use"
+    );
+    store
+        .insert_stream_token("hash2", &grant, NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_stream_token("hash2", "CA_tok", NOW + 60)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+}
+
+async fn usage_accumulates(store: DynStore) {
+    let order = paid_order(&store).await;
+    store
+        .add_seconds_used(&order.id, Seconds(100), NOW)
+        .await
+        .unwrap();
+    store
+        .add_seconds_used(&order.id, Seconds(250), NOW)
+        .await
+        .unwrap();
+    store
+        .add_seconds_used(&order.id, Seconds(-5), NOW)
+        .await
+        .unwrap();
+    let order = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used, Seconds(350));
+    assert_eq!(order.seconds_left(), Seconds(0));
+}
+
 on_every_backend!(
+    one_live_call_per_code,
+    ending_a_call_is_idempotent,
+    stream_tokens_are_single_use,
+    usage_accumulates,
     migrate_is_idempotent,
     orders_are_stored_and_found,
     codes_are_unique_and_found_by_hash,

@@ -171,6 +171,10 @@ pub struct Order {
     pub updated_at: UnixTime,
     pub paid_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
+    /// The call holding this code right now (one live call per code).
+    pub active_call_sid: Option<String>,
+    /// When that hold lapses if the call's end is never reported.
+    pub active_call_until: Option<UnixTime>,
 }
 
 impl Order {
@@ -243,6 +247,31 @@ pub struct Call {
     pub twilio_duration: Option<i64>,
     pub end_reason: Option<String>,
     pub updated_at: UnixTime,
+    /// Twilio's last reported `CallStatus`.
+    pub twilio_status: Option<String>,
+    /// When billing accounted for the ended call; `None` means billing still owes it a look.
+    pub settled_at: Option<UnixTime>,
+}
+
+/// The end of a call, as Twilio's status callback (or the bridge) reports it.
+#[derive(Debug, Clone)]
+pub struct EndCall {
+    pub call_sid: String,
+    pub from_number: String,
+    pub to_number: String,
+    /// Twilio's `CallStatus`: completed, busy, failed, no-answer, canceled.
+    pub twilio_status: String,
+    /// Twilio's `CallDuration`, when present and numeric.
+    pub duration: Option<i64>,
+    pub reason: Option<String>,
+    pub now: UnixTime,
+}
+
+/// What a valid stream token grants: the media stream of this call, on this order.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StreamGrant {
+    pub call_sid: String,
+    pub order_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -334,8 +363,44 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<Option<Order>, StoreError>;
 
+    /// Adds agent seconds to an order's used allowance.
+    async fn add_seconds_used(
+        &self,
+        order_id: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Lets `call_sid` use the order's code unless another live call holds it; the hold lapses
+    /// at `until`. Also links the call to the order. `false` if another call holds the code.
+    async fn hold_order_for_call(
+        &self,
+        order_id: &str,
+        call_sid: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+
     /// Records a call's start, or returns the call already recorded under that sid.
     async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError>;
+    /// Closes a call (creating its record if the start was never seen) and releases the
+    /// order's hold. Idempotent: the first end time and reason stay; a later duration fills
+    /// in a missing one.
+    async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError>;
+
+    /// Stores a one-time media stream token (its hash) for a call on an order.
+    async fn insert_stream_token(
+        &self,
+        token_hash: &str,
+        grant: &StreamGrant,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Uses up a token for `call_sid`: `None` if unknown, expired, used, or for another call.
+    async fn consume_stream_token(
+        &self,
+        token_hash: &str,
+        call_sid: &str,
+        now: UnixTime,
+    ) -> Result<Option<StreamGrant>, StoreError>;
     async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError>;
     /// Newest first.
     async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError>;

@@ -194,6 +194,131 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
+            async fn add_seconds_used(
+                &self,
+                order_id: &str,
+                seconds: Seconds,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE orders SET seconds_used = seconds_used + $2, updated_at = $3 WHERE id = $1",
+                )
+                .bind(order_id)
+                .bind(seconds.0.max(0))
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn hold_order_for_call(
+                &self,
+                order_id: &str,
+                call_sid: &str,
+                until: UnixTime,
+                now: UnixTime,
+            ) -> Result<bool, StoreError> {
+                // One row, compare-and-set: atomic on both engines whatever the isolation level.
+                let held = sqlx::query::<$db>(
+                    "UPDATE orders SET active_call_sid = $2, active_call_until = $3, updated_at = $4 \
+                     WHERE id = $1 AND (active_call_sid IS NULL OR active_call_sid = $2 \
+                     OR active_call_until < $4)",
+                )
+                .bind(order_id)
+                .bind(call_sid)
+                .bind(until)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?
+                .rows_affected()
+                    == 1;
+                if held {
+                    sqlx::query::<$db>("UPDATE calls SET order_id = $2, updated_at = $3 WHERE call_sid = $1")
+                        .bind(call_sid)
+                        .bind(order_id)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(classify)?;
+                }
+                Ok(held)
+            }
+
+            async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError> {
+                self.upsert_call(&NewCall {
+                    call_sid: end.call_sid.clone(),
+                    from_number: end.from_number.clone(),
+                    to_number: end.to_number.clone(),
+                    now: end.now,
+                })
+                .await?;
+                let call = sqlx::query_as::<$db, Call>(
+                    "UPDATE calls SET status = 'ended', ended_at = COALESCE(ended_at, $2), \
+                     twilio_duration = COALESCE(twilio_duration, $3), twilio_status = $4, \
+                     end_reason = COALESCE(end_reason, $5), updated_at = $2 \
+                     WHERE call_sid = $1 RETURNING *",
+                )
+                .bind(&end.call_sid)
+                .bind(end.now)
+                .bind(end.duration)
+                .bind(&end.twilio_status)
+                .bind(&end.reason)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+                if let Some(order_id) = &call.order_id {
+                    sqlx::query::<$db>(
+                        "UPDATE orders SET active_call_sid = NULL, active_call_until = NULL \
+                         WHERE id = $1 AND active_call_sid = $2",
+                    )
+                    .bind(order_id)
+                    .bind(&call.call_sid)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                }
+                Ok(call)
+            }
+
+            async fn insert_stream_token(
+                &self,
+                token_hash: &str,
+                grant: &StreamGrant,
+                expires_at: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO stream_tokens (token_hash, call_sid, order_id, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(token_hash)
+                .bind(&grant.call_sid)
+                .bind(&grant.order_id)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn consume_stream_token(
+                &self,
+                token_hash: &str,
+                call_sid: &str,
+                now: UnixTime,
+            ) -> Result<Option<StreamGrant>, StoreError> {
+                sqlx::query_as::<$db, StreamGrant>(
+                    "UPDATE stream_tokens SET used_at = $3 WHERE token_hash = $1 AND call_sid = $2 \
+                     AND used_at IS NULL AND expires_at > $3 RETURNING call_sid, order_id",
+                )
+                .bind(token_hash)
+                .bind(call_sid)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
             async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError> {
                 sqlx::query::<$db>(CALL_INSERT)
                     .bind(&call.call_sid)
