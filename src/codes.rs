@@ -126,9 +126,14 @@ impl CodeVault {
         }
     }
 
-    /// The keyed hash of any digits typed, for look-up and throttling.
+    /// The keyed hash of a code, for look-up and throttling.
     pub fn fingerprint(&self, code: &AccessCode) -> String {
-        hex::encode(hmac_sha256(&self.hash_key, &[code.0.as_bytes()]))
+        self.fingerprint_digits(&code.0)
+    }
+
+    /// The keyed hash of whatever was typed, even if it is not a well-formed code.
+    pub fn fingerprint_digits(&self, typed: &str) -> String {
+        hex::encode(hmac_sha256(&self.hash_key, &[typed.as_bytes()]))
     }
 
     pub fn store(&self, code: &AccessCode) -> StoredCode {

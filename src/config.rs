@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use url::Url;
 
 use crate::money::{Cents, Currency};
+use crate::prompts::Prompt;
 
 /// A configuration problem, naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -108,6 +109,33 @@ pub struct ElevenLabsConfig {
     pub api_base: Url,
 }
 
+/// The phone menu's voice, prompt texts and guessing limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoiceConfig {
+    pub say_voice: String,
+    pub say_language: String,
+    /// Folder of recorded prompts (`greeting.mp3`, ...), served at `/audio/`.
+    pub audio_dir: PathBuf,
+    /// Prompt texts, in `Prompt::ALL` order, defaults replaced by `PROMPT_<NAME>`.
+    pub prompt_texts: Vec<(Prompt, String)>,
+    /// Wrong codes one caller number may enter per hour before the menu refuses it.
+    pub failures_per_caller_per_hour: i64,
+    /// Wrong codes from everyone per hour before code entry pauses for all (an attack).
+    pub failures_per_hour: i64,
+    /// The longest a call may last, allowance or not.
+    pub max_call_minutes: i64,
+}
+
+impl VoiceConfig {
+    pub fn text(&self, prompt: Prompt) -> &str {
+        self.prompt_texts
+            .iter()
+            .find(|(p, _)| *p == prompt)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or(prompt.default_text())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -128,6 +156,7 @@ pub struct Config {
     pub stripe: Option<StripeConfig>,
     pub twilio: Option<TwilioConfig>,
     pub elevenlabs: Option<ElevenLabsConfig>,
+    pub voice: VoiceConfig,
     pub log_format: LogFormat,
 }
 
@@ -162,6 +191,13 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "ELEVENLABS_AGENT_ID", default: "(none)", meaning: "agent id, or a URL with `agent_id=`; enables the bridge" },
     Setting { var: "ELEVENLABS_API_KEY", default: "(none)", meaning: "for a private agent: fetches signed conversation URLs" },
     Setting { var: "ELEVENLABS_API_BASE", default: "https://api.elevenlabs.io", meaning: "ElevenLabs base URL; the agent WebSocket uses the same host" },
+    Setting { var: "SAY_VOICE", default: "Polly.Joanna", meaning: "Twilio `<Say>` voice for prompts without an audio file" },
+    Setting { var: "SAY_LANGUAGE", default: "en-US", meaning: "Twilio `<Say>` language" },
+    Setting { var: "AUDIO_DIR", default: "audio", meaning: "folder of recorded prompts (`greeting.mp3`, ...), served at `/audio/`" },
+    Setting { var: "PROMPT_<NAME>", default: "built in", meaning: "replaces a prompt's words, e.g. `PROMPT_GREETING` (names in `src/prompts.rs`)" },
+    Setting { var: "CODE_FAILURES_PER_CALLER_PER_HOUR", default: "10", meaning: "wrong codes one caller number may enter per hour" },
+    Setting { var: "CODE_FAILURES_PER_HOUR", default: "1000", meaning: "wrong codes from all callers per hour before code entry pauses" },
+    Setting { var: "MAX_CALL_MINUTES", default: "60", meaning: "longest call, with or without overage" },
     Setting { var: "LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
     Setting { var: "RUST_LOG", default: "info", meaning: "log filter, e.g. `callgate=debug,info`" },
 ];
@@ -271,6 +307,8 @@ impl Config {
             });
         }
 
+        let voice = parse_voice(env)?;
+
         let log_format = match read(env, "LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -292,6 +330,7 @@ impl Config {
             stripe,
             twilio,
             elevenlabs,
+            voice,
             log_format,
         })
     }
@@ -312,6 +351,54 @@ impl Config {
         }
         off
     }
+}
+
+fn whole_number(
+    env: &dyn Env,
+    var: &'static str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ConfigError> {
+    match read(env, var) {
+        None => Ok(default),
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(invalid(
+                var,
+                format!(
+                    "`{v}` is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        },
+    }
+}
+
+fn parse_voice(env: &dyn Env) -> Result<VoiceConfig, ConfigError> {
+    let prompt_texts = Prompt::ALL
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                read(env, &p.env_var()).unwrap_or_else(|| p.default_text().to_string()),
+            )
+        })
+        .collect();
+    Ok(VoiceConfig {
+        say_voice: read(env, "SAY_VOICE").unwrap_or_else(|| "Polly.Joanna".into()),
+        say_language: read(env, "SAY_LANGUAGE").unwrap_or_else(|| "en-US".into()),
+        audio_dir: PathBuf::from(read(env, "AUDIO_DIR").unwrap_or_else(|| "audio".into())),
+        prompt_texts,
+        failures_per_caller_per_hour: whole_number(
+            env,
+            "CODE_FAILURES_PER_CALLER_PER_HOUR",
+            10,
+            1..=10_000,
+        )?,
+        failures_per_hour: whole_number(env, "CODE_FAILURES_PER_HOUR", 1000, 1..=1_000_000)?,
+        max_call_minutes: whole_number(env, "MAX_CALL_MINUTES", 60, 1..=1440)?,
+    })
 }
 
 fn parse_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {

@@ -11,8 +11,10 @@ pub mod config;
 pub mod crypto;
 pub mod money;
 pub mod orders;
+pub mod prompts;
 pub mod store;
 pub mod telemetry;
+pub mod voice;
 pub mod web;
 
 use std::future::Future;
@@ -26,6 +28,7 @@ use tokio::net::TcpListener;
 use crate::clock::{Clock, SystemClock};
 use crate::codes::CodeVault;
 use crate::config::{Config, ConfigError, DatabaseConfig, Secret};
+use crate::prompts::AudioCatalog;
 use crate::store::{DynStore, StoreError};
 
 /// Why callgate could not start. Each says what is wrong and how to fix it, in one line.
@@ -46,6 +49,8 @@ pub enum StartError {
 /// Everything a request handler or an operator command needs, built once.
 pub struct App {
     pub config: Config,
+    /// Recorded prompts found at start-up.
+    pub audio: AudioCatalog,
     pub store: DynStore,
     pub vault: CodeVault,
     pub clock: Arc<dyn Clock>,
@@ -80,10 +85,24 @@ impl App {
         };
         Ok(App {
             vault: CodeVault::new(&secret),
+            audio: AudioCatalog::scan(&config.voice.audio_dir),
             config,
             store,
             clock,
         })
+    }
+}
+
+impl App {
+    /// A URL on this server as the outside world reaches it (`BASE_URL` + `path`).
+    pub fn public_url(&self, path: &str) -> String {
+        let base = self
+            .config
+            .base_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{}", self.config.listen));
+        format!("{base}{path}")
     }
 }
 

@@ -14,6 +14,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::App;
 
+mod audio;
+
 /// The state every handler receives: cheap to clone.
 pub type AppState = Arc<App>;
 
@@ -23,6 +25,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(app: AppState) -> Router {
     Router::new()
         .merge(health_router())
+        .merge(crate::voice::router())
+        .merge(audio::router(&app))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

@@ -115,3 +115,6 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+pub mod app;
+pub mod twilio;

@@ -1,0 +1,388 @@
+//! The call flow, as one state machine: greeting -> code entry (up to 3 tries) -> connect,
+//! with every way out of it. Each function answers the TwiML for one step.
+//!
+//! Rules:
+//! - Three wrong codes in one call end the call.
+//! - Across calls, wrong codes are counted in the database per caller number, per code typed
+//!   and for everyone; past a limit the menu refuses before looking at the code.
+//! - One live call per code: a second call with a code that is in use hears so and is ended.
+//!   The hold lapses by itself after the longest possible call, should Twilio's end-of-call
+//!   callback never arrive.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::twiml::{Gather, Speech, Twiml};
+use super::{TwilioForm, AFTER_STREAM_PATH, CODE_PATH};
+use crate::codes::AccessCode;
+use crate::money::Seconds;
+use crate::prompts::Prompt;
+use crate::store::{
+    AttemptScope, CodeAttempt, EndCall, NewCall, Order, OrderStatus, StoreError, StreamGrant,
+};
+use crate::App;
+
+/// Wrong codes allowed in one call.
+pub const TRIES_PER_CALL: u32 = 3;
+/// Wrong entries of one same code per hour before that code is locked for the hour.
+pub const FAILURES_PER_CODE_PER_HOUR: i64 = 5;
+/// Seconds the caller has to type each digit before Twilio gives up on the Gather.
+const GATHER_TIMEOUT_SECS: u32 = 8;
+/// How long a stream token stays usable: Twilio opens the stream within a second or two.
+pub const STREAM_TOKEN_TTL_SECS: i64 = 120;
+const HOUR: i64 = 3600;
+
+/// Twilio's final call statuses.
+pub const FINAL_STATUSES: &[&str] = &["completed", "busy", "failed", "no-answer", "canceled"];
+
+fn speech(app: &App, prompt: Prompt) -> Speech {
+    match app.audio.file(prompt) {
+        Some(file) => Speech::Play {
+            url: app.public_url(&format!("/audio/{file}")),
+        },
+        None => Speech::Say {
+            text: app.config.voice.text(prompt).to_string(),
+            voice: app.config.voice.say_voice.clone(),
+            language: app.config.voice.say_language.clone(),
+        },
+    }
+}
+
+/// Plays the prompts and hangs up.
+fn farewell(app: &App, prompts: &[Prompt]) -> String {
+    let mut doc = Twiml::new();
+    for p in prompts {
+        doc = doc.speak(&speech(app, *p));
+    }
+    doc.hangup().finish()
+}
+
+/// A keypad prompt for try `attempt`, then one re-prompt, then goodbye.
+fn ask_for_code(app: &App, lead: &[Prompt], attempt: u32) -> String {
+    let gather = Gather {
+        action: app.public_url(&format!("{CODE_PATH}?try={attempt}")),
+        num_digits: app.config.access_code_digits,
+        timeout_secs: GATHER_TIMEOUT_SECS,
+    };
+    let mut first: Vec<Speech> = lead.iter().map(|p| speech(app, *p)).collect();
+    first.push(speech(app, Prompt::EnterCode));
+    let first_refs: Vec<&Speech> = first.iter().collect();
+    let again = speech(app, Prompt::EnterCode);
+    Twiml::new()
+        .gather(&gather, &first_refs)
+        .gather(&gather, &[&again])
+        .speak(&speech(app, Prompt::NoInput))
+        .speak(&speech(app, Prompt::Goodbye))
+        .hangup()
+        .finish()
+}
+
+fn apology(app: &App, e: &StoreError) -> String {
+    tracing::error!(error = %e, "call flow failed");
+    farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye])
+}
+
+fn caller(form: &TwilioForm) -> String {
+    form.get("From")
+        .filter(|f| !f.is_empty())
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+fn new_call(app: &App, form: &TwilioForm) -> Option<NewCall> {
+    Some(NewCall {
+        call_sid: form.get("CallSid").filter(|s| !s.is_empty())?.to_string(),
+        from_number: caller(form),
+        to_number: form.get("To").unwrap_or_default().to_string(),
+        now: app.clock.now(),
+    })
+}
+
+/// Refuses code entry when this caller, or everyone together, has failed too often lately.
+async fn throttled(app: &App, caller: &str) -> Result<bool, StoreError> {
+    let since = app.clock.now() - HOUR;
+    let voice = &app.config.voice;
+    let mine = app
+        .store
+        .count_failures(AttemptScope::Caller(caller), since)
+        .await?;
+    if mine >= voice.failures_per_caller_per_hour {
+        tracing::warn!("caller over the wrong-code limit: refused");
+        return Ok(true);
+    }
+    let all = app
+        .store
+        .count_failures(AttemptScope::Global, since)
+        .await?;
+    if all >= voice.failures_per_hour {
+        tracing::warn!(
+            failures = all,
+            "global wrong-code limit reached: code entry paused"
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Step 1: the call arrives. Greeting at once, inside the Gather so digits can come early.
+pub async fn incoming(app: &App, form: &TwilioForm) -> String {
+    let Some(call) = new_call(app, form) else {
+        return farewell(app, &[Prompt::AgentUnavailable]);
+    };
+    async {
+        if let Err(e) = app.store.upsert_call(&call).await {
+            return apology(app, &e);
+        }
+        match throttled(app, &call.from_number).await {
+            Ok(true) => farewell(app, &[Prompt::TryLater, Prompt::Goodbye]),
+            Ok(false) => {
+                tracing::info!("call answered");
+                ask_for_code(app, &[Prompt::Greeting], 1)
+            }
+            Err(e) => apology(app, &e),
+        }
+    }
+    .instrument(call_span(&call.call_sid))
+    .await
+}
+
+/// The span every log line of a call carries: its sid, and its order once known.
+pub fn call_span(call_sid: &str) -> tracing::Span {
+    tracing::info_span!("call", call_sid = %call_sid, order_id = tracing::field::Empty)
+}
+
+/// What the digits typed turned out to be.
+enum Verdict {
+    Wrong,
+    Revoked,
+    NoMinutes,
+    OverageSuspended,
+    InUse,
+    Unavailable,
+    Connect(Box<Order>),
+}
+
+/// Step 2: the Gather posts the digits.
+pub async fn code(app: &App, form: &TwilioForm, attempt: u32) -> String {
+    let Some(call) = new_call(app, form) else {
+        return farewell(app, &[Prompt::AgentUnavailable]);
+    };
+    match code_step(app, form, &call, attempt)
+        .instrument(call_span(&call.call_sid))
+        .await
+    {
+        Ok(twiml) => twiml,
+        Err(e) => apology(app, &e),
+    }
+}
+
+async fn code_step(
+    app: &App,
+    form: &TwilioForm,
+    call: &NewCall,
+    attempt: u32,
+) -> Result<String, StoreError> {
+    let attempt = attempt.clamp(1, TRIES_PER_CALL);
+    app.store.upsert_call(call).await?;
+    if throttled(app, &call.from_number).await? {
+        return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
+    }
+    let typed = form
+        .get("Digits")
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches('#');
+    let hash = app.vault.fingerprint_digits(typed);
+    let verdict = judge(app, typed, &hash, call).await?;
+    let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
+    app.store
+        .record_attempt(&CodeAttempt {
+            caller: call.from_number.clone(),
+            code_hash: hash,
+            ok,
+            at: call.now,
+        })
+        .await?;
+    let twiml = match verdict {
+        Verdict::Connect(order) => return connect(app, call, &order).await,
+        Verdict::Wrong if attempt >= TRIES_PER_CALL => {
+            tracing::info!(attempt, "wrong code: last try, ending the call");
+            farewell(app, &[Prompt::TooManyAttempts, Prompt::Goodbye])
+        }
+        Verdict::Wrong => {
+            tracing::info!(attempt, "wrong code");
+            ask_for_code(app, &[Prompt::InvalidCode], attempt + 1)
+        }
+        Verdict::Revoked => farewell(app, &[Prompt::CodeRevoked, Prompt::Goodbye]),
+        Verdict::NoMinutes => farewell(app, &[Prompt::NoMinutesLeft, Prompt::Goodbye]),
+        Verdict::OverageSuspended => farewell(app, &[Prompt::OverageSuspended, Prompt::Goodbye]),
+        Verdict::InUse => farewell(app, &[Prompt::CodeInUse, Prompt::Goodbye]),
+        Verdict::Unavailable => farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]),
+    };
+    Ok(twiml)
+}
+
+async fn judge(app: &App, typed: &str, hash: &str, call: &NewCall) -> Result<Verdict, StoreError> {
+    if AccessCode::parse(typed).is_err() {
+        return Ok(Verdict::Wrong);
+    }
+    // A code typed wrong too often is locked for the hour, even for its owner.
+    let recent = app
+        .store
+        .count_failures(AttemptScope::Code(hash), call.now - HOUR)
+        .await?;
+    if recent >= FAILURES_PER_CODE_PER_HOUR {
+        tracing::warn!("code locked after repeated failures");
+        return Ok(Verdict::Wrong);
+    }
+    let Some(order) = app.store.order_by_code(hash).await? else {
+        return Ok(Verdict::Wrong);
+    };
+    tracing::Span::current().record("order_id", order.id.as_str());
+    match order.status {
+        OrderStatus::Paid => {}
+        OrderStatus::Revoked => return Ok(Verdict::Revoked),
+        OrderStatus::Pending | OrderStatus::Failed => return Ok(Verdict::Wrong),
+    }
+    if order.seconds_left() <= Seconds(0) {
+        if !order.overage_consent {
+            return Ok(Verdict::NoMinutes);
+        }
+        if order.overage_blocked.is_some() {
+            return Ok(Verdict::OverageSuspended);
+        }
+    }
+    if app.config.elevenlabs.is_none() {
+        tracing::error!("a valid code was entered but ELEVENLABS_AGENT_ID is not set");
+        return Ok(Verdict::Unavailable);
+    }
+    let max_call = app.config.voice.max_call_minutes * 60;
+    // The hold outlives the longest call by a margin, then lapses on its own.
+    let until = call.now + max_call + 300;
+    if !app
+        .store
+        .hold_order_for_call(&order.id, &call.call_sid, until, call.now)
+        .await?
+    {
+        tracing::info!("code already in use on another call");
+        return Ok(Verdict::InUse);
+    }
+    Ok(Verdict::Connect(Box::new(order)))
+}
+
+/// The media stream's URL: the public URL with a WebSocket scheme.
+pub fn stream_url(app: &App) -> String {
+    let url = app.public_url("/media");
+    if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        url
+    }
+}
+
+/// Hashes a stream token for storage; the token itself exists only in the TwiML.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+async fn connect(app: &App, call: &NewCall, order: &Order) -> Result<String, StoreError> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    let grant = StreamGrant {
+        call_sid: call.call_sid.clone(),
+        order_id: order.id.clone(),
+    };
+    app.store
+        .insert_stream_token(
+            &token_hash(&token),
+            &grant,
+            call.now + STREAM_TOKEN_TTL_SECS,
+        )
+        .await?;
+    tracing::info!(order_id = %order.id, "code accepted: connecting to the agent");
+    Ok(Twiml::new()
+        .speak(&speech(app, Prompt::Connecting))
+        .connect_stream(
+            &stream_url(app),
+            &[
+                ("token", token.as_str()),
+                ("call_sid", call.call_sid.as_str()),
+            ],
+        )
+        .redirect(&app.public_url(AFTER_STREAM_PATH))
+        .finish())
+}
+
+/// After the media stream closes: the closing words depend on why it closed.
+pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
+    let sid = form.get("CallSid").unwrap_or_default();
+    let reason = match app.store.call(sid).await {
+        Ok(Some(call)) => call.end_reason,
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read call after stream");
+            None
+        }
+    };
+    let prompts: &[Prompt] = match reason.as_deref() {
+        Some("time_up") => &[Prompt::TimeUp, Prompt::Goodbye],
+        Some("agent_failed") => &[Prompt::AgentUnavailable, Prompt::Goodbye],
+        _ => &[Prompt::Goodbye],
+    };
+    farewell(app, prompts)
+}
+
+/// Twilio's status callback: records progress, and on a final status closes the call, which
+/// leaves it unsettled in the store for billing to pick up (a durable hand-over).
+pub async fn status(app: &App, form: &TwilioForm) -> Result<(), StoreError> {
+    let Some(call) = new_call(app, form) else {
+        tracing::warn!("status callback without CallSid: ignored");
+        return Ok(());
+    };
+    end_step(app, form, call)
+        .instrument(call_span_for(form))
+        .await
+}
+
+fn call_span_for(form: &TwilioForm) -> tracing::Span {
+    call_span(form.get("CallSid").unwrap_or_default())
+}
+
+async fn end_step(app: &App, form: &TwilioForm, call: NewCall) -> Result<(), StoreError> {
+    let status = form.get("CallStatus").unwrap_or_default();
+    if !FINAL_STATUSES.contains(&status) {
+        app.store.upsert_call(&call).await?;
+        return Ok(());
+    }
+    let duration = match form.get("CallDuration") {
+        None => None,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(d) if d >= 0 => Some(d),
+            _ => {
+                tracing::warn!(
+                    raw,
+                    "status callback with a malformed CallDuration: ignored it"
+                );
+                None
+            }
+        },
+    };
+    let ended = app
+        .store
+        .end_call(&EndCall {
+            call_sid: call.call_sid.clone(),
+            from_number: call.from_number.clone(),
+            to_number: call.to_number.clone(),
+            twilio_status: status.to_string(),
+            duration,
+            reason: Some(format!("twilio_{}", status.replace('-', "_"))),
+            now: call.now,
+        })
+        .await?;
+    tracing::info!(status, duration = ?ended.twilio_duration, "call ended");
+    Ok(())
+}

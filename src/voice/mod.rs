@@ -1,0 +1,138 @@
+//! Twilio: signed webhooks, the access-code menu, and call bookkeeping.
+//!
+//! Every handler answers TwiML, even on failure: an apology and a hang-up, never an error
+//! page Twilio would read out as "an application error has occurred".
+
+pub mod flow;
+pub mod signature;
+pub mod twiml;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+
+use crate::web::AppState;
+
+/// Paths Twilio is pointed at, with the old deployment's as aliases.
+pub const INCOMING_PATH: &str = "/voice/incoming";
+pub const CODE_PATH: &str = "/voice/code";
+pub const STATUS_PATH: &str = "/voice/status";
+pub const AFTER_STREAM_PATH: &str = "/voice/after-stream";
+pub const OLD_INCOMING_PATH: &str = "/.netlify/functions/twilio-call-handler";
+pub const OLD_STATUS_PATH: &str = "/.netlify/functions/call-billing-webhook";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(INCOMING_PATH, post(incoming))
+        .route(OLD_INCOMING_PATH, post(incoming))
+        .route(CODE_PATH, post(code))
+        .route(STATUS_PATH, post(status))
+        .route(OLD_STATUS_PATH, post(status))
+        .route(AFTER_STREAM_PATH, post(after_stream))
+}
+
+/// A TwiML document as an HTTP response.
+pub struct TwimlResponse(pub String);
+
+impl IntoResponse for TwimlResponse {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], self.0).into_response()
+    }
+}
+
+/// The form parameters of a request whose `X-Twilio-Signature` checked out.
+#[derive(Debug, Clone)]
+pub struct TwilioForm {
+    pub params: Vec<(String, String)>,
+}
+
+impl TwilioForm {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl FromRequest<AppState> for TwilioForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(twilio) = app.config.twilio.as_ref() else {
+            return Err(
+                (StatusCode::SERVICE_UNAVAILABLE, "phone menu not configured").into_response(),
+            );
+        };
+        let signature = req
+            .headers()
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| req.uri().path().to_string());
+        let body = Bytes::from_request(req, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        let url = app.public_url(&path);
+        if !signature::validate(twilio.auth_token.expose(), &url, &params, &signature) {
+            tracing::warn!(
+                path = %path,
+                signed = !signature.is_empty(),
+                "refused a request without a valid X-Twilio-Signature"
+            );
+            return Err((StatusCode::FORBIDDEN, "invalid Twilio signature").into_response());
+        }
+        Ok(TwilioForm { params })
+    }
+}
+
+/// Which try at entering a code this is (carried in the signed Gather action URL).
+#[derive(Debug, Deserialize)]
+pub struct TryQuery {
+    #[serde(rename = "try")]
+    pub attempt: Option<u32>,
+}
+
+async fn incoming(State(app): State<AppState>, form: TwilioForm) -> TwimlResponse {
+    // The old deployment took the digits at the same URL: keep doing so.
+    let twiml = if form.get("Digits").is_some() {
+        flow::code(&app, &form, 1).await
+    } else {
+        flow::incoming(&app, &form).await
+    };
+    TwimlResponse(twiml)
+}
+
+async fn code(
+    State(app): State<AppState>,
+    Query(q): Query<TryQuery>,
+    form: TwilioForm,
+) -> TwimlResponse {
+    TwimlResponse(flow::code(&app, &form, q.attempt.unwrap_or(1)).await)
+}
+
+async fn status(State(app): State<AppState>, form: TwilioForm) -> Response {
+    match flow::status(&app, &form).await {
+        Ok(()) => TwimlResponse(twiml::Twiml::new().finish()).into_response(),
+        // A 5xx makes Twilio retry the callback later; the handler is idempotent.
+        Err(e) => {
+            tracing::error!(error = %e, "status callback not recorded");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
+}
+
+async fn after_stream(State(app): State<AppState>, form: TwilioForm) -> TwimlResponse {
+    TwimlResponse(flow::after_stream(&app, &form).await)
+}

@@ -1,0 +1,73 @@
+//! callgate itself, started in-process on a free loopback port against a test database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use callgate::clock::SystemClock;
+use callgate::config::Config;
+use callgate::store::DynStore;
+use callgate::App;
+
+pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const PHONE: &str = "+15550100200";
+
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`, which is also the app's BASE_URL.
+    pub base: String,
+    pub app: Arc<App>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _audio: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts the app with Twilio and the agent configured; `extra` adds or replaces variables.
+pub async fn spawn(store: DynStore, extra: &[(&str, &str)]) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let audio = tempfile::tempdir().unwrap();
+    let mut env: HashMap<String, String> = [
+        ("BASE_URL", base.as_str()),
+        ("CALLGATE_SECRET", "test-secret-0123456789abcdef0123456789"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_PHONE_NUMBER", PHONE),
+        ("ELEVENLABS_AGENT_ID", "agent_test"),
+        ("AUDIO_DIR", audio.path().to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::from_env(&env).expect("test config is valid");
+    let app = Arc::new(App::with_store(config, store, Arc::new(SystemClock)).expect("app"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = app.clone();
+    tokio::spawn(async move {
+        let _ = callgate::serve(served, listener, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    TestApp {
+        base,
+        app,
+        shutdown: Some(tx),
+        _audio: audio,
+    }
+}
