@@ -48,9 +48,18 @@ pub async fn sqlite() -> TestDb {
     }
 }
 
+/// Like [`postgres`], but the store reaches the server through `via` (`host:port`).
+pub async fn postgres_via(via: impl FnOnce(&str) -> String) -> Option<TestDb> {
+    postgres_with(via).await
+}
+
 /// A new schema on the test PostgreSQL server. `None` (the test is skipped with a line on
 /// stderr) when the server is down, except under `CI=true`, where that is a failure.
 pub async fn postgres() -> Option<TestDb> {
+    postgres_with(|addr| addr.to_string()).await
+}
+
+async fn postgres_with(route: impl FnOnce(&str) -> String) -> Option<TestDb> {
     let url = pg_url();
     let admin = match PgPoolOptions::new()
         .max_connections(2)
@@ -75,8 +84,12 @@ pub async fn postgres() -> Option<TestDb> {
         .execute(&admin)
         .await
         .expect("create test schema");
-    let options = PgConnectOptions::from_str(&url)
-        .expect("test PostgreSQL URL")
+    let direct = PgConnectOptions::from_str(&url).expect("test PostgreSQL URL");
+    let routed = route(&format!("{}:{}", direct.get_host(), direct.get_port()));
+    let (host, port) = routed.rsplit_once(':').expect("host:port");
+    let options = direct
+        .host(host)
+        .port(port.parse().expect("port"))
         .options([("search_path", schema.as_str())]);
     let store = PostgresStore::connect(options)
         .await
@@ -117,4 +130,5 @@ macro_rules! on_every_backend {
 }
 
 pub mod app;
+pub mod proxy;
 pub mod twilio;
