@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod money;
 pub mod orders;
+pub mod payments;
 pub mod prompts;
 pub mod store;
 pub mod telemetry;

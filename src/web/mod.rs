@@ -26,6 +26,7 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .merge(health_router())
         .merge(crate::voice::router())
+        .merge(crate::payments::router())
         .merge(audio::router(&app))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())

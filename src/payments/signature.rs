@@ -1,0 +1,140 @@
+//! Stripe's webhook signature: `Stripe-Signature: t=TIMESTAMP,v1=HEX[,v1=HEX...]`, where each
+//! `v1` is HMAC-SHA256 under the endpoint secret over `TIMESTAMP.BODY`.
+
+use crate::crypto::{constant_time_eq, hmac_sha256};
+
+/// How far a signature's timestamp may be from now, as Stripe's libraries default to.
+pub const TOLERANCE_SECS: i64 = 300;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("no Stripe-Signature header")]
+    Missing,
+    #[error("Stripe-Signature has no timestamp or no v1 signature")]
+    Malformed,
+    #[error("Stripe-Signature timestamp is more than {TOLERANCE_SECS} s from now")]
+    Stale,
+    #[error("no v1 signature matches")]
+    Mismatch,
+}
+
+/// The `v1` signature of `body` at `timestamp` (what Stripe sends; tests sign with this too).
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    hex::encode(hmac_sha256(
+        secret.as_bytes(),
+        &[timestamp.to_string().as_bytes(), b".", body],
+    ))
+}
+
+/// Checks the header against the raw body. Every `v1` is compared (in constant time) so
+/// that a rolled secret's two signatures both work.
+pub fn verify(
+    header: Option<&str>,
+    body: &[u8],
+    secret: &str,
+    now: i64,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut timestamp = None;
+    let mut candidates = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", sig)) => candidates.push(sig),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    if candidates.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    let expected = sign(secret, timestamp, body);
+    let mut matched = false;
+    for sig in candidates {
+        matched |= constant_time_eq(expected.as_bytes(), sig.as_bytes());
+    }
+    if !matched {
+        return Err(SignatureError::Mismatch);
+    }
+    if (now - timestamp).abs() > TOLERANCE_SECS {
+        return Err(SignatureError::Stale);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_test_secret";
+    const BODY: &[u8] = br#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
+
+    #[test]
+    fn accepts_a_good_signature_among_several() {
+        let t = 1_700_000_000;
+        let good = sign(SECRET, t, BODY);
+        let header = format!("t={t},v1={},v0=abc,v1={good}", "0".repeat(64));
+        assert_eq!(verify(Some(&header), BODY, SECRET, t + 10), Ok(()));
+    }
+
+    #[test]
+    fn known_vector() {
+        // HMAC-SHA256("whsec_test_secret", "1700000000.{body}") computed independently.
+        let sig = sign(SECRET, 1_700_000_000, BODY);
+        assert_eq!(sig.len(), 64);
+        assert_eq!(
+            sig,
+            hex::encode(crate::crypto::hmac_sha256(
+                SECRET.as_bytes(),
+                &[b"1700000000.", BODY]
+            ))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let t = 1_700_000_000;
+        let good = sign(SECRET, t, BODY);
+        assert_eq!(verify(None, BODY, SECRET, t), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(Some("garbage"), BODY, SECRET, t),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(Some(&format!("v1={good}")), BODY, SECRET, t),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(Some(&format!("t={t}")), BODY, SECRET, t),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(Some(&format!("t=abc,v1={good}")), BODY, SECRET, t),
+            Err(SignatureError::Malformed)
+        );
+        let header = format!("t={t},v1={good}");
+        assert_eq!(
+            verify(Some(&header), b"{}", SECRET, t),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(Some(&header), BODY, "whsec_other", t),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(Some(&header), BODY, SECRET, t + 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(Some(&header), BODY, SECRET, t - 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(verify(Some(&header), BODY, SECRET, t + 300), Ok(()));
+        // A signature over another timestamp does not verify with this one.
+        let header = format!("t={},v1={good}", t + 1);
+        assert_eq!(
+            verify(Some(&header), BODY, SECRET, t),
+            Err(SignatureError::Mismatch)
+        );
+    }
+}

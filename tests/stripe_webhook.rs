@@ -1,0 +1,354 @@
+//! The Stripe webhook: signed events fulfil, fail, revoke; anything unsigned, stale,
+//! malformed or oversized is refused and stores nothing. On every backend.
+
+mod support;
+
+use callgate::money::{Cents, Seconds};
+use callgate::payments::signature::sign;
+use callgate::store::{new_id, DynStore, NewOrder, OrderSource, OrderStatus};
+use serde_json::{json, Value};
+use support::app::{spawn, TestApp};
+
+const SECRET: &str = "whsec_test_endpoint_secret";
+
+async fn app(store: DynStore) -> TestApp {
+    spawn(
+        store,
+        &[
+            ("STRIPE_SECRET_KEY", "sk_test_callgate"),
+            ("STRIPE_PUBLISHABLE_KEY", "pk_test_callgate"),
+            ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ],
+    )
+    .await
+}
+
+fn event(kind: &str, object: Value) -> Value {
+    json!({ "id": new_id("evt"), "object": "event", "type": kind, "data": { "object": object } })
+}
+
+fn pi(id: &str, metadata: Value) -> Value {
+    json!({ "id": id, "object": "payment_intent", "amount": 1000, "currency": "usd",
+            "customer": "cus_123", "payment_method": "pm_123", "status": "succeeded", "metadata": metadata })
+}
+
+async fn deliver_raw(app: &TestApp, body: &[u8], header: Option<String>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(app.url("/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(h) = header {
+        req = req.header("Stripe-Signature", h);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn deliver(app: &TestApp, event: &Value) -> (u16, Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    let t = app.app.clock.now();
+    deliver_raw(
+        app,
+        &body,
+        Some(format!("t={t},v1={}", sign(SECRET, t, &body))),
+    )
+    .await
+}
+
+async fn pending(app: &TestApp, pi: &str) -> callgate::store::Order {
+    app.app
+        .store
+        .insert_order(&NewOrder {
+            id: new_id("ord"),
+            source: OrderSource::Stripe,
+            plan: "Talk time".into(),
+            amount: Cents(1000),
+            currency: "usd".into(),
+            seconds_included: Seconds(300),
+            overage_consent: false,
+            overage_price: Cents(100),
+            stripe_payment_intent: Some(pi.into()),
+            stripe_customer: None,
+            stripe_payment_method: None,
+            code: None,
+            now: app.app.clock.now(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn succeeded_payment_issues_one_code(store: DynStore) {
+    let app = app(store).await;
+    let order = pending(&app, "pi_paid").await;
+    let ev = event("payment_intent.succeeded", pi("pi_paid", json!({})));
+    assert_eq!(deliver(&app, &ev).await.0, 200);
+    let paid = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(paid.status, OrderStatus::Paid);
+    assert_eq!(paid.stripe_payment_method.as_deref(), Some("pm_123"));
+    assert_eq!(paid.stripe_customer.as_deref(), Some("cus_123"));
+    let code = callgate::orders::code_of(&app.app, &paid).expect("a code is sealed on the order");
+    assert_eq!(code.expose().len(), 12);
+
+    // The same event again: acknowledged as a duplicate. Another event for the same payment:
+    // handled, but the code does not change.
+    let (status, body) = deliver(&app, &ev).await;
+    assert_eq!((status, body["duplicate"].as_bool()), (200, Some(true)));
+    let other = event("payment_intent.succeeded", pi("pi_paid", json!({})));
+    assert_eq!(deliver(&app, &other).await.0, 200);
+    let again = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(again.code_hash, paid.code_hash);
+    assert_eq!(app.app.store.list_orders(10).await.unwrap().len(), 1);
+}
+
+async fn racing_deliveries_issue_one_code(store: DynStore) {
+    let app = app(store).await;
+    pending(&app, "pi_race").await;
+    let events: Vec<Value> = (0..8)
+        .map(|_| event("payment_intent.succeeded", pi("pi_race", json!({}))))
+        .collect();
+    let results = futures_join_all(&app, &events).await;
+    assert!(results.iter().all(|s| *s == 200), "{results:?}");
+    let orders = app.app.store.list_orders(10).await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert!(orders[0].code_hash.is_some());
+}
+
+async fn futures_join_all(app: &TestApp, events: &[Value]) -> Vec<u16> {
+    let mut set = tokio::task::JoinSet::new();
+    for ev in events {
+        let body = serde_json::to_vec(ev).unwrap();
+        let t = app.app.clock.now();
+        let header = format!("t={t},v1={}", sign(SECRET, t, &body));
+        let url = app.url("/webhooks/stripe");
+        set.spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("Stripe-Signature", header)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    set.join_all().await
+}
+
+async fn payment_created_elsewhere_is_fulfilled_from_metadata(store: DynStore) {
+    let app = app(store).await;
+    let ev = event(
+        "payment_intent.succeeded",
+        pi(
+            "pi_meta",
+            json!({ "plan": "Long talk", "minutes": "10", "overage_consent": "true" }),
+        ),
+    );
+    assert_eq!(deliver(&app, &ev).await.0, 200);
+    let order = app
+        .app
+        .store
+        .order_by_payment_intent("pi_meta")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.plan, "Long talk");
+    assert_eq!(order.seconds_included, Seconds(600));
+    assert!(order.overage_consent);
+    assert_eq!(order.amount, Cents(1000));
+}
+
+async fn failed_refunded_and_disputed_payments(store: DynStore) {
+    let app = app(store).await;
+    let failing = pending(&app, "pi_fail").await;
+    assert_eq!(
+        deliver(
+            &app,
+            &event("payment_intent.payment_failed", pi("pi_fail", json!({})))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        app.app
+            .store
+            .order(&failing.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        OrderStatus::Failed
+    );
+
+    for (pi_id, kind, object, revoked) in [
+        (
+            "pi_partial",
+            "charge.refunded",
+            json!({ "id": "ch_1", "payment_intent": "pi_partial", "refunded": false, "amount_refunded": 100 }),
+            false,
+        ),
+        (
+            "pi_refund",
+            "charge.refunded",
+            json!({ "id": "ch_2", "payment_intent": "pi_refund", "refunded": true, "amount_refunded": 1000 }),
+            true,
+        ),
+        (
+            "pi_dispute",
+            "charge.dispute.created",
+            json!({ "id": "dp_1", "charge": "ch_3", "payment_intent": "pi_dispute" }),
+            true,
+        ),
+    ] {
+        let order = pending(&app, pi_id).await;
+        assert_eq!(
+            deliver(
+                &app,
+                &event("payment_intent.succeeded", pi(pi_id, json!({})))
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(deliver(&app, &event(kind, object)).await.0, 200);
+        let status = app
+            .app
+            .store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status;
+        assert_eq!(
+            status == OrderStatus::Revoked,
+            revoked,
+            "{kind} {pi_id}: {status}"
+        );
+    }
+}
+
+async fn unknown_events_are_acknowledged(store: DynStore) {
+    let app = app(store).await;
+    let ev = event("customer.created", json!({ "id": "cus_9" }));
+    assert_eq!(deliver(&app, &ev).await.0, 200);
+    assert!(app
+        .app
+        .store
+        .event_seen(ev["id"].as_str().unwrap())
+        .await
+        .unwrap());
+    assert!(app.app.store.list_orders(10).await.unwrap().is_empty());
+}
+
+async fn bad_deliveries_are_refused_and_store_nothing(store: DynStore) {
+    let app = app(store).await;
+    let order = pending(&app, "pi_bad").await;
+    let ev = event("payment_intent.succeeded", pi("pi_bad", json!({})));
+    let body = serde_json::to_vec(&ev).unwrap();
+    let now = app.app.clock.now();
+    let good = sign(SECRET, now, &body);
+    let tampered = {
+        let mut b = body.clone();
+        let at = b.len() - 3;
+        b[at] = b'X';
+        b
+    };
+    let cases: Vec<(Vec<u8>, Option<String>, u16)> = vec![
+        (body.clone(), None, 400),
+        (
+            body.clone(),
+            Some(format!("t={now},v1={}", "0".repeat(64))),
+            400,
+        ),
+        (
+            body.clone(),
+            Some(format!("t={now},v1={}", sign("whsec_wrong", now, &body))),
+            400,
+        ),
+        (tampered, Some(format!("t={now},v1={good}")), 400),
+        (
+            body.clone(),
+            Some(format!(
+                "t={},v1={}",
+                now - 600,
+                sign(SECRET, now - 600, &body)
+            )),
+            400,
+        ),
+        (
+            body.clone(),
+            Some(format!(
+                "t={},v1={}",
+                now + 600,
+                sign(SECRET, now + 600, &body)
+            )),
+            400,
+        ),
+        (body.clone(), Some("garbage".into()), 400),
+        (
+            b"{not json".to_vec(),
+            Some(format!("t={now},v1={}", sign(SECRET, now, b"{not json"))),
+            400,
+        ),
+        (
+            b"{\"id\":1}".to_vec(),
+            Some(format!("t={now},v1={}", sign(SECRET, now, b"{\"id\":1}"))),
+            400,
+        ),
+    ];
+    for (i, (body, header, expected)) in cases.into_iter().enumerate() {
+        let (status, _) = deliver_raw(&app, &body, header).await;
+        assert_eq!(status, expected, "case {i}");
+    }
+    let huge = vec![b' '; 70 * 1024];
+    let (status, _) = deliver_raw(
+        &app,
+        &huge,
+        Some(format!("t={now},v1={}", sign(SECRET, now, &huge))),
+    )
+    .await;
+    assert_eq!(status, 413, "bodies over the limit");
+
+    assert!(
+        !app.app
+            .store
+            .event_seen(ev["id"].as_str().unwrap())
+            .await
+            .unwrap(),
+        "nothing recorded"
+    );
+    assert_eq!(
+        app.app
+            .store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        OrderStatus::Pending
+    );
+    // The genuine delivery still works afterwards.
+    assert_eq!(deliver(&app, &ev).await.0, 200);
+    assert_eq!(
+        app.app
+            .store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        OrderStatus::Paid
+    );
+}
+
+on_every_backend!(
+    succeeded_payment_issues_one_code,
+    racing_deliveries_issue_one_code,
+    payment_created_elsewhere_is_fulfilled_from_metadata,
+    failed_refunded_and_disputed_payments,
+    unknown_events_are_acknowledged,
+    bad_deliveries_are_refused_and_store_nothing,
+);
