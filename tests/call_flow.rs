@@ -26,6 +26,22 @@ async fn issue(app: &TestApp, minutes: i64, overage: bool) -> String {
     code.expose().to_string()
 }
 
+async fn failures(app: &TestApp, caller: &str) -> i64 {
+    app.app
+        .store
+        .count_failures(AttemptScope::Caller(caller), 0)
+        .await
+        .unwrap()
+}
+
+async fn order_of(app: &TestApp, code: &str) -> callgate::store::Order {
+    let code = callgate::codes::AccessCode::parse(code).unwrap();
+    orders::find_by_code(&app.app, &code)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -129,12 +145,7 @@ async fn wrong_code_then_right(store: DynStore) {
         t.contains("That code is not valid. Please try again."),
         "{t}"
     );
-    let fails = app
-        .app
-        .store
-        .count_failures(AttemptScope::Caller("+15557770002"), 0)
-        .await
-        .unwrap();
+    let fails = failures(&app, "+15557770002").await;
     assert_eq!(fails, 1);
 }
 
@@ -153,12 +164,7 @@ async fn three_wrong_codes_end_the_call(store: DynStore) {
     assert_eq!(t.matches("That code is not valid").count(), 2, "{t}");
     assert!(t.ends_with("Too many incorrect codes. | Goodbye."), "{t}");
     assert_eq!(call.keypad.len(), 1, "no fourth Gather");
-    let fails = app
-        .app
-        .store
-        .count_failures(AttemptScope::Caller("+15557770003"), 0)
-        .await
-        .unwrap();
+    let fails = failures(&app, "+15557770003").await;
     assert_eq!(fails, 3);
 }
 
@@ -176,13 +182,7 @@ async fn no_input_reprompts_then_says_goodbye(store: DynStore) {
 async fn revoked_code_is_refused(store: DynStore) {
     let app = spawn(store, &[]).await;
     let code = issue(&app, 5, false).await;
-    let order = orders::find_by_code(
-        &app.app,
-        &callgate::codes::AccessCode::parse(&code).unwrap(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let order = order_of(&app, &code).await;
     let revoked = orders::revoke(&app.app, &order).await.unwrap();
     assert_eq!(revoked.status, OrderStatus::Revoked);
     let mut call = caller("+15557770005").types([Some(leak(code))]);
@@ -199,13 +199,7 @@ async fn code_without_minutes_is_refused_unless_overage(store: DynStore) {
     let now = app.app.clock.now();
     for (overage, connects) in [(false, false), (true, true)] {
         let code = issue(&app, 1, overage).await;
-        let order = orders::find_by_code(
-            &app.app,
-            &callgate::codes::AccessCode::parse(&code).unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let order = order_of(&app, &code).await;
         app.app
             .store
             .add_seconds_used(&order.id, callgate::money::Seconds(60), now)

@@ -427,6 +427,10 @@ async fn webhook_events_are_deduplicated(store: DynStore) {
     assert_eq!(firsts, 1);
 }
 
+async fn failures(store: &DynStore, scope: AttemptScope<'_>, since: i64) -> i64 {
+    store.count_failures(scope, since).await.unwrap()
+}
+
 async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
     let attempt = |caller: &str, hash: &str, ok: bool, at: i64| CodeAttempt {
         caller: caller.into(),
@@ -443,58 +447,22 @@ async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
     ] {
         store.record_attempt(&a).await.unwrap();
     }
+    assert_eq!(failures(&store, AttemptScope::Caller("+1"), NOW).await, 1);
     assert_eq!(
-        store
-            .count_failures(AttemptScope::Caller("+1"), NOW)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .count_failures(AttemptScope::Caller("+1"), NOW - 100)
-            .await
-            .unwrap(),
+        failures(&store, AttemptScope::Caller("+1"), NOW - 100).await,
         2
     );
+    assert_eq!(failures(&store, AttemptScope::Caller("+3"), 0).await, 0);
+    assert_eq!(failures(&store, AttemptScope::Code("h1"), NOW).await, 2);
     assert_eq!(
-        store
-            .count_failures(AttemptScope::Caller("+3"), 0)
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        store
-            .count_failures(AttemptScope::Code("h1"), NOW)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store
-            .count_failures(AttemptScope::Code("h2"), 0)
-            .await
-            .unwrap(),
+        failures(&store, AttemptScope::Code("h2"), 0).await,
         0,
         "successes are not failures"
     );
-    assert_eq!(
-        store
-            .count_failures(AttemptScope::Global, NOW)
-            .await
-            .unwrap(),
-        3
-    );
-    assert_eq!(
-        store.count_failures(AttemptScope::Global, 0).await.unwrap(),
-        4
-    );
+    assert_eq!(failures(&store, AttemptScope::Global, NOW).await, 3);
+    assert_eq!(failures(&store, AttemptScope::Global, 0).await, 4);
     assert_eq!(store.prune_attempts(NOW).await.unwrap(), 1);
-    assert_eq!(
-        store.count_failures(AttemptScope::Global, 0).await.unwrap(),
-        3
-    );
+    assert_eq!(failures(&store, AttemptScope::Global, 0).await, 3);
 }
 
 fn end(sid: &str, status: &str, duration: Option<i64>, now: i64) -> EndCall {

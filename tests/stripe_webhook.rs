@@ -78,6 +78,10 @@ async fn pending(app: &TestApp, pi: &str) -> callgate::store::Order {
         .unwrap()
 }
 
+async fn status_of(app: &TestApp, order_id: &str) -> OrderStatus {
+    app.app.store.order(order_id).await.unwrap().unwrap().status
+}
+
 async fn succeeded_payment_issues_one_code(store: DynStore) {
     let app = app(store).await;
     let order = pending(&app, "pi_paid").await;
@@ -172,16 +176,7 @@ async fn failed_refunded_and_disputed_payments(store: DynStore) {
         .0,
         200
     );
-    assert_eq!(
-        app.app
-            .store
-            .order(&failing.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        OrderStatus::Failed
-    );
+    assert_eq!(status_of(&app, &failing.id).await, OrderStatus::Failed);
 
     for (pi_id, kind, object, revoked) in [
         (
@@ -320,28 +315,10 @@ async fn bad_deliveries_are_refused_and_store_nothing(store: DynStore) {
             .unwrap(),
         "nothing recorded"
     );
-    assert_eq!(
-        app.app
-            .store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        OrderStatus::Pending
-    );
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Pending);
     // The genuine delivery still works afterwards.
     assert_eq!(deliver(&app, &ev).await.0, 200);
-    assert_eq!(
-        app.app
-            .store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        OrderStatus::Paid
-    );
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Paid);
 }
 
 on_every_backend!(
