@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use crate::clock::{Clock, SystemClock};
 use crate::codes::CodeVault;
 use crate::config::{Config, ConfigError, DatabaseConfig, Secret};
+use crate::payments::stripe::StripeClient;
 use crate::prompts::AudioCatalog;
 use crate::store::{DynStore, StoreError};
 
@@ -55,6 +56,8 @@ pub struct App {
     pub store: DynStore,
     pub vault: CodeVault,
     pub clock: Arc<dyn Clock>,
+    /// Present when payments are configured.
+    pub stripe: Option<StripeClient>,
 }
 
 impl App {
@@ -87,6 +90,7 @@ impl App {
         Ok(App {
             vault: CodeVault::new(&secret),
             audio: AudioCatalog::scan(&config.voice.audio_dir),
+            stripe: config.stripe.as_ref().map(StripeClient::new),
             config,
             store,
             clock,

@@ -46,6 +46,7 @@ pub async fn issue_operator_code(
             stripe_payment_intent: None,
             stripe_customer: grant.customer.clone(),
             stripe_payment_method: grant.payment_method.clone(),
+            client_secret_hash: None,
             code: Some(stored),
             now: app.clock.now(),
         };

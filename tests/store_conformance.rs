@@ -31,6 +31,7 @@ fn pending(pi: &str) -> NewOrder {
         stripe_payment_intent: Some(pi.into()),
         stripe_customer: Some("cus_1".into()),
         stripe_payment_method: None,
+        client_secret_hash: None,
         code: None,
         now: NOW,
     }

@@ -71,6 +71,7 @@ async fn pending(app: &TestApp, pi: &str) -> callgate::store::Order {
             stripe_payment_intent: Some(pi.into()),
             stripe_customer: None,
             stripe_payment_method: None,
+            client_secret_hash: None,
             code: None,
             now: app.app.clock.now(),
         })

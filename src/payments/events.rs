@@ -116,6 +116,7 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
         stripe_payment_intent: Some(pi_id.clone()),
         stripe_customer: text(pi, "customer"),
         stripe_payment_method: text(pi, "payment_method"),
+        client_secret_hash: None,
         code: None,
         now: app.clock.now(),
     };

@@ -1,8 +1,10 @@
 //! Stripe: webhook verification and fulfilment (the storefront's payment calls and overage
 //! billing build on this).
 
+pub mod checkout;
 pub mod events;
 pub mod signature;
+pub mod stripe;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,7 +20,9 @@ use crate::web::AppState;
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(WEBHOOK_PATH, post(webhook))
+    Router::new()
+        .route(WEBHOOK_PATH, post(webhook))
+        .merge(checkout::router())
 }
 
 fn reply(status: StatusCode, message: &str) -> Response {

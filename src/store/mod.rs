@@ -175,6 +175,9 @@ pub struct Order {
     pub active_call_sid: Option<String>,
     /// When that hold lapses if the call's end is never reported.
     pub active_call_until: Option<UnixTime>,
+    /// SHA-256 of the PaymentIntent's client secret, hex.
+    #[serde(skip)]
+    pub client_secret_hash: Option<String>,
 }
 
 impl Order {
@@ -198,6 +201,7 @@ pub struct NewOrder {
     pub stripe_payment_intent: Option<String>,
     pub stripe_customer: Option<String>,
     pub stripe_payment_method: Option<String>,
+    pub client_secret_hash: Option<String>,
     pub code: Option<StoredCode>,
     pub now: UnixTime,
 }
@@ -354,6 +358,8 @@ pub trait Store: Send + Sync + 'static {
     async fn order_by_code(&self, code_hash: &str) -> Result<Option<Order>, StoreError>;
     /// Newest first.
     async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError>;
+    /// Remembers the client secret's hash for an order that lacked it.
+    async fn set_client_secret_hash(&self, id: &str, hash: &str) -> Result<(), StoreError>;
     /// Moves an order to `to` if it is in one of `from`; returns the updated order if it moved.
     async fn set_order_status(
         &self,

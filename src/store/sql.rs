@@ -7,8 +7,8 @@
 pub(crate) const ORDER_INSERT: &str =
     "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
      seconds_used, overage_consent, overage_price_cents, stripe_payment_intent, stripe_customer, \
-     stripe_payment_method, code_hash, code_sealed, code_last4, created_at, updated_at, paid_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17)";
+     stripe_payment_method, code_hash, code_sealed, code_last4, created_at, updated_at, paid_at, client_secret_hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18)";
 
 pub(crate) const ORDER_FULFIL: &str =
     "UPDATE orders SET status = 'paid', code_hash = $2, code_sealed = $3, code_last4 = $4, \
@@ -65,6 +65,7 @@ macro_rules! sql_store {
                     .bind(o.code.as_ref().map(|c| c.last4.as_str()))
                     .bind(o.now)
                     .bind(paid_at)
+                    .bind(&o.client_secret_hash)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(classify)
@@ -162,6 +163,16 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(classify)
+            }
+
+            async fn set_client_secret_hash(&self, id: &str, hash: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE orders SET client_secret_hash = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(hash)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
             }
 
             async fn set_order_status(

@@ -131,4 +131,5 @@ macro_rules! on_every_backend {
 
 pub mod app;
 pub mod proxy;
+pub mod stripe;
 pub mod twilio;
