@@ -157,6 +157,8 @@ pub struct Config {
     pub twilio: Option<TwilioConfig>,
     pub elevenlabs: Option<ElevenLabsConfig>,
     pub voice: VoiceConfig,
+    /// Where the storefront loads Stripe.js from.
+    pub stripe_js_url: Url,
     pub log_format: LogFormat,
 }
 
@@ -184,6 +186,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "STRIPE_PUBLISHABLE_KEY", default: "(none)", meaning: "`pk_...`; required with STRIPE_SECRET_KEY" },
     Setting { var: "STRIPE_WEBHOOK_SECRET", default: "(none)", meaning: "`whsec_...`; required with STRIPE_SECRET_KEY" },
     Setting { var: "STRIPE_API_BASE", default: "https://api.stripe.com", meaning: "Stripe API base URL (tests point it at a local peer)" },
+    Setting { var: "STRIPE_JS_URL", default: "https://js.stripe.com/v3/", meaning: "where the storefront loads Stripe.js from" },
     Setting { var: "TWILIO_ACCOUNT_SID", default: "(none)", meaning: "`AC...`; enables the phone menu" },
     Setting { var: "TWILIO_AUTH_TOKEN", default: "(none)", meaning: "checks X-Twilio-Signature; required with TWILIO_ACCOUNT_SID" },
     Setting { var: "TWILIO_PHONE_NUMBER", default: "(none)", meaning: "the number customers call, E.164 (`+15551234567`)" },
@@ -308,6 +311,10 @@ impl Config {
         }
 
         let voice = parse_voice(env)?;
+        let stripe_js_url = parse_url(
+            "STRIPE_JS_URL",
+            &read(env, "STRIPE_JS_URL").unwrap_or_else(|| "https://js.stripe.com/v3/".into()),
+        )?;
 
         let log_format = match read(env, "LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -331,6 +338,7 @@ impl Config {
             twilio,
             elevenlabs,
             voice,
+            stripe_js_url,
             log_format,
         })
     }

@@ -9,12 +9,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::App;
 
 mod audio;
+mod pages;
+
+pub use pages::render;
 
 /// The state every handler receives: cheap to clone.
 pub type AppState = Arc<App>;
@@ -28,6 +32,8 @@ pub fn router(app: AppState) -> Router {
         .merge(crate::voice::router())
         .merge(crate::payments::router())
         .merge(audio::router(&app))
+        .merge(pages::router())
+        .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

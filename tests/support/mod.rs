@@ -130,6 +130,7 @@ macro_rules! on_every_backend {
 }
 
 pub mod app;
+pub mod browser;
 pub mod proxy;
 pub mod stripe;
 pub mod twilio;

@@ -1,0 +1,70 @@
+// The storefront: create the PaymentIntent for the chosen consent, mount Stripe's Payment
+// Element, confirm, and let Stripe redirect to success.html.
+(function () {
+  "use strict";
+  const root = document.getElementById("storefront");
+  const consent = document.getElementById("overage");
+  const email = document.getElementById("email");
+  const cont = document.getElementById("continue");
+  const pay = document.getElementById("pay");
+  const message = document.getElementById("message");
+  let stripe = null;
+  let elements = null;
+
+  function say(text) { message.textContent = text || ""; }
+
+  function reset() {
+    // Consent decides how the PaymentIntent is made, so a change starts again.
+    elements = null;
+    document.getElementById("payment-element").replaceChildren();
+    pay.hidden = true;
+    cont.hidden = false;
+    cont.disabled = false;
+    root.dataset.state = "choose";
+  }
+
+  consent.addEventListener("change", () => { if (elements) reset(); });
+
+  cont.addEventListener("click", async () => {
+    say("");
+    if (typeof window.Stripe !== "function") {
+      say("The payment form could not load. Check your connection and reload the page.");
+      return;
+    }
+    cont.disabled = true;
+    try {
+      const resp = await fetch("/api/create-payment-intent", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ overage_accepted: consent.checked, email: email.value || null }),
+      });
+      const body = await resp.json().catch(() => ({}));
+      if (!resp.ok) {
+        say(body.error || "Something went wrong. Please try again.");
+        cont.disabled = false;
+        return;
+      }
+      stripe = stripe || window.Stripe(root.dataset.publishableKey);
+      elements = stripe.elements({ clientSecret: body.clientSecret });
+      elements.create("payment").mount("#payment-element");
+      cont.hidden = true;
+      pay.hidden = false;
+      root.dataset.state = "pay";
+    } catch (e) {
+      say("We could not reach the server. Please try again.");
+      cont.disabled = false;
+    }
+  });
+
+  pay.addEventListener("click", async () => {
+    say("");
+    pay.disabled = true;
+    const result = await stripe.confirmPayment({
+      elements,
+      confirmParams: { return_url: window.location.origin + "/success.html" },
+    });
+    // Only reached on an error: on success Stripe redirects.
+    if (result && result.error) say(result.error.message || "The payment did not go through.");
+    pay.disabled = false;
+  });
+})();
