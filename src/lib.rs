@@ -4,11 +4,14 @@
 //! `bridge` <-> `agent`, metered into `store`. `web` wires the HTTP surface; `cli` is the
 //! operator's entry point.
 
+pub mod agent;
+pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod crypto;
+pub mod metrics;
 pub mod money;
 pub mod orders;
 pub mod payments;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::bridge::BridgeSettings;
 use crate::clock::{Clock, SystemClock};
 use crate::codes::CodeVault;
 use crate::config::{Config, ConfigError, DatabaseConfig, Secret};
@@ -58,6 +62,12 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Present when payments are configured.
     pub stripe: Option<StripeClient>,
+    /// Timing of the media bridge (tests shorten its seconds).
+    pub bridge: BridgeSettings,
+    /// μ-law audio of the one-minute warning.
+    pub warning_audio: Vec<u8>,
+    /// For outside calls that are not Stripe's (ElevenLabs' signed URLs).
+    pub http: reqwest::Client,
 }
 
 impl App {
@@ -91,6 +101,13 @@ impl App {
             vault: CodeVault::new(&secret),
             audio: AudioCatalog::scan(&config.voice.audio_dir),
             stripe: config.stripe.as_ref().map(StripeClient::new),
+            bridge: BridgeSettings::default(),
+            warning_audio: bridge::load_warning(&config.voice.audio_dir),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .timeout(std::time::Duration::from_secs(15))
+                .build()
+                .unwrap_or_default(),
             config,
             store,
             clock,

@@ -255,6 +255,20 @@ pub struct Call {
     pub twilio_status: Option<String>,
     /// When billing accounted for the ended call; `None` means billing still owes it a look.
     pub settled_at: Option<UnixTime>,
+    /// When the media bridge finished (its metering is then final).
+    pub bridge_ended_at: Option<UnixTime>,
+    /// The agent's conversation id, for looking the call up at ElevenLabs.
+    pub conversation_id: Option<String>,
+}
+
+/// One line of what was said on a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TranscriptLine {
+    pub seq: i64,
+    /// "caller" or "agent".
+    pub speaker: String,
+    pub text: String,
+    pub at: UnixTime,
 }
 
 /// The end of a call, as Twilio's status callback (or the bridge) reports it.
@@ -392,6 +406,36 @@ pub trait Store: Send + Sync + 'static {
     /// order's hold. Idempotent: the first end time and reason stay; a later duration fills
     /// in a missing one.
     async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError>;
+
+    /// The media bridge is up: the call is `bridged`.
+    async fn bridge_started(
+        &self,
+        call_sid: &str,
+        conversation_id: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Records agent seconds metered so far (never lowers the figure).
+    async fn record_metering(
+        &self,
+        call_sid: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// The bridge is done: final metering and why it ended (the first reason recorded stays).
+    async fn bridge_finished(
+        &self,
+        call_sid: &str,
+        seconds: Seconds,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Appends transcript lines (their `seq` must be new for the call).
+    async fn append_transcript(
+        &self,
+        call_sid: &str,
+        lines: &[TranscriptLine],
+    ) -> Result<(), StoreError>;
+    async fn transcript(&self, call_sid: &str) -> Result<Vec<TranscriptLine>, StoreError>;
 
     /// Stores a one-time media stream token (its hash) for a call on an order.
     async fn insert_stream_token(

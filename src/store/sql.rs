@@ -293,6 +293,99 @@ macro_rules! sql_store {
                 Ok(call)
             }
 
+            async fn bridge_started(
+                &self,
+                call_sid: &str,
+                conversation_id: Option<&str>,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE calls SET status = CASE WHEN status = 'ended' THEN status ELSE 'bridged' END, \
+                     bridged_at = COALESCE(bridged_at, $2), conversation_id = COALESCE($3, conversation_id), \
+                     updated_at = $2 WHERE call_sid = $1",
+                )
+                .bind(call_sid)
+                .bind(now)
+                .bind(conversation_id)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn record_metering(
+                &self,
+                call_sid: &str,
+                seconds: Seconds,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE calls SET seconds_metered = CASE WHEN seconds_metered > $2 THEN seconds_metered ELSE $2 END, \
+                     updated_at = $3 WHERE call_sid = $1",
+                )
+                .bind(call_sid)
+                .bind(seconds.0)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn bridge_finished(
+                &self,
+                call_sid: &str,
+                seconds: Seconds,
+                reason: &str,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE calls SET seconds_metered = CASE WHEN seconds_metered > $2 THEN seconds_metered ELSE $2 END, \
+                     end_reason = COALESCE(end_reason, $3), bridge_ended_at = COALESCE(bridge_ended_at, $4), \
+                     updated_at = $4 WHERE call_sid = $1",
+                )
+                .bind(call_sid)
+                .bind(seconds.0)
+                .bind(reason)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn append_transcript(
+                &self,
+                call_sid: &str,
+                lines: &[TranscriptLine],
+            ) -> Result<(), StoreError> {
+                for line in lines {
+                    sqlx::query::<$db>(
+                        "INSERT INTO call_transcript (call_sid, seq, speaker, text, at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(call_sid)
+                    .bind(line.seq)
+                    .bind(&line.speaker)
+                    .bind(&line.text)
+                    .bind(line.at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                }
+                Ok(())
+            }
+
+            async fn transcript(&self, call_sid: &str) -> Result<Vec<TranscriptLine>, StoreError> {
+                sqlx::query_as::<$db, TranscriptLine>(
+                    "SELECT seq, speaker, text, at FROM call_transcript WHERE call_sid = $1 ORDER BY seq",
+                )
+                .bind(call_sid)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
             async fn insert_stream_token(
                 &self,
                 token_hash: &str,

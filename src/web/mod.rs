@@ -30,6 +30,7 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .merge(health_router())
         .merge(crate::voice::router())
+        .merge(crate::bridge::router())
         .merge(crate::payments::router())
         .merge(audio::router(&app))
         .merge(pages::router())

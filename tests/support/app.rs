@@ -36,6 +36,15 @@ impl Drop for TestApp {
 
 /// Starts the app with Twilio and the agent configured; `extra` adds or replaces variables.
 pub async fn spawn(store: DynStore, extra: &[(&str, &str)]) -> TestApp {
+    spawn_with(store, extra, |_| {}).await
+}
+
+/// Like [`spawn`], with a last say over the app (e.g. a faster bridge clock).
+pub async fn spawn_with(
+    store: DynStore,
+    extra: &[(&str, &str)],
+    adjust: impl FnOnce(&mut App),
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let audio = tempfile::tempdir().unwrap();
@@ -55,7 +64,9 @@ pub async fn spawn(store: DynStore, extra: &[(&str, &str)]) -> TestApp {
         env.insert(k.to_string(), v.to_string());
     }
     let config = Config::from_env(&env).expect("test config is valid");
-    let app = Arc::new(App::with_store(config, store, Arc::new(SystemClock)).expect("app"));
+    let mut app = App::with_store(config, store, Arc::new(SystemClock)).expect("app");
+    adjust(&mut app);
+    let app = Arc::new(app);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = app.clone();
     tokio::spawn(async move {

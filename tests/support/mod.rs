@@ -129,6 +129,7 @@ macro_rules! on_every_backend {
     };
 }
 
+pub mod agent;
 pub mod app;
 pub mod browser;
 pub mod proxy;

@@ -294,3 +294,166 @@ enum Step {
     Request(String, Vec<(String, String)>),
     End(Ending),
 }
+
+/// What Twilio's side of a media stream receives from callgate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Media(Vec<u8>),
+    Clear,
+    Mark(String),
+    /// The server closed the stream (Twilio then runs the TwiML after `<Connect>`).
+    Closed,
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Twilio's end of a bidirectional media stream: signed upgrade, `connected`, `start`
+/// with the custom parameters, then 20 ms μ-law `media` frames.
+pub struct MediaStream {
+    pub stream_sid: String,
+    ws: WsStream,
+    sequence: u64,
+}
+
+impl MediaStream {
+    /// Opens the stream as Twilio does; `Err` with the HTTP status if the upgrade is refused.
+    pub async fn open(
+        url: &str,
+        auth_token: &str,
+        account_sid: &str,
+        call_sid: &str,
+        parameters: &[(String, String)],
+    ) -> Result<MediaStream, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("stream url");
+        let signature = sign(auth_token, url, &[]);
+        request
+            .headers_mut()
+            .insert("X-Twilio-Signature", signature.parse().unwrap());
+        let ws = match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                return Err(resp.status().as_u16())
+            }
+            Err(e) => panic!("stream connect failed: {e}"),
+        };
+        let stream_sid = format!(
+            "MZ{}",
+            callgate::store::new_id("x").trim_start_matches("x_")
+        );
+        let mut stream = MediaStream {
+            stream_sid,
+            ws,
+            sequence: 0,
+        };
+        stream
+            .send_json(
+                serde_json::json!({ "event": "connected", "protocol": "Call", "version": "1.0.0" }),
+            )
+            .await;
+        let custom: serde_json::Map<String, serde_json::Value> = parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let start = serde_json::json!({
+            "event": "start", "sequenceNumber": "1", "streamSid": stream.stream_sid,
+            "start": { "streamSid": stream.stream_sid, "accountSid": account_sid, "callSid": call_sid,
+                       "tracks": ["inbound"], "customParameters": custom,
+                       "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 } }
+        });
+        stream.send_json(start).await;
+        Ok(stream)
+    }
+
+    pub async fn send_json(&mut self, v: serde_json::Value) -> bool {
+        self.send_raw(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+            .await
+    }
+
+    pub async fn send_raw(&mut self, msg: tokio_tungstenite::tungstenite::Message) -> bool {
+        use futures_util::SinkExt;
+        self.ws.send(msg).await.is_ok()
+    }
+
+    /// One 20 ms frame of caller audio.
+    pub async fn send_media(&mut self, ulaw: &[u8]) -> bool {
+        self.sequence += 1;
+        let v = serde_json::json!({
+            "event": "media", "sequenceNumber": self.sequence.to_string(), "streamSid": self.stream_sid,
+            "media": { "track": "inbound", "chunk": self.sequence.to_string(),
+                       "timestamp": (self.sequence * 20).to_string(), "payload": B64.encode(ulaw) }
+        });
+        self.send_json(v).await
+    }
+
+    pub async fn stop(&mut self, call_sid: &str) {
+        let v = serde_json::json!({ "event": "stop", "streamSid": self.stream_sid,
+                                     "stop": { "accountSid": "AC", "callSid": call_sid } });
+        self.send_json(v).await;
+    }
+
+    /// The next message from callgate, or `None` after `wait`.
+    pub async fn next(&mut self, wait: std::time::Duration) -> Option<Received> {
+        use futures_util::StreamExt;
+        loop {
+            let msg = match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(Received::Closed),
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                tokio_tungstenite::tungstenite::Message::Text(t) => return Some(Self::decode(&t)),
+                tokio_tungstenite::tungstenite::Message::Close(_) => return Some(Received::Closed),
+                tokio_tungstenite::tungstenite::Message::Binary(_) => {
+                    panic!("callgate sent a binary frame (Twilio error 31950)")
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    fn decode(text: &str) -> Received {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| {
+            panic!("callgate sent malformed JSON (Twilio error 31951): {e}: {text}")
+        });
+        match v["event"].as_str() {
+            Some("media") => {
+                let payload = v["media"]["payload"].as_str().expect("media payload");
+                Received::Media(B64.decode(payload).expect("media payload is base64"))
+            }
+            Some("clear") => Received::Clear,
+            Some("mark") => {
+                Received::Mark(v["mark"]["name"].as_str().unwrap_or_default().to_string())
+            }
+            other => panic!("callgate sent an unknown event {other:?}: {text}"),
+        }
+    }
+
+    /// Talks at real-time pace (one frame each 20 ms) until callgate closes the stream or
+    /// `limit` passes; returns everything received.
+    pub async fn talk_until_closed(
+        &mut self,
+        frame: &[u8],
+        limit: std::time::Duration,
+    ) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut pace = tokio::time::interval(std::time::Duration::from_millis(20));
+        let mut got = Vec::new();
+        loop {
+            tokio::select! {
+                _ = pace.tick() => {
+                    if !self.send_media(frame).await {
+                        got.push(Received::Closed);
+                        return got;
+                    }
+                }
+                r = self.next(std::time::Duration::from_secs(30)) => match r {
+                    Some(Received::Closed) | None => { got.push(Received::Closed); return got; }
+                    Some(r) => got.push(r),
+                },
+                _ = tokio::time::sleep_until(deadline) => return got,
+            }
+        }
+    }
+}

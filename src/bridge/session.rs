@@ -1,0 +1,541 @@
+//! One bridged call, from Twilio's `start` to the last frame: the hot path.
+//!
+//! Everything a call owns (both sockets, the metering persister, the transcript buffer)
+//! lives in this function's frame or in a task joined before it returns, so nothing outlives
+//! the call. Frames are forwarded as they arrive; database writes happen off the loop.
+
+use std::time::Instant;
+
+use axum::extract::ws::{Message as TwMessage, WebSocket};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message as AgMessage;
+use tracing::Instrument;
+
+use super::audio::{self, AgentFormat};
+use super::twilio_stream::{self as tw, StreamEvent};
+use crate::agent::{self, AgentEvent};
+use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
+use crate::money::Seconds;
+use crate::store::{Order, StreamGrant, TranscriptLine};
+use crate::voice::flow::{call_span, token_hash};
+use crate::App;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Why a bridge ended; `/voice/after-stream` picks the closing words from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    CallerHungUp,
+    TimeUp,
+    MaxLength,
+    AgentFailed,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller_hung_up",
+            EndReason::TimeUp => "time_up",
+            EndReason::MaxLength => "time_up",
+            EndReason::AgentFailed => "agent_failed",
+        }
+    }
+}
+
+/// Malformed Twilio frames tolerated before the stream is dropped.
+const MAX_BAD_FRAMES: u32 = 50;
+/// Transcript lines kept per call; a runaway agent cannot grow memory without bound.
+const MAX_TRANSCRIPT_LINES: i64 = 2000;
+const AGENT_MAX_MESSAGE: usize = 1 << 20;
+
+type TwSink = futures_util::stream::SplitSink<WebSocket, TwMessage>;
+type TwStream = futures_util::stream::SplitStream<WebSocket>;
+
+/// Entry point from the WebSocket upgrade.
+pub async fn run(app: Arc<App>, socket: WebSocket) {
+    let (mut tw_tx, mut tw_rx) = socket.split();
+    let started = tokio::time::timeout(app.bridge.setup_timeout, wait_for_start(&mut tw_rx)).await;
+    let Ok(Some((stream_sid, call_sid, params))) = started else {
+        tracing::warn!("media stream closed: no valid start event");
+        let _ = tw_tx.send(TwMessage::Close(None)).await;
+        return;
+    };
+    let span = call_span(&call_sid);
+    async move {
+        // The token must be the one issued to this very call, unused and fresh.
+        let token = params.get("token").map(String::as_str).unwrap_or_default();
+        let bound = params.get("call_sid").map(String::as_str) == Some(call_sid.as_str());
+        let grant = if bound && !token.is_empty() {
+            app.store
+                .consume_stream_token(&token_hash(token), &call_sid, app.clock.now())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot check the stream token");
+                    None
+                })
+        } else {
+            None
+        };
+        let Some(grant) = grant else {
+            tracing::warn!("media stream refused: bad, reused or expired token");
+            let _ = tw_tx.send(TwMessage::Close(None)).await;
+            return;
+        };
+        tracing::Span::current().record("order_id", grant.order_id.as_str());
+        ACTIVE_CALLS.fetch_add(1, Ordering::Relaxed);
+        bridge(&app, grant, stream_sid, tw_tx, tw_rx).await;
+        ACTIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
+    }
+    .instrument(span)
+    .await
+}
+
+type Start = (String, String, std::collections::HashMap<String, String>);
+
+async fn wait_for_start(rx: &mut TwStream) -> Option<Start> {
+    while let Some(Ok(msg)) = rx.next().await {
+        match msg {
+            TwMessage::Text(text) => match tw::parse(&text) {
+                Ok(StreamEvent::Connected) => continue,
+                Ok(StreamEvent::Start {
+                    stream_sid,
+                    call_sid,
+                    parameters,
+                }) => return Some((stream_sid, call_sid, parameters)),
+                _ => return None,
+            },
+            TwMessage::Close(_) => return None,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The limits this call runs under, in metered seconds.
+struct Limits {
+    /// The allowance, when the call must end with it (no overage).
+    allowance: Option<i64>,
+    max: i64,
+}
+
+fn limits(app: &App, order: &Order) -> Limits {
+    let max = app.config.voice.max_call_minutes * 60;
+    let overage = order.overage_consent && order.overage_blocked.is_none();
+    Limits {
+        allowance: (!overage).then(|| order.seconds_left().0.min(max)),
+        max,
+    }
+}
+
+/// Persists metering and transcript lines off the hot loop; returns when both channels close.
+async fn persister(
+    app: Arc<App>,
+    call_sid: String,
+    mut seconds: watch::Receiver<i64>,
+    mut lines: mpsc::Receiver<TranscriptLine>,
+) -> i64 {
+    let mut last = 0;
+    let mut lines_open = true;
+    loop {
+        tokio::select! {
+            changed = seconds.changed() => {
+                if changed.is_err() { break; }
+                let s = *seconds.borrow_and_update();
+                if let Err(e) = app.store.record_metering(&call_sid, Seconds(s), app.clock.now()).await {
+                    tracing::warn!(error = %e, "metering not persisted; will retry with the next figure");
+                }
+                last = s;
+            }
+            line = lines.recv(), if lines_open => match line {
+                Some(line) => {
+                    if let Err(e) = app.store.append_transcript(&call_sid, &[line]).await {
+                        tracing::warn!(error = %e, "transcript line not stored");
+                    }
+                }
+                None => lines_open = false,
+            },
+        }
+    }
+    // Lines still queued when the call ended.
+    while let Ok(line) = lines.try_recv() {
+        let _ = app.store.append_transcript(&call_sid, &[line]).await;
+    }
+    last.max(*seconds.borrow())
+}
+
+async fn close_twilio(tw_tx: &mut TwSink) {
+    let _ = tw_tx.send(TwMessage::Close(None)).await;
+}
+
+async fn bridge(
+    app: &Arc<App>,
+    grant: StreamGrant,
+    stream_sid: String,
+    mut tw_tx: TwSink,
+    mut tw_rx: TwStream,
+) {
+    let call_sid = grant.call_sid.clone();
+    let order = match app.store.order(&grant.order_id).await {
+        Ok(Some(o)) => o,
+        other => {
+            tracing::error!(result = ?other.map(|_| ()), "order of a granted stream not found");
+            let _ = app
+                .store
+                .bridge_finished(
+                    &call_sid,
+                    Seconds(0),
+                    EndReason::AgentFailed.as_str(),
+                    app.clock.now(),
+                )
+                .await;
+            return close_twilio(&mut tw_tx).await;
+        }
+    };
+    let caller = app
+        .store
+        .call(&call_sid)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.from_number)
+        .unwrap_or_default();
+    let limits = limits(app, &order);
+
+    // Connect to the agent and agree on formats; any failure ends the call with an apology.
+    let Some(elevenlabs) = app.config.elevenlabs.as_ref() else {
+        let _ = app
+            .store
+            .bridge_finished(
+                &call_sid,
+                Seconds(0),
+                EndReason::AgentFailed.as_str(),
+                app.clock.now(),
+            )
+            .await;
+        return close_twilio(&mut tw_tx).await;
+    };
+    let setup = async {
+        let url = agent::conversation_url(elevenlabs, &app.http).await?;
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(AGENT_MAX_MESSAGE))
+            .max_frame_size(Some(AGENT_MAX_MESSAGE));
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
+                .await
+                .map_err(|e| agent::AgentError::Connect(e.to_string()))?;
+        Ok::<_, agent::AgentError>(ws)
+    };
+    let agent_ws = match tokio::time::timeout(app.bridge.setup_timeout, setup).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "agent unavailable");
+            let _ = app
+                .store
+                .bridge_finished(
+                    &call_sid,
+                    Seconds(0),
+                    EndReason::AgentFailed.as_str(),
+                    app.clock.now(),
+                )
+                .await;
+            return close_twilio(&mut tw_tx).await;
+        }
+        Err(_) => {
+            tracing::error!("agent connection timed out");
+            let _ = app
+                .store
+                .bridge_finished(
+                    &call_sid,
+                    Seconds(0),
+                    EndReason::AgentFailed.as_str(),
+                    app.clock.now(),
+                )
+                .await;
+            return close_twilio(&mut tw_tx).await;
+        }
+    };
+    let (mut ag_tx, mut ag_rx) = agent_ws.split();
+    let vars = json!({
+        "caller_number": caller,
+        "minutes_remaining": order.seconds_left().0 / 60,
+        "overage_enabled": limits.allowance.is_none(),
+    });
+    let metadata = async {
+        ag_tx
+            .send(AgMessage::text(agent::initiation(&vars)))
+            .await
+            .ok()?;
+        while let Some(Ok(msg)) = ag_rx.next().await {
+            let AgMessage::Text(text) = msg else { continue };
+            match agent::parse(&text) {
+                Ok(AgentEvent::Metadata {
+                    conversation_id,
+                    output_format,
+                    input_format,
+                }) => return Some((conversation_id, output_format, input_format)),
+                Ok(AgentEvent::Ping { event_id, .. }) => {
+                    ag_tx
+                        .send(AgMessage::text(agent::pong(event_id)))
+                        .await
+                        .ok()?;
+                }
+                _ => continue,
+            }
+        }
+        None
+    };
+    let Ok(Some((conversation_id, output_format, input_format))) =
+        tokio::time::timeout(app.bridge.setup_timeout, metadata).await
+    else {
+        tracing::error!("agent sent no conversation metadata");
+        let _ = ag_tx.send(AgMessage::Close(None)).await;
+        let _ = app
+            .store
+            .bridge_finished(
+                &call_sid,
+                Seconds(0),
+                EndReason::AgentFailed.as_str(),
+                app.clock.now(),
+            )
+            .await;
+        return close_twilio(&mut tw_tx).await;
+    };
+    let (Some(agent_out), Some(agent_in)) = (
+        AgentFormat::parse(&output_format),
+        AgentFormat::parse(&input_format),
+    ) else {
+        tracing::error!(%output_format, %input_format, "agent audio format unusable on a phone line; set the agent to ulaw_8000 both ways");
+        let _ = ag_tx.send(AgMessage::Close(None)).await;
+        let _ = app
+            .store
+            .bridge_finished(
+                &call_sid,
+                Seconds(0),
+                EndReason::AgentFailed.as_str(),
+                app.clock.now(),
+            )
+            .await;
+        return close_twilio(&mut tw_tx).await;
+    };
+    let passthrough = agent_out == AgentFormat::Ulaw8000 && agent_in == AgentFormat::Ulaw8000;
+    if !passthrough {
+        tracing::info!(%output_format, %input_format, "agent is not on ulaw_8000: transcoding");
+    }
+    if let Err(e) = app
+        .store
+        .bridge_started(&call_sid, conversation_id.as_deref(), app.clock.now())
+        .await
+    {
+        tracing::warn!(error = %e, "bridge start not recorded");
+    }
+    tracing::info!(allowance = ?limits.allowance, max = limits.max, "call bridged to the agent");
+
+    let (seconds_tx, seconds_rx) = watch::channel(0i64);
+    let (lines_tx, lines_rx) = mpsc::channel::<TranscriptLine>(64);
+    let persist = tokio::spawn(persister(
+        app.clone(),
+        call_sid.clone(),
+        seconds_rx,
+        lines_rx,
+    ));
+
+    let mut ticker = tokio::time::interval(app.bridge.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut metering = false;
+    let mut elapsed: i64 = 0;
+    let mut warned = false;
+    let mut last_interruption: i64 = -1;
+    let mut bad_frames = 0u32;
+    let mut seq: i64 = 0;
+    let mut agent_closed = false;
+
+    let reason = loop {
+        tokio::select! {
+            msg = tw_rx.next() => {
+                let text = match msg {
+                    Some(Ok(TwMessage::Text(t))) => t,
+                    Some(Ok(TwMessage::Binary(_))) => {
+                        bad_frames += 1;
+                        tracing::warn!("binary frame from Twilio ignored");
+                        if bad_frames > MAX_BAD_FRAMES { break EndReason::CallerHungUp; }
+                        continue;
+                    }
+                    Some(Ok(TwMessage::Ping(_) | TwMessage::Pong(_))) => continue,
+                    Some(Ok(TwMessage::Close(_))) | None | Some(Err(_)) => break EndReason::CallerHungUp,
+                };
+                let received = Instant::now();
+                match tw::parse(&text) {
+                    Ok(StreamEvent::Media { track, payload }) if track.starts_with("inbound") => {
+                        metering = true;
+                        // Even passed through, a payload must be base64 of a sane size.
+                        let mut scratch = [0u8; 1024];
+                        if payload.len() > 1364 || B64.decode_slice(payload.as_bytes(), &mut scratch).is_err() {
+                            bad_frames += 1;
+                            tracing::warn!("media frame with bad base64 dropped");
+                            if bad_frames > MAX_BAD_FRAMES { break EndReason::CallerHungUp; }
+                            continue;
+                        }
+                        let chunk = if passthrough {
+                            agent::user_audio(&payload)
+                        } else {
+                            match B64.decode(payload.as_bytes()) {
+                                Ok(ulaw) => agent::user_audio(&B64.encode(audio::from_phone(&ulaw, agent_in))),
+                                Err(_) => { bad_frames += 1; continue; }
+                            }
+                        };
+                        if ag_tx.send(AgMessage::text(chunk)).await.is_err() {
+                            agent_closed = true;
+                            break EndReason::AgentFailed;
+                        }
+                        FRAME_LATENCY.record(received.elapsed());
+                        FRAMES.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(StreamEvent::Stop) => break EndReason::CallerHungUp,
+                    Ok(StreamEvent::Media { .. } | StreamEvent::Mark { .. } | StreamEvent::Connected) => {}
+                    Ok(StreamEvent::Dtmf { digit }) => tracing::debug!(%digit, "keypad during the call"),
+                    Ok(StreamEvent::Start { .. }) => tracing::warn!("second start event ignored"),
+                    Ok(StreamEvent::Other(kind)) => tracing::debug!(%kind, "unknown Twilio event ignored"),
+                    Err(e) => {
+                        bad_frames += 1;
+                        tracing::warn!(error = %e, "malformed Twilio frame ignored");
+                        if bad_frames > MAX_BAD_FRAMES { break EndReason::CallerHungUp; }
+                    }
+                }
+            }
+            msg = ag_rx.next() => {
+                let text = match msg {
+                    Some(Ok(AgMessage::Text(t))) => t,
+                    Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
+                        tracing::warn!("agent socket closed mid-call");
+                        agent_closed = true;
+                        break EndReason::AgentFailed;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                let received = Instant::now();
+                match agent::parse(&text) {
+                    Ok(AgentEvent::Audio { event_id, audio }) => {
+                        // Audio older than the last interruption was cut off by the caller.
+                        if event_id <= last_interruption { continue; }
+                        metering = true;
+                        let frame = if passthrough {
+                            tw::media(&stream_sid, &audio)
+                        } else {
+                            match B64.decode(audio.as_bytes()) {
+                                Ok(bytes) => tw::media(&stream_sid, &B64.encode(audio::to_phone(&bytes, agent_out))),
+                                Err(_) => continue,
+                            }
+                        };
+                        if tw_tx.send(TwMessage::text(frame)).await.is_err() {
+                            break EndReason::CallerHungUp;
+                        }
+                        FRAME_LATENCY.record(received.elapsed());
+                        FRAMES.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(AgentEvent::Interruption { event_id }) => {
+                        last_interruption = last_interruption.max(event_id);
+                        if tw_tx.send(TwMessage::text(tw::clear(&stream_sid))).await.is_err() {
+                            break EndReason::CallerHungUp;
+                        }
+                    }
+                    Ok(AgentEvent::Ping { event_id, .. }) => {
+                        if ag_tx.send(AgMessage::text(agent::pong(event_id))).await.is_err() {
+                            agent_closed = true;
+                            break EndReason::AgentFailed;
+                        }
+                    }
+                    Ok(AgentEvent::AgentResponse(text)) | Ok(AgentEvent::UserTranscript(text)) if seq >= MAX_TRANSCRIPT_LINES => {
+                        let _ = text;
+                    }
+                    Ok(AgentEvent::AgentResponse(text)) => {
+                        seq += 1;
+                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: "agent".into(), text, at: app.clock.now() });
+                    }
+                    Ok(AgentEvent::UserTranscript(text)) => {
+                        seq += 1;
+                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: "caller".into(), text, at: app.clock.now() });
+                    }
+                    Ok(AgentEvent::Error(e)) => tracing::warn!(error = %e, "agent reported an error"),
+                    Ok(AgentEvent::Metadata { .. } | AgentEvent::Other(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "malformed agent message ignored"),
+                }
+            }
+            _ = ticker.tick() => {
+                if !metering { continue; }
+                elapsed += 1;
+                if elapsed % app.bridge.persist_every_secs == 0 {
+                    let _ = seconds_tx.send(elapsed);
+                }
+                if let Some(allowance) = limits.allowance {
+                    let left = allowance - elapsed;
+                    if !warned && left <= app.bridge.warn_before_secs && left > 0 && allowance > app.bridge.warn_before_secs {
+                        warned = true;
+                        tracing::info!(left, "warning the caller: allowance nearly used");
+                        if warn(&mut tw_tx, &stream_sid, &app.warning_audio).await.is_err() {
+                            break EndReason::CallerHungUp;
+                        }
+                        let _ = ag_tx.send(AgMessage::text(agent::contextual_update(
+                            "The caller has about one minute of talk time left. Help them wrap up.",
+                        ))).await;
+                    }
+                    if elapsed >= allowance {
+                        break EndReason::TimeUp;
+                    }
+                }
+                if elapsed >= limits.max {
+                    break EndReason::MaxLength;
+                }
+            }
+        }
+    };
+
+    // Close the agent first (it must not keep talking), record, then release Twilio so its
+    // next TwiML (the closing words) can read why the call ended.
+    if !agent_closed {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            ag_tx.send(AgMessage::Close(None)),
+        )
+        .await;
+    }
+    drop(ag_tx);
+    drop(ag_rx);
+    let _ = seconds_tx.send(elapsed);
+    drop(seconds_tx);
+    drop(lines_tx);
+    let persisted = persist.await.unwrap_or(elapsed);
+    let seconds = Seconds(persisted.max(elapsed));
+    if let Err(e) = app
+        .store
+        .bridge_finished(&call_sid, seconds, reason.as_str(), app.clock.now())
+        .await
+    {
+        tracing::error!(error = %e, "final metering not stored; Twilio's duration is the fallback");
+    }
+    tracing::info!(
+        seconds = seconds.0,
+        reason = reason.as_str(),
+        "bridge ended"
+    );
+    if reason != EndReason::CallerHungUp {
+        close_twilio(&mut tw_tx).await;
+    }
+}
+
+/// Plays the warning: clears what Twilio has queued, then the warning in 20 ms frames.
+async fn warn(tw_tx: &mut TwSink, stream_sid: &str, ulaw: &[u8]) -> Result<(), axum::Error> {
+    tw_tx.send(TwMessage::text(tw::clear(stream_sid))).await?;
+    for frame in ulaw.chunks(160) {
+        tw_tx
+            .send(TwMessage::text(tw::media(stream_sid, &B64.encode(frame))))
+            .await?;
+    }
+    tw_tx
+        .send(TwMessage::text(tw::mark(stream_sid, "one_minute_left")))
+        .await
+}

@@ -1,0 +1,134 @@
+//! Process-wide figures the bridge and the load test read: frame latency and live calls.
+//! Lock-free: recording is a few relaxed atomic adds, cheap on the hot path.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Sub-buckets per power of two: about 12% resolution.
+const SUB: usize = 8;
+const BUCKETS: usize = 40 * SUB;
+
+/// A log-linear histogram of durations in microseconds.
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS],
+    max: AtomicU64,
+    total: AtomicU64,
+}
+
+fn bucket(us: u64) -> usize {
+    if us < SUB as u64 {
+        return us as usize;
+    }
+    let msb = 63 - us.leading_zeros() as usize;
+    let sub = ((us >> (msb - 3)) & (SUB as u64 - 1)) as usize;
+    ((msb - 2) * SUB + sub).min(BUCKETS - 1)
+}
+
+/// The smallest value in bucket `i` (inverse of `bucket`).
+fn lower_bound(i: usize) -> u64 {
+    if i < SUB {
+        return i as u64;
+    }
+    let msb = i / SUB + 2;
+    let sub = (i % SUB) as u64;
+    (1u64 << msb) | (sub << (msb - 3))
+}
+
+impl Histogram {
+    pub const fn new() -> Histogram {
+        Histogram {
+            counts: [const { AtomicU64::new(0) }; BUCKETS],
+            max: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.max.fetch_max(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn max_us(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// The value at quantile `q` (0..=1), in microseconds, to bucket resolution.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c.load(Ordering::Relaxed);
+            if seen >= rank {
+                return lower_bound(i + 1).saturating_sub(1).min(self.max_us());
+            }
+        }
+        self.max_us()
+    }
+
+    pub fn reset(&self) {
+        for c in &self.counts {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.max.store(0, Ordering::Relaxed);
+        self.total.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+/// Time a frame spends inside callgate, from read to written, either direction.
+pub static FRAME_LATENCY: Histogram = Histogram::new();
+/// Calls bridged right now.
+pub static ACTIVE_CALLS: AtomicI64 = AtomicI64::new(0);
+/// Frames forwarded, both directions.
+pub static FRAMES: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_invert() {
+        let mut last = 0;
+        for us in [0u64, 1, 7, 8, 9, 15, 16, 100, 1000, 12345, 1_000_000] {
+            let b = bucket(us);
+            assert!(b >= last);
+            assert!(
+                lower_bound(b) <= us,
+                "{us}: bucket {b} starts at {}",
+                lower_bound(b)
+            );
+            last = b;
+        }
+    }
+
+    #[test]
+    fn quantiles() {
+        let h = Histogram::new();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile_us(0.5);
+        assert!((440..=560).contains(&p50), "{p50}");
+        let p99 = h.quantile_us(0.99);
+        assert!((900..=1000).contains(&p99), "{p99}");
+        assert_eq!(h.max_us(), 1000);
+        assert_eq!(h.count(), 1000);
+        h.reset();
+        assert_eq!(h.quantile_us(0.5), 0);
+    }
+}

@@ -1,0 +1,397 @@
+//! Whole bridged calls: the Twilio caller dials and types the code, Twilio's media stream
+//! connects, the fake agent answers; metering, the time limit, barge-in and failures.
+
+mod support;
+
+use std::time::Duration;
+
+use callgate::orders::{self, OperatorGrant};
+use callgate::store::DynStore;
+use support::agent::{Behaviour, FakeAgent};
+use support::app::{spawn_with, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
+use support::twilio::{Caller, Ending, MediaStream, Received};
+
+/// One metered "second" in these tests.
+const TICK: Duration = Duration::from_millis(10);
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn app_with_agent(store: DynStore, agent: &FakeAgent, extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![("ELEVENLABS_API_BASE", agent.base.as_str())];
+    vars.extend_from_slice(extra);
+    spawn_with(store, &vars, |app| {
+        app.bridge.tick = TICK;
+        app.bridge.setup_timeout = Duration::from_secs(5);
+    })
+    .await
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Issues a code, dials, types it: the caller and the stream Twilio is told to open.
+async fn connected_call(
+    app: &TestApp,
+    minutes: i64,
+    overage: bool,
+) -> (Caller, String, Vec<(String, String)>, String) {
+    let grant = OperatorGrant {
+        minutes,
+        overage,
+        customer: None,
+        payment_method: None,
+    };
+    let (_, code) = orders::issue_operator_code(&app.app, &grant).await.unwrap();
+    let mut caller = Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880001", PHONE)
+        .types([Some(leak(code.expose().to_string()))]);
+    let ending = caller.dial(&app.url("/voice/incoming")).await;
+    let Ending::Stream {
+        url,
+        parameters,
+        after,
+    } = ending
+    else {
+        panic!("not connected: {ending:?}")
+    };
+    (
+        caller,
+        url,
+        parameters,
+        after.expect("a Redirect after Connect"),
+    )
+}
+
+async fn open(caller: &Caller, url: &str, params: &[(String, String)]) -> MediaStream {
+    MediaStream::open(url, AUTH_TOKEN, ACCOUNT_SID, &caller.call_sid, params)
+        .await
+        .expect("stream accepted")
+}
+
+/// Waits for the bridge to record its end (it does so before closing the stream).
+async fn ended_call(app: &TestApp, sid: &str) -> callgate::store::Call {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let call = app.app.store.call(sid).await.unwrap().unwrap();
+        if call.bridge_ended_at.is_some() || tokio::time::Instant::now() > deadline {
+            return call;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn audio_goes_both_ways_and_the_call_is_recorded(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (caller, url, params, _) = connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    for i in 0..5u8 {
+        let frame = [i; 160];
+        assert!(stream.send_media(&frame).await);
+        assert_eq!(
+            stream.next(WAIT).await,
+            Some(Received::Media(frame.to_vec())),
+            "frame {i} echoed untouched"
+        );
+    }
+    stream.stop(&caller.call_sid).await;
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("caller_hung_up"));
+    assert!(call.bridged_at.is_some());
+    assert_eq!(call.conversation_id.as_deref(), Some("conv_test_1"));
+
+    let log = agent.log();
+    assert_eq!(log.chunks.len(), 5);
+    assert_eq!(
+        log.chunks[0],
+        vec![0u8; 160],
+        "μ-law passed through untouched"
+    );
+    assert_eq!(log.pongs, vec![1], "the agent's ping was answered");
+    let init = log.initiation.expect("initiation data");
+    assert_eq!(init["type"], "conversation_initiation_client_data");
+    assert_eq!(init["dynamic_variables"]["caller_number"], "+15558880001");
+    assert_eq!(init["dynamic_variables"]["minutes_remaining"], 5);
+    assert_eq!(init["dynamic_variables"]["overage_enabled"], false);
+    let transcript = app.app.store.transcript(&caller.call_sid).await.unwrap();
+    let lines: Vec<(String, String)> = transcript
+        .into_iter()
+        .map(|l| (l.speaker, l.text))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("caller".into(), "hello agent".into()),
+            ("agent".into(), "hello caller".into())
+        ]
+    );
+    // The agent's socket does not outlive the call.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !agent.log().closed_by_client && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        agent.log().closed_by_client,
+        "callgate closed the agent socket"
+    );
+}
+
+async fn barge_in_clears_twilio_and_drops_stale_audio(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour {
+        interrupt_after: Some(2),
+        ..Behaviour::default()
+    })
+    .await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (caller, url, params, _) = connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    stream.send_media(&[1; 160]).await;
+    assert_eq!(stream.next(WAIT).await, Some(Received::Media(vec![1; 160])));
+    stream.send_media(&[2; 160]).await;
+    assert_eq!(stream.next(WAIT).await, Some(Received::Media(vec![2; 160])));
+    assert_eq!(
+        stream.next(WAIT).await,
+        Some(Received::Clear),
+        "interruption becomes Twilio clear"
+    );
+    assert_eq!(
+        stream.next(WAIT).await,
+        Some(Received::Media(vec![0x22; 160])),
+        "stale audio dropped, fresh audio passed"
+    );
+    stream.stop(&caller.call_sid).await;
+}
+
+async fn allowance_warns_then_ends_the_call(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (mut caller, url, params, after) = connected_call(&app, 2, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    let got = stream
+        .talk_until_closed(&[0x55; 160], Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        got.last(),
+        Some(&Received::Closed),
+        "callgate ended the stream"
+    );
+    let mark = got
+        .iter()
+        .position(|r| r == &Received::Mark("one_minute_left".into()))
+        .expect("a warning was played");
+    let clear = got
+        .iter()
+        .position(|r| r == &Received::Clear)
+        .expect("queued audio cleared before the warning");
+    assert!(clear < mark);
+    let warning_frames = got[clear..mark]
+        .iter()
+        .filter(|r| matches!(r, Received::Media(m) if m != &vec![0x55; 160]))
+        .count();
+    assert!(
+        warning_frames > 10,
+        "warning audio in 20 ms frames: {warning_frames}"
+    );
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("time_up"));
+    assert_eq!(
+        call.seconds_metered.0, 120,
+        "cut exactly at the two-minute allowance"
+    );
+    assert!(
+        !agent.log().contextual_updates.is_empty(),
+        "the agent was told time is short"
+    );
+
+    // Twilio now runs the TwiML after <Connect>: the polite closing words.
+    assert_eq!(caller.after_stream(&after).await, Ending::HungUp);
+    assert!(
+        caller.transcript().contains("Your time is up"),
+        "{}",
+        caller.transcript()
+    );
+}
+
+async fn overage_lets_the_call_run_to_the_maximum(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[("MAX_CALL_MINUTES", "2")]).await;
+    let (caller, url, params, _) = connected_call(&app, 1, true).await;
+    let mut stream = open(&caller, &url, &params).await;
+    let got = stream
+        .talk_until_closed(&[0x55; 160], Duration::from_secs(30))
+        .await;
+    assert!(
+        !got.iter().any(|r| matches!(r, Received::Mark(_))),
+        "no warning with overage"
+    );
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(
+        call.seconds_metered.0, 120,
+        "ran past the 60 s allowance to the 120 s maximum"
+    );
+    assert_eq!(call.end_reason.as_deref(), Some("time_up"));
+}
+
+async fn dropped_agent_ends_the_call_with_an_apology(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour {
+        drop_after: Some(3),
+        ..Behaviour::default()
+    })
+    .await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (mut caller, url, params, after) = connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    let got = stream
+        .talk_until_closed(&[0x42; 160], Duration::from_secs(30))
+        .await;
+    assert_eq!(got.last(), Some(&Received::Closed));
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("agent_failed"));
+    caller.after_stream(&after).await;
+    assert!(
+        caller.transcript().contains("not available right now"),
+        "{}",
+        caller.transcript()
+    );
+}
+
+async fn unreachable_agent_ends_the_call_with_an_apology(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour {
+        refuse: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (mut caller, url, params, after) = connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    assert_eq!(stream.next(WAIT).await, Some(Received::Closed));
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("agent_failed"));
+    assert_eq!(call.seconds_metered.0, 0, "no agent time, nothing metered");
+    caller.after_stream(&after).await;
+    assert!(caller.transcript().contains("not available right now"));
+}
+
+async fn bad_reused_or_unsigned_streams_are_refused(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (caller, url, params, _) = connected_call(&app, 5, false).await;
+
+    // Unsigned upgrade: refused before any WebSocket exists.
+    let unsigned = tokio_tungstenite::connect_async(url.as_str()).await;
+    match unsigned {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("unsigned upgrade accepted: {:?}", other.map(|_| ())),
+    }
+    // A made-up token, and the right token for another call: closed at once.
+    let forged = vec![
+        ("token".to_string(), "0".repeat(64)),
+        ("call_sid".to_string(), caller.call_sid.clone()),
+    ];
+    let mut s = open(&caller, &url, &forged).await;
+    assert_eq!(s.next(WAIT).await, Some(Received::Closed));
+    let mut s = MediaStream::open(&url, AUTH_TOKEN, ACCOUNT_SID, "CA_someone_else", &params)
+        .await
+        .unwrap();
+    assert_eq!(s.next(WAIT).await, Some(Received::Closed));
+    assert_eq!(
+        agent.log().connections,
+        0,
+        "no agent conversation for a refused stream"
+    );
+
+    // The genuine token still works once, and only once.
+    let mut s = open(&caller, &url, &params).await;
+    s.send_media(&[9; 160]).await;
+    assert_eq!(s.next(WAIT).await, Some(Received::Media(vec![9; 160])));
+    let mut again = open(&caller, &url, &params).await;
+    assert_eq!(
+        again.next(WAIT).await,
+        Some(Received::Closed),
+        "a token is single use"
+    );
+    s.stop(&caller.call_sid).await;
+}
+
+async fn malformed_frames_are_survived(store: DynStore) {
+    use tokio_tungstenite::tungstenite::Message;
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (caller, url, params, _) = connected_call(&app, 5, false).await;
+    let mut s = open(&caller, &url, &params).await;
+    s.send_raw(Message::binary(vec![1u8, 2, 3])).await;
+    s.send_raw(Message::text("{not json")).await;
+    s.send_raw(Message::text(
+        r#"{"event":"media","media":{"payload":"***not base64***"}}"#,
+    ))
+    .await;
+    s.send_raw(Message::text(r#"{"event":"surprise"}"#)).await;
+    s.send_raw(Message::text(r#"{"event":"media"}"#)).await;
+    s.send_media(&[7; 160]).await;
+    assert_eq!(
+        s.next(WAIT).await,
+        Some(Received::Media(vec![7; 160])),
+        "the call goes on"
+    );
+    assert_eq!(
+        agent.log().chunks.len(),
+        1,
+        "only the good frame reached the agent"
+    );
+    // A frame far over the limit closes the stream; the server stays up for the next call.
+    s.send_raw(Message::text(format!(
+        r#"{{"event":"media","media":{{"payload":"{}"}}}}"#,
+        "A".repeat(200_000)
+    )))
+    .await;
+    assert_eq!(s.next(WAIT).await, Some(Received::Closed));
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("caller_hung_up"));
+    let (caller2, url2, params2, _) = connected_call(&app, 5, false).await;
+    let mut s2 = open(&caller2, &url2, &params2).await;
+    s2.send_media(&[8; 160]).await;
+    assert_eq!(s2.next(WAIT).await, Some(Received::Media(vec![8; 160])));
+}
+
+async fn private_agent_through_a_signed_url_with_transcoding(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour {
+        private: true,
+        format: "pcm_16000".into(),
+        ..Behaviour::default()
+    })
+    .await;
+    let app = app_with_agent(
+        store,
+        &agent,
+        &[("ELEVENLABS_API_KEY", support::agent::API_KEY)],
+    )
+    .await;
+    let (caller, url, params, _) = connected_call(&app, 5, false).await;
+    let mut s = open(&caller, &url, &params).await;
+    let silence = [0xFFu8; 160]; // μ-law zero
+    s.send_media(&silence).await;
+    let back = s.next(WAIT).await;
+    assert_eq!(
+        back,
+        Some(Received::Media(vec![0xFF; 160])),
+        "PCM 16 kHz came back as 160 bytes of μ-law"
+    );
+    let log = agent.log();
+    assert_eq!(log.chunks[0].len(), 640, "20 ms at 16 kHz, 16-bit");
+    assert!(
+        log.chunks[0].iter().all(|b| *b == 0),
+        "μ-law silence is PCM zero"
+    );
+    s.stop(&caller.call_sid).await;
+}
+
+on_every_backend!(
+    audio_goes_both_ways_and_the_call_is_recorded,
+    barge_in_clears_twilio_and_drops_stale_audio,
+    allowance_warns_then_ends_the_call,
+    overage_lets_the_call_run_to_the_maximum,
+    dropped_agent_ends_the_call_with_an_apology,
+    unreachable_agent_ends_the_call_with_an_apology,
+    bad_reused_or_unsigned_streams_are_refused,
+    malformed_frames_are_survived,
+    private_agent_through_a_signed_url_with_transcoding,
+);
