@@ -43,6 +43,19 @@ pub enum Command {
     /// Inspect calls.
     #[command(subcommand)]
     Calls(CallsCommand),
+    /// Measure the media bridge: concurrent simulated calls through a `callgate serve` child
+    /// against a local echo agent, on loopback. Prints latency, CPU and memory per call.
+    Loadtest {
+        /// Concurrent calls.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=5000))]
+        calls: u32,
+        /// Seconds to hold all calls while measuring.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+        /// Seconds over which the calls are started.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+        ramp_seconds: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +143,22 @@ pub fn main() -> ExitCode {
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Loadtest {
+        calls,
+        seconds,
+        ramp_seconds,
+    } = cli.command
+    {
+        telemetry::init(LogFormat::Text);
+        let test = crate::loadtest::LoadTest {
+            calls: calls as usize,
+            hold: std::time::Duration::from_secs(seconds),
+            ramp: std::time::Duration::from_secs(ramp_seconds),
+        };
+        return crate::loadtest::run(test)
+            .await
+            .map_err(|e| CliError::Input(format!("load test failed: {e:#}")));
+    }
     let mut config = Config::load().map_err(StartError::from)?;
     if cli.log_json {
         config.log_format = LogFormat::Json;
@@ -148,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
+        Command::Loadtest { .. } => Ok(()),
         Command::Calls(CallsCommand::List { limit, output }) => {
             let app = App::build(config).await?;
             let calls = app.store.list_calls(limit).await?;

@@ -1,6 +1,8 @@
 //! The ElevenLabs side: where to connect (a signed URL for a private agent, the agent id for
 //! a public one) and the agent WebSocket protocol's messages.
 
+pub mod echo;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

@@ -22,6 +22,9 @@ pub const MEDIA_PATH: &str = "/media";
 /// Largest Twilio frame accepted (a 20 ms media frame is about 300 bytes).
 const MAX_TWILIO_MESSAGE: usize = 64 * 1024;
 
+/// Read and write buffer of each WebSocket, per call and side.
+pub(crate) const SOCKET_BUFFER: usize = 4 * 1024;
+
 /// Timing of the bridge. One "tick" is one metered second; tests shorten it.
 #[derive(Debug, Clone)]
 pub struct BridgeSettings {
@@ -77,7 +80,11 @@ async fn media(State(app): State<AppState>, headers: HeaderMap, ws: WebSocketUpg
         tracing::warn!("refused a media stream without a valid X-Twilio-Signature");
         return (StatusCode::FORBIDDEN, "invalid Twilio signature").into_response();
     }
+    // Small buffers: a call's frames are a few hundred bytes, and thousands of calls share
+    // the machine's memory.
     ws.max_message_size(MAX_TWILIO_MESSAGE)
         .max_frame_size(MAX_TWILIO_MESSAGE)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| session::run(app, socket))
 }

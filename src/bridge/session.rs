@@ -222,7 +222,9 @@ async fn bridge(
         let url = agent::conversation_url(elevenlabs, &app.http).await?;
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(AGENT_MAX_MESSAGE))
-            .max_frame_size(Some(AGENT_MAX_MESSAGE));
+            .max_frame_size(Some(AGENT_MAX_MESSAGE))
+            .read_buffer_size(super::SOCKET_BUFFER)
+            .write_buffer_size(super::SOCKET_BUFFER);
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
                 .await

@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::App;
 
 mod audio;
+mod metrics;
 mod pages;
 
 pub use pages::render;
@@ -34,6 +35,7 @@ pub fn router(app: AppState) -> Router {
         .merge(crate::payments::router())
         .merge(audio::router(&app))
         .merge(pages::router())
+        .merge(metrics::router())
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
