@@ -43,6 +43,9 @@ pub enum Command {
     /// Inspect calls.
     #[command(subcommand)]
     Calls(CallsCommand),
+    /// Overage billing without a server: settle ended calls and charge what is due.
+    #[command(subcommand)]
+    Billing(BillingCommand),
     /// Measure the media bridge: concurrent simulated calls through a `callgate serve` child
     /// against a local echo agent, on loopback. Prints latency, CPU and memory per call.
     Loadtest {
@@ -95,6 +98,25 @@ pub enum CodesCommand {
     Revoke {
         /// The full access code.
         code: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// Settle ended calls and process due charges once, then exit (for cron).
+    Run {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List overage charges, newest first.
+    List {
+        /// Only charges in this state: pending, succeeded, declined, requires_action, failed, canceled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
         #[command(flatten)]
         output: Output,
     },
@@ -178,6 +200,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
         Command::Loadtest { .. } => Ok(()),
+        Command::Billing(cmd) => billing(App::build(config).await?, cmd).await,
         Command::Calls(CallsCommand::List { limit, output }) => {
             let app = App::build(config).await?;
             let calls = app.store.list_calls(limit).await?;
@@ -278,6 +301,63 @@ async fn codes(app: App, cmd: CodesCommand) -> Result<(), CliError> {
                 println!("order {} was already revoked", order.id);
             } else {
                 println!("revoked order {} (code …{})", order.id, code.last4());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn billing(app: App, cmd: BillingCommand) -> Result<(), CliError> {
+    match cmd {
+        BillingCommand::Run { output } => {
+            let owner = crate::store::new_id("cli");
+            let report = crate::payments::billing::run_once(&app, &owner).await?;
+            if output.json {
+                print_json(&report);
+            } else {
+                println!("calls settled:    {}", report.settled);
+                println!("charges attempted: {}", report.charged.len());
+                for (id, state) in &report.charged {
+                    println!("  {id}  {state}");
+                }
+            }
+            Ok(())
+        }
+        BillingCommand::List {
+            state,
+            limit,
+            output,
+        } => {
+            let state = state
+                .map(|s| s.parse::<crate::store::ChargeState>())
+                .transpose()
+                .map_err(|_| CliError::Input("--state: one of pending, succeeded, declined, requires_action, failed, canceled".into()))?;
+            let charges = app.store.list_charges(state, limit).await?;
+            if output.json {
+                print_json(&charges);
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:<16} {:>9} {:>4} {:<24} {:<30} PAY LINK",
+                "CHARGE", "STATE", "AMOUNT", "TRY", "ORDER", "LAST ERROR"
+            );
+            for c in charges {
+                let currency = crate::money::Currency::parse(&c.currency).unwrap_or_default();
+                let link = match (&c.pay_token, c.state) {
+                    (Some(t), crate::store::ChargeState::RequiresAction) => {
+                        crate::payments::pay::pay_url(&app, t)
+                    }
+                    _ => "-".into(),
+                };
+                println!(
+                    "{:<24} {:<16} {:>9} {:>4} {:<24} {:<30} {link}",
+                    c.id,
+                    c.state,
+                    currency.format(c.amount),
+                    c.attempts,
+                    c.order_id,
+                    c.last_error.as_deref().unwrap_or("-"),
+                );
             }
             Ok(())
         }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::money::{Cents, Currency};
+use crate::money::{Cents, Currency, Rounding};
 use crate::prompts::Prompt;
 
 /// A configuration problem, naming the variable at fault.
@@ -109,6 +109,16 @@ pub struct ElevenLabsConfig {
     pub api_base: Url,
 }
 
+/// How overage is billed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingConfig {
+    pub rounding: Rounding,
+    /// Seconds between the billing worker's passes.
+    pub interval_secs: u64,
+    /// Whether `serve` runs the worker (off: `callgate billing run` from cron does the work).
+    pub worker: bool,
+}
+
 /// The phone menu's voice, prompt texts and guessing limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoiceConfig {
@@ -159,6 +169,7 @@ pub struct Config {
     pub voice: VoiceConfig,
     /// Where the storefront loads Stripe.js from.
     pub stripe_js_url: Url,
+    pub billing: BillingConfig,
     pub log_format: LogFormat,
 }
 
@@ -194,6 +205,9 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "ELEVENLABS_AGENT_ID", default: "(none)", meaning: "agent id, or a URL with `agent_id=`; enables the bridge" },
     Setting { var: "ELEVENLABS_API_KEY", default: "(none)", meaning: "for a private agent: fetches signed conversation URLs" },
     Setting { var: "ELEVENLABS_API_BASE", default: "https://api.elevenlabs.io", meaning: "ElevenLabs base URL; the agent WebSocket uses the same host" },
+    Setting { var: "OVERAGE_ROUNDING", default: "minute", meaning: "`minute`: each started minute of overage billed whole, per call; `second`: to the second" },
+    Setting { var: "BILLING_INTERVAL_SECS", default: "10", meaning: "seconds between the billing worker's passes" },
+    Setting { var: "BILLING_WORKER", default: "on", meaning: "`off` leaves charging to `callgate billing run` (cron)" },
     Setting { var: "SAY_VOICE", default: "Polly.Joanna", meaning: "Twilio `<Say>` voice for prompts without an audio file" },
     Setting { var: "SAY_LANGUAGE", default: "en-US", meaning: "Twilio `<Say>` language" },
     Setting { var: "AUDIO_DIR", default: "audio", meaning: "folder of recorded prompts (`greeting.mp3`, ...), served at `/audio/`" },
@@ -311,6 +325,29 @@ impl Config {
         }
 
         let voice = parse_voice(env)?;
+        let billing = BillingConfig {
+            rounding: match read(env, "OVERAGE_ROUNDING").as_deref() {
+                None | Some("minute") => Rounding::PerStartedMinute,
+                Some("second") => Rounding::PerSecond,
+                Some(other) => {
+                    return Err(invalid(
+                        "OVERAGE_ROUNDING",
+                        format!("`{other}` is neither `minute` nor `second`"),
+                    ))
+                }
+            },
+            interval_secs: whole_number(env, "BILLING_INTERVAL_SECS", 10, 1..=3600)? as u64,
+            worker: match read(env, "BILLING_WORKER").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(invalid(
+                        "BILLING_WORKER",
+                        format!("`{other}` is neither `on` nor `off`"),
+                    ))
+                }
+            },
+        };
         let stripe_js_url = parse_url(
             "STRIPE_JS_URL",
             &read(env, "STRIPE_JS_URL").unwrap_or_else(|| "https://js.stripe.com/v3/".into()),
@@ -339,6 +376,7 @@ impl Config {
             elevenlabs,
             voice,
             stripe_js_url,
+            billing,
             log_format,
         })
     }

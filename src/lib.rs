@@ -69,6 +69,8 @@ pub struct App {
     pub warning_audio: Vec<u8>,
     /// For outside calls that are not Stripe's (ElevenLabs' signed URLs).
     pub http: reqwest::Client,
+    /// Wakes the billing worker when a charge becomes due.
+    pub billing_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -109,6 +111,7 @@ impl App {
                 .timeout(std::time::Duration::from_secs(15))
                 .build()
                 .unwrap_or_default(),
+            billing_wakeup: Arc::new(tokio::sync::Notify::new()),
             config,
             store,
             clock,
@@ -194,9 +197,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let worker = app
+        .config
+        .billing
+        .worker
+        .then(|| payments::billing::spawn_worker(app.clone()));
     let router = web::router(app);
-    axum::serve(listener, router)
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(StartError::Serve)
+        .map_err(StartError::Serve);
+    if let Some(worker) = worker {
+        worker.abort();
+    }
+    served
 }

@@ -24,6 +24,34 @@ impl Seconds {
     }
 }
 
+/// How overage seconds become billed minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Every started minute is billed whole, per call (how telephony is usually billed).
+    #[default]
+    PerStartedMinute,
+    /// Billed to the second, the total rounded up to the minor unit.
+    PerSecond,
+}
+
+/// The part of a call's `used` seconds beyond the allowance, given the order's seconds used
+/// after this call (`used_after`) and its allowance. Never negative, never more than `used`.
+pub fn overage_seconds(used: Seconds, used_after: Seconds, included: Seconds) -> Seconds {
+    let beyond = (used_after.0 - included.0).max(0);
+    Seconds(beyond.min(used.0.max(0)))
+}
+
+/// What `overage` seconds cost at `per_minute`, in minor units.
+pub fn overage_amount(overage: Seconds, per_minute: Cents, rounding: Rounding) -> Cents {
+    let secs = overage.0.max(0);
+    let price = per_minute.0.max(0);
+    match rounding {
+        Rounding::PerStartedMinute => Cents(((secs + 59) / 60).saturating_mul(price)),
+        Rounding::PerSecond => Cents((secs.saturating_mul(price) + 59) / 60),
+    }
+}
+
 /// Currencies Stripe charges without a minor unit.
 const ZERO_DECIMAL: &[&str] = &[
     "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
@@ -153,6 +181,42 @@ mod tests {
         let jpy = Currency::parse("jpy").unwrap();
         assert_eq!(jpy.parse_amount("500").unwrap(), Cents(500));
         assert!(jpy.parse_amount("500.5").is_err());
+    }
+
+    #[test]
+    fn overage_rules() {
+        let s = Seconds;
+        assert_eq!(overage_seconds(s(100), s(400), s(300)), s(100));
+        assert_eq!(
+            overage_seconds(s(100), s(350), s(300)),
+            s(50),
+            "only the part beyond"
+        );
+        assert_eq!(overage_seconds(s(100), s(200), s(300)), s(0));
+        assert_eq!(
+            overage_amount(s(1), Cents(100), Rounding::PerStartedMinute),
+            Cents(100)
+        );
+        assert_eq!(
+            overage_amount(s(60), Cents(100), Rounding::PerStartedMinute),
+            Cents(100)
+        );
+        assert_eq!(
+            overage_amount(s(61), Cents(100), Rounding::PerStartedMinute),
+            Cents(200)
+        );
+        assert_eq!(
+            overage_amount(s(0), Cents(100), Rounding::PerStartedMinute),
+            Cents(0)
+        );
+        assert_eq!(
+            overage_amount(s(30), Cents(100), Rounding::PerSecond),
+            Cents(50)
+        );
+        assert_eq!(
+            overage_amount(s(1), Cents(100), Rounding::PerSecond),
+            Cents(2)
+        );
     }
 
     #[test]

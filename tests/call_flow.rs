@@ -129,7 +129,15 @@ async fn right_code_connects_the_stream(store: DynStore) {
     let record = store.call(&call.call_sid).await.unwrap().unwrap();
     assert_eq!(record.status, CallStatus::Ended);
     assert_eq!(record.twilio_duration, Some(75));
-    assert_eq!(record.settled_at, None, "handed to billing");
+    assert!(
+        record.settled_at.is_some(),
+        "billing accounted for the call at once"
+    );
+    assert_eq!(
+        record.settled_seconds,
+        Some(0),
+        "the stream never ran: no agent time used"
+    );
     let order = store.order(&grant.order_id).await.unwrap().unwrap();
     assert_eq!(order.active_call_sid, None, "the code is free again");
 }

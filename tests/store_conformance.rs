@@ -8,8 +8,9 @@ use callgate::codes::{AccessCode, CodeVault};
 use callgate::config::Secret;
 use callgate::money::{Cents, Seconds};
 use callgate::store::{
-    new_id, AttemptScope, ChargeState, CodeAttempt, DynStore, EndCall, Fulfilled, Fulfilment,
-    NewCall, NewCharge, NewOrder, OrderSource, OrderStatus, StoreError, StreamGrant,
+    new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, DynStore, EndCall, Fulfilled,
+    Fulfilment, NewCall, NewCharge, NewOrder, OrderSource, OrderStatus, StoreError, StreamGrant,
+    TranscriptLine,
 };
 
 const NOW: i64 = 1_790_000_000;
@@ -677,7 +678,197 @@ async fn usage_accumulates(store: DynStore) {
     assert_eq!(order.seconds_left(), Seconds(0));
 }
 
+async fn charge_leases_and_outcomes(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_lease").await;
+    let (c, _) = store
+        .insert_charge(&charge("CA_lease", &order.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_charge("a", NOW + 100, NOW - 1).await.unwrap(),
+        None,
+        "not due yet"
+    );
+    let leased = store
+        .claim_charge("a", NOW + 100, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            leased.id.as_str(),
+            leased.attempts,
+            leased.lease_owner.as_deref()
+        ),
+        (c.id.as_str(), 1, Some("a"))
+    );
+    assert_eq!(
+        store.claim_charge("b", NOW + 100, NOW + 50).await.unwrap(),
+        None,
+        "leased"
+    );
+    let retry = ChargeUpdate {
+        state: ChargeState::Pending,
+        stripe_payment_intent: None,
+        last_error: Some("503".into()),
+        next_attempt_at: Some(NOW + 300),
+        pay_token: None,
+    };
+    assert!(
+        !store.finish_charge(&c.id, "b", &retry, NOW).await.unwrap(),
+        "only the lease holder records"
+    );
+    assert!(store.finish_charge(&c.id, "a", &retry, NOW).await.unwrap());
+    assert_eq!(
+        store.claim_charge("b", NOW + 400, NOW + 299).await.unwrap(),
+        None,
+        "backing off"
+    );
+    let again = store
+        .claim_charge("b", NOW + 400, NOW + 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempts, 2);
+    // A lease that lapses is taken over.
+    let taken = store
+        .claim_charge("c", NOW + 900, NOW + 401)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.lease_owner.as_deref(), Some("c"));
+    let held = ChargeUpdate {
+        state: ChargeState::RequiresAction,
+        stripe_payment_intent: Some("pi_x".into()),
+        last_error: None,
+        next_attempt_at: None,
+        pay_token: Some("tok".into()),
+    };
+    assert!(store
+        .finish_charge(&c.id, "c", &held, NOW + 402)
+        .await
+        .unwrap());
+    let by_token = store.charge_by_pay_token("tok").await.unwrap().unwrap();
+    assert_eq!(
+        (by_token.state, by_token.stripe_payment_intent.as_deref()),
+        (ChargeState::RequiresAction, Some("pi_x"))
+    );
+    assert_eq!(store.charges_for_order(&order.id).await.unwrap().len(), 1);
+    assert!(store.charge_paid(&c.id, "pi_x", NOW + 500).await.unwrap());
+    assert!(
+        !store.charge_paid(&c.id, "pi_x", NOW + 501).await.unwrap(),
+        "already paid"
+    );
+    assert_eq!(
+        store
+            .cancel_open_charges(&order.id, NOW + 600)
+            .await
+            .unwrap(),
+        0,
+        "a paid charge stays paid"
+    );
+    store
+        .set_overage_blocked(&order.id, Some("declined overage"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .overage_blocked
+            .as_deref(),
+        Some("declined overage")
+    );
+    store
+        .set_overage_blocked(&order.id, None, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .overage_blocked,
+        None
+    );
+}
+
+async fn bridge_bookkeeping_and_transcript(store: DynStore) {
+    call(&store, "CA_b").await;
+    store
+        .bridge_started("CA_b", Some("conv_1"), NOW + 5)
+        .await
+        .unwrap();
+    store
+        .record_metering("CA_b", Seconds(30), NOW + 35)
+        .await
+        .unwrap();
+    store
+        .record_metering("CA_b", Seconds(20), NOW + 36)
+        .await
+        .unwrap();
+    let c = store.call("CA_b").await.unwrap().unwrap();
+    assert_eq!(
+        (c.status, c.bridged_at, c.seconds_metered),
+        (
+            callgate::store::CallStatus::Bridged,
+            Some(NOW + 5),
+            Seconds(30)
+        ),
+        "metering never goes down"
+    );
+    let line = |seq, speaker: &str, text: &str| TranscriptLine {
+        seq,
+        speaker: speaker.into(),
+        text: text.into(),
+        at: NOW,
+    };
+    store
+        .append_transcript(
+            "CA_b",
+            &[line(1, "caller", "hi"), line(2, "agent", "hello")],
+        )
+        .await
+        .unwrap();
+    store
+        .append_transcript("CA_b", &[line(2, "agent", "duplicate ignored")])
+        .await
+        .unwrap();
+    let t = store.transcript("CA_b").await.unwrap();
+    assert_eq!(
+        t.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["hi", "hello"]
+    );
+    store
+        .bridge_finished("CA_b", Seconds(42), "time_up", NOW + 50)
+        .await
+        .unwrap();
+    store
+        .bridge_finished("CA_b", Seconds(40), "caller_hung_up", NOW + 60)
+        .await
+        .unwrap();
+    let c = store.call("CA_b").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            c.seconds_metered,
+            c.end_reason.as_deref(),
+            c.bridge_ended_at
+        ),
+        (Seconds(42), Some("time_up"), Some(NOW + 50))
+    );
+    assert_eq!(
+        store.calls_to_settle(10).await.unwrap(),
+        vec!["CA_b".to_string()]
+    );
+}
+
 on_every_backend!(
+    charge_leases_and_outcomes,
+    bridge_bookkeeping_and_transcript,
     one_live_call_per_code,
     ending_a_call_is_idempotent,
     stream_tokens_are_single_use,

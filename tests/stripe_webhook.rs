@@ -322,7 +322,118 @@ async fn bad_deliveries_are_refused_and_store_nothing(store: DynStore) {
     assert_eq!(status_of(&app, &order.id).await, OrderStatus::Paid);
 }
 
+/// An overage PaymentIntent succeeding (after the customer authenticated) pays its charge;
+/// it must never be mistaken for a purchase.
+async fn overage_intents_pay_their_charge_not_a_new_order(store: DynStore) {
+    let app = app(store).await;
+    let order = pending(&app, "pi_purchase").await;
+    assert_eq!(
+        deliver(
+            &app,
+            &event("payment_intent.succeeded", pi("pi_purchase", json!({})))
+        )
+        .await
+        .0,
+        200
+    );
+    let now = app.app.clock.now();
+    let s = &app.app.store;
+    s.upsert_call(&callgate::store::NewCall {
+        call_sid: "CA_ov".into(),
+        from_number: "+1".into(),
+        to_number: "+2".into(),
+        now,
+    })
+    .await
+    .unwrap();
+    let (charge, _) = s
+        .insert_charge(&callgate::store::NewCharge {
+            id: "chg_1".into(),
+            call_sid: "CA_ov".into(),
+            order_id: order.id.clone(),
+            amount: Cents(100),
+            currency: "usd".into(),
+            seconds_billed: Seconds(30),
+            now,
+        })
+        .await
+        .unwrap();
+    s.set_overage_blocked(&order.id, Some("unpaid overage"), now)
+        .await
+        .unwrap();
+    let overage = pi(
+        "pi_overage",
+        json!({ "callgate_kind": "overage", "charge_id": charge.id }),
+    );
+    assert_eq!(
+        deliver(&app, &event("payment_intent.succeeded", overage))
+            .await
+            .0,
+        200
+    );
+    let paid = s.charge(&charge.id).await.unwrap().unwrap();
+    assert_eq!(paid.state, callgate::store::ChargeState::Succeeded);
+    assert_eq!(paid.stripe_payment_intent.as_deref(), Some("pi_overage"));
+    assert_eq!(
+        s.order(&order.id).await.unwrap().unwrap().overage_blocked,
+        None
+    );
+    assert_eq!(
+        s.list_orders(10).await.unwrap().len(),
+        1,
+        "no order for an overage payment"
+    );
+}
+
+/// A refund or dispute of the purchase also cancels overage not yet paid.
+async fn refund_cancels_open_overage(store: DynStore) {
+    let app = app(store).await;
+    let order = pending(&app, "pi_ref").await;
+    assert_eq!(
+        deliver(
+            &app,
+            &event("payment_intent.succeeded", pi("pi_ref", json!({})))
+        )
+        .await
+        .0,
+        200
+    );
+    let now = app.app.clock.now();
+    let s = &app.app.store;
+    s.upsert_call(&callgate::store::NewCall {
+        call_sid: "CA_r".into(),
+        from_number: "+1".into(),
+        to_number: "+2".into(),
+        now,
+    })
+    .await
+    .unwrap();
+    s.insert_charge(&callgate::store::NewCharge {
+        id: "chg_r".into(),
+        call_sid: "CA_r".into(),
+        order_id: order.id.clone(),
+        amount: Cents(100),
+        currency: "usd".into(),
+        seconds_billed: Seconds(30),
+        now,
+    })
+    .await
+    .unwrap();
+    let refund = json!({ "id": "ch_r", "payment_intent": "pi_ref", "refunded": true });
+    assert_eq!(
+        deliver(&app, &event("charge.refunded", refund)).await.0,
+        200
+    );
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Revoked);
+    assert_eq!(
+        s.charge("chg_r").await.unwrap().unwrap().state,
+        callgate::store::ChargeState::Canceled
+    );
+}
+
 on_every_backend!(
+    overage_intents_pay_their_charge_not_a_new_order,
+    refund_cancels_open_overage,
     succeeded_payment_issues_one_code,
     racing_deliveries_issue_one_code,
     payment_created_elsewhere_is_fulfilled_from_metadata,

@@ -29,6 +29,7 @@ pub enum Outcome {
     AlreadyFulfilled { order_id: String },
     MarkedFailed,
     Revoked { order_id: String },
+    OveragePaid { charge_id: String },
     Ignored(&'static str),
 }
 
@@ -46,7 +47,26 @@ const CODE_DRAWS: usize = 5;
 
 pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
     let obj = &event.data.object;
+    // Overage PaymentIntents are callgate's own charges, not purchases.
+    let overage_charge = obj
+        .get("metadata")
+        .filter(|m| m.get("callgate_kind").and_then(|k| k.as_str()) == Some("overage"))
+        .and_then(|m| m.get("charge_id"))
+        .and_then(|c| c.as_str())
+        .map(String::from);
     match event.kind.as_str() {
+        "payment_intent.succeeded" if overage_charge.is_some() => {
+            let charge_id = overage_charge.unwrap_or_default();
+            let pi = text(obj, "id").unwrap_or_default();
+            crate::payments::billing::overage_paid(app, &charge_id, &pi).await?;
+            Ok(Outcome::OveragePaid { charge_id })
+        }
+        "payment_intent.payment_failed" if overage_charge.is_some() => {
+            // The billing worker records the outcome of its own attempts.
+            Ok(Outcome::Ignored(
+                "overage attempt failure, recorded by the worker",
+            ))
+        }
         "payment_intent.succeeded" => fulfil(app, obj).await,
         "payment_intent.payment_failed" => {
             let Some(pi) = text(obj, "id") else {
@@ -85,7 +105,11 @@ async fn revoke_for(app: &App, pi: Option<String>) -> Result<Outcome, StoreError
         return Ok(Outcome::Ignored("no order for this payment"));
     };
     let order = orders::revoke(app, &order).await?;
-    tracing::warn!(order_id = %order.id, "payment refunded or disputed: code revoked");
+    let canceled = app
+        .store
+        .cancel_open_charges(&order.id, app.clock.now())
+        .await?;
+    tracing::warn!(order_id = %order.id, canceled, "payment refunded or disputed: code revoked, open overage canceled");
     Ok(Outcome::Revoked { order_id: order.id })
 }
 

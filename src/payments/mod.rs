@@ -1,8 +1,10 @@
 //! Stripe: webhook verification and fulfilment (the storefront's payment calls and overage
 //! billing build on this).
 
+pub mod billing;
 pub mod checkout;
 pub mod events;
+pub mod pay;
 pub mod signature;
 pub mod stripe;
 
@@ -23,6 +25,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(WEBHOOK_PATH, post(webhook))
         .merge(checkout::router())
+        .merge(pay::router())
 }
 
 fn reply(status: StatusCode, message: &str) -> Response {

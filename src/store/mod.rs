@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::codes::StoredCode;
 use crate::config::DatabaseConfig;
-use crate::money::{Cents, Seconds};
+use crate::money::{Cents, Rounding, Seconds};
 
 mod postgres;
 mod sql;
@@ -259,6 +259,53 @@ pub struct Call {
     pub bridge_ended_at: Option<UnixTime>,
     /// The agent's conversation id, for looking the call up at ElevenLabs.
     pub conversation_id: Option<String>,
+    /// Seconds this call took from its order's allowance (set by settlement).
+    pub settled_seconds: Option<i64>,
+}
+
+impl Call {
+    /// The agent seconds this call used: the bridge's final figure; if the bridge never
+    /// finished (a crash), the larger of its last persisted figure and Twilio's duration
+    /// less the menu time; nothing if the call never reached the agent.
+    pub fn billable_seconds(&self) -> Seconds {
+        let Some(bridged_at) = self.bridged_at else {
+            return Seconds(0);
+        };
+        if self.bridge_ended_at.is_some() {
+            return self.seconds_metered;
+        }
+        let from_twilio = self
+            .twilio_duration
+            .map(|d| d - (bridged_at - self.started_at).max(0))
+            .unwrap_or(0);
+        Seconds(self.seconds_metered.0.max(from_twilio).max(0))
+    }
+}
+
+/// What settling a call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Not ended yet, or its bridge may still report metering.
+    NotReady,
+    /// Settled before (a duplicate or late callback): nothing changed.
+    AlreadySettled,
+    Settled {
+        seconds: Seconds,
+        overage: Seconds,
+        /// The charge due, when overage was consented to and there was any.
+        charge: Option<Box<Charge>>,
+    },
+}
+
+/// How a charge attempt ended, for [`Store::finish_charge`].
+#[derive(Debug, Clone)]
+pub struct ChargeUpdate {
+    pub state: ChargeState,
+    pub stripe_payment_intent: Option<String>,
+    pub last_error: Option<String>,
+    /// For a charge left pending: when to try again.
+    pub next_attempt_at: Option<UnixTime>,
+    pub pay_token: Option<String>,
 }
 
 /// One line of what was said on a call.
@@ -458,6 +505,54 @@ pub trait Store: Send + Sync + 'static {
     /// Records a charge for a call; one per call. Returns the stored charge and whether this
     /// call created it.
     async fn insert_charge(&self, charge: &NewCharge) -> Result<(Charge, bool), StoreError>;
+    /// Settles an ended call exactly once: adds its agent seconds to the order's used
+    /// allowance and, with overage consent, records the charge for the part beyond it.
+    /// A bridged call is ready once its bridge has finished, or `grace` seconds after it ended.
+    async fn settle_call(
+        &self,
+        call_sid: &str,
+        rounding: Rounding,
+        grace: i64,
+        charge_id: &str,
+        now: UnixTime,
+    ) -> Result<Settlement, StoreError>;
+    /// Ended calls not yet settled (oldest first).
+    async fn calls_to_settle(&self, limit: i64) -> Result<Vec<String>, StoreError>;
+    /// Leases the next due pending charge to `owner` until `lease_until`, counting an attempt.
+    async fn claim_charge(
+        &self,
+        owner: &str,
+        lease_until: UnixTime,
+        now: UnixTime,
+    ) -> Result<Option<Charge>, StoreError>;
+    /// Records an attempt's outcome if `owner` still holds the lease; `false` if it does not.
+    async fn finish_charge(
+        &self,
+        id: &str,
+        owner: &str,
+        update: &ChargeUpdate,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+    async fn charge(&self, id: &str) -> Result<Option<Charge>, StoreError>;
+    async fn charge_by_pay_token(&self, token: &str) -> Result<Option<Charge>, StoreError>;
+    /// Marks a charge paid after the customer completed it on-session (from `from` states).
+    async fn charge_paid(
+        &self,
+        id: &str,
+        payment_intent: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+    /// Cancels an order's charges not yet paid (refund or dispute); returns how many.
+    async fn cancel_open_charges(&self, order_id: &str, now: UnixTime) -> Result<u64, StoreError>;
+    /// Suspends (`Some(reason)`) or resumes (`None`) overage on an order.
+    async fn set_overage_blocked(
+        &self,
+        order_id: &str,
+        reason: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// An order's charges, oldest first.
+    async fn charges_for_order(&self, order_id: &str) -> Result<Vec<Charge>, StoreError>;
     /// Newest first, optionally only those in one state.
     async fn list_charges(
         &self,

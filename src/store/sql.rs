@@ -28,6 +28,7 @@ pub(crate) const CHARGE_INSERT: &str =
 /// Implements [`crate::store::Store`] for a struct with a `pool: sqlx::Pool<$db>` field.
 macro_rules! sql_store {
     ($store:ty, $db:ty, $backend:literal, $migrator:expr) => {
+        use $crate::money::{overage_amount, overage_seconds};
         use $crate::store::sql::*;
         use $crate::store::*;
 
@@ -350,6 +351,14 @@ macro_rules! sql_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await
+                .map_err(classify)?;
+                // The agent part is over: the code is free for the next call.
+                sqlx::query::<$db>(
+                    "UPDATE orders SET active_call_sid = NULL, active_call_until = NULL WHERE active_call_sid = $1",
+                )
+                .bind(call_sid)
+                .execute(&self.pool)
+                .await
                 .map(|_| ())
                 .map_err(classify)
             }
@@ -477,6 +486,202 @@ macro_rules! sql_store {
                     .map_err(classify)?
                     .map(|charge| (charge, false))
                     .ok_or_else(|| StoreError::Conflict(format!("charge id {} already used", c.id)))
+            }
+
+            async fn settle_call(
+                &self,
+                call_sid: &str,
+                rounding: Rounding,
+                grace: i64,
+                charge_id: &str,
+                now: UnixTime,
+            ) -> Result<Settlement, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                // Claiming the call first makes the whole settlement happen once.
+                let claimed = sqlx::query_as::<$db, Call>(
+                    "UPDATE calls SET settled_at = $2, updated_at = $2 WHERE call_sid = $1 AND settled_at IS NULL \
+                     AND (bridge_ended_at IS NOT NULL OR (status = 'ended' AND (bridged_at IS NULL OR ended_at <= $3))) \
+                     RETURNING *",
+                )
+                .bind(call_sid)
+                .bind(now)
+                .bind(now - grace)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+                let Some(call) = claimed else {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(match self.call(call_sid).await? {
+                        Some(c) if c.settled_at.is_some() => Settlement::AlreadySettled,
+                        _ => Settlement::NotReady,
+                    });
+                };
+                let used = call.billable_seconds();
+                sqlx::query::<$db>("UPDATE calls SET settled_seconds = $2 WHERE call_sid = $1")
+                    .bind(call_sid)
+                    .bind(used.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let Some(order_id) = call.order_id.as_deref() else {
+                    tx.commit().await.map_err(classify)?;
+                    return Ok(Settlement::Settled { seconds: used, overage: Seconds(0), charge: None });
+                };
+                let order = sqlx::query_as::<$db, Order>(
+                    "UPDATE orders SET seconds_used = seconds_used + $2, updated_at = $3 WHERE id = $1 RETURNING *",
+                )
+                .bind(order_id)
+                .bind(used.0)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+                let overage = overage_seconds(used, order.seconds_used, order.seconds_included);
+                let amount = overage_amount(overage, order.overage_price, rounding);
+                let charge = if order.overage_consent && amount.0 > 0 {
+                    sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
+                        .bind(charge_id)
+                        .bind(call_sid)
+                        .bind(order_id)
+                        .bind(amount.0)
+                        .bind(&order.currency)
+                        .bind(overage.0)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(classify)?
+                        .map(Box::new)
+                } else {
+                    None
+                };
+                tx.commit().await.map_err(classify)?;
+                Ok(Settlement::Settled { seconds: used, overage, charge })
+            }
+
+            async fn calls_to_settle(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+                sqlx::query_scalar::<$db, String>(
+                    "SELECT call_sid FROM calls WHERE settled_at IS NULL \
+                     AND (status = 'ended' OR bridge_ended_at IS NOT NULL) ORDER BY updated_at LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
+            async fn claim_charge(
+                &self,
+                owner: &str,
+                lease_until: UnixTime,
+                now: UnixTime,
+            ) -> Result<Option<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>(
+                    "UPDATE charges SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+                     WHERE id = (SELECT id FROM charges WHERE state = 'pending' AND next_attempt_at <= $3 \
+                                 AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT 1) \
+                     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3) RETURNING *",
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
+            async fn finish_charge(
+                &self,
+                id: &str,
+                owner: &str,
+                u: &ChargeUpdate,
+                now: UnixTime,
+            ) -> Result<bool, StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE charges SET state = $3, stripe_payment_intent = COALESCE($4, stripe_payment_intent), \
+                     last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at), \
+                     pay_token = COALESCE($7, pay_token), lease_owner = NULL, lease_until = NULL, updated_at = $8 \
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(u.state.as_str())
+                .bind(&u.stripe_payment_intent)
+                .bind(&u.last_error)
+                .bind(u.next_attempt_at)
+                .bind(&u.pay_token)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(classify)
+            }
+
+            async fn charge(&self, id: &str) -> Result<Option<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>("SELECT * FROM charges WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn charge_by_pay_token(&self, token: &str) -> Result<Option<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>("SELECT * FROM charges WHERE pay_token = $1")
+                    .bind(token)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn charge_paid(&self, id: &str, payment_intent: &str, now: UnixTime) -> Result<bool, StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE charges SET state = 'succeeded', stripe_payment_intent = $2, last_error = NULL, updated_at = $3 \
+                     WHERE id = $1 AND state IN ('requires_action', 'declined', 'pending', 'failed')",
+                )
+                .bind(id)
+                .bind(payment_intent)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(classify)
+            }
+
+            async fn cancel_open_charges(&self, order_id: &str, now: UnixTime) -> Result<u64, StoreError> {
+                // A charge leased to a worker right now finishes on its own; the others stop here.
+                sqlx::query::<$db>(
+                    "UPDATE charges SET state = 'canceled', updated_at = $2 WHERE order_id = $1 \
+                     AND (state = 'requires_action' OR (state = 'pending' AND (lease_until IS NULL OR lease_until < $2)))",
+                )
+                .bind(order_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(classify)
+            }
+
+            async fn set_overage_blocked(
+                &self,
+                order_id: &str,
+                reason: Option<&str>,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE orders SET overage_blocked = $2, updated_at = $3 WHERE id = $1")
+                    .bind(order_id)
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn charges_for_order(&self, order_id: &str) -> Result<Vec<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>("SELECT * FROM charges WHERE order_id = $1 ORDER BY created_at, id")
+                    .bind(order_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(classify)
             }
 
             async fn list_charges(

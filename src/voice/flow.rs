@@ -384,5 +384,9 @@ async fn end_step(app: &App, form: &TwilioForm, call: NewCall) -> Result<(), Sto
         })
         .await?;
     tracing::info!(status, duration = ?ended.twilio_duration, "call ended");
+    // Settle now if the call is ready; otherwise the billing worker's next pass does.
+    if let Err(e) = crate::payments::billing::settle(app, &call.call_sid).await {
+        tracing::warn!(error = %e, "settlement deferred to the billing worker");
+    }
     Ok(())
 }

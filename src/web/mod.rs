@@ -19,7 +19,7 @@ mod audio;
 mod metrics;
 mod pages;
 
-pub use pages::render;
+pub use pages::{pay_page, render};
 
 /// The state every handler receives: cheap to clone.
 pub type AppState = Arc<App>;

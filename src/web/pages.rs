@@ -13,6 +13,7 @@ use crate::voice::twiml::escape;
 
 const INDEX: &str = include_str!("../../web/index.html");
 const SUCCESS: &str = include_str!("../../web/success.html");
+const PAY: &str = include_str!("../../web/pay.html");
 const ASSETS: &[(&str, &str, &str)] = &[
     (
         "style.css",
@@ -28,6 +29,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "success.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/assets/success.js"),
+    ),
+    (
+        "pay.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/pay.js"),
     ),
 ];
 
@@ -87,6 +93,32 @@ async fn storefront(State(app): State<AppState>) -> Response {
     ))
 }
 
+/// The pay page for an overage charge's token (the token is checked by its JSON call).
+pub fn pay_page(app: &crate::App, token: &str) -> Response {
+    let publishable_key = app
+        .config
+        .stripe
+        .as_ref()
+        .map(|s| s.publishable_key.clone())
+        .unwrap_or_default();
+    page(render(
+        PAY,
+        &[
+            ("publishable_key", publishable_key),
+            ("stripe_js_url", app.config.stripe_js_url.to_string()),
+            (
+                "token",
+                token
+                    .chars()
+                    .filter(|c| c.is_ascii_hexdigit())
+                    .take(64)
+                    .collect(),
+            ),
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ],
+    ))
+}
+
 async fn success() -> Response {
     page(SUCCESS.to_string())
 }
@@ -102,5 +134,33 @@ async fn asset(Path(name): Path<String>) -> Response {
         )
             .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every asset a page names is one this module serves.
+    #[test]
+    fn pages_reference_only_served_assets() {
+        for page in [INDEX, SUCCESS, PAY] {
+            for part in page.split("/assets/").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| !matches!(c, '"' | '?'))
+                    .collect();
+                assert!(
+                    ASSETS.iter().any(|(n, _, _)| *n == name),
+                    "{name} is referenced but not served"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn render_escapes_values() {
+        let out = render("<p>{{x}}</p>{{x}}", &[("x", "<b>&".to_string())]);
+        assert_eq!(out, "<p>&lt;b&gt;&amp;</p>&lt;b&gt;&amp;");
     }
 }

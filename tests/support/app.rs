@@ -1,9 +1,10 @@
 //! callgate itself, started in-process on a free loopback port against a test database.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
-use callgate::clock::SystemClock;
+use callgate::clock::{Clock, SystemClock};
 use callgate::config::Config;
 use callgate::store::DynStore;
 use callgate::App;
@@ -34,7 +35,33 @@ impl Drop for TestApp {
     }
 }
 
-/// Starts the app with Twilio and the agent configured; `extra` adds or replaces variables.
+/// The test configuration: Twilio and the agent configured, `extra` added or replaced.
+pub fn config(base: &str, audio: &Path, extra: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> = [
+        ("BASE_URL", base),
+        ("CALLGATE_SECRET", "test-secret-0123456789abcdef0123456789"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_PHONE_NUMBER", PHONE),
+        ("ELEVENLABS_AGENT_ID", "agent_test"),
+        ("AUDIO_DIR", audio.to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Config::from_env(&env).expect("test config is valid")
+}
+
+/// An app without a server, on a clock of the test's choosing (billing tests).
+pub fn build(store: DynStore, extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> App {
+    let config = config("http://127.0.0.1:9", Path::new("/nonexistent"), extra);
+    App::with_store(config, store, clock).expect("app")
+}
+
+/// Starts the app with Twilio and the agent configured.
 pub async fn spawn(store: DynStore, extra: &[(&str, &str)]) -> TestApp {
     spawn_with(store, extra, |_| {}).await
 }
@@ -48,23 +75,12 @@ pub async fn spawn_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let audio = tempfile::tempdir().unwrap();
-    let mut env: HashMap<String, String> = [
-        ("BASE_URL", base.as_str()),
-        ("CALLGATE_SECRET", "test-secret-0123456789abcdef0123456789"),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
-        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
-        ("TWILIO_PHONE_NUMBER", PHONE),
-        ("ELEVENLABS_AGENT_ID", "agent_test"),
-        ("AUDIO_DIR", audio.path().to_str().unwrap()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let config = Config::from_env(&env).expect("test config is valid");
-    let mut app = App::with_store(config, store, Arc::new(SystemClock)).expect("app");
+    let mut app = App::with_store(
+        config(&base, audio.path(), extra),
+        store,
+        Arc::new(SystemClock),
+    )
+    .expect("app");
     adjust(&mut app);
     let app = Arc::new(app);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -132,6 +132,7 @@ macro_rules! on_every_backend {
 pub mod agent;
 pub mod app;
 pub mod browser;
+pub mod fake_stripe;
 pub mod proxy;
 pub mod stripe;
 pub mod twilio;
