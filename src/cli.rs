@@ -46,6 +46,30 @@ pub enum Command {
     /// Overage billing without a server: settle ended calls and charge what is due.
     #[command(subcommand)]
     Billing(BillingCommand),
+    /// Import the old deployment's orders (with their access codes) into this store.
+    Import {
+        /// The old MongoDB, e.g. mongodb+srv://user:pass@cluster/DATABASE.
+        #[arg(
+            long,
+            conflicts_with = "from_file",
+            required_unless_present = "from_file"
+        )]
+        from_mongodb: Option<String>,
+        /// Collection holding the orders (with --from-mongodb).
+        #[arg(long, default_value = "orders")]
+        collection: String,
+        /// A `mongoexport` file instead (JSON lines, or --jsonArray).
+        #[arg(long)]
+        from_file: Option<std::path::PathBuf>,
+        /// JSON file naming the source fields for each callgate field (see README).
+        #[arg(long)]
+        mapping: Option<std::path::PathBuf>,
+        /// Show what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Measure the media bridge: concurrent simulated calls through a `callgate serve` child
     /// against a local echo agent, on loopback. Prints latency, CPU and memory per call.
     Loadtest {
@@ -201,6 +225,54 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
         Command::Loadtest { .. } => Ok(()),
         Command::Billing(cmd) => billing(App::build(config).await?, cmd).await,
+        Command::Import {
+            from_mongodb,
+            collection,
+            from_file,
+            mapping,
+            dry_run,
+            output,
+        } => {
+            let app = App::build(config).await?;
+            let mapping = match mapping {
+                Some(path) => crate::import::load_mapping(&path)
+                    .map_err(|e| CliError::Input(e.to_string()))?,
+                None => crate::import::Mapping::default(),
+            };
+            let docs = match (from_mongodb, from_file) {
+                (Some(uri), _) => crate::import::read_mongodb(&uri, &collection).await,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        crate::import::ImportError::Source(format!("{}: {e}", path.display()))
+                    })
+                    .and_then(|text| crate::import::read_export(&text)),
+                (None, None) => {
+                    return Err(CliError::Input(
+                        "give --from-mongodb URI or --from-file PATH".into(),
+                    ))
+                }
+            }
+            .map_err(|e| CliError::Input(e.to_string()))?;
+            let report = crate::import::run(&app, &docs, &mapping, dry_run)
+                .await
+                .map_err(|e| CliError::Input(e.to_string()))?;
+            if output.json {
+                print_json(&report);
+            } else {
+                let verb = if dry_run { "would import" } else { "imported" };
+                println!(
+                    "read {}, {verb} {}, already present {}, skipped {}",
+                    report.read, report.imported, report.already_present, report.skipped
+                );
+                for (why, n) in &report.reasons {
+                    println!("  skipped {n}: {why}");
+                }
+                for s in &report.sample {
+                    println!("  e.g. {s}");
+                }
+            }
+            Ok(())
+        }
         Command::Calls(CallsCommand::List { limit, output }) => {
             let app = App::build(config).await?;
             let calls = app.store.list_calls(limit).await?;

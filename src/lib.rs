@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod crypto;
+pub mod import;
 pub mod loadtest;
 pub mod metrics;
 pub mod money;

@@ -263,3 +263,40 @@ async fn operator_issues_lists_and_revokes_codes() {
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "[]");
 }
+
+#[tokio::test]
+async fn import_from_an_export_file_dry_run_then_for_real() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orders.json"),
+        "{\"_id\":{\"$oid\":\"65f0c0ffee0000000000cccc\"},\"accessCode\":\"987654\",\"minutes\":4}\n",
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = callgate(dir.path());
+        c.args(args);
+        c
+    };
+    let (code, stdout, stderr) = run(cmd(&[
+        "import",
+        "--from-file",
+        "orders.json",
+        "--dry-run",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["imported"], 1);
+    assert!(!stdout.contains("987654"), "codes are masked");
+    let (_, listed, _) = run(cmd(&["codes", "list", "--json"])).await;
+    assert_eq!(listed.trim(), "[]", "a dry run writes nothing");
+    let (code, stdout, _) = run(cmd(&["import", "--from-file", "orders.json"])).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("imported 1"), "{stdout}");
+    let (code, _, stderr) = run(cmd(&["import", "--from-file", "missing.json"])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("missing.json"), "{stderr}");
+    let (code, _, _) = run(cmd(&["import"])).await;
+    assert_eq!(code, 2, "a source is required");
+}

@@ -16,10 +16,12 @@ use crate::codes::StoredCode;
 use crate::config::DatabaseConfig;
 use crate::money::{Cents, Rounding, Seconds};
 
+mod mongo;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use mongo::MongoStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -583,10 +585,7 @@ pub async fn open(db: &DatabaseConfig) -> Result<DynStore, StoreError> {
     match db {
         DatabaseConfig::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
         DatabaseConfig::Postgres { url } => Ok(Arc::new(PostgresStore::open(url.expose()).await?)),
-        DatabaseConfig::Mongo { .. } => Err(StoreError::Open(
-            "MONGODB_URI is set, but this build has no MongoDB backend yet; set DATABASE_URL to sqlite:PATH or postgres://..."
-                .into(),
-        )),
+        DatabaseConfig::Mongo { uri } => Ok(Arc::new(MongoStore::open(uri.expose()).await?)),
     }
 }
 

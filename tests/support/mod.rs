@@ -24,6 +24,15 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A database whose cleanup is its own (MongoDB: a fresh database name per test).
+    pub fn from_store(store: DynStore) -> TestDb {
+        TestDb {
+            store,
+            _dir: None,
+            pg: None,
+        }
+    }
+
     /// Drops a PostgreSQL test schema (a failed test leaves its schema for inspection).
     pub async fn cleanup(self) {
         if let Some((admin, schema)) = self.pg {
@@ -116,6 +125,15 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        mod mongodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::support::mongo::mongo().await else { return };
+                    super::$name(db.store.clone()).await;
+                }
+            )*
+        }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +151,7 @@ pub mod agent;
 pub mod app;
 pub mod browser;
 pub mod fake_stripe;
+pub mod mongo;
 pub mod proxy;
 pub mod stripe;
 pub mod twilio;
