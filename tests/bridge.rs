@@ -384,7 +384,27 @@ async fn private_agent_through_a_signed_url_with_transcoding(store: DynStore) {
     s.stop(&caller.call_sid).await;
 }
 
+/// Twilio's side vanishes without a `stop` (the TCP connection just drops): the agent socket
+/// is closed at once and the call is recorded as ended by the caller.
+async fn dropped_twilio_side_closes_the_agent(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (caller, url, params, _) = connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    stream.send_media(&[3; 160]).await;
+    assert_eq!(stream.next(WAIT).await, Some(Received::Media(vec![3; 160])));
+    drop(stream);
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("caller_hung_up"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !agent.log().closed_by_client && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(agent.log().closed_by_client, "the agent socket was closed");
+}
+
 on_every_backend!(
+    dropped_twilio_side_closes_the_agent,
     audio_goes_both_ways_and_the_call_is_recorded,
     barge_in_clears_twilio_and_drops_stale_audio,
     allowance_warns_then_ends_the_call,

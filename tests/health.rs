@@ -53,3 +53,52 @@ async fn readyz_reports_an_unreachable_database() {
     assert_eq!(status, 200, "ready again once the database is back");
     db.cleanup().await;
 }
+
+/// Every response carries the security headers; pages carry a policy that admits Stripe.js
+/// only; nothing opens CORS.
+#[tokio::test]
+async fn security_headers_and_closed_cors() {
+    let db = support::sqlite().await;
+    let app = support::app::spawn(db.store.clone(), &[]).await;
+    let http = reqwest::Client::new();
+    let page = http.get(app.url("/")).send().await.unwrap();
+    let h = page.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self' https://js.stripe.com"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let api = http
+        .get(app.url("/healthz"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        api.headers().get("content-security-policy").is_none(),
+        "JSON needs no page policy"
+    );
+    assert!(
+        api.headers().get("access-control-allow-origin").is_none(),
+        "CORS stays closed"
+    );
+    let preflight = http
+        .request(
+            reqwest::Method::OPTIONS,
+            app.url("/api/create-payment-intent"),
+        )
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}

@@ -18,6 +18,7 @@ use crate::App;
 mod audio;
 mod metrics;
 mod pages;
+mod security;
 
 pub use pages::{pay_page, render};
 
@@ -28,6 +29,7 @@ pub type AppState = Arc<App>;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(app: AppState) -> Router {
+    let csp: std::sync::Arc<str> = security::content_security_policy(&app.config).into();
     Router::new()
         .merge(health_router())
         .merge(crate::voice::router())
@@ -36,6 +38,7 @@ pub fn router(app: AppState) -> Router {
         .merge(audio::router(&app))
         .merge(pages::router())
         .merge(metrics::router())
+        .layer(axum::middleware::from_fn_with_state(csp, security::headers))
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
