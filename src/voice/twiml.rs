@@ -14,6 +14,7 @@ pub fn escape(text: &str) -> String {
             '\'' => out.push_str("&apos;"),
             // Control characters other than tab and newline are not allowed in XML 1.0.
             c if (c as u32) < 0x20 && c != '\t' && c != '\n' && c != '\r' => {}
+            '\u{FFFE}' | '\u{FFFF}' => {}
             c => out.push(c),
         }
     }
