@@ -2,6 +2,8 @@
 127.0.0.1, a free port, data in the given folder. Prints "mongoeco listening on PORT" once it
 accepts connections; exits when stdin closes (the test process is gone).
 
+(Needs pymongo beside mongoeco for its `bson` module; scripts/test installs both.)
+
 One adaptation, where mongoeco differs from MongoDB: MongoDB always sends a cursor's id as a
 64-bit integer; mongoeco sends small ids (0) as 32-bit, which the official Rust driver rejects.
 The launcher makes them 64-bit, as MongoDB does. callgate's own code is not told about it.
