@@ -22,10 +22,10 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 
-fn start() -> Option<Server> {
-    let dir = tempfile::tempdir().ok()?;
+fn start() -> Result<Server, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let launcher = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/support/mongoeco_launcher.py"
@@ -37,16 +37,20 @@ fn start() -> Option<Server> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .ok()?;
-    let stdout = child.stdout.take()?;
+        .map_err(|e| format!("cannot run {}: {e}", python()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).ok()?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     let port = line
         .trim()
-        .strip_prefix("mongoeco listening on ")?
-        .parse()
-        .ok()?;
-    Some(Server {
+        .strip_prefix("mongoeco listening on ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| {
+            format!("the launcher did not start (its error is above); it said {line:?}")
+        })?;
+    Ok(Server {
         port,
         _child: child,
         _dir: dir,
