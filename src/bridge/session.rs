@@ -171,6 +171,19 @@ async fn close_twilio(tw_tx: &mut TwSink) {
     let _ = tw_tx.send(TwMessage::Close(None)).await;
 }
 
+/// The agent could not be used: record why (the closing TwiML apologises) and release Twilio.
+async fn agent_failed(app: &App, call_sid: &str, tw_tx: &mut TwSink) {
+    let reason = EndReason::AgentFailed.as_str();
+    if let Err(e) = app
+        .store
+        .bridge_finished(call_sid, Seconds(0), reason, app.clock.now())
+        .await
+    {
+        tracing::error!(error = %e, "could not record the agent failure");
+    }
+    close_twilio(tw_tx).await;
+}
+
 async fn bridge(
     app: &Arc<App>,
     grant: StreamGrant,
@@ -183,16 +196,7 @@ async fn bridge(
         Ok(Some(o)) => o,
         other => {
             tracing::error!(result = ?other.map(|_| ()), "order of a granted stream not found");
-            let _ = app
-                .store
-                .bridge_finished(
-                    &call_sid,
-                    Seconds(0),
-                    EndReason::AgentFailed.as_str(),
-                    app.clock.now(),
-                )
-                .await;
-            return close_twilio(&mut tw_tx).await;
+            return agent_failed(app, &call_sid, &mut tw_tx).await;
         }
     };
     let caller = app
@@ -207,16 +211,7 @@ async fn bridge(
 
     // Connect to the agent and agree on formats; any failure ends the call with an apology.
     let Some(elevenlabs) = app.config.elevenlabs.as_ref() else {
-        let _ = app
-            .store
-            .bridge_finished(
-                &call_sid,
-                Seconds(0),
-                EndReason::AgentFailed.as_str(),
-                app.clock.now(),
-            )
-            .await;
-        return close_twilio(&mut tw_tx).await;
+        return agent_failed(app, &call_sid, &mut tw_tx).await;
     };
     let setup = async {
         let url = agent::conversation_url(elevenlabs, &app.http).await?;
@@ -235,29 +230,11 @@ async fn bridge(
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "agent unavailable");
-            let _ = app
-                .store
-                .bridge_finished(
-                    &call_sid,
-                    Seconds(0),
-                    EndReason::AgentFailed.as_str(),
-                    app.clock.now(),
-                )
-                .await;
-            return close_twilio(&mut tw_tx).await;
+            return agent_failed(app, &call_sid, &mut tw_tx).await;
         }
         Err(_) => {
             tracing::error!("agent connection timed out");
-            let _ = app
-                .store
-                .bridge_finished(
-                    &call_sid,
-                    Seconds(0),
-                    EndReason::AgentFailed.as_str(),
-                    app.clock.now(),
-                )
-                .await;
-            return close_twilio(&mut tw_tx).await;
+            return agent_failed(app, &call_sid, &mut tw_tx).await;
         }
     };
     let (mut ag_tx, mut ag_rx) = agent_ws.split();
@@ -295,16 +272,7 @@ async fn bridge(
     else {
         tracing::error!("agent sent no conversation metadata");
         let _ = ag_tx.send(AgMessage::Close(None)).await;
-        let _ = app
-            .store
-            .bridge_finished(
-                &call_sid,
-                Seconds(0),
-                EndReason::AgentFailed.as_str(),
-                app.clock.now(),
-            )
-            .await;
-        return close_twilio(&mut tw_tx).await;
+        return agent_failed(app, &call_sid, &mut tw_tx).await;
     };
     let (Some(agent_out), Some(agent_in)) = (
         AgentFormat::parse(&output_format),
@@ -312,16 +280,7 @@ async fn bridge(
     ) else {
         tracing::error!(%output_format, %input_format, "agent audio format unusable on a phone line; set the agent to ulaw_8000 both ways");
         let _ = ag_tx.send(AgMessage::Close(None)).await;
-        let _ = app
-            .store
-            .bridge_finished(
-                &call_sid,
-                Seconds(0),
-                EndReason::AgentFailed.as_str(),
-                app.clock.now(),
-            )
-            .await;
-        return close_twilio(&mut tw_tx).await;
+        return agent_failed(app, &call_sid, &mut tw_tx).await;
     };
     let passthrough = agent_out == AgentFormat::Ulaw8000 && agent_in == AgentFormat::Ulaw8000;
     if !passthrough {
