@@ -88,6 +88,15 @@ async fn bridged_call(app: &App, order: &Order, seconds: i64) -> String {
     sid
 }
 
+async fn used(app: &App, order_id: &str) -> Seconds {
+    app.store
+        .order(order_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .seconds_used
+}
+
 fn settled_charge(s: Settlement) -> callgate::store::Charge {
     match s {
         Settlement::Settled {
@@ -129,15 +138,7 @@ async fn allowance_is_spent_once_across_calls(store: DynStore) {
         Cents(200),
         "100 s = 2 started minutes at $1.00"
     );
-    assert_eq!(
-        app.store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .seconds_used,
-        Seconds(400)
-    );
+    assert_eq!(used(&app, &order.id).await, Seconds(400));
     // Settling again, or a late status callback, changes nothing.
     assert_eq!(
         billing::settle(&app, &second).await.unwrap(),
@@ -160,15 +161,7 @@ async fn allowance_is_spent_once_across_calls(store: DynStore) {
         Settlement::AlreadySettled
     );
     assert_eq!(app.store.list_charges(None, 10).await.unwrap().len(), 1);
-    assert_eq!(
-        app.store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .seconds_used,
-        Seconds(400)
-    );
+    assert_eq!(used(&app, &order.id).await, Seconds(400));
 }
 
 async fn racing_settlements_charge_once(store: DynStore) {
@@ -195,15 +188,7 @@ async fn racing_settlements_charge_once(store: DynStore) {
     }
     assert_eq!(settled, 1);
     assert_eq!(app.store.list_charges(None, 10).await.unwrap().len(), 1);
-    assert_eq!(
-        app.store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .seconds_used,
-        Seconds(150)
-    );
+    assert_eq!(used(&app, &order.id).await, Seconds(150));
 }
 
 async fn a_crashed_bridge_is_settled_from_twilio_after_the_grace(store: DynStore) {
@@ -929,13 +914,6 @@ async fn consented_purchase_then_a_long_call_is_charged_once() {
         overage["payment_method"],
         order.stripe_payment_method.as_deref().unwrap()
     );
-    let used = app
-        .app
-        .store
-        .order(&order.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .seconds_used;
+    let used = used(&app.app, &order.id).await;
     assert_eq!(used, Seconds(120));
 }
