@@ -170,6 +170,8 @@ pub struct Config {
     /// Where the storefront loads Stripe.js from.
     pub stripe_js_url: Url,
     pub billing: BillingConfig,
+    /// On shutdown, how long live calls may go on before they are ended.
+    pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
 }
 
@@ -215,6 +217,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "CODE_FAILURES_PER_CALLER_PER_HOUR", default: "10", meaning: "wrong codes one caller number may enter per hour" },
     Setting { var: "CODE_FAILURES_PER_HOUR", default: "1000", meaning: "wrong codes from all callers per hour before code entry pauses" },
     Setting { var: "MAX_CALL_MINUTES", default: "60", meaning: "longest call, with or without overage" },
+    Setting { var: "SHUTDOWN_GRACE_SECS", default: "60", meaning: "on SIGTERM, how long live calls may go on before they are ended (metered, with an apology)" },
     Setting { var: "LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
     Setting { var: "RUST_LOG", default: "info", meaning: "log filter, e.g. `callgate=debug,info`" },
 ];
@@ -377,6 +380,7 @@ impl Config {
             voice,
             stripe_js_url,
             billing,
+            shutdown_grace_secs: whole_number(env, "SHUTDOWN_GRACE_SECS", 60, 0..=86_400)? as u64,
             log_format,
         })
     }

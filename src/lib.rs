@@ -12,6 +12,7 @@ pub mod codes;
 pub mod config;
 pub mod crypto;
 pub mod import;
+pub mod lifecycle;
 pub mod loadtest;
 pub mod metrics;
 pub mod money;
@@ -72,6 +73,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// Wakes the billing worker when a charge becomes due.
     pub billing_wakeup: Arc<tokio::sync::Notify>,
+    /// Draining and live calls, for a shutdown that does not cut callers off.
+    pub lifecycle: lifecycle::Lifecycle,
 }
 
 impl App {
@@ -113,6 +116,7 @@ impl App {
                 .build()
                 .unwrap_or_default(),
             billing_wakeup: Arc::new(tokio::sync::Notify::new()),
+            lifecycle: lifecycle::Lifecycle::default(),
             config,
             store,
             clock,
@@ -192,7 +196,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Listen { addr, source })
 }
 
-/// Serves the HTTP surface on `listener` until `shutdown` resolves, then drains.
+/// Serves the HTTP surface on `listener` until `shutdown` resolves; then drains live calls
+/// (HTTP keeps serving meanwhile: their closing TwiML and status callbacks still arrive),
+/// and finishes requests in flight.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -203,9 +209,14 @@ pub async fn serve(
         .billing
         .worker
         .then(|| payments::billing::spawn_worker(app.clone()));
-    let router = web::router(app);
+    let router = web::router(app.clone());
+    let grace = std::time::Duration::from_secs(app.config.shutdown_grace_secs);
+    let drained = async move {
+        shutdown.await;
+        app.lifecycle.drain(grace).await;
+    };
     let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(drained)
         .await
         .map_err(StartError::Serve);
     if let Some(worker) = worker {

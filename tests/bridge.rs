@@ -415,3 +415,59 @@ on_every_backend!(
     malformed_frames_are_survived,
     private_agent_through_a_signed_url_with_transcoding,
 );
+
+/// Shutdown drains: readiness fails and new calls are turned away at once, the live call goes
+/// on for the grace period, then ends metered, and Twilio still gets the closing words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_live_calls_then_ends_them_politely() {
+    let db = support::sqlite().await;
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let mut app = app_with_agent(db.store.clone(), &agent, &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    let (mut caller, url, params, after) = connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    stream.send_media(&[4; 160]).await;
+    assert_eq!(stream.next(WAIT).await, Some(Received::Media(vec![4; 160])));
+
+    app.begin_shutdown();
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = http.get(app.url("/readyz")).send().await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut newcomer = Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880002", PHONE).types([None]);
+    assert_eq!(
+        newcomer.dial(&app.url("/voice/incoming")).await,
+        Ending::HungUp
+    );
+    assert!(
+        newcomer.transcript().contains("not available right now"),
+        "{}",
+        newcomer.transcript()
+    );
+
+    let got = stream
+        .talk_until_closed(&[0x55; 160], Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        got.last(),
+        Some(&Received::Closed),
+        "the live call was ended after the grace period"
+    );
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("shutdown"));
+    assert!(call.seconds_metered.0 > 0, "its minutes were metered");
+    caller.after_stream(&after).await;
+    assert!(
+        caller.transcript().contains("Your minutes have been kept"),
+        "{}",
+        caller.transcript()
+    );
+}

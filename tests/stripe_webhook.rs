@@ -18,6 +18,8 @@ async fn app(store: DynStore) -> TestApp {
             ("STRIPE_SECRET_KEY", "sk_test_callgate"),
             ("STRIPE_PUBLISHABLE_KEY", "pk_test_callgate"),
             ("STRIPE_WEBHOOK_SECRET", SECRET),
+            // These tests put charges in place by hand; no worker should take them meanwhile.
+            ("BILLING_WORKER", "off"),
         ],
     )
     .await

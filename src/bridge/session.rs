@@ -33,6 +33,8 @@ pub enum EndReason {
     TimeUp,
     MaxLength,
     AgentFailed,
+    /// The server is shutting down and the grace period ran out.
+    Shutdown,
 }
 
 impl EndReason {
@@ -42,6 +44,7 @@ impl EndReason {
             EndReason::TimeUp => "time_up",
             EndReason::MaxLength => "time_up",
             EndReason::AgentFailed => "agent_failed",
+            EndReason::Shutdown => "shutdown",
         }
     }
 }
@@ -86,6 +89,7 @@ pub async fn run(app: Arc<App>, socket: WebSocket) {
             return;
         };
         tracing::Span::current().record("order_id", grant.order_id.as_str());
+        let _live = app.lifecycle.enter_call();
         ACTIVE_CALLS.fetch_add(1, Ordering::Relaxed);
         bridge(&app, grant, stream_sid, tw_tx, tw_rx).await;
         ACTIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
@@ -304,6 +308,9 @@ async fn bridge(
         lines_rx,
     ));
 
+    let mut stop = app.lifecycle.stop_signal();
+    // A call bridged after the stop was given ends at once.
+    stop.mark_changed();
     let mut ticker = tokio::time::interval(app.bridge.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -424,6 +431,11 @@ async fn bridge(
                     Ok(AgentEvent::Error(e)) => tracing::warn!(error = %e, "agent reported an error"),
                     Ok(AgentEvent::Metadata { .. } | AgentEvent::Other(_)) => {}
                     Err(e) => tracing::warn!(error = %e, "malformed agent message ignored"),
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break EndReason::Shutdown;
                 }
             }
             _ = ticker.tick() => {

@@ -131,6 +131,10 @@ pub async fn incoming(app: &App, form: &TwilioForm) -> String {
         return farewell(app, &[Prompt::AgentUnavailable]);
     };
     async {
+        if app.lifecycle.draining() {
+            tracing::info!("draining: new call turned away");
+            return farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]);
+        }
         if let Err(e) = app.store.upsert_call(&call).await {
             return apology(app, &e);
         }
@@ -184,6 +188,9 @@ async fn code_step(
     attempt: u32,
 ) -> Result<String, StoreError> {
     let attempt = attempt.clamp(1, TRIES_PER_CALL);
+    if app.lifecycle.draining() {
+        return Ok(farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]));
+    }
     app.store.upsert_call(call).await?;
     if throttled(app, &call.from_number).await? {
         return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
@@ -330,7 +337,7 @@ pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
     };
     let prompts: &[Prompt] = match reason.as_deref() {
         Some("time_up") => &[Prompt::TimeUp, Prompt::Goodbye],
-        Some("agent_failed") => &[Prompt::AgentUnavailable, Prompt::Goodbye],
+        Some("agent_failed") | Some("shutdown") => &[Prompt::AgentUnavailable, Prompt::Goodbye],
         _ => &[Prompt::Goodbye],
     };
     farewell(app, prompts)

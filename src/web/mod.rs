@@ -59,6 +59,9 @@ async fn healthz() -> Json<serde_json::Value> {
 /// The database answers within two seconds.
 async fn readyz(State(app): State<AppState>) -> Response {
     let backend = app.store.backend();
+    if app.lifecycle.draining() {
+        return unavailable(backend, "draining");
+    }
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
         Ok(Ok(())) => Json(json!({ "status": "ready", "database": backend })).into_response(),
         Ok(Err(e)) => {
