@@ -172,6 +172,8 @@ pub struct Config {
     pub billing: BillingConfig,
     /// On shutdown, how long live calls may go on before they are ended.
     pub shutdown_grace_secs: u64,
+    /// Requests a minute one client IP may make to `/api/...`.
+    pub api_requests_per_minute: u32,
     pub log_format: LogFormat,
 }
 
@@ -218,6 +220,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "CODE_FAILURES_PER_HOUR", default: "1000", meaning: "wrong codes from all callers per hour before code entry pauses" },
     Setting { var: "MAX_CALL_MINUTES", default: "60", meaning: "longest call, with or without overage" },
     Setting { var: "SHUTDOWN_GRACE_SECS", default: "60", meaning: "on SIGTERM, how long live calls may go on before they are ended (metered, with an apology)" },
+    Setting { var: "API_REQUESTS_PER_MINUTE", default: "60", meaning: "requests a minute one client IP may make to `/api/...` (429 beyond; per instance)" },
     Setting { var: "LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
     Setting { var: "RUST_LOG", default: "info", meaning: "log filter, e.g. `callgate=debug,info`" },
 ];
@@ -381,6 +384,8 @@ impl Config {
             stripe_js_url,
             billing,
             shutdown_grace_secs: whole_number(env, "SHUTDOWN_GRACE_SECS", 60, 0..=86_400)? as u64,
+            api_requests_per_minute: whole_number(env, "API_REQUESTS_PER_MINUTE", 60, 1..=100_000)?
+                as u32,
             log_format,
         })
     }

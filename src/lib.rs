@@ -215,10 +215,13 @@ pub async fn serve(
         shutdown.await;
         app.lifecycle.drain(grace).await;
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(drained)
-        .await
-        .map_err(StartError::Serve);
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(drained)
+    .await
+    .map_err(StartError::Serve);
     if let Some(worker) = worker {
         worker.abort();
     }

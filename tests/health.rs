@@ -102,3 +102,35 @@ async fn security_headers_and_closed_cors() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+/// The public API is rate limited per client; health checks and webhooks are not.
+#[tokio::test]
+async fn public_api_is_rate_limited_per_client() {
+    let db = support::sqlite().await;
+    let app = support::app::spawn(db.store.clone(), &[("API_REQUESTS_PER_MINUTE", "5")]).await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let resp = http
+            .get(app.url("/api/order-details?payment_intent=pi_x&client_secret=s"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            let wait: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&wait), "{wait}");
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429, 429, 429]);
+    for _ in 0..10 {
+        assert_eq!(
+            http.get(app.url("/healthz")).send().await.unwrap().status(),
+            200
+        );
+    }
+}

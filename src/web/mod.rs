@@ -18,6 +18,7 @@ use crate::App;
 mod audio;
 mod metrics;
 mod pages;
+mod ratelimit;
 mod security;
 
 pub use pages::{pay_page, render};
@@ -30,6 +31,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(app: AppState) -> Router {
     let csp: std::sync::Arc<str> = security::content_security_policy(&app.config).into();
+    let limiter = ratelimit::RateLimiter::new(app.config.api_requests_per_minute);
     Router::new()
         .merge(health_router())
         .merge(crate::voice::router())
@@ -38,6 +40,10 @@ pub fn router(app: AppState) -> Router {
         .merge(audio::router(&app))
         .merge(pages::router())
         .merge(metrics::router())
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            ratelimit::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(csp, security::headers))
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))

@@ -1,0 +1,108 @@
+//! Per-client rate limiting of the public JSON API (`/api/...`): a token bucket per IP,
+//! in memory, per instance. Webhooks are not limited here: they are signed.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// Clients tracked at most; past this, idle buckets are forgotten first.
+const MAX_CLIENTS: usize = 50_000;
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Token buckets: `per_minute` requests a minute, bursts up to the same number.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: Arc<Mutex<HashMap<IpAddr, Bucket>>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute,
+            buckets: Arc::default(),
+        }
+    }
+
+    /// `Ok` to go ahead, or `Err(seconds)` to wait before the next request.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let capacity = self.per_minute as f64;
+        let rate = capacity / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&ip) {
+            // Forget clients whose buckets have refilled: they are idle.
+            buckets.retain(|_, b| (now - b.last).as_secs_f64() * rate < capacity);
+        }
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: capacity,
+            last: now,
+        });
+        b.tokens = (b.tokens + (now - b.last).as_secs_f64() * rate).min(capacity);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+pub async fn limit(State(limiter): State<RateLimiter>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
+    }
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = ip {
+        if let Err(wait) = limiter.check(ip, Instant::now()) {
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests; try again shortly",
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn buckets_refill_over_time_and_are_per_client() {
+        let l = RateLimiter::new(3);
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let t = Instant::now();
+        assert!(l.check(a, t).is_ok());
+        assert!(l.check(a, t).is_ok());
+        assert!(l.check(a, t).is_ok());
+        let wait = l.check(a, t).unwrap_err();
+        assert!((1..=20).contains(&wait), "{wait}");
+        assert!(l.check(b, t).is_ok(), "another client has its own bucket");
+        assert!(
+            l.check(a, t + Duration::from_secs(20)).is_ok(),
+            "one token back after 20 s"
+        );
+        assert!(l.check(a, t + Duration::from_secs(20)).is_err());
+    }
+}
