@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::stripe::id_of;
+
 use crate::money::{Cents, Seconds};
 use crate::orders;
 use crate::store::{new_id, Fulfilled, Fulfilment, NewOrder, OrderSource, OrderStatus, StoreError};
@@ -33,15 +35,6 @@ pub enum Outcome {
     Ignored(&'static str),
 }
 
-fn text(v: &serde_json::Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        // Expanded objects carry their id.
-        serde_json::Value::Object(o) => o.get("id").and_then(|i| i.as_str()).map(String::from),
-        _ => None,
-    }
-}
-
 /// How many draws of a fresh code to try should one collide with a stored code.
 const CODE_DRAWS: usize = 5;
 
@@ -57,7 +50,7 @@ pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
     match event.kind.as_str() {
         "payment_intent.succeeded" if overage_charge.is_some() => {
             let charge_id = overage_charge.unwrap_or_default();
-            let pi = text(obj, "id").unwrap_or_default();
+            let pi = id_of(obj, "id").unwrap_or_default();
             crate::payments::billing::overage_paid(app, &charge_id, &pi).await?;
             Ok(Outcome::OveragePaid { charge_id })
         }
@@ -69,7 +62,7 @@ pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
         }
         "payment_intent.succeeded" => fulfil(app, obj).await,
         "payment_intent.payment_failed" => {
-            let Some(pi) = text(obj, "id") else {
+            let Some(pi) = id_of(obj, "id") else {
                 return Ok(Outcome::Ignored("no payment intent id"));
             };
             let Some(order) = app.store.order_by_payment_intent(&pi).await? else {
@@ -90,9 +83,9 @@ pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
                 // A partial refund is a goodwill gesture: the code stays valid.
                 return Ok(Outcome::Ignored("partial refund"));
             }
-            revoke_for(app, text(obj, "payment_intent")).await
+            revoke_for(app, id_of(obj, "payment_intent")).await
         }
-        "charge.dispute.created" => revoke_for(app, text(obj, "payment_intent")).await,
+        "charge.dispute.created" => revoke_for(app, id_of(obj, "payment_intent")).await,
         _ => Ok(Outcome::Ignored("event type not used")),
     }
 }
@@ -114,7 +107,7 @@ async fn revoke_for(app: &App, pi: Option<String>) -> Result<Outcome, StoreError
 }
 
 async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError> {
-    let Some(pi_id) = text(pi, "id") else {
+    let Some(pi_id) = id_of(pi, "id") else {
         return Ok(Outcome::Ignored("no payment intent id"));
     };
     let plan = &app.config.plan;
@@ -133,13 +126,13 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
                 .and_then(|a| a.as_i64())
                 .unwrap_or(plan.price.0),
         ),
-        currency: text(pi, "currency").unwrap_or_else(|| plan.currency.code().to_string()),
+        currency: id_of(pi, "currency").unwrap_or_else(|| plan.currency.code().to_string()),
         seconds_included: Seconds::from_minutes(minutes),
         overage_consent: meta("overage_consent") == Some("true"),
         overage_price: plan.overage_per_minute,
         stripe_payment_intent: Some(pi_id.clone()),
-        stripe_customer: text(pi, "customer"),
-        stripe_payment_method: text(pi, "payment_method"),
+        stripe_customer: id_of(pi, "customer"),
+        stripe_payment_method: id_of(pi, "payment_method"),
         client_secret_hash: None,
         code: None,
         now: app.clock.now(),
@@ -149,8 +142,8 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
         let f = Fulfilment {
             payment_intent: pi_id.clone(),
             code,
-            customer: text(pi, "customer"),
-            payment_method: text(pi, "payment_method"),
+            customer: id_of(pi, "customer"),
+            payment_method: id_of(pi, "payment_method"),
             fallback: fallback.clone(),
             now: app.clock.now(),
         };

@@ -69,7 +69,7 @@ pub struct PaymentIntent {
 }
 
 /// An id field that may be a string or an expanded object.
-fn id_of(v: &Value, key: &str) -> Option<String> {
+pub(crate) fn id_of(v: &Value, key: &str) -> Option<String> {
     match v.get(key)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Object(o) => o.get("id").and_then(Value::as_str).map(String::from),
@@ -156,24 +156,17 @@ impl StripeClient {
     }
 
     /// POSTs a form, retrying transient failures with the same idempotency key.
-    pub async fn post(
+    /// Sends the request `build` makes, retrying transient failures (the same request, so a
+    /// POST keeps its idempotency key) with backoff.
+    async fn send(
         &self,
         path: &str,
-        form: &Form,
-        idempotency_key: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, StripeError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
-            let sent = self
-                .http
-                .post(self.url(path))
-                .bearer_auth(self.key.expose())
-                .header("Idempotency-Key", idempotency_key)
-                .form(form)
-                .send()
-                .await;
-            let result = match sent {
+            let result = match build().bearer_auth(self.key.expose()).send().await {
                 Ok(resp) => Self::read(resp).await,
                 Err(e) => Err(StripeError::Network(e.to_string())),
             };
@@ -189,29 +182,26 @@ impl StripeClient {
         }
     }
 
+    /// POSTs a form under an idempotency key.
+    pub async fn post(
+        &self,
+        path: &str,
+        form: &Form,
+        idempotency_key: &str,
+    ) -> Result<Value, StripeError> {
+        let url = self.url(path);
+        self.send(path, || {
+            self.http
+                .post(&url)
+                .header("Idempotency-Key", idempotency_key)
+                .form(form)
+        })
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, StripeError> {
-        let mut delay = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            let result = match self
-                .http
-                .get(self.url(path))
-                .bearer_auth(self.key.expose())
-                .send()
-                .await
-            {
-                Ok(resp) => Self::read(resp).await,
-                Err(e) => Err(StripeError::Network(e.to_string())),
-            };
-            match result {
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let url = self.url(path);
+        self.send(path, || self.http.get(&url)).await
     }
 
     async fn read(resp: reqwest::Response) -> Result<Value, StripeError> {
