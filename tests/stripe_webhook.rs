@@ -326,40 +326,44 @@ async fn bad_deliveries_are_refused_and_store_nothing(store: DynStore) {
 
 /// An overage PaymentIntent succeeding (after the customer authenticated) pays its charge;
 /// it must never be mistaken for a purchase.
-async fn overage_intents_pay_their_charge_not_a_new_order(store: DynStore) {
-    let app = app(store).await;
-    let order = pending(&app, "pi_purchase").await;
-    assert_eq!(
-        deliver(
-            &app,
-            &event("payment_intent.succeeded", pi("pi_purchase", json!({})))
-        )
-        .await
-        .0,
-        200
-    );
+/// A paid order (purchase `pi_id`) with a pending $1.00 overage charge on one call.
+async fn paid_with_charge(
+    app: &TestApp,
+    pi_id: &str,
+    call_sid: &str,
+    charge_id: &str,
+) -> callgate::store::Order {
+    let order = pending(app, pi_id).await;
+    let paid = event("payment_intent.succeeded", pi(pi_id, json!({})));
+    assert_eq!(deliver(app, &paid).await.0, 200);
     let now = app.app.clock.now();
     let s = &app.app.store;
-    s.upsert_call(&callgate::store::NewCall {
-        call_sid: "CA_ov".into(),
+    let call = callgate::store::NewCall {
+        call_sid: call_sid.into(),
         from_number: "+1".into(),
         to_number: "+2".into(),
         now,
-    })
-    .await
-    .unwrap();
-    let (charge, _) = s
-        .insert_charge(&callgate::store::NewCharge {
-            id: "chg_1".into(),
-            call_sid: "CA_ov".into(),
-            order_id: order.id.clone(),
-            amount: Cents(100),
-            currency: "usd".into(),
-            seconds_billed: Seconds(30),
-            now,
-        })
-        .await
-        .unwrap();
+    };
+    s.upsert_call(&call).await.unwrap();
+    let charge = callgate::store::NewCharge {
+        id: charge_id.into(),
+        call_sid: call_sid.into(),
+        order_id: order.id.clone(),
+        amount: Cents(100),
+        currency: "usd".into(),
+        seconds_billed: Seconds(30),
+        now,
+    };
+    s.insert_charge(&charge).await.unwrap();
+    order
+}
+
+async fn overage_intents_pay_their_charge_not_a_new_order(store: DynStore) {
+    let app = app(store).await;
+    let order = paid_with_charge(&app, "pi_purchase", "CA_ov", "chg_1").await;
+    let now = app.app.clock.now();
+    let s = &app.app.store;
+    let charge = s.charge("chg_1").await.unwrap().unwrap();
     s.set_overage_blocked(&order.id, Some("unpaid overage"), now)
         .await
         .unwrap();
@@ -390,37 +394,8 @@ async fn overage_intents_pay_their_charge_not_a_new_order(store: DynStore) {
 /// A refund or dispute of the purchase also cancels overage not yet paid.
 async fn refund_cancels_open_overage(store: DynStore) {
     let app = app(store).await;
-    let order = pending(&app, "pi_ref").await;
-    assert_eq!(
-        deliver(
-            &app,
-            &event("payment_intent.succeeded", pi("pi_ref", json!({})))
-        )
-        .await
-        .0,
-        200
-    );
-    let now = app.app.clock.now();
+    let order = paid_with_charge(&app, "pi_ref", "CA_r", "chg_r").await;
     let s = &app.app.store;
-    s.upsert_call(&callgate::store::NewCall {
-        call_sid: "CA_r".into(),
-        from_number: "+1".into(),
-        to_number: "+2".into(),
-        now,
-    })
-    .await
-    .unwrap();
-    s.insert_charge(&callgate::store::NewCharge {
-        id: "chg_r".into(),
-        call_sid: "CA_r".into(),
-        order_id: order.id.clone(),
-        amount: Cents(100),
-        currency: "usd".into(),
-        seconds_billed: Seconds(30),
-        now,
-    })
-    .await
-    .unwrap();
     let refund = json!({ "id": "ch_r", "payment_intent": "pi_ref", "refunded": true });
     assert_eq!(
         deliver(&app, &event("charge.refunded", refund)).await.0,
