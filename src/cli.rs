@@ -35,6 +35,19 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Try the whole product without accounts: local stand-ins for Stripe, Twilio and
+    /// ElevenLabs, a browser phone at /demo/phone, and a SQLite file of its own.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The demo's SQLite file (separate from DATABASE_URL).
+        #[arg(long, default_value = "callgate-demo.db")]
+        database: std::path::PathBuf,
+        /// Minutes included in the demo plan (small, so the warning and overage come soon).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i64).range(1..=60))]
+        minutes: i64,
+    },
     /// Bring the database schema up to date and exit.
     Migrate,
     /// Issue, list and revoke access codes.
@@ -205,6 +218,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Input(format!("load test failed: {e:#}")));
     }
+    if let Command::Demo {
+        listen,
+        database,
+        minutes,
+    } = cli.command
+    {
+        telemetry::init(if cli.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        });
+        let options = crate::demo::DemoOptions {
+            listen,
+            database,
+            minutes,
+            audio_dir: std::env::var("AUDIO_DIR")
+                .unwrap_or_else(|_| "audio".into())
+                .into(),
+            bridge: crate::bridge::BridgeSettings::default(),
+        };
+        return crate::demo::run(options)
+            .await
+            .map_err(|e| CliError::Input(e.to_string()));
+    }
     let mut config = Config::load().map_err(StartError::from)?;
     if cli.log_json {
         config.log_format = LogFormat::Json;
@@ -223,7 +260,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
-        Command::Loadtest { .. } => Ok(()),
+        Command::Loadtest { .. } | Command::Demo { .. } => Ok(()),
         Command::Billing(cmd) => billing(App::build(config).await?, cmd).await,
         Command::Import {
             from_mongodb,

@@ -175,6 +175,8 @@ pub struct Config {
     /// Requests a minute one client IP may make to `/api/...`.
     pub api_requests_per_minute: u32,
     pub log_format: LogFormat,
+    /// `callgate demo`: local stand-ins for Stripe, Twilio and ElevenLabs; pages say so.
+    pub demo: bool,
 }
 
 /// One row of the configuration table: what the README documents.
@@ -387,6 +389,7 @@ impl Config {
             api_requests_per_minute: whole_number(env, "API_REQUESTS_PER_MINUTE", 60, 1..=100_000)?
                 as u32,
             log_format,
+            demo: false,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod import;
 pub mod lifecycle;
 pub mod loadtest;
@@ -75,6 +76,8 @@ pub struct App {
     pub billing_wakeup: Arc<tokio::sync::Notify>,
     /// Draining and live calls, for a shutdown that does not cut callers off.
     pub lifecycle: lifecycle::Lifecycle,
+    /// The local stand-ins, in `callgate demo` only.
+    pub demo: Option<Arc<demo::DemoServices>>,
 }
 
 impl App {
@@ -117,6 +120,7 @@ impl App {
                 .unwrap_or_default(),
             billing_wakeup: Arc::new(tokio::sync::Notify::new()),
             lifecycle: lifecycle::Lifecycle::default(),
+            demo: None,
             config,
             store,
             clock,

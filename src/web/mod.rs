@@ -32,14 +32,20 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(app: AppState) -> Router {
     let csp: std::sync::Arc<str> = security::content_security_policy(&app.config).into();
     let limiter = ratelimit::RateLimiter::new(app.config.api_requests_per_minute);
-    Router::new()
+    let mut routes = Router::new()
         .merge(health_router())
         .merge(crate::voice::router())
         .merge(crate::bridge::router())
         .merge(crate::payments::router())
         .merge(audio::router(&app))
         .merge(pages::router())
-        .merge(metrics::router())
+        .merge(metrics::router());
+    if app.config.demo {
+        routes = routes
+            .merge(crate::demo::router())
+            .layer(axum::middleware::from_fn(crate::demo::mark_pages));
+    }
+    routes
         .layer(axum::middleware::from_fn_with_state(
             limiter,
             ratelimit::limit,

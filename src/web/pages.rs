@@ -31,6 +31,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../web/assets/success.js"),
     ),
     (
+        "phone.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/phone.js"),
+    ),
+    (
         "pay.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/assets/pay.js"),

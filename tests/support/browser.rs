@@ -49,6 +49,9 @@ pub async fn start() -> Option<Browser> {
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--window-size=480,1000",
+                // The demo's browser phone: a fake microphone (a beeping tone), no prompt.
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required",
                 format!("--user-data-dir={}", profile.path().display()),
             ]
         }),
@@ -87,6 +90,44 @@ impl Browser {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("`{css}` never appeared: {e}"))
+    }
+
+    /// Waits (up to 30 s) until the element's text contains `needle`; returns the text.
+    pub async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{css}` never said `{needle}`; it says: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (up to 30 s) until `css` has attribute `attr` equal to `value`.
+    pub async fn wait_for_attr(&self, css: &str, attr: &str, value: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.attr(attr).await.ok().flatten(),
+                Err(_) => None,
+            };
+            if now.as_deref() == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{css}` never had {attr}={value}; it has {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn text(&self, css: &str) -> String {

@@ -1,0 +1,535 @@
+//! The demo's Twilio: the browser phone's server side. It places the call the way Twilio
+//! does (signed webhook requests to callgate's own voice URLs), turns each TwiML answer into
+//! steps the page plays out, relays the page's microphone to callgate's real `/media`
+//! WebSocket as a Twilio media stream, and reports the call's end with a status callback.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message as PageMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as TwMessage;
+
+use crate::voice::{flow::stream_url, signature, INCOMING_PATH, STATUS_PATH};
+use crate::web::AppState;
+
+/// What the page does next, from one TwiML document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    Say {
+        text: String,
+    },
+    Play {
+        url: String,
+    },
+    Pause {
+        seconds: u32,
+    },
+    /// Collect keypad digits while `prompts` play; post them to `action`. With nothing typed
+    /// before `timeout` seconds, go on with the next step (as Twilio does).
+    Gather {
+        action: String,
+        num_digits: u32,
+        timeout: u32,
+        finish_on_key: String,
+        prompts: Vec<Step>,
+    },
+    Redirect {
+        url: String,
+    },
+    Stream {
+        url: String,
+        parameters: HashMap<String, String>,
+    },
+    Hangup,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneError {
+    #[error("callgate sent TwiML the demo phone cannot follow: {0}")]
+    Twiml(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("callgate did not answer: {0}")]
+    Upstream(String),
+}
+
+impl IntoResponse for PhoneError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            PhoneError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+fn speech(node: &roxmltree::Node) -> Option<Step> {
+    let text = node.text().unwrap_or_default().trim().to_string();
+    match node.tag_name().name() {
+        "Say" => Some(Step::Say { text }),
+        "Play" => Some(Step::Play { url: text }),
+        "Pause" => Some(Step::Pause {
+            seconds: node
+                .attribute("length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(1),
+        }),
+        _ => None,
+    }
+}
+
+/// Turns a TwiML document into steps.
+pub fn steps(twiml: &str) -> Result<Vec<Step>, PhoneError> {
+    let doc = roxmltree::Document::parse(twiml).map_err(|e| PhoneError::Twiml(e.to_string()))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "Response" {
+        return Err(PhoneError::Twiml("the root is not <Response>".into()));
+    }
+    let mut out = Vec::new();
+    for verb in root.children().filter(|n| n.is_element()) {
+        let step = match verb.tag_name().name() {
+            "Say" | "Play" | "Pause" => speech(&verb),
+            "Gather" => Some(Step::Gather {
+                action: verb.attribute("action").unwrap_or_default().to_string(),
+                num_digits: verb
+                    .attribute("numDigits")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(32),
+                timeout: verb
+                    .attribute("timeout")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(5),
+                finish_on_key: verb.attribute("finishOnKey").unwrap_or("#").to_string(),
+                prompts: verb
+                    .children()
+                    .filter(|n| n.is_element())
+                    .filter_map(|n| speech(&n))
+                    .collect(),
+            }),
+            "Redirect" => Some(Step::Redirect {
+                url: verb.text().unwrap_or_default().trim().to_string(),
+            }),
+            "Hangup" => Some(Step::Hangup),
+            "Connect" => {
+                let stream = verb
+                    .children()
+                    .find(|n| n.has_tag_name("Stream"))
+                    .ok_or_else(|| PhoneError::Twiml("<Connect> without <Stream>".into()))?;
+                Some(Step::Stream {
+                    url: stream.attribute("url").unwrap_or_default().to_string(),
+                    parameters: stream
+                        .children()
+                        .filter(|n| n.has_tag_name("Parameter"))
+                        .map(|p| {
+                            (
+                                p.attribute("name").unwrap_or_default().to_string(),
+                                p.attribute("value").unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect(),
+                })
+            }
+            other => return Err(PhoneError::Twiml(format!("unknown verb <{other}>"))),
+        };
+        out.extend(step);
+    }
+    Ok(out)
+}
+
+/// A call placed from the browser phone.
+pub struct DemoCall {
+    from: String,
+    answered: Instant,
+}
+
+/// Twilio's parameters for a call in `status`.
+fn call_params(app: &crate::App, sid: &str, from: &str, status: &str) -> Vec<(String, String)> {
+    let to = app
+        .config
+        .twilio
+        .as_ref()
+        .map(|t| t.phone_number.clone())
+        .unwrap_or_default();
+    let account = app
+        .config
+        .twilio
+        .as_ref()
+        .map(|t| t.account_sid.clone())
+        .unwrap_or_default();
+    [
+        ("CallSid", sid),
+        ("AccountSid", account.as_str()),
+        ("From", from),
+        ("To", to.as_str()),
+        ("Caller", from),
+        ("Called", to.as_str()),
+        ("CallStatus", status),
+        ("Direction", "inbound"),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Posts a signed request to one of callgate's own voice URLs, as Twilio would.
+async fn twilio_post(
+    app: &crate::App,
+    url: &str,
+    params: &[(String, String)],
+) -> Result<String, PhoneError> {
+    let own = app.public_url("/");
+    if !url.starts_with(&own) {
+        return Err(PhoneError::BadRequest(format!(
+            "the demo phone only calls this server ({own})"
+        )));
+    }
+    let token = app
+        .config
+        .twilio
+        .as_ref()
+        .map(|t| t.auth_token.expose().to_string())
+        .unwrap_or_default();
+    let resp = app
+        .http
+        .post(url)
+        .header(
+            "X-Twilio-Signature",
+            signature::compute(&token, url, params),
+        )
+        .form(params)
+        .send()
+        .await
+        .map_err(|e| PhoneError::Upstream(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| PhoneError::Upstream(e.to_string()))?;
+    if !status.is_success() {
+        return Err(PhoneError::Upstream(format!("{status}: {body}")));
+    }
+    Ok(body)
+}
+
+fn services(app: &crate::App) -> Result<&Arc<super::DemoServices>, PhoneError> {
+    app.demo
+        .as_ref()
+        .ok_or_else(|| PhoneError::BadRequest("not in demo mode".into()))
+}
+
+#[derive(Deserialize)]
+pub struct Dial {
+    /// The caller's number; each browser phone picks its own.
+    from: String,
+}
+
+fn valid_number(n: &str) -> bool {
+    n.starts_with('+') && (8..=16).contains(&n.len()) && n[1..].chars().all(|c| c.is_ascii_digit())
+}
+
+/// `POST /demo/phone/dial`: the call rings callgate's voice URL.
+pub async fn dial(State(app): State<AppState>, Json(dial): Json<Dial>) -> Response {
+    let result = async {
+        let demo = services(&app)?;
+        if !valid_number(&dial.from) {
+            return Err(PhoneError::BadRequest(
+                "from must be a number like +15550123456".into(),
+            ));
+        }
+        let sid = format!("CA{}", hex::encode(rand::random::<[u8; 16]>()));
+        demo.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            sid.clone(),
+            DemoCall {
+                from: dial.from.clone(),
+                answered: Instant::now(),
+            },
+        );
+        let params = call_params(&app, &sid, &dial.from, "ringing");
+        let twiml = twilio_post(&app, &app.public_url(INCOMING_PATH), &params).await?;
+        Ok(json!({ "call_sid": sid, "steps": steps(&twiml)? }))
+    }
+    .await;
+    answer(result)
+}
+
+fn answer(result: Result<Value, PhoneError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn caller_of(demo: &super::DemoServices, sid: &str) -> Result<String, PhoneError> {
+    demo.calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(sid)
+        .map(|c| c.from.clone())
+        .ok_or_else(|| PhoneError::BadRequest("no such call".into()))
+}
+
+#[derive(Deserialize)]
+pub struct Next {
+    call_sid: String,
+    url: String,
+    digits: Option<String>,
+    finished_on_key: Option<String>,
+}
+
+/// `POST /demo/phone/next`: fetch the next TwiML (a Gather's action or a Redirect).
+pub async fn next(State(app): State<AppState>, Json(next): Json<Next>) -> Response {
+    let result = async {
+        let demo = services(&app)?;
+        let from = caller_of(demo, &next.call_sid)?;
+        let mut params = call_params(&app, &next.call_sid, &from, "in-progress");
+        if let Some(digits) = next.digits {
+            let digits: String = digits
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == '*')
+                .take(32)
+                .collect();
+            params.push(("Digits".into(), digits));
+            params.push((
+                "FinishedOnKey".into(),
+                next.finished_on_key
+                    .unwrap_or_default()
+                    .chars()
+                    .take(1)
+                    .collect(),
+            ));
+        }
+        let twiml = twilio_post(&app, &next.url, &params).await?;
+        Ok(json!({ "steps": steps(&twiml)? }))
+    }
+    .await;
+    answer(result)
+}
+
+#[derive(Deserialize)]
+pub struct Hangup {
+    call_sid: String,
+}
+
+/// `POST /demo/phone/hangup`: the call ended; Twilio's status callback follows.
+pub async fn hangup(State(app): State<AppState>, Json(h): Json<Hangup>) -> Response {
+    let result = async {
+        let demo = services(&app)?;
+        let call = demo
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&h.call_sid)
+            .ok_or_else(|| PhoneError::BadRequest("no such call".into()))?;
+        let mut params = call_params(&app, &h.call_sid, &call.from, "completed");
+        params.push((
+            "CallDuration".into(),
+            call.answered.elapsed().as_secs().max(1).to_string(),
+        ));
+        twilio_post(&app, &app.public_url(STATUS_PATH), &params).await?;
+        Ok(json!({ "ended": true }))
+    }
+    .await;
+    answer(result)
+}
+
+/// `GET /demo/phone/media`: the page's audio socket, relayed to `/media` as Twilio's stream.
+pub async fn media(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = relay(app, socket).await {
+                tracing::info!(error = %e, "demo phone media relay ended");
+            }
+        })
+}
+
+#[derive(Deserialize)]
+struct StartFromPage {
+    call_sid: String,
+    url: String,
+    #[serde(default)]
+    parameters: HashMap<String, String>,
+}
+
+async fn relay(app: AppState, mut page: WebSocket) -> anyhow::Result<()> {
+    let Some(demo) = app.demo.clone() else {
+        return Ok(());
+    };
+    // The page names the stream it was told to open.
+    let start: StartFromPage = match page.recv().await {
+        Some(Ok(PageMessage::Text(t))) => serde_json::from_str(&t)?,
+        _ => return Ok(()),
+    };
+    let caller = caller_of(&demo, &start.call_sid)?;
+    let url = stream_url(&app);
+    anyhow::ensure!(start.url == url, "the stream is not this server's");
+    let token = app
+        .config
+        .twilio
+        .as_ref()
+        .map(|t| t.auth_token.expose().to_string())
+        .unwrap_or_default();
+    let mut request = url.as_str().into_client_request()?;
+    request.headers_mut().insert(
+        "X-Twilio-Signature",
+        signature::compute(&token, &url, &[]).parse()?,
+    );
+    let (callgate, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut to_callgate, mut from_callgate) = callgate.split();
+    let stream_sid = format!("MZ{}", hex::encode(rand::random::<[u8; 16]>()));
+    let account = app
+        .config
+        .twilio
+        .as_ref()
+        .map(|t| t.account_sid.clone())
+        .unwrap_or_default();
+    to_callgate
+        .send(TwMessage::text(
+            json!({ "event": "connected", "protocol": "Call", "version": "1.0.0" }).to_string(),
+        ))
+        .await?;
+    let start_event = json!({ "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+        "start": { "streamSid": stream_sid, "callSid": start.call_sid, "accountSid": account,
+            "tracks": ["inbound"], "customParameters": start.parameters,
+            "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 } } });
+    to_callgate
+        .send(TwMessage::text(start_event.to_string()))
+        .await?;
+    let mut lines = demo.hub.subscribe();
+    let (mut sequence, mut chunk, started) = (1u64, 0u64, Instant::now());
+    loop {
+        tokio::select! {
+            from_page = page.recv() => {
+                let Some(Ok(PageMessage::Text(text))) = from_page else { break };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                match v["event"].as_str() {
+                    Some("media") => {
+                        let Some(payload) = v["payload"].as_str() else { continue };
+                        // Only well-formed audio goes on, at most one second per message.
+                        if B64.decode(payload).map(|b| b.len() > 8000).unwrap_or(true) {
+                            continue;
+                        }
+                        sequence += 1;
+                        chunk += 1;
+                        let media = json!({ "event": "media", "sequenceNumber": sequence.to_string(),
+                            "streamSid": stream_sid, "media": { "track": "inbound",
+                            "chunk": chunk.to_string(),
+                            "timestamp": started.elapsed().as_millis().to_string(),
+                            "payload": payload } });
+                        to_callgate.send(TwMessage::text(media.to_string())).await?;
+                    }
+                    Some("mark") => {
+                        sequence += 1;
+                        let mark = json!({ "event": "mark", "sequenceNumber": sequence.to_string(),
+                            "streamSid": stream_sid, "mark": { "name": v["name"] } });
+                        to_callgate.send(TwMessage::text(mark.to_string())).await?;
+                    }
+                    Some("text") => {
+                        let text = v["text"].as_str().unwrap_or_default().trim();
+                        if !text.is_empty() && !demo.hub.type_text(&caller, text) {
+                            let _ = page.send(PageMessage::text(json!({ "event": "notice",
+                                "text": "The agent is not listening yet." }).to_string())).await;
+                        }
+                    }
+                    Some("stop") => break,
+                    _ => {}
+                }
+            }
+            from_callgate = from_callgate.next() => {
+                match from_callgate {
+                    Some(Ok(TwMessage::Text(text))) => {
+                        page.send(PageMessage::text(text.as_str())).await?;
+                    }
+                    Some(Ok(TwMessage::Close(_))) | None | Some(Err(_)) => {
+                        // callgate ended the stream: the call goes on with the next TwiML.
+                        let _ = page.send(PageMessage::text(json!({ "event": "closed" }).to_string())).await;
+                        let _ = page.send(PageMessage::Close(None)).await;
+                        return Ok(());
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            line = lines.recv() => {
+                if let Ok(line) = line {
+                    if line.caller == caller {
+                        let v = json!({ "event": "transcript", "speaker": line.speaker, "text": line.text });
+                        page.send(PageMessage::text(v.to_string())).await?;
+                    }
+                }
+            }
+        }
+    }
+    // The caller hung up (or the page went away): Twilio stops the stream.
+    sequence += 1;
+    let stop = json!({ "event": "stop", "sequenceNumber": sequence.to_string(), "streamSid": stream_sid,
+        "stop": { "accountSid": account, "callSid": start.call_sid } });
+    let _ = to_callgate.send(TwMessage::text(stop.to_string())).await;
+    let _ = to_callgate.send(TwMessage::Close(None)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twiml_becomes_steps() {
+        let twiml = r##"<?xml version="1.0" encoding="UTF-8"?><Response>
+            <Gather input="dtmf" numDigits="12" finishOnKey="#" timeout="8" action="http://x/voice/code?try=1" method="POST">
+              <Say voice="Polly.Joanna">Enter your code.</Say><Play>http://x/audio/a.mp3</Play></Gather>
+            <Say>Nothing typed.</Say><Redirect>http://x/voice/incoming</Redirect>
+            <Connect><Stream url="ws://x/media"><Parameter name="token" value="t1"/></Stream></Connect>
+            <Hangup/></Response>"##;
+        let s = steps(twiml).unwrap();
+        assert_eq!(s.len(), 5);
+        match &s[0] {
+            Step::Gather {
+                action,
+                num_digits,
+                timeout,
+                prompts,
+                ..
+            } => {
+                assert_eq!(action, "http://x/voice/code?try=1");
+                assert_eq!((*num_digits, *timeout), (12, 8));
+                assert_eq!(prompts.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &s[3] {
+            Step::Stream { url, parameters } => {
+                assert_eq!(url, "ws://x/media");
+                assert_eq!(parameters["token"], "t1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s[4], Step::Hangup);
+    }
+
+    #[test]
+    fn bad_twiml_is_an_error_not_a_panic() {
+        assert!(steps("not xml").is_err());
+        assert!(steps("<Other/>").is_err());
+        assert!(steps("<Response><Dial>1</Dial></Response>").is_err());
+        assert!(steps("<Response><Connect/></Response>").is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert!(valid_number("+15550123456"));
+        assert!(!valid_number("15550123456"));
+        assert!(!valid_number("+1555abc"));
+    }
+}
