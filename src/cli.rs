@@ -83,6 +83,9 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Measure the voice webhooks (incoming, code check, status) on SQLite or PostgreSQL:
+    /// requests per second and latency quantiles, printed.
+    BenchWebhooks(BenchArgs),
     /// Measure the media bridge: concurrent simulated calls through a `callgate serve` child
     /// against a local echo agent, on loopback. Prints latency, CPU and memory per call.
     Loadtest {
@@ -96,6 +99,19 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
         ramp_seconds: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// PostgreSQL to measure on (a schema is made and dropped); default: a temporary SQLite file.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Simulated callers sending requests at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+    /// Seconds each pass runs.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +234,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Input(format!("load test failed: {e:#}")));
     }
+    if let Command::BenchWebhooks(args) = &cli.command {
+        telemetry::init_quiet();
+        let bench = crate::webhook_bench::WebhookBench {
+            database_url: args.database_url.clone(),
+            concurrency: args.concurrency as usize,
+            duration: std::time::Duration::from_secs(args.seconds),
+        };
+        return crate::webhook_bench::run(bench)
+            .await
+            .map_err(|e| CliError::Input(format!("benchmark failed: {e:#}")));
+    }
     if let Command::Demo {
         listen,
         database,
@@ -260,7 +287,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
-        Command::Loadtest { .. } | Command::Demo { .. } => Ok(()),
+        Command::Loadtest { .. } | Command::Demo { .. } | Command::BenchWebhooks(_) => Ok(()),
         Command::Billing(cmd) => billing(App::build(config).await?, cmd).await,
         Command::Import {
             from_mongodb,

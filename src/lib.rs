@@ -24,6 +24,7 @@ pub mod store;
 pub mod telemetry;
 pub mod voice;
 pub mod web;
+pub mod webhook_bench;
 
 use std::future::Future;
 use std::io;
@@ -76,6 +77,8 @@ pub struct App {
     pub billing_wakeup: Arc<tokio::sync::Notify>,
     /// Draining and live calls, for a shutdown that does not cut callers off.
     pub lifecycle: lifecycle::Lifecycle,
+    /// Everyone's recent wrong codes, cached (see [`voice::flow::FailureGauge`]).
+    pub failures: voice::flow::FailureGauge,
     /// The local stand-ins, in `callgate demo` only.
     pub demo: Option<Arc<demo::DemoServices>>,
 }
@@ -121,6 +124,7 @@ impl App {
             billing_wakeup: Arc::new(tokio::sync::Notify::new()),
             lifecycle: lifecycle::Lifecycle::default(),
             demo: None,
+            failures: Default::default(),
             config,
             store,
             clock,

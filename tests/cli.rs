@@ -300,3 +300,42 @@ async fn import_from_an_export_file_dry_run_then_for_real() {
     let (code, _, _) = run(cmd(&["import"])).await;
     assert_eq!(code, 2, "a source is required");
 }
+
+#[tokio::test]
+async fn webhook_benchmark_prints_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = callgate(dir.path());
+    cmd.args(["bench-webhooks", "--seconds", "1", "--concurrency", "2"]);
+    let (code, out, err) = run(cmd).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("on sqlite"), "{out}");
+    for webhook in [
+        "incoming (greeting)",
+        "code check (valid)",
+        "status callback",
+        "code check (wrong)",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(webhook))
+            .unwrap_or_else(|| panic!("no {webhook} line: {out}"));
+        assert!(line.contains("req/s") && line.contains("p99"), "{line}");
+    }
+    assert!(out.contains("0 errors"), "{out}");
+    assert!(!out.contains(" 0 req/s"), "{out}");
+}
+
+#[tokio::test]
+async fn the_demo_refuses_live_stripe_keys_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = callgate(dir.path());
+    cmd.args(["demo", "--listen", "127.0.0.1:0"])
+        .env("STRIPE_SECRET_KEY", "sk_live_abc");
+    let (code, _out, err) = run(cmd).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("STRIPE_SECRET_KEY") && err.contains("live"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

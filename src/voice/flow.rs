@@ -99,6 +99,42 @@ fn new_call(app: &App, form: &TwilioForm) -> Option<NewCall> {
     })
 }
 
+/// Everyone's wrong codes in the last hour, as this instance sees them: read from the store
+/// at most once a second (the count walks an hour of attempts), plus this instance's own
+/// failures since. Other instances' failures show within a second.
+#[derive(Default)]
+pub struct FailureGauge {
+    last: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+}
+
+impl FailureGauge {
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, i64)>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn count(&self, app: &App, since: i64) -> Result<i64, StoreError> {
+        if let Some((at, n)) = *self.lock() {
+            if at.elapsed() < Self::FRESH {
+                return Ok(n);
+            }
+        }
+        let n = app
+            .store
+            .count_failures(AttemptScope::Global, since)
+            .await?;
+        *self.lock() = Some((std::time::Instant::now(), n));
+        Ok(n)
+    }
+
+    fn failed(&self) {
+        if let Some((_, n)) = self.lock().as_mut() {
+            *n += 1;
+        }
+    }
+}
+
 /// Refuses code entry when this caller, or everyone together, has failed too often lately.
 async fn throttled(app: &App, caller: &str) -> Result<bool, StoreError> {
     let since = app.clock.now() - HOUR;
@@ -111,10 +147,7 @@ async fn throttled(app: &App, caller: &str) -> Result<bool, StoreError> {
         tracing::warn!("caller over the wrong-code limit: refused");
         return Ok(true);
     }
-    let all = app
-        .store
-        .count_failures(AttemptScope::Global, since)
-        .await?;
+    let all = app.failures.count(app, since).await?;
     if all >= voice.failures_per_hour {
         tracing::warn!(
             failures = all,
@@ -211,6 +244,9 @@ async fn code_step(
             at: call.now,
         })
         .await?;
+    if !ok {
+        app.failures.failed();
+    }
     let twiml = match verdict {
         Verdict::Connect(order) => return connect(app, call, &order).await,
         Verdict::Wrong if attempt >= TRIES_PER_CALL => {
