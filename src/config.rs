@@ -175,6 +175,8 @@ pub struct Config {
     /// Requests a minute one client IP may make to `/api/...`.
     pub api_requests_per_minute: u32,
     pub log_format: LogFormat,
+    /// Password of the admin view at `/admin` (HTTP Basic); no admin view without it.
+    pub admin_password: Option<Secret>,
     /// `callgate demo`: local stand-ins for Stripe, Twilio and ElevenLabs; pages say so.
     pub demo: bool,
 }
@@ -223,6 +225,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "MAX_CALL_MINUTES", default: "60", meaning: "longest call, with or without overage" },
     Setting { var: "SHUTDOWN_GRACE_SECS", default: "60", meaning: "on SIGTERM, how long live calls may go on before they are ended (metered, with an apology)" },
     Setting { var: "API_REQUESTS_PER_MINUTE", default: "60", meaning: "requests a minute one client IP may make to `/api/...` (429 beyond; per instance)" },
+    Setting { var: "ADMIN_PASSWORD", default: "(none: no admin view)", meaning: "at least 12 characters; turns on `/admin` (HTTP Basic, any user name); 10 wrong tries per client IP, then one a minute" },
     Setting { var: "LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
     Setting { var: "RUST_LOG", default: "info", meaning: "log filter, e.g. `callgate=debug,info`" },
 ];
@@ -389,6 +392,15 @@ impl Config {
             api_requests_per_minute: whole_number(env, "API_REQUESTS_PER_MINUTE", 60, 1..=100_000)?
                 as u32,
             log_format,
+            admin_password: match read(env, "ADMIN_PASSWORD") {
+                Some(v) if v.chars().count() < 12 => {
+                    return Err(invalid(
+                        "ADMIN_PASSWORD",
+                        "must be at least 12 characters (try `openssl rand -base64 18`)",
+                    ))
+                }
+                v => v.map(Secret::new),
+            },
             demo: false,
         })
     }

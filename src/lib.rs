@@ -79,6 +79,8 @@ pub struct App {
     pub lifecycle: lifecycle::Lifecycle,
     /// Everyone's recent wrong codes, cached (see [`voice::flow::FailureGauge`]).
     pub failures: voice::flow::FailureGauge,
+    /// Wrong admin passwords per client IP.
+    pub admin_logins: web::admin::LoginGuard,
     /// The local stand-ins, in `callgate demo` only.
     pub demo: Option<Arc<demo::DemoServices>>,
 }
@@ -125,6 +127,7 @@ impl App {
             lifecycle: lifecycle::Lifecycle::default(),
             demo: None,
             failures: Default::default(),
+            admin_logins: Default::default(),
             config,
             store,
             clock,

@@ -17,6 +17,7 @@ use fantoccini::Locator;
 struct Running {
     app: Arc<App>,
     url: String,
+    admin_password: String,
     _demo: demo::Demo,
     _dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<()>,
@@ -49,6 +50,7 @@ async fn start_demo() -> Running {
     Running {
         url: demo.url.clone(),
         app,
+        admin_password: demo.admin_password.clone(),
         _demo: demo,
         _dir: dir,
         _server: server,
@@ -167,6 +169,25 @@ async fn a_newcomer_buys_calls_talks_and_pays_overage_in_the_browser() {
         transcript.iter().any(|l| l.text == "hello agent"),
         "{transcript:?}"
     );
+
+    // The operator's view shows the paid overage and the transcript.
+    let admin = demo
+        .url
+        .replace("http://", &format!("http://admin:{}@", demo.admin_password));
+    b.client
+        .goto(&format!("{admin}/admin/charges"))
+        .await
+        .unwrap();
+    b.wait_for_text("table", &charge.id).await;
+    b.wait_for_text("table", "succeeded").await;
+    b.client.goto(&format!("{admin}/admin")).await.unwrap();
+    b.wait_for("svg.chart").await;
+    b.screenshot("demo-admin").await;
+    b.client
+        .goto(&format!("{admin}/admin/calls/{}", call.call_sid))
+        .await
+        .unwrap();
+    b.wait_for_text("#transcript", "hello agent").await;
     browser.close().await;
 }
 

@@ -866,7 +866,104 @@ async fn bridge_bookkeeping_and_transcript(store: DynStore) {
     );
 }
 
+async fn operators_add_minutes(store: DynStore) {
+    let order = paid_order(&store).await;
+    let more = store
+        .add_seconds_included(&order.id, Seconds(600), NOW + 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(more.seconds_included.0, order.seconds_included.0 + 600);
+    assert_eq!(more.updated_at, NOW + 5);
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .seconds_included,
+        more.seconds_included
+    );
+    assert!(store
+        .add_seconds_included("ord_missing", Seconds(60), NOW)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn refused_charges_can_be_retried_once_each(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_retry").await;
+    let (c, _) = store
+        .insert_charge(&charge("CA_retry", &order.id))
+        .await
+        .unwrap();
+    assert_eq!(c.key_generation, 0);
+    assert!(
+        store
+            .retry_charge(&c.id, true, NOW)
+            .await
+            .unwrap()
+            .is_none(),
+        "a pending charge is not retried"
+    );
+    let leased = store
+        .claim_charge("w", NOW + 100, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let declined = ChargeUpdate {
+        state: ChargeState::Declined,
+        stripe_payment_intent: Some("pi_declined".into()),
+        last_error: Some("card_declined".into()),
+        next_attempt_at: None,
+        pay_token: None,
+    };
+    assert!(store
+        .finish_charge(&leased.id, "w", &declined, NOW)
+        .await
+        .unwrap());
+    let again = store
+        .retry_charge(&c.id, true, NOW + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            again.state,
+            again.attempts,
+            again.key_generation,
+            again.next_attempt_at
+        ),
+        (ChargeState::Pending, 0, 1, NOW + 10)
+    );
+    assert_eq!(again.last_error, None);
+    assert_ne!(again.idempotency_key(), c.idempotency_key());
+    assert!(
+        store
+            .retry_charge(&c.id, true, NOW + 11)
+            .await
+            .unwrap()
+            .is_none(),
+        "retrying twice queues it once"
+    );
+    // It is due again for the worker.
+    let claimed = store
+        .claim_charge("w2", NOW + 200, NOW + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.id.as_str(), claimed.attempts), (c.id.as_str(), 1));
+    assert!(store
+        .retry_charge("ch_missing", false, NOW)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 on_every_backend!(
+    operators_add_minutes,
+    refused_charges_can_be_retried_once_each,
     charge_leases_and_outcomes,
     bridge_bookkeeping_and_transcript,
     one_live_call_per_code,

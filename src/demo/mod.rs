@@ -88,6 +88,8 @@ pub fn refuse_live_keys(env: &dyn Env) -> Result<(), DemoError> {
 pub struct Demo {
     pub app: Arc<App>,
     pub url: String,
+    /// The admin view's password for this run (printed at start).
+    pub admin_password: String,
     /// The bound listener, until [`crate::serve`] takes it.
     pub listener: Option<tokio::net::TcpListener>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -141,6 +143,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     );
     let agent_task = tokio::spawn(agent::serve(agent_listener, hub.clone()));
 
+    let admin_password = format!("demo-{}", random_hex(8));
     let env: HashMap<String, String> = [
         ("LISTEN_ADDR", addr.to_string()),
         ("BASE_URL", base.clone()),
@@ -164,6 +167,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         ("MAX_CALL_MINUTES", "30".into()),
         ("API_REQUESTS_PER_MINUTE", "600".into()),
         ("AUDIO_DIR", options.audio_dir.display().to_string()),
+        ("ADMIN_PASSWORD", admin_password.clone()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -179,6 +183,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     }));
     Ok(Demo {
         app: Arc::new(app),
+        admin_password,
         url: base,
         listener: Some(listener),
         tasks: vec![stripe_task, agent_task],
@@ -194,6 +199,10 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     println!();
     println!("  1. Buy talk time:      {}/", demo.url);
     println!("  2. Call with a phone:  {}/demo/phone", demo.url);
+    println!(
+        "  3. See it as the operator: {}/admin  (any user name, password {})",
+        demo.url, demo.admin_password
+    );
     println!(
         "  Demo data: {} (delete it to start afresh). Ctrl-C stops.",
         options.database.display()

@@ -174,7 +174,7 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
         param("metadata[call_sid]", &charge.call_sid),
         param("metadata[order_id]", &charge.order_id),
     ];
-    let key = format!("callgate-overage-{}", charge.id);
+    let key = charge.idempotency_key();
     let result = stripe.create_payment_intent(&form, &key).await;
     let (u, block): (ChargeUpdate, Option<&str>) = match result {
         Ok(pi) => outcome_of_intent(&pi),

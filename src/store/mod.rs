@@ -371,6 +371,18 @@ pub struct Charge {
     pub pay_token: Option<String>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// Bumped by an operator's retry after Stripe refused: the idempotency key's suffix.
+    pub key_generation: i64,
+}
+
+impl Charge {
+    /// The Idempotency-Key of every attempt of this generation of the charge.
+    pub fn idempotency_key(&self) -> String {
+        match self.key_generation {
+            0 => format!("callgate-overage-{}", self.id),
+            n => format!("callgate-overage-{}-retry-{n}", self.id),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -546,6 +558,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Cancels an order's charges not yet paid (refund or dispute); returns how many.
     async fn cancel_open_charges(&self, order_id: &str, now: UnixTime) -> Result<u64, StoreError>;
+    /// Adds to an order's allowance (an operator's goodwill); `None` if there is no such order.
+    async fn add_seconds_included(
+        &self,
+        order_id: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<Option<Order>, StoreError>;
+    /// Queues a declined, requires_action or failed charge again, due now with its attempts
+    /// reset; `new_key` moves it to the next idempotency key generation. `None` if the charge
+    /// is in no such state (already paid, pending, canceled) or does not exist.
+    async fn retry_charge(
+        &self,
+        id: &str,
+        new_key: bool,
+        now: UnixTime,
+    ) -> Result<Option<Charge>, StoreError>;
     /// Suspends (`Some(reason)`) or resumes (`None`) overage on an order.
     async fn set_overage_blocked(
         &self,

@@ -241,6 +241,8 @@ struct ChargeDoc {
     pay_token: Option<String>,
     created_at: i64,
     updated_at: i64,
+    #[serde(default)]
+    key_generation: i64,
 }
 
 impl ChargeDoc {
@@ -262,6 +264,7 @@ impl ChargeDoc {
             pay_token: self.pay_token,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            key_generation: self.key_generation,
         })
     }
 }
@@ -493,6 +496,7 @@ impl MongoStore {
             pay_token: None,
             created_at: now,
             updated_at: now,
+            key_generation: 0,
         })
     }
 }
@@ -1002,6 +1006,7 @@ impl Store for MongoStore {
             pay_token: None,
             created_at: c.now,
             updated_at: c.now,
+            key_generation: 0,
         };
         match self.charges().insert_one(&doc).await.map_err(err) {
             Ok(_) => Ok((doc.into_record()?, true)),
@@ -1168,6 +1173,47 @@ impl Store for MongoStore {
             .await
             .map_err(err)?
             .modified_count)
+    }
+
+    async fn add_seconds_included(
+        &self,
+        order_id: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<Option<Order>, StoreError> {
+        self.orders()
+            .find_one_and_update(
+                doc! { "_id": order_id },
+                doc! { "$inc": { "seconds_included": seconds.0 }, "$set": { "updated_at": now } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(err)?
+            .map(OrderDoc::into_record)
+            .transpose()
+    }
+
+    async fn retry_charge(
+        &self,
+        id: &str,
+        new_key: bool,
+        now: UnixTime,
+    ) -> Result<Option<Charge>, StoreError> {
+        self.charges()
+            .find_one_and_update(
+                doc! { "_id": id, "state": { "$in": ["declined", "requires_action", "failed"] } },
+                doc! {
+                    "$set": { "state": "pending", "next_attempt_at": now, "attempts": 0_i64,
+                        "last_error": Bson::Null, "lease_owner": Bson::Null,
+                        "lease_until": Bson::Null, "updated_at": now },
+                    "$inc": { "key_generation": i64::from(new_key) },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(err)?
+            .map(ChargeDoc::into_record)
+            .transpose()
     }
 
     async fn set_overage_blocked(

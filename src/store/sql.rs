@@ -616,6 +616,44 @@ macro_rules! sql_store {
                 .map_err(classify)
             }
 
+            async fn add_seconds_included(
+                &self,
+                order_id: &str,
+                seconds: Seconds,
+                now: UnixTime,
+            ) -> Result<Option<Order>, StoreError> {
+                sqlx::query_as::<$db, Order>(
+                    "UPDATE orders SET seconds_included = seconds_included + $2, updated_at = $3 \
+                     WHERE id = $1 RETURNING *",
+                )
+                .bind(order_id)
+                .bind(seconds.0)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
+            async fn retry_charge(
+                &self,
+                id: &str,
+                new_key: bool,
+                now: UnixTime,
+            ) -> Result<Option<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>(
+                    "UPDATE charges SET state = 'pending', next_attempt_at = $2, attempts = 0, \
+                     last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $2, \
+                     key_generation = key_generation + $3 \
+                     WHERE id = $1 AND state IN ('declined', 'requires_action', 'failed') RETURNING *",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(i64::from(new_key))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
             async fn charge(&self, id: &str) -> Result<Option<Charge>, StoreError> {
                 sqlx::query_as::<$db, Charge>("SELECT * FROM charges WHERE id = $1")
                     .bind(id)

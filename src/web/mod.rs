@@ -15,10 +15,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::App;
 
+pub mod admin;
 mod audio;
 mod metrics;
 mod pages;
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod security;
 
 pub use pages::{pay_page, render};
@@ -39,7 +40,8 @@ pub fn router(app: AppState) -> Router {
         .merge(crate::payments::router())
         .merge(audio::router(&app))
         .merge(pages::router())
-        .merge(metrics::router());
+        .merge(metrics::router())
+        .merge(admin::router());
     if app.config.demo {
         routes = routes
             .merge(crate::demo::router())

@@ -24,21 +24,38 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     per_minute: u32,
+    /// Most tokens a client can hold (its burst).
+    burst: u32,
     buckets: Arc<Mutex<HashMap<IpAddr, Bucket>>>,
 }
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter::with_burst(per_minute, per_minute)
+    }
+
+    /// A bucket of `burst` tokens refilled at `per_minute`.
+    pub fn with_burst(burst: u32, per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
+            burst,
             buckets: Arc::default(),
         }
     }
 
+    /// Seconds until `ip` has a token again, without taking one; `None` if it has one now.
+    pub fn wait(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let rate = self.per_minute as f64 / 60.0;
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = buckets.get(&ip)?;
+        let tokens = (b.tokens + (now - b.last).as_secs_f64() * rate).min(self.burst as f64);
+        (tokens < 1.0).then(|| ((1.0 - tokens) / rate).ceil().max(1.0) as u64)
+    }
+
     /// `Ok` to go ahead, or `Err(seconds)` to wait before the next request.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        let capacity = self.per_minute as f64;
-        let rate = capacity / 60.0;
+        let capacity = self.burst as f64;
+        let rate = self.per_minute as f64 / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&ip) {
             // Forget clients whose buckets have refilled: they are idle.

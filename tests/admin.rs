@@ -1,0 +1,380 @@
+//! The admin view over HTTP: the password (and its rate limit), every page, the actions with
+//! their form token, and the CSV exports. Runs on every storage backend.
+
+mod support;
+
+use callgate::money::{Cents, Seconds};
+use callgate::orders::{issue_operator_code, OperatorGrant};
+use callgate::store::{
+    new_id, ChargeState, ChargeUpdate, DynStore, NewCall, NewCharge, OrderStatus, TranscriptLine,
+};
+use support::app::{spawn, TestApp};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn admin_app(store: DynStore) -> TestApp {
+    spawn(
+        store,
+        &[("ADMIN_PASSWORD", PASSWORD), ("BILLING_WORKER", "off")],
+    )
+    .await
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get(app: &TestApp, path: &str, password: Option<&str>) -> (u16, String) {
+    let mut req = client().get(app.url(path));
+    if let Some(p) = password {
+        req = req.basic_auth("admin", Some(p));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let resp = client()
+        .post(app.url(path))
+        .basic_auth("admin", Some(PASSWORD))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// The form token, as the orders page embeds it.
+async fn csrf(app: &TestApp) -> String {
+    let (_, page) = get(app, "/admin/charges", Some(PASSWORD)).await;
+    let (_, orders) = get(app, "/admin/orders", Some(PASSWORD)).await;
+    [page, orders]
+        .iter()
+        .find_map(|p| {
+            p.split("name=\"csrf\" value=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(String::from)
+        })
+        .expect("a form with a token")
+}
+
+async fn declined_charge(app: &TestApp, order_id: &str) -> String {
+    let store = &app.app.store;
+    let now = app.app.clock.now();
+    let sid = format!("CA{}", new_id("x").trim_start_matches("x_"));
+    store
+        .upsert_call(&NewCall {
+            call_sid: sid.clone(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            now,
+        })
+        .await
+        .unwrap();
+    store
+        .append_transcript(
+            &sid,
+            &[
+                TranscriptLine {
+                    seq: 0,
+                    speaker: "caller".into(),
+                    text: "<script>alert(1)</script> hello".into(),
+                    at: now,
+                },
+                TranscriptLine {
+                    seq: 1,
+                    speaker: "agent".into(),
+                    text: "Hi there".into(),
+                    at: now,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let (charge, _) = store
+        .insert_charge(&NewCharge {
+            id: new_id("chg"),
+            call_sid: sid,
+            order_id: order_id.into(),
+            amount: Cents(200),
+            currency: "usd".into(),
+            seconds_billed: Seconds(120),
+            now,
+        })
+        .await
+        .unwrap();
+    let leased = store
+        .claim_charge("test", now + 60, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.id, charge.id);
+    store
+        .finish_charge(
+            &charge.id,
+            "test",
+            &ChargeUpdate {
+                state: ChargeState::Declined,
+                stripe_payment_intent: Some("pi_declined".into()),
+                last_error: Some("card_declined: insufficient_funds".into()),
+                next_attempt_at: None,
+                pay_token: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    charge.id
+}
+
+async fn admin_needs_the_password_and_limits_guessing(store: DynStore) {
+    let app = admin_app(store).await;
+    let (status, _) = get(&app, "/admin", None).await;
+    assert_eq!(status, 401, "no credentials: the browser is asked for them");
+    let resp = client().get(app.url("/admin")).send().await.unwrap();
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic realm="));
+    let (status, page) = get(&app, "/admin", Some(PASSWORD)).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<svg class=\"chart\""), "{page}");
+    // Ten wrong passwords, then even the right one waits.
+    for _ in 0..10 {
+        assert_eq!(get(&app, "/admin", Some("wrong password!")).await.0, 401);
+    }
+    let resp = client()
+        .get(app.url("/admin"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+}
+
+async fn admin_pages_show_orders_calls_transcripts_and_charges(store: DynStore) {
+    let app = admin_app(store).await;
+    let (order, _code) = issue_operator_code(
+        &app.app,
+        &OperatorGrant {
+            minutes: 5,
+            overage: false,
+            customer: None,
+            payment_method: None,
+        },
+    )
+    .await
+    .unwrap();
+    let charge_id = declined_charge(&app, &order.id).await;
+    let (status, orders) = get(&app, "/admin/orders", Some(PASSWORD)).await;
+    assert_eq!(status, 200);
+    assert!(orders.contains(&order.id), "{orders}");
+    assert!(
+        orders.contains(&format!("…{}", order.code_last4.clone().unwrap())),
+        "{orders}"
+    );
+    let (_, calls) = get(&app, "/admin/calls", Some(PASSWORD)).await;
+    let sid = app
+        .app
+        .store
+        .charge(&charge_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .call_sid;
+    assert!(calls.contains(&sid), "{calls}");
+    let (status, call) = get(&app, &format!("/admin/calls/{sid}"), Some(PASSWORD)).await;
+    assert_eq!(status, 200);
+    assert!(
+        call.contains("&lt;script&gt;alert(1)&lt;/script&gt; hello"),
+        "{call}"
+    );
+    assert!(!call.contains("<script>alert"), "transcripts are escaped");
+    assert!(call.contains("Hi there"));
+    assert_eq!(
+        get(&app, "/admin/calls/CAmissing", Some(PASSWORD)).await.0,
+        404
+    );
+    let (_, charges) = get(&app, "/admin/charges", Some(PASSWORD)).await;
+    assert!(
+        charges.contains(&charge_id) && charges.contains("declined"),
+        "{charges}"
+    );
+    assert!(charges.contains("insufficient_funds"), "{charges}");
+    let (_, overview) = get(&app, "/admin", Some(PASSWORD)).await;
+    assert!(
+        overview.contains("<strong id=\"open-charges\">1</strong>"),
+        "{overview}"
+    );
+}
+
+async fn admin_actions_need_the_form_token(store: DynStore) {
+    let app = admin_app(store).await;
+    let grant = OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let token = csrf(&app).await;
+
+    // Without the token (another site's form), nothing happens.
+    let (status, _) = post(
+        &app,
+        &format!("/admin/orders/{}/revoke", order.id),
+        &[("csrf", "forged")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        app.app
+            .store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        OrderStatus::Paid
+    );
+
+    // Add minutes; bad numbers are refused.
+    let path = format!("/admin/orders/{}/minutes", order.id);
+    assert_eq!(
+        post(&app, &path, &[("csrf", &token), ("minutes", "0")])
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post(&app, &path, &[("csrf", &token), ("minutes", "lots")])
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post(&app, &path, &[("csrf", &token), ("minutes", "10")])
+            .await
+            .0,
+        303
+    );
+    let grown = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(grown.seconds_included.0, order.seconds_included.0 + 600);
+
+    // Retry a declined charge: queued again under a new key.
+    let charge_id = declined_charge(&app, &order.id).await;
+    let retry = format!("/admin/charges/{charge_id}/retry");
+    assert_eq!(post(&app, &retry, &[("csrf", &token)]).await.0, 303);
+    let queued = app.app.store.charge(&charge_id).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.state, queued.key_generation),
+        (ChargeState::Pending, 1)
+    );
+    assert_eq!(
+        post(&app, &retry, &[("csrf", &token)]).await.0,
+        409,
+        "a pending charge is not retried again"
+    );
+
+    // Revoke.
+    let (status, _) = post(
+        &app,
+        &format!("/admin/orders/{}/revoke", order.id),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        app.app
+            .store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        OrderStatus::Revoked
+    );
+    assert_eq!(
+        post(
+            &app,
+            "/admin/orders/ord_missing/revoke",
+            &[("csrf", &token)]
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+async fn admin_exports_csv(store: DynStore) {
+    let app = admin_app(store).await;
+    let grant = OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let charge_id = declined_charge(&app, &order.id).await;
+    for (file, expect) in [
+        ("orders.csv", order.id.clone()),
+        ("calls.csv", "+15550001111".to_string()),
+        ("charges.csv", charge_id.clone()),
+    ] {
+        let resp = client()
+            .get(app.url(&format!("/admin/export/{file}")))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        let body = resp.text().await.unwrap();
+        let mut lines = body.lines();
+        let header = lines.next().unwrap();
+        assert!(!header.is_empty() && header.contains(','), "{header}");
+        assert!(
+            lines.any(|l| l.contains(&expect)),
+            "{file} lacks {expect}: {body}"
+        );
+        // The header's column count holds on every row.
+        let cols = header.split(',').count();
+        for l in body.lines().skip(1) {
+            if !l.contains('"') {
+                assert_eq!(l.split(',').count(), cols, "{l}");
+            }
+        }
+    }
+    assert_eq!(
+        get(&app, "/admin/export/secrets.csv", Some(PASSWORD))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(get(&app, "/admin/export/orders.csv", None).await.0, 401);
+}
+
+on_every_backend!(
+    admin_needs_the_password_and_limits_guessing,
+    admin_pages_show_orders_calls_transcripts_and_charges,
+    admin_actions_need_the_form_token,
+    admin_exports_csv,
+);
+
+#[tokio::test]
+async fn without_a_password_there_is_no_admin_view() {
+    let db = support::sqlite().await;
+    let app = spawn(db.store.clone(), &[]).await;
+    assert_eq!(get(&app, "/admin", Some("anything at all")).await.0, 404);
+    assert_eq!(get(&app, "/admin/orders", None).await.0, 404);
+}
