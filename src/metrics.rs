@@ -13,6 +13,7 @@ pub struct Histogram {
     counts: [AtomicU64; BUCKETS],
     max: AtomicU64,
     total: AtomicU64,
+    sum: AtomicU64,
 }
 
 fn bucket(us: u64) -> usize {
@@ -40,18 +41,35 @@ impl Histogram {
             counts: [const { AtomicU64::new(0) }; BUCKETS],
             max: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
         }
     }
 
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         self.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(us, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         self.max.fetch_max(us, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Sum of every recorded value, in microseconds.
+    pub fn sum_us(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
+    /// How many values were at most `le_us` (to bucket resolution: whole buckets below it).
+    pub fn count_le(&self, le_us: u64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| lower_bound(i + 1) <= le_us + 1)
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn max_us(&self) -> u64 {
@@ -81,6 +99,7 @@ impl Histogram {
         }
         self.max.store(0, Ordering::Relaxed);
         self.total.store(0, Ordering::Relaxed);
+        self.sum.store(0, Ordering::Relaxed);
     }
 }
 
@@ -89,6 +108,114 @@ impl Default for Histogram {
         Histogram::new()
     }
 }
+
+/// Counts of errors by kind, for a fixed list of kinds (unknown kinds count as "other").
+pub struct ErrorCounts {
+    kinds: &'static [&'static str],
+    counts: [AtomicU64; 8],
+    other: AtomicU64,
+}
+
+impl ErrorCounts {
+    pub const fn new(kinds: &'static [&'static str]) -> ErrorCounts {
+        ErrorCounts {
+            kinds,
+            counts: [const { AtomicU64::new(0) }; 8],
+            other: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add(&self, kind: &str) {
+        match self.kinds.iter().position(|k| *k == kind) {
+            Some(i) if i < self.counts.len() => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            _ => self.other.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Every kind with its count, "other" last.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = self
+            .kinds
+            .iter()
+            .zip(&self.counts)
+            .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
+            .collect();
+        out.push(("other", self.other.load(Ordering::Relaxed)));
+        out
+    }
+}
+
+/// Failed Stripe requests (every attempt, retried or not), by kind.
+pub static STRIPE_ERRORS: ErrorCounts = ErrorCounts::new(&[
+    "network",
+    "rate_limited",
+    "server",
+    "card",
+    "request",
+    "decode",
+]);
+/// ElevenLabs agent failures, by kind: before the call is bridged, or `dropped` during it.
+pub static AGENT_ERRORS: ErrorCounts = ErrorCounts::new(&[
+    "signed_url",
+    "connect",
+    "timeout",
+    "no_metadata",
+    "audio_format",
+    "dropped",
+]);
+
+/// Requests served, by route and status, and the latency of each route.
+pub struct HttpStats {
+    requests: std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>,
+    latency: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<Histogram>>>,
+}
+
+impl HttpStats {
+    const fn new() -> HttpStats {
+        HttpStats {
+            requests: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            latency: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    /// `route` is the matched route pattern (bounded), never the raw path.
+    pub fn record(&self, route: &str, status: u16, took: Duration) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((route.to_string(), status))
+            .or_default() += 1;
+        let h = self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(route.to_string())
+            .or_insert_with(|| std::sync::Arc::new(Histogram::new()))
+            .clone();
+        h.record(took);
+    }
+
+    pub fn requests(&self) -> Vec<((String, u16), u64)> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    pub fn latencies(&self) -> Vec<(String, std::sync::Arc<Histogram>)> {
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+pub static HTTP: HttpStats = HttpStats::new();
 
 /// Time a frame spends inside callgate, from read to written, either direction.
 pub static FRAME_LATENCY: Histogram = Histogram::new();
@@ -100,6 +227,15 @@ pub static FRAMES: AtomicU64 = AtomicU64::new(0);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_counts_by_kind() {
+        let e = ErrorCounts::new(&["a", "b"]);
+        e.add("a");
+        e.add("a");
+        e.add("zzz");
+        assert_eq!(e.snapshot(), vec![("a", 2), ("b", 0), ("other", 1)]);
+    }
 
     #[test]
     fn buckets_are_monotonic_and_invert() {
@@ -128,6 +264,11 @@ mod tests {
         assert!((900..=1000).contains(&p99), "{p99}");
         assert_eq!(h.max_us(), 1000);
         assert_eq!(h.count(), 1000);
+        assert_eq!(h.sum_us(), 500_500);
+        let le_100 = h.count_le(100);
+        assert!((90..=100).contains(&le_100), "{le_100}");
+        assert_eq!(h.count_le(10_000), 1000);
+        assert_eq!(h.count_le(0), 0);
         h.reset();
         assert_eq!(h.quantile_us(0.5), 0);
     }

@@ -923,6 +923,12 @@ async fn refused_charges_can_be_retried_once_each(store: DynStore) {
         .finish_charge(&leased.id, "w", &declined, NOW)
         .await
         .unwrap());
+    let counts = store.count_charges_by_state().await.unwrap();
+    assert_eq!(counts.len(), ChargeState::ALL.len());
+    for (state, n) in counts {
+        let expect = i64::from(state == ChargeState::Declined);
+        assert_eq!(n, expect, "{state}");
+    }
     let again = store
         .retry_charge(&c.id, true, NOW + 10)
         .await

@@ -176,7 +176,10 @@ async fn close_twilio(tw_tx: &mut TwSink) {
 }
 
 /// The agent could not be used: record why (the closing TwiML apologises) and release Twilio.
-async fn agent_failed(app: &App, call_sid: &str, tw_tx: &mut TwSink) {
+async fn agent_failed(app: &App, call_sid: &str, tw_tx: &mut TwSink, kind: Option<&str>) {
+    if let Some(kind) = kind {
+        crate::metrics::AGENT_ERRORS.add(kind);
+    }
     let reason = EndReason::AgentFailed.as_str();
     if let Err(e) = app
         .store
@@ -200,7 +203,7 @@ async fn bridge(
         Ok(Some(o)) => o,
         other => {
             tracing::error!(result = ?other.map(|_| ()), "order of a granted stream not found");
-            return agent_failed(app, &call_sid, &mut tw_tx).await;
+            return agent_failed(app, &call_sid, &mut tw_tx, None).await;
         }
     };
     let caller = app
@@ -215,7 +218,7 @@ async fn bridge(
 
     // Connect to the agent and agree on formats; any failure ends the call with an apology.
     let Some(elevenlabs) = app.config.elevenlabs.as_ref() else {
-        return agent_failed(app, &call_sid, &mut tw_tx).await;
+        return agent_failed(app, &call_sid, &mut tw_tx, None).await;
     };
     let setup = async {
         let url = agent::conversation_url(elevenlabs, &app.http).await?;
@@ -234,11 +237,15 @@ async fn bridge(
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "agent unavailable");
-            return agent_failed(app, &call_sid, &mut tw_tx).await;
+            let kind = match e {
+                agent::AgentError::SignedUrl(_) => "signed_url",
+                _ => "connect",
+            };
+            return agent_failed(app, &call_sid, &mut tw_tx, Some(kind)).await;
         }
         Err(_) => {
             tracing::error!("agent connection timed out");
-            return agent_failed(app, &call_sid, &mut tw_tx).await;
+            return agent_failed(app, &call_sid, &mut tw_tx, Some("timeout")).await;
         }
     };
     let (mut ag_tx, mut ag_rx) = agent_ws.split();
@@ -276,7 +283,7 @@ async fn bridge(
     else {
         tracing::error!("agent sent no conversation metadata");
         let _ = ag_tx.send(AgMessage::Close(None)).await;
-        return agent_failed(app, &call_sid, &mut tw_tx).await;
+        return agent_failed(app, &call_sid, &mut tw_tx, Some("no_metadata")).await;
     };
     let (Some(agent_out), Some(agent_in)) = (
         AgentFormat::parse(&output_format),
@@ -284,7 +291,7 @@ async fn bridge(
     ) else {
         tracing::error!(%output_format, %input_format, "agent audio format unusable on a phone line; set the agent to ulaw_8000 both ways");
         let _ = ag_tx.send(AgMessage::Close(None)).await;
-        return agent_failed(app, &call_sid, &mut tw_tx).await;
+        return agent_failed(app, &call_sid, &mut tw_tx, Some("audio_format")).await;
     };
     let passthrough = agent_out == AgentFormat::Ulaw8000 && agent_in == AgentFormat::Ulaw8000;
     if !passthrough {
@@ -478,6 +485,9 @@ async fn bridge(
     }
     drop(ag_tx);
     drop(ag_rx);
+    if reason == EndReason::AgentFailed {
+        crate::metrics::AGENT_ERRORS.add("dropped");
+    }
     let _ = seconds_tx.send(elapsed);
     drop(seconds_tx);
     drop(lines_tx);

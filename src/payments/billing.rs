@@ -86,7 +86,13 @@ pub async fn run_once(app: &App, owner: &str) -> Result<RunReport, StoreError> {
         .claim_charge(owner, app.clock.now() + LEASE_SECS, app.clock.now())
         .await?
     {
-        let state = attempt(app, &charge, owner).await?;
+        let span = tracing::info_span!(
+            "charge",
+            charge_id = %charge.id,
+            order_id = %charge.order_id,
+            call_sid = %charge.call_sid
+        );
+        let state = tracing::Instrument::instrument(attempt(app, &charge, owner), span).await?;
         report.charged.push((charge.id.clone(), state));
     }
     Ok(report)

@@ -48,6 +48,18 @@ impl StripeError {
         }
     }
 
+    /// The kind counted in `/metrics`.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            StripeError::Network(_) => "network",
+            StripeError::Api { status: 429, .. } => "rate_limited",
+            StripeError::Api { status, .. } if *status >= 500 => "server",
+            StripeError::Api { kind, .. } if kind.as_deref() == Some("card_error") => "card",
+            StripeError::Api { .. } => "request",
+            StripeError::Decode(_) => "decode",
+        }
+    }
+
     pub fn code(&self) -> Option<&str> {
         match self {
             StripeError::Api { code, .. } => code.as_deref(),
@@ -170,6 +182,9 @@ impl StripeClient {
                 Ok(resp) => Self::read(resp).await,
                 Err(e) => Err(StripeError::Network(e.to_string())),
             };
+            if let Err(e) = &result {
+                crate::metrics::STRIPE_ERRORS.add(e.metric_kind());
+            }
             match result {
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     tracing::warn!(path, attempt, error = %e, "Stripe call failed; retrying");

@@ -558,6 +558,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Cancels an order's charges not yet paid (refund or dispute); returns how many.
     async fn cancel_open_charges(&self, order_id: &str, now: UnixTime) -> Result<u64, StoreError>;
+    /// How many charges are in each state (every state listed, zeros included).
+    async fn count_charges_by_state(&self) -> Result<Vec<(ChargeState, i64)>, StoreError>;
     /// Adds to an order's allowance (an operator's goodwill); `None` if there is no such order.
     async fn add_seconds_included(
         &self,

@@ -1175,6 +1175,19 @@ impl Store for MongoStore {
             .modified_count)
     }
 
+    async fn count_charges_by_state(&self) -> Result<Vec<(ChargeState, i64)>, StoreError> {
+        let mut out = Vec::with_capacity(ChargeState::ALL.len());
+        for state in ChargeState::ALL {
+            let n = self
+                .raw("charges")
+                .count_documents(doc! { "state": state.as_str() })
+                .await
+                .map_err(err)?;
+            out.push((*state, n as i64));
+        }
+        Ok(out)
+    }
+
     async fn add_seconds_included(
         &self,
         order_id: &str,

@@ -616,6 +616,24 @@ macro_rules! sql_store {
                 .map_err(classify)
             }
 
+            async fn count_charges_by_state(&self) -> Result<Vec<(ChargeState, i64)>, StoreError> {
+                let rows = sqlx::query_as::<$db, (String, i64)>(
+                    "SELECT state, COUNT(*) FROM charges GROUP BY state",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+                let mut out: Vec<(ChargeState, i64)> =
+                    ChargeState::ALL.iter().map(|s| (*s, 0)).collect();
+                for (state, n) in rows {
+                    let state: ChargeState = state.parse()?;
+                    if let Some(slot) = out.iter_mut().find(|(s, _)| *s == state) {
+                        slot.1 = n;
+                    }
+                }
+                Ok(out)
+            }
+
             async fn add_seconds_included(
                 &self,
                 order_id: &str,

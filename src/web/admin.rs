@@ -765,7 +765,7 @@ mod tests {
     #[test]
     fn dates_are_utc_calendar_days() {
         assert_eq!(day_of(0).0, "1970-01-01");
-        assert_eq!(when(1_795_547_498), "2026-11-24 16:31");
+        assert_eq!(when(1_795_547_498), "2026-11-24 19:11");
         assert_eq!(day_of(951_782_400).0, "2000-02-29");
         assert_eq!(day_of(-1).0, "1969-12-31");
     }

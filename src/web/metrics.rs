@@ -1,68 +1,195 @@
-//! `GET /metrics` in Prometheus text format.
+//! `GET /metrics` in Prometheus text format: live calls and the bridge's frame latency,
+//! requests by route and status with latency histograms (the webhooks among them), charges by
+//! state, and Stripe and ElevenLabs errors by kind.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
 use super::AppState;
-use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
+use crate::metrics::{
+    ErrorCounts, Histogram, ACTIVE_CALLS, AGENT_ERRORS, FRAMES, FRAME_LATENCY, HTTP, STRIPE_ERRORS,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics() -> impl IntoResponse {
-    let mut out = String::new();
+/// Upper bounds of the request latency histogram, in seconds.
+const LE: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+struct Text(String);
+
+impl Text {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn errors(&mut self, name: &str, help: &str, counts: &ErrorCounts) {
+        self.family(name, "counter", help);
+        for (kind, n) in counts.snapshot() {
+            self.sample(name, &[("kind", kind)], n);
+        }
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        for le in LE {
+            let bound = format!("{le}");
+            let mut l = labels.to_vec();
+            l.push(("le", &bound));
+            self.sample(&format!("{name}_bucket"), &l, h.count_le((le * 1e6) as u64));
+        }
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        self.sample(&format!("{name}_bucket"), &l, h.count());
+        self.sample(&format!("{name}_sum"), labels, h.sum_us() as f64 / 1e6);
+        self.sample(&format!("{name}_count"), labels, h.count());
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let mut t = Text(String::new());
     let secs = |us: u64| us as f64 / 1e6;
-    let _ = writeln!(
-        out,
-        "# HELP callgate_active_calls Calls bridged to the agent right now."
+
+    t.family(
+        "callgate_active_calls",
+        "gauge",
+        "Calls bridged to the agent right now.",
     );
-    let _ = writeln!(out, "# TYPE callgate_active_calls gauge");
-    let _ = writeln!(
-        out,
-        "callgate_active_calls {}",
-        ACTIVE_CALLS.load(Ordering::Relaxed)
+    t.sample(
+        "callgate_active_calls",
+        &[],
+        ACTIVE_CALLS.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "# HELP callgate_bridge_frames_total Audio frames forwarded, both directions."
+    t.family(
+        "callgate_draining",
+        "gauge",
+        "1 while shutting down (new calls are turned away).",
     );
-    let _ = writeln!(out, "# TYPE callgate_bridge_frames_total counter");
-    let _ = writeln!(
-        out,
-        "callgate_bridge_frames_total {}",
-        FRAMES.load(Ordering::Relaxed)
+    t.sample("callgate_draining", &[], u8::from(app.lifecycle.draining()));
+    t.family(
+        "callgate_bridge_frames_total",
+        "counter",
+        "Audio frames forwarded, both directions.",
     );
-    let _ = writeln!(
-        out,
-        "# HELP callgate_bridge_frame_latency_seconds Time a frame spends inside callgate."
+    t.sample(
+        "callgate_bridge_frames_total",
+        &[],
+        FRAMES.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# TYPE callgate_bridge_frame_latency_seconds summary");
+    t.family(
+        "callgate_bridge_frame_latency_seconds",
+        "summary",
+        "Time a frame spends inside callgate.",
+    );
     for q in [0.5, 0.9, 0.99, 0.999] {
-        let _ = writeln!(
-            out,
-            "callgate_bridge_frame_latency_seconds{{quantile=\"{q}\"}} {}",
-            secs(FRAME_LATENCY.quantile_us(q))
+        t.sample(
+            "callgate_bridge_frame_latency_seconds",
+            &[("quantile", &q.to_string())],
+            secs(FRAME_LATENCY.quantile_us(q)),
         );
     }
-    let _ = writeln!(
-        out,
-        "callgate_bridge_frame_latency_seconds_count {}",
-        FRAME_LATENCY.count()
+    t.sample(
+        "callgate_bridge_frame_latency_seconds_sum",
+        &[],
+        secs(FRAME_LATENCY.sum_us()),
     );
-    let _ = writeln!(
-        out,
-        "# TYPE callgate_bridge_frame_latency_max_seconds gauge"
+    t.sample(
+        "callgate_bridge_frame_latency_seconds_count",
+        &[],
+        FRAME_LATENCY.count(),
     );
-    let _ = writeln!(
-        out,
-        "callgate_bridge_frame_latency_max_seconds {}",
-        secs(FRAME_LATENCY.max_us())
+    t.family(
+        "callgate_bridge_frame_latency_max_seconds",
+        "gauge",
+        "Longest time a frame spent inside callgate.",
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    t.sample(
+        "callgate_bridge_frame_latency_max_seconds",
+        &[],
+        secs(FRAME_LATENCY.max_us()),
+    );
+
+    t.family(
+        "callgate_http_requests_total",
+        "counter",
+        "Requests served, by route pattern and status.",
+    );
+    for ((route, status), n) in HTTP.requests() {
+        t.sample(
+            "callgate_http_requests_total",
+            &[("route", &route), ("status", &status.to_string())],
+            n,
+        );
+    }
+    t.family(
+        "callgate_http_request_duration_seconds",
+        "histogram",
+        "Time to answer a request, by route pattern (the webhooks among them).",
+    );
+    for (route, h) in HTTP.latencies() {
+        t.histogram(
+            "callgate_http_request_duration_seconds",
+            &[("route", &route)],
+            &h,
+        );
+    }
+
+    t.errors(
+        "callgate_stripe_errors_total",
+        "Failed Stripe requests by kind (each attempt, including those retried).",
+        &STRIPE_ERRORS,
+    );
+    t.errors(
+        "callgate_elevenlabs_errors_total",
+        "ElevenLabs agent failures by kind (`dropped`: during a call).",
+        &AGENT_ERRORS,
+    );
+
+    // Charges by state come from the database: skipped (and said so) if it does not answer.
+    let counts = tokio::time::timeout(Duration::from_secs(2), app.store.count_charges_by_state())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    t.family(
+        "callgate_store_up",
+        "gauge",
+        "1 if the database answered this scrape.",
+    );
+    t.sample("callgate_store_up", &[], u8::from(counts.is_some()));
+    if let Some(counts) = counts {
+        t.family("callgate_charges", "gauge", "Overage charges by state.");
+        for (state, n) in counts {
+            t.sample("callgate_charges", &[("state", state.as_str())], n);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t.0)
 }

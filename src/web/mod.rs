@@ -11,7 +11,6 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::App;
 
@@ -41,7 +40,8 @@ pub fn router(app: AppState) -> Router {
         .merge(audio::router(&app))
         .merge(pages::router())
         .merge(metrics::router())
-        .merge(admin::router());
+        .merge(admin::router())
+        .route_layer(axum::middleware::from_fn(route_stats));
     if app.config.demo {
         routes = routes
             .merge(crate::demo::router())
@@ -55,8 +55,63 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(csp, security::headers))
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
+}
+
+/// Accepts a caller's `X-Request-Id` if it is short and plain, else makes one; every log line
+/// of the request carries it (in the `request` span), and the response returns it.
+async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let given = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+        .map(String::from);
+    let id = given.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let value = axum::http::HeaderValue::from_str(&id).ok();
+    if let Some(v) = &value {
+        req.headers_mut().insert(REQUEST_ID, v.clone());
+    }
+    // The path only: a query string may carry a client secret.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let mut resp = next.run(req).instrument(span).await;
+    if let Some(v) = value {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Counts each request by its route pattern and status, and times it.
+async fn route_stats(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let status = resp.status();
+    crate::metrics::HTTP.record(&route, status.as_u16(), took);
+    if status.is_server_error() {
+        tracing::warn!(%route, status = status.as_u16(), ms = took.as_millis() as u64, "request failed");
+    } else {
+        tracing::debug!(%route, status = status.as_u16(), ms = took.as_millis() as u64, "request served");
+    }
+    resp
 }
 
 fn health_router() -> Router<AppState> {

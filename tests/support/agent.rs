@@ -31,6 +31,10 @@ pub struct Behaviour {
     pub refuse: bool,
     /// Require the signed URL's token (a private agent).
     pub private: bool,
+    /// After this many audio chunks: neither read nor write again, keeping the socket open.
+    pub stall_after: Option<usize>,
+    /// On the first audio chunk: send this many 1-second audio events as fast as possible.
+    pub flood: Option<usize>,
 }
 
 impl Default for Behaviour {
@@ -41,6 +45,8 @@ impl Default for Behaviour {
             drop_after: None,
             refuse: false,
             private: false,
+            stall_after: None,
+            flood: None,
         }
     }
 }
@@ -55,6 +61,10 @@ pub struct Log {
     pub contextual_updates: Vec<String>,
     pub connections: usize,
     pub closed_by_client: bool,
+    /// The agent has stopped reading and writing (`stall_after`).
+    pub stalled: bool,
+    /// Audio events sent in the flood.
+    pub flooded: usize,
 }
 
 #[derive(Clone)]
@@ -182,6 +192,25 @@ async fn talk(s: Shared, mut socket: WebSocket) {
             s.log.lock().unwrap().chunks.push(bytes.clone());
             if Some(chunks) == s.behaviour.drop_after {
                 return; // dropped without a close frame
+            }
+            if Some(chunks) == s.behaviour.stall_after {
+                // Hung: holds the socket, reads nothing more (TCP buffers fill), says nothing.
+                s.log.lock().unwrap().stalled = true;
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                return;
+            }
+            if chunks == 1 {
+                if let Some(n) = s.behaviour.flood {
+                    let second = B64.encode([0x33u8; 8000]);
+                    for _ in 0..n {
+                        event_id += 1;
+                        let v = json!({ "type": "audio", "audio_event": { "audio_base_64": second, "event_id": event_id } });
+                        if !send(&mut socket, v).await {
+                            return;
+                        }
+                    }
+                    s.log.lock().unwrap().flooded = n;
+                }
             }
             if chunks == 1 {
                 send(&mut socket, json!({ "type": "user_transcript", "user_transcription_event": { "user_transcript": "hello agent" } })).await;
