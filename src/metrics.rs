@@ -162,6 +162,7 @@ pub static AGENT_ERRORS: ErrorCounts = ErrorCounts::new(&[
     "no_metadata",
     "audio_format",
     "dropped",
+    "stalled",
 ]);
 
 /// Requests served, by route and status, and the latency of each route.

@@ -478,7 +478,54 @@ async fn a_charge_without_a_saved_card_fails_visibly(store: DynStore) {
     assert_eq!(fake.requests(), 0);
 }
 
+/// Stripe accepts connections and never answers: the pass ends (bounded by the client's
+/// timeouts), the charge stays queued with the failure recorded, and once Stripe answers
+/// again it is charged exactly once, under the same key.
+async fn a_hanging_stripe_leaves_the_charge_queued_then_charges_it_once(store: DynStore) {
+    let fake = FakeStripe::start(&[]).await;
+    let proxy =
+        support::proxy::Proxy::start(fake.base.trim_start_matches("http://").to_string()).await;
+    proxy.hang();
+    let clock = Arc::new(ManualClock::new(T0));
+    let via = format!("http://{}", proxy.addr);
+    let mut app = support::app::build(store, &vars(&stripe_env(&via)), clock.clone());
+    app.stripe = Some(callgate::payments::stripe::StripeClient::with_timeouts(
+        app.config.stripe.as_ref().unwrap(),
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_millis(300),
+    ));
+    let order = order(&app, 1, "cus_h", "pm_h").await;
+    let sid = bridged_call(&app, &order, 90).await;
+    let charge = settled_charge(billing::settle(&app, &sid).await.unwrap());
+    let started = std::time::Instant::now();
+    let report = billing::run_once(&app, "worker-a").await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(
+        report.charged,
+        vec![(charge.id.clone(), ChargeState::Pending)]
+    );
+    let queued = app.store.charge(&charge.id).await.unwrap().unwrap();
+    assert_eq!(queued.state, ChargeState::Pending);
+    assert!(queued.next_attempt_at > T0, "backing off");
+    assert!(queued.last_error.is_some(), "{queued:?}");
+    assert_eq!(fake.requests(), 0, "nothing reached Stripe");
+
+    proxy.restore();
+    clock.advance(queued.next_attempt_at - T0);
+    let report = billing::run_once(&app, "worker-a").await.unwrap();
+    assert_eq!(
+        report.charged,
+        vec![(charge.id.clone(), ChargeState::Succeeded)]
+    );
+    assert_eq!(fake.intents(), 1);
+    assert!(fake
+        .keys()
+        .iter()
+        .all(|k| k.as_deref() == Some(charge.idempotency_key().as_str())));
+}
+
 on_every_backend!(
+    a_hanging_stripe_leaves_the_charge_queued_then_charges_it_once,
     allowance_is_spent_once_across_calls,
     racing_settlements_charge_once,
     a_crashed_bridge_is_settled_from_twilio_after_the_grace,

@@ -5,79 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use callgate::orders::{self, OperatorGrant};
 use callgate::store::DynStore;
 use support::agent::{Behaviour, FakeAgent};
-use support::app::{spawn_with, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
+use support::app::{ACCOUNT_SID, AUTH_TOKEN, PHONE};
+use support::calls::{app_with_agent, connected_call, ended_call, open, WAIT};
 use support::twilio::{Caller, Ending, MediaStream, Received};
-
-/// One metered "second" in these tests.
-const TICK: Duration = Duration::from_millis(10);
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn app_with_agent(store: DynStore, agent: &FakeAgent, extra: &[(&str, &str)]) -> TestApp {
-    let mut vars = vec![("ELEVENLABS_API_BASE", agent.base.as_str())];
-    vars.extend_from_slice(extra);
-    spawn_with(store, &vars, |app| {
-        app.bridge.tick = TICK;
-        app.bridge.setup_timeout = Duration::from_secs(5);
-    })
-    .await
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-/// Issues a code, dials, types it: the caller and the stream Twilio is told to open.
-async fn connected_call(
-    app: &TestApp,
-    minutes: i64,
-    overage: bool,
-) -> (Caller, String, Vec<(String, String)>, String) {
-    let grant = OperatorGrant {
-        minutes,
-        overage,
-        customer: None,
-        payment_method: None,
-    };
-    let (_, code) = orders::issue_operator_code(&app.app, &grant).await.unwrap();
-    let mut caller = Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880001", PHONE)
-        .types([Some(leak(code.expose().to_string()))]);
-    let ending = caller.dial(&app.url("/voice/incoming")).await;
-    let Ending::Stream {
-        url,
-        parameters,
-        after,
-    } = ending
-    else {
-        panic!("not connected: {ending:?}")
-    };
-    (
-        caller,
-        url,
-        parameters,
-        after.expect("a Redirect after Connect"),
-    )
-}
-
-async fn open(caller: &Caller, url: &str, params: &[(String, String)]) -> MediaStream {
-    MediaStream::open(url, AUTH_TOKEN, ACCOUNT_SID, &caller.call_sid, params)
-        .await
-        .expect("stream accepted")
-}
-
-/// Waits for the bridge to record its end (it does so before closing the stream).
-async fn ended_call(app: &TestApp, sid: &str) -> callgate::store::Call {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let call = app.app.store.call(sid).await.unwrap().unwrap();
-        if call.bridge_ended_at.is_some() || tokio::time::Instant::now() > deadline {
-            return call;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn audio_goes_both_ways_and_the_call_is_recorded(store: DynStore) {
     let agent = FakeAgent::start(Behaviour::default()).await;

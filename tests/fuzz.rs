@@ -8,6 +8,13 @@ use callgate::voice::signature as twilio_sig;
 use callgate::voice::twiml::{escape, Gather, Speech, Twiml};
 use proptest::prelude::*;
 
+fn cases() -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
 fn json_like() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
@@ -19,7 +26,16 @@ fn json_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    // FUZZ_CASES raises the count for a long run (see README: Fuzzing).
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn demo_phone_twiml_reader_never_panics(text in prop_oneof![
+        json_like(),
+        "<Response>(<(Say|Play|Gather|Redirect|Connect|Stream|Hangup|Pause)( [a-zA-Z]{1,9}=\"[ -~]{0,9}\")*/?>){0,6}</Response>",
+    ]) {
+        let _ = callgate::demo::phone::steps(&text);
+    }
 
     #[test]
     fn twilio_media_frames_never_panic(text in json_like()) {

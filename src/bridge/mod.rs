@@ -36,6 +36,10 @@ pub struct BridgeSettings {
     pub setup_timeout: Duration,
     /// Persist metering every this many seconds.
     pub persist_every_secs: i64,
+    /// An agent that sends nothing for this long, not even the pong to a WebSocket ping
+    /// (sent every quarter of it), is hung: the call ends with an apology. Also the longest a
+    /// write to the agent may wait.
+    pub agent_silence: Duration,
 }
 
 impl Default for BridgeSettings {
@@ -45,6 +49,7 @@ impl Default for BridgeSettings {
             warn_before_secs: 60,
             setup_timeout: Duration::from_secs(10),
             persist_every_secs: 5,
+            agent_silence: Duration::from_secs(20),
         }
     }
 }

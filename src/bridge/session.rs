@@ -328,6 +328,12 @@ async fn bridge(
     let mut bad_frames = 0u32;
     let mut seq: i64 = 0;
     let mut agent_closed = false;
+    let silence = app.bridge.agent_silence;
+    let mut last_heard = Instant::now();
+    let mut liveness = tokio::time::interval(silence / 4);
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    liveness.tick().await;
+    let mut last_check = Instant::now();
 
     let reason = loop {
         tokio::select! {
@@ -363,9 +369,20 @@ async fn bridge(
                                 Err(_) => { bad_frames += 1; continue; }
                             }
                         };
-                        if ag_tx.send(AgMessage::text(chunk)).await.is_err() {
-                            agent_closed = true;
-                            break EndReason::AgentFailed;
+                        // A hung agent that stops reading must not stall the call.
+                        match tokio::time::timeout(silence, ag_tx.send(AgMessage::text(chunk))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                crate::metrics::AGENT_ERRORS.add("dropped");
+                                agent_closed = true;
+                                break EndReason::AgentFailed;
+                            }
+                            Err(_) => {
+                                tracing::warn!("the agent stopped taking audio");
+                                crate::metrics::AGENT_ERRORS.add("stalled");
+                                agent_closed = true;
+                                break EndReason::AgentFailed;
+                            }
                         }
                         FRAME_LATENCY.record(received.elapsed());
                         FRAMES.fetch_add(1, Ordering::Relaxed);
@@ -383,10 +400,12 @@ async fn bridge(
                 }
             }
             msg = ag_rx.next() => {
+                last_heard = Instant::now();
                 let text = match msg {
                     Some(Ok(AgMessage::Text(t))) => t,
                     Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
                         tracing::warn!("agent socket closed mid-call");
+                        crate::metrics::AGENT_ERRORS.add("dropped");
                         agent_closed = true;
                         break EndReason::AgentFailed;
                     }
@@ -440,6 +459,26 @@ async fn bridge(
                     Err(e) => tracing::warn!(error = %e, "malformed agent message ignored"),
                 }
             }
+            _ = liveness.tick() => {
+                // A loop held up elsewhere (Twilio reading slowly) could not hear the agent:
+                // its silence counts only from now.
+                if last_check.elapsed() > silence / 2 {
+                    last_heard = Instant::now();
+                }
+                last_check = Instant::now();
+                if last_heard.elapsed() >= silence {
+                    tracing::warn!(silent_ms = last_heard.elapsed().as_millis() as u64, "the agent stopped answering");
+                    crate::metrics::AGENT_ERRORS.add("stalled");
+                    agent_closed = true;
+                    break EndReason::AgentFailed;
+                }
+                // Any WebSocket peer answers a ping with a pong, even a quiet agent.
+                if !matches!(tokio::time::timeout(silence / 4, ag_tx.send(AgMessage::Ping(Default::default()))).await, Ok(Ok(()))) {
+                    crate::metrics::AGENT_ERRORS.add("stalled");
+                    agent_closed = true;
+                    break EndReason::AgentFailed;
+                }
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     break EndReason::Shutdown;
@@ -485,9 +524,6 @@ async fn bridge(
     }
     drop(ag_tx);
     drop(ag_rx);
-    if reason == EndReason::AgentFailed {
-        crate::metrics::AGENT_ERRORS.add("dropped");
-    }
     let _ = seconds_tx.send(elapsed);
     drop(seconds_tx);
     drop(lines_tx);

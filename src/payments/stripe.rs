@@ -150,9 +150,18 @@ pub fn param(name: &str, value: impl ToString) -> (String, String) {
 
 impl StripeClient {
     pub fn new(config: &StripeConfig) -> StripeClient {
+        StripeClient::with_timeouts(config, Duration::from_secs(5), Duration::from_secs(20))
+    }
+
+    /// A client whose every request gives up after `total` (connecting after `connect`).
+    pub fn with_timeouts(
+        config: &StripeConfig,
+        connect: Duration,
+        total: Duration,
+    ) -> StripeClient {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
+            .connect_timeout(connect)
+            .timeout(total)
             .user_agent(concat!("callgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();

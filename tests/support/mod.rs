@@ -150,6 +150,7 @@ macro_rules! on_every_backend {
 pub mod agent;
 pub mod app;
 pub mod browser;
+pub mod calls;
 pub mod fake_stripe;
 pub mod mongo;
 pub mod proxy;
