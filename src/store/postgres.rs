@@ -10,6 +10,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL runs concurrent writers itself.
+    writer: PgPool,
 }
 
 impl PostgresStore {
@@ -28,7 +30,10 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| super::StoreError::Open(format!("PostgreSQL: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 

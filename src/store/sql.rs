@@ -16,16 +16,22 @@ pub(crate) const ORDER_FULFIL: &str =
      stripe_payment_method = COALESCE($6, stripe_payment_method), paid_at = $7, updated_at = $7 \
      WHERE stripe_payment_intent = $1 AND status IN ('pending', 'failed') RETURNING *";
 
-pub(crate) const CALL_INSERT: &str =
+/// Inserts a call, or leaves the stored one as it is; either way returns the stored row, in
+/// one statement (the no-op update is what lets `RETURNING` see an existing row).
+pub(crate) const CALL_UPSERT: &str =
     "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) \
-     VALUES ($1, $2, $3, 'menu', $4, $4) ON CONFLICT DO NOTHING";
+     VALUES ($1, $2, $3, 'menu', $4, $4) \
+     ON CONFLICT (call_sid) DO UPDATE SET call_sid = calls.call_sid RETURNING *";
 
 pub(crate) const CHARGE_INSERT: &str =
     "INSERT INTO charges (id, call_sid, order_id, amount_cents, currency, seconds_billed, state, \
      attempts, next_attempt_at, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *";
 
-/// Implements [`crate::store::Store`] for a struct with a `pool: sqlx::Pool<$db>` field.
+/// Implements [`crate::store::Store`] for a struct with `pool` and `writer` fields (both
+/// `sqlx::Pool<$db>`): reads go to `pool`, writes to `writer`. SQLite's writer is a pool of one
+/// connection, so writers queue in order instead of sleeping on the file lock; PostgreSQL's is
+/// the same pool as its reads.
 macro_rules! sql_store {
     ($store:ty, $db:ty, $backend:literal, $migrator:expr) => {
         use $crate::money::{overage_amount, overage_seconds};
@@ -67,7 +73,7 @@ macro_rules! sql_store {
                     .bind(o.now)
                     .bind(paid_at)
                     .bind(&o.client_secret_hash)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
                     .map_err(classify)
             }
@@ -118,7 +124,7 @@ macro_rules! sql_store {
                     .bind(&f.customer)
                     .bind(&f.payment_method)
                     .bind(f.now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
                     .map_err(classify)?;
                 if let Some(order) = updated {
@@ -170,7 +176,7 @@ macro_rules! sql_store {
                 sqlx::query::<$db>("UPDATE orders SET client_secret_hash = $2 WHERE id = $1")
                     .bind(id)
                     .bind(hash)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map(|_| ())
                     .map_err(classify)
@@ -201,7 +207,7 @@ macro_rules! sql_store {
                     .bind(id)
                     .bind(to.as_str())
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
                     .map_err(classify)
             }
@@ -218,7 +224,7 @@ macro_rules! sql_store {
                 .bind(order_id)
                 .bind(seconds.0.max(0))
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|_| ())
                 .map_err(classify)
@@ -241,7 +247,7 @@ macro_rules! sql_store {
                 .bind(call_sid)
                 .bind(until)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(classify)?
                 .rows_affected()
@@ -251,7 +257,7 @@ macro_rules! sql_store {
                         .bind(call_sid)
                         .bind(order_id)
                         .bind(now)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(classify)?;
                 }
@@ -277,7 +283,7 @@ macro_rules! sql_store {
                 .bind(end.duration)
                 .bind(&end.twilio_status)
                 .bind(&end.reason)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await
                 .map_err(classify)?;
                 if let Some(order_id) = &call.order_id {
@@ -287,7 +293,7 @@ macro_rules! sql_store {
                     )
                     .bind(order_id)
                     .bind(&call.call_sid)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(classify)?;
                 }
@@ -308,7 +314,7 @@ macro_rules! sql_store {
                 .bind(call_sid)
                 .bind(now)
                 .bind(conversation_id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|_| ())
                 .map_err(classify)
@@ -327,7 +333,7 @@ macro_rules! sql_store {
                 .bind(call_sid)
                 .bind(seconds.0)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|_| ())
                 .map_err(classify)
@@ -349,7 +355,7 @@ macro_rules! sql_store {
                 .bind(seconds.0)
                 .bind(reason)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(classify)?;
                 // The agent part is over: the code is free for the next call.
@@ -357,7 +363,7 @@ macro_rules! sql_store {
                     "UPDATE orders SET active_call_sid = NULL, active_call_until = NULL WHERE active_call_sid = $1",
                 )
                 .bind(call_sid)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|_| ())
                 .map_err(classify)
@@ -378,7 +384,7 @@ macro_rules! sql_store {
                     .bind(&line.speaker)
                     .bind(&line.text)
                     .bind(line.at)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(classify)?;
                 }
@@ -408,7 +414,7 @@ macro_rules! sql_store {
                 .bind(&grant.call_sid)
                 .bind(&grant.order_id)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|_| ())
                 .map_err(classify)
@@ -427,23 +433,20 @@ macro_rules! sql_store {
                 .bind(token_hash)
                 .bind(call_sid)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await
                 .map_err(classify)
             }
 
             async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError> {
-                sqlx::query::<$db>(CALL_INSERT)
+                sqlx::query_as::<$db, Call>(CALL_UPSERT)
                     .bind(&call.call_sid)
                     .bind(&call.from_number)
                     .bind(&call.to_number)
                     .bind(call.now)
-                    .execute(&self.pool)
+                    .fetch_one(&self.writer)
                     .await
-                    .map_err(classify)?;
-                self.call(&call.call_sid)
-                    .await?
-                    .ok_or_else(|| StoreError::Database("call vanished after insert".into()))
+                    .map_err(classify)
             }
 
             async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError> {
@@ -473,7 +476,7 @@ macro_rules! sql_store {
                     .bind(&c.currency)
                     .bind(c.seconds_billed.0)
                     .bind(c.now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
                     .map_err(classify)?;
                 if let Some(charge) = inserted {
@@ -481,7 +484,7 @@ macro_rules! sql_store {
                 }
                 sqlx::query_as::<$db, Charge>("SELECT * FROM charges WHERE call_sid = $1")
                     .bind(&c.call_sid)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
                     .map_err(classify)?
                     .map(|charge| (charge, false))
@@ -496,7 +499,7 @@ macro_rules! sql_store {
                 charge_id: &str,
                 now: UnixTime,
             ) -> Result<Settlement, StoreError> {
-                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let mut tx = self.writer.begin().await.map_err(classify)?;
                 // Claiming the call first makes the whole settlement happen once.
                 let claimed = sqlx::query_as::<$db, Call>(
                     "UPDATE calls SET settled_at = $2, updated_at = $2 WHERE call_sid = $1 AND settled_at IS NULL \
@@ -584,7 +587,7 @@ macro_rules! sql_store {
                 .bind(owner)
                 .bind(lease_until)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await
                 .map_err(classify)
             }
@@ -610,7 +613,7 @@ macro_rules! sql_store {
                 .bind(u.next_attempt_at)
                 .bind(&u.pay_token)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|r| r.rows_affected() == 1)
                 .map_err(classify)
@@ -647,7 +650,7 @@ macro_rules! sql_store {
                 .bind(order_id)
                 .bind(seconds.0)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await
                 .map_err(classify)
             }
@@ -667,7 +670,7 @@ macro_rules! sql_store {
                 .bind(id)
                 .bind(now)
                 .bind(i64::from(new_key))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await
                 .map_err(classify)
             }
@@ -696,7 +699,7 @@ macro_rules! sql_store {
                 .bind(id)
                 .bind(payment_intent)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|r| r.rows_affected() == 1)
                 .map_err(classify)
@@ -710,7 +713,7 @@ macro_rules! sql_store {
                 )
                 .bind(order_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|r| r.rows_affected())
                 .map_err(classify)
@@ -726,7 +729,7 @@ macro_rules! sql_store {
                     .bind(order_id)
                     .bind(reason)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map(|_| ())
                     .map_err(classify)
@@ -764,7 +767,7 @@ macro_rules! sql_store {
                 .bind(id)
                 .bind(kind)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|r| r.rows_affected() == 1)
                 .map_err(classify)
@@ -787,7 +790,7 @@ macro_rules! sql_store {
                 .bind(&a.code_hash)
                 .bind(a.ok)
                 .bind(a.at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|_| ())
                 .map_err(classify)
@@ -817,7 +820,7 @@ macro_rules! sql_store {
             async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError> {
                 sqlx::query::<$db>("DELETE FROM code_attempts WHERE at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map(|r| r.rows_affected())
                     .map_err(classify)

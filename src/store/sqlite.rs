@@ -9,7 +9,11 @@ use sqlx::SqlitePool;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub struct SqliteStore {
+    /// Readers, several at once (WAL lets them read while one writes).
     pool: SqlitePool,
+    /// The one writing connection: writers wait their turn here, in order, rather than
+    /// retrying the file lock with the busy handler's growing sleeps.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -22,13 +26,18 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(|e| super::StoreError::Open(format!("SQLite file {}: {e}", path.display())))?;
-        Ok(SqliteStore { pool })
+        let open = |connections: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.clone())
+        };
+        let err = |e: sqlx::Error| {
+            super::StoreError::Open(format!("SQLite file {}: {e}", path.display()))
+        };
+        let writer = open(1).await.map_err(err)?;
+        let pool = open(8).await.map_err(err)?;
+        Ok(SqliteStore { pool, writer })
     }
 }
 

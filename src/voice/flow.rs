@@ -135,14 +135,18 @@ impl FailureGauge {
     }
 }
 
-/// Refuses code entry when this caller, or everyone together, has failed too often lately.
-async fn throttled(app: &App, caller: &str) -> Result<bool, StoreError> {
+/// This caller's wrong codes in the last hour.
+async fn caller_failures(app: &App, caller: &str) -> Result<i64, StoreError> {
+    app.store
+        .count_failures(AttemptScope::Caller(caller), app.clock.now() - HOUR)
+        .await
+}
+
+/// Refuses code entry when this caller (`mine` wrong codes lately), or everyone together,
+/// has failed too often.
+async fn throttled(app: &App, mine: i64) -> Result<bool, StoreError> {
     let since = app.clock.now() - HOUR;
     let voice = &app.config.voice;
-    let mine = app
-        .store
-        .count_failures(AttemptScope::Caller(caller), since)
-        .await?;
     if mine >= voice.failures_per_caller_per_hour {
         tracing::warn!("caller over the wrong-code limit: refused");
         return Ok(true);
@@ -168,10 +172,19 @@ pub async fn incoming(app: &App, form: &TwilioForm) -> String {
             tracing::info!("draining: new call turned away");
             return farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]);
         }
-        if let Err(e) = app.store.upsert_call(&call).await {
+        // Independent: recorded and read at once.
+        let (stored, mine) = tokio::join!(
+            app.store.upsert_call(&call),
+            caller_failures(app, &call.from_number)
+        );
+        if let Err(e) = stored {
             return apology(app, &e);
         }
-        match throttled(app, &call.from_number).await {
+        let throttle = match mine {
+            Ok(mine) => throttled(app, mine).await,
+            Err(e) => Err(e),
+        };
+        match throttle {
             Ok(true) => farewell(app, &[Prompt::TryLater, Prompt::Goodbye]),
             Ok(false) => {
                 tracing::info!("call answered");
@@ -224,17 +237,41 @@ async fn code_step(
     if app.lifecycle.draining() {
         return Ok(farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]));
     }
-    app.store.upsert_call(call).await?;
-    if throttled(app, &call.from_number).await? {
-        return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
-    }
     let typed = form
         .get("Digits")
         .unwrap_or_default()
         .trim()
         .trim_end_matches('#');
     let hash = app.vault.fingerprint_digits(typed);
-    let verdict = judge(app, typed, &hash, call).await?;
+    let well_formed = AccessCode::parse(typed).is_ok();
+    // The reads do not depend on each other or on the call's row: one round trip, not four.
+    let (_, mine, code_failures, order) = tokio::try_join!(
+        app.store.upsert_call(call),
+        caller_failures(app, &call.from_number),
+        async {
+            match well_formed {
+                true => {
+                    app.store
+                        .count_failures(AttemptScope::Code(&hash), call.now - HOUR)
+                        .await
+                }
+                false => Ok(0),
+            }
+        },
+        async {
+            match well_formed {
+                true => app.store.order_by_code(&hash).await,
+                false => Ok(None),
+            }
+        },
+    )?;
+    if throttled(app, mine).await? {
+        return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
+    }
+    let verdict = match (well_formed, order) {
+        (true, Some(order)) => judge(app, code_failures, order, call).await?,
+        _ => Verdict::Wrong,
+    };
     let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
     app.store
         .record_attempt(&CodeAttempt {
@@ -266,22 +303,18 @@ async fn code_step(
     Ok(twiml)
 }
 
-async fn judge(app: &App, typed: &str, hash: &str, call: &NewCall) -> Result<Verdict, StoreError> {
-    if AccessCode::parse(typed).is_err() {
-        return Ok(Verdict::Wrong);
-    }
+/// What a well-formed code that matches `order` opens, given the code's recent failures.
+async fn judge(
+    app: &App,
+    code_failures: i64,
+    order: Order,
+    call: &NewCall,
+) -> Result<Verdict, StoreError> {
     // A code typed wrong too often is locked for the hour, even for its owner.
-    let recent = app
-        .store
-        .count_failures(AttemptScope::Code(hash), call.now - HOUR)
-        .await?;
-    if recent >= FAILURES_PER_CODE_PER_HOUR {
+    if code_failures >= FAILURES_PER_CODE_PER_HOUR {
         tracing::warn!("code locked after repeated failures");
         return Ok(Verdict::Wrong);
     }
-    let Some(order) = app.store.order_by_code(hash).await? else {
-        return Ok(Verdict::Wrong);
-    };
     tracing::Span::current().record("order_id", order.id.as_str());
     match order.status {
         OrderStatus::Paid => {}
