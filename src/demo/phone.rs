@@ -154,20 +154,24 @@ pub struct DemoCall {
     answered: Instant,
 }
 
+/// The demo's Twilio account: (account sid, auth token, phone number).
+fn account(app: &crate::App) -> (String, String, String) {
+    app.config
+        .twilio
+        .as_ref()
+        .map(|t| {
+            (
+                t.account_sid.clone(),
+                t.auth_token.expose().to_string(),
+                t.phone_number.clone(),
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// Twilio's parameters for a call in `status`.
 fn call_params(app: &crate::App, sid: &str, from: &str, status: &str) -> Vec<(String, String)> {
-    let to = app
-        .config
-        .twilio
-        .as_ref()
-        .map(|t| t.phone_number.clone())
-        .unwrap_or_default();
-    let account = app
-        .config
-        .twilio
-        .as_ref()
-        .map(|t| t.account_sid.clone())
-        .unwrap_or_default();
+    let (account, _, to) = account(app);
     [
         ("CallSid", sid),
         ("AccountSid", account.as_str()),
@@ -196,12 +200,7 @@ async fn twilio_post(
             "the demo phone only calls this server ({own})"
         )));
     }
-    let token = app
-        .config
-        .twilio
-        .as_ref()
-        .map(|t| t.auth_token.expose().to_string())
-        .unwrap_or_default();
+    let (_, token, _) = account(app);
     let resp = app
         .http
         .post(url)
@@ -375,12 +374,7 @@ async fn relay(app: AppState, mut page: WebSocket) -> anyhow::Result<()> {
     let caller = caller_of(&demo, &start.call_sid)?;
     let url = stream_url(&app);
     anyhow::ensure!(start.url == url, "the stream is not this server's");
-    let token = app
-        .config
-        .twilio
-        .as_ref()
-        .map(|t| t.auth_token.expose().to_string())
-        .unwrap_or_default();
+    let (account, token, _) = account(&app);
     let mut request = url.as_str().into_client_request()?;
     request.headers_mut().insert(
         "X-Twilio-Signature",
@@ -389,12 +383,6 @@ async fn relay(app: AppState, mut page: WebSocket) -> anyhow::Result<()> {
     let (callgate, _) = tokio_tungstenite::connect_async(request).await?;
     let (mut to_callgate, mut from_callgate) = callgate.split();
     let stream_sid = format!("MZ{}", hex::encode(rand::random::<[u8; 16]>()));
-    let account = app
-        .config
-        .twilio
-        .as_ref()
-        .map(|t| t.account_sid.clone())
-        .unwrap_or_default();
     to_callgate
         .send(TwMessage::text(
             json!({ "event": "connected", "protocol": "Call", "version": "1.0.0" }).to_string(),

@@ -610,80 +610,81 @@ fn o<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
-async fn export(State(app): State<AppState>, _admin: Admin, Path(what): Path<String>) -> Page {
+/// A CSV file: the header, then one line a record.
+fn csv<T>(columns: &[&str], records: &[T], row: fn(&T) -> Vec<String>) -> String {
     let mut out = String::new();
-    match what.as_str() {
-        "orders.csv" => {
-            csv_line(
-                &mut out,
-                &[
-                    "id",
-                    "created_at",
-                    "status",
-                    "source",
-                    "plan",
-                    "amount_cents",
-                    "currency",
-                    "seconds_included",
-                    "seconds_used",
-                    "overage_consent",
-                    "code_last4",
-                    "stripe_payment_intent",
-                    "paid_at",
-                    "revoked_at",
-                ]
-                .map(String::from),
-            );
-            for r in app.store.list_orders(DAYS_READ).await? {
-                order_row(&mut out, &r);
-            }
-        }
-        "calls.csv" => {
-            csv_line(
-                &mut out,
-                &[
-                    "call_sid",
-                    "order_id",
-                    "from_number",
-                    "started_at",
-                    "bridged_at",
-                    "ended_at",
-                    "agent_seconds",
-                    "twilio_duration",
-                    "end_reason",
-                    "settled_seconds",
-                ]
-                .map(String::from),
-            );
-            for r in app.store.list_calls(DAYS_READ).await? {
-                call_row(&mut out, &r);
-            }
-        }
-        "charges.csv" => {
-            csv_line(
-                &mut out,
-                &[
-                    "id",
-                    "order_id",
-                    "call_sid",
-                    "amount_cents",
-                    "currency",
-                    "seconds_billed",
-                    "state",
-                    "attempts",
-                    "stripe_payment_intent",
-                    "last_error",
-                    "created_at",
-                    "updated_at",
-                ]
-                .map(String::from),
-            );
-            for r in app.store.list_charges(None, DAYS_READ).await? {
-                charge_row(&mut out, &r);
-            }
-        }
-        _ => return Err(AdminError::NotFound),
+    csv_line(
+        &mut out,
+        &columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+    );
+    for r in records {
+        csv_line(&mut out, &row(r));
     }
+    out
+}
+
+const ORDER_COLUMNS: &[&str] = &[
+    "id",
+    "created_at",
+    "status",
+    "source",
+    "plan",
+    "amount_cents",
+    "currency",
+    "seconds_included",
+    "seconds_used",
+    "overage_consent",
+    "code_last4",
+    "stripe_payment_intent",
+    "paid_at",
+    "revoked_at",
+];
+const CALL_COLUMNS: &[&str] = &[
+    "call_sid",
+    "order_id",
+    "from_number",
+    "started_at",
+    "bridged_at",
+    "ended_at",
+    "agent_seconds",
+    "twilio_duration",
+    "end_reason",
+    "settled_seconds",
+];
+const CHARGE_COLUMNS: &[&str] = &[
+    "id",
+    "order_id",
+    "call_sid",
+    "amount_cents",
+    "currency",
+    "seconds_billed",
+    "state",
+    "attempts",
+    "stripe_payment_intent",
+    "last_error",
+    "created_at",
+    "updated_at",
+];
+
+async fn export(State(app): State<AppState>, _admin: Admin, Path(what): Path<String>) -> Page {
+    let out = match what.as_str() {
+        "orders.csv" => csv(
+            ORDER_COLUMNS,
+            &app.store.list_orders(DAYS_READ).await?,
+            order_row,
+        ),
+        "calls.csv" => csv(
+            CALL_COLUMNS,
+            &app.store.list_calls(DAYS_READ).await?,
+            call_row,
+        ),
+        "charges.csv" => csv(
+            CHARGE_COLUMNS,
+            &app.store.list_charges(None, DAYS_READ).await?,
+            charge_row,
+        ),
+        _ => return Err(AdminError::NotFound),
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -698,64 +699,55 @@ async fn export(State(app): State<AppState>, _admin: Admin, Path(what): Path<Str
         .into_response())
 }
 
-fn order_row(out: &mut String, r: &Order) {
-    csv_line(
-        out,
-        &[
-            r.id.clone(),
-            r.created_at.to_string(),
-            r.status.to_string(),
-            r.source.to_string(),
-            r.plan.clone(),
-            r.amount.0.to_string(),
-            r.currency.clone(),
-            r.seconds_included.0.to_string(),
-            r.seconds_used.0.to_string(),
-            r.overage_consent.to_string(),
-            o(&r.code_last4),
-            o(&r.stripe_payment_intent),
-            o(&r.paid_at),
-            o(&r.revoked_at),
-        ],
-    );
+fn order_row(r: &Order) -> Vec<String> {
+    vec![
+        r.id.clone(),
+        r.created_at.to_string(),
+        r.status.to_string(),
+        r.source.to_string(),
+        r.plan.clone(),
+        r.amount.0.to_string(),
+        r.currency.clone(),
+        r.seconds_included.0.to_string(),
+        r.seconds_used.0.to_string(),
+        r.overage_consent.to_string(),
+        o(&r.code_last4),
+        o(&r.stripe_payment_intent),
+        o(&r.paid_at),
+        o(&r.revoked_at),
+    ]
 }
 
-fn call_row(out: &mut String, r: &Call) {
-    csv_line(
-        out,
-        &[
-            r.call_sid.clone(),
-            o(&r.order_id),
-            r.from_number.clone(),
-            r.started_at.to_string(),
-            o(&r.bridged_at),
-            o(&r.ended_at),
-            r.billable_seconds().0.to_string(),
-            o(&r.twilio_duration),
-            o(&r.end_reason),
-            o(&r.settled_seconds),
-        ],
-    );
+fn call_row(r: &Call) -> Vec<String> {
+    vec![
+        r.call_sid.clone(),
+        o(&r.order_id),
+        r.from_number.clone(),
+        r.started_at.to_string(),
+        o(&r.bridged_at),
+        o(&r.ended_at),
+        r.billable_seconds().0.to_string(),
+        o(&r.twilio_duration),
+        o(&r.end_reason),
+        o(&r.settled_seconds),
+    ]
 }
 
-fn charge_row(out: &mut String, r: &Charge) {
-    csv_line(
-        out,
-        &[
-            r.id.clone(),
-            r.order_id.clone(),
-            r.call_sid.clone(),
-            r.amount.0.to_string(),
-            r.currency.clone(),
-            r.seconds_billed.0.to_string(),
-            r.state.to_string(),
-            r.attempts.to_string(),
-            o(&r.stripe_payment_intent),
-            o(&r.last_error),
-            r.created_at.to_string(),
-            r.updated_at.to_string(),
-        ],
-    );
+fn charge_row(r: &Charge) -> Vec<String> {
+    vec![
+        r.id.clone(),
+        r.order_id.clone(),
+        r.call_sid.clone(),
+        r.amount.0.to_string(),
+        r.currency.clone(),
+        r.seconds_billed.0.to_string(),
+        r.state.to_string(),
+        r.attempts.to_string(),
+        o(&r.stripe_payment_intent),
+        o(&r.last_error),
+        r.created_at.to_string(),
+        r.updated_at.to_string(),
+    ]
 }
 
 #[cfg(test)]
