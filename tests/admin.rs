@@ -64,7 +64,16 @@ async fn csrf(app: &TestApp) -> String {
         .expect("a form with a token")
 }
 
+async fn status_of(app: &TestApp, order_id: &str) -> OrderStatus {
+    app.app.store.order(order_id).await.unwrap().unwrap().status
+}
+
+/// A charge Stripe refused (`Declined`), or that ran out of tries (`Failed`) `ago` seconds back.
 async fn declined_charge(app: &TestApp, order_id: &str) -> String {
+    refused_charge(app, order_id, ChargeState::Declined, 0).await
+}
+
+async fn refused_charge(app: &TestApp, order_id: &str, state: ChargeState, ago: i64) -> String {
     let store = &app.app.store;
     let now = app.app.clock.now();
     let sid = format!("CA{}", new_id("x").trim_start_matches("x_"));
@@ -105,12 +114,13 @@ async fn declined_charge(app: &TestApp, order_id: &str) -> String {
             amount: Cents(200),
             currency: "usd".into(),
             seconds_billed: Seconds(120),
-            now,
+            // Due before any charge an earlier step queued again, so this one is claimed.
+            now: now - ago - 10,
         })
         .await
         .unwrap();
     let leased = store
-        .claim_charge("test", now + 60, now)
+        .claim_charge("test", now + 60, now - ago - 5)
         .await
         .unwrap()
         .unwrap();
@@ -120,13 +130,13 @@ async fn declined_charge(app: &TestApp, order_id: &str) -> String {
             &charge.id,
             "test",
             &ChargeUpdate {
-                state: ChargeState::Declined,
+                state,
                 stripe_payment_intent: Some("pi_declined".into()),
                 last_error: Some("card_declined: insufficient_funds".into()),
                 next_attempt_at: None,
                 pay_token: None,
             },
-            now,
+            now - ago,
         )
         .await
         .unwrap();
@@ -234,16 +244,7 @@ async fn admin_actions_need_the_form_token(store: DynStore) {
     )
     .await;
     assert_eq!(status, 403);
-    assert_eq!(
-        app.app
-            .store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        OrderStatus::Paid
-    );
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Paid);
 
     // Add minutes; bad numbers are refused.
     let path = format!("/admin/orders/{}/minutes", order.id);
@@ -283,6 +284,35 @@ async fn admin_actions_need_the_form_token(store: DynStore) {
         "a pending charge is not retried again"
     );
 
+    // A charge that ran out of tries keeps its key, so it waits until Stripe forgot it (24 h).
+    let recent = refused_charge(&app, &order.id, ChargeState::Failed, 60).await;
+    let (status, body) = post(
+        &app,
+        &format!("/admin/charges/{recent}/retry"),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(body.contains("24 hours"), "{body}");
+    let unchanged = app.app.store.charge(&recent).await.unwrap().unwrap();
+    assert_eq!(unchanged.state, ChargeState::Failed);
+    let old = refused_charge(&app, &order.id, ChargeState::Failed, 25 * 3600).await;
+    assert_eq!(
+        post(
+            &app,
+            &format!("/admin/charges/{old}/retry"),
+            &[("csrf", &token)]
+        )
+        .await
+        .0,
+        303
+    );
+    let requeued = app.app.store.charge(&old).await.unwrap().unwrap();
+    assert_eq!(
+        (requeued.state, requeued.key_generation),
+        (ChargeState::Pending, 0)
+    );
+
     // Revoke.
     let (status, _) = post(
         &app,
@@ -291,16 +321,7 @@ async fn admin_actions_need_the_form_token(store: DynStore) {
     )
     .await;
     assert_eq!(status, 303);
-    assert_eq!(
-        app.app
-            .store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        OrderStatus::Revoked
-    );
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Revoked);
     assert_eq!(
         post(
             &app,
