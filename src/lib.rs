@@ -79,6 +79,8 @@ pub struct App {
     pub lifecycle: lifecycle::Lifecycle,
     /// Everyone's recent wrong codes, cached (see [`voice::flow::FailureGauge`]).
     pub failures: voice::flow::FailureGauge,
+    /// Live calls' metering, written in batches.
+    pub metering: bridge::metering::MeteringBook,
     /// Wrong admin passwords per client IP.
     pub admin_logins: web::admin::LoginGuard,
     /// The local stand-ins, in `callgate demo` only.
@@ -128,6 +130,7 @@ impl App {
             demo: None,
             failures: Default::default(),
             admin_logins: Default::default(),
+            metering: Default::default(),
             config,
             store,
             clock,

@@ -266,6 +266,20 @@ async fn a_database_pause_mid_call_does_not_drop_it_and_metering_is_kept() {
     assert!(during > 10);
     proxy.restore();
     talk(&mut stream, 300).await;
+    // While the call is still live, the batched metering reaches the database again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let live = app.app.store.call(&caller.call_sid).await.unwrap().unwrap();
+        if live.seconds_metered.0 >= 100 {
+            assert!(live.bridge_ended_at.is_none());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metering never persisted mid-call: {live:?}"
+        );
+        talk(&mut stream, 100).await;
+    }
     stream.stop(&caller.call_sid).await;
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(call.end_reason.as_deref(), Some("caller_hung_up"));

@@ -866,6 +866,32 @@ async fn bridge_bookkeeping_and_transcript(store: DynStore) {
     );
 }
 
+async fn metering_is_recorded_in_batches_and_never_lowered(store: DynStore) {
+    call(&store, "CA_m1").await;
+    call(&store, "CA_m2").await;
+    store
+        .record_metering_many(
+            &[("CA_m1".into(), Seconds(30)), ("CA_m2".into(), Seconds(7))],
+            NOW + 1,
+        )
+        .await
+        .unwrap();
+    store
+        .record_metering_many(
+            &[
+                ("CA_m1".into(), Seconds(20)),
+                ("CA_unknown".into(), Seconds(5)),
+            ],
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    store.record_metering_many(&[], NOW + 3).await.unwrap();
+    let m1 = store.call("CA_m1").await.unwrap().unwrap();
+    let m2 = store.call("CA_m2").await.unwrap().unwrap();
+    assert_eq!((m1.seconds_metered.0, m2.seconds_metered.0), (30, 7));
+}
+
 async fn operators_add_minutes(store: DynStore) {
     let order = paid_order(&store).await;
     let more = store
@@ -968,6 +994,7 @@ async fn refused_charges_can_be_retried_once_each(store: DynStore) {
 }
 
 on_every_backend!(
+    metering_is_recorded_in_batches_and_never_lowered,
     operators_add_minutes,
     refused_charges_can_be_retried_once_each,
     charge_leases_and_outcomes,

@@ -2,6 +2,7 @@
 //! with the allowance enforced here (ElevenLabs does not know it).
 
 pub mod audio;
+pub mod metering;
 mod session;
 pub mod twilio_stream;
 

@@ -135,7 +135,8 @@ fn limits(app: &App, order: &Order) -> Limits {
     }
 }
 
-/// Persists metering and transcript lines off the hot loop; returns when both channels close.
+/// Reports metering (written in batches) and stores transcript lines, off the hot loop;
+/// returns when both channels close.
 async fn persister(
     app: Arc<App>,
     call_sid: String,
@@ -149,9 +150,7 @@ async fn persister(
             changed = seconds.changed() => {
                 if changed.is_err() { break; }
                 let s = *seconds.borrow_and_update();
-                if let Err(e) = app.store.record_metering(&call_sid, Seconds(s), app.clock.now()).await {
-                    tracing::warn!(error = %e, "metering not persisted; will retry with the next figure");
-                }
+                app.metering.report(&app, &call_sid, s);
                 last = s;
             }
             line = lines.recv(), if lines_open => match line {
@@ -528,6 +527,7 @@ async fn bridge(
     drop(seconds_tx);
     drop(lines_tx);
     let persisted = persist.await.unwrap_or(elapsed);
+    app.metering.forget(&call_sid);
     let seconds = Seconds(persisted.max(elapsed));
     if let Err(e) = app
         .store

@@ -482,6 +482,18 @@ pub trait Store: Send + Sync + 'static {
         seconds: Seconds,
         now: UnixTime,
     ) -> Result<(), StoreError>;
+    /// Records many calls' metering at once (the bridge's batched persistence). The default
+    /// writes one by one; the SQL backends use one transaction, one lock and one commit.
+    async fn record_metering_many(
+        &self,
+        figures: &[(String, Seconds)],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        for (call_sid, seconds) in figures {
+            self.record_metering(call_sid, *seconds, now).await?;
+        }
+        Ok(())
+    }
     /// The bridge is done: final metering and why it ended (the first reason recorded stays).
     async fn bridge_finished(
         &self,

@@ -29,9 +29,8 @@ pub(crate) const CHARGE_INSERT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *";
 
 /// Implements [`crate::store::Store`] for a struct with `pool` and `writer` fields (both
-/// `sqlx::Pool<$db>`): reads go to `pool`, writes to `writer`. SQLite's writer is a pool of one
-/// connection, so writers queue in order instead of sleeping on the file lock; PostgreSQL's is
-/// the same pool as its reads.
+/// `sqlx::Pool<$db>`): reads go to `pool`, writes to `writer` (today the same pool for both
+/// engines; the split lets a backend give its writers their own connections).
 macro_rules! sql_store {
     ($store:ty, $db:ty, $backend:literal, $migrator:expr) => {
         use $crate::money::{overage_amount, overage_seconds};
@@ -337,6 +336,30 @@ macro_rules! sql_store {
                 .await
                 .map(|_| ())
                 .map_err(classify)
+            }
+
+            async fn record_metering_many(
+                &self,
+                figures: &[(String, Seconds)],
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                if figures.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                for (call_sid, seconds) in figures {
+                    sqlx::query::<$db>(
+                        "UPDATE calls SET seconds_metered = CASE WHEN seconds_metered > $2 THEN seconds_metered ELSE $2 END, \
+                         updated_at = $3 WHERE call_sid = $1",
+                    )
+                    .bind(call_sid)
+                    .bind(seconds.0)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)
             }
 
             async fn bridge_finished(

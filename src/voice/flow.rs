@@ -246,7 +246,13 @@ async fn code_step(
     let well_formed = AccessCode::parse(typed).is_ok();
     // The reads do not depend on each other or on the call's row: one round trip, not four.
     let (_, mine, code_failures, order) = tokio::try_join!(
-        app.store.upsert_call(call),
+        // The incoming webhook stored the call; a write only if it did not (a lost request).
+        async {
+            match app.store.call(&call.call_sid).await? {
+                Some(stored) => Ok(stored),
+                None => app.store.upsert_call(call).await,
+            }
+        },
         caller_failures(app, &call.from_number),
         async {
             match well_formed {
