@@ -107,11 +107,15 @@ pub struct BenchArgs {
     #[arg(long)]
     pub database_url: Option<String>,
     /// Simulated callers sending requests at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
     /// Seconds each pass runs.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub seconds: u64,
+    /// Code checks a second the guessing pass sends, paced (latency counts from when each was
+    /// due, so a server that falls behind shows it); 0 sends as fast as answers come back.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub rate: u32,
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +244,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             database_url: args.database_url.clone(),
             concurrency: args.concurrency as usize,
             duration: std::time::Duration::from_secs(args.seconds),
+            rate: args.rate,
         };
         return crate::webhook_bench::run(bench)
             .await

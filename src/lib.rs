@@ -79,6 +79,8 @@ pub struct App {
     pub lifecycle: lifecycle::Lifecycle,
     /// Everyone's recent wrong codes, cached (see [`voice::flow::FailureGauge`]).
     pub failures: voice::flow::FailureGauge,
+    /// Code attempts, written by group commit.
+    pub attempts: voice::attempts::AttemptLog,
     /// Live calls' metering, written in batches.
     pub metering: bridge::metering::MeteringBook,
     /// Wrong admin passwords per client IP.
@@ -129,6 +131,7 @@ impl App {
             lifecycle: lifecycle::Lifecycle::default(),
             demo: None,
             failures: Default::default(),
+            attempts: Default::default(),
             admin_logins: Default::default(),
             metering: Default::default(),
             config,
@@ -224,6 +227,7 @@ pub async fn serve(
         .worker
         .then(|| payments::billing::spawn_worker(app.clone()));
     let router = web::router(app.clone());
+    let attempts_of = app.clone();
     let grace = std::time::Duration::from_secs(app.config.shutdown_grace_secs);
     let drained = async move {
         shutdown.await;
@@ -239,5 +243,7 @@ pub async fn serve(
     if let Some(worker) = worker {
         worker.abort();
     }
+    // Code attempts are written behind the answers: write the last ones.
+    attempts_of.attempts.flush().await;
     served
 }

@@ -27,6 +27,8 @@ async fn issue(app: &TestApp, minutes: i64, overage: bool) -> String {
 }
 
 async fn failures(app: &TestApp, caller: &str) -> i64 {
+    // Attempts are written behind the answers.
+    app.app.attempts.flush().await;
     app.app
         .store
         .count_failures(AttemptScope::Caller(caller), 0)

@@ -28,7 +28,7 @@ pub use sqlite::SqliteStore;
 /// Unix time in whole seconds, from one clock.
 pub type UnixTime = i64;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint refused the write (e.g. a code or PaymentIntent already stored).
     #[error("conflict: {0}")]
@@ -414,6 +414,28 @@ pub enum AttemptScope<'a> {
     Global,
 }
 
+/// What the code-check webhook needs to judge the digits typed, read together.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeCheckQuery<'a> {
+    pub call_sid: &'a str,
+    pub caller: &'a str,
+    /// The keyed hash of the digits; `None` when they cannot be a code (nothing is looked up).
+    pub code_hash: Option<&'a str>,
+    /// Failures at or after this time count.
+    pub since: UnixTime,
+}
+
+/// The answer to a [`CodeCheckQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeCheckFacts {
+    /// Whether the call is stored (the incoming webhook stores it; a lost request did not).
+    pub call_known: bool,
+    pub caller_failures: i64,
+    pub code_failures: i64,
+    /// The order the code belongs to, whatever its status.
+    pub order: Option<Order>,
+}
+
 /// The storage interface every backend implements.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -608,7 +630,40 @@ pub trait Store: Send + Sync + 'static {
     async fn record_event(&self, id: &str, kind: &str, now: UnixTime) -> Result<bool, StoreError>;
     async fn event_seen(&self, id: &str) -> Result<bool, StoreError>;
 
-    async fn record_attempt(&self, attempt: &CodeAttempt) -> Result<(), StoreError>;
+    /// Records attempts, several in one write where the engine allows (the voice webhooks'
+    /// attempts are grouped by [`crate::voice::attempts::AttemptLog`]).
+    async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError>;
+    async fn record_attempt(&self, attempt: &CodeAttempt) -> Result<(), StoreError> {
+        self.record_attempts(std::slice::from_ref(attempt)).await
+    }
+    /// The call, the failures and the order a code check reads. The SQL backends answer in
+    /// one statement; this composition of the single reads is what it must equal.
+    async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
+        let code_failures = async {
+            match q.code_hash {
+                Some(h) => self.count_failures(AttemptScope::Code(h), q.since).await,
+                None => Ok(0),
+            }
+        };
+        let order = async {
+            match q.code_hash {
+                Some(h) => self.order_by_code(h).await,
+                None => Ok(None),
+            }
+        };
+        let (call, caller_failures, code_failures, order) = tokio::try_join!(
+            self.call(q.call_sid),
+            self.count_failures(AttemptScope::Caller(q.caller), q.since),
+            code_failures,
+            order,
+        )?;
+        Ok(CodeCheckFacts {
+            call_known: call.is_some(),
+            caller_failures,
+            code_failures,
+            order,
+        })
+    }
     /// Failed attempts in the scope at or after `since`.
     async fn count_failures(
         &self,

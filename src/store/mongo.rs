@@ -1296,11 +1296,15 @@ impl Store for MongoStore {
             .is_some())
     }
 
-    async fn record_attempt(&self, a: &CodeAttempt) -> Result<(), StoreError> {
+    async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let docs = attempts.iter().map(
+            |a| doc! { "caller": &a.caller, "code_hash": &a.code_hash, "ok": a.ok, "at": a.at },
+        );
         self.raw("code_attempts")
-            .insert_one(
-                doc! { "caller": &a.caller, "code_hash": &a.code_hash, "ok": a.ok, "at": a.at },
-            )
+            .insert_many(docs)
             .await
             .map(|_| ())
             .map_err(err)

@@ -37,4 +37,20 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    async fn code_check_row(
+        &self,
+        q: &super::CodeCheckQuery<'_>,
+    ) -> Result<super::sql::CodeCheckRow, super::StoreError> {
+        sqlx::query_as(super::sql::CODE_CHECK)
+            .bind(q.call_sid)
+            .bind(q.caller)
+            .bind(q.code_hash)
+            .bind(q.since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(super::classify)
+    }
+}
+
 super::sql::sql_store!(PostgresStore, sqlx::Postgres, "postgres", MIGRATOR);

@@ -28,6 +28,19 @@ pub(crate) const CHARGE_INSERT: &str =
      attempts, next_attempt_at, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *";
 
+/// Rows in one multi-row attempt INSERT (4 parameters each; SQLite allows 32,766).
+pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
+
+/// Everything the code check reads, in one statement: whether the call is stored, the
+/// caller's and the code's recent failures, and the id of the code's order (NULL when none).
+pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE call_sid = $1), \
+     (SELECT COUNT(*) FROM code_attempts WHERE caller = $2 AND ok = FALSE AND at >= $4), \
+     (SELECT COUNT(*) FROM code_attempts WHERE code_hash = $3 AND ok = FALSE AND at >= $4), \
+     (SELECT id FROM orders WHERE code_hash = $3)";
+
+/// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id.
+pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>);
+
 /// Implements [`crate::store::Store`] for a struct with `pool` and `writer` fields (both
 /// `sqlx::Pool<$db>`): reads go to `pool`, writes to `writer` (today the same pool for both
 /// engines; the split lets a backend give its writers their own connections).
@@ -805,18 +818,43 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
-            async fn record_attempt(&self, a: &CodeAttempt) -> Result<(), StoreError> {
-                sqlx::query::<$db>(
-                    "INSERT INTO code_attempts (caller, code_hash, ok, at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&a.caller)
-                .bind(&a.code_hash)
-                .bind(a.ok)
-                .bind(a.at)
-                .execute(&self.writer)
-                .await
-                .map(|_| ())
-                .map_err(classify)
+            async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
+                // One transaction, one multi-row INSERT a chunk: each page touched is
+                // written once for the whole group.
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                for chunk in attempts.chunks(ATTEMPTS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO code_attempts (caller, code_hash, ok, at) ",
+                    );
+                    insert.push_values(chunk, |mut row, a| {
+                        row.push_bind(&a.caller)
+                            .push_bind(&a.code_hash)
+                            .push_bind(a.ok)
+                            .push_bind(a.at);
+                    });
+                    insert
+                        .build()
+                        .persistent(chunk.len() == 1)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
+                let (call_known, caller_failures, code_failures, order_id) =
+                    self.code_check_row(q).await?;
+                let order = match order_id {
+                    Some(id) => self.order(&id).await?,
+                    None => None,
+                };
+                Ok(CodeCheckFacts {
+                    call_known,
+                    caller_failures,
+                    code_failures,
+                    order,
+                })
             }
 
             async fn count_failures(

@@ -1,49 +1,190 @@
-//! SQLite backend: the default, a single file with WAL and a busy timeout.
+//! SQLite backend: the default, a single file with WAL, one writing connection and readers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use super::sql::{CodeCheckRow, CODE_CHECK};
+use super::{CodeCheckQuery, StoreError};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long SQLite waits for a lock before it reports the database busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
     /// Readers, several at once (WAL lets them read while one writes).
     pool: SqlitePool,
-    /// Writers: the same pool. (A single writing connection, so that writers queue instead of
-    /// sleeping on the file lock, shortened the webhooks' tail latency but could not keep up
-    /// with a thousand live calls' metering on a busy 2-core machine; see the README.)
+    /// The one writing connection. SQLite admits one writer at a time anyway; with several
+    /// connections the losers sleep in SQLite's busy handler (1 ms, 2 ms, 5 ms, ...) and
+    /// retry, so a burst of writes costs milliseconds each. One connection makes them queue
+    /// in order instead, and the hot writes come in groups (code attempts, live metering).
     writer: SqlitePool,
+    /// The code check's read, on the calling thread.
+    inline: InlineReads,
+    checkpoints: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpoints.abort();
+    }
+}
+
+/// The writer's page cache, in KiB as SQLite counts a negative `cache_size` (64 MiB).
+const WRITER_CACHE_KIB: i64 = -65536;
+
+/// Pages the WAL may hold before the writer itself waits for a full checkpoint (16 MiB).
+const WAL_LIMIT_PAGES: i64 = 4096;
+
+/// Copies the WAL back into the database file every second, on a reader connection. PASSIVE
+/// never waits for (nor blocks) the writer or the readers: it copies what it can. Under a
+/// steady stream of writes it can never catch up with the end of the WAL, and SQLite starts a
+/// WAL over only once all of it is copied, so past [`WAL_LIMIT_PAGES`] a RESTART checkpoint
+/// is queued on the writer: writes wait for it (tens of milliseconds, once in a while), and
+/// the file stays bounded. When the last connection closes, SQLite checkpoints by itself, so a
+/// CLI command leaves no WAL behind either.
+async fn checkpoints(readers: SqlitePool, writer: SqlitePool) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if readers.is_closed() {
+            return;
+        }
+        let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&readers)
+            .await;
+        let result = match passive {
+            Ok((_, pages, _)) if pages > WAL_LIMIT_PAGES => {
+                sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
+                    .fetch_one(&writer)
+                    .await
+            }
+            other => other,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "WAL checkpoint skipped");
+        }
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file.
-    pub async fn open(path: &Path) -> Result<SqliteStore, super::StoreError> {
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let open = |connections: u32| {
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            // Checkpoints are taken by `checkpoints` below, not by whichever commit crosses
+            // SQLite's threshold: a checkpoint waits for the disk (fsync), and on the single
+            // writer that wait would stall every write queued behind it.
+            .pragma("wal_autocheckpoint", "0")
+            // After the WAL starts over, its file is cut back to this size.
+            .pragma("journal_size_limit", (WAL_LIMIT_PAGES * 4096).to_string());
+        let open = |connections: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 // A file does not drop connections: no ping (a round trip to the connection's
                 // thread) before every query.
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options.clone())
+                .connect_with(options)
         };
-        let err = |e: sqlx::Error| {
-            super::StoreError::Open(format!("SQLite file {}: {e}", path.display()))
-        };
-        let pool = open(8).await.map_err(err)?;
+        let err = |e: sqlx::Error| StoreError::Open(format!("SQLite file {}: {e}", path.display()));
+        let pool = open(4, options.clone()).await.map_err(err)?;
+        // The writer's page cache survives other connections' reads (only another writer would
+        // make it stale), so a large one keeps the indexes it inserts into in memory instead of
+        // reading their pages back for every write. SQLite's default is 2 MiB.
+        let writer = open(
+            1,
+            options.pragma("cache_size", WRITER_CACHE_KIB.to_string()),
+        )
+        .await
+        .map_err(err)?;
         Ok(SqliteStore {
-            writer: pool.clone(),
+            checkpoints: tokio::spawn(checkpoints(pool.clone(), writer.clone())),
             pool,
+            writer,
+            inline: InlineReads {
+                path: path.to_path_buf(),
+                idle: Mutex::default(),
+            },
         })
+    }
+
+    async fn code_check_row(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckRow, StoreError> {
+        self.inline.read(|conn| {
+            conn.prepare_cached(CODE_CHECK)?.query_row(
+                rusqlite::named_params! {
+                    "$1": q.call_sid,
+                    "$2": q.caller,
+                    "$3": q.code_hash,
+                    "$4": q.since,
+                },
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+        })
+    }
+}
+
+/// Read-only connections used on the calling thread, for the one read every code check makes
+/// (thousands a second under a guessing attack). Through the pool, each statement is a hand-off
+/// to the connection's own thread and back, which on a small machine costs more than the read:
+/// the kernel's thread switches were over half the code check's time. A WAL reader never waits
+/// for the writer, and this read is a few index look-ups in cached pages (microseconds), so
+/// it runs in place like any short computation. Connections are made on demand; no more
+/// are ever in use than threads run code checks at once.
+struct InlineReads {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl InlineReads {
+    /// Idle connections kept for reuse; more are closed after use.
+    const KEEP: usize = 16;
+
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.connect().map_err(sqlite_error)?,
+        };
+        let result = query(&conn).map_err(sqlite_error);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < Self::KEEP {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn connect(&self) -> rusqlite::Result<rusqlite::Connection> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some(rusqlite::ErrorCode::CannotOpen) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
     }
 }
 

@@ -19,7 +19,8 @@ use crate::codes::AccessCode;
 use crate::money::Seconds;
 use crate::prompts::Prompt;
 use crate::store::{
-    AttemptScope, CodeAttempt, EndCall, NewCall, Order, OrderStatus, StoreError, StreamGrant,
+    AttemptScope, CodeAttempt, CodeCheckQuery, EndCall, NewCall, Order, OrderStatus, StoreError,
+    StreamGrant,
 };
 use crate::App;
 
@@ -101,10 +102,22 @@ fn new_call(app: &App, form: &TwilioForm) -> Option<NewCall> {
 
 /// Everyone's wrong codes in the last hour, as this instance sees them: read from the store
 /// at most once a second (the count walks an hour of attempts), plus this instance's own
-/// failures since. Other instances' failures show within a second.
+/// failures since. Other instances' failures show within a second. When the figure is due,
+/// one check reads the new one while the others go on with the last (under a guessing attack,
+/// thousands of checks would otherwise each start the same long count at once, every second).
 #[derive(Default)]
 pub struct FailureGauge {
     last: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+/// Clears the refreshing flag however the read ends (answered, failed or cancelled).
+struct Refreshing<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl FailureGauge {
@@ -115,15 +128,22 @@ impl FailureGauge {
     }
 
     async fn count(&self, app: &App, since: i64) -> Result<i64, StoreError> {
-        if let Some((at, n)) = *self.lock() {
-            if at.elapsed() < Self::FRESH {
+        let last = *self.lock();
+        if let Some((at, n)) = last {
+            let busy = || {
+                self.refreshing
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            };
+            if at.elapsed() < Self::FRESH || busy() {
                 return Ok(n);
             }
         }
+        let _refreshing = Refreshing(&self.refreshing);
         let n = app
             .store
             .count_failures(AttemptScope::Global, since)
-            .await?;
+            .await?
+            + app.attempts.pending(AttemptScope::Global);
         *self.lock() = Some((std::time::Instant::now(), n));
         Ok(n)
     }
@@ -137,9 +157,12 @@ impl FailureGauge {
 
 /// This caller's wrong codes in the last hour.
 async fn caller_failures(app: &App, caller: &str) -> Result<i64, StoreError> {
-    app.store
-        .count_failures(AttemptScope::Caller(caller), app.clock.now() - HOUR)
-        .await
+    let scope = AttemptScope::Caller(caller);
+    let stored = app
+        .store
+        .count_failures(scope, app.clock.now() - HOUR)
+        .await?;
+    Ok(stored + app.attempts.pending(scope))
 }
 
 /// Refuses code entry when this caller (`mine` wrong codes lately), or everyone together,
@@ -244,49 +267,41 @@ async fn code_step(
         .trim_end_matches('#');
     let hash = app.vault.fingerprint_digits(typed);
     let well_formed = AccessCode::parse(typed).is_ok();
-    // The reads do not depend on each other or on the call's row: one round trip, not four.
-    let (_, mine, code_failures, order) = tokio::try_join!(
-        // The incoming webhook stored the call; a write only if it did not (a lost request).
-        async {
-            match app.store.call(&call.call_sid).await? {
-                Some(stored) => Ok(stored),
-                None => app.store.upsert_call(call).await,
-            }
-        },
-        caller_failures(app, &call.from_number),
-        async {
-            match well_formed {
-                true => {
-                    app.store
-                        .count_failures(AttemptScope::Code(&hash), call.now - HOUR)
-                        .await
-                }
-                false => Ok(0),
-            }
-        },
-        async {
-            match well_formed {
-                true => app.store.order_by_code(&hash).await,
-                false => Ok(None),
-            }
-        },
-    )?;
-    if throttled(app, mine).await? {
-        return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
-    }
-    let verdict = match (well_formed, order) {
-        (true, Some(order)) => judge(app, code_failures, order, call).await?,
-        _ => Verdict::Wrong,
-    };
-    let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
-    app.store
-        .record_attempt(&CodeAttempt {
-            caller: call.from_number.clone(),
-            code_hash: hash,
-            ok,
-            at: call.now,
+    // Everything to judge the digits, read in one round trip.
+    let facts = app
+        .store
+        .code_check(&CodeCheckQuery {
+            call_sid: &call.call_sid,
+            caller: &call.from_number,
+            code_hash: well_formed.then_some(hash.as_str()),
+            since: call.now - HOUR,
         })
         .await?;
+    // The incoming webhook stored the call; a write only if it did not (a lost request).
+    if !facts.call_known {
+        app.store.upsert_call(call).await?;
+    }
+    // Attempts this instance has not written yet count too.
+    let caller_failures = facts.caller_failures
+        + app
+            .attempts
+            .pending(AttemptScope::Caller(&call.from_number));
+    let code_failures = facts.code_failures + app.attempts.pending(AttemptScope::Code(&hash));
+    if throttled(app, caller_failures).await? {
+        return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
+    }
+    let verdict = match facts.order {
+        Some(order) => judge(app, code_failures, order, call).await?,
+        None => Verdict::Wrong,
+    };
+    let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
+    let typed = CodeAttempt {
+        caller: call.from_number.clone(),
+        code_hash: hash,
+        ok,
+        at: call.now,
+    };
+    app.attempts.record(&app.store, typed).await?;
     if !ok {
         app.failures.failed();
     }

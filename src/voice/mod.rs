@@ -3,6 +3,7 @@
 //! Every handler answers TwiML, even on failure: an apology and a hang-up, never an error
 //! page Twilio would read out as "an application error has occurred".
 
+pub mod attempts;
 pub mod flow;
 pub mod signature;
 pub mod twiml;

@@ -1,0 +1,164 @@
+//! Code attempts, written behind the answer in groups.
+//!
+//! Under a guessing attack there are thousands of wrong codes a second. Written one by one,
+//! each is a transaction of its own, and each inserts into two indexes at random places (the
+//! caller's number, the code's hash): on SQLite that is a WAL commit of a few whole pages per
+//! attempt, tens of megabytes a second, and the writer stalls whenever the kernel throttles the
+//! writes. Here the code check answers at once and one task writes what has queued every
+//! [`WINDOW`], in one transaction, so a page touched by many attempts is written once.
+//!
+//! The throttles stay exact: until an attempt is written, this instance counts it itself
+//! ([`AttemptLog::pending`]), and the code check adds that to what the store counts. A crash
+//! loses at most one window of attempts (throttling data, never money); a graceful shutdown
+//! writes them ([`AttemptLog::flush`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{AttemptScope, CodeAttempt, DynStore, StoreError};
+
+/// Attempts waiting for the writer before new checks wait for room.
+const QUEUE: usize = 8192;
+/// How often the writer commits while attempts keep coming.
+const WINDOW: Duration = Duration::from_millis(20);
+/// Tries at writing one group while the database is unavailable, a second apart.
+const TRIES: u32 = 30;
+
+enum Entry {
+    Attempt(CodeAttempt),
+    /// Answered once every attempt queued before it is written (or given up on).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Wrong attempts queued or being written, counted as the store would count them.
+#[derive(Default)]
+struct Pending {
+    callers: HashMap<String, i64>,
+    codes: HashMap<String, i64>,
+    total: i64,
+}
+
+impl Pending {
+    fn change(&mut self, a: &CodeAttempt, by: i64) {
+        fn bump(map: &mut HashMap<String, i64>, key: &str, by: i64) {
+            let n = map.entry(key.to_string()).or_insert(0);
+            *n += by;
+            if *n <= 0 {
+                map.remove(key);
+            }
+        }
+        if a.ok {
+            return;
+        }
+        bump(&mut self.callers, &a.caller, by);
+        bump(&mut self.codes, &a.code_hash, by);
+        self.total += by;
+    }
+}
+
+#[derive(Default)]
+pub struct AttemptLog {
+    queue: OnceLock<mpsc::Sender<Entry>>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AttemptLog {
+    fn queue(&self, store: &DynStore) -> &mpsc::Sender<Entry> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write_loop(store.clone(), rx, self.pending.clone()));
+            tx
+        })
+    }
+
+    /// Counts `attempt` at once and queues it for the store. Waits only when the writer is
+    /// [`QUEUE`] attempts behind (the database is down or far slower than the callers).
+    pub async fn record(&self, store: &DynStore, attempt: CodeAttempt) -> Result<(), StoreError> {
+        lock(&self.pending).change(&attempt, 1);
+        let queued = self.queue(store).send(Entry::Attempt(attempt)).await;
+        queued.map_err(|e| {
+            if let Entry::Attempt(a) = &e.0 {
+                lock(&self.pending).change(a, -1);
+            }
+            StoreError::Unavailable("the attempt writer has stopped".into())
+        })
+    }
+
+    /// Wrong attempts in `scope` that the store does not have yet.
+    pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
+        let pending = lock(&self.pending);
+        match scope {
+            AttemptScope::Caller(c) => pending.callers.get(c).copied().unwrap_or(0),
+            AttemptScope::Code(h) => pending.codes.get(h).copied().unwrap_or(0),
+            AttemptScope::Global => pending.total,
+        }
+    }
+
+    /// Returns once every attempt recorded before the call has been written.
+    pub async fn flush(&self) {
+        let Some(queue) = self.queue.get() else {
+            return;
+        };
+        let (done, written) = oneshot::channel();
+        if queue.send(Entry::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Runs until the app (which holds the sender) is dropped.
+async fn write_loop(
+    store: DynStore,
+    mut queue: mpsc::Receiver<Entry>,
+    pending: Arc<Mutex<Pending>>,
+) {
+    let mut entries = Vec::new();
+    while queue.recv_many(&mut entries, QUEUE).await > 0 {
+        let mut attempts = Vec::with_capacity(entries.len());
+        let mut flushes = Vec::new();
+        for entry in entries.drain(..) {
+            match entry {
+                Entry::Attempt(a) => attempts.push(a),
+                Entry::Flush(done) => flushes.push(done),
+            }
+        }
+        if !attempts.is_empty() {
+            write(&store, &attempts).await;
+            let mut pending = lock(&pending);
+            for a in &attempts {
+                pending.change(a, -1);
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+        if !attempts.is_empty() {
+            // Let the next group gather (this bounds the commits to 1/WINDOW a second).
+            tokio::time::sleep(WINDOW).await;
+        }
+    }
+}
+
+/// Writes one group, retrying while the database is unavailable; after [`TRIES`] the group is
+/// dropped with an error in the log (the throttles then forget it, as after a crash).
+async fn write(store: &DynStore, attempts: &[CodeAttempt]) {
+    for tried in 1..=TRIES {
+        match store.record_attempts(attempts).await {
+            Ok(()) => return,
+            Err(e) if tried < TRIES => {
+                tracing::warn!(error = %e, attempts = attempts.len(), "code attempts not written yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempts = attempts.len(), "code attempts dropped");
+            }
+        }
+    }
+}
