@@ -8,9 +8,9 @@ use callgate::codes::{AccessCode, CodeVault};
 use callgate::config::Secret;
 use callgate::money::{Cents, Seconds};
 use callgate::store::{
-    new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, DynStore, EndCall, Fulfilled,
-    Fulfilment, NewCall, NewCharge, NewOrder, OrderSource, OrderStatus, StoreError, StreamGrant,
-    TranscriptLine,
+    new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, CodeCheckFacts, CodeCheckQuery,
+    DynStore, EndCall, Fulfilled, Fulfilment, NewCall, NewCharge, NewOrder, OrderSource,
+    OrderStatus, StoreError, StreamGrant, TranscriptLine,
 };
 
 const NOW: i64 = 1_790_000_000;
@@ -465,6 +465,82 @@ async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
     assert_eq!(failures(&store, AttemptScope::Global, 0).await, 4);
     assert_eq!(store.prune_attempts(NOW).await.unwrap(), 1);
     assert_eq!(failures(&store, AttemptScope::Global, 0).await, 3);
+}
+
+/// The code check's combined read answers what the single reads answer, on every backend.
+async fn code_check_reads_what_the_single_reads_do(store: DynStore) {
+    let order = paid_order(&store).await;
+    let hash = order.code_hash.clone().expect("paid order has a code");
+    call(&store, "CA_check").await;
+    let wrong = |caller: &str, code_hash: &str, at: i64| CodeAttempt {
+        caller: caller.into(),
+        code_hash: code_hash.into(),
+        ok: false,
+        at,
+    };
+    // More than one multi-row INSERT's worth, in one call, plus a success that never counts.
+    let mut batch: Vec<CodeAttempt> = (0..300)
+        .map(|i| wrong("+1999", &format!("other{i}"), NOW))
+        .collect();
+    batch.push(wrong("+15550001111", &hash, NOW - 10));
+    batch.push(wrong("+15550001111", &hash, NOW - 4000));
+    batch.push(wrong("+1888", &hash, NOW));
+    batch.push(CodeAttempt {
+        ok: true,
+        ..wrong("+15550001111", &hash, NOW)
+    });
+    store.record_attempts(&batch).await.unwrap();
+    store.record_attempts(&[]).await.unwrap();
+    assert_eq!(
+        failures(&store, AttemptScope::Caller("+1999"), 0).await,
+        300
+    );
+
+    let query = |call_sid, caller, code_hash| CodeCheckQuery {
+        call_sid,
+        caller,
+        code_hash,
+        since: NOW - 3600,
+    };
+    let facts = store
+        .code_check(&query("CA_check", "+15550001111", Some(&hash)))
+        .await
+        .unwrap();
+    assert_eq!(
+        facts,
+        CodeCheckFacts {
+            call_known: true,
+            caller_failures: 1,
+            code_failures: 2,
+            order: Some(order.clone()),
+        }
+    );
+    let unknown = store
+        .code_check(&query("CA_nobody", "+1777", Some("no-such-hash")))
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown,
+        CodeCheckFacts {
+            call_known: false,
+            caller_failures: 0,
+            code_failures: 0,
+            order: None,
+        }
+    );
+    // Digits that cannot be a code: nothing looked up for them, the caller still counted.
+    let malformed = store
+        .code_check(&query("CA_check", "+1999", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            malformed.caller_failures,
+            malformed.code_failures,
+            malformed.order
+        ),
+        (300, 0, None)
+    );
 }
 
 fn end(sid: &str, status: &str, duration: Option<i64>, now: i64) -> EndCall {
@@ -1016,4 +1092,5 @@ on_every_backend!(
     charge_needs_a_known_call,
     webhook_events_are_deduplicated,
     attempts_are_counted_per_scope_and_window,
+    code_check_reads_what_the_single_reads_do,
 );

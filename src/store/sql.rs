@@ -31,6 +31,9 @@ pub(crate) const CHARGE_INSERT: &str =
 /// Rows in one multi-row attempt INSERT (4 parameters each; SQLite allows 32,766).
 pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
 
+/// Attempts deleted by one statement when old ones are pruned.
+pub(crate) const PRUNE_CHUNK: i64 = 5000;
+
 /// Everything the code check reads, in one statement: whether the call is stored, the
 /// caller's and the code's recent failures, and the id of the code's order (NULL when none).
 pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE call_sid = $1), \
@@ -879,12 +882,25 @@ macro_rules! sql_store {
             }
 
             async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError> {
-                sqlx::query::<$db>("DELETE FROM code_attempts WHERE at < $1")
+                // In chunks, each its own transaction: after a guessing attack there may be
+                // millions, and other writes go on in between.
+                let mut pruned = 0;
+                loop {
+                    let deleted = sqlx::query::<$db>(
+                        "DELETE FROM code_attempts WHERE id IN \
+                         (SELECT id FROM code_attempts WHERE at < $1 LIMIT $2)",
+                    )
                     .bind(before)
+                    .bind(PRUNE_CHUNK)
                     .execute(&self.writer)
                     .await
-                    .map(|r| r.rows_affected())
-                    .map_err(classify)
+                    .map_err(classify)?
+                    .rows_affected();
+                    pruned += deleted;
+                    if deleted < PRUNE_CHUNK as u64 {
+                        return Ok(pruned);
+                    }
+                }
             }
         }
     };

@@ -26,6 +26,10 @@ const QUEUE: usize = 8192;
 const WINDOW: Duration = Duration::from_millis(20);
 /// Tries at writing one group while the database is unavailable, a second apart.
 const TRIES: u32 = 30;
+/// How long attempts are kept (the throttles look back one hour).
+const KEEP_SECS: i64 = 24 * 3600;
+/// How often old attempts are pruned, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 enum Entry {
     Attempt(CodeAttempt),
@@ -120,6 +124,7 @@ async fn write_loop(
     pending: Arc<Mutex<Pending>>,
 ) {
     let mut entries = Vec::new();
+    let mut pruned_at: Option<tokio::time::Instant> = None;
     while queue.recv_many(&mut entries, QUEUE).await > 0 {
         let mut attempts = Vec::with_capacity(entries.len());
         let mut flushes = Vec::new();
@@ -131,6 +136,16 @@ async fn write_loop(
         }
         if !attempts.is_empty() {
             write(&store, &attempts).await;
+            // Old attempts go, measured by the attempts' own clock.
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(tokio::time::Instant::now());
+                let newest = attempts.iter().map(|a| a.at).max().unwrap_or_default();
+                match store.prune_attempts(newest - KEEP_SECS).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(attempts = n, "old code attempts pruned"),
+                    Err(e) => tracing::warn!(error = %e, "old code attempts not pruned"),
+                }
+            }
             let mut pending = lock(&pending);
             for a in &attempts {
                 pending.change(a, -1);
@@ -160,5 +175,90 @@ async fn write(store: &DynStore, attempts: &[CodeAttempt]) {
                 tracing::error!(error = %e, attempts = attempts.len(), "code attempts dropped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    #[tokio::test]
+    async fn attempts_count_at_once_and_are_written_by_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        store.migrate().await.unwrap();
+        let log = AttemptLog::default();
+        assert_eq!(log.pending(AttemptScope::Global), 0);
+        log.flush().await; // nothing queued yet: returns at once
+        let wrong = CodeAttempt {
+            caller: "+1".into(),
+            code_hash: "h".into(),
+            ok: false,
+            at: 100,
+        };
+        for _ in 0..3 {
+            log.record(&store, wrong.clone()).await.unwrap();
+        }
+        let right = CodeAttempt {
+            ok: true,
+            ..wrong.clone()
+        };
+        log.record(&store, right).await.unwrap();
+        // On this one-thread runtime the writer has not run yet: only the pending count knows.
+        assert_eq!(log.pending(AttemptScope::Caller("+1")), 3);
+        assert_eq!(log.pending(AttemptScope::Code("h")), 3);
+        assert_eq!(log.pending(AttemptScope::Caller("+2")), 0);
+        assert_eq!(log.pending(AttemptScope::Global), 3);
+        log.flush().await;
+        assert_eq!(log.pending(AttemptScope::Global), 0);
+        assert_eq!(log.pending(AttemptScope::Caller("+1")), 0);
+        let stored = |scope| {
+            let store = store.clone();
+            async move { store.count_failures(scope, 0).await.unwrap() }
+        };
+        assert_eq!(stored(AttemptScope::Caller("+1")).await, 3);
+        assert_eq!(stored(AttemptScope::Global).await, 3);
+    }
+
+    #[tokio::test]
+    async fn attempts_older_than_a_day_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        store.migrate().await.unwrap();
+        let old = |caller: &str, at| CodeAttempt {
+            caller: caller.into(),
+            code_hash: "h".into(),
+            ok: false,
+            at,
+        };
+        let now = 10 * KEEP_SECS;
+        let stale: Vec<CodeAttempt> = (0..12_000)
+            .map(|i| old("+old", now - KEEP_SECS - 1 - i))
+            .collect();
+        store.record_attempts(&stale).await.unwrap();
+        store
+            .record_attempt(&old("+recent", now - KEEP_SECS + 5))
+            .await
+            .unwrap();
+        let log = AttemptLog::default();
+        log.record(&store, old("+new", now)).await.unwrap();
+        log.flush().await;
+        let count = |caller: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .count_failures(AttemptScope::Caller(caller), 0)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            count("+old").await,
+            0,
+            "more than a day old: pruned, across chunks"
+        );
+        assert_eq!(count("+recent").await, 1);
+        assert_eq!(count("+new").await, 1);
     }
 }

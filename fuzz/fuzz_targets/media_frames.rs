@@ -1,0 +1,10 @@
+//! Text frames of the two WebSockets the bridge reads: Twilio's media stream and the agent's.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = callgate::bridge::twilio_stream::parse(&text);
+    let _ = callgate::agent::parse(&text);
+});
