@@ -113,7 +113,9 @@ macro_rules! sql_store {
                 $migrator
                     .run(&self.pool)
                     .await
-                    .map_err(|e| StoreError::Migrate(e.to_string()))
+                    .map_err(|e| StoreError::Migrate(e.to_string()))?;
+                self.migrated();
+                Ok(())
             }
 
             async fn ping(&self) -> Result<(), StoreError> {

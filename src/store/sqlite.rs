@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::sql::{CodeCheckRow, CODE_CHECK};
 use super::{CodeCheckQuery, StoreError};
@@ -25,12 +25,15 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// The code check's read, on the calling thread.
     inline: InlineReads,
-    checkpoints: tokio::task::JoinHandle<()>,
+    /// Started once the schema is migrated (see [`SqliteStore::migrated`]).
+    checkpoints: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.checkpoints.abort();
+        if let Some(task) = self.checkpoints.get() {
+            task.abort();
+        }
     }
 }
 
@@ -88,6 +91,17 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "0")
             // After the WAL starts over, its file is cut back to this size.
             .pragma("journal_size_limit", (WAL_LIMIT_PAGES * 4096).to_string());
+        // The file must open now, so that a bad path is a start-up error.
+        let err = |e: sqlx::Error| StoreError::Open(format!("SQLite file {}: {e}", path.display()));
+        SqliteConnection::connect_with(&options)
+            .await
+            .map_err(err)?
+            .close()
+            .await
+            .map_err(err)?;
+        // Connections are made when first used, after the migrations: a connection that had
+        // read the schema before them would compile `SELECT *` against the old columns, and
+        // sqlx, which remembers a statement's columns, would misread its rows.
         let open = |connections: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
@@ -95,21 +109,18 @@ impl SqliteStore {
                 // thread) before every query.
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
+                .connect_lazy_with(options)
         };
-        let err = |e: sqlx::Error| StoreError::Open(format!("SQLite file {}: {e}", path.display()));
-        let pool = open(4, options.clone()).await.map_err(err)?;
+        let pool = open(4, options.clone());
         // The writer's page cache survives other connections' reads (only another writer would
         // make it stale), so a large one keeps the indexes it inserts into in memory instead of
         // reading their pages back for every write. SQLite's default is 2 MiB.
         let writer = open(
             1,
             options.pragma("cache_size", WRITER_CACHE_KIB.to_string()),
-        )
-        .await
-        .map_err(err)?;
+        );
         Ok(SqliteStore {
-            checkpoints: tokio::spawn(checkpoints(pool.clone(), writer.clone())),
+            checkpoints: std::sync::OnceLock::new(),
             pool,
             writer,
             inline: InlineReads {
@@ -117,6 +128,13 @@ impl SqliteStore {
                 idle: Mutex::default(),
             },
         })
+    }
+
+    /// The schema is in place: background checkpoints may start (not before, for the reason
+    /// the pools connect lazily).
+    fn migrated(&self) {
+        self.checkpoints
+            .get_or_init(|| tokio::spawn(checkpoints(self.pool.clone(), self.writer.clone())));
     }
 
     async fn code_check_row(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckRow, StoreError> {
