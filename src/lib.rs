@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod import;
+pub mod ledger;
 pub mod lifecycle;
 pub mod loadtest;
 pub mod metrics;

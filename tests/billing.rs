@@ -10,7 +10,7 @@ use callgate::clock::ManualClock;
 use callgate::money::{Cents, Seconds};
 use callgate::payments::billing;
 use callgate::store::{
-    new_id, ChargeState, DynStore, NewCall, NewOrder, Order, OrderSource, Settlement,
+    new_id, ChargeState, DynStore, Hold, NewCall, NewOrder, Order, OrderSource, Settlement,
 };
 use callgate::App;
 use serde_json::{json, Value};
@@ -76,11 +76,17 @@ async fn bridged_call(app: &App, order: &Order, seconds: i64) -> String {
         })
         .await
         .unwrap();
+    assert!(matches!(
+        store
+            .hold_order_for_call(&order.id, &sid, now + 150, now)
+            .await
+            .unwrap(),
+        Hold::Held(_)
+    ));
     assert!(store
-        .hold_order_for_call(&order.id, &sid, now + 4000, now)
+        .bridge_started(&sid, None, now + 30, now)
         .await
         .unwrap());
-    store.bridge_started(&sid, None, now).await.unwrap();
     store
         .bridge_finished(&sid, Seconds(seconds), "caller_hung_up", now)
         .await
@@ -191,11 +197,11 @@ async fn racing_settlements_charge_once(store: DynStore) {
     assert_eq!(used(&app, &order.id).await, Seconds(150));
 }
 
-async fn a_crashed_bridge_is_settled_from_twilio_after_the_grace(store: DynStore) {
+async fn a_crashed_bridge_is_settled_from_its_metering_once_its_hold_lapses(store: DynStore) {
     let fake = FakeStripe::start(&[]).await;
     let clock = Arc::new(ManualClock::new(T0));
     let app = support::app::build(store, &vars(&stripe_env(&fake.base)), clock.clone());
-    let order = order(&app, 1, "cus_1", "pm_1").await;
+    let order = order(&app, 0, "cus_1", "pm_1").await;
     let sid = format!("CA{}", new_id("x").trim_start_matches("x_"));
     app.store
         .upsert_call(&NewCall {
@@ -207,15 +213,22 @@ async fn a_crashed_bridge_is_settled_from_twilio_after_the_grace(store: DynStore
         .await
         .unwrap();
     app.store
-        .hold_order_for_call(&order.id, &sid, T0 + 4000, T0)
+        .hold_order_for_call(&order.id, &sid, T0 + 150, T0)
         .await
         .unwrap();
-    app.store.bridge_started(&sid, None, T0 + 10).await.unwrap();
-    app.store
-        .record_metering(&sid, Seconds(40), T0 + 50)
+    assert!(app
+        .store
+        .bridge_started(&sid, None, T0 + 40, T0 + 10)
+        .await
+        .unwrap());
+    // The last heartbeat: 40 s metered, the hold renewed to T0 + 80.
+    let stop = app
+        .store
+        .record_metering_many(&[(sid.clone(), Seconds(40))], T0 + 80, T0 + 50)
         .await
         .unwrap();
-    // The process died: no bridge end. Twilio reports 100 s, 10 of them in the menu.
+    assert!(stop.is_empty(), "a live call on a paid order goes on");
+    // The instance died: no bridge end. Twilio reports 100 s; it is not the meter.
     app.store
         .end_call(&callgate::store::EndCall {
             call_sid: sid.clone(),
@@ -224,23 +237,38 @@ async fn a_crashed_bridge_is_settled_from_twilio_after_the_grace(store: DynStore
             twilio_status: "completed".into(),
             duration: Some(100),
             reason: None,
-            now: T0 + 100,
+            now: T0 + 60,
         })
         .await
         .unwrap();
-    clock.advance(100);
+    clock.advance(60);
     assert_eq!(
         billing::settle(&app, &sid).await.unwrap(),
         Settlement::NotReady,
-        "the bridge may still report"
+        "the hold is live: its bridge may still be metering"
     );
-    clock.advance(billing::SETTLE_GRACE_SECS);
+    assert!(
+        app.store
+            .calls_to_settle(10, T0 + 60)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nor does the billing pass take it"
+    );
+    clock.advance(21);
+    assert_eq!(
+        app.store.calls_to_settle(10, T0 + 81).await.unwrap(),
+        vec![sid.clone()]
+    );
     let charge = settled_charge(billing::settle(&app, &sid).await.unwrap());
     assert_eq!(
         charge.seconds_billed,
-        Seconds(30),
-        "90 agent seconds from Twilio, 60 included"
+        Seconds(40),
+        "what the bridge metered before it died"
     );
+    let order = app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used, Seconds(40));
+    assert_eq!(order.active_call_sid, None, "the code is free again");
 }
 
 // ---- the worker against the recording stand-in --------------------------------------
@@ -450,7 +478,9 @@ async fn authentication_required_and_declines_are_recorded_not_retried(store: Dy
     );
 }
 
-async fn a_charge_without_a_saved_card_fails_visibly(store: DynStore) {
+/// Point 6: consent without a saved card is no licence for overage. Such an order's call is
+/// debited in full, but no charge is created and nothing is sent to Stripe.
+async fn consent_without_a_saved_card_creates_no_charge(store: DynStore) {
     let fake = FakeStripe::start(&[]).await;
     let app = support::app::build(
         store,
@@ -466,15 +496,23 @@ async fn a_charge_without_a_saved_card_fails_visibly(store: DynStore) {
     let (order, _) = callgate::orders::issue_operator_code(&app, &grant)
         .await
         .unwrap();
-    let c = settled_charge(
-        billing::settle(&app, &bridged_call(&app, &order, 61).await)
-            .await
-            .unwrap(),
+    let settled = billing::settle(&app, &bridged_call(&app, &order, 61).await)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            settled,
+            Settlement::Settled {
+                seconds: Seconds(61),
+                overage: Seconds(1),
+                charge: None
+            }
+        ),
+        "{settled:?}"
     );
     billing::run_once(&app, "w").await.unwrap();
-    let c = app.store.charge(&c.id).await.unwrap().unwrap();
-    assert_eq!(c.state, ChargeState::Failed);
-    assert_eq!(c.last_error.as_deref(), Some("no saved card"));
+    assert!(app.store.list_charges(None, 10).await.unwrap().is_empty());
+    assert_eq!(used(&app, &order.id).await, Seconds(61));
     assert_eq!(fake.requests(), 0);
 }
 
@@ -528,12 +566,12 @@ on_every_backend!(
     a_hanging_stripe_leaves_the_charge_queued_then_charges_it_once,
     allowance_is_spent_once_across_calls,
     racing_settlements_charge_once,
-    a_crashed_bridge_is_settled_from_twilio_after_the_grace,
+    a_crashed_bridge_is_settled_from_its_metering_once_its_hold_lapses,
     server_errors_are_retried_with_the_same_key,
     a_worker_killed_after_stripe_answered_charges_once,
     two_workers_race_and_each_charge_is_made_once,
     authentication_required_and_declines_are_recorded_not_retried,
-    a_charge_without_a_saved_card_fails_visibly,
+    consent_without_a_saved_card_creates_no_charge,
 );
 
 /// The database drops out mid-pass: the pass fails cleanly, the charge stays queued, and

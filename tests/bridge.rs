@@ -8,7 +8,7 @@ use std::time::Duration;
 use callgate::store::DynStore;
 use support::agent::{Behaviour, FakeAgent};
 use support::app::{ACCOUNT_SID, AUTH_TOKEN, PHONE};
-use support::calls::{app_with_agent, connected_call, ended_call, open, WAIT};
+use support::calls::{app_with_agent, connected_call, connected_call_with, ended_call, open, WAIT};
 use support::twilio::{Caller, Ending, MediaStream, Received};
 
 async fn audio_goes_both_ways_and_the_call_is_recorded(store: DynStore) {
@@ -161,6 +161,34 @@ async fn overage_lets_the_call_run_to_the_maximum(store: DynStore) {
         "ran past the 60 s allowance to the 120 s maximum"
     );
     assert_eq!(call.end_reason.as_deref(), Some("time_up"));
+}
+
+/// Point 6: an order with overage consent but no saved card (operator-issued, imported)
+/// ends at its allowance, warned, as if it had no consent.
+async fn consent_without_a_card_ends_at_the_allowance(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[("MAX_CALL_MINUTES", "3")]).await;
+    let grant = callgate::orders::OperatorGrant {
+        minutes: 1,
+        overage: true,
+        customer: None,
+        payment_method: None,
+    };
+    let (caller, url, params, _) = connected_call_with(&app, &grant).await;
+    let mut stream = open(&caller, &url, &params).await;
+    stream
+        .talk_until_closed(&[0x55; 160], Duration::from_secs(30))
+        .await;
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.as_deref(), Some("time_up"));
+    assert_eq!(
+        call.seconds_metered.0, 60,
+        "cut at the 60 s allowance, not the 180 s maximum"
+    );
+    assert_eq!(
+        agent.log().initiation.expect("initiation")["dynamic_variables"]["overage_enabled"],
+        false
+    );
 }
 
 async fn dropped_agent_ends_the_call_with_an_apology(store: DynStore) {
@@ -341,6 +369,7 @@ on_every_backend!(
     barge_in_clears_twilio_and_drops_stale_audio,
     allowance_warns_then_ends_the_call,
     overage_lets_the_call_run_to_the_maximum,
+    consent_without_a_card_ends_at_the_allowance,
     dropped_agent_ends_the_call_with_an_apology,
     unreachable_agent_ends_the_call_with_an_apology,
     bad_reused_or_unsigned_streams_are_refused,

@@ -15,12 +15,13 @@ fn caller(from: &str) -> Caller {
     Caller::new(AUTH_TOKEN, ACCOUNT_SID, from, PHONE)
 }
 
+/// A code for `minutes`; with `overage`, consent and a saved card (what overage needs).
 async fn issue(app: &TestApp, minutes: i64, overage: bool) -> String {
     let grant = OperatorGrant {
         minutes,
         overage,
-        customer: None,
-        payment_method: None,
+        customer: overage.then(|| "cus_test".to_string()),
+        payment_method: overage.then(|| "pm_test".to_string()),
     };
     let (_, code) = orders::issue_operator_code(&app.app, &grant).await.unwrap();
     code.expose().to_string()

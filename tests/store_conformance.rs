@@ -6,11 +6,11 @@ use std::collections::HashSet;
 
 use callgate::codes::{AccessCode, CodeVault};
 use callgate::config::Secret;
-use callgate::money::{Cents, Seconds};
+use callgate::money::{Cents, Rounding, Seconds};
 use callgate::store::{
     new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, CodeCheckFacts, CodeCheckQuery,
-    DynStore, EndCall, Fulfilled, Fulfilment, NewCall, NewCharge, NewOrder, OrderSource,
-    OrderStatus, StoreError, StreamGrant, TranscriptLine,
+    DynStore, EndCall, Fulfilled, Fulfilment, Hold, NewCall, NewCharge, NewOrder, OrderSource,
+    OrderStatus, Settlement, StoreError, StreamGrant, TranscriptLine,
 };
 
 const NOW: i64 = 1_790_000_000;
@@ -555,26 +555,28 @@ fn end(sid: &str, status: &str, duration: Option<i64>, now: i64) -> EndCall {
     }
 }
 
-/// Two calls with the same code: the first holds it until it ends or the hold lapses.
+fn held(h: Hold) -> bool {
+    matches!(h, Hold::Held(_))
+}
+
+/// Two calls with the same code: the first holds it until it ends, or until its call is
+/// settled once its hold has lapsed.
 async fn one_live_call_per_code(store: DynStore) {
     let order = paid_order(&store).await;
     call(&store, "CA_first").await;
     call(&store, "CA_second").await;
-    assert!(store
-        .hold_order_for_call(&order.id, "CA_first", NOW + 600, NOW)
-        .await
-        .unwrap());
-    assert!(
-        store
-            .hold_order_for_call(&order.id, "CA_first", NOW + 600, NOW)
-            .await
-            .unwrap(),
-        "re-entrant"
-    );
-    assert!(!store
-        .hold_order_for_call(&order.id, "CA_second", NOW + 600, NOW + 1)
-        .await
-        .unwrap());
+    let hold = |sid: &'static str, until, now| {
+        let (store, id) = (store.clone(), order.id.clone());
+        async move {
+            store
+                .hold_order_for_call(&id, sid, until, now)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(held(hold("CA_first", NOW + 600, NOW).await));
+    assert!(held(hold("CA_first", NOW + 600, NOW).await), "re-entrant");
+    assert_eq!(hold("CA_second", NOW + 600, NOW + 1).await, Hold::InUse);
     assert_eq!(
         store
             .call("CA_first")
@@ -589,7 +591,7 @@ async fn one_live_call_per_code(store: DynStore) {
         store.call("CA_second").await.unwrap().unwrap().order_id,
         None
     );
-    // The first call ends: the code is free again.
+    // The first call ends in the menu (it never reached the agent): the code is free again.
     store
         .end_call(&end("CA_first", "completed", Some(42), NOW + 50))
         .await
@@ -603,20 +605,22 @@ async fn one_live_call_per_code(store: DynStore) {
             .active_call_sid,
         None
     );
-    assert!(store
-        .hold_order_for_call(&order.id, "CA_second", NOW + 700, NOW + 60)
-        .await
-        .unwrap());
-    // A hold whose end was never reported lapses.
+    assert!(held(hold("CA_second", NOW + 700, NOW + 60).await));
+    // A hold whose call went silent lapses, but only settling that call frees the code.
     call(&store, "CA_third").await;
-    assert!(!store
-        .hold_order_for_call(&order.id, "CA_third", NOW + 2000, NOW + 699)
-        .await
-        .unwrap());
-    assert!(store
-        .hold_order_for_call(&order.id, "CA_third", NOW + 2000, NOW + 701)
-        .await
-        .unwrap());
+    assert_eq!(hold("CA_third", NOW + 2000, NOW + 699).await, Hold::InUse);
+    assert_eq!(
+        hold("CA_third", NOW + 2000, NOW + 701).await,
+        Hold::Lapsed("CA_second".into())
+    );
+    assert!(matches!(
+        store
+            .settle_call("CA_second", Rounding::PerStartedMinute, "chg_x", NOW + 701)
+            .await
+            .unwrap(),
+        Settlement::Settled { .. }
+    ));
+    assert!(held(hold("CA_third", NOW + 2000, NOW + 701).await));
 
     // Racing holds: exactly one wins.
     let other = paid_order(&store).await;
@@ -632,9 +636,187 @@ async fn one_live_call_per_code(store: DynStore) {
     }
     let mut winners = 0;
     for t in tasks {
-        winners += usize::from(t.await.unwrap().unwrap());
+        winners += usize::from(held(t.await.unwrap().unwrap()));
     }
     assert_eq!(winners, 1);
+}
+
+/// An ended call never takes a code, nor starts a bridge; a hold taken before the end is
+/// released by it.
+async fn an_ended_call_never_holds_a_code(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_over").await;
+    store
+        .end_call(&end("CA_over", "completed", Some(5), NOW + 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .hold_order_for_call(&order.id, "CA_over", NOW + 600, NOW + 6)
+            .await
+            .unwrap(),
+        Hold::CallOver
+    );
+    let o = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(o.active_call_sid, None, "no hold left behind");
+    assert!(!store
+        .bridge_started("CA_over", None, NOW + 40, NOW + 7)
+        .await
+        .unwrap());
+
+    // Held in the menu, then Twilio reports the end before the stream opens.
+    call(&store, "CA_late").await;
+    assert!(held(
+        store
+            .hold_order_for_call(&order.id, "CA_late", NOW + 600, NOW + 10)
+            .await
+            .unwrap()
+    ));
+    store
+        .end_call(&end("CA_late", "completed", Some(9), NOW + 11))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_call_sid,
+        None
+    );
+    assert!(
+        !store
+            .bridge_started("CA_late", None, NOW + 40, NOW + 12)
+            .await
+            .unwrap(),
+        "its stream token must not open a bridge"
+    );
+    assert_eq!(
+        store.call("CA_late").await.unwrap().unwrap().bridged_at,
+        None
+    );
+}
+
+/// A bridged call keeps its code until settlement, which debits its metered seconds and
+/// frees the code in one step: a redial never sees the allowance the last call used.
+async fn settlement_debits_and_frees_the_code_in_one_step(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_talk").await;
+    call(&store, "CA_redial").await;
+    assert!(held(
+        store
+            .hold_order_for_call(&order.id, "CA_talk", NOW + 150, NOW)
+            .await
+            .unwrap()
+    ));
+    assert!(store
+        .bridge_started("CA_talk", None, NOW + 40, NOW + 10)
+        .await
+        .unwrap());
+    // Its heartbeat renews the hold while it talks.
+    store
+        .record_metering_many(&[("CA_talk".into(), Seconds(110))], NOW + 150, NOW + 120)
+        .await
+        .unwrap();
+    store
+        .bridge_finished("CA_talk", Seconds(120), "caller_hung_up", NOW + 130)
+        .await
+        .unwrap();
+    // Twilio's end arrives first: the code stays held, not yet debited.
+    store
+        .end_call(&end("CA_talk", "completed", Some(135), NOW + 131))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .hold_order_for_call(&order.id, "CA_redial", NOW + 300, NOW + 131)
+            .await
+            .unwrap(),
+        Hold::InUse,
+        "ended but not debited: still held"
+    );
+    assert!(matches!(
+        store
+            .settle_call("CA_talk", Rounding::PerStartedMinute, "chg_t", NOW + 132)
+            .await
+            .unwrap(),
+        Settlement::Settled {
+            seconds: Seconds(120),
+            ..
+        }
+    ));
+    match store
+        .hold_order_for_call(&order.id, "CA_redial", NOW + 300, NOW + 133)
+        .await
+        .unwrap()
+    {
+        Hold::Held(o) => assert_eq!(o.seconds_used, Seconds(120), "debited before freed"),
+        other => panic!("not held: {other:?}"),
+    }
+}
+
+/// The metering write is the heartbeat: it renews a live call's hold, and names the calls
+/// that must stop (order revoked, hold gone).
+async fn metering_renews_holds_and_names_calls_to_stop(store: DynStore) {
+    let order = paid_order(&store).await;
+    let other = paid_order(&store).await;
+    for sid in ["CA_h1", "CA_h2"] {
+        call(&store, sid).await;
+    }
+    for (sid, o) in [("CA_h1", &order), ("CA_h2", &other)] {
+        assert!(held(
+            store
+                .hold_order_for_call(&o.id, sid, NOW + 150, NOW)
+                .await
+                .unwrap()
+        ));
+        assert!(store
+            .bridge_started(sid, None, NOW + 30, NOW)
+            .await
+            .unwrap());
+    }
+    let figures = [
+        ("CA_h1".to_string(), Seconds(5)),
+        ("CA_h2".to_string(), Seconds(5)),
+    ];
+    let stop = store
+        .record_metering_many(&figures, NOW + 35, NOW + 5)
+        .await
+        .unwrap();
+    assert!(stop.is_empty());
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_call_until,
+        Some(NOW + 35)
+    );
+    store
+        .set_order_status(
+            &other.id,
+            &[OrderStatus::Paid],
+            OrderStatus::Revoked,
+            NOW + 6,
+        )
+        .await
+        .unwrap();
+    let stop = store
+        .record_metering_many(&figures, NOW + 40, NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        stop,
+        vec!["CA_h2".to_string()],
+        "the revoked order's call stops"
+    );
+    assert_eq!(
+        store.call("CA_h2").await.unwrap().unwrap().seconds_metered,
+        Seconds(5),
+        "its metering is still recorded"
+    );
 }
 
 /// Status callbacks: duplicated, out of order, or for a call never seen.
@@ -874,11 +1056,18 @@ async fn charge_leases_and_outcomes(store: DynStore) {
 }
 
 async fn bridge_bookkeeping_and_transcript(store: DynStore) {
+    let order = paid_order(&store).await;
     call(&store, "CA_b").await;
-    store
-        .bridge_started("CA_b", Some("conv_1"), NOW + 5)
+    assert!(held(
+        store
+            .hold_order_for_call(&order.id, "CA_b", NOW + 150, NOW)
+            .await
+            .unwrap()
+    ));
+    assert!(store
+        .bridge_started("CA_b", Some("conv_1"), NOW + 35, NOW + 5)
         .await
-        .unwrap();
+        .unwrap());
     store
         .record_metering("CA_b", Seconds(30), NOW + 35)
         .await
@@ -937,7 +1126,7 @@ async fn bridge_bookkeeping_and_transcript(store: DynStore) {
         (Seconds(42), Some("time_up"), Some(NOW + 50))
     );
     assert_eq!(
-        store.calls_to_settle(10).await.unwrap(),
+        store.calls_to_settle(10, NOW + 60).await.unwrap(),
         vec!["CA_b".to_string()]
     );
 }
@@ -948,6 +1137,7 @@ async fn metering_is_recorded_in_batches_and_never_lowered(store: DynStore) {
     store
         .record_metering_many(
             &[("CA_m1".into(), Seconds(30)), ("CA_m2".into(), Seconds(7))],
+            NOW + 31,
             NOW + 1,
         )
         .await
@@ -958,11 +1148,15 @@ async fn metering_is_recorded_in_batches_and_never_lowered(store: DynStore) {
                 ("CA_m1".into(), Seconds(20)),
                 ("CA_unknown".into(), Seconds(5)),
             ],
+            NOW + 32,
             NOW + 2,
         )
         .await
         .unwrap();
-    store.record_metering_many(&[], NOW + 3).await.unwrap();
+    store
+        .record_metering_many(&[], NOW + 33, NOW + 3)
+        .await
+        .unwrap();
     let m1 = store.call("CA_m1").await.unwrap().unwrap();
     let m2 = store.call("CA_m2").await.unwrap().unwrap();
     assert_eq!((m1.seconds_metered.0, m2.seconds_metered.0), (30, 7));
@@ -1076,6 +1270,9 @@ on_every_backend!(
     charge_leases_and_outcomes,
     bridge_bookkeeping_and_transcript,
     one_live_call_per_code,
+    an_ended_call_never_holds_a_code,
+    settlement_debits_and_frees_the_code_in_one_step,
+    metering_renews_holds_and_names_calls_to_stop,
     ending_a_call_is_idempotent,
     stream_tokens_are_single_use,
     usage_accumulates,

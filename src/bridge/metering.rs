@@ -2,10 +2,16 @@
 //! here, and one task writes all of them in a single transaction per interval. A thousand calls
 //! cost one database write an interval instead of a thousand competing ones (SQLite has one
 //! writer at a time). The final figure of a call is written by its bridge directly.
+//!
+//! The write is also each call's heartbeat: it renews the call's hold on its order, and the
+//! store answers which calls must stop (order revoked, hold gone). Their bridges are told
+//! through [`MeteringBook::watch`], on whichever instance runs them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::money::Seconds;
 use crate::App;
@@ -14,6 +20,8 @@ use crate::App;
 pub struct MeteringBook {
     pending: Mutex<HashMap<String, i64>>,
     flusher: std::sync::OnceLock<()>,
+    /// Live calls on this instance, told when they must stop.
+    live: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl MeteringBook {
@@ -35,9 +43,31 @@ impl MeteringBook {
         });
     }
 
+    /// Notified when the store says the call must stop (until [`MeteringBook::forget`]).
+    pub fn watch(&self, call_sid: &str) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        self.live_calls()
+            .insert(call_sid.to_string(), notify.clone());
+        notify
+    }
+
+    fn live_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The call's final figure is written elsewhere: drop any queued one.
     pub fn forget(&self, call_sid: &str) {
         self.lock().remove(call_sid);
+        self.live_calls().remove(call_sid);
+    }
+
+    fn stop(&self, call_sids: &[String]) {
+        let live = self.live_calls();
+        for sid in call_sids {
+            if let Some(n) = live.get(sid) {
+                n.notify_one();
+            }
+        }
     }
 
     fn take(&self) -> Vec<(String, Seconds)> {
@@ -68,13 +98,17 @@ async fn flush_loop(app: Weak<App>, every: Duration) {
         if figures.is_empty() {
             continue;
         }
-        if let Err(e) = app
+        let now = app.clock.now();
+        match app
             .store
-            .record_metering_many(&figures, app.clock.now())
+            .record_metering_many(&figures, now + crate::ledger::HOLD_LEASE_SECS, now)
             .await
         {
-            tracing::warn!(error = %e, calls = figures.len(), "metering not persisted; will retry");
-            app.metering.restore(figures);
+            Ok(stop) => app.metering.stop(&stop),
+            Err(e) => {
+                tracing::warn!(error = %e, calls = figures.len(), "metering not persisted; will retry");
+                app.metering.restore(figures);
+            }
         }
     }
 }

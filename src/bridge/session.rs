@@ -35,6 +35,10 @@ pub enum EndReason {
     AgentFailed,
     /// The server is shutting down and the grace period ran out.
     Shutdown,
+    /// The order was refunded, disputed or revoked mid-call.
+    Revoked,
+    /// The call lost its hold on the order (its heartbeat lapsed and another call settled it).
+    HoldLost,
 }
 
 impl EndReason {
@@ -45,6 +49,8 @@ impl EndReason {
             EndReason::MaxLength => "time_up",
             EndReason::AgentFailed => "agent_failed",
             EndReason::Shutdown => "shutdown",
+            EndReason::Revoked => "revoked",
+            EndReason::HoldLost => "hold_lost",
         }
     }
 }
@@ -128,7 +134,7 @@ struct Limits {
 
 fn limits(app: &App, order: &Order) -> Limits {
     let max = app.config.voice.max_call_minutes * 60;
-    let overage = order.overage_consent && order.overage_blocked.is_none();
+    let overage = crate::ledger::overage_allowed(order).is_ok();
     Limits {
         allowance: (!overage).then(|| order.seconds_left().0.min(max)),
         max,
@@ -174,20 +180,32 @@ async fn close_twilio(tw_tx: &mut TwSink) {
     let _ = tw_tx.send(TwMessage::Close(None)).await;
 }
 
-/// The agent could not be used: record why (the closing TwiML apologises) and release Twilio.
+/// The agent could not be used: record why (the closing TwiML apologises), settle the call
+/// (nothing metered; the code is free again) and release Twilio.
 async fn agent_failed(app: &App, call_sid: &str, tw_tx: &mut TwSink, kind: Option<&str>) {
     if let Some(kind) = kind {
         crate::metrics::AGENT_ERRORS.add(kind);
     }
-    let reason = EndReason::AgentFailed.as_str();
+    finish(app, call_sid, Seconds(0), EndReason::AgentFailed).await;
+    close_twilio(tw_tx).await;
+}
+
+/// Records the bridge's end and settles the call at once: its metered seconds are debited in
+/// the same step that frees the code, so a redial sees what this call used. Should either
+/// write fail, the hold lapses with the heartbeat and the billing pass settles what was
+/// metered.
+async fn finish(app: &App, call_sid: &str, seconds: Seconds, reason: EndReason) {
     if let Err(e) = app
         .store
-        .bridge_finished(call_sid, Seconds(0), reason, app.clock.now())
+        .bridge_finished(call_sid, seconds, reason.as_str(), app.clock.now())
         .await
     {
-        tracing::error!(error = %e, "could not record the agent failure");
+        tracing::error!(error = %e, "final metering not stored; the last persisted figure stands");
+        return;
     }
-    close_twilio(tw_tx).await;
+    if let Err(e) = crate::payments::billing::settle(app, call_sid).await {
+        tracing::warn!(error = %e, "settlement deferred to the billing worker");
+    }
 }
 
 async fn bridge(
@@ -296,13 +314,28 @@ async fn bridge(
     if !passthrough {
         tracing::info!(%output_format, %input_format, "agent is not on ulaw_8000: transcoding");
     }
-    if let Err(e) = app
+    let now = app.clock.now();
+    let hold_until = now + crate::ledger::HOLD_LEASE_SECS;
+    match app
         .store
-        .bridge_started(&call_sid, conversation_id.as_deref(), app.clock.now())
+        .bridge_started(&call_sid, conversation_id.as_deref(), hold_until, now)
         .await
     {
-        tracing::warn!(error = %e, "bridge start not recorded");
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                "call ended, settled or lost its code before the bridge came up: not bridged"
+            );
+            let _ = ag_tx.send(AgMessage::Close(None)).await;
+            return agent_failed(app, &call_sid, &mut tw_tx, None).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "bridge start not recorded: not bridged");
+            let _ = ag_tx.send(AgMessage::Close(None)).await;
+            return agent_failed(app, &call_sid, &mut tw_tx, None).await;
+        }
     }
+    let stopped = app.metering.watch(&call_sid);
     tracing::info!(allowance = ?limits.allowance, max = limits.max, "call bridged to the agent");
 
     let (seconds_tx, seconds_rx) = watch::channel(0i64);
@@ -314,6 +347,7 @@ async fn bridge(
         lines_rx,
     ));
 
+    let mut ticks: i64 = 0;
     let mut stop = app.lifecycle.stop_signal();
     // A call bridged after the stop was given ends at once.
     stop.mark_changed();
@@ -483,12 +517,19 @@ async fn bridge(
                     break EndReason::Shutdown;
                 }
             }
+            _ = stopped.notified() => {
+                let revoked = !matches!(app.store.order(&order.id).await, Ok(Some(o)) if o.status == crate::store::OrderStatus::Paid);
+                tracing::warn!(revoked, "the call must stop: its order was revoked or its hold is gone");
+                break if revoked { EndReason::Revoked } else { EndReason::HoldLost };
+            }
             _ = ticker.tick() => {
-                if !metering { continue; }
-                elapsed += 1;
-                if elapsed % app.bridge.persist_every_secs == 0 {
+                // Persisted every interval, metering or not: the write renews the hold.
+                ticks += 1;
+                if ticks % app.bridge.persist_every_secs == 0 {
                     let _ = seconds_tx.send(elapsed);
                 }
+                if !metering { continue; }
+                elapsed += 1;
                 if let Some(allowance) = limits.allowance {
                     let left = allowance - elapsed;
                     if !warned && left <= app.bridge.warn_before_secs && left > 0 && allowance > app.bridge.warn_before_secs {
@@ -529,13 +570,7 @@ async fn bridge(
     let persisted = persist.await.unwrap_or(elapsed);
     app.metering.forget(&call_sid);
     let seconds = Seconds(persisted.max(elapsed));
-    if let Err(e) = app
-        .store
-        .bridge_finished(&call_sid, seconds, reason.as_str(), app.clock.now())
-        .await
-    {
-        tracing::error!(error = %e, "final metering not stored; Twilio's duration is the fallback");
-    }
+    finish(app, &call_sid, seconds, reason).await;
     tracing::info!(
         seconds = seconds.0,
         reason = reason.as_str(),

@@ -21,8 +21,6 @@ use crate::App;
 pub const LEASE_SECS: i64 = 120;
 /// Attempts on transient failures (network, Stripe 5xx) before a charge is marked failed.
 pub const MAX_ATTEMPTS: i64 = 5;
-/// A bridged call whose bridge never reported its end is settled this long after it ended.
-pub const SETTLE_GRACE_SECS: i64 = 120;
 
 /// Waits before the next attempt, by attempts made so far.
 fn backoff_secs(attempts: i64) -> i64 {
@@ -41,7 +39,6 @@ pub async fn settle(app: &App, call_sid: &str) -> Result<Settlement, StoreError>
         .settle_call(
             call_sid,
             app.config.billing.rounding,
-            SETTLE_GRACE_SECS,
             &new_id("chg"),
             app.clock.now(),
         )
@@ -76,7 +73,7 @@ pub struct RunReport {
 /// One pass: settle every ready call, then work through every due charge.
 pub async fn run_once(app: &App, owner: &str) -> Result<RunReport, StoreError> {
     let mut report = RunReport::default();
-    for sid in app.store.calls_to_settle(500).await? {
+    for sid in app.store.calls_to_settle(500, app.clock.now()).await? {
         if matches!(settle(app, &sid).await?, Settlement::Settled { .. }) {
             report.settled += 1;
         }

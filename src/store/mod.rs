@@ -266,28 +266,34 @@ pub struct Call {
 }
 
 impl Call {
-    /// The agent seconds this call used: the bridge's final figure; if the bridge never
-    /// finished (a crash), the larger of its last persisted figure and Twilio's duration
-    /// less the menu time; nothing if the call never reached the agent.
+    /// The agent seconds this call used: what its bridge metered (the bridge is the meter; a
+    /// bridge that died loses at most its last metering interval).
     pub fn billable_seconds(&self) -> Seconds {
-        let Some(bridged_at) = self.bridged_at else {
+        if self.bridged_at.is_none() {
             return Seconds(0);
-        };
-        if self.bridge_ended_at.is_some() {
-            return self.seconds_metered;
         }
-        let from_twilio = self
-            .twilio_duration
-            .map(|d| d - (bridged_at - self.started_at).max(0))
-            .unwrap_or(0);
-        Seconds(self.seconds_metered.0.max(from_twilio).max(0))
+        Seconds(self.seconds_metered.0.max(0))
     }
+}
+
+/// What asking to hold an order for a call found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// The call holds the order's code now; the order as it stands.
+    Held(Box<Order>),
+    /// Another live call holds it.
+    InUse,
+    /// Another call held it, but its hold lapsed (its instance is gone): that call must be
+    /// settled first, which frees the code.
+    Lapsed(String),
+    /// The call has ended or was settled already: it may not hold anything.
+    CallOver,
 }
 
 /// What settling a call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    /// Not ended yet, or its bridge may still report metering.
+    /// Not ended yet, or its bridge is still live (its hold has not lapsed).
     NotReady,
     /// Settled before (a duplicate or late callback): nothing changed.
     AlreadySettled,
@@ -473,30 +479,35 @@ pub trait Store: Send + Sync + 'static {
         seconds: Seconds,
         now: UnixTime,
     ) -> Result<(), StoreError>;
-    /// Lets `call_sid` use the order's code unless another live call holds it; the hold lapses
-    /// at `until`. Also links the call to the order. `false` if another call holds the code.
+    /// Lets `call_sid` use the order's code unless another call holds it (even a lapsed hold is
+    /// only freed by settling its call) or `call_sid` has ended; the hold lapses at `until`
+    /// unless the bridge renews it. Also links the call to the order.
     async fn hold_order_for_call(
         &self,
         order_id: &str,
         call_sid: &str,
         until: UnixTime,
         now: UnixTime,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Hold, StoreError>;
 
     /// Records a call's start, or returns the call already recorded under that sid.
     async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError>;
-    /// Closes a call (creating its record if the start was never seen) and releases the
-    /// order's hold. Idempotent: the first end time and reason stay; a later duration fills
-    /// in a missing one.
+    /// Closes a call (creating its record if the start was never seen). A call that never
+    /// reached the agent releases its order's hold; a bridged one keeps it until settlement
+    /// debits it. Idempotent: the first end time and reason stay; a later duration fills in a
+    /// missing one.
     async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError>;
 
-    /// The media bridge is up: the call is `bridged`.
+    /// The media bridge is up: the call is `bridged` and its hold renewed to `hold_until`, if
+    /// the call has not ended, is not settled and still holds its order. `false` otherwise:
+    /// the bridge must not run.
     async fn bridge_started(
         &self,
         call_sid: &str,
         conversation_id: Option<&str>,
+        hold_until: UnixTime,
         now: UnixTime,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Records agent seconds metered so far (never lowers the figure).
     async fn record_metering(
         &self,
@@ -504,19 +515,17 @@ pub trait Store: Send + Sync + 'static {
         seconds: Seconds,
         now: UnixTime,
     ) -> Result<(), StoreError>;
-    /// Records many calls' metering at once (the bridge's batched persistence). The default
-    /// writes one by one; the SQL backends use one transaction, one lock and one commit.
+    /// Records many live calls' metering at once (the bridge's batched persistence) and renews
+    /// their holds to `hold_until`. Returns the calls that must stop now: their order is no
+    /// longer paid (refunded, disputed, revoked), they lost their hold, or they were settled.
     async fn record_metering_many(
         &self,
         figures: &[(String, Seconds)],
+        hold_until: UnixTime,
         now: UnixTime,
-    ) -> Result<(), StoreError> {
-        for (call_sid, seconds) in figures {
-            self.record_metering(call_sid, *seconds, now).await?;
-        }
-        Ok(())
-    }
+    ) -> Result<Vec<String>, StoreError>;
     /// The bridge is done: final metering and why it ended (the first reason recorded stays).
+    /// The hold stays until [`Store::settle_call`] debits the call.
     async fn bridge_finished(
         &self,
         call_sid: &str,
@@ -553,19 +562,20 @@ pub trait Store: Send + Sync + 'static {
     /// Records a charge for a call; one per call. Returns the stored charge and whether this
     /// call created it.
     async fn insert_charge(&self, charge: &NewCharge) -> Result<(Charge, bool), StoreError>;
-    /// Settles an ended call exactly once: adds its agent seconds to the order's used
-    /// allowance and, with overage consent, records the charge for the part beyond it.
-    /// A bridged call is ready once its bridge has finished, or `grace` seconds after it ended.
+    /// Settles a call exactly once, applying [`crate::ledger::debit`] atomically: its metered
+    /// seconds are added to the order's used allowance, the order's hold is released in the
+    /// same step, and the charge due (if any) is recorded. A call is ready once its bridge has
+    /// finished; or, never bridged, once it ended; or once its hold has lapsed or gone (its
+    /// bridge's instance died).
     async fn settle_call(
         &self,
         call_sid: &str,
         rounding: Rounding,
-        grace: i64,
         charge_id: &str,
         now: UnixTime,
     ) -> Result<Settlement, StoreError>;
-    /// Ended calls not yet settled (oldest first).
-    async fn calls_to_settle(&self, limit: i64) -> Result<Vec<String>, StoreError>;
+    /// Calls ready for settlement at `now` (oldest first).
+    async fn calls_to_settle(&self, limit: i64, now: UnixTime) -> Result<Vec<String>, StoreError>;
     /// Leases the next due pending charge to `owner` until `lease_until`, counting an attempt.
     async fn claim_charge(
         &self,

@@ -20,7 +20,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::money::{overage_amount, overage_seconds};
+use crate::ledger::{self, Debit};
 
 pub struct MongoStore {
     db: Database,
@@ -335,6 +335,18 @@ impl MongoStore {
             .map_err(err)
     }
 
+    /// Renews the hold of a call that still has it on a paid order; `false` if it has not.
+    async fn renew_hold(&self, call_sid: &str, until: UnixTime) -> Result<bool, StoreError> {
+        self.orders()
+            .update_one(
+                doc! { "active_call_sid": call_sid, "status": OrderStatus::Paid.as_str() },
+                doc! { "$set": { "active_call_until": until } },
+            )
+            .await
+            .map(|r| r.matched_count == 1)
+            .map_err(err)
+    }
+
     /// Sets `field` only where it is still unset (SQL's `COALESCE(field, value)`).
     async fn set_once(
         &self,
@@ -356,15 +368,18 @@ impl MongoStore {
             .map_err(err)
     }
 
-    /// Adds a claimed call's seconds to its order, once: the order records each settled call
-    /// with the usage total right after it, so a retry after a crash finds the same figure.
+    /// Debits a claimed call from its order once, releasing the call's hold in the same
+    /// single-document write: the order records each settled call with the usage total right
+    /// after it, so a retry after a crash finds the same debit. Returns the order as it stood
+    /// before the debit, and the debit.
     async fn apply_usage(
         &self,
         order_id: &str,
         call_sid: &str,
         used: Seconds,
+        rounding: Rounding,
         now: UnixTime,
-    ) -> Result<(Order, Seconds), StoreError> {
+    ) -> Result<(Order, Debit), StoreError> {
         for _ in 0..100 {
             let raw = first(&self.raw("orders"), doc! { "_id": order_id })
                 .await?
@@ -383,26 +398,44 @@ impl MongoStore {
                 .and_then(|c| c.get_i64("after").ok());
             let order: OrderDoc = mongodb::bson::from_document(raw)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut order = order.into_record()?;
             if let Some(after) = recorded {
-                return Ok((order.into_record()?, Seconds(after)));
+                // Debited by an earlier, interrupted run: the same figures, and the hold goes.
+                self.release_hold(call_sid).await?;
+                order.seconds_used = Seconds(after - used.0);
+                let debit = ledger::debit(&order, used, rounding);
+                return Ok((order, debit));
             }
-            let after = order.seconds_used + used.0;
-            // Compare-and-set on the total: a racing settlement of another call retries.
+            let debit = ledger::debit(&order, used, rounding);
+            let holder = match order.active_call_sid.as_deref() {
+                Some(sid) => Bson::String(sid.to_string()),
+                None => Bson::Null,
+            };
+            let mut update = doc! {
+                "$set": { "seconds_used": debit.used_after.0, "updated_at": now },
+                "$push": { "settled_calls": { "sid": call_sid, "after": debit.used_after.0 } },
+            };
+            if order.active_call_sid.as_deref() == Some(call_sid) {
+                update.insert(
+                    "$unset",
+                    doc! { "active_call_sid": "", "active_call_until": "" },
+                );
+            }
+            // Compare-and-set on what the debit read: a racing write retries.
             let swapped = self
                 .raw("orders")
                 .update_one(
-                    doc! { "_id": order_id, "seconds_used": order.seconds_used, "settled_calls.sid": { "$ne": call_sid } },
-                    doc! { "$set": { "seconds_used": after, "updated_at": now },
-                           "$push": { "settled_calls": { "sid": call_sid, "after": after } } },
+                    doc! { "_id": order_id, "seconds_used": order.seconds_used.0,
+                    "status": order.status.as_str(), "active_call_sid": holder,
+                    "settled_calls.sid": { "$ne": call_sid } },
+                    update,
                 )
                 .await
                 .map_err(err)?
                 .modified_count
                 == 1;
             if swapped {
-                let mut order = order.into_record()?;
-                order.seconds_used = Seconds(after);
-                return Ok((order, Seconds(after)));
+                return Ok((order, debit));
             }
         }
         Err(StoreError::Unavailable(
@@ -433,13 +466,31 @@ impl MongoStore {
             charge: None,
         };
         if let Some(order_id) = call.order_id.as_deref() {
-            let (order, after) = self
-                .apply_usage(order_id, &call.call_sid, used, now)
+            let (order, debit) = self
+                .apply_usage(order_id, &call.call_sid, used, rounding, now)
                 .await?;
-            let overage = overage_seconds(used, after, order.seconds_included);
-            let charge =
-                match self.charge_doc_for(call, &order, used, after, rounding, charge_id, now) {
-                    Some(doc) => match self.charges().insert_one(&doc).await.map_err(err) {
+            let charge = match debit.charge {
+                Some(amount) => {
+                    let doc = ChargeDoc {
+                        id: charge_id.into(),
+                        call_sid: call.call_sid.clone(),
+                        order_id: order.id.clone(),
+                        amount_cents: amount.0,
+                        currency: order.currency.clone(),
+                        seconds_billed: debit.overage.0,
+                        state: ChargeState::Pending.as_str().into(),
+                        attempts: 0,
+                        next_attempt_at: now,
+                        lease_owner: None,
+                        lease_until: None,
+                        stripe_payment_intent: None,
+                        last_error: None,
+                        pay_token: None,
+                        created_at: now,
+                        updated_at: now,
+                        key_generation: 0,
+                    };
+                    match self.charges().insert_one(&doc).await.map_err(err) {
                         Ok(_) => Some(Box::new(doc.into_record()?)),
                         // Inserted by an earlier, interrupted run of this settlement.
                         Err(StoreError::Conflict(_)) => self
@@ -447,12 +498,13 @@ impl MongoStore {
                             .await?
                             .map(Box::new),
                         Err(e) => return Err(e),
-                    },
-                    None => None,
-                };
+                    }
+                }
+                None => None,
+            };
             outcome = Settlement::Settled {
                 seconds: used,
-                overage,
+                overage: debit.overage,
                 charge,
             };
         }
@@ -466,38 +518,26 @@ impl MongoStore {
         Ok(outcome)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn charge_doc_for(
-        &self,
-        call: &Call,
-        order: &Order,
-        used: Seconds,
-        used_after: Seconds,
-        rounding: Rounding,
-        charge_id: &str,
-        now: UnixTime,
-    ) -> Option<ChargeDoc> {
-        let overage = overage_seconds(used, used_after, order.seconds_included);
-        let amount = overage_amount(overage, order.overage_price, rounding);
-        (order.overage_consent && amount.0 > 0).then(|| ChargeDoc {
-            id: charge_id.into(),
-            call_sid: call.call_sid.clone(),
-            order_id: order.id.clone(),
-            amount_cents: amount.0,
-            currency: order.currency.clone(),
-            seconds_billed: overage.0,
-            state: ChargeState::Pending.as_str().into(),
-            attempts: 0,
-            next_attempt_at: now,
-            lease_owner: None,
-            lease_until: None,
-            stripe_payment_intent: None,
-            last_error: None,
-            pay_token: None,
-            created_at: now,
-            updated_at: now,
-            key_generation: 0,
-        })
+    /// Whether a stored call is ready for settlement at `now` (the SQL `SETTLE_READY`).
+    async fn settle_ready(&self, call: &Call, now: UnixTime) -> Result<bool, StoreError> {
+        if call.settled_at.is_some() {
+            return Ok(false);
+        }
+        if call.bridge_ended_at.is_some()
+            || (call.bridged_at.is_none() && call.status == CallStatus::Ended)
+        {
+            return Ok(true);
+        }
+        let Some(order_id) = call.order_id.as_deref() else {
+            return Ok(false);
+        };
+        let live = self
+            .orders()
+            .count_documents(doc! { "_id": order_id, "active_call_sid": &call.call_sid,
+            "active_call_until": { "$gte": now } })
+            .await
+            .map_err(err)?;
+        Ok(live == 0)
     }
 }
 
@@ -752,30 +792,45 @@ impl Store for MongoStore {
         call_sid: &str,
         until: UnixTime,
         now: UnixTime,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Hold, StoreError> {
+        // Compare-and-set on the order; a lapsed hold is freed only by settling its call.
         let held = self
             .orders()
-            .update_one(
+            .find_one_and_update(
                 doc! { "_id": order_id, "$or": [
-                    { "active_call_sid": Bson::Null }, { "active_call_sid": call_sid },
-                    { "active_call_until": { "$lt": now } } ] },
+                    { "active_call_sid": Bson::Null }, { "active_call_sid": call_sid } ] },
                 doc! { "$set": { "active_call_sid": call_sid, "active_call_until": until, "updated_at": now } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(err)?;
+        let Some(held) = held else {
+            return Ok(match self.order(order_id).await? {
+                Some(Order {
+                    active_call_sid: Some(holder),
+                    active_call_until: Some(until),
+                    ..
+                }) if until < now => Hold::Lapsed(holder),
+                _ => Hold::InUse,
+            });
+        };
+        // Then the call: one that has ended or was settled gives the hold straight back (an
+        // end racing this finds either the hold, and releases it, or the link refused).
+        let linked = self
+            .calls()
+            .update_one(
+                doc! { "_id": call_sid, "status": { "$ne": "ended" }, "settled_at": Bson::Null },
+                doc! { "$set": { "order_id": order_id, "updated_at": now } },
             )
             .await
             .map_err(err)?
-            // Matched, not modified: holding again for the same call changes nothing.
             .matched_count
             == 1;
-        if held {
-            self.calls()
-                .update_one(
-                    doc! { "_id": call_sid },
-                    doc! { "$set": { "order_id": order_id, "updated_at": now } },
-                )
-                .await
-                .map_err(err)?;
+        if !linked {
+            self.release_hold(call_sid).await?;
+            return Ok(Hold::CallOver);
         }
-        Ok(held)
+        Ok(Hold::Held(Box::new(held.into_record()?)))
     }
 
     async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError> {
@@ -828,36 +883,65 @@ impl Store for MongoStore {
             )
             .await
             .map_err(err)?;
-        self.release_hold(&end.call_sid).await?;
-        self.call(&end.call_sid)
+        let call = self
+            .call(&end.call_sid)
             .await?
-            .ok_or_else(|| StoreError::Database("call vanished after end".into()))
+            .ok_or_else(|| StoreError::Database("call vanished after end".into()))?;
+        // A bridged call keeps its hold until settlement debits it in the same step.
+        if call.bridged_at.is_none() {
+            self.release_hold(&end.call_sid).await?;
+        }
+        Ok(call)
     }
 
     async fn bridge_started(
         &self,
         call_sid: &str,
         conversation_id: Option<&str>,
+        hold_until: UnixTime,
         now: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.calls()
+    ) -> Result<bool, StoreError> {
+        let started = self
+            .calls()
             .update_one(
-                doc! { "_id": call_sid, "status": { "$ne": "ended" } },
-                doc! { "$set": { "status": "bridged" } },
+                doc! { "_id": call_sid, "status": { "$ne": "ended" }, "settled_at": Bson::Null },
+                doc! { "$set": { "status": "bridged", "updated_at": now } },
             )
             .await
-            .map_err(err)?;
+            .map_err(err)?
+            .matched_count
+            == 1;
+        if !started || !self.renew_hold(call_sid, hold_until).await? {
+            return Ok(false);
+        }
         self.set_once("calls", call_sid, "bridged_at", now.into())
             .await?;
-        let mut set = doc! { "updated_at": now };
         if let Some(c) = conversation_id {
-            set.insert("conversation_id", c);
+            self.calls()
+                .update_one(
+                    doc! { "_id": call_sid },
+                    doc! { "$set": { "conversation_id": c } },
+                )
+                .await
+                .map_err(err)?;
         }
-        self.calls()
-            .update_one(doc! { "_id": call_sid }, doc! { "$set": set })
-            .await
-            .map(|_| ())
-            .map_err(err)
+        Ok(true)
+    }
+
+    async fn record_metering_many(
+        &self,
+        figures: &[(String, Seconds)],
+        hold_until: UnixTime,
+        now: UnixTime,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stop = Vec::new();
+        for (call_sid, seconds) in figures {
+            self.record_metering(call_sid, *seconds, now).await?;
+            if !self.renew_hold(call_sid, hold_until).await? {
+                stop.push(call_sid.clone());
+            }
+        }
+        Ok(stop)
     }
 
     async fn record_metering(
@@ -887,8 +971,7 @@ impl Store for MongoStore {
         self.set_once("calls", call_sid, "end_reason", reason.into())
             .await?;
         self.set_once("calls", call_sid, "bridge_ended_at", now.into())
-            .await?;
-        self.release_hold(call_sid).await
+            .await
     }
 
     async fn append_transcript(
@@ -1023,27 +1106,25 @@ impl Store for MongoStore {
         &self,
         call_sid: &str,
         rounding: Rounding,
-        grace: i64,
         charge_id: &str,
         now: UnixTime,
     ) -> Result<Settlement, StoreError> {
-        let ready = doc! {
-            "_id": call_sid, "settled_at": Bson::Null,
-            "$or": [
-                { "bridge_ended_at": { "$ne": Bson::Null } },
-                { "status": "ended", "$or": [ { "bridged_at": Bson::Null }, { "ended_at": { "$lte": now - grace } } ] },
-            ],
+        let Some(stored) = self.call(call_sid).await? else {
+            return Ok(Settlement::NotReady);
         };
         // The claim is the gate: one single-document update, so one settlement per call.
-        let claimed = self
-            .calls()
-            .find_one_and_update(
-                ready,
-                doc! { "$set": { "settled_at": now, "settle_step": "claimed", "updated_at": now } },
-            )
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(err)?;
+        let claimed = if self.settle_ready(&stored, now).await? {
+            self.calls()
+                .find_one_and_update(
+                    doc! { "_id": call_sid, "settled_at": Bson::Null },
+                    doc! { "$set": { "settled_at": now, "settle_step": "claimed", "updated_at": now } },
+                )
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(err)?
+        } else {
+            None
+        };
         // A claim left unfinished by a crash is taken over once it is a minute old.
         let claimed = match claimed {
             Some(c) => Some(c),
@@ -1067,20 +1148,31 @@ impl Store for MongoStore {
             .await
     }
 
-    async fn calls_to_settle(&self, limit: i64) -> Result<Vec<String>, StoreError> {
-        let due = doc! { "$or": [
-        { "settled_at": Bson::Null, "$or": [ { "status": "ended" }, { "bridge_ended_at": { "$ne": Bson::Null } } ] },
+    async fn calls_to_settle(&self, limit: i64, now: UnixTime) -> Result<Vec<String>, StoreError> {
+        let candidates = doc! { "$or": [
+        { "settled_at": Bson::Null, "$or": [
+            { "status": "ended" }, { "bridge_ended_at": { "$ne": Bson::Null } },
+            { "order_id": { "$ne": Bson::Null } } ] },
         { "settle_step": "claimed" } ] };
-        Ok(query(
+        let mut ready = Vec::new();
+        for doc in query(
             &self.calls(),
-            due,
+            candidates,
             Some(doc! { "updated_at": 1 }),
-            Some(limit),
+            None,
         )
         .await?
-        .into_iter()
-        .map(|c| c.call_sid)
-        .collect())
+        {
+            let claimed_unfinished = doc.settled_at.is_some();
+            let call = doc.into_record()?;
+            if claimed_unfinished || self.settle_ready(&call, now).await? {
+                ready.push(call.call_sid);
+                if ready.len() as i64 >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(ready)
     }
 
     async fn claim_charge(

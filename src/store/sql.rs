@@ -41,6 +41,13 @@ pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE ca
      (SELECT COUNT(*) FROM code_attempts WHERE code_hash = $3 AND ok = FALSE AND at >= $4), \
      (SELECT id FROM orders WHERE code_hash = $3)";
 
+/// A call ready for settlement at `$2`: its bridge finished; or it never bridged and ended; or
+/// its hold on its order lapsed or is gone (the instance running its bridge died).
+pub(crate) const SETTLE_READY: &str = "(bridge_ended_at IS NOT NULL \
+     OR (bridged_at IS NULL AND status = 'ended') \
+     OR (order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = calls.order_id \
+         AND o.active_call_sid = calls.call_sid AND o.active_call_until >= $2)))";
+
 /// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id.
 pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>);
 
@@ -49,7 +56,6 @@ pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>);
 /// engines; the split lets a backend give its writers their own connections).
 macro_rules! sql_store {
     ($store:ty, $db:ty, $backend:literal, $migrator:expr) => {
-        use $crate::money::{overage_amount, overage_seconds};
         use $crate::store::sql::*;
         use $crate::store::*;
 
@@ -253,32 +259,50 @@ macro_rules! sql_store {
                 call_sid: &str,
                 until: UnixTime,
                 now: UnixTime,
-            ) -> Result<bool, StoreError> {
-                // One row, compare-and-set: atomic on both engines whatever the isolation level.
-                let held = sqlx::query::<$db>(
+            ) -> Result<Hold, StoreError> {
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                // The call first (the same order of locks as ending and settling it): one that
+                // has ended or was settled holds nothing. On PostgreSQL this row lock makes a
+                // racing end wait for the hold, which then sees it.
+                let linked = sqlx::query::<$db>(
+                    "UPDATE calls SET order_id = $2, updated_at = $3 WHERE call_sid = $1 \
+                     AND status <> 'ended' AND settled_at IS NULL",
+                )
+                .bind(call_sid)
+                .bind(order_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected()
+                    == 1;
+                if !linked {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(Hold::CallOver);
+                }
+                // Compare-and-set on one row. A lapsed hold is not taken here: its call must be
+                // settled first, which releases it.
+                let held = sqlx::query_as::<$db, Order>(
                     "UPDATE orders SET active_call_sid = $2, active_call_until = $3, updated_at = $4 \
-                     WHERE id = $1 AND (active_call_sid IS NULL OR active_call_sid = $2 \
-                     OR active_call_until < $4)",
+                     WHERE id = $1 AND (active_call_sid IS NULL OR active_call_sid = $2) RETURNING *",
                 )
                 .bind(order_id)
                 .bind(call_sid)
                 .bind(until)
                 .bind(now)
-                .execute(&self.writer)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(classify)?
-                .rows_affected()
-                    == 1;
-                if held {
-                    sqlx::query::<$db>("UPDATE calls SET order_id = $2, updated_at = $3 WHERE call_sid = $1")
-                        .bind(call_sid)
-                        .bind(order_id)
-                        .bind(now)
-                        .execute(&self.writer)
-                        .await
-                        .map_err(classify)?;
+                .map_err(classify)?;
+                if let Some(order) = held {
+                    tx.commit().await.map_err(classify)?;
+                    return Ok(Hold::Held(Box::new(order)));
                 }
-                Ok(held)
+                tx.rollback().await.map_err(classify)?;
+                Ok(match self.order(order_id).await? {
+                    Some(Order { active_call_sid: Some(holder), active_call_until: Some(until), .. })
+                        if until < now => Hold::Lapsed(holder),
+                    _ => Hold::InUse,
+                })
             }
 
             async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError> {
@@ -303,7 +327,8 @@ macro_rules! sql_store {
                 .fetch_one(&self.writer)
                 .await
                 .map_err(classify)?;
-                if let Some(order_id) = &call.order_id {
+                // A bridged call keeps its hold until settlement debits it in the same step.
+                if let (Some(order_id), None) = (&call.order_id, call.bridged_at) {
                     sqlx::query::<$db>(
                         "UPDATE orders SET active_call_sid = NULL, active_call_until = NULL \
                          WHERE id = $1 AND active_call_sid = $2",
@@ -321,20 +346,40 @@ macro_rules! sql_store {
                 &self,
                 call_sid: &str,
                 conversation_id: Option<&str>,
+                hold_until: UnixTime,
                 now: UnixTime,
-            ) -> Result<(), StoreError> {
-                sqlx::query::<$db>(
-                    "UPDATE calls SET status = CASE WHEN status = 'ended' THEN status ELSE 'bridged' END, \
-                     bridged_at = COALESCE(bridged_at, $2), conversation_id = COALESCE($3, conversation_id), \
-                     updated_at = $2 WHERE call_sid = $1",
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                let started = sqlx::query::<$db>(
+                    "UPDATE calls SET status = 'bridged', bridged_at = COALESCE(bridged_at, $2), \
+                     conversation_id = COALESCE($3, conversation_id), updated_at = $2 \
+                     WHERE call_sid = $1 AND status <> 'ended' AND settled_at IS NULL",
                 )
                 .bind(call_sid)
                 .bind(now)
                 .bind(conversation_id)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await
-                .map(|_| ())
-                .map_err(classify)
+                .map_err(classify)?
+                .rows_affected()
+                    == 1;
+                let held = started
+                    && sqlx::query::<$db>(
+                        "UPDATE orders SET active_call_until = $2 WHERE active_call_sid = $1 AND status = 'paid'",
+                    )
+                    .bind(call_sid)
+                    .bind(hold_until)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?
+                    .rows_affected()
+                        == 1;
+                if held {
+                    tx.commit().await.map_err(classify)?;
+                } else {
+                    tx.rollback().await.map_err(classify)?;
+                }
+                Ok(held)
             }
 
             async fn record_metering(
@@ -359,11 +404,13 @@ macro_rules! sql_store {
             async fn record_metering_many(
                 &self,
                 figures: &[(String, Seconds)],
+                hold_until: UnixTime,
                 now: UnixTime,
-            ) -> Result<(), StoreError> {
+            ) -> Result<Vec<String>, StoreError> {
                 if figures.is_empty() {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
+                let mut stop = Vec::new();
                 let mut tx = self.writer.begin().await.map_err(classify)?;
                 for (call_sid, seconds) in figures {
                     sqlx::query::<$db>(
@@ -376,8 +423,23 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(classify)?;
+                    // The write is the bridge's heartbeat: it renews the hold of a call that
+                    // still has it on a paid order, and every other call must stop.
+                    let renewed = sqlx::query::<$db>(
+                        "UPDATE orders SET active_call_until = $2 WHERE active_call_sid = $1 AND status = 'paid'",
+                    )
+                    .bind(call_sid)
+                    .bind(hold_until)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?
+                    .rows_affected();
+                    if renewed == 0 {
+                        stop.push(call_sid.clone());
+                    }
                 }
-                tx.commit().await.map_err(classify)
+                tx.commit().await.map_err(classify)?;
+                Ok(stop)
             }
 
             async fn bridge_finished(
@@ -396,14 +458,6 @@ macro_rules! sql_store {
                 .bind(seconds.0)
                 .bind(reason)
                 .bind(now)
-                .execute(&self.writer)
-                .await
-                .map_err(classify)?;
-                // The agent part is over: the code is free for the next call.
-                sqlx::query::<$db>(
-                    "UPDATE orders SET active_call_sid = NULL, active_call_until = NULL WHERE active_call_sid = $1",
-                )
-                .bind(call_sid)
                 .execute(&self.writer)
                 .await
                 .map(|_| ())
@@ -536,20 +590,17 @@ macro_rules! sql_store {
                 &self,
                 call_sid: &str,
                 rounding: Rounding,
-                grace: i64,
                 charge_id: &str,
                 now: UnixTime,
             ) -> Result<Settlement, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
                 // Claiming the call first makes the whole settlement happen once.
-                let claimed = sqlx::query_as::<$db, Call>(
-                    "UPDATE calls SET settled_at = $2, updated_at = $2 WHERE call_sid = $1 AND settled_at IS NULL \
-                     AND (bridge_ended_at IS NOT NULL OR (status = 'ended' AND (bridged_at IS NULL OR ended_at <= $3))) \
-                     RETURNING *",
-                )
+                let claimed = sqlx::query_as::<$db, Call>(&format!(
+                    "UPDATE calls SET settled_at = $2, updated_at = $2 WHERE call_sid = $1 \
+                     AND settled_at IS NULL AND {SETTLE_READY} RETURNING *"
+                ))
                 .bind(call_sid)
                 .bind(now)
-                .bind(now - grace)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -571,43 +622,55 @@ macro_rules! sql_store {
                     tx.commit().await.map_err(classify)?;
                     return Ok(Settlement::Settled { seconds: used, overage: Seconds(0), charge: None });
                 };
+                // A no-op write locks the order's row (PostgreSQL) until the debit commits.
                 let order = sqlx::query_as::<$db, Order>(
-                    "UPDATE orders SET seconds_used = seconds_used + $2, updated_at = $3 WHERE id = $1 RETURNING *",
+                    "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING *",
                 )
                 .bind(order_id)
-                .bind(used.0)
-                .bind(now)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(classify)?;
-                let overage = overage_seconds(used, order.seconds_used, order.seconds_included);
-                let amount = overage_amount(overage, order.overage_price, rounding);
-                let charge = if order.overage_consent && amount.0 > 0 {
-                    sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
+                let debit = $crate::ledger::debit(&order, used, rounding);
+                // The debit and the release of this call's hold, in one write.
+                sqlx::query::<$db>(
+                    "UPDATE orders SET seconds_used = $2, \
+                     active_call_until = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_until END, \
+                     active_call_sid = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_sid END, \
+                     updated_at = $4 WHERE id = $1",
+                )
+                .bind(order_id)
+                .bind(debit.used_after.0)
+                .bind(call_sid)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                let charge = match debit.charge {
+                    Some(amount) => sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
                         .bind(charge_id)
                         .bind(call_sid)
                         .bind(order_id)
                         .bind(amount.0)
                         .bind(&order.currency)
-                        .bind(overage.0)
+                        .bind(debit.overage.0)
                         .bind(now)
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(classify)?
-                        .map(Box::new)
-                } else {
-                    None
+                        .map(Box::new),
+                    None => None,
                 };
                 tx.commit().await.map_err(classify)?;
-                Ok(Settlement::Settled { seconds: used, overage, charge })
+                Ok(Settlement::Settled { seconds: used, overage: debit.overage, charge })
             }
 
-            async fn calls_to_settle(&self, limit: i64) -> Result<Vec<String>, StoreError> {
-                sqlx::query_scalar::<$db, String>(
-                    "SELECT call_sid FROM calls WHERE settled_at IS NULL \
-                     AND (status = 'ended' OR bridge_ended_at IS NOT NULL) ORDER BY updated_at LIMIT $1",
-                )
+            async fn calls_to_settle(&self, limit: i64, now: UnixTime) -> Result<Vec<String>, StoreError> {
+                sqlx::query_scalar::<$db, String>(&format!(
+                    "SELECT call_sid FROM calls WHERE settled_at IS NULL AND {SETTLE_READY} \
+                     ORDER BY updated_at LIMIT $1"
+                ))
                 .bind(limit)
+                .bind(now)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(classify)

@@ -8,15 +8,17 @@
 //! [`WINDOW`], in one transaction, so a page touched by many attempts is written once.
 //!
 //! The throttles stay exact: until an attempt is written, this instance counts it itself
-//! ([`AttemptLog::pending`]), and the code check adds that to what the store counts. A crash
-//! loses at most one window of attempts (throttling data, never money); a graceful shutdown
-//! writes them ([`AttemptLog::flush`]).
+//! ([`Counted::pending`]), and the code check adds that to what the store counts. The two are
+//! read under [`AttemptLog::counted`], which holds the writer off: a group is committed and
+//! taken off the pending counts in one step that no reader sees half of, so an attempt is
+//! always in exactly one of the two. A crash loses at most one window of attempts (throttling
+//! data, never money); a graceful shutdown writes them ([`AttemptLog::flush`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, RwLock, RwLockReadGuard};
 
 use crate::store::{AttemptScope, CodeAttempt, DynStore, StoreError};
 
@@ -43,6 +45,8 @@ struct Pending {
     callers: HashMap<String, i64>,
     codes: HashMap<String, i64>,
     total: i64,
+    /// Wrong attempts this instance has written, ever (lets a cached store count move on).
+    written: i64,
 }
 
 impl Pending {
@@ -67,6 +71,32 @@ impl Pending {
 pub struct AttemptLog {
     queue: OnceLock<mpsc::Sender<Entry>>,
     pending: Arc<Mutex<Pending>>,
+    /// Readers of the store's counts hold it shared; the writer holds it while a group is
+    /// committed and taken off `pending`.
+    commit: Arc<RwLock<()>>,
+}
+
+/// Held while a reader adds the store's counts to this instance's pending ones.
+pub struct Counted<'a> {
+    log: &'a AttemptLog,
+    _commits_held: RwLockReadGuard<'a, ()>,
+}
+
+impl Counted<'_> {
+    /// Wrong attempts in `scope` that the store does not have yet.
+    pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
+        let pending = lock(&self.log.pending);
+        match scope {
+            AttemptScope::Caller(c) => pending.callers.get(c).copied().unwrap_or(0),
+            AttemptScope::Code(h) => pending.codes.get(h).copied().unwrap_or(0),
+            AttemptScope::Global => pending.total,
+        }
+    }
+
+    /// How many wrong attempts this instance has written so far.
+    pub fn written(&self) -> i64 {
+        lock(&self.log.pending).written
+    }
 }
 
 fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
@@ -77,7 +107,12 @@ impl AttemptLog {
     fn queue(&self, store: &DynStore) -> &mpsc::Sender<Entry> {
         self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(write_loop(store.clone(), rx, self.pending.clone()));
+            tokio::spawn(write_loop(
+                store.clone(),
+                rx,
+                self.pending.clone(),
+                self.commit.clone(),
+            ));
             tx
         })
     }
@@ -95,7 +130,17 @@ impl AttemptLog {
         })
     }
 
-    /// Wrong attempts in `scope` that the store does not have yet.
+    /// Holds commits off while the caller reads the store's counts; the guard then gives the
+    /// pending counts that go with them. Hold it only across one store read: a writer waits.
+    pub async fn counted(&self) -> Counted<'_> {
+        Counted {
+            log: self,
+            _commits_held: self.commit.read().await,
+        }
+    }
+
+    /// Wrong attempts in `scope` that the store does not have yet, read alone (a test's view;
+    /// the throttles read it under [`AttemptLog::counted`]).
     pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
         let pending = lock(&self.pending);
         match scope {
@@ -122,6 +167,7 @@ async fn write_loop(
     store: DynStore,
     mut queue: mpsc::Receiver<Entry>,
     pending: Arc<Mutex<Pending>>,
+    commit: Arc<RwLock<()>>,
 ) {
     let mut entries = Vec::new();
     let mut pruned_at: Option<tokio::time::Instant> = None;
@@ -135,7 +181,7 @@ async fn write_loop(
             }
         }
         if !attempts.is_empty() {
-            write(&store, &attempts).await;
+            write(&store, &attempts, &pending, &commit).await;
             // Old attempts go, measured by the attempts' own clock.
             if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(tokio::time::Instant::now());
@@ -145,10 +191,6 @@ async fn write_loop(
                     Ok(n) => tracing::info!(attempts = n, "old code attempts pruned"),
                     Err(e) => tracing::warn!(error = %e, "old code attempts not pruned"),
                 }
-            }
-            let mut pending = lock(&pending);
-            for a in &attempts {
-                pending.change(a, -1);
             }
         }
         for done in flushes {
@@ -162,10 +204,32 @@ async fn write_loop(
 }
 
 /// Writes one group, retrying while the database is unavailable; after [`TRIES`] the group is
-/// dropped with an error in the log (the throttles then forget it, as after a crash).
-async fn write(store: &DynStore, attempts: &[CodeAttempt]) {
+/// dropped with an error in the log (the throttles then forget it, as after a crash). Each try
+/// holds readers off until its outcome is in `pending`, so none counts an attempt twice or not
+/// at all.
+async fn write(
+    store: &DynStore,
+    attempts: &[CodeAttempt],
+    pending: &Mutex<Pending>,
+    commit: &RwLock<()>,
+) {
+    let settle = |written: bool| {
+        let mut pending = lock(pending);
+        for a in attempts {
+            pending.change(a, -1);
+        }
+        if written {
+            pending.written += attempts.iter().filter(|a| !a.ok).count() as i64;
+        }
+    };
     for tried in 1..=TRIES {
-        match store.record_attempts(attempts).await {
+        let held = commit.write().await;
+        let outcome = store.record_attempts(attempts).await;
+        if outcome.is_ok() || tried == TRIES {
+            settle(outcome.is_ok());
+        }
+        drop(held);
+        match outcome {
             Ok(()) => return,
             Err(e) if tried < TRIES => {
                 tracing::warn!(error = %e, attempts = attempts.len(), "code attempts not written yet; retrying");

@@ -16,11 +16,12 @@ use tracing::Instrument;
 use super::twiml::{Gather, Speech, Twiml};
 use super::{TwilioForm, AFTER_STREAM_PATH, CODE_PATH};
 use crate::codes::AccessCode;
+use crate::ledger::{self, NoOverage};
 use crate::money::Seconds;
 use crate::prompts::Prompt;
 use crate::store::{
-    AttemptScope, CodeAttempt, CodeCheckQuery, EndCall, NewCall, Order, OrderStatus, StoreError,
-    StreamGrant,
+    AttemptScope, CodeAttempt, CodeCheckQuery, EndCall, Hold, NewCall, Order, OrderStatus,
+    StoreError, StreamGrant,
 };
 use crate::App;
 
@@ -100,14 +101,18 @@ fn new_call(app: &App, form: &TwilioForm) -> Option<NewCall> {
     })
 }
 
-/// Everyone's wrong codes in the last hour, as this instance sees them: read from the store
-/// at most once a second (the count walks an hour of attempts), plus this instance's own
-/// failures since. Other instances' failures show within a second. When the figure is due,
-/// one check reads the new one while the others go on with the last (under a guessing attack,
-/// thousands of checks would otherwise each start the same long count at once, every second).
+/// Everyone's wrong codes in the last hour, as this instance sees them: the store's count is
+/// read at most once a second (it walks an hour of attempts), and between reads this
+/// instance's own failures are added as they happen (written since, plus not yet written), so
+/// the figure is exact for one instance; other instances' failures show within a second. When
+/// the figure is due, one check reads the new one while the others go on with the last (under
+/// a guessing attack, thousands of checks would otherwise each start the same long count at
+/// once, every second).
 #[derive(Default)]
 pub struct FailureGauge {
-    last: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+    /// When the store was counted, what it counted, and how many failures this instance had
+    /// written by then.
+    last: std::sync::Mutex<Option<(std::time::Instant, i64, i64)>>,
     refreshing: std::sync::atomic::AtomicBool,
 }
 
@@ -123,46 +128,47 @@ impl Drop for Refreshing<'_> {
 impl FailureGauge {
     const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, i64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, i64, i64)>> {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn count(&self, app: &App, since: i64) -> Result<i64, StoreError> {
         let last = *self.lock();
-        if let Some((at, n)) = last {
+        if let Some((at, stored, written_then)) = last {
             let busy = || {
                 self.refreshing
                     .swap(true, std::sync::atomic::Ordering::AcqRel)
             };
             if at.elapsed() < Self::FRESH || busy() {
-                return Ok(n);
+                let counted = app.attempts.counted().await;
+                return Ok(stored
+                    + (counted.written() - written_then)
+                    + counted.pending(AttemptScope::Global));
             }
         }
         let _refreshing = Refreshing(&self.refreshing);
-        let n = app
+        let counted = app.attempts.counted().await;
+        let stored = app
             .store
             .count_failures(AttemptScope::Global, since)
-            .await?
-            + app.attempts.pending(AttemptScope::Global);
-        *self.lock() = Some((std::time::Instant::now(), n));
+            .await?;
+        let written = counted.written();
+        let n = stored + counted.pending(AttemptScope::Global);
+        drop(counted);
+        *self.lock() = Some((std::time::Instant::now(), stored, written));
         Ok(n)
-    }
-
-    fn failed(&self) {
-        if let Some((_, n)) = self.lock().as_mut() {
-            *n += 1;
-        }
     }
 }
 
 /// This caller's wrong codes in the last hour.
 async fn caller_failures(app: &App, caller: &str) -> Result<i64, StoreError> {
     let scope = AttemptScope::Caller(caller);
+    let counted = app.attempts.counted().await;
     let stored = app
         .store
         .count_failures(scope, app.clock.now() - HOUR)
         .await?;
-    Ok(stored + app.attempts.pending(scope))
+    Ok(stored + counted.pending(scope))
 }
 
 /// Refuses code entry when this caller (`mine` wrong codes lately), or everyone together,
@@ -267,7 +273,9 @@ async fn code_step(
         .trim_end_matches('#');
     let hash = app.vault.fingerprint_digits(typed);
     let well_formed = AccessCode::parse(typed).is_ok();
-    // Everything to judge the digits, read in one round trip.
+    // Everything to judge the digits, read in one round trip, with the attempts this instance
+    // has not written yet (read under the same guard, so none is missed or counted twice).
+    let counted = app.attempts.counted().await;
     let facts = app
         .store
         .code_check(&CodeCheckQuery {
@@ -277,16 +285,14 @@ async fn code_step(
             since: call.now - HOUR,
         })
         .await?;
+    let caller_failures =
+        facts.caller_failures + counted.pending(AttemptScope::Caller(&call.from_number));
+    let code_failures = facts.code_failures + counted.pending(AttemptScope::Code(&hash));
+    drop(counted);
     // The incoming webhook stored the call; a write only if it did not (a lost request).
     if !facts.call_known {
         app.store.upsert_call(call).await?;
     }
-    // Attempts this instance has not written yet count too.
-    let caller_failures = facts.caller_failures
-        + app
-            .attempts
-            .pending(AttemptScope::Caller(&call.from_number));
-    let code_failures = facts.code_failures + app.attempts.pending(AttemptScope::Code(&hash));
     if throttled(app, caller_failures).await? {
         return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
     }
@@ -302,9 +308,6 @@ async fn code_step(
         at: call.now,
     };
     app.attempts.record(&app.store, typed).await?;
-    if !ok {
-        app.failures.failed();
-    }
     let twiml = match verdict {
         Verdict::Connect(order) => return connect(app, call, &order).await,
         Verdict::Wrong if attempt >= TRIES_PER_CALL => {
@@ -342,30 +345,54 @@ async fn judge(
         OrderStatus::Revoked => return Ok(Verdict::Revoked),
         OrderStatus::Pending | OrderStatus::Failed => return Ok(Verdict::Wrong),
     }
-    if order.seconds_left() <= Seconds(0) {
-        if !order.overage_consent {
-            return Ok(Verdict::NoMinutes);
-        }
-        if order.overage_blocked.is_some() {
-            return Ok(Verdict::OverageSuspended);
-        }
+    if let Some(refused) = no_minutes(&order) {
+        return Ok(refused);
     }
     if app.config.elevenlabs.is_none() {
         tracing::error!("a valid code was entered but ELEVENLABS_AGENT_ID is not set");
         return Ok(Verdict::Unavailable);
     }
-    let max_call = app.config.voice.max_call_minutes * 60;
-    // The hold outlives the longest call by a margin, then lapses on its own.
-    let until = call.now + max_call + 300;
-    if !app
-        .store
-        .hold_order_for_call(&order.id, &call.call_sid, until, call.now)
-        .await?
-    {
-        tracing::info!("code already in use on another call");
-        return Ok(Verdict::InUse);
+    // Long enough for Twilio to open the stream; from then on the bridge renews it.
+    let until = call.now + STREAM_TOKEN_TTL_SECS + ledger::HOLD_LEASE_SECS;
+    let mut hold = hold(app, &order.id, call, until).await?;
+    if let Hold::Lapsed(holder) = &hold {
+        // The call holding the code died with its instance: settle it (debiting what its
+        // bridge metered, which frees the code), then try once more.
+        tracing::info!(holder = %holder, "code held by a lapsed call: settling it first");
+        crate::payments::billing::settle(app, holder).await?;
+        hold = self::hold(app, &order.id, call, until).await?;
     }
-    Ok(Verdict::Connect(Box::new(order)))
+    match hold {
+        // Judged again on the order as it stands now that the code is ours.
+        Hold::Held(order) => Ok(no_minutes(&order).unwrap_or(Verdict::Connect(order))),
+        Hold::CallOver => {
+            tracing::info!("code typed on a call that has already ended: not connected");
+            Ok(Verdict::Unavailable)
+        }
+        Hold::InUse | Hold::Lapsed(_) => {
+            tracing::info!("code already in use on another call");
+            Ok(Verdict::InUse)
+        }
+    }
+}
+
+async fn hold(app: &App, order_id: &str, call: &NewCall, until: i64) -> Result<Hold, StoreError> {
+    app.store
+        .hold_order_for_call(order_id, &call.call_sid, until, call.now)
+        .await
+}
+
+/// Why an order with no allowance left cannot connect, if it cannot.
+fn no_minutes(order: &Order) -> Option<Verdict> {
+    if order.seconds_left() > Seconds(0) {
+        return None;
+    }
+    match ledger::overage_allowed(order) {
+        Ok(()) => None,
+        Err(NoOverage::Suspended) => Some(Verdict::OverageSuspended),
+        Err(NoOverage::NotPaid) => Some(Verdict::Revoked),
+        Err(NoOverage::NoConsent | NoOverage::NoCard) => Some(Verdict::NoMinutes),
+    }
 }
 
 /// The media stream's URL: the public URL with a WebSocket scheme.
@@ -427,7 +454,10 @@ pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
     };
     let prompts: &[Prompt] = match reason.as_deref() {
         Some("time_up") => &[Prompt::TimeUp, Prompt::Goodbye],
-        Some("agent_failed") | Some("shutdown") => &[Prompt::AgentUnavailable, Prompt::Goodbye],
+        Some("agent_failed") | Some("shutdown") | Some("hold_lost") => {
+            &[Prompt::AgentUnavailable, Prompt::Goodbye]
+        }
+        Some("revoked") => &[Prompt::CodeRevoked, Prompt::Goodbye],
         _ => &[Prompt::Goodbye],
     };
     farewell(app, prompts)

@@ -33,13 +33,22 @@ pub async fn connected_call(
     minutes: i64,
     overage: bool,
 ) -> (Caller, String, Vec<(String, String)>, String) {
+    // Overage needs a saved card as well as consent.
     let grant = OperatorGrant {
         minutes,
         overage,
-        customer: None,
-        payment_method: None,
+        customer: overage.then(|| "cus_test".to_string()),
+        payment_method: overage.then(|| "pm_test".to_string()),
     };
-    let (_, code) = orders::issue_operator_code(&app.app, &grant).await.unwrap();
+    connected_call_with(app, &grant).await
+}
+
+/// [`connected_call`] for an order granted as `grant` says.
+pub async fn connected_call_with(
+    app: &TestApp,
+    grant: &OperatorGrant,
+) -> (Caller, String, Vec<(String, String)>, String) {
+    let (_, code) = orders::issue_operator_code(&app.app, grant).await.unwrap();
     let mut caller = Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880001", PHONE)
         .types([Some(leak(code.expose().to_string()))]);
     let ending = caller.dial(&app.url("/voice/incoming")).await;
