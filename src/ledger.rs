@@ -77,6 +77,35 @@ pub fn debit(order: &Order, metered: Seconds, rounding: Rounding) -> Debit {
     }
 }
 
+/// Why a successful PaymentIntent does not fulfil an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotOurs {
+    /// No order callgate created names it (another product on the same Stripe account).
+    NoOrder,
+    /// The order was paid already, revoked, or is otherwise past payment.
+    NotPending,
+    /// It paid another amount or currency than the order asked.
+    AmountMismatch,
+}
+
+/// Whether a succeeded PaymentIntent for `amount` in `currency` may pay `order`: only one
+/// callgate created for that pending order, for exactly what it asked.
+pub fn may_fulfil(
+    order: Option<&Order>,
+    amount: Option<i64>,
+    currency: Option<&str>,
+) -> Result<(), NotOurs> {
+    let order = order.ok_or(NotOurs::NoOrder)?;
+    if !matches!(order.status, OrderStatus::Pending | OrderStatus::Failed) {
+        return Err(NotOurs::NotPending);
+    }
+    let same_currency = currency.is_some_and(|c| c.eq_ignore_ascii_case(&order.currency));
+    if amount != Some(order.amount.0) || !same_currency {
+        return Err(NotOurs::AmountMismatch);
+    }
+    Ok(())
+}
+
 /// How long a live call's hold on its order lasts without news from its bridge. The bridge
 /// renews it with every metering write, so a dead instance's call frees its code this long
 /// after its last write, and its metered seconds are then debited by whoever comes next.
@@ -156,6 +185,35 @@ mod tests {
             Rounding::PerStartedMinute,
         );
         assert_eq!(d.charge, None);
+    }
+
+    #[test]
+    fn only_the_pending_order_s_own_amount_and_currency_fulfil_it() {
+        let mut o = order(60, 0, false, false);
+        o.status = OrderStatus::Pending;
+        assert_eq!(may_fulfil(Some(&o), Some(1000), Some("usd")), Ok(()));
+        assert_eq!(may_fulfil(Some(&o), Some(1000), Some("USD")), Ok(()));
+        assert_eq!(
+            may_fulfil(None, Some(1000), Some("usd")),
+            Err(NotOurs::NoOrder)
+        );
+        assert_eq!(
+            may_fulfil(Some(&o), Some(50), Some("usd")),
+            Err(NotOurs::AmountMismatch)
+        );
+        assert_eq!(
+            may_fulfil(Some(&o), Some(1000), Some("eur")),
+            Err(NotOurs::AmountMismatch)
+        );
+        assert_eq!(
+            may_fulfil(Some(&o), None, None),
+            Err(NotOurs::AmountMismatch)
+        );
+        o.status = OrderStatus::Revoked;
+        assert_eq!(
+            may_fulfil(Some(&o), Some(1000), Some("usd")),
+            Err(NotOurs::NotPending)
+        );
     }
 
     proptest! {

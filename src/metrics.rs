@@ -165,6 +165,11 @@ pub static AGENT_ERRORS: ErrorCounts = ErrorCounts::new(&[
     "stalled",
 ]);
 
+/// Succeeded PaymentIntents that fulfilled nothing, by why: created elsewhere on the account
+/// (`foreign_payment`), or for another amount or currency than their order (`amount_mismatch`).
+pub static IGNORED_PAYMENTS: ErrorCounts =
+    ErrorCounts::new(&["foreign_payment", "amount_mismatch"]);
+
 /// Requests served, by route and status, and the latency of each route.
 pub struct HttpStats {
     requests: std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>,

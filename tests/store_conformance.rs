@@ -44,7 +44,6 @@ fn fulfilment(pi: &str) -> Fulfilment {
         code: vault().store(&AccessCode::generate(12)),
         customer: Some("cus_1".into()),
         payment_method: Some("pm_1".into()),
-        fallback: pending(pi),
         now: NOW + 5,
     }
 }
@@ -199,21 +198,21 @@ async fn fulfilment_happens_once(store: DynStore) {
     assert_eq!(store.list_orders(10).await.unwrap().len(), 1);
 }
 
-async fn fulfilment_without_pending_order_creates_one(store: DynStore) {
-    let f = fulfilment("pi_elsewhere");
-    let Fulfilled::Now(order) = store.fulfil_order(&f).await.unwrap() else {
-        panic!("expected a new paid order");
-    };
-    assert_eq!(order.status, OrderStatus::Paid);
-    assert_eq!(order.stripe_payment_intent.as_deref(), Some("pi_elsewhere"));
-    assert_eq!(order.code_hash.as_deref(), Some(f.code.hash.as_str()));
-    assert!(matches!(
+/// Point 5: a PaymentIntent no callgate order names stores nothing.
+async fn fulfilment_without_pending_order_stores_nothing(store: DynStore) {
+    assert_eq!(
         store
             .fulfil_order(&fulfilment("pi_elsewhere"))
             .await
             .unwrap(),
-        Fulfilled::Already(_)
-    ));
+        Fulfilled::NoOrder
+    );
+    assert!(store
+        .order_by_payment_intent("pi_elsewhere")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.list_orders(10).await.unwrap().is_empty());
 }
 
 async fn failed_payment_can_still_be_fulfilled(store: DynStore) {
@@ -232,11 +231,9 @@ async fn failed_payment_can_still_be_fulfilled(store: DynStore) {
 
 /// Two webhooks racing to fulfil the same payment create one order and one code.
 async fn racing_fulfilments_yield_one_code(store: DynStore) {
-    for with_pending in [true, false] {
+    {
         let pi = new_id("pi");
-        if with_pending {
-            store.insert_order(&pending(&pi)).await.unwrap();
-        }
+        store.insert_order(&pending(&pi)).await.unwrap();
         let attempts: Vec<Fulfilment> = (0..12).map(|_| fulfilment(&pi)).collect();
         let mut tasks = Vec::new();
         for f in attempts {
@@ -248,16 +245,18 @@ async fn racing_fulfilments_yield_one_code(store: DynStore) {
         let mut ids = HashSet::new();
         for t in tasks {
             let outcome = t.await.unwrap().expect("a racing fulfilment must not fail");
-            if matches!(outcome, Fulfilled::Now(_)) {
-                now += 1;
-            }
-            codes.insert(outcome.order().code_hash.clone().unwrap());
-            ids.insert(outcome.order().id.clone());
+            let order = match outcome {
+                Fulfilled::Now(o) => {
+                    now += 1;
+                    o
+                }
+                Fulfilled::Already(o) => o,
+                Fulfilled::NoOrder => panic!("the pending order was not found"),
+            };
+            codes.insert(order.code_hash.clone().unwrap());
+            ids.insert(order.id.clone());
         }
-        assert_eq!(
-            now, 1,
-            "exactly one fulfilment wins (pending order: {with_pending})"
-        );
+        assert_eq!(now, 1, "exactly one fulfilment wins");
         assert_eq!(codes.len(), 1, "every caller sees the same code");
         assert_eq!(ids.len(), 1, "one order");
     }
@@ -1280,7 +1279,7 @@ on_every_backend!(
     orders_are_stored_and_found,
     codes_are_unique_and_found_by_hash,
     fulfilment_happens_once,
-    fulfilment_without_pending_order_creates_one,
+    fulfilment_without_pending_order_stores_nothing,
     failed_payment_can_still_be_fulfilled,
     racing_fulfilments_yield_one_code,
     order_status_moves_only_from_allowed_states,

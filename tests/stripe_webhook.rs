@@ -143,28 +143,63 @@ async fn futures_join_all(app: &TestApp, events: &[Value]) -> Vec<u16> {
     set.join_all().await
 }
 
-async fn payment_created_elsewhere_is_fulfilled_from_metadata(store: DynStore) {
+/// Point 5: a PaymentIntent another product created on the same Stripe account (no order of
+/// callgate's, any metadata), or one for another amount or currency than its order asked,
+/// buys nothing: acknowledged, ignored, counted in /metrics.
+async fn payments_callgate_did_not_create_buy_nothing(store: DynStore) {
     let app = app(store).await;
-    let ev = event(
-        "payment_intent.succeeded",
-        pi(
-            "pi_meta",
-            json!({ "plan": "Long talk", "minutes": "10", "overage_consent": "true" }),
-        ),
-    );
+    let metric = |body: &str, reason: &str| -> u64 {
+        let line = format!("callgate_stripe_payments_ignored_total{{kind=\"{reason}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let scrape = || async {
+        reqwest::get(app.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let foreign = json!({ "id": "pi_foreign", "object": "payment_intent", "amount": 50,
+                          "currency": "eur", "status": "succeeded", "metadata": {} });
+    let ev = event("payment_intent.succeeded", foreign);
     assert_eq!(deliver(&app, &ev).await.0, 200);
-    let order = app
-        .app
-        .store
-        .order_by_payment_intent("pi_meta")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(order.status, OrderStatus::Paid);
-    assert_eq!(order.plan, "Long talk");
-    assert_eq!(order.seconds_included, Seconds(600));
-    assert!(order.overage_consent);
-    assert_eq!(order.amount, Cents(1000));
+    let meta = pi(
+        "pi_meta",
+        json!({ "plan": "Long talk", "minutes": "10", "overage_consent": "true" }),
+    );
+    assert_eq!(
+        deliver(&app, &event("payment_intent.succeeded", meta))
+            .await
+            .0,
+        200
+    );
+    assert!(
+        app.app.store.list_orders(10).await.unwrap().is_empty(),
+        "no order, no code"
+    );
+    // Our own pending order, paid with another amount, then another currency.
+    let order = pending(&app, "pi_ours").await;
+    for (amount, currency) in [(50, "usd"), (1000, "eur")] {
+        let mut paid = pi("pi_ours", json!({}));
+        paid["amount"] = json!(amount);
+        paid["currency"] = json!(currency);
+        let ev = event("payment_intent.succeeded", paid);
+        assert_eq!(deliver(&app, &ev).await.0, 200);
+        assert_eq!(status_of(&app, &order.id).await, OrderStatus::Pending);
+    }
+    let after = scrape().await;
+    // At least: the counters are the process's, and other backends' runs of this test share it.
+    assert!(metric(&after, "foreign_payment") >= metric(&before, "foreign_payment") + 2);
+    assert!(metric(&after, "amount_mismatch") >= metric(&before, "amount_mismatch") + 2);
+    // The right amount and currency still pay it.
+    let ev = event("payment_intent.succeeded", pi("pi_ours", json!({})));
+    assert_eq!(deliver(&app, &ev).await.0, 200);
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Paid);
 }
 
 async fn failed_refunded_and_disputed_payments(store: DynStore) {
@@ -413,7 +448,7 @@ on_every_backend!(
     refund_cancels_open_overage,
     succeeded_payment_issues_one_code,
     racing_deliveries_issue_one_code,
-    payment_created_elsewhere_is_fulfilled_from_metadata,
+    payments_callgate_did_not_create_buy_nothing,
     failed_refunded_and_disputed_payments,
     unknown_events_are_acknowledged,
     bad_deliveries_are_refused_and_store_nothing,

@@ -5,9 +5,9 @@ use serde::Deserialize;
 
 use super::stripe::id_of;
 
-use crate::money::{Cents, Seconds};
+use crate::ledger::{self, NotOurs};
 use crate::orders;
-use crate::store::{new_id, Fulfilled, Fulfilment, NewOrder, OrderSource, OrderStatus, StoreError};
+use crate::store::{Fulfilled, Fulfilment, OrderStatus, StoreError};
 use crate::App;
 
 /// The parts of a Stripe event callgate reads.
@@ -110,33 +110,32 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
     let Some(pi_id) = id_of(pi, "id") else {
         return Ok(Outcome::Ignored("no payment intent id"));
     };
-    let plan = &app.config.plan;
-    let metadata = pi.get("metadata");
-    let meta = |k: &str| metadata.and_then(|m| m.get(k)).and_then(|v| v.as_str());
-    let minutes = meta("minutes")
-        .and_then(|m| m.parse::<i64>().ok())
-        .filter(|m| *m > 0)
-        .unwrap_or(plan.minutes_included);
-    let fallback = NewOrder {
-        id: new_id("ord"),
-        source: OrderSource::Stripe,
-        plan: meta("plan").unwrap_or(&plan.name).to_string(),
-        amount: Cents(
-            pi.get("amount")
-                .and_then(|a| a.as_i64())
-                .unwrap_or(plan.price.0),
-        ),
-        currency: id_of(pi, "currency").unwrap_or_else(|| plan.currency.code().to_string()),
-        seconds_included: Seconds::from_minutes(minutes),
-        overage_consent: meta("overage_consent") == Some("true"),
-        overage_price: plan.overage_per_minute,
-        stripe_payment_intent: Some(pi_id.clone()),
-        stripe_customer: id_of(pi, "customer"),
-        stripe_payment_method: id_of(pi, "payment_method"),
-        client_secret_hash: None,
-        code: None,
-        now: app.clock.now(),
-    };
+    let order = app.store.order_by_payment_intent(&pi_id).await?;
+    let amount = pi.get("amount").and_then(|a| a.as_i64());
+    let currency = pi.get("currency").and_then(|c| c.as_str());
+    match ledger::may_fulfil(order.as_ref(), amount, currency) {
+        Ok(()) => {}
+        Err(NotOurs::NotPending) => {
+            let id = order.map(|o| o.id).unwrap_or_default();
+            return Ok(Outcome::AlreadyFulfilled { order_id: id });
+        }
+        Err(refused) => {
+            let reason = match refused {
+                NotOurs::NoOrder => "foreign_payment",
+                _ => "amount_mismatch",
+            };
+            crate::metrics::IGNORED_PAYMENTS.add(reason);
+            tracing::warn!(
+                payment_intent = %pi_id,
+                reason,
+                "a succeeded PaymentIntent callgate did not create for this order: ignored"
+            );
+            return Ok(Outcome::Ignored(match refused {
+                NotOurs::NoOrder => "no order callgate created for this payment",
+                _ => "amount or currency differs from the order",
+            }));
+        }
+    }
     for _ in 0..CODE_DRAWS {
         let (_, code) = orders::fresh_code(app);
         let f = Fulfilment {
@@ -144,7 +143,6 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
             code,
             customer: id_of(pi, "customer"),
             payment_method: id_of(pi, "payment_method"),
-            fallback: fallback.clone(),
             now: app.clock.now(),
         };
         match app.store.fulfil_order(&f).await {
@@ -155,6 +153,7 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
             Ok(Fulfilled::Already(order)) => {
                 return Ok(Outcome::AlreadyFulfilled { order_id: order.id })
             }
+            Ok(Fulfilled::NoOrder) => return Ok(Outcome::Ignored("no order for this payment")),
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e),
         }

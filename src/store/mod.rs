@@ -216,8 +216,6 @@ pub struct Fulfilment {
     pub code: StoredCode,
     pub customer: Option<String>,
     pub payment_method: Option<String>,
-    /// Used when no pending order exists for the PaymentIntent (created elsewhere).
-    pub fallback: NewOrder,
     pub now: UnixTime,
 }
 
@@ -227,14 +225,8 @@ pub enum Fulfilled {
     Now(Order),
     /// The order had already been fulfilled (a duplicate or racing event); nothing changed.
     Already(Order),
-}
-
-impl Fulfilled {
-    pub fn order(&self) -> &Order {
-        match self {
-            Fulfilled::Now(o) | Fulfilled::Already(o) => o,
-        }
-    }
+    /// No order callgate created names this PaymentIntent: nothing was stored.
+    NoOrder,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -454,7 +446,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new order; `Conflict` if its id, PaymentIntent or code exists.
     async fn insert_order(&self, order: &NewOrder) -> Result<Order, StoreError>;
-    /// Turns the order of a PaymentIntent into a paid order with a code, exactly once.
+    /// Turns the pending (or failed) order of a PaymentIntent into a paid order with a code,
+    /// exactly once. Never creates an order.
     async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError>;
     async fn order(&self, id: &str) -> Result<Option<Order>, StoreError>;
     async fn order_by_payment_intent(&self, pi: &str) -> Result<Option<Order>, StoreError>;

@@ -687,24 +687,12 @@ impl Store for MongoStore {
         if let Some(order) = updated {
             return Ok(Fulfilled::Now(order.into_record()?));
         }
-        if let Some(order) = self.order_by_payment_intent(&f.payment_intent).await? {
-            return Ok(Fulfilled::Already(order));
-        }
-        let mut fallback = f.fallback.clone();
-        fallback.stripe_payment_intent = Some(f.payment_intent.clone());
-        fallback.stripe_customer = f.customer.clone().or(fallback.stripe_customer);
-        fallback.stripe_payment_method = f.payment_method.clone();
-        fallback.code = Some(f.code.clone());
-        fallback.now = f.now;
-        match self.insert_order(&fallback).await {
-            Ok(order) => Ok(Fulfilled::Now(order)),
-            Err(StoreError::Conflict(_)) => self
-                .order_by_payment_intent(&f.payment_intent)
-                .await?
-                .map(Fulfilled::Already)
-                .ok_or_else(|| StoreError::Conflict("order id or code already taken".into())),
-            Err(e) => Err(e),
-        }
+        Ok(
+            match self.order_by_payment_intent(&f.payment_intent).await? {
+                Some(order) => Fulfilled::Already(order),
+                None => Fulfilled::NoOrder,
+            },
+        )
     }
 
     async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {

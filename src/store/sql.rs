@@ -153,24 +153,10 @@ macro_rules! sql_store {
                 if let Some(order) = updated {
                     return Ok(Fulfilled::Now(order));
                 }
-                if let Some(order) = self.order_by_payment_intent(&f.payment_intent).await? {
-                    return Ok(Fulfilled::Already(order));
-                }
-                // No pending order: the PaymentIntent was created elsewhere. Store it paid.
-                let mut fallback = f.fallback.clone();
-                fallback.stripe_payment_intent = Some(f.payment_intent.clone());
-                fallback.stripe_customer = f.customer.clone().or(fallback.stripe_customer);
-                fallback.stripe_payment_method = f.payment_method.clone();
-                fallback.code = Some(f.code.clone());
-                fallback.now = f.now;
-                match self.insert_order_returning(&fallback, true).await? {
-                    Some(order) => Ok(Fulfilled::Now(order)),
-                    None => self
-                        .order_by_payment_intent(&f.payment_intent)
-                        .await?
-                        .map(Fulfilled::Already)
-                        .ok_or_else(|| StoreError::Conflict("order id or code already taken".into())),
-                }
+                Ok(match self.order_by_payment_intent(&f.payment_intent).await? {
+                    Some(order) => Fulfilled::Already(order),
+                    None => Fulfilled::NoOrder,
+                })
             }
 
             async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {

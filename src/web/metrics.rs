@@ -14,7 +14,8 @@ use axum::Router;
 
 use super::AppState;
 use crate::metrics::{
-    ErrorCounts, Histogram, ACTIVE_CALLS, AGENT_ERRORS, FRAMES, FRAME_LATENCY, HTTP, STRIPE_ERRORS,
+    ErrorCounts, Histogram, ACTIVE_CALLS, AGENT_ERRORS, FRAMES, FRAME_LATENCY, HTTP,
+    IGNORED_PAYMENTS, STRIPE_ERRORS,
 };
 
 pub fn router() -> Router<AppState> {
@@ -172,6 +173,11 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         "callgate_elevenlabs_errors_total",
         "ElevenLabs agent failures by kind (`dropped`: during a call).",
         &AGENT_ERRORS,
+    );
+    t.errors(
+        "callgate_stripe_payments_ignored_total",
+        "Succeeded PaymentIntents that paid no order: created elsewhere, or for another amount or currency.",
+        &IGNORED_PAYMENTS,
     );
 
     // Charges by state come from the database: skipped (and said so) if it does not answer.
