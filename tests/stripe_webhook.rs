@@ -443,7 +443,66 @@ async fn refund_cancels_open_overage(store: DynStore) {
     );
 }
 
+/// Point 4: refunds and disputes of an overage charge are found among the charges. A dispute
+/// suspends overage on its order, which the operator sees in /admin.
+async fn reversed_overage_charges_are_recorded_and_a_dispute_suspends_overage(store: DynStore) {
+    let app = spawn(
+        store,
+        &[
+            ("STRIPE_SECRET_KEY", "sk_test_callgate"),
+            ("STRIPE_PUBLISHABLE_KEY", "pk_test_callgate"),
+            ("STRIPE_WEBHOOK_SECRET", SECRET),
+            ("BILLING_WORKER", "off"),
+            ("ADMIN_PASSWORD", "admin-pass-0123"),
+        ],
+    )
+    .await;
+    let order = paid_with_charge(&app, "pi_buy", "CA_d", "chg_d").await;
+    let s = &app.app.store;
+    let now = app.app.clock.now();
+    assert!(s.charge_paid("chg_d", "pi_over_d", now).await.unwrap());
+    let refund = json!({ "id": "ch_o", "payment_intent": "pi_over_d", "refunded": true });
+    assert_eq!(
+        deliver(&app, &event("charge.refunded", refund)).await.0,
+        200
+    );
+    assert_eq!(
+        s.charge("chg_d").await.unwrap().unwrap().state,
+        callgate::store::ChargeState::Refunded
+    );
+    assert_eq!(
+        status_of(&app, &order.id).await,
+        OrderStatus::Paid,
+        "the purchase stands"
+    );
+    let dispute = json!({ "id": "dp_o", "charge": "ch_o", "payment_intent": "pi_over_d" });
+    assert_eq!(
+        deliver(&app, &event("charge.dispute.created", dispute))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.charge("chg_d").await.unwrap().unwrap().state,
+        callgate::store::ChargeState::Disputed
+    );
+    let order = s.order(&order.id).await.unwrap().unwrap();
+    assert!(order.overage_blocked.is_some(), "overage suspended");
+    assert!(callgate::ledger::overage_allowed(&order).is_err());
+    let page = reqwest::Client::new()
+        .get(app.url("/admin/charges"))
+        .basic_auth("admin", Some("admin-pass-0123"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("disputed"), "{page}");
+}
+
 on_every_backend!(
+    reversed_overage_charges_are_recorded_and_a_dispute_suspends_overage,
     overage_intents_pay_their_charge_not_a_new_order,
     refund_cancels_open_overage,
     succeeded_payment_issues_one_code,

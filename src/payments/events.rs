@@ -7,7 +7,7 @@ use super::stripe::id_of;
 
 use crate::ledger::{self, NotOurs};
 use crate::orders;
-use crate::store::{Fulfilled, Fulfilment, OrderStatus, StoreError};
+use crate::store::{ChargeState, Fulfilled, Fulfilment, OrderStatus, StoreError};
 use crate::App;
 
 /// The parts of a Stripe event callgate reads.
@@ -27,11 +27,23 @@ pub struct EventData {
 /// What handling an event did, for the response and the logs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Fulfilled { order_id: String },
-    AlreadyFulfilled { order_id: String },
+    Fulfilled {
+        order_id: String,
+    },
+    AlreadyFulfilled {
+        order_id: String,
+    },
     MarkedFailed,
-    Revoked { order_id: String },
-    OveragePaid { charge_id: String },
+    Revoked {
+        order_id: String,
+    },
+    OveragePaid {
+        charge_id: String,
+    },
+    /// An overage charge was refunded or disputed (disputed: overage suspended on its order).
+    OverageReversed {
+        charge_id: String,
+    },
     Ignored(&'static str),
 }
 
@@ -83,28 +95,63 @@ pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
                 // A partial refund is a goodwill gesture: the code stays valid.
                 return Ok(Outcome::Ignored("partial refund"));
             }
-            revoke_for(app, id_of(obj, "payment_intent")).await
+            reverse(app, id_of(obj, "payment_intent"), Reversal::Refund).await
         }
-        "charge.dispute.created" => revoke_for(app, id_of(obj, "payment_intent")).await,
+        "charge.dispute.created" => {
+            reverse(app, id_of(obj, "payment_intent"), Reversal::Dispute).await
+        }
         _ => Ok(Outcome::Ignored("event type not used")),
     }
 }
 
-async fn revoke_for(app: &App, pi: Option<String>) -> Result<Outcome, StoreError> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reversal {
+    Refund,
+    Dispute,
+}
+
+/// A full refund or a dispute of a payment: of a purchase, the code is revoked (its live call
+/// ends, open overage is canceled); of an overage charge, the charge is marked, and a dispute
+/// suspends overage on its order.
+async fn reverse(app: &App, pi: Option<String>, how: Reversal) -> Result<Outcome, StoreError> {
     let Some(pi) = pi else {
         return Ok(Outcome::Ignored("no payment intent"));
     };
-    let Some(order) = app.store.order_by_payment_intent(&pi).await? else {
-        return Ok(Outcome::Ignored("no order for this payment"));
+    let now = app.clock.now();
+    if let Some(order) = app.store.order_by_payment_intent(&pi).await? {
+        let order = orders::revoke(app, &order).await?;
+        let canceled = app.store.cancel_open_charges(&order.id, now).await?;
+        tracing::warn!(order_id = %order.id, canceled, "payment refunded or disputed: code revoked, open overage canceled");
+        return Ok(Outcome::Revoked { order_id: order.id });
+    }
+    let Some(charge) = app.store.charge_by_payment_intent(&pi).await? else {
+        return Ok(Outcome::Ignored("no order or charge for this payment"));
     };
-    let order = orders::revoke(app, &order).await?;
-    let canceled = app
-        .store
-        .cancel_open_charges(&order.id, app.clock.now())
+    let to = match how {
+        Reversal::Refund => ChargeState::Refunded,
+        Reversal::Dispute => ChargeState::Disputed,
+    };
+    // A refund may follow a dispute (lost, then refunded): the dispute stays what is shown.
+    let from: &[ChargeState] = match how {
+        Reversal::Refund => &[ChargeState::Succeeded],
+        Reversal::Dispute => &[ChargeState::Succeeded, ChargeState::Refunded],
+    };
+    app.store
+        .set_charge_state(&charge.id, from, to, now)
         .await?;
-    tracing::warn!(order_id = %order.id, canceled, "payment refunded or disputed: code revoked, open overage canceled");
-    Ok(Outcome::Revoked { order_id: order.id })
+    if how == Reversal::Dispute {
+        app.store
+            .set_overage_blocked(&charge.order_id, Some(OVERAGE_DISPUTED), now)
+            .await?;
+    }
+    tracing::warn!(charge_id = %charge.id, order_id = %charge.order_id, state = %to, "overage charge reversed");
+    Ok(Outcome::OverageReversed {
+        charge_id: charge.id,
+    })
 }
+
+/// Why overage is suspended after a dispute of one of the order's overage charges.
+pub const OVERAGE_DISPUTED: &str = "an overage charge was disputed";
 
 async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError> {
     let Some(pi_id) = id_of(pi, "id") else {

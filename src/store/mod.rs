@@ -118,7 +118,9 @@ text_enum!(
 );
 
 text_enum!(
-    /// Where an overage charge stands.
+    /// Where an overage charge stands. `refunded` and `disputed` follow `succeeded`: the
+    /// operator refunded it, or the cardholder disputed it (overage on the order is then
+    /// suspended).
     ChargeState {
         Pending = "pending",
         Succeeded = "succeeded",
@@ -126,6 +128,8 @@ text_enum!(
         RequiresAction = "requires_action",
         Failed = "failed",
         Canceled = "canceled",
+        Refunded = "refunded",
+        Disputed = "disputed",
     }
 );
 
@@ -586,6 +590,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     async fn charge(&self, id: &str) -> Result<Option<Charge>, StoreError>;
     async fn charge_by_pay_token(&self, token: &str) -> Result<Option<Charge>, StoreError>;
+    /// The charge Stripe's PaymentIntent `pi` paid, if it is one of callgate's overage charges.
+    async fn charge_by_payment_intent(&self, pi: &str) -> Result<Option<Charge>, StoreError>;
+    /// Moves a charge to `to` if it is in one of `from`; the updated charge if it moved.
+    async fn set_charge_state(
+        &self,
+        id: &str,
+        from: &[ChargeState],
+        to: ChargeState,
+        now: UnixTime,
+    ) -> Result<Option<Charge>, StoreError>;
     /// Marks a charge paid after the customer completed it on-session (from `from` states).
     async fn charge_paid(
         &self,

@@ -1223,6 +1223,31 @@ impl Store for MongoStore {
         self.charge_where(doc! { "pay_token": token }).await
     }
 
+    async fn charge_by_payment_intent(&self, pi: &str) -> Result<Option<Charge>, StoreError> {
+        self.charge_where(doc! { "stripe_payment_intent": pi })
+            .await
+    }
+
+    async fn set_charge_state(
+        &self,
+        id: &str,
+        from: &[ChargeState],
+        to: ChargeState,
+        now: UnixTime,
+    ) -> Result<Option<Charge>, StoreError> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.charges()
+            .find_one_and_update(
+                doc! { "_id": id, "state": { "$in": from } },
+                doc! { "$set": { "state": to.as_str(), "updated_at": now } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(err)?
+            .map(ChargeDoc::into_record)
+            .transpose()
+    }
+
     async fn charge_paid(
         &self,
         id: &str,

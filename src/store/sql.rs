@@ -781,6 +781,41 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
+            async fn charge_by_payment_intent(&self, pi: &str) -> Result<Option<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>("SELECT * FROM charges WHERE stripe_payment_intent = $1")
+                    .bind(pi)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn set_charge_state(
+                &self,
+                id: &str,
+                from: &[ChargeState],
+                to: ChargeState,
+                now: UnixTime,
+            ) -> Result<Option<Charge>, StoreError> {
+                if from.is_empty() {
+                    return Ok(None);
+                }
+                // The states are our own constants, so they can be written into the text.
+                let allowed = from
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                sqlx::query_as::<$db, Charge>(&format!(
+                    "UPDATE charges SET state = $2, updated_at = $3 WHERE id = $1 AND state IN ({allowed}) RETURNING *"
+                ))
+                .bind(id)
+                .bind(to.as_str())
+                .bind(now)
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(classify)
+            }
+
             async fn charge_paid(&self, id: &str, payment_intent: &str, now: UnixTime) -> Result<bool, StoreError> {
                 sqlx::query::<$db>(
                     "UPDATE charges SET state = 'succeeded', stripe_payment_intent = $2, last_error = NULL, updated_at = $3 \
