@@ -8,6 +8,7 @@
 pub enum Prompt {
     Greeting,
     EnterCode,
+    CodeRest,
     NoInput,
     InvalidCode,
     TooManyAttempts,
@@ -27,6 +28,7 @@ impl Prompt {
     pub const ALL: &'static [Prompt] = &[
         Prompt::Greeting,
         Prompt::EnterCode,
+        Prompt::CodeRest,
         Prompt::NoInput,
         Prompt::InvalidCode,
         Prompt::TooManyAttempts,
@@ -47,6 +49,7 @@ impl Prompt {
         match self {
             Prompt::Greeting => "greeting",
             Prompt::EnterCode => "enter_code",
+            Prompt::CodeRest => "code_rest",
             Prompt::NoInput => "no_input",
             Prompt::InvalidCode => "invalid_code",
             Prompt::TooManyAttempts => "too_many_attempts",
@@ -67,6 +70,7 @@ impl Prompt {
         match self {
             Prompt::Greeting => "Welcome.",
             Prompt::EnterCode => "Please enter your access code, then press the pound key.",
+            Prompt::CodeRest => "Please enter the rest of your code.",
             Prompt::NoInput => "We did not receive a code.",
             Prompt::InvalidCode => "That code is not valid. Please try again.",
             Prompt::TooManyAttempts => "Too many incorrect codes.",

@@ -164,7 +164,7 @@ async fn three_wrong_codes_end_the_call(store: DynStore) {
     let app = spawn(store, &[]).await;
     issue(&app, 5, false).await;
     let mut call = caller("+15557770003").types([
-        Some("1#"),
+        Some("000000000001#"),
         Some("123456789012"),
         Some("999999999999#"),
         Some("never typed"),
@@ -374,6 +374,61 @@ async fn guessing_is_throttled_across_calls(store: DynStore) {
     );
 }
 
+/// Point 8: keypad noise never costs a try, and a code typed in two pauses works once it is
+/// complete. A real Gather stops at numDigits keys, so a leading `*` leaves the code one
+/// digit short: the caller is asked for the rest and types it.
+async fn keypad_noise_and_pauses_do_not_cost_a_try(store: DynStore) {
+    let app = spawn(store, &[]).await;
+    let code = issue(&app, 5, false).await;
+    let last = &code[code.len() - 1..];
+    // `*` then the code: the Gather takes `*` + 11 digits; the caller types the last again.
+    let mut noisy = caller("+15557770031")
+        .types([Some(leak(format!("*{code}"))), Some(leak(last.to_string()))]);
+    assert!(
+        matches!(noisy.dial(&app.url(INCOMING)).await, Ending::Stream { .. }),
+        "{}",
+        noisy.transcript()
+    );
+    assert!(
+        !noisy.transcript().contains("not valid"),
+        "{}",
+        noisy.transcript()
+    );
+    assert!(noisy
+        .transcript()
+        .contains("Please enter the rest of your code."));
+    // That call ends before its stream opens; the code is free for the next.
+    noisy
+        .status_callback(&app.url("/voice/status"), "completed", Some("20"))
+        .await;
+    // The code typed in two pauses, with noise around it.
+    let mut paused = caller("+15557770032").types([
+        Some(leak(format!("*{}#", &code[..4]))),
+        Some(leak(format!("{}#", &code[4..]))),
+    ]);
+    assert!(
+        matches!(paused.dial(&app.url(INCOMING)).await, Ending::Stream { .. }),
+        "{}",
+        paused.transcript()
+    );
+    assert_eq!(
+        failures(&app, "+15557770032").await,
+        0,
+        "a pause is no failure"
+    );
+    // Only noise: asked again, still three real tries.
+    let mut fumbling = caller("+15557770033").types([
+        Some("*#"),
+        Some("000000000001"),
+        Some("000000000002"),
+        Some("000000000003"),
+    ]);
+    assert_eq!(fumbling.dial(&app.url(INCOMING)).await, Ending::HungUp);
+    let t = fumbling.transcript();
+    assert_eq!(t.matches("That code is not valid").count(), 2, "{t}");
+    assert!(t.contains("Too many incorrect codes."), "{t}");
+}
+
 async fn status_callbacks_in_any_order(store: DynStore) {
     let app = spawn(store, &[]).await;
     let mut call = caller("+15557770014").types([None, None]);
@@ -471,6 +526,7 @@ async fn configured_text_with_markup_is_spoken_verbatim(store: DynStore) {
 }
 
 on_every_backend!(
+    keypad_noise_and_pauses_do_not_cost_a_try,
     right_code_connects_the_stream,
     wrong_code_then_right,
     three_wrong_codes_end_the_call,

@@ -80,6 +80,39 @@ fn ask_for_code(app: &App, lead: &[Prompt], attempt: u32) -> String {
         .finish()
 }
 
+/// The digits of a code entry: what earlier Gathers of this try collected (`sofar`), then the
+/// digits of this one; or this one's alone when they are a whole code (the caller started
+/// over). Keypad noise (`*`, `#`, spaces) is dropped, so it never costs a try.
+fn keyed_digits(sofar: &str, digits: &str, want: usize) -> String {
+    let new: String = digits
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(64)
+        .collect();
+    if new.len() >= want {
+        return new;
+    }
+    let sofar = sofar.chars().filter(char::is_ascii_digit).take(want);
+    sofar.chain(new.chars()).take(64).collect()
+}
+
+/// Asks for the rest of a code the caller paused in: a Gather for the missing digits, whose
+/// action carries the digits so far (signed by Twilio with the URL; never logged).
+fn ask_for_rest(app: &App, attempt: u32, sofar: &str) -> String {
+    let want = app.config.access_code_digits;
+    let gather = Gather {
+        action: app.public_url(&format!("{CODE_PATH}?try={attempt}&sofar={sofar}")),
+        num_digits: want.saturating_sub(sofar.len()).max(1),
+        timeout_secs: GATHER_TIMEOUT_SECS,
+    };
+    Twiml::new()
+        .gather(&gather, &[&speech(app, Prompt::CodeRest)])
+        .speak(&speech(app, Prompt::NoInput))
+        .speak(&speech(app, Prompt::Goodbye))
+        .hangup()
+        .finish()
+}
+
 fn apology(app: &App, e: &StoreError) -> String {
     tracing::error!(error = %e, "call flow failed");
     farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye])
@@ -243,11 +276,11 @@ enum Verdict {
 }
 
 /// Step 2: the Gather posts the digits.
-pub async fn code(app: &App, form: &TwilioForm, attempt: u32) -> String {
+pub async fn code(app: &App, form: &TwilioForm, attempt: u32, sofar: &str) -> String {
     let Some(call) = new_call(app, form) else {
         return farewell(app, &[Prompt::AgentUnavailable]);
     };
-    match code_step(app, form, &call, attempt)
+    match code_step(app, form, &call, attempt, sofar)
         .instrument(call_span(&call.call_sid))
         .await
     {
@@ -261,18 +294,26 @@ async fn code_step(
     form: &TwilioForm,
     call: &NewCall,
     attempt: u32,
+    sofar: &str,
 ) -> Result<String, StoreError> {
     let attempt = attempt.clamp(1, TRIES_PER_CALL);
     if app.lifecycle.draining() {
         return Ok(farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]));
     }
-    let typed = form
-        .get("Digits")
-        .unwrap_or_default()
-        .trim()
-        .trim_end_matches('#');
-    let hash = app.vault.fingerprint_digits(typed);
+    let want = app.config.access_code_digits;
+    let typed = keyed_digits(sofar, form.get("Digits").unwrap_or_default(), want);
+    let typed = typed.as_str();
+    if typed.is_empty() {
+        // Only keypad noise (`*`, `#`): not a try.
+        return Ok(ask_for_code(app, &[], attempt));
+    }
+    let complete = typed.len() >= want;
     let well_formed = AccessCode::parse(typed).is_ok();
+    if !complete && !well_formed {
+        // Too short to be any code: the caller paused. Not a try; ask for the rest.
+        return Ok(ask_for_rest(app, attempt, typed));
+    }
+    let hash = app.vault.fingerprint_digits(typed);
     // Everything to judge the digits, read in one round trip, with the attempts this instance
     // has not written yet (read under the same guard, so none is missed or counted twice).
     let counted = app.attempts.counted().await;
@@ -295,6 +336,23 @@ async fn code_step(
     }
     if throttled(app, caller_failures).await? {
         return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
+    }
+    if !complete && facts.order.is_none() {
+        // Shorter than a code, and no shorter (imported) code either: most likely a pause.
+        // Counted for the throttles (a guess at a short code is still a guess), but not as
+        // one of this call's tries; the rest of the code completes it.
+        app.attempts
+            .record(
+                &app.store,
+                CodeAttempt {
+                    caller: call.from_number.clone(),
+                    code_hash: hash,
+                    ok: false,
+                    at: call.now,
+                },
+            )
+            .await?;
+        return Ok(ask_for_rest(app, attempt, typed));
     }
     let verdict = match facts.order {
         Some(order) => judge(app, code_failures, order, call).await?,
@@ -461,6 +519,29 @@ pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
         _ => &[Prompt::Goodbye],
     };
     farewell(app, prompts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyed_digits;
+
+    #[test]
+    fn keypad_noise_is_dropped_and_pauses_are_joined() {
+        assert_eq!(keyed_digits("", "*123456789012", 12), "123456789012");
+        assert_eq!(keyed_digits("", "#*", 12), "");
+        assert_eq!(keyed_digits("12345", "6789012#", 12), "123456789012");
+        assert_eq!(keyed_digits("1 2*3", "4", 12), "1234");
+        assert_eq!(
+            keyed_digits(&"9".repeat(40), "1", 12).len(),
+            13,
+            "sofar is bounded"
+        );
+        assert_eq!(
+            keyed_digits("1", "123456789012", 12),
+            "123456789012",
+            "started over"
+        );
+    }
 }
 
 /// Twilio's status callback: records progress, and on a final status closes the call, which

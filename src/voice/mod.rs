@@ -103,12 +103,14 @@ impl FromRequest<AppState> for TwilioForm {
 pub struct TryQuery {
     #[serde(rename = "try")]
     pub attempt: Option<u32>,
+    /// The digits of this try typed before a pause (the caller is asked for the rest).
+    pub sofar: Option<String>,
 }
 
 async fn incoming(State(app): State<AppState>, form: TwilioForm) -> TwimlResponse {
     // The old deployment took the digits at the same URL: keep doing so.
     let twiml = if form.get("Digits").is_some() {
-        flow::code(&app, &form, 1).await
+        flow::code(&app, &form, 1, "").await
     } else {
         flow::incoming(&app, &form).await
     };
@@ -120,7 +122,8 @@ async fn code(
     Query(q): Query<TryQuery>,
     form: TwilioForm,
 ) -> TwimlResponse {
-    TwimlResponse(flow::code(&app, &form, q.attempt.unwrap_or(1)).await)
+    let sofar = q.sofar.as_deref().unwrap_or_default();
+    TwimlResponse(flow::code(&app, &form, q.attempt.unwrap_or(1), sofar).await)
 }
 
 async fn status(State(app): State<AppState>, form: TwilioForm) -> Response {
