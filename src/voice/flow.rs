@@ -521,29 +521,6 @@ pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
     farewell(app, prompts)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::keyed_digits;
-
-    #[test]
-    fn keypad_noise_is_dropped_and_pauses_are_joined() {
-        assert_eq!(keyed_digits("", "*123456789012", 12), "123456789012");
-        assert_eq!(keyed_digits("", "#*", 12), "");
-        assert_eq!(keyed_digits("12345", "6789012#", 12), "123456789012");
-        assert_eq!(keyed_digits("1 2*3", "4", 12), "1234");
-        assert_eq!(
-            keyed_digits(&"9".repeat(40), "1", 12).len(),
-            13,
-            "sofar is bounded"
-        );
-        assert_eq!(
-            keyed_digits("1", "123456789012", 12),
-            "123456789012",
-            "started over"
-        );
-    }
-}
-
 /// Twilio's status callback: records progress, and on a final status closes the call, which
 /// leaves it unsettled in the store for billing to pick up (a durable hand-over).
 pub async fn status(app: &App, form: &TwilioForm) -> Result<(), StoreError> {
@@ -597,4 +574,27 @@ async fn end_step(app: &App, form: &TwilioForm, call: NewCall) -> Result<(), Sto
         tracing::warn!(error = %e, "settlement deferred to the billing worker");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyed_digits;
+
+    #[test]
+    fn keypad_noise_is_dropped_and_pauses_are_joined() {
+        assert_eq!(keyed_digits("", "*123456789012", 12), "123456789012");
+        assert_eq!(keyed_digits("", "#*", 12), "");
+        assert_eq!(keyed_digits("12345", "6789012#", 12), "123456789012");
+        assert_eq!(keyed_digits("1 2*3", "4", 12), "1234");
+        assert_eq!(
+            keyed_digits(&"9".repeat(40), "1", 12).len(),
+            13,
+            "sofar is bounded"
+        );
+        assert_eq!(
+            keyed_digits("1", "123456789012", 12),
+            "123456789012",
+            "started over"
+        );
+    }
 }
