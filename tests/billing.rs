@@ -516,6 +516,36 @@ async fn consent_without_a_saved_card_creates_no_charge(store: DynStore) {
     assert_eq!(fake.requests(), 0);
 }
 
+/// Point 3: a charge still queued on an order that was revoked (say, leased while the refund
+/// canceled the others) is canceled by the worker, never sent to Stripe.
+async fn no_worker_charges_a_revoked_order(store: DynStore) {
+    let fake = FakeStripe::start(&[]).await;
+    let app = support::app::build(
+        store,
+        &vars(&stripe_env(&fake.base)),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let order = order(&app, 1, "cus_1", "pm_1").await;
+    let c = settled_charge(
+        billing::settle(&app, &bridged_call(&app, &order, 90).await)
+            .await
+            .unwrap(),
+    );
+    app.store
+        .set_order_status(
+            &order.id,
+            &[callgate::store::OrderStatus::Paid],
+            callgate::store::OrderStatus::Revoked,
+            T0,
+        )
+        .await
+        .unwrap();
+    billing::run_once(&app, "w").await.unwrap();
+    let c = app.store.charge(&c.id).await.unwrap().unwrap();
+    assert_eq!(c.state, ChargeState::Canceled);
+    assert_eq!(fake.requests(), 0, "nothing sent to Stripe");
+}
+
 /// Stripe accepts connections and never answers: the pass ends (bounded by the client's
 /// timeouts), the charge stays queued with the failure recorded, and once Stripe answers
 /// again it is charged exactly once, under the same key.
@@ -572,6 +602,7 @@ on_every_backend!(
     two_workers_race_and_each_charge_is_made_once,
     authentication_required_and_declines_are_recorded_not_retried,
     consent_without_a_saved_card_creates_no_charge,
+    no_worker_charges_a_revoked_order,
 );
 
 /// The database drops out mid-pass: the pass fails cleanly, the charge stays queued, and

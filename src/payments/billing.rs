@@ -132,6 +132,21 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
         next_attempt_at: None,
         pay_token: None,
     };
+    // Never charge a revoked order (refunded or disputed purchase), however the charge got here.
+    if let Some(Err(crate::ledger::NoOverage::NotPaid)) =
+        order.as_ref().map(crate::ledger::may_charge)
+    {
+        tracing::warn!(charge_id = %charge.id, "overage due on a revoked order: canceled, not charged");
+        app.store
+            .finish_charge(
+                &charge.id,
+                owner,
+                &update(ChargeState::Canceled, None, Some("order revoked".into())),
+                now,
+            )
+            .await?;
+        return Ok(ChargeState::Canceled);
+    }
     let Some((customer, payment_method)) = card else {
         tracing::error!(charge_id = %charge.id, "overage due but no saved card on the order");
         app.store
