@@ -7,7 +7,7 @@
 //! from Twilio. The hold on an order (one live call per code) is released in the same atomic
 //! step that debits the call, so a redial never sees an allowance the last call has used.
 
-use crate::money::{overage_amount, Cents, Rounding, Seconds};
+use crate::money::{overage_amount, overage_seconds, Cents, Rounding, Seconds};
 use crate::store::{Order, OrderStatus};
 
 /// Why overage cannot run (or be charged) on an order.
@@ -65,13 +65,13 @@ pub struct Debit {
 /// Debits `metered` seconds from `order` (as it stands before this call is debited).
 pub fn debit(order: &Order, metered: Seconds, rounding: Rounding) -> Debit {
     let seconds = Seconds(metered.0.max(0));
-    let left = (order.seconds_included.0 - order.seconds_used.0).max(0);
-    let overage = Seconds((seconds.0 - left).max(0));
+    let used_after = Seconds(order.seconds_used.0.saturating_add(seconds.0));
+    let overage = overage_seconds(seconds, used_after, order.seconds_included);
     let amount = overage_amount(overage, order.overage_price, rounding);
     let charge = (amount.0 > 0 && may_charge(order).is_ok()).then_some(amount);
     Debit {
         seconds,
-        used_after: Seconds(order.seconds_used.0.saturating_add(seconds.0)),
+        used_after,
         overage,
         charge,
     }

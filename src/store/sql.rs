@@ -48,6 +48,15 @@ pub(crate) const SETTLE_READY: &str = "(bridge_ended_at IS NOT NULL \
      OR (order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = calls.order_id \
          AND o.active_call_sid = calls.call_sid AND o.active_call_until >= $2)))";
 
+/// `'a', 'b'` for an `IN (...)` of state spellings: callgate's own constants (the
+/// `text_enum!` tables), so they can be written into the SQL text.
+pub(crate) fn spelling_list<'a>(spellings: impl Iterator<Item = &'a str>) -> String {
+    spellings
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id.
 pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>);
 
@@ -201,12 +210,7 @@ macro_rules! sql_store {
                 if from.is_empty() {
                     return Ok(None);
                 }
-                // The statuses are our own constants, so they can be written into the text.
-                let allowed = from
-                    .iter()
-                    .map(|s| format!("'{}'", s.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let allowed = spelling_list(from.iter().map(|s| s.as_str()));
                 let revoked_at = if to == OrderStatus::Revoked { "$3" } else { "revoked_at" };
                 let sql = format!(
                     "UPDATE orders SET status = $2, updated_at = $3, revoked_at = {revoked_at} \
@@ -799,12 +803,7 @@ macro_rules! sql_store {
                 if from.is_empty() {
                     return Ok(None);
                 }
-                // The states are our own constants, so they can be written into the text.
-                let allowed = from
-                    .iter()
-                    .map(|s| format!("'{}'", s.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let allowed = spelling_list(from.iter().map(|s| s.as_str()));
                 sqlx::query_as::<$db, Charge>(&format!(
                     "UPDATE charges SET state = $2, updated_at = $3 WHERE id = $1 AND state IN ({allowed}) RETURNING *"
                 ))
