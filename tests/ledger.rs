@@ -12,7 +12,7 @@ use callgate::store::{new_id, DynStore, NewOrder, Order, OrderSource};
 use serde_json::json;
 use support::agent::{Behaviour, FakeAgent};
 use support::app::{TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
-use support::calls::{app_with_agent, connected_call, ended_call, open, WAIT};
+use support::calls::{app_with_agent, connected_call, open, settled_call, WAIT};
 use support::twilio::{Caller, Ending, Received};
 
 const WEBHOOK_SECRET: &str = "whsec_ledger_test";
@@ -41,7 +41,7 @@ async fn a_redial_right_after_the_cut_finds_the_allowance_spent(store: DynStore)
     stream
         .talk_until_closed(&[0x55; 160], Duration::from_secs(30))
         .await;
-    let call = ended_call(&app, &caller.call_sid).await;
+    let call = settled_call(&app, &caller.call_sid).await;
     assert_eq!(call.seconds_metered, Seconds(60));
     let order = order_of_call(&app, &caller.call_sid).await;
     assert_eq!(
@@ -81,7 +81,7 @@ async fn two_calls_on_one_code_share_one_allowance(store: DynStore) {
         .talk_until_closed(&[0x55; 160], Duration::from_millis(400))
         .await;
     stream.stop(&first.call_sid).await;
-    let one = ended_call(&app, &first.call_sid).await.seconds_metered;
+    let one = settled_call(&app, &first.call_sid).await.seconds_metered;
     assert!(one.0 > 0 && one.0 < 120, "hung up early: {one:?}");
 
     let mut second = Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880002", PHONE)
@@ -99,7 +99,7 @@ async fn two_calls_on_one_code_share_one_allowance(store: DynStore) {
     stream
         .talk_until_closed(&[0x55; 160], Duration::from_secs(30))
         .await;
-    let two = ended_call(&app, &second.call_sid).await;
+    let two = settled_call(&app, &second.call_sid).await;
     assert_eq!(two.end_reason.as_deref(), Some("time_up"));
     assert_eq!(
         one.0 + two.seconds_metered.0,
@@ -263,7 +263,7 @@ async fn a_refund_or_dispute_ends_the_live_call_and_nothing_is_charged(store: Dy
             .expect("the call ended within seconds of the revocation")
             .unwrap();
         assert_eq!(got.last(), Some(&Received::Closed), "{kind}");
-        let call = ended_call(&app, &caller.call_sid).await;
+        let call = settled_call(&app, &caller.call_sid).await;
         assert_eq!(call.end_reason.as_deref(), Some("revoked"), "{kind}");
         assert!(
             call.seconds_metered.0 < 1000,

@@ -85,3 +85,16 @@ pub async fn ended_call(app: &TestApp, sid: &str) -> callgate::store::Call {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits for the call to be settled: its seconds debited and its code freed (the bridge
+/// settles right after recording its end).
+pub async fn settled_call(app: &TestApp, sid: &str) -> callgate::store::Call {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let call = app.app.store.call(sid).await.unwrap().unwrap();
+        if call.settled_at.is_some() || tokio::time::Instant::now() > deadline {
+            return call;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
