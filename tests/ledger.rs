@@ -77,9 +77,17 @@ async fn two_calls_on_one_code_share_one_allowance(store: DynStore) {
         callgate::orders::code_of(&app.app, &order).unwrap()
     };
     let mut stream = open(&first, &url, &params).await;
-    stream
-        .talk_until_closed(&[0x55; 160], Duration::from_millis(400))
-        .await;
+    // Talk until the bridge has metered a few seconds (however slow its set-up), then hang up.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        stream
+            .talk_until_closed(&[0x55; 160], Duration::from_millis(50))
+            .await;
+        let c = app.app.store.call(&first.call_sid).await.unwrap().unwrap();
+        if c.seconds_metered.0 >= 10 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+    }
     stream.stop(&first.call_sid).await;
     let one = settled_call(&app, &first.call_sid).await.seconds_metered;
     assert!(one.0 > 0 && one.0 < 120, "hung up early: {one:?}");
