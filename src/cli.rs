@@ -39,7 +39,7 @@ pub enum Command {
     /// ElevenLabs, a browser phone at /demo/phone, and a SQLite file of its own.
     Demo {
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// The demo's SQLite file (separate from DATABASE_URL).
         #[arg(long, default_value = "callgate-demo.db")]
@@ -59,6 +59,9 @@ pub enum Command {
     /// Overage billing without a server: settle ended calls and charge what is due.
     #[command(subcommand)]
     Billing(BillingCommand),
+    /// Check the ledger: the store reconciled with Stripe and with itself.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Import the old deployment's orders (with their access codes) into this store.
     Import {
         /// The old MongoDB, e.g. mongodb+srv://user:pass@cluster/DATABASE.
@@ -80,6 +83,14 @@ pub enum Command {
         /// Show what would be imported; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Keep codes shorter than ACCESS_CODE_DIGITS instead of issuing new ones. Short codes
+        /// are easier to guess: keep them only for a cut-over, and reissue soon.
+        #[arg(long)]
+        keep_short_codes: bool,
+        /// Where the codes issued in place of short ones are written (CSV, readable by you
+        /// only; never an existing file). Default: callgate-reissued-codes-UNIXTIME.csv.
+        #[arg(long)]
+        reissued_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         output: Output,
     },
@@ -174,6 +185,16 @@ pub enum BillingCommand {
         state: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// List every mismatch between orders, calls, charges and Stripe's PaymentIntents; exits
+    /// 1 when there is one (run it daily from cron).
+    Check {
         #[command(flatten)]
         output: Output,
     },
@@ -294,12 +315,44 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
         Command::Loadtest { .. } | Command::Demo { .. } | Command::BenchWebhooks(_) => Ok(()),
         Command::Billing(cmd) => billing(App::build(config).await?, cmd).await,
+        Command::Ledger(LedgerCommand::Check { output }) => {
+            let app = App::build(config).await?;
+            let report = crate::payments::reconcile::check(&app)
+                .await
+                .map_err(|e| CliError::Input(format!("ledger check: {e}")))?;
+            if output.json {
+                print_json(&report);
+            } else {
+                let stripe = match report.payment_intents {
+                    Some(n) => format!("{n} PaymentIntents"),
+                    None => "Stripe not configured: money not checked".into(),
+                };
+                println!(
+                    "read {} orders, {} calls, {} charges, {stripe}",
+                    report.orders, report.calls, report.charges
+                );
+                for m in &report.mismatches {
+                    println!("  {}", serde_json::to_string(m).unwrap_or_default());
+                }
+                println!("{} mismatches", report.mismatches.len());
+            }
+            if report.mismatches.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::Input(format!(
+                    "the ledger has {} mismatches",
+                    report.mismatches.len()
+                )))
+            }
+        }
         Command::Import {
             from_mongodb,
             collection,
             from_file,
             mapping,
             dry_run,
+            keep_short_codes,
+            reissued_file,
             output,
         } => {
             let app = App::build(config).await?;
@@ -322,9 +375,45 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
             .map_err(|e| CliError::Input(e.to_string()))?;
-            let report = crate::import::run(&app, &docs, &mapping, dry_run)
+            let options = crate::import::ImportOptions {
+                dry_run,
+                keep_short_codes,
+            };
+            // Decided before anything is written, so a taken file name stops the import early.
+            let reissued_file = reissued_file.unwrap_or_else(|| {
+                format!("callgate-reissued-codes-{}.csv", app.clock.now()).into()
+            });
+            if !dry_run && reissued_file.exists() {
+                return Err(CliError::Input(format!(
+                    "{} exists; name another file with --reissued-file",
+                    reissued_file.display()
+                )));
+            }
+            let report = crate::import::run(&app, &docs, &mapping, options)
                 .await
                 .map_err(|e| CliError::Input(e.to_string()))?;
+            if !report.reissued.is_empty() {
+                crate::import::write_reissued(&reissued_file, &report.reissued).map_err(|e| {
+                    CliError::Input(format!(
+                        "{}: {e} (the orders were imported with new codes; rerun is safe but \
+                         those codes are lost: revoke and reissue them with `callgate codes`)",
+                        reissued_file.display()
+                    ))
+                })?;
+                eprintln!(
+                    "{} codes were shorter than ACCESS_CODE_DIGITS and were replaced; the new codes \
+                     are in {} (readable by you only): give them to their customers",
+                    report.reissued.len(),
+                    reissued_file.display()
+                );
+            }
+            if report.kept_short > 0 {
+                eprintln!(
+                    "warning: kept {} codes shorter than ACCESS_CODE_DIGITS (--keep-short-codes); \
+                     they are easier to guess: reissue them soon",
+                    report.kept_short
+                );
+            }
             if output.json {
                 print_json(&report);
             } else {

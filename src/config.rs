@@ -179,6 +179,37 @@ pub struct Config {
     pub admin_password: Option<Secret>,
     /// `callgate demo`: local stand-ins for Stripe, Twilio and ElevenLabs; pages say so.
     pub demo: bool,
+    /// What the HTTP server accepts from a connection, and whom it believes about addresses.
+    pub http: HttpConfig,
+    /// Hours a pending order (a PaymentIntent never paid) is kept before it is cancelled.
+    pub pending_order_ttl_hours: i64,
+}
+
+/// The HTTP server's limits and its trust in proxies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Proxies whose `X-Forwarded-For` names the client; every per-client limit uses it.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Longest wait for a request's headers (slow clients are cut off).
+    pub header_timeout_secs: u64,
+    /// Longest a whole request may take, body included.
+    pub request_timeout_secs: u64,
+    /// Open HTTP connections at most; past this the server stops accepting until one closes.
+    pub max_connections: usize,
+    /// Bearer token that `/metrics` asks for; without one only loopback clients may read it.
+    pub metrics_token: Option<Secret>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            trusted_proxies: Vec::new(),
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 4096,
+            metrics_token: None,
+        }
+    }
 }
 
 /// One row of the configuration table: what the README documents.
@@ -226,6 +257,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "SHUTDOWN_GRACE_SECS", default: "60", meaning: "on SIGTERM, how long live calls may go on before they are ended (metered, with an apology)" },
     Setting { var: "API_REQUESTS_PER_MINUTE", default: "60", meaning: "requests a minute one client IP may make to `/api/...` (429 beyond; per instance)" },
     Setting { var: "ADMIN_PASSWORD", default: "(none: no admin view)", meaning: "at least 12 characters; turns on `/admin` (HTTP Basic, any user name); 10 wrong tries per client IP, then one a minute" },
+    Setting { var: "TRUSTED_PROXIES", default: "(none)", meaning: "comma-separated addresses or CIDR ranges of your reverse proxies; their `X-Forwarded-For` gives the client address every per-client limit uses" },
+    Setting { var: "HEADER_TIMEOUT_SECS", default: "10", meaning: "longest wait for a request's headers before the connection is closed (slow clients)" },
+    Setting { var: "REQUEST_TIMEOUT_SECS", default: "30", meaning: "longest a whole request may take, body included (408 beyond)" },
+    Setting { var: "MAX_CONNECTIONS", default: "4096", meaning: "open HTTP connections at most; beyond, new ones wait in the kernel's queue" },
+    Setting { var: "METRICS_TOKEN", default: "(none: loopback only)", meaning: "bearer token `/metrics` asks for; without it only clients on this machine may read `/metrics`" },
+    Setting { var: "PENDING_ORDER_TTL_HOURS", default: "24", meaning: "hours an unpaid order is kept; then its PaymentIntent is cancelled and the order pruned" },
     Setting { var: "LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
     Setting { var: "RUST_LOG", default: "info", meaning: "log filter, e.g. `callgate=debug,info`" },
 ];
@@ -402,6 +439,8 @@ impl Config {
                 v => v.map(Secret::new),
             },
             demo: false,
+            http: parse_http(env)?,
+            pending_order_ttl_hours: whole_number(env, "PENDING_ORDER_TTL_HOURS", 24, 1..=24 * 30)?,
         })
     }
 
@@ -443,6 +482,44 @@ fn whole_number(
             )),
         },
     }
+}
+
+fn parse_http(env: &dyn Env) -> Result<HttpConfig, ConfigError> {
+    let trusted_proxies = match read(env, "TRUSTED_PROXIES") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "TRUSTED_PROXIES",
+                            format!(
+                                "`{p}` is neither an address nor a CIDR range such as 10.0.0.0/8"
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(HttpConfig {
+        trusted_proxies,
+        header_timeout_secs: whole_number(env, "HEADER_TIMEOUT_SECS", 10, 1..=600)? as u64,
+        request_timeout_secs: whole_number(env, "REQUEST_TIMEOUT_SECS", 30, 1..=3600)? as u64,
+        max_connections: whole_number(env, "MAX_CONNECTIONS", 4096, 1..=1_000_000)? as usize,
+        metrics_token: match read(env, "METRICS_TOKEN") {
+            Some(v) if v.chars().count() < 16 => {
+                return Err(invalid(
+                    "METRICS_TOKEN",
+                    "must be at least 16 characters (try `openssl rand -hex 16`)",
+                ))
+            }
+            v => v.map(Secret::new),
+        },
+    })
 }
 
 fn parse_voice(env: &dyn Env) -> Result<VoiceConfig, ConfigError> {

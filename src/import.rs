@@ -90,6 +90,64 @@ pub struct Report {
     pub reasons: BTreeMap<String, usize>,
     /// A few mapped records, codes shown by their last four digits.
     pub sample: Vec<Value>,
+    /// Codes shorter than `ACCESS_CODE_DIGITS` replaced by new ones (`reissued`), or kept
+    /// because `--keep-short-codes` said so (`kept_short`).
+    pub reissued_count: usize,
+    pub kept_short: usize,
+    /// The new codes, for the operator's file only: never printed or logged.
+    #[serde(skip)]
+    pub reissued: Vec<Reissued>,
+}
+
+/// A short code the import replaced: what the operator must tell the customer.
+#[derive(Debug)]
+pub struct Reissued {
+    pub source_id: String,
+    pub order_id: String,
+    pub old_last4: String,
+    pub new_code: AccessCode,
+}
+
+/// Choices about the source's codes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    pub dry_run: bool,
+    /// Keep codes shorter than `ACCESS_CODE_DIGITS` (they are easier to guess).
+    pub keep_short_codes: bool,
+}
+
+/// Writes the reissued codes as CSV to a new file only its owner can read (mode 0600): the
+/// operator hands them to the customers. Refuses to overwrite a file.
+pub fn write_reissued(path: &std::path::Path, codes: &[Reissued]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    writeln!(file, "source_id,order_id,old_code_last4,new_code")?;
+    for r in codes {
+        writeln!(
+            file,
+            "{},{},{},{}",
+            csv_field(&r.source_id),
+            r.order_id,
+            r.old_last4,
+            r.new_code.expose()
+        )?;
+    }
+    file.sync_all()
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,8 +276,10 @@ pub async fn run(
     app: &App,
     docs: &[Value],
     mapping: &Mapping,
-    dry_run: bool,
+    options: ImportOptions,
 ) -> Result<Report, ImportError> {
+    let dry_run = options.dry_run;
+    let digits = app.config.access_code_digits;
     let mut report = Report {
         read: docs.len(),
         ..Report::default()
@@ -238,9 +298,17 @@ pub async fn run(
             skip(&mut report, "no access code");
             continue;
         };
-        let Ok(code) = AccessCode::parse(&code) else {
+        let Ok(old_code) = AccessCode::parse(&code) else {
             skip(&mut report, "access code is not 6 to 32 digits");
             continue;
+        };
+        // A short code is easier to guess than the codes callgate issues: replace it unless
+        // the operator chose to keep it.
+        let short = old_code.expose().len() < digits;
+        let code = if short && !options.keep_short_codes {
+            AccessCode::generate(digits)
+        } else {
+            old_code.clone()
         };
         let Some(minutes) = first(doc, &mapping.minutes)
             .and_then(number)
@@ -306,11 +374,27 @@ pub async fn run(
                 report.already_present += 1;
             } else {
                 report.imported += 1;
+                if short && options.keep_short_codes {
+                    report.kept_short += 1;
+                } else if short {
+                    report.reissued_count += 1;
+                }
             }
             continue;
         }
         match app.store.insert_order(&order).await {
             Ok(_) => {
+                if short && options.keep_short_codes {
+                    report.kept_short += 1;
+                } else if short {
+                    report.reissued_count += 1;
+                    report.reissued.push(Reissued {
+                        source_id: source_id.clone(),
+                        order_id: id.clone(),
+                        old_last4: old_code.last4().to_string(),
+                        new_code: code.clone(),
+                    });
+                }
                 if used > 0 {
                     app.store
                         .add_seconds_used(&id, Seconds(used), order.now)

@@ -229,18 +229,15 @@ pub async fn serve(
         .then(|| payments::billing::spawn_worker(app.clone()));
     let router = web::router(app.clone());
     let attempts_of = app.clone();
+    let limits = app.config.http.clone();
     let grace = std::time::Duration::from_secs(app.config.shutdown_grace_secs);
     let drained = async move {
         shutdown.await;
         app.lifecycle.drain(grace).await;
     };
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(drained)
-    .await
-    .map_err(StartError::Serve);
+    let served = web::server::run(listener, router, &limits, drained)
+        .await
+        .map_err(StartError::Serve);
     if let Some(worker) = worker {
         worker.abort();
     }

@@ -155,18 +155,122 @@ async fn admin_needs_the_password_and_limits_guessing(store: DynStore) {
     let (status, page) = get(&app, "/admin", Some(PASSWORD)).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("<svg class=\"chart\""), "{page}");
-    // Ten wrong passwords, then even the right one waits.
-    for _ in 0..10 {
-        assert_eq!(get(&app, "/admin", Some("wrong password!")).await.0, 401);
-    }
+    assert!(
+        resp_cookie(&app).await.is_some(),
+        "a browser that logged in gets a device cookie"
+    );
+}
+
+/// The device cookie a successful login hands out (`name=value`).
+async fn resp_cookie(app: &TestApp) -> Option<String> {
     let resp = client()
         .get(app.url("/admin"))
         .basic_auth("admin", Some(PASSWORD))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 429);
-    assert!(resp.headers().contains_key("retry-after"));
+    let set = resp.headers().get("set-cookie")?.to_str().ok()?.to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';').next().map(String::from)
+}
+
+async fn get_from(
+    app: &TestApp,
+    forwarded_for: Option<&str>,
+    cookie: Option<&str>,
+    password: &str,
+) -> u16 {
+    let mut req = client()
+        .get(app.url("/admin"))
+        .basic_auth("admin", Some(password));
+    if let Some(xff) = forwarded_for {
+        req = req.header("x-forwarded-for", xff);
+    }
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// Issue 13, point 9: guessing cannot lock the operator out. Only wrong passwords count; an
+/// address that guessed ten times waits, but the operator's browser (its device cookie from
+/// an earlier login) always gets in with the right password; and behind the proxy, whose
+/// `X-Forwarded-For` is trusted, an attacker locks out only its own address.
+async fn guessing_never_locks_the_operator_out(store: DynStore) {
+    let app = spawn(
+        store,
+        &[
+            ("ADMIN_PASSWORD", PASSWORD),
+            ("BILLING_WORKER", "off"),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    )
+    .await;
+    let operator = "203.0.113.5";
+    let attacker = "198.51.100.7";
+    let cookie = {
+        let resp = client()
+            .get(app.url("/admin"))
+            .basic_auth("admin", Some(PASSWORD))
+            .header("x-forwarded-for", operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        set.split(';').next().unwrap().to_string()
+    };
+    // Right passwords never count: many logins, no lock.
+    for _ in 0..15 {
+        assert_eq!(get_from(&app, Some(operator), None, PASSWORD).await, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            get_from(&app, Some(attacker), None, "wrong password!").await,
+            401
+        );
+    }
+    assert_eq!(
+        get_from(&app, Some(attacker), None, "wrong password!").await,
+        429,
+        "the guessing address waits"
+    );
+    // A forged leftmost entry does not move the attacker to another bucket.
+    assert_eq!(
+        get_from(
+            &app,
+            Some(&format!("1.2.3.4, {attacker}")),
+            None,
+            "wrong again!!"
+        )
+        .await,
+        429
+    );
+    assert_eq!(
+        get_from(&app, Some(operator), None, PASSWORD).await,
+        200,
+        "the operator, at another address, is not locked out"
+    );
+    // Even at the attacker's own address (one office, one NAT), the operator's browser gets in.
+    assert_eq!(
+        get_from(&app, Some(attacker), Some(&cookie), PASSWORD).await,
+        200
+    );
+    assert_eq!(
+        get_from(&app, Some(attacker), Some(&cookie), "wrong password!").await,
+        401,
+        "the cookie is no password"
+    );
+    // A forged or expired cookie is no cookie.
+    let last = if cookie.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &cookie[..cookie.len() - 1]);
+    assert_eq!(
+        get_from(&app, Some(attacker), Some(&forged), PASSWORD).await,
+        429
+    );
 }
 
 async fn admin_pages_show_orders_calls_transcripts_and_charges(store: DynStore) {
@@ -386,6 +490,7 @@ async fn admin_exports_csv(store: DynStore) {
 }
 
 on_every_backend!(
+    guessing_never_locks_the_operator_out,
     admin_needs_the_password_and_limits_guessing,
     admin_pages_show_orders_calls_transcripts_and_charges,
     admin_actions_need_the_form_token,

@@ -432,3 +432,76 @@ async fn shutdown_drains_live_calls_then_ends_them_politely() {
         caller.transcript()
     );
 }
+
+/// The TCP sockets of this process with their local and peer addresses (Linux).
+fn tcp_sockets() -> Vec<(std::net::SocketAddr, std::net::SocketAddr, bool)> {
+    use std::os::fd::BorrowedFd;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: only read with getsockopt/getsockname; a descriptor closed meanwhile by
+        // another test's thread answers an error, which is skipped.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let (Ok(local), Ok(peer), Ok(nodelay)) =
+            (sock.local_addr(), sock.peer_addr(), sock.tcp_nodelay())
+        else {
+            continue;
+        };
+        if let (Some(local), Some(peer)) = (local.as_socket(), peer.as_socket()) {
+            found.push((local, peer, nodelay));
+        }
+    }
+    found
+}
+
+/// Issue 13, point 15: every accepted connection, and the connection to the agent, has
+/// TCP_NODELAY. Without it a 200-byte media frame waits for the peer's delayed ACK (a 20 to
+/// 40 ms stall per round trip against a client that leaves Nagle's algorithm on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_socket_of_a_call_sends_at_once() {
+    let db = support::sqlite().await;
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(db.store.clone(), &agent, &[]).await;
+    let (caller, url, params, _) = connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    assert!(stream.send_media(&[7; 160]).await);
+    assert_eq!(stream.next(WAIT).await, Some(Received::Media(vec![7; 160])));
+    let port = |base: &str| -> u16 {
+        base.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap()
+    };
+    let (app_port, agent_port) = (port(&app.base), port(&agent.base));
+    let sockets = tcp_sockets();
+    let accepted: Vec<_> = sockets
+        .iter()
+        .filter(|(local, _, _)| local.port() == app_port)
+        .collect();
+    assert!(!accepted.is_empty(), "the media stream's socket is found");
+    for (local, peer, nodelay) in &accepted {
+        assert!(nodelay, "accepted {local} <- {peer} without TCP_NODELAY");
+    }
+    let to_agent: Vec<_> = sockets
+        .iter()
+        .filter(|(local, peer, _)| peer.port() == agent_port && local.port() != agent_port)
+        .collect();
+    assert!(!to_agent.is_empty(), "the agent connection is found");
+    for (local, peer, nodelay) in &to_agent {
+        assert!(
+            nodelay,
+            "agent connection {local} -> {peer} without TCP_NODELAY"
+        );
+    }
+    stream.stop(&caller.call_sid).await;
+}

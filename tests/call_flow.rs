@@ -525,7 +525,65 @@ async fn configured_text_with_markup_is_spoken_verbatim(store: DynStore) {
     );
 }
 
+/// Issue 13, point 13: while code entry is paused (everyone's wrong codes over the limit, or
+/// this number's after someone spoofed it), a number that already opened a call with its code
+/// is still admitted with that code. Anyone else hears the pause, whatever they type, and the
+/// spoofer of a known number gains nothing with wrong codes.
+async fn a_pause_still_admits_a_known_number_with_its_own_code(store: DynStore) {
+    let app = spawn(
+        store,
+        &[
+            ("CODE_FAILURES_PER_CALLER_PER_HOUR", "2"),
+            ("CODE_FAILURES_PER_HOUR", "2"),
+        ],
+    )
+    .await;
+    let code = leak(issue(&app, 5, false).await);
+    let customer = "+15557770051";
+    let mut first = caller(customer).types([Some(code)]);
+    assert!(matches!(
+        first.dial(&app.url(INCOMING)).await,
+        Ending::Stream { .. }
+    ));
+    first
+        .status_callback(&app.url(STATUS), "completed", Some("20"))
+        .await;
+
+    // Someone spoofing the customer's number guesses: the number, and everyone, is paused.
+    let mut spoofer = caller(customer).types([
+        Some("000000000001"),
+        Some("000000000002"),
+        Some("000000000003"),
+    ]);
+    spoofer.dial(&app.url(INCOMING)).await;
+    let mut stranger = caller("+15557770052").types([Some(code)]);
+    assert_eq!(stranger.dial(&app.url(INCOMING)).await, Ending::HungUp);
+    assert!(
+        stranger.transcript().contains("Please try again later"),
+        "a right code from a number that never used it waits: {}",
+        stranger.transcript()
+    );
+    let mut spoofed_again = caller(customer).types([Some("000000000004")]);
+    assert_eq!(spoofed_again.dial(&app.url(INCOMING)).await, Ending::HungUp);
+    assert!(
+        spoofed_again
+            .transcript()
+            .contains("Please try again later"),
+        "wrong digits from the known number hear the pause: {}",
+        spoofed_again.transcript()
+    );
+    assert!(!spoofed_again.transcript().contains("not valid"));
+
+    let mut back = caller(customer).types([Some(code)]);
+    assert!(
+        matches!(back.dial(&app.url(INCOMING)).await, Ending::Stream { .. }),
+        "the customer is still admitted: {}",
+        back.transcript()
+    );
+}
+
 on_every_backend!(
+    a_pause_still_admits_a_known_number_with_its_own_code,
     keypad_noise_and_pauses_do_not_cost_a_try,
     right_code_connects_the_stream,
     wrong_code_then_right,

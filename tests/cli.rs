@@ -132,7 +132,8 @@ async fn bad_configuration_ends_start_up_with_one_clear_line() {
     ];
     for (vars, expected) in cases {
         let mut cmd = callgate(dir.path());
-        cmd.arg("serve");
+        // Never the default port: 8080 may be taken on this machine.
+        cmd.arg("serve").env("LISTEN_ADDR", "127.0.0.1:0");
         for (k, v) in *vars {
             cmd.env(k, v);
         }
@@ -338,4 +339,18 @@ async fn the_demo_refuses_live_stripe_keys_at_start() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Issue 13, point 16: `callgate demo` listens where LISTEN_ADDR says (its own error message
+/// recommends that variable).
+#[tokio::test]
+async fn the_demo_honours_listen_addr() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut cmd = callgate(dir.path());
+    cmd.arg("demo").env("LISTEN_ADDR", &addr);
+    let (code, _out, err) = run(cmd).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::proxy::Proxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,4 +135,200 @@ async fn public_api_is_rate_limited_per_client() {
             200
         );
     }
+}
+
+/// Issue 13, point 10: the old Netlify paths share the limit of the API routes they alias, so
+/// alternating between them buys nothing; and the limit follows the client that
+/// `TRUSTED_PROXIES` names, not the proxy's address (nor what an untrusted peer claims).
+#[tokio::test]
+async fn old_paths_share_the_api_limit_and_proxied_clients_have_their_own() {
+    let db = support::sqlite().await;
+    let app = support::app::spawn(
+        db.store.clone(),
+        &[
+            ("API_REQUESTS_PER_MINUTE", "4"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let paths = [
+        "/api/order-details?payment_intent=pi_x&client_secret=s",
+        "/.netlify/functions/get-order-details?payment_intent=pi_x&client_secret=s",
+        "/api/create-payment-intent",
+        "/.netlify/functions/create-payment-intent",
+    ];
+    let hit = |path: &'static str, client: &'static str| {
+        let req = if path.contains("create") {
+            http.post(app.url(path)).json(&serde_json::json!({}))
+        } else {
+            http.get(app.url(path))
+        };
+        async move {
+            req.header("x-forwarded-for", client)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut statuses = Vec::new();
+    for path in paths.iter().chain(paths.iter()) {
+        statuses.push(hit(path, "198.51.100.7").await);
+    }
+    assert!(
+        statuses[..4].iter().all(|s| *s != 429) && statuses[4..].iter().all(|s| *s == 429),
+        "one bucket for every alias: {statuses:?}"
+    );
+    assert_ne!(
+        hit(paths[1], "203.0.113.5").await,
+        429,
+        "another client behind the proxy has its own bucket"
+    );
+
+    // Without trust, X-Forwarded-For is only a claim: every claim shares the peer's bucket.
+    let untrusted = support::app::spawn(
+        db.store.clone(),
+        &[
+            ("API_REQUESTS_PER_MINUTE", "2"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ],
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let resp = http
+            .get(untrusted.url(paths[0]))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [404, 404, 429, 429]);
+}
+
+/// Raw HTTP/1.1 on a TCP socket, for the tests that misbehave on purpose.
+async fn raw(app: &support::app::TestApp) -> tokio::net::TcpStream {
+    let addr = app.base.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// Reads until the server closes the connection (or `limit` passes); what it sent.
+async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut got))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Issue 13, point 11: a client that sends its headers too slowly (slowloris) is cut off at
+/// HEADER_TIMEOUT_SECS; one that sends headers but drips its body gets 408 at
+/// REQUEST_TIMEOUT_SECS. Before, a request held open 45 s was still answered.
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let db = support::sqlite().await;
+    let app = support::app::spawn(
+        db.store.clone(),
+        &[("HEADER_TIMEOUT_SECS", "1"), ("REQUEST_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut slow = raw(&app).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut slow, Duration::from_secs(20))
+        .await
+        .expect("the server closes a connection whose headers never end");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    let mut dripping = raw(&app).await;
+    dripping
+        .write_all(
+            b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\nConnection: close\r\n\r\n{\"id\":",
+        )
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut dripping, Duration::from_secs(20))
+        .await
+        .expect("the server ends a request whose body never ends");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// Issue 13, point 11: at MAX_CONNECTIONS the server stops accepting; the next client waits
+/// in the kernel's queue and is served as soon as a connection closes.
+#[tokio::test]
+async fn the_connection_cap_queues_new_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = support::sqlite().await;
+    let app = support::app::spawn(db.store.clone(), &[("MAX_CONNECTIONS", "2")]).await;
+    const GET: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut c = raw(&app).await;
+        c.write_all(GET).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        open.push(c);
+    }
+    let mut third = raw(&app).await;
+    third.write_all(GET).await.unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf))
+            .await
+            .is_err(),
+        "not served while two connections are open"
+    );
+    drop(open.pop());
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+/// Issue 13, point 16: `/metrics` is not for everyone. Without METRICS_TOKEN only a client on
+/// this machine that did not come through a proxy reads it; with one, the token is required.
+#[tokio::test]
+async fn metrics_need_a_token_or_a_local_client() {
+    let db = support::sqlite().await;
+    let open = support::app::spawn(db.store.clone(), &[]).await;
+    let http = reqwest::Client::new();
+    let status = |app: &support::app::TestApp, xff: Option<&str>, token: Option<&str>| {
+        let mut req = http.get(app.url("/metrics"));
+        if let Some(x) = xff {
+            req = req.header("x-forwarded-for", x);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(&open, None, None).await, 200, "loopback, no proxy");
+    assert_eq!(
+        status(&open, Some("198.51.100.7"), None).await,
+        401,
+        "through a proxy on this machine"
+    );
+    let token = "metrics-token-0123456789";
+    let locked = support::app::spawn(db.store.clone(), &[("METRICS_TOKEN", token)]).await;
+    assert_eq!(status(&locked, None, None).await, 401);
+    assert_eq!(
+        status(&locked, None, Some("wrong-token-0123456789")).await,
+        401
+    );
+    assert_eq!(
+        status(&locked, Some("198.51.100.7"), Some(token)).await,
+        200
+    );
 }

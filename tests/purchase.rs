@@ -218,6 +218,7 @@ on_every_backend!(
     purchase_with_overage_saves_the_card,
     declined_card_marks_the_order_failed,
     bad_checkout_requests_store_nothing,
+    unpaid_orders_expire_and_paid_ones_stay,
 );
 
 /// Stripe unreachable: a clear 502, no order stored.
@@ -241,4 +242,68 @@ async fn stripe_down_is_a_clear_error() {
     assert_eq!(status, 502, "{body}");
     assert!(body["error"].as_str().unwrap().contains("try again"));
     assert!(app.app.store.list_orders(10).await.unwrap().is_empty());
+}
+
+/// Issue 13, point 10: checkouts that never pay do not pile up. Past PENDING_ORDER_TTL_HOURS
+/// the billing pass cancels their PaymentIntents at Stripe and prunes the orders; one that
+/// Stripe can no longer cancel (paid, its webhook late or lost) keeps its order.
+async fn unpaid_orders_expire_and_paid_ones_stay(store: DynStore) {
+    let Some(stripe) = support::stripe::start().await else {
+        return;
+    };
+    let env = stripe.env();
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // No webhook registered: the paid order stays pending as if its webhook were lost.
+    let app = spawn(store.clone(), &vars).await;
+    let mut intents = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = checkout(&app, "/api/create-payment-intent", json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let pi = body["clientSecret"]
+            .as_str()
+            .and_then(|s| s.split("_secret").next())
+            .expect("a client secret")
+            .to_string();
+        intents.push(pi);
+    }
+    let (status, paid) = stripe.pay(&intents[1], "4242424242424242").await;
+    assert_eq!(status, 200, "{paid}");
+
+    let clock = std::sync::Arc::new(callgate::clock::ManualClock::new(
+        app.app.clock.now() + 23 * 3600,
+    ));
+    let billing = support::app::build(store.clone(), &vars, clock.clone());
+    let early = callgate::payments::pending::prune_stale(&billing)
+        .await
+        .unwrap();
+    assert_eq!(
+        early.pruned + early.kept,
+        0,
+        "younger than the TTL: not looked at"
+    );
+    clock.advance(2 * 3600);
+    let report = callgate::payments::pending::prune_stale(&billing)
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        callgate::payments::pending::PruneReport { pruned: 1, kept: 1 }
+    );
+    assert!(store
+        .order_by_payment_intent(&intents[0])
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        stripe
+            .get(&format!("/v1/payment_intents/{}", intents[0]))
+            .await["status"],
+        "canceled"
+    );
+    let kept = store
+        .order_by_payment_intent(&intents[1])
+        .await
+        .unwrap()
+        .expect("the paid PaymentIntent's order stays");
+    assert_eq!(kept.status, OrderStatus::Pending);
 }

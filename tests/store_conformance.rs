@@ -1290,3 +1290,30 @@ on_every_backend!(
     attempts_are_counted_per_scope_and_window,
     code_check_reads_what_the_single_reads_do,
 );
+
+/// Issue 13, point 16: the SQLite file holds phone numbers and transcripts. It, and the -wal
+/// and -shm files SQLite makes beside it, are readable by their owner only.
+#[tokio::test]
+async fn the_sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("private.db");
+    let store = callgate::store::SqliteStore::open(&path).await.unwrap();
+    let store: DynStore = std::sync::Arc::new(store);
+    store.migrate().await.unwrap();
+    store.insert_order(&pending("pi_private")).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("private.db{suffix}"));
+        let mode = std::fs::metadata(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is mode {:o}",
+            file.display(),
+            mode & 0o777
+        );
+    }
+}

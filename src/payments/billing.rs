@@ -68,6 +68,8 @@ pub async fn settle(app: &App, call_sid: &str) -> Result<Settlement, StoreError>
 pub struct RunReport {
     pub settled: usize,
     pub charged: Vec<(String, ChargeState)>,
+    /// Unpaid orders past `PENDING_ORDER_TTL_HOURS`, cancelled and pruned.
+    pub pruned_pending: usize,
 }
 
 /// One pass: settle every ready call, then work through every due charge.
@@ -92,6 +94,7 @@ pub async fn run_once(app: &App, owner: &str) -> Result<RunReport, StoreError> {
         let state = tracing::Instrument::instrument(attempt(app, &charge, owner), span).await?;
         report.charged.push((charge.id.clone(), state));
     }
+    report.pruned_pending = super::pending::prune_stale(app).await?.pruned;
     Ok(report)
 }
 
@@ -187,7 +190,10 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
                 (charge.seconds_billed.0 + 59) / 60
             ),
         ),
-        param("metadata[callgate_kind]", "overage"),
+        param(
+            format!("metadata[{}]", super::reconcile::KIND_KEY).as_str(),
+            "overage",
+        ),
         param("metadata[charge_id]", &charge.id),
         param("metadata[call_sid]", &charge.call_sid),
         param("metadata[order_id]", &charge.order_id),

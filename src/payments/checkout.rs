@@ -156,6 +156,10 @@ async fn create_payment_intent(
             "description",
             format!("{} ({} minutes)", plan.name, plan.minutes_included),
         ),
+        param(
+            format!("metadata[{}]", super::reconcile::KIND_KEY).as_str(),
+            "purchase",
+        ),
         param("metadata[plan]", &plan.name),
         param("metadata[minutes]", plan.minutes_included),
         param("metadata[overage_consent]", overage),

@@ -5,6 +5,8 @@ pub mod billing;
 pub mod checkout;
 pub mod events;
 pub mod pay;
+pub mod pending;
+pub mod reconcile;
 pub mod signature;
 pub mod stripe;
 
@@ -21,11 +23,19 @@ use crate::web::AppState;
 
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
 
+/// The Stripe webhook and the pay page: not rate-limited (the webhook is signed).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(WEBHOOK_PATH, post(webhook))
+        .merge(pay::page_router())
+}
+
+/// The storefront's JSON calls, under their new and old paths: the web layer rate-limits
+/// every route here per client.
+pub fn api_router() -> Router<AppState> {
+    Router::new()
         .merge(checkout::router())
-        .merge(pay::router())
+        .merge(pay::api_router())
 }
 
 fn reply(status: StatusCode, message: &str) -> Response {

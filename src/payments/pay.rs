@@ -12,9 +12,12 @@ use crate::money::Currency;
 use crate::store::{Charge, ChargeState};
 use crate::web::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn page_router() -> Router<AppState> {
+    Router::new().route("/pay/{token}", get(page))
+}
+
+pub fn api_router() -> Router<AppState> {
     Router::new()
-        .route("/pay/{token}", get(page))
         .route("/api/pay/{token}", get(details))
         .route("/api/pay/{token}/refresh", post(refresh))
 }

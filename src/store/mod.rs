@@ -689,6 +689,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<i64, StoreError>;
     /// Forgets attempts older than `before`; returns how many.
     async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError>;
+
+    /// Whether `from` opened an earlier call (not `except_call`) on a code: on `order_id`'s
+    /// code when given, else on any. Such a caller is still admitted while code entry is
+    /// paused for everyone else (see `voice::flow`).
+    async fn caller_has_used_code(
+        &self,
+        from: &str,
+        order_id: Option<&str>,
+        except_call: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Pending orders (PaymentIntents never paid) created before `before`, oldest first.
+    async fn stale_pending_orders(
+        &self,
+        before: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError>;
+
+    /// Deletes an order if it is still pending; `false` if it was paid (or gone) meanwhile.
+    async fn delete_pending_order(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// A shared handle to whichever backend the configuration names.

@@ -298,16 +298,16 @@ impl MongoStore {
     }
 
     fn orders(&self) -> Collection<OrderDoc> {
-        self.db.collection("orders")
+        self.db.collection(&collection_name("orders"))
     }
     fn calls(&self) -> Collection<CallDoc> {
-        self.db.collection("calls")
+        self.db.collection(&collection_name("calls"))
     }
     fn charges(&self) -> Collection<ChargeDoc> {
-        self.db.collection("charges")
+        self.db.collection(&collection_name("charges"))
     }
     fn raw(&self, name: &str) -> Collection<Document> {
-        self.db.collection(name)
+        self.db.collection(&collection_name(name))
     }
 
     async fn order_where(&self, filter: Document) -> Result<Option<Order>, StoreError> {
@@ -574,6 +574,14 @@ where
 }
 
 /// The first document matching `filter`.
+/// callgate's collections carry a prefix: during a cut-over callgate may share a database
+/// with the old deployment, whose `orders` (and any other plain name) are not callgate's.
+const COLLECTION_PREFIX: &str = "callgate_";
+
+fn collection_name(name: &str) -> String {
+    format!("{COLLECTION_PREFIX}{name}")
+}
+
 async fn first<T>(coll: &Collection<T>, filter: Document) -> Result<Option<T>, StoreError>
 where
     T: serde::de::DeserializeOwned + Send + Sync,
@@ -639,6 +647,12 @@ impl Store for MongoStore {
                 .await?;
             self.raw("call_transcript")
                 .create_index(plain(doc! { "call_sid": 1, "seq": 1 }))
+                .await?;
+            self.raw("calls")
+                .create_index(plain(doc! { "from_number": 1, "order_id": 1 }))
+                .await?;
+            self.raw("orders")
+                .create_index(plain(doc! { "status": 1, "created_at": 1 }))
                 .await?;
             Ok::<_, mongodb::error::Error>(())
         };
@@ -1434,6 +1448,49 @@ impl Store for MongoStore {
             .count_documents(filter)
             .await
             .map(|n| n as i64)
+            .map_err(err)
+    }
+
+    async fn caller_has_used_code(
+        &self,
+        from: &str,
+        order_id: Option<&str>,
+        except_call: &str,
+    ) -> Result<bool, StoreError> {
+        let order = match order_id {
+            Some(id) => Bson::from(id),
+            None => Bson::Document(doc! { "$type": "string" }),
+        };
+        let filter = doc! {
+            "from_number": from,
+            "order_id": order,
+            "_id": { "$ne": except_call },
+        };
+        first(&self.raw("calls"), filter).await.map(|d| d.is_some())
+    }
+
+    async fn stale_pending_orders(
+        &self,
+        before: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        query(
+            &self.orders(),
+            doc! { "status": "pending", "created_at": { "$lt": before } },
+            Some(doc! { "created_at": 1, "_id": 1 }),
+            Some(limit),
+        )
+        .await?
+        .into_iter()
+        .map(OrderDoc::into_record)
+        .collect()
+    }
+
+    async fn delete_pending_order(&self, id: &str) -> Result<bool, StoreError> {
+        self.orders()
+            .delete_one(doc! { "_id": id, "status": "pending" })
+            .await
+            .map(|r| r.deleted_count == 1)
             .map_err(err)
     }
 

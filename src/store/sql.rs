@@ -966,6 +966,51 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
+            async fn caller_has_used_code(
+                &self,
+                from: &str,
+                order_id: Option<&str>,
+                except_call: &str,
+            ) -> Result<bool, StoreError> {
+                sqlx::query_scalar::<$db, i64>(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM calls WHERE from_number = $1 \
+                     AND order_id IS NOT NULL AND ($2 IS NULL OR order_id = $2) \
+                     AND call_sid <> $3 LIMIT 1) AS used",
+                )
+                .bind(from)
+                .bind(order_id)
+                .bind(except_call)
+                .fetch_one(&self.pool)
+                .await
+                .map(|n| n > 0)
+                .map_err(classify)
+            }
+
+            async fn stale_pending_orders(
+                &self,
+                before: UnixTime,
+                limit: i64,
+            ) -> Result<Vec<Order>, StoreError> {
+                sqlx::query_as::<$db, Order>(
+                    "SELECT * FROM orders WHERE status = 'pending' AND created_at < $1 \
+                     ORDER BY created_at, id LIMIT $2",
+                )
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
+            async fn delete_pending_order(&self, id: &str) -> Result<bool, StoreError> {
+                sqlx::query::<$db>("DELETE FROM orders WHERE id = $1 AND status = 'pending'")
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await
+                    .map(|r| r.rows_affected() == 1)
+                    .map_err(classify)
+            }
+
             async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError> {
                 // In chunks, each its own transaction: after a guessing attack there may be
                 // millions, and other writes go on in between.

@@ -91,6 +91,10 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "0")
             // After the WAL starts over, its file is cut back to this size.
             .pragma("journal_size_limit", (WAL_LIMIT_PAGES * 4096).to_string());
+        // The file holds phone numbers and transcripts: only its owner may read it. SQLite
+        // gives its -wal and -shm files the database file's mode, so creating it right covers
+        // all three.
+        private_file(path)?;
         // The file must open now, so that a bad path is a start-up error.
         let err = |e: sqlx::Error| StoreError::Open(format!("SQLite file {}: {e}", path.display()));
         SqliteConnection::connect_with(&options)
@@ -207,3 +211,35 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
 }
 
 super::sql::sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", MIGRATOR);
+
+/// Creates the database file readable by its owner only (0600), or warns when an existing
+/// one is readable by others.
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Ok(meta) = std::fs::metadata(path) {
+                    if meta.permissions().mode() & 0o077 != 0 {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "the SQLite file is readable by other users; `chmod 600` it and its -wal and -shm files"
+                        );
+                    }
+                }
+            }
+            // A missing folder and the like: the open below reports it with its path.
+            Err(_) => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

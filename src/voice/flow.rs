@@ -246,6 +246,16 @@ pub async fn incoming(app: &App, form: &TwilioForm) -> String {
             Ok(mine) => throttled(app, mine).await,
             Err(e) => Err(e),
         };
+        // A number that opened a call on a code before may still type it: its code alone
+        // will be admitted (see `code_step`).
+        let throttle = match throttle {
+            Ok(true) => app
+                .store
+                .caller_has_used_code(&call.from_number, None, &call.call_sid)
+                .await
+                .map(|known| !known),
+            other => other,
+        };
         match throttle {
             Ok(true) => farewell(app, &[Prompt::TryLater, Prompt::Goodbye]),
             Ok(false) => {
@@ -335,7 +345,21 @@ async fn code_step(
         app.store.upsert_call(call).await?;
     }
     if throttled(app, caller_failures).await? {
-        return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
+        // During a pause (everyone's, or this number's after a spoofer's guesses) a caller is
+        // still admitted with a code their number has opened a call on before. Any other
+        // digits hear the same refusal, so a guesser learns nothing.
+        let known = match (&facts.order, complete || well_formed) {
+            (Some(order), true) => {
+                app.store
+                    .caller_has_used_code(&call.from_number, Some(&order.id), &call.call_sid)
+                    .await?
+            }
+            _ => false,
+        };
+        if !known {
+            return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
+        }
+        tracing::info!("paused code entry: admitting this number's own code");
     }
     if !complete && facts.order.is_none() {
         // Shorter than a code, and no shorter (imported) code either: most likely a pause.

@@ -3,16 +3,19 @@
 //! refused charge), with CSV exports.
 //!
 //! Access is HTTP Basic with `ADMIN_PASSWORD` (any user name), compared in constant time.
-//! Wrong passwords are rate limited per client IP (10, then one a minute). Actions are POST
+//! Only wrong passwords count against a client address (10, then one a minute; the address
+//! comes through `TRUSTED_PROXIES`). A browser that once logged in carries a signed device
+//! cookie, and with it the right password always works, even from an address that is locked
+//! out (OWASP's device cookies): an attacker can lock out only addresses, not the operator,
+//! and guesses without the cookie stay throttled. Actions are POST
 //! forms carrying a token derived from the password, so another site cannot make an
 //! administrator's browser act (Basic credentials are sent along automatically).
 //! Pages are rendered on the server without scripts; the charts are inline SVG.
 
 use std::fmt::Write;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -22,6 +25,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::client_ip::ClientIp;
 use super::ratelimit::RateLimiter;
 use super::AppState;
 use crate::crypto::{constant_time_eq, hmac_sha256};
@@ -36,7 +40,7 @@ const DAYS_READ: i64 = 5000;
 /// Stripe answers a repeated Idempotency-Key from memory for this long.
 const KEY_MEMORY_SECS: i64 = 24 * 3600;
 
-pub fn router() -> Router<AppState> {
+pub fn router(app: &AppState) -> Router<AppState> {
     Router::new()
         .route("/admin", get(dashboard))
         .route("/admin/orders", get(orders_page))
@@ -47,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/orders/{id}/revoke", post(revoke))
         .route("/admin/orders/{id}/minutes", post(add_minutes))
         .route("/admin/charges/{id}/retry", post(retry))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
 }
 
 /// Failed logins per client: 10 at once, then one a minute.
@@ -59,6 +64,7 @@ impl Default for LoginGuard {
 }
 
 /// Proof that the request carries the admin password.
+#[derive(Clone)]
 pub struct Admin {
     csrf: String,
 }
@@ -85,7 +91,8 @@ impl IntoResponse for Refusal {
             Refusal::Locked(wait) => {
                 let mut resp = (
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too many wrong passwords from this address; try again later",
+                    "too many wrong passwords from this address; try again later \
+                     (a browser that has logged in before is not locked out)",
                 )
                     .into_response();
                 if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
@@ -105,43 +112,111 @@ fn csrf_token(password: &str) -> String {
     hex::encode(hmac_sha256(password.as_bytes(), &[b"callgate-admin-csrf"]))
 }
 
+const DEVICE_COOKIE: &str = "cg_admin_device";
+/// A device cookie is good for this long after the login that made it.
+const DEVICE_SECS: i64 = 30 * 24 * 3600;
+
+/// The signature of a device cookie's `expires.nonce`, keyed by the password (changing the
+/// password forgets every device).
+fn device_mac(password: &str, body: &str) -> String {
+    let key = hmac_sha256(password.as_bytes(), &[b"callgate-admin-device"]);
+    hex::encode(hmac_sha256(&key, &[body.as_bytes()]))
+}
+
+fn new_device_cookie(password: &str, now: i64, secure: bool) -> Option<HeaderValue> {
+    let body = format!("{}.{:032x}", now + DEVICE_SECS, rand::random::<u128>());
+    let mac = device_mac(password, &body);
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{DEVICE_COOKIE}={body}.{mac}; Path=/admin; Max-Age={DEVICE_SECS}; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .ok()
+}
+
+/// Whether the request carries a device cookie this server signed and that has not expired.
+fn has_device_cookie(headers: &axum::http::HeaderMap, password: &str, now: i64) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(DEVICE_COOKIE)?.strip_prefix('='))
+        .any(|value| {
+            let Some((body, mac)) = value.rsplit_once('.') else {
+                return false;
+            };
+            let fresh = body
+                .split_once('.')
+                .and_then(|(expires, _)| expires.parse::<i64>().ok())
+                .is_some_and(|expires| expires > now);
+            fresh && constant_time_eq(mac.as_bytes(), device_mac(password, body).as_bytes())
+        })
+}
+
+/// Middleware on every admin route: checks the password (and the lock-out), hands the
+/// handler an [`Admin`], and gives a browser that logged in its device cookie.
+async fn gate(
+    State(app): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(password) = app.config.admin_password.as_ref() else {
+        return Refusal::Off.into_response();
+    };
+    let ip = ClientIp::of(req.extensions());
+    let now = app.clock.now();
+    let known_device = has_device_cookie(req.headers(), password.expose(), now);
+    let guard = &app.admin_logins.0;
+    if !known_device {
+        if let Some(wait) = guard.wait(ip, Instant::now()) {
+            return Refusal::Locked(wait).into_response();
+        }
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| B64.decode(b.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| pair.split_once(':').map(|(_, p)| p.to_string()));
+    let Some(given) = given else {
+        // No credentials yet: the browser asks for them. Not a wrong guess.
+        return Refusal::Unauthorized.into_response();
+    };
+    // Digests of equal length: the comparison's time says nothing about the password.
+    if !constant_time_eq(&digest(&given), &digest(password.expose())) {
+        tracing::warn!(%ip, "wrong admin password");
+        let _ = guard.check(ip, Instant::now());
+        return Refusal::Unauthorized.into_response();
+    }
+    req.extensions_mut().insert(Admin {
+        csrf: csrf_token(password.expose()),
+    });
+    let mut resp = next.run(req).await;
+    if !known_device {
+        let secure = app
+            .config
+            .base_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
+        if let Some(cookie) = new_device_cookie(password.expose(), now, secure) {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+    resp
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = Refusal;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Admin, Refusal> {
-        let Some(password) = app.config.admin_password.as_ref() else {
-            return Err(Refusal::Off);
-        };
-        let ip = parts
+    async fn from_request_parts(parts: &mut Parts, _app: &AppState) -> Result<Admin, Refusal> {
+        // Set by `gate`, which every admin route passes through.
+        parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let guard = &app.admin_logins.0;
-        if let Some(wait) = guard.wait(ip, Instant::now()) {
-            return Err(Refusal::Locked(wait));
-        }
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| B64.decode(b.trim()).ok())
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|pair| pair.split_once(':').map(|(_, p)| p.to_string()));
-        let Some(given) = given else {
-            // No credentials yet: the browser asks for them. Not a wrong guess.
-            return Err(Refusal::Unauthorized);
-        };
-        // Digests of equal length: the comparison's time says nothing about the password.
-        if constant_time_eq(&digest(&given), &digest(password.expose())) {
-            return Ok(Admin {
-                csrf: csrf_token(password.expose()),
-            });
-        }
-        tracing::warn!(%ip, "wrong admin password");
-        let _ = guard.check(ip, Instant::now());
-        Err(Refusal::Unauthorized)
+            .get::<Admin>()
+            .cloned()
+            .ok_or(Refusal::Unauthorized)
     }
 }
 

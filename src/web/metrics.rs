@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -76,7 +76,41 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+/// Who may scrape: with `METRICS_TOKEN`, whoever sends it as a bearer token; without one,
+/// only a client on this machine that did not come through a proxy (a proxy on loopback adds
+/// `X-Forwarded-For`, and would otherwise open `/metrics` to everyone behind it).
+fn may_scrape(app: &AppState, req: &axum::extract::Request) -> bool {
+    let headers = req.headers();
+    match &app.config.http.metrics_token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                crate::crypto::constant_time_eq(
+                    &crate::crypto::hmac_sha256(b"metrics", &[given.trim().as_bytes()]),
+                    &crate::crypto::hmac_sha256(b"metrics", &[token.expose().as_bytes()]),
+                )
+            }),
+        None => {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            peer.is_some_and(|ip| ip.is_loopback()) && !headers.contains_key("x-forwarded-for")
+        }
+    }
+}
+
+async fn metrics(State(app): State<AppState>, req: axum::extract::Request) -> Response {
+    if !may_scrape(&app, &req) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "set METRICS_TOKEN and send it as a bearer token to read /metrics from elsewhere",
+        )
+            .into_response();
+    }
     let mut t = Text(String::new());
     let secs = |us: u64| us as f64 / 1e6;
 
@@ -197,5 +231,5 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
             t.sample("callgate_charges", &[("state", state.as_str())], n);
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t.0)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t.0).into_response()
 }

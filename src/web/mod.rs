@@ -11,15 +11,18 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::App;
 
 pub mod admin;
 mod audio;
+pub mod client_ip;
 mod metrics;
 mod pages;
 pub(crate) mod ratelimit;
 mod security;
+pub mod server;
 
 pub use pages::{pay_page, render};
 
@@ -37,24 +40,35 @@ pub fn router(app: AppState) -> Router {
         .merge(crate::voice::router())
         .merge(crate::bridge::router())
         .merge(crate::payments::router())
+        .merge(
+            crate::payments::api_router().route_layer(axum::middleware::from_fn_with_state(
+                limiter,
+                ratelimit::limit,
+            )),
+        )
         .merge(audio::router(&app))
         .merge(pages::router())
         .merge(metrics::router())
-        .merge(admin::router())
+        .merge(admin::router(&app))
         .route_layer(axum::middleware::from_fn(route_stats));
     if app.config.demo {
         routes = routes
             .merge(crate::demo::router())
             .layer(axum::middleware::from_fn(crate::demo::mark_pages));
     }
+    let request_timeout = Duration::from_secs(app.config.http.request_timeout_secs);
     routes
-        .layer(axum::middleware::from_fn_with_state(
-            limiter,
-            ratelimit::limit,
-        ))
         .layer(axum::middleware::from_fn_with_state(csp, security::headers))
         .layer(CompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            client_ip::resolve,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
 }

@@ -1,12 +1,16 @@
-//! Per-client rate limiting of the public JSON API (`/api/...`): a token bucket per IP,
-//! in memory, per instance. Webhooks are not limited here: they are signed.
+//! Per-client rate limiting of the public JSON API: a token bucket per client address (see
+//! [`super::client_ip`]), in memory, per instance. The layer sits on the API's routes, so an
+//! old path that aliases an API route shares its bucket. Webhooks are not limited here: they
+//! are signed.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
+
+use super::client_ip::ClientIp;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -77,25 +81,17 @@ impl RateLimiter {
 }
 
 pub async fn limit(State(limiter): State<RateLimiter>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/api/") {
-        return next.run(req).await;
-    }
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(ip) = ip {
-        if let Err(wait) = limiter.check(ip, Instant::now()) {
-            let mut resp = (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests; try again shortly",
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
+    let ip = ClientIp::of(req.extensions());
+    if let Err(wait) = limiter.check(ip, Instant::now()) {
+        let mut resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests; try again shortly",
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        return resp;
     }
     next.run(req).await
 }
