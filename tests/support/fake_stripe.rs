@@ -32,6 +32,7 @@ pub struct Recorded {
     pub intents: HashMap<String, Value>,
     saved: HashMap<String, (u16, Value)>,
     script: VecDeque<Next>,
+    customers: usize,
 }
 
 #[derive(Clone)]
@@ -47,8 +48,10 @@ impl FakeStripe {
             ..Recorded::default()
         }));
         let app = Router::new()
-            .route("/v1/payment_intents", post(create))
+            .route("/v1/payment_intents", post(create).get(list))
             .route("/v1/payment_intents/{id}", get(retrieve))
+            .route("/v1/payment_intents/{id}/cancel", post(cancel))
+            .route("/v1/customers", post(customer))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -56,6 +59,51 @@ impl FakeStripe {
             let _ = axum::serve(listener, app).await;
         });
         FakeStripe { base, state }
+    }
+
+    /// What the customer's browser does: pays a PaymentIntent (with a card saved on its
+    /// customer, if it has one). Returns the PaymentIntent as Stripe would send it.
+    pub fn pay(&self, id: &str) -> Value {
+        let mut s = self.state.lock().unwrap();
+        let pi = s.intents.get_mut(id).expect("a PaymentIntent of this fake");
+        pi["status"] = json!("succeeded");
+        pi["payment_method"] = json!("pm_fake_card");
+        pi.clone()
+    }
+
+    /// A PaymentIntent some other product made on the same account, paid.
+    pub fn foreign_payment(&self, amount: i64, currency: &str) -> Value {
+        let mut s = self.state.lock().unwrap();
+        let id = format!("pi_fake_{}", s.intents.len() + 1);
+        let pi = json!({ "id": id, "object": "payment_intent", "status": "succeeded",
+            "amount": amount, "currency": currency, "metadata": {} });
+        s.intents.insert(id, pi.clone());
+        pi
+    }
+
+    /// Scripts the outcome of the next confirmed (off-session) PaymentIntents.
+    pub fn script(&self, next: &[Next]) {
+        self.state
+            .lock()
+            .unwrap()
+            .script
+            .extend(next.iter().copied());
+    }
+
+    pub fn clear_script(&self) {
+        self.state.lock().unwrap().script.clear();
+    }
+
+    /// The confirmed PaymentIntent requests so far (overage charges): (key, form).
+    pub fn confirmed(&self) -> Vec<(Option<String>, HashMap<String, String>)> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(_, f)| f.get("confirm").map(String::as_str) == Some("true"))
+            .cloned()
+            .collect()
     }
 
     pub fn requests(&self) -> usize {
@@ -91,7 +139,13 @@ async fn create(
     if let Some((status, body)) = key.as_ref().and_then(|k| s.saved.get(k)).cloned() {
         return (StatusCode::from_u16(status).unwrap(), Json(body)).into_response();
     }
-    let next = s.script.pop_front().unwrap_or(Next::Succeed);
+    let confirmed = form.get("confirm").map(String::as_str) == Some("true");
+    let next = if confirmed {
+        s.script.pop_front().unwrap_or(Next::Succeed)
+    } else {
+        // A purchase: the browser pays it later (`FakeStripe::pay`).
+        Next::Succeed
+    };
     if next == Next::ServerError {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +155,7 @@ async fn create(
     }
     let id = format!("pi_fake_{}", s.intents.len() + 1);
     let status = match next {
+        Next::Succeed if !confirmed => "requires_payment_method",
         Next::Succeed => "succeeded",
         Next::AuthenticationRequired => "requires_action",
         _ => "requires_payment_method",
@@ -146,4 +201,29 @@ async fn retrieve(State(state): State<Arc<Mutex<Recorded>>>, Path(id): Path<Stri
         Some(pi) => Json(pi.clone()).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({ "error": { "type": "invalid_request_error", "message": "no such payment_intent" } }))).into_response(),
     }
+}
+
+async fn list(State(state): State<Arc<Mutex<Recorded>>>) -> Response {
+    let s = state.lock().unwrap();
+    let mut data: Vec<Value> = s.intents.values().cloned().collect();
+    data.sort_by_key(|pi| pi["id"].as_str().unwrap_or_default().to_string());
+    Json(json!({ "object": "list", "data": data, "has_more": false })).into_response()
+}
+
+async fn cancel(State(state): State<Arc<Mutex<Recorded>>>, Path(id): Path<String>) -> Response {
+    let mut s = state.lock().unwrap();
+    match s.intents.get_mut(&id) {
+        Some(pi) if pi["status"] != "succeeded" => {
+            pi["status"] = json!("canceled");
+            Json(pi.clone()).into_response()
+        }
+        Some(_) => (StatusCode::BAD_REQUEST, Json(json!({ "error": { "type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": "succeeded" } }))).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": { "type": "invalid_request_error", "message": "no such payment_intent" } }))).into_response(),
+    }
+}
+
+async fn customer(State(state): State<Arc<Mutex<Recorded>>>) -> Response {
+    let mut s = state.lock().unwrap();
+    s.customers += 1;
+    Json(json!({ "id": format!("cus_fake_{}", s.customers), "object": "customer" })).into_response()
 }
