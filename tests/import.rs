@@ -9,23 +9,27 @@ use callgate::store::{OrderSource, OrderStatus};
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use support::twilio::{Caller, Ending};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn from_the_old_mongodb_idempotently_and_codes_keep_working() {
-    // The old deployment's database, on the test MongoDB.
-    let Some(scratch) = support::mongo::mongo().await else {
-        return;
-    };
-    drop(scratch);
+/// A fresh database on the test MongoDB, as the old deployment's: its URI and a handle.
+/// `None` where mongoeco is not installed (outside CI).
+async fn old_site() -> Option<(String, mongodb::Database)> {
+    drop(support::mongo::mongo().await?);
     let port = support::mongo::port().expect("mongoeco running");
     let uri = format!(
         "mongodb://127.0.0.1:{port}/oldsite_{}?directConnection=true",
         callgate::store::new_id("x")
     );
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-    let orders = client
-        .default_database()
-        .unwrap()
-        .collection::<mongodb::bson::Document>("orders");
+    let db = client.default_database().unwrap();
+    Some((uri, db))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_the_old_mongodb_idempotently_and_codes_keep_working() {
+    // The old deployment's database, on the test MongoDB.
+    let Some((uri, old)) = old_site().await else {
+        return;
+    };
+    let orders = old.collection::<mongodb::bson::Document>("orders");
     for d in [
         doc! { "_id": ObjectId::new(), "accessCode": "123456", "minutes": 10, "minutesUsed": 2, "acceptOverage": true,
         "customerId": "cus_old", "paymentMethodId": "pm_old", "paymentIntentId": "pi_old_1",
@@ -269,17 +273,9 @@ async fn short_codes_are_reissued_into_a_private_file() {
 /// callgate's without breaking a listing, the admin view or a code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_deployment_documents_live_beside_callgate_s() {
-    let Some(scratch) = support::mongo::mongo().await else {
+    let Some((uri, old)) = old_site().await else {
         return;
     };
-    drop(scratch);
-    let port = support::mongo::port().expect("mongoeco running");
-    let uri = format!(
-        "mongodb://127.0.0.1:{port}/shared_{}?directConnection=true",
-        callgate::store::new_id("x")
-    );
-    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-    let old = client.default_database().unwrap();
     for name in [
         "orders",
         "calls",
