@@ -328,7 +328,11 @@ async fn a_worker_killed_after_stripe_answered_charges_once(store: DynStore) {
         .unwrap();
     assert_eq!(leased.id, charge.id);
     let stripe = app.stripe.as_ref().unwrap();
-    let form = vec![("amount".to_string(), "100".to_string())];
+    // An off-session charge, confirmed at once, as the worker sends it.
+    let form = vec![
+        ("amount".to_string(), "100".to_string()),
+        ("confirm".to_string(), "true".to_string()),
+    ];
     stripe
         .create_payment_intent(&form, &format!("callgate-overage-{}", charge.id))
         .await
