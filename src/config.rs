@@ -200,18 +200,6 @@ pub struct HttpConfig {
     pub metrics_token: Option<Secret>,
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            trusted_proxies: Vec::new(),
-            header_timeout_secs: 10,
-            request_timeout_secs: 30,
-            max_connections: 4096,
-            metrics_token: None,
-        }
-    }
-}
-
 /// One row of the configuration table: what the README documents.
 pub struct Setting {
     pub var: &'static str,
@@ -331,16 +319,7 @@ impl Config {
 
         let database = parse_database(env)?;
 
-        let secret = match read(env, "CALLGATE_SECRET") {
-            Some(v) if v.chars().count() < 32 => {
-                return Err(invalid(
-                    "CALLGATE_SECRET",
-                    "must be at least 32 characters (try `openssl rand -hex 32`)",
-                ))
-            }
-            Some(v) => Some(Secret::new(v)),
-            None => None,
-        };
+        let secret = secret_var(env, "CALLGATE_SECRET", 32, "openssl rand -hex 32")?;
         if secret.is_none() && !matches!(database, DatabaseConfig::Sqlite { .. }) {
             return Err(ConfigError::Missing {
                 var: "CALLGATE_SECRET",
@@ -429,15 +408,7 @@ impl Config {
             api_requests_per_minute: whole_number(env, "API_REQUESTS_PER_MINUTE", 60, 1..=100_000)?
                 as u32,
             log_format,
-            admin_password: match read(env, "ADMIN_PASSWORD") {
-                Some(v) if v.chars().count() < 12 => {
-                    return Err(invalid(
-                        "ADMIN_PASSWORD",
-                        "must be at least 12 characters (try `openssl rand -base64 18`)",
-                    ))
-                }
-                v => v.map(Secret::new),
-            },
+            admin_password: secret_var(env, "ADMIN_PASSWORD", 12, "openssl rand -base64 18")?,
             demo: false,
             http: parse_http(env)?,
             pending_order_ttl_hours: whole_number(env, "PENDING_ORDER_TTL_HOURS", 24, 1..=24 * 30)?,
@@ -484,6 +455,22 @@ fn whole_number(
     }
 }
 
+/// An optional secret of at least `min` characters; `suggest` is a command that makes one.
+fn secret_var(
+    env: &dyn Env,
+    var: &'static str,
+    min: usize,
+    suggest: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    match read(env, var) {
+        Some(v) if v.chars().count() < min => Err(invalid(
+            var,
+            format!("must be at least {min} characters (try `{suggest}`)"),
+        )),
+        v => Ok(v.map(Secret::new)),
+    }
+}
+
 fn parse_http(env: &dyn Env) -> Result<HttpConfig, ConfigError> {
     let trusted_proxies = match read(env, "TRUSTED_PROXIES") {
         None => Vec::new(),
@@ -510,15 +497,7 @@ fn parse_http(env: &dyn Env) -> Result<HttpConfig, ConfigError> {
         header_timeout_secs: whole_number(env, "HEADER_TIMEOUT_SECS", 10, 1..=600)? as u64,
         request_timeout_secs: whole_number(env, "REQUEST_TIMEOUT_SECS", 30, 1..=3600)? as u64,
         max_connections: whole_number(env, "MAX_CONNECTIONS", 4096, 1..=1_000_000)? as usize,
-        metrics_token: match read(env, "METRICS_TOKEN") {
-            Some(v) if v.chars().count() < 16 => {
-                return Err(invalid(
-                    "METRICS_TOKEN",
-                    "must be at least 16 characters (try `openssl rand -hex 16`)",
-                ))
-            }
-            v => v.map(Secret::new),
-        },
+        metrics_token: secret_var(env, "METRICS_TOKEN", 16, "openssl rand -hex 16")?,
     })
 }
 

@@ -24,6 +24,13 @@ pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
     mac.finalize().into_bytes().into()
 }
 
+/// Whether `given` equals the configured `secret`, in time that depends on neither: both are
+/// hashed to equal length first, so not even the secret's length leaks.
+pub fn secrets_equal(given: &str, secret: &str) -> bool {
+    let digest = |text: &str| hmac_sha256(b"callgate-secret-compare", &[text.as_bytes()]);
+    constant_time_eq(&digest(given), &digest(secret))
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
@@ -46,6 +53,13 @@ mod tests {
     fn hmac_sha1_matches_rfc2202_case_2() {
         let mac = hmac_sha1(b"Jefe", &[b"what do ya want for nothing?"]);
         assert_eq!(hex::encode(mac), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+    }
+
+    #[test]
+    fn secrets_equal_compares_whatever_the_lengths() {
+        assert!(secrets_equal("correct horse", "correct horse"));
+        assert!(!secrets_equal("correct horse", "correct horsf"));
+        assert!(!secrets_equal("correct", "correct horse"));
     }
 
     #[test]

@@ -119,27 +119,17 @@ pub struct ImportOptions {
 /// Writes the reissued codes as CSV to a new file only its owner can read (mode 0600): the
 /// operator hands them to the customers. Refuses to overwrite a file.
 pub fn write_reissued(path: &std::path::Path, codes: &[Reissued]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    writeln!(file, "source_id,order_id,old_code_last4,new_code")?;
+    let mut text = String::from("source_id,order_id,old_code_last4,new_code\n");
     for r in codes {
-        writeln!(
-            file,
-            "{},{},{},{}",
+        text.push_str(&format!(
+            "{},{},{},{}\n",
             csv_field(&r.source_id),
             r.order_id,
             r.old_last4,
             r.new_code.expose()
-        )?;
+        ));
     }
-    file.sync_all()
+    crate::write_private(path, &text)
 }
 
 fn csv_field(text: &str) -> String {
@@ -305,10 +295,18 @@ pub async fn run(
         // A short code is easier to guess than the codes callgate issues: replace it unless
         // the operator chose to keep it.
         let short = old_code.expose().len() < digits;
-        let code = if short && !options.keep_short_codes {
+        let reissue = short && !options.keep_short_codes;
+        let code = if reissue {
             AccessCode::generate(digits)
         } else {
             old_code.clone()
+        };
+        let tally = |report: &mut Report| {
+            if reissue {
+                report.reissued_count += 1;
+            } else if short {
+                report.kept_short += 1;
+            }
         };
         let Some(minutes) = first(doc, &mapping.minutes)
             .and_then(number)
@@ -374,20 +372,14 @@ pub async fn run(
                 report.already_present += 1;
             } else {
                 report.imported += 1;
-                if short && options.keep_short_codes {
-                    report.kept_short += 1;
-                } else if short {
-                    report.reissued_count += 1;
-                }
+                tally(&mut report);
             }
             continue;
         }
         match app.store.insert_order(&order).await {
             Ok(_) => {
-                if short && options.keep_short_codes {
-                    report.kept_short += 1;
-                } else if short {
-                    report.reissued_count += 1;
+                tally(&mut report);
+                if reissue {
                     report.reissued.push(Reissued {
                         source_id: source_id.clone(),
                         order_id: id.clone(),

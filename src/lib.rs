@@ -193,7 +193,8 @@ fn load_or_create_key_file(path: &Path) -> Result<Secret, StartError> {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> io::Result<()> {
+/// Writes `text` to a new file (never an existing one) that only its owner may read (0600).
+pub(crate) fn write_private(path: &Path, text: &str) -> io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

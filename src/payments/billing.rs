@@ -190,10 +190,7 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
                 (charge.seconds_billed.0 + 59) / 60
             ),
         ),
-        param(
-            format!("metadata[{}]", super::reconcile::KIND_KEY).as_str(),
-            "overage",
-        ),
+        super::reconcile::kind_param("overage"),
         param("metadata[charge_id]", &charge.id),
         param("metadata[call_sid]", &charge.call_sid),
         param("metadata[order_id]", &charge.order_id),

@@ -156,10 +156,7 @@ async fn create_payment_intent(
             "description",
             format!("{} ({} minutes)", plan.name, plan.minutes_included),
         ),
-        param(
-            format!("metadata[{}]", super::reconcile::KIND_KEY).as_str(),
-            "purchase",
-        ),
+        super::reconcile::kind_param("purchase"),
         param("metadata[plan]", &plan.name),
         param("metadata[minutes]", plan.minutes_included),
         param("metadata[overage_consent]", overage),

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::stripe::{Form, StripeError};
+use super::stripe::{is_payment_intent_id, StripeClient, StripeError};
 use crate::store::StoreError;
 use crate::App;
 
@@ -53,17 +53,12 @@ pub async fn prune_stale(app: &App) -> Result<PruneReport, StoreError> {
 }
 
 /// Cancels a PaymentIntent; `true` when it is cancelled (now or before) or does not exist.
-async fn cancel(stripe: &super::stripe::StripeClient, pi: &str) -> Result<bool, StripeError> {
-    let safe = !pi.is_empty() && pi.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !safe {
+async fn cancel(stripe: &StripeClient, pi: &str) -> Result<bool, StripeError> {
+    if !is_payment_intent_id(pi) {
+        // Nothing at Stripe can have this id.
         return Ok(true);
     }
-    let form: Form = Vec::new();
-    let key = format!("callgate-cancel-{pi}");
-    match stripe
-        .post(&format!("/v1/payment_intents/{pi}/cancel"), &form, &key)
-        .await
-    {
+    match stripe.cancel_payment_intent(pi).await {
         Ok(_) => Ok(true),
         Err(StripeError::Api { status: 404, .. }) => Ok(true),
         Err(StripeError::Api { status: 400, .. }) => {

@@ -21,6 +21,11 @@ const PAGE: usize = 100;
 /// The metadata key on every PaymentIntent callgate creates: `purchase` or `overage`.
 pub const KIND_KEY: &str = "callgate_kind";
 
+/// The form parameter that marks a PaymentIntent callgate creates as `kind`.
+pub fn kind_param(kind: &str) -> (String, String) {
+    (format!("metadata[{KIND_KEY}]"), kind.to_string())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mismatch {
@@ -187,6 +192,33 @@ async fn payment_intents(
     Ok(found)
 }
 
+/// Why the PaymentIntent a `what` (order or charge) names did not take `amount` `currency`,
+/// if it did not.
+fn payment_problem(
+    what: &str,
+    pi_id: Option<&str>,
+    intents: &HashMap<String, PaymentIntent>,
+    amount: i64,
+    currency: &str,
+) -> Option<String> {
+    let Some(id) = pi_id else {
+        return Some(format!("the {what} names no PaymentIntent"));
+    };
+    let Some(pi) = intents.get(id) else {
+        return Some("its PaymentIntent is not at Stripe".into());
+    };
+    if pi.status != "succeeded" {
+        return Some(format!("its PaymentIntent is {}", pi.status));
+    }
+    if pi.amount != amount || !pi.currency.eq_ignore_ascii_case(currency) {
+        return Some(format!(
+            "Stripe took {} {} for a {what} of {amount} {currency}",
+            pi.amount, pi.currency
+        ));
+    }
+    None
+}
+
 /// The store's orders and charges against Stripe's PaymentIntents.
 pub fn money_mismatches(
     orders: &[Order],
@@ -205,21 +237,13 @@ pub fn money_mismatches(
             continue;
         }
         let pi_id = order.stripe_payment_intent.clone();
-        let why = match pi_id.as_deref().map(|id| intents.get(id)) {
-            None => Some("the order names no PaymentIntent".to_string()),
-            Some(None) => Some("its PaymentIntent is not at Stripe".to_string()),
-            Some(Some(pi)) if !succeeded(pi) => Some(format!("its PaymentIntent is {}", pi.status)),
-            Some(Some(pi))
-                if pi.amount != order.amount.0
-                    || !pi.currency.eq_ignore_ascii_case(&order.currency) =>
-            {
-                Some(format!(
-                    "paid {} {} for an order of {} {}",
-                    pi.amount, pi.currency, order.amount.0, order.currency
-                ))
-            }
-            Some(Some(_)) => None,
-        };
+        let why = payment_problem(
+            "order",
+            pi_id.as_deref(),
+            intents,
+            order.amount.0,
+            &order.currency,
+        );
         if let Some(why) = why {
             out.push(Mismatch::OrderWithoutPayment {
                 order_id: order.id.clone(),
@@ -236,16 +260,13 @@ pub fn money_mismatches(
     };
     for charge in charges.iter().filter(|c| paid_charge(c)) {
         let pi_id = charge.stripe_payment_intent.clone();
-        let why = match pi_id.as_deref().map(|id| intents.get(id)) {
-            None => Some("the charge names no PaymentIntent".to_string()),
-            Some(None) => Some("its PaymentIntent is not at Stripe".to_string()),
-            Some(Some(pi)) if !succeeded(pi) => Some(format!("its PaymentIntent is {}", pi.status)),
-            Some(Some(pi)) if pi.amount != charge.amount.0 => Some(format!(
-                "Stripe took {} for a charge of {}",
-                pi.amount, charge.amount.0
-            )),
-            Some(Some(_)) => None,
-        };
+        let why = payment_problem(
+            "charge",
+            pi_id.as_deref(),
+            intents,
+            charge.amount.0,
+            &charge.currency,
+        );
         if let Some(why) = why {
             out.push(Mismatch::ChargeWithoutPayment {
                 charge_id: charge.id.clone(),

@@ -284,10 +284,27 @@ impl StripeClient {
     }
 
     pub async fn retrieve_payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
-        let safe = id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !safe || id.is_empty() {
-            return Err(StripeError::Decode("not a PaymentIntent id".into()));
-        }
-        PaymentIntent::from_json(&self.get(&format!("/v1/payment_intents/{id}")).await?)
+        PaymentIntent::from_json(&self.get(&payment_intent_path(id)?).await?)
     }
+
+    /// Cancels a PaymentIntent that has not been paid (Stripe answers 400 if it cannot).
+    pub async fn cancel_payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
+        let path = format!("{}/cancel", payment_intent_path(id)?);
+        let key = format!("callgate-cancel-{id}");
+        PaymentIntent::from_json(&self.post(&path, &Form::new(), &key).await?)
+    }
+}
+
+/// `/v1/payment_intents/{id}`, for an id that can be one (it goes into the URL's path).
+fn payment_intent_path(id: &str) -> Result<String, StripeError> {
+    if is_payment_intent_id(id) {
+        Ok(format!("/v1/payment_intents/{id}"))
+    } else {
+        Err(StripeError::Decode("not a PaymentIntent id".into()))
+    }
+}
+
+/// Whether `id` has the characters of a Stripe id (never a path or a query).
+pub fn is_payment_intent_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -573,7 +573,6 @@ where
         .collect()
 }
 
-/// The first document matching `filter`.
 /// callgate's collections carry a prefix: during a cut-over callgate may share a database
 /// with the old deployment, whose `orders` (and any other plain name) are not callgate's.
 const COLLECTION_PREFIX: &str = "callgate_";
@@ -582,6 +581,7 @@ fn collection_name(name: &str) -> String {
     format!("{COLLECTION_PREFIX}{name}")
 }
 
+/// The first document matching `filter`.
 async fn first<T>(coll: &Collection<T>, filter: Document) -> Result<Option<T>, StoreError>
 where
     T: serde::de::DeserializeOwned + Send + Sync,

@@ -348,13 +348,13 @@ async fn code_step(
         // During a pause (everyone's, or this number's after a spoofer's guesses) a caller is
         // still admitted with a code their number has opened a call on before. Any other
         // digits hear the same refusal, so a guesser learns nothing.
-        let known = match (&facts.order, complete || well_formed) {
-            (Some(order), true) => {
+        let known = match &facts.order {
+            Some(order) => {
                 app.store
                     .caller_has_used_code(&call.from_number, Some(&order.id), &call.call_sid)
                     .await?
             }
-            _ => false,
+            None => false,
         };
         if !known {
             return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use super::client_ip::ClientIp;
 use super::ratelimit::RateLimiter;
 use super::AppState;
-use crate::crypto::{constant_time_eq, hmac_sha256};
+use crate::crypto::{constant_time_eq, hmac_sha256, secrets_equal};
 use crate::money::Seconds;
 use crate::store::{Call, Charge, ChargeState, Order, OrderStatus, StoreError};
 use crate::voice::twiml::escape;
@@ -88,24 +88,13 @@ impl IntoResponse for Refusal {
                 "the admin password is required",
             )
                 .into_response(),
-            Refusal::Locked(wait) => {
-                let mut resp = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many wrong passwords from this address; try again later \
-                     (a browser that has logged in before is not locked out)",
-                )
-                    .into_response();
-                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                resp
-            }
+            Refusal::Locked(wait) => super::ratelimit::too_many(
+                wait,
+                "too many wrong passwords from this address; try again later \
+                 (a browser that has logged in before is not locked out)",
+            ),
         }
     }
-}
-
-fn digest(text: &str) -> [u8; 32] {
-    hmac_sha256(b"callgate-admin-password", &[text.as_bytes()])
 }
 
 fn csrf_token(password: &str) -> String {
@@ -184,8 +173,7 @@ async fn gate(
         // No credentials yet: the browser asks for them. Not a wrong guess.
         return Refusal::Unauthorized.into_response();
     };
-    // Digests of equal length: the comparison's time says nothing about the password.
-    if !constant_time_eq(&digest(&given), &digest(password.expose())) {
+    if !secrets_equal(&given, password.expose()) {
         tracing::warn!(%ip, "wrong admin password");
         let _ = guard.check(ip, Instant::now());
         return Refusal::Unauthorized.into_response();

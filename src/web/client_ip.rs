@@ -56,13 +56,16 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<SocketAddr>().ok().map(|s| s.ip())
 }
 
-/// Middleware: records the [`ClientIp`] of each request.
-pub async fn resolve(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
+/// The address the connection came from (set by the server loop), before any proxy header.
+pub fn peer(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+}
+
+/// Middleware: records the [`ClientIp`] of each request.
+pub async fn resolve(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = peer(req.extensions()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let trusted = &app.config.http.trusted_proxies;
     let ip = if trusted.is_empty() {
         peer

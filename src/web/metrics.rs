@@ -86,18 +86,10 @@ fn may_scrape(app: &AppState, req: &axum::extract::Request) -> bool {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| {
-                crate::crypto::constant_time_eq(
-                    &crate::crypto::hmac_sha256(b"metrics", &[given.trim().as_bytes()]),
-                    &crate::crypto::hmac_sha256(b"metrics", &[token.expose().as_bytes()]),
-                )
-            }),
+            .is_some_and(|given| crate::crypto::secrets_equal(given.trim(), token.expose())),
         None => {
-            let peer = req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip());
-            peer.is_some_and(|ip| ip.is_loopback()) && !headers.contains_key("x-forwarded-for")
+            super::client_ip::peer(req.extensions()).is_some_and(|ip| ip.is_loopback())
+                && !headers.contains_key("x-forwarded-for")
         }
     }
 }

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-
-use super::client_ip::ClientIp;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use super::client_ip::ClientIp;
 
 /// Clients tracked at most; past this, idle buckets are forgotten first.
 const MAX_CLIENTS: usize = 50_000;
@@ -83,17 +83,18 @@ impl RateLimiter {
 pub async fn limit(State(limiter): State<RateLimiter>, req: Request, next: Next) -> Response {
     let ip = ClientIp::of(req.extensions());
     if let Err(wait) = limiter.check(ip, Instant::now()) {
-        let mut resp = (
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many requests; try again shortly",
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
+        return too_many(wait, "too many requests; try again shortly");
     }
     next.run(req).await
+}
+
+/// 429 with `Retry-After: wait` (seconds) and a short reason.
+pub fn too_many(wait: u64, message: &'static str) -> Response {
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, message).into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 #[cfg(test)]
