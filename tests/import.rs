@@ -186,6 +186,25 @@ async fn from_a_mongoexport_file_with_a_custom_mapping() {
         .contains("mapping file"));
 }
 
+/// `callgate import --from-file EXPORT --reissued-file CODES` into the SQLite file `db`.
+fn run_import(
+    export: &std::path::Path,
+    codes: &std::path::Path,
+    db: &std::path::Path,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["import", "--from-file"])
+        .arg(export)
+        .arg("--reissued-file")
+        .arg(codes)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", format!("sqlite:{}", db.display()))
+        .env("CALLGATE_SECRET", "test-secret-0123456789abcdef0123456789")
+        .output()
+        .unwrap()
+}
+
 /// Issue 13, point 12: codes shorter than ACCESS_CODE_DIGITS are replaced on import, through
 /// the real binary. The new codes go to a file only the operator can read, never to the
 /// terminal; the old short code no longer opens a call, the new one does.
@@ -203,17 +222,7 @@ async fn short_codes_are_reissued_into_a_private_file() {
     )
     .unwrap();
     let codes_file = dir.path().join("new-codes.csv");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["import", "--from-file"])
-        .arg(&export)
-        .arg("--reissued-file")
-        .arg(&codes_file)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", format!("sqlite:{}", db_path.display()))
-        .env("CALLGATE_SECRET", "test-secret-0123456789abcdef0123456789")
-        .output()
-        .unwrap();
+    let out = run_import(&export, &codes_file, &db_path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -253,17 +262,7 @@ async fn short_codes_are_reissued_into_a_private_file() {
     assert!(find("123456789012").await.is_some());
 
     // A second run never overwrites the file.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["import", "--from-file"])
-        .arg(&export)
-        .arg("--reissued-file")
-        .arg(&codes_file)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", format!("sqlite:{}", db_path.display()))
-        .env("CALLGATE_SECRET", "test-secret-0123456789abcdef0123456789")
-        .output()
-        .unwrap();
+    let again = run_import(&export, &codes_file, &db_path);
     assert!(!again.status.success());
     assert_eq!(std::fs::read_to_string(&codes_file).unwrap(), text);
 }

@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use callgate::money::{Cents, Seconds};
-use callgate::payments::signature::sign;
 use callgate::store::{new_id, DynStore, NewOrder, Order, OrderSource};
 use serde_json::json;
 use support::agent::{Behaviour, FakeAgent};
@@ -193,23 +192,8 @@ async fn paid_stripe_order(app: &TestApp, minutes: i64) -> (Order, String) {
 }
 
 async fn deliver(app: &TestApp, kind: &str, object: serde_json::Value) -> u16 {
-    let event = json!({ "id": new_id("evt"), "object": "event", "type": kind,
-                        "data": { "object": object } });
-    let body = serde_json::to_vec(&event).unwrap();
-    let t = app.app.clock.now();
-    reqwest::Client::new()
-        .post(app.url("/webhooks/stripe"))
-        .header("content-type", "application/json")
-        .header(
-            "Stripe-Signature",
-            format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, &body)),
-        )
-        .body(body)
-        .send()
+    app.stripe_event(WEBHOOK_SECRET, &new_id("evt"), kind, object)
         .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// Point 3: a refund (or a dispute) of the purchase while the code's call is bridged, well

@@ -22,7 +22,6 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use callgate::payments::signature::sign;
 use callgate::store::{DynStore, OrderStatus};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -201,22 +200,10 @@ impl World {
     }
 
     async fn deliver(&self, id: &str, kind: &str, object: Value) {
-        let event = json!({ "id": id, "object": "event", "type": kind,
-                            "data": { "object": object } });
-        let body = serde_json::to_vec(&event).unwrap();
-        let t = self.app().app.clock.now();
-        let status = reqwest::Client::new()
-            .post(self.app().url("/webhooks/stripe"))
-            .header("content-type", "application/json")
-            .header(
-                "stripe-signature",
-                format!("t={t},v1={}", sign(WEBHOOK_SECRET, t, &body)),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = self
+            .app()
+            .stripe_event(WEBHOOK_SECRET, id, kind, object)
+            .await;
         assert_eq!(status, 200, "{kind} acknowledged");
     }
 

@@ -26,6 +26,32 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// Delivers a Stripe event (`id`, `kind`, `data.object`) to the webhook, signed with
+    /// `secret` as Stripe signs it; the status answered.
+    pub async fn stripe_event(
+        &self,
+        secret: &str,
+        id: &str,
+        kind: &str,
+        object: serde_json::Value,
+    ) -> u16 {
+        let event = serde_json::json!({ "id": id, "object": "event", "type": kind,
+                                        "data": { "object": object } });
+        let body = serde_json::to_vec(&event).unwrap();
+        let t = self.app.clock.now();
+        let signature = callgate::payments::signature::sign(secret, t, &body);
+        reqwest::Client::new()
+            .post(self.url("/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", format!("t={t},v1={signature}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// What SIGTERM does to `callgate serve`.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
