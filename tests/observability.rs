@@ -33,18 +33,14 @@ async fn scrape(app: &support::app::TestApp) -> (String, HashMap<String, f64>) {
 async fn metrics_count_webhooks_by_route_and_status_with_latency() {
     let db = support::sqlite().await;
     // Stripe configured at a closed port: a purchase attempt is a Stripe network error.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let stripe_base = format!("http://{closed}");
+    let stripe_base = support::CLOSED_URL;
     let app = spawn(
         db.store.clone(),
         &[
             ("STRIPE_SECRET_KEY", "sk_test_metrics"),
             ("STRIPE_PUBLISHABLE_KEY", "pk_test_metrics"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_metrics"),
-            ("STRIPE_API_BASE", &stripe_base),
+            ("STRIPE_API_BASE", stripe_base),
         ],
     )
     .await;

@@ -225,16 +225,14 @@ on_every_backend!(
 #[tokio::test]
 async fn stripe_down_is_a_clear_error() {
     let db = support::sqlite().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let base = support::CLOSED_URL;
     let app = spawn(
         db.store.clone(),
         &[
             ("STRIPE_SECRET_KEY", support::stripe::SECRET_KEY),
             ("STRIPE_PUBLISHABLE_KEY", support::stripe::PUBLISHABLE_KEY),
             ("STRIPE_WEBHOOK_SECRET", support::stripe::WEBHOOK_SECRET),
-            ("STRIPE_API_BASE", &base),
+            ("STRIPE_API_BASE", base),
         ],
     )
     .await;

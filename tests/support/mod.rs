@@ -16,6 +16,11 @@ pub fn pg_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A URL where nothing listens, for a peer that is down. Port 1 lies below the ephemeral
+/// range every test server binds from (port 0), so no test running beside this one can take
+/// it (a port bound and released for the purpose can be, and was: a server there answered).
+pub const CLOSED_URL: &str = "http://127.0.0.1:1";
+
 /// A fresh, migrated database for one test, removed when the test is done.
 pub struct TestDb {
     pub store: DynStore,
