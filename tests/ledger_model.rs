@@ -546,12 +546,15 @@ fn explore(backend: &'static str, default_cases: u32) {
         failure_persistence: None,
         ..ProptestConfig::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     proptest!(config, |(ops in scenario())| {
+        // A runtime per case: dropping it ends every server and task the case started (the
+        // fake Stripe, the fake agent, apps left by restarts), so thousands of cases do not
+        // run out of file descriptors.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let db = match backend {
                 "sqlite" => Some(support::sqlite().await),
