@@ -7,8 +7,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::codes::AccessCode;
 use crate::config::{Config, LogFormat};
+use crate::domain::codes::AccessCode;
 use crate::orders::{self, OperatorGrant};
 use crate::store::{Call, Order, OrderStatus};
 use crate::{telemetry, App, StartError};
@@ -37,6 +37,7 @@ pub enum Command {
     },
     /// Try the whole product without accounts: local stand-ins for Stripe, Twilio and
     /// ElevenLabs, a browser phone at /demo/phone, and a SQLite file of its own.
+    #[cfg(feature = "demo")]
     Demo {
         /// Address to listen on.
         #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
@@ -94,39 +95,6 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
-    /// Measure the voice webhooks (incoming, code check, status) on SQLite or PostgreSQL:
-    /// requests per second and latency quantiles, printed.
-    BenchWebhooks(BenchArgs),
-    /// Measure the media bridge: concurrent simulated calls through a `callgate serve` child
-    /// against a local echo agent, on loopback. Prints latency, CPU and memory per call.
-    Loadtest {
-        /// Concurrent calls.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=5000))]
-        calls: u32,
-        /// Seconds to hold all calls while measuring.
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
-        seconds: u64,
-        /// Seconds over which the calls are started.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
-        ramp_seconds: u64,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// PostgreSQL to measure on (a schema is made and dropped); default: a temporary SQLite file.
-    #[arg(long)]
-    pub database_url: Option<String>,
-    /// Simulated callers sending requests at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub concurrency: u32,
-    /// Seconds each pass runs.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub seconds: u64,
-    /// Code checks a second the guessing pass sends, paced (latency counts from when each was
-    /// due, so a server that falls behind shows it); 0 sends as fast as answers come back.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    pub rate: u32,
 }
 
 #[derive(Debug, Args)]
@@ -243,34 +211,7 @@ pub fn main() -> ExitCode {
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Loadtest {
-        calls,
-        seconds,
-        ramp_seconds,
-    } = cli.command
-    {
-        telemetry::init(LogFormat::Text);
-        let test = crate::loadtest::LoadTest {
-            calls: calls as usize,
-            hold: std::time::Duration::from_secs(seconds),
-            ramp: std::time::Duration::from_secs(ramp_seconds),
-        };
-        return crate::loadtest::run(test)
-            .await
-            .map_err(|e| CliError::Input(format!("load test failed: {e:#}")));
-    }
-    if let Command::BenchWebhooks(args) = &cli.command {
-        telemetry::init_quiet();
-        let bench = crate::webhook_bench::WebhookBench {
-            database_url: args.database_url.clone(),
-            concurrency: args.concurrency as usize,
-            duration: std::time::Duration::from_secs(args.seconds),
-            rate: args.rate,
-        };
-        return crate::webhook_bench::run(bench)
-            .await
-            .map_err(|e| CliError::Input(format!("benchmark failed: {e:#}")));
-    }
+    #[cfg(feature = "demo")]
     if let Command::Demo {
         listen,
         database,
@@ -289,7 +230,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             audio_dir: std::env::var("AUDIO_DIR")
                 .unwrap_or_else(|_| "audio".into())
                 .into(),
-            bridge: crate::bridge::BridgeSettings::default(),
+            bridge: crate::config::BridgeSettings::default(),
         };
         return crate::demo::run(options)
             .await
@@ -313,11 +254,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Codes(cmd) => codes(App::build(config).await?, cmd).await,
-        Command::Loadtest { .. } | Command::Demo { .. } | Command::BenchWebhooks(_) => Ok(()),
+        #[cfg(feature = "demo")]
+        Command::Demo { .. } => Ok(()),
         Command::Billing(cmd) => billing(App::build(config).await?, cmd).await,
         Command::Ledger(LedgerCommand::Check { output }) => {
             let app = App::build(config).await?;
-            let report = crate::payments::reconcile::check(&app)
+            let report = crate::billing::reconcile::check(&app)
                 .await
                 .map_err(|e| CliError::Input(format!("ledger check: {e}")))?;
             if output.json {
@@ -442,7 +384,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn serve(config: Config) -> Result<(), CliError> {
     // Bind first: a taken port should fail before anything else happens.
-    let listener = crate::bind(config.listen).await?;
+    let listener = crate::app::bind(config.listen).await?;
     for feature in config.disabled_features() {
         tracing::warn!("not configured, switched off: {feature}");
     }
@@ -450,34 +392,9 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let app = Arc::new(App::build(config).await?);
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(%addr, %database, "callgate listening");
-    crate::serve(app, listener, shutdown_signal()).await?;
+    crate::http::serve(app, listener, crate::app::shutdown_signal()).await?;
     tracing::info!("callgate stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 async fn codes(app: App, cmd: CodesCommand) -> Result<(), CliError> {
@@ -541,7 +458,7 @@ async fn billing(app: App, cmd: BillingCommand) -> Result<(), CliError> {
     match cmd {
         BillingCommand::Run { output } => {
             let owner = crate::store::new_id("cli");
-            let report = crate::payments::billing::run_once(&app, &owner).await?;
+            let report = crate::billing::run_once(&app, &owner).await?;
             if output.json {
                 print_json(&report);
             } else {
@@ -572,10 +489,10 @@ async fn billing(app: App, cmd: BillingCommand) -> Result<(), CliError> {
                 "CHARGE", "STATE", "AMOUNT", "TRY", "ORDER", "LAST ERROR"
             );
             for c in charges {
-                let currency = crate::money::Currency::parse(&c.currency).unwrap_or_default();
+                let currency = &c.currency;
                 let link = match (&c.pay_token, c.state) {
                     (Some(t), crate::store::ChargeState::RequiresAction) => {
-                        crate::payments::pay::pay_url(&app, t)
+                        crate::http::pay::pay_url(&app, t)
                     }
                     _ => "-".into(),
                 };

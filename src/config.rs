@@ -6,14 +6,14 @@
 //! a half-configured integration is an error.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use url::Url;
 
-use crate::money::{Cents, Currency, Rounding};
-use crate::prompts::Prompt;
+use crate::domain::money::{Cents, Currency, Rounding};
+use crate::domain::prompt::Prompt;
 
 /// A configuration problem, naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,25 +33,7 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A value that must never appear in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself; call this only where the value is used, never to log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+pub use crate::crypto::Secret;
 
 /// Where orders, calls and charges are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +47,15 @@ pub enum DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// The engine's cargo feature name.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            DatabaseConfig::Sqlite { .. } => "sqlite",
+            DatabaseConfig::Postgres { .. } => "postgres",
+            DatabaseConfig::Mongo { .. } => "mongodb",
+        }
+    }
+
     /// A short name for logs, without credentials.
     pub fn describe(&self) -> String {
         match self {
@@ -965,5 +956,34 @@ mod tests {
         assert!(!shown.contains("hushhush"));
         assert!(!shown.contains("0123456789abcdef"));
         assert!(shown.contains("pk_test_public"));
+    }
+}
+
+/// Timing of the bridge. One "tick" is one metered second; tests shorten it.
+#[derive(Debug, Clone)]
+pub struct BridgeSettings {
+    /// Length of one metered second.
+    pub tick: Duration,
+    /// Warn the caller this many seconds before the allowance ends.
+    pub warn_before_secs: i64,
+    /// Longest wait for Twilio's `start`, the agent's socket and its metadata.
+    pub setup_timeout: Duration,
+    /// Persist metering every this many seconds.
+    pub persist_every_secs: i64,
+    /// An agent that sends nothing for this long, not even the pong to a WebSocket ping
+    /// (sent every quarter of it), is hung: the call ends with an apology. Also the longest a
+    /// write to the agent may wait.
+    pub agent_silence: Duration,
+}
+
+impl Default for BridgeSettings {
+    fn default() -> Self {
+        BridgeSettings {
+            tick: Duration::from_secs(1),
+            warn_before_secs: 60,
+            setup_timeout: Duration::from_secs(10),
+            persist_every_secs: 5,
+            agent_silence: Duration::from_secs(20),
+        }
     }
 }

@@ -8,13 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::codes::AccessCode;
-use crate::money::{Cents, Seconds};
+use crate::domain::codes::AccessCode;
+use crate::domain::money::{Cents, Seconds};
 use crate::store::{NewOrder, OrderSource, StoreError};
 use crate::App;
 
@@ -129,7 +127,7 @@ pub fn write_reissued(path: &std::path::Path, codes: &[Reissued]) -> std::io::Re
             r.new_code.expose()
         ));
     }
-    crate::write_private(path, &text)
+    crate::app::write_private(path, &text)
 }
 
 fn csv_field(text: &str) -> String {
@@ -159,7 +157,18 @@ pub fn load_mapping(path: &std::path::Path) -> Result<Mapping, ImportError> {
 }
 
 /// Reads documents from a MongoDB collection, as relaxed extended JSON.
+#[cfg(not(feature = "mongodb"))]
+pub async fn read_mongodb(_uri: &str, _collection: &str) -> Result<Vec<Value>, ImportError> {
+    Err(ImportError::Source(
+        "this callgate was built without the mongodb feature: import from a mongoexport file"
+            .into(),
+    ))
+}
+
+/// Reads documents from a MongoDB collection, as relaxed extended JSON.
+#[cfg(feature = "mongodb")]
 pub async fn read_mongodb(uri: &str, collection: &str) -> Result<Vec<Value>, ImportError> {
+    use futures_util::TryStreamExt;
     let options = mongodb::options::ClientOptions::parse(uri)
         .await
         .map_err(|e| ImportError::Source(e.to_string()))?;
@@ -330,10 +339,7 @@ pub async fn run(
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case(&s))
         });
-        let id = format!(
-            "ord_imp_{}",
-            &hex::encode(Sha256::digest(source_id.as_bytes()))[..20]
-        );
+        let id = format!("ord_imp_{}", &crate::crypto::sha256_hex(&source_id)[..20]);
         let order = NewOrder {
             id: id.clone(),
             source: OrderSource::Import,
@@ -345,8 +351,8 @@ pub async fn run(
             ),
             currency: first(doc, &mapping.currency)
                 .and_then(text)
-                .unwrap_or_else(|| plan.currency.code().into())
-                .to_lowercase(),
+                .and_then(|c| crate::domain::money::Currency::parse(&c))
+                .unwrap_or_else(|| plan.currency.clone()),
             seconds_included: Seconds::from_minutes(minutes),
             overage_consent: first(doc, &mapping.overage).is_some_and(boolean),
             overage_price: plan.overage_per_minute,

@@ -6,6 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The span every log line of a call carries: its sid, and its order once known.
+pub fn call_span(call_sid: &str) -> tracing::Span {
+    tracing::info_span!("call", call_sid = %call_sid, order_id = tracing::field::Empty)
+}
+
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()

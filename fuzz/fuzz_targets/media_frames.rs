@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = callgate::bridge::twilio_stream::parse(&text);
-    let _ = callgate::agent::parse(&text);
+    let _ = callgate::telephony::twilio::stream::parse(&text);
+    let _ = callgate::telephony::elevenlabs::parse(&text);
 });

@@ -2,8 +2,8 @@
 //! Input: header, NUL, body. Nothing may panic; a body we sign verifies, another does not.
 #![no_main]
 
-use callgate::payments::events::Event;
-use callgate::payments::signature;
+use callgate::stripe::events::Event;
+use callgate::stripe::signature;
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "whsec_fuzz";

@@ -2,7 +2,7 @@
 //! Input: URL, NUL, header, NUL, body. Nothing may panic; a signature we compute validates.
 #![no_main]
 
-use callgate::voice::signature;
+use callgate::telephony::twilio::signature;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! XML that carries the text; and the demo phone's TwiML reader never panics on any document.
 #![no_main]
 
-use callgate::voice::twiml::{Gather, Speech, Twiml};
+use callgate::telephony::twilio::twiml::{Gather, Speech, Twiml};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,52 +13,68 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::money::Seconds;
-use crate::App;
+use crate::domain::clock::Clock;
+use crate::domain::money::Seconds;
+use crate::store::DynStore;
 
 #[derive(Default)]
 pub struct MeteringBook {
-    pending: Mutex<HashMap<String, i64>>,
+    book: Arc<Book>,
     flusher: std::sync::OnceLock<()>,
+}
+
+#[derive(Default)]
+struct Book {
+    pending: Mutex<HashMap<String, i64>>,
     /// Live calls on this instance, told when they must stop.
     live: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl MeteringBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Notes a call's metering so far; written with the next batch.
-    pub fn report(&self, app: &Arc<App>, call_sid: &str, seconds: i64) {
+    /// Notes a call's metering so far; written with the next batch, every `every`.
+    pub fn report(
+        &self,
+        store: &DynStore,
+        clock: &Arc<dyn Clock>,
+        every: Duration,
+        call_sid: &str,
+        seconds: i64,
+    ) {
         {
-            let mut pending = self.lock();
+            let mut pending = self.book.lock();
             let slot = pending.entry(call_sid.to_string()).or_insert(0);
             *slot = (*slot).max(seconds);
         }
         self.flusher.get_or_init(|| {
-            let every = (app.bridge.tick * app.bridge.persist_every_secs.max(1) as u32)
-                .max(Duration::from_millis(10));
-            tokio::spawn(flush_loop(Arc::downgrade(app), every));
+            let every = every.max(Duration::from_millis(10));
+            let book = Arc::downgrade(&self.book);
+            tokio::spawn(flush_loop(book, store.clone(), clock.clone(), every));
         });
     }
 
     /// Notified when the store says the call must stop (until [`MeteringBook::forget`]).
     pub fn watch(&self, call_sid: &str) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
-        self.live_calls()
+        self.book
+            .live_calls()
             .insert(call_sid.to_string(), notify.clone());
         notify
     }
 
-    fn live_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The call's final figure is written elsewhere: drop any queued one.
     pub fn forget(&self, call_sid: &str) {
-        self.lock().remove(call_sid);
-        self.live_calls().remove(call_sid);
+        self.book.lock().remove(call_sid);
+        self.book.live_calls().remove(call_sid);
+    }
+}
+
+impl Book {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stop(&self, call_sids: &[String]) {
@@ -87,27 +103,26 @@ impl MeteringBook {
     }
 }
 
-/// Writes the queued figures every interval, for as long as the app lives.
-async fn flush_loop(app: Weak<App>, every: Duration) {
+/// Writes the queued figures every interval, for as long as the book lives.
+async fn flush_loop(book: Weak<Book>, store: DynStore, clock: Arc<dyn Clock>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(app) = app.upgrade() else { return };
-        let figures = app.metering.take();
+        let Some(book) = book.upgrade() else { return };
+        let figures = book.take();
         if figures.is_empty() {
             continue;
         }
-        let now = app.clock.now();
-        match app
-            .store
-            .record_metering_many(&figures, now + crate::ledger::HOLD_LEASE_SECS, now)
+        let now = clock.now();
+        match store
+            .record_metering_many(&figures, now + crate::domain::ledger::HOLD_LEASE_SECS, now)
             .await
         {
-            Ok(stop) => app.metering.stop(&stop),
+            Ok(stop) => book.stop(&stop),
             Err(e) => {
                 tracing::warn!(error = %e, calls = figures.len(), "metering not persisted; will retry");
-                app.metering.restore(figures);
+                book.restore(figures);
             }
         }
     }

@@ -15,46 +15,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::Instrument;
 
-use super::audio::{self, AgentFormat};
-use super::twilio_stream::{self as tw, StreamEvent};
-use crate::agent::{self, AgentEvent};
+use crate::crypto::sha256_hex as token_hash;
+use crate::domain::money::Seconds;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
-use crate::money::Seconds;
-use crate::store::{Order, StreamGrant, TranscriptLine};
-use crate::voice::flow::{call_span, token_hash};
+use crate::store::{EndReason, Order, Speaker, StreamGrant, TranscriptLine};
+use crate::telemetry::call_span;
+use crate::telephony::audio::{self, AgentFormat};
+use crate::telephony::elevenlabs::{self, AgentEvent};
+use crate::telephony::twilio::stream::{self as tw, StreamEvent};
 use crate::App;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// Why a bridge ended; `/voice/after-stream` picks the closing words from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    CallerHungUp,
-    TimeUp,
-    MaxLength,
-    AgentFailed,
-    /// The server is shutting down and the grace period ran out.
-    Shutdown,
-    /// The order was refunded, disputed or revoked mid-call.
-    Revoked,
-    /// The call lost its hold on the order (its heartbeat lapsed and another call settled it).
-    HoldLost,
-}
-
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::CallerHungUp => "caller_hung_up",
-            EndReason::TimeUp => "time_up",
-            EndReason::MaxLength => "time_up",
-            EndReason::AgentFailed => "agent_failed",
-            EndReason::Shutdown => "shutdown",
-            EndReason::Revoked => "revoked",
-            EndReason::HoldLost => "hold_lost",
-        }
-    }
-}
-
 /// Malformed Twilio frames tolerated before the stream is dropped.
 const MAX_BAD_FRAMES: u32 = 50;
 /// Transcript lines kept per call; a runaway agent cannot grow memory without bound.
@@ -134,7 +105,7 @@ struct Limits {
 
 fn limits(app: &App, order: &Order) -> Limits {
     let max = app.config.voice.max_call_minutes * 60;
-    let overage = crate::ledger::overage_allowed(order).is_ok();
+    let overage = crate::domain::ledger::overage_allowed(order).is_ok();
     Limits {
         allowance: (!overage).then(|| order.seconds_left().0.min(max)),
         max,
@@ -156,7 +127,13 @@ async fn persister(
             changed = seconds.changed() => {
                 if changed.is_err() { break; }
                 let s = *seconds.borrow_and_update();
-                app.metering.report(&app, &call_sid, s);
+                app.metering.report(
+                    &app.store,
+                    &app.clock,
+                    app.bridge.tick * app.bridge.persist_every_secs.max(1) as u32,
+                    &call_sid,
+                    s,
+                );
                 last = s;
             }
             line = lines.recv(), if lines_open => match line {
@@ -197,13 +174,13 @@ async fn agent_failed(app: &App, call_sid: &str, tw_tx: &mut TwSink, kind: Optio
 async fn finish(app: &App, call_sid: &str, seconds: Seconds, reason: EndReason) {
     if let Err(e) = app
         .store
-        .bridge_finished(call_sid, seconds, reason.as_str(), app.clock.now())
+        .bridge_finished(call_sid, seconds, reason, app.clock.now())
         .await
     {
         tracing::error!(error = %e, "final metering not stored; the last persisted figure stands");
         return;
     }
-    if let Err(e) = crate::payments::billing::settle(app, call_sid).await {
+    if let Err(e) = crate::settlement::settle(app, call_sid).await {
         tracing::warn!(error = %e, "settlement deferred to the billing worker");
     }
 }
@@ -234,11 +211,11 @@ async fn bridge(
     let limits = limits(app, &order);
 
     // Connect to the agent and agree on formats; any failure ends the call with an apology.
-    let Some(elevenlabs) = app.config.elevenlabs.as_ref() else {
+    let Some(agent_config) = app.config.elevenlabs.as_ref() else {
         return agent_failed(app, &call_sid, &mut tw_tx, None).await;
     };
     let setup = async {
-        let url = agent::conversation_url(elevenlabs, &app.http).await?;
+        let url = elevenlabs::conversation_url(agent_config, &app.http).await?;
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(AGENT_MAX_MESSAGE))
             .max_frame_size(Some(AGENT_MAX_MESSAGE))
@@ -247,15 +224,15 @@ async fn bridge(
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
                 .await
-                .map_err(|e| agent::AgentError::Connect(e.to_string()))?;
-        Ok::<_, agent::AgentError>(ws)
+                .map_err(|e| elevenlabs::AgentError::Connect(e.to_string()))?;
+        Ok::<_, elevenlabs::AgentError>(ws)
     };
     let agent_ws = match tokio::time::timeout(app.bridge.setup_timeout, setup).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "agent unavailable");
             let kind = match e {
-                agent::AgentError::SignedUrl(_) => "signed_url",
+                elevenlabs::AgentError::SignedUrl(_) => "signed_url",
                 _ => "connect",
             };
             return agent_failed(app, &call_sid, &mut tw_tx, Some(kind)).await;
@@ -273,12 +250,12 @@ async fn bridge(
     });
     let metadata = async {
         ag_tx
-            .send(AgMessage::text(agent::initiation(&vars)))
+            .send(AgMessage::text(elevenlabs::initiation(&vars)))
             .await
             .ok()?;
         while let Some(Ok(msg)) = ag_rx.next().await {
             let AgMessage::Text(text) = msg else { continue };
-            match agent::parse(&text) {
+            match elevenlabs::parse(&text) {
                 Ok(AgentEvent::Metadata {
                     conversation_id,
                     output_format,
@@ -286,7 +263,7 @@ async fn bridge(
                 }) => return Some((conversation_id, output_format, input_format)),
                 Ok(AgentEvent::Ping { event_id, .. }) => {
                     ag_tx
-                        .send(AgMessage::text(agent::pong(event_id)))
+                        .send(AgMessage::text(elevenlabs::pong(event_id)))
                         .await
                         .ok()?;
                 }
@@ -315,7 +292,7 @@ async fn bridge(
         tracing::info!(%output_format, %input_format, "agent is not on ulaw_8000: transcoding");
     }
     let now = app.clock.now();
-    let hold_until = now + crate::ledger::HOLD_LEASE_SECS;
+    let hold_until = now + crate::domain::ledger::HOLD_LEASE_SECS;
     match app
         .store
         .bridge_started(&call_sid, conversation_id.as_deref(), hold_until, now)
@@ -395,10 +372,10 @@ async fn bridge(
                             continue;
                         }
                         let chunk = if passthrough {
-                            agent::user_audio(&payload)
+                            elevenlabs::user_audio(&payload)
                         } else {
                             match B64.decode(payload.as_bytes()) {
-                                Ok(ulaw) => agent::user_audio(&B64.encode(audio::from_phone(&ulaw, agent_in))),
+                                Ok(ulaw) => elevenlabs::user_audio(&B64.encode(audio::from_phone(&ulaw, agent_in))),
                                 Err(_) => { bad_frames += 1; continue; }
                             }
                         };
@@ -445,7 +422,7 @@ async fn bridge(
                     Some(Ok(_)) => continue,
                 };
                 let received = Instant::now();
-                match agent::parse(&text) {
+                match elevenlabs::parse(&text) {
                     Ok(AgentEvent::Audio { event_id, audio }) => {
                         // Audio older than the last interruption was cut off by the caller.
                         if event_id <= last_interruption { continue; }
@@ -471,7 +448,7 @@ async fn bridge(
                         }
                     }
                     Ok(AgentEvent::Ping { event_id, .. }) => {
-                        if ag_tx.send(AgMessage::text(agent::pong(event_id))).await.is_err() {
+                        if ag_tx.send(AgMessage::text(elevenlabs::pong(event_id))).await.is_err() {
                             agent_closed = true;
                             break EndReason::AgentFailed;
                         }
@@ -481,11 +458,11 @@ async fn bridge(
                     }
                     Ok(AgentEvent::AgentResponse(text)) => {
                         seq += 1;
-                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: "agent".into(), text, at: app.clock.now() });
+                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: Speaker::Agent, text, at: app.clock.now() });
                     }
                     Ok(AgentEvent::UserTranscript(text)) => {
                         seq += 1;
-                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: "caller".into(), text, at: app.clock.now() });
+                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: Speaker::Caller, text, at: app.clock.now() });
                     }
                     Ok(AgentEvent::Error(e)) => tracing::warn!(error = %e, "agent reported an error"),
                     Ok(AgentEvent::Metadata { .. } | AgentEvent::Other(_)) => {}
@@ -538,7 +515,7 @@ async fn bridge(
                         if warn(&mut tw_tx, &stream_sid, &app.warning_audio).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
-                        let _ = ag_tx.send(AgMessage::text(agent::contextual_update(
+                        let _ = ag_tx.send(AgMessage::text(elevenlabs::contextual_update(
                             "The caller has about one minute of talk time left. Help them wrap up.",
                         ))).await;
                     }
@@ -547,7 +524,7 @@ async fn bridge(
                     }
                 }
                 if elapsed >= limits.max {
-                    break EndReason::MaxLength;
+                    break EndReason::TimeUp;
                 }
             }
         }

@@ -20,7 +20,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::bridge::audio;
+use crate::telephony::audio;
 
 /// One line of the conversation, for the browser phone.
 #[derive(Debug, Clone, PartialEq, Eq)]

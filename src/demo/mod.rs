@@ -22,12 +22,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
-use crate::bridge::BridgeSettings;
+use crate::config::BridgeSettings;
 use crate::config::{Config, ConfigError, Env};
-use crate::web::AppState;
+use crate::http::AppState;
 use crate::{App, StartError};
 
 /// The stand-ins, reachable from callgate's demo routes.
@@ -87,10 +87,12 @@ pub fn refuse_live_keys(env: &dyn Env) -> Result<(), DemoError> {
 /// A running demo.
 pub struct Demo {
     pub app: Arc<App>,
+    /// The stand-ins the demo's routes reach.
+    pub services: Arc<DemoServices>,
     pub url: String,
     /// The admin view's password for this run (printed at start).
     pub admin_password: String,
-    /// The bound listener, until [`crate::serve`] takes it.
+    /// The bound listener, until [`crate::http::serve_router`] takes it.
     pub listener: Option<tokio::net::TcpListener>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -103,25 +105,18 @@ impl Drop for Demo {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 /// Starts the stand-ins and builds the app; [`serve`] then runs it.
 pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
-    let listener = crate::bind(options.listen).await?;
+    let listener = crate::app::bind(options.listen).await?;
     let addr = listener.local_addr().map_err(DemoError::StandIn)?;
     let base = format!("http://{addr}");
 
-    let secret_key = format!("sk_test_demo_{}", random_hex(12));
-    let webhook_secret = format!("whsec_demo_{}", random_hex(16));
+    let secret_key = format!("sk_test_demo_{}", crate::crypto::random_hex(12));
+    let webhook_secret = format!("whsec_demo_{}", crate::crypto::random_hex(16));
     let stripe = stripe::DemoStripe::new(
         secret_key.clone(),
         webhook_secret.clone(),
-        format!("{base}{}", crate::payments::WEBHOOK_PATH),
+        format!("{base}{}", crate::http::webhook::WEBHOOK_PATH),
     );
     let stripe_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -143,7 +138,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     );
     let agent_task = tokio::spawn(agent::serve(agent_listener, hub.clone()));
 
-    let admin_password = format!("demo-{}", random_hex(8));
+    let admin_password = format!("demo-{}", crate::crypto::random_hex(8));
     let env: HashMap<String, String> = [
         ("LISTEN_ADDR", addr.to_string()),
         ("BASE_URL", base.clone()),
@@ -158,8 +153,11 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         ("STRIPE_WEBHOOK_SECRET", webhook_secret),
         ("STRIPE_API_BASE", stripe_base),
         ("STRIPE_JS_URL", format!("{base}/demo/stripe.js")),
-        ("TWILIO_ACCOUNT_SID", format!("AC{}", random_hex(16))),
-        ("TWILIO_AUTH_TOKEN", random_hex(16)),
+        (
+            "TWILIO_ACCOUNT_SID",
+            format!("AC{}", crate::crypto::random_hex(16)),
+        ),
+        ("TWILIO_AUTH_TOKEN", crate::crypto::random_hex(16)),
         ("TWILIO_PHONE_NUMBER", "+15550100000".into()),
         ("ELEVENLABS_AGENT_ID", "demo_agent".into()),
         ("ELEVENLABS_API_BASE", agent_base),
@@ -176,13 +174,13 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     config.demo = true;
     let mut app = App::build(config).await?;
     app.bridge = options.bridge;
-    app.demo = Some(Arc::new(DemoServices {
-        stripe,
-        hub,
-        calls: Mutex::new(HashMap::new()),
-    }));
     Ok(Demo {
         app: Arc::new(app),
+        services: Arc::new(DemoServices {
+            stripe,
+            hub,
+            calls: Mutex::new(HashMap::new()),
+        }),
         admin_password,
         url: base,
         listener: Some(listener),
@@ -211,11 +209,30 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let Some(listener) = demo.listener.take() else {
         return Ok(());
     };
-    crate::serve(demo.app.clone(), listener, crate::cli::shutdown_signal()).await?;
+    let routes = demo.router();
+    crate::http::serve_router(
+        demo.app.clone(),
+        routes,
+        listener,
+        crate::app::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
-pub fn router() -> Router<AppState> {
+impl Demo {
+    /// The product's routes with the stand-ins', every page marked as the demo.
+    pub fn router(&self) -> Router {
+        let services = self.services.clone();
+        crate::http::router_with(self.app.clone(), move |routes| {
+            routes
+                .merge(stand_in_routes().layer(Extension(services)))
+                .layer(axum::middleware::from_fn(mark_pages))
+        })
+    }
+}
+
+fn stand_in_routes() -> Router<AppState> {
     Router::new()
         .route("/demo/phone", get(phone_page))
         .route("/demo/phone/dial", post(phone::dial))
@@ -233,9 +250,9 @@ async fn phone_page(State(app): State<AppState>) -> Response {
         .config
         .twilio
         .as_ref()
-        .map(|t| crate::payments::checkout::display_phone(&t.phone_number))
+        .map(|t| crate::http::checkout::display_phone(&t.phone_number))
         .unwrap_or_default();
-    let mut resp = Html(crate::web::render(
+    let mut resp = Html(crate::http::render(
         PHONE_PAGE,
         &[
             ("number", number),
@@ -266,10 +283,10 @@ struct Confirm {
 }
 
 /// What the stand-in Stripe.js calls when the customer presses Pay.
-async fn confirm(State(app): State<AppState>, Json(c): Json<Confirm>) -> Response {
-    let Some(demo) = app.demo.as_ref() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+async fn confirm(
+    Extension(demo): Extension<Arc<DemoServices>>,
+    Json(c): Json<Confirm>,
+) -> Response {
     match demo.stripe.confirm(&c.client_secret, &c.card) {
         Ok(pi) => Json(pi).into_response(),
         Err(error) => (StatusCode::PAYMENT_REQUIRED, Json(error)).into_response(),

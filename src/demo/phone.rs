@@ -11,6 +11,7 @@ use axum::extract::ws::{Message as PageMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -20,8 +21,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as TwMessage;
 
-use crate::voice::{flow::stream_url, signature, INCOMING_PATH, STATUS_PATH};
-use crate::web::AppState;
+use super::DemoServices;
+use crate::http::AppState;
+use crate::telephony::twilio::{signature, INCOMING_PATH, STATUS_PATH};
 
 /// What the page does next, from one TwiML document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -223,12 +225,6 @@ async fn twilio_post(
     Ok(body)
 }
 
-fn services(app: &crate::App) -> Result<&Arc<super::DemoServices>, PhoneError> {
-    app.demo
-        .as_ref()
-        .ok_or_else(|| PhoneError::BadRequest("not in demo mode".into()))
-}
-
 #[derive(Deserialize)]
 pub struct Dial {
     /// The caller's number; each browser phone picks its own.
@@ -240,15 +236,18 @@ fn valid_number(n: &str) -> bool {
 }
 
 /// `POST /demo/phone/dial`: the call rings callgate's voice URL.
-pub async fn dial(State(app): State<AppState>, Json(dial): Json<Dial>) -> Response {
+pub async fn dial(
+    State(app): State<AppState>,
+    Extension(demo): Extension<Arc<DemoServices>>,
+    Json(dial): Json<Dial>,
+) -> Response {
     let result = async {
-        let demo = services(&app)?;
         if !valid_number(&dial.from) {
             return Err(PhoneError::BadRequest(
                 "from must be a number like +15550123456".into(),
             ));
         }
-        let sid = format!("CA{}", hex::encode(rand::random::<[u8; 16]>()));
+        let sid = format!("CA{}", crate::crypto::random_hex(16));
         demo.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(
             sid.clone(),
             DemoCall {
@@ -271,7 +270,7 @@ fn answer(result: Result<Value, PhoneError>) -> Response {
     }
 }
 
-fn caller_of(demo: &super::DemoServices, sid: &str) -> Result<String, PhoneError> {
+fn caller_of(demo: &DemoServices, sid: &str) -> Result<String, PhoneError> {
     demo.calls
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -289,10 +288,13 @@ pub struct Next {
 }
 
 /// `POST /demo/phone/next`: fetch the next TwiML (a Gather's action or a Redirect).
-pub async fn next(State(app): State<AppState>, Json(next): Json<Next>) -> Response {
+pub async fn next(
+    State(app): State<AppState>,
+    Extension(demo): Extension<Arc<DemoServices>>,
+    Json(next): Json<Next>,
+) -> Response {
     let result = async {
-        let demo = services(&app)?;
-        let from = caller_of(demo, &next.call_sid)?;
+        let from = caller_of(&demo, &next.call_sid)?;
         let mut params = call_params(&app, &next.call_sid, &from, "in-progress");
         if let Some(digits) = next.digits {
             let digits: String = digits
@@ -323,9 +325,12 @@ pub struct Hangup {
 }
 
 /// `POST /demo/phone/hangup`: the call ended; Twilio's status callback follows.
-pub async fn hangup(State(app): State<AppState>, Json(h): Json<Hangup>) -> Response {
+pub async fn hangup(
+    State(app): State<AppState>,
+    Extension(demo): Extension<Arc<DemoServices>>,
+    Json(h): Json<Hangup>,
+) -> Response {
     let result = async {
-        let demo = services(&app)?;
         let call = demo
             .calls
             .lock()
@@ -345,10 +350,14 @@ pub async fn hangup(State(app): State<AppState>, Json(h): Json<Hangup>) -> Respo
 }
 
 /// `GET /demo/phone/media`: the page's audio socket, relayed to `/media` as Twilio's stream.
-pub async fn media(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn media(
+    State(app): State<AppState>,
+    Extension(demo): Extension<Arc<DemoServices>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     ws.max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move {
-            if let Err(e) = relay(app, socket).await {
+            if let Err(e) = relay(app, demo, socket).await {
                 tracing::info!(error = %e, "demo phone media relay ended");
             }
         })
@@ -362,18 +371,24 @@ struct StartFromPage {
     parameters: HashMap<String, String>,
 }
 
-async fn relay(app: AppState, mut page: WebSocket) -> anyhow::Result<()> {
-    let Some(demo) = app.demo.clone() else {
-        return Ok(());
-    };
+/// Why a relay ended early.
+type RelayError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn relay(
+    app: AppState,
+    demo: Arc<DemoServices>,
+    mut page: WebSocket,
+) -> Result<(), RelayError> {
     // The page names the stream it was told to open.
     let start: StartFromPage = match page.recv().await {
         Some(Ok(PageMessage::Text(t))) => serde_json::from_str(&t)?,
         _ => return Ok(()),
     };
     let caller = caller_of(&demo, &start.call_sid)?;
-    let url = stream_url(&app);
-    anyhow::ensure!(start.url == url, "the stream is not this server's");
+    let url = app.stream_url();
+    if start.url != url {
+        return Err("the stream is not this server's".into());
+    }
     let (account, token, _) = account(&app);
     let mut request = url.as_str().into_client_request()?;
     request.headers_mut().insert(
@@ -382,7 +397,7 @@ async fn relay(app: AppState, mut page: WebSocket) -> anyhow::Result<()> {
     );
     let (callgate, _) = tokio_tungstenite::connect_async(request).await?;
     let (mut to_callgate, mut from_callgate) = callgate.split();
-    let stream_sid = format!("MZ{}", hex::encode(rand::random::<[u8; 16]>()));
+    let stream_sid = format!("MZ{}", crate::crypto::random_hex(16));
     to_callgate
         .send(TwMessage::text(
             json!({ "event": "connected", "protocol": "Call", "version": "1.0.0" }).to_string(),

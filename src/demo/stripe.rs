@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::{json, Value};
 
-use crate::payments::signature;
+use crate::stripe::signature;
 
 /// A card number that the demo declines, like Stripe's test card.
 pub const DECLINED_CARD: &str = "4000000000000002";

@@ -4,29 +4,36 @@
 //! that can race (fulfilment, charge creation, claims) are single atomic statements or
 //! transactions, so the outcome is the same whatever the interleaving.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rand::Rng;
 use serde::Serialize;
 
-use crate::codes::StoredCode;
 use crate::config::DatabaseConfig;
-use crate::money::{Cents, Rounding, Seconds};
+use crate::domain::codes::StoredCode;
+use crate::domain::money::{Cents, Currency, Rounding, Seconds};
 
+#[cfg(feature = "mongodb")]
 mod mongo;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "mongodb")]
 pub use mongo::MongoStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// Unix time in whole seconds, from one clock.
-pub type UnixTime = i64;
+pub use crate::domain::call::{Call, CallState, EndReason, Speaker, TwilioStatus};
+pub use crate::domain::charge::{ChargeState, OverageBlock};
+pub use crate::domain::clock::UnixTime;
+pub use crate::domain::order::{Order, OrderSource, OrderStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -45,151 +52,14 @@ pub enum StoreError {
     Open(String),
     #[error("migration failed: {0}")]
     Migrate(String),
+    /// The configuration names an engine this build left out (see the cargo features).
+    #[error("this callgate was built without the {0} feature")]
+    NotBuilt(&'static str),
 }
 
-/// Declares a status enum stored as text, with its spellings in one place.
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = StoreError;
-            fn from_str(s: &str) -> Result<Self, StoreError> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(StoreError::Corrupt(format!(
-                        "unknown {} `{other}`", stringify!($name)
-                    ))),
-                }
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = StoreError;
-            fn try_from(s: String) -> Result<Self, StoreError> {
-                s.parse()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-text_enum!(
-    /// Where an order stands.
-    OrderStatus {
-        Pending = "pending",
-        Paid = "paid",
-        Failed = "failed",
-        Revoked = "revoked",
-    }
-);
-
-text_enum!(
-    /// How an order came to be.
-    OrderSource {
-        Stripe = "stripe",
-        Operator = "operator",
-        Import = "import",
-    }
-);
-
-text_enum!(
-    /// Where a call stands.
-    CallStatus {
-        Menu = "menu",
-        Bridged = "bridged",
-        Ended = "ended",
-    }
-);
-
-text_enum!(
-    /// Where an overage charge stands. `refunded` and `disputed` follow `succeeded`: the
-    /// operator refunded it, or the cardholder disputed it (overage on the order is then
-    /// suspended).
-    ChargeState {
-        Pending = "pending",
-        Succeeded = "succeeded",
-        Declined = "declined",
-        RequiresAction = "requires_action",
-        Failed = "failed",
-        Canceled = "canceled",
-        Refunded = "refunded",
-        Disputed = "disputed",
-    }
-);
-
-impl From<i64> for Cents {
-    fn from(v: i64) -> Self {
-        Cents(v)
-    }
-}
-
-impl From<i64> for Seconds {
-    fn from(v: i64) -> Self {
-        Seconds(v)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct Order {
-    pub id: String,
-    #[sqlx(try_from = "String")]
-    pub status: OrderStatus,
-    #[sqlx(try_from = "String")]
-    pub source: OrderSource,
-    pub plan: String,
-    #[sqlx(rename = "amount_cents", try_from = "i64")]
-    pub amount: Cents,
-    pub currency: String,
-    #[sqlx(try_from = "i64")]
-    pub seconds_included: Seconds,
-    #[sqlx(try_from = "i64")]
-    pub seconds_used: Seconds,
-    pub overage_consent: bool,
-    #[sqlx(rename = "overage_price_cents", try_from = "i64")]
-    pub overage_price: Cents,
-    /// Why overage is suspended for this code (a declined or unpaid charge), if it is.
-    pub overage_blocked: Option<String>,
-    pub stripe_payment_intent: Option<String>,
-    pub stripe_customer: Option<String>,
-    pub stripe_payment_method: Option<String>,
-    #[serde(skip)]
-    pub code_hash: Option<String>,
-    #[serde(skip)]
-    pub code_sealed: Option<String>,
-    pub code_last4: Option<String>,
-    pub created_at: UnixTime,
-    pub updated_at: UnixTime,
-    pub paid_at: Option<UnixTime>,
-    pub revoked_at: Option<UnixTime>,
-    /// The call holding this code right now (one live call per code).
-    pub active_call_sid: Option<String>,
-    /// When that hold lapses if the call's end is never reported.
-    pub active_call_until: Option<UnixTime>,
-    /// SHA-256 of the PaymentIntent's client secret, hex.
-    #[serde(skip)]
-    pub client_secret_hash: Option<String>,
-}
-
-impl Order {
-    /// Allowance left, never negative.
-    pub fn seconds_left(&self) -> Seconds {
-        Seconds((self.seconds_included.0 - self.seconds_used.0).max(0))
+impl From<crate::domain::UnknownSpelling> for StoreError {
+    fn from(e: crate::domain::UnknownSpelling) -> Self {
+        StoreError::Corrupt(e.to_string())
     }
 }
 
@@ -200,7 +70,7 @@ pub struct NewOrder {
     pub source: OrderSource,
     pub plan: String,
     pub amount: Cents,
-    pub currency: String,
+    pub currency: Currency,
     pub seconds_included: Seconds,
     pub overage_consent: bool,
     pub overage_price: Cents,
@@ -231,45 +101,6 @@ pub enum Fulfilled {
     Already(Order),
     /// No order callgate created names this PaymentIntent: nothing was stored.
     NoOrder,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct Call {
-    pub call_sid: String,
-    pub order_id: Option<String>,
-    pub from_number: String,
-    pub to_number: String,
-    #[sqlx(try_from = "String")]
-    pub status: CallStatus,
-    pub started_at: UnixTime,
-    pub bridged_at: Option<UnixTime>,
-    pub ended_at: Option<UnixTime>,
-    #[sqlx(try_from = "i64")]
-    pub seconds_metered: Seconds,
-    pub twilio_duration: Option<i64>,
-    pub end_reason: Option<String>,
-    pub updated_at: UnixTime,
-    /// Twilio's last reported `CallStatus`.
-    pub twilio_status: Option<String>,
-    /// When billing accounted for the ended call; `None` means billing still owes it a look.
-    pub settled_at: Option<UnixTime>,
-    /// When the media bridge finished (its metering is then final).
-    pub bridge_ended_at: Option<UnixTime>,
-    /// The agent's conversation id, for looking the call up at ElevenLabs.
-    pub conversation_id: Option<String>,
-    /// Seconds this call took from its order's allowance (set by settlement).
-    pub settled_seconds: Option<i64>,
-}
-
-impl Call {
-    /// The agent seconds this call used: what its bridge metered (the bridge is the meter; a
-    /// bridge that died loses at most its last metering interval).
-    pub fn billable_seconds(&self) -> Seconds {
-        if self.bridged_at.is_none() {
-            return Seconds(0);
-        }
-        Seconds(self.seconds_metered.0.max(0))
-    }
 }
 
 /// What asking to hold an order for a call found.
@@ -316,8 +147,7 @@ pub struct ChargeUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct TranscriptLine {
     pub seq: i64,
-    /// "caller" or "agent".
-    pub speaker: String,
+    pub speaker: Speaker,
     pub text: String,
     pub at: UnixTime,
 }
@@ -328,11 +158,11 @@ pub struct EndCall {
     pub call_sid: String,
     pub from_number: String,
     pub to_number: String,
-    /// Twilio's `CallStatus`: completed, busy, failed, no-answer, canceled.
-    pub twilio_status: String,
+    /// Twilio's final `CallStatus`.
+    pub twilio_status: TwilioStatus,
     /// Twilio's `CallDuration`, when present and numeric.
     pub duration: Option<i64>,
-    pub reason: Option<String>,
+    pub reason: EndReason,
     pub now: UnixTime,
 }
 
@@ -358,10 +188,10 @@ pub struct Charge {
     pub order_id: String,
     #[sqlx(rename = "amount_cents", try_from = "i64")]
     pub amount: Cents,
-    pub currency: String,
+    #[sqlx(try_from = "String")]
+    pub currency: Currency,
     #[sqlx(try_from = "i64")]
     pub seconds_billed: Seconds,
-    #[sqlx(try_from = "String")]
     pub state: ChargeState,
     pub attempts: i64,
     pub next_attempt_at: UnixTime,
@@ -393,7 +223,7 @@ pub struct NewCharge {
     pub call_sid: String,
     pub order_id: String,
     pub amount: Cents,
-    pub currency: String,
+    pub currency: Currency,
     pub seconds_billed: Seconds,
     pub now: UnixTime,
 }
@@ -527,7 +357,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         call_sid: &str,
         seconds: Seconds,
-        reason: &str,
+        reason: EndReason,
         now: UnixTime,
     ) -> Result<(), StoreError>;
     /// Appends transcript lines (their `seq` must be new for the call).
@@ -559,7 +389,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records a charge for a call; one per call. Returns the stored charge and whether this
     /// call created it.
     async fn insert_charge(&self, charge: &NewCharge) -> Result<(Charge, bool), StoreError>;
-    /// Settles a call exactly once, applying [`crate::ledger::debit`] atomically: its metered
+    /// Settles a call exactly once, applying [`crate::domain::ledger::debit`] atomically: its metered
     /// seconds are added to the order's used allowance, the order's hold is released in the
     /// same step, and the charge due (if any) is recorded. A call is ready once its bridge has
     /// finished; or, never bridged, once it ended; or once its hold has lapsed or gone (its
@@ -631,7 +461,7 @@ pub trait Store: Send + Sync + 'static {
     async fn set_overage_blocked(
         &self,
         order_id: &str,
-        reason: Option<&str>,
+        reason: Option<OverageBlock>,
         now: UnixTime,
     ) -> Result<(), StoreError>;
     /// An order's charges, oldest first.
@@ -648,7 +478,7 @@ pub trait Store: Send + Sync + 'static {
     async fn event_seen(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Records attempts, several in one write where the engine allows (the voice webhooks'
-    /// attempts are grouped by [`crate::voice::attempts::AttemptLog`]).
+    /// attempts are grouped by [`crate::menu::attempts::AttemptLog`]).
     async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError>;
     async fn record_attempt(&self, attempt: &CodeAttempt) -> Result<(), StoreError> {
         self.record_attempts(std::slice::from_ref(attempt)).await
@@ -717,19 +547,24 @@ pub type DynStore = Arc<dyn Store>;
 /// Opens the configured backend (without migrating).
 pub async fn open(db: &DatabaseConfig) -> Result<DynStore, StoreError> {
     match db {
+        #[cfg(feature = "sqlite")]
         DatabaseConfig::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
+        #[cfg(feature = "postgres")]
         DatabaseConfig::Postgres { url } => Ok(Arc::new(PostgresStore::open(url.expose()).await?)),
+        #[cfg(feature = "mongodb")]
         DatabaseConfig::Mongo { uri } => Ok(Arc::new(MongoStore::open(uri.expose()).await?)),
+        #[allow(unreachable_patterns)]
+        other => Err(StoreError::NotBuilt(other.engine())),
     }
 }
 
 /// A fresh random identifier such as `ord_3f9c...`: 80 bits, hex.
 pub fn new_id(prefix: &str) -> String {
-    let bytes: [u8; 10] = rand::rngs::OsRng.gen();
-    format!("{prefix}_{}", hex::encode(bytes))
+    format!("{prefix}_{}", crate::crypto::random_hex(10))
 }
 
 /// Maps a driver error onto the store's categories.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {

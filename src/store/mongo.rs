@@ -20,7 +20,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::ledger::{self, Debit};
+use crate::domain::ledger::{self, Debit};
 
 pub struct MongoStore {
     db: Database,
@@ -49,8 +49,18 @@ fn err(e: mongodb::error::Error) -> StoreError {
     }
 }
 
-fn parse<T: std::str::FromStr<Err = StoreError>>(s: &str) -> Result<T, StoreError> {
-    s.parse()
+/// Reads a stored spelling through its `text_enum!` table (or a currency code).
+fn parse<T: TryFrom<String, Error = crate::domain::UnknownSpelling>>(
+    s: &str,
+) -> Result<T, StoreError> {
+    Ok(T::try_from(s.to_string())?)
+}
+
+/// An optional stored spelling.
+fn parse_opt<T: TryFrom<String, Error = crate::domain::UnknownSpelling>>(
+    s: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    s.map(|s| Ok(T::try_from(s)?)).transpose()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,7 +119,7 @@ impl OrderDoc {
             source: o.source.as_str().into(),
             plan: o.plan.clone(),
             amount_cents: o.amount.0,
-            currency: o.currency.clone(),
+            currency: o.currency.code().to_string(),
             seconds_included: o.seconds_included.0,
             seconds_used: 0,
             overage_consent: o.overage_consent,
@@ -138,12 +148,12 @@ impl OrderDoc {
             source: parse(&self.source)?,
             plan: self.plan,
             amount: Cents(self.amount_cents),
-            currency: self.currency,
+            currency: parse(&self.currency)?,
             seconds_included: Seconds(self.seconds_included),
             seconds_used: Seconds(self.seconds_used),
             overage_consent: self.overage_consent,
             overage_price: Cents(self.overage_price_cents),
-            overage_blocked: self.overage_blocked,
+            overage_blocked: parse_opt(self.overage_blocked)?,
             stripe_payment_intent: self.stripe_payment_intent,
             stripe_customer: self.stripe_customer,
             stripe_payment_method: self.stripe_payment_method,
@@ -206,9 +216,9 @@ impl CallDoc {
             ended_at: self.ended_at,
             seconds_metered: Seconds(self.seconds_metered),
             twilio_duration: self.twilio_duration,
-            end_reason: self.end_reason,
+            end_reason: parse_opt(self.end_reason)?,
             updated_at: self.updated_at,
-            twilio_status: self.twilio_status,
+            twilio_status: parse_opt(self.twilio_status)?,
             settled_at: self.settled_at,
             bridge_ended_at: self.bridge_ended_at,
             conversation_id: self.conversation_id,
@@ -252,7 +262,7 @@ impl ChargeDoc {
             call_sid: self.call_sid,
             order_id: self.order_id,
             amount: Cents(self.amount_cents),
-            currency: self.currency,
+            currency: parse(&self.currency)?,
             seconds_billed: Seconds(self.seconds_billed),
             state: parse(&self.state)?,
             attempts: self.attempts,
@@ -476,7 +486,7 @@ impl MongoStore {
                         call_sid: call.call_sid.clone(),
                         order_id: order.id.clone(),
                         amount_cents: amount.0,
-                        currency: order.currency.clone(),
+                        currency: order.currency.code().to_string(),
                         seconds_billed: debit.overage.0,
                         state: ChargeState::Pending.as_str().into(),
                         attempts: 0,
@@ -524,7 +534,7 @@ impl MongoStore {
             return Ok(false);
         }
         if call.bridge_ended_at.is_some()
-            || (call.bridged_at.is_none() && call.status == CallStatus::Ended)
+            || (call.bridged_at.is_none() && call.status == CallState::Ended)
         {
             return Ok(true);
         }
@@ -875,13 +885,13 @@ impl Store for MongoStore {
             "calls",
             &end.call_sid,
             "end_reason",
-            opt(end.reason.clone()),
+            end.reason.as_str().into(),
         )
         .await?;
         self.calls()
             .update_one(
                 doc! { "_id": &end.call_sid },
-                doc! { "$set": { "status": "ended", "twilio_status": &end.twilio_status, "updated_at": end.now } },
+                doc! { "$set": { "status": CallState::Ended.as_str(), "twilio_status": end.twilio_status.as_str(), "updated_at": end.now } },
             )
             .await
             .map_err(err)?;
@@ -966,11 +976,11 @@ impl Store for MongoStore {
         &self,
         call_sid: &str,
         seconds: Seconds,
-        reason: &str,
+        reason: EndReason,
         now: UnixTime,
     ) -> Result<(), StoreError> {
         self.record_metering(call_sid, seconds, now).await?;
-        self.set_once("calls", call_sid, "end_reason", reason.into())
+        self.set_once("calls", call_sid, "end_reason", reason.as_str().into())
             .await?;
         self.set_once("calls", call_sid, "bridge_ended_at", now.into())
             .await
@@ -984,7 +994,7 @@ impl Store for MongoStore {
         for line in lines {
             let d = doc! {
                 "_id": format!("{call_sid}:{}", line.seq), "call_sid": call_sid, "seq": line.seq,
-                "speaker": &line.speaker, "text": &line.text, "at": line.at,
+                "speaker": line.speaker.as_str(), "text": &line.text, "at": line.at,
             };
             match self.raw("call_transcript").insert_one(d).await.map_err(err) {
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
@@ -1006,7 +1016,7 @@ impl Store for MongoStore {
                 seq: d
                     .get_i64("seq")
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                speaker: d.get_str("speaker").unwrap_or_default().to_string(),
+                speaker: parse(d.get_str("speaker").unwrap_or_default())?,
                 text: d.get_str("text").unwrap_or_default().to_string(),
                 at: d.get_i64("at").unwrap_or_default(),
             })
@@ -1079,7 +1089,7 @@ impl Store for MongoStore {
             call_sid: c.call_sid.clone(),
             order_id: c.order_id.clone(),
             amount_cents: c.amount.0,
-            currency: c.currency.clone(),
+            currency: c.currency.code().to_string(),
             seconds_billed: c.seconds_billed.0,
             state: "pending".into(),
             attempts: 0,
@@ -1351,11 +1361,11 @@ impl Store for MongoStore {
     async fn set_overage_blocked(
         &self,
         order_id: &str,
-        reason: Option<&str>,
+        reason: Option<OverageBlock>,
         now: UnixTime,
     ) -> Result<(), StoreError> {
         let update = match reason {
-            Some(r) => doc! { "$set": { "overage_blocked": r, "updated_at": now } },
+            Some(r) => doc! { "$set": { "overage_blocked": r.as_str(), "updated_at": now } },
             None => doc! { "$unset": { "overage_blocked": "" }, "$set": { "updated_at": now } },
         };
         self.orders()

@@ -90,7 +90,7 @@ macro_rules! sql_store {
                     .bind(o.source.as_str())
                     .bind(&o.plan)
                     .bind(o.amount.0)
-                    .bind(&o.currency)
+                    .bind(o.currency.code())
                     .bind(o.seconds_included.0)
                     .bind(o.overage_consent)
                     .bind(o.overage_price.0)
@@ -436,7 +436,7 @@ macro_rules! sql_store {
                 &self,
                 call_sid: &str,
                 seconds: Seconds,
-                reason: &str,
+                reason: EndReason,
                 now: UnixTime,
             ) -> Result<(), StoreError> {
                 sqlx::query::<$db>(
@@ -558,7 +558,7 @@ macro_rules! sql_store {
                     .bind(&c.call_sid)
                     .bind(&c.order_id)
                     .bind(c.amount.0)
-                    .bind(&c.currency)
+                    .bind(c.currency.code())
                     .bind(c.seconds_billed.0)
                     .bind(c.now)
                     .fetch_optional(&self.writer)
@@ -620,7 +620,7 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(classify)?;
-                let debit = $crate::ledger::debit(&order, used, rounding);
+                let debit = $crate::domain::ledger::debit(&order, used, rounding);
                 // The debit and the release of this call's hold, in one write.
                 sqlx::query::<$db>(
                     "UPDATE orders SET seconds_used = $2, \
@@ -641,7 +641,7 @@ macro_rules! sql_store {
                         .bind(call_sid)
                         .bind(order_id)
                         .bind(amount.0)
-                        .bind(&order.currency)
+                        .bind(order.currency.code())
                         .bind(debit.overage.0)
                         .bind(now)
                         .fetch_optional(&mut *tx)
@@ -846,7 +846,7 @@ macro_rules! sql_store {
             async fn set_overage_blocked(
                 &self,
                 order_id: &str,
-                reason: Option<&str>,
+                reason: Option<OverageBlock>,
                 now: UnixTime,
             ) -> Result<(), StoreError> {
                 sqlx::query::<$db>("UPDATE orders SET overage_blocked = $2, updated_at = $3 WHERE id = $1")

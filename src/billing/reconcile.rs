@@ -1,0 +1,327 @@
+//! `callgate ledger check`: the store reconciled with Stripe, and with itself.
+//!
+//! Every mismatch is a line an operator acts on: money taken without minutes, minutes given
+//! without money, an overage charge the store and Stripe disagree on, or an order whose
+//! debited seconds differ from what its calls were settled at. The model-based ledger test
+//! uses it as an oracle; operators run it daily (README).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::store::{Call, Charge, ChargeState, Order, OrderSource, OrderStatus, StoreError};
+use crate::stripe::client::{PaymentIntent, StripeClient, StripeError};
+use crate::App;
+
+/// Records read from the store at most, per kind.
+const READ_LIMIT: i64 = 10_000_000;
+/// PaymentIntents read from Stripe per page.
+const PAGE: usize = 100;
+
+/// The metadata key on every PaymentIntent callgate creates: `purchase` or `overage`.
+pub const KIND_KEY: &str = "callgate_kind";
+
+/// The form parameter that marks a PaymentIntent callgate creates as `kind`.
+pub fn kind_param(kind: &str) -> (String, String) {
+    (format!("metadata[{KIND_KEY}]"), kind.to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Mismatch {
+    /// A paid order whose PaymentIntent did not take its money.
+    OrderWithoutPayment {
+        order_id: String,
+        payment_intent: Option<String>,
+        why: String,
+    },
+    /// Money callgate took for a plan that no paid order stands for.
+    PaymentWithoutOrder {
+        payment_intent: String,
+        amount: i64,
+        currency: String,
+        why: String,
+    },
+    /// An overage charge recorded as paid that Stripe does not confirm.
+    ChargeWithoutPayment {
+        charge_id: String,
+        payment_intent: Option<String>,
+        why: String,
+    },
+    /// An overage PaymentIntent that succeeded while its charge is not recorded as paid.
+    PaymentWithoutCharge {
+        payment_intent: String,
+        charge_id: Option<String>,
+        why: String,
+    },
+    /// An order's debited seconds differ from the seconds its calls were settled at.
+    SecondsMismatch {
+        order_id: String,
+        debited: i64,
+        settled_calls: i64,
+    },
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub orders: usize,
+    pub calls: usize,
+    pub charges: usize,
+    /// PaymentIntents read from Stripe (`None` without Stripe configured).
+    pub payment_intents: Option<usize>,
+    pub mismatches: Vec<Mismatch>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+}
+
+/// Reads the store (and Stripe, when configured) and lists every mismatch.
+pub async fn check(app: &App) -> Result<Report, CheckError> {
+    let orders = app.store.list_orders(READ_LIMIT).await?;
+    let calls = app.store.list_calls(READ_LIMIT).await?;
+    let charges = app.store.list_charges(None, READ_LIMIT).await?;
+    let mut report = Report {
+        orders: orders.len(),
+        calls: calls.len(),
+        charges: charges.len(),
+        ..Report::default()
+    };
+    report
+        .mismatches
+        .extend(seconds_mismatches(&orders, &calls));
+    if let Some(stripe) = &app.stripe {
+        let intents = payment_intents(stripe, &orders, &charges).await?;
+        report.payment_intents = Some(intents.len());
+        report
+            .mismatches
+            .extend(money_mismatches(&orders, &charges, &intents));
+    }
+    Ok(report)
+}
+
+/// Seconds debited from each order against the seconds its calls were settled at. An import
+/// brought its earlier usage along, so there the calls may account for less, never more.
+pub fn seconds_mismatches(orders: &[Order], calls: &[Call]) -> Vec<Mismatch> {
+    let mut settled: HashMap<&str, i64> = HashMap::new();
+    for call in calls {
+        if let (Some(order), Some(seconds)) = (&call.order_id, call.settled_seconds) {
+            *settled.entry(order.as_str()).or_default() += seconds;
+        }
+    }
+    orders
+        .iter()
+        .filter_map(|o| {
+            let calls = settled.get(o.id.as_str()).copied().unwrap_or(0);
+            let debited = o.seconds_used.0;
+            let agrees = match o.source {
+                OrderSource::Import => debited >= calls,
+                OrderSource::Stripe | OrderSource::Operator => debited == calls,
+            };
+            (!agrees).then(|| Mismatch::SecondsMismatch {
+                order_id: o.id.clone(),
+                debited,
+                settled_calls: calls,
+            })
+        })
+        .collect()
+}
+
+/// Every PaymentIntent callgate created (by its metadata), and every one the store names.
+async fn payment_intents(
+    stripe: &StripeClient,
+    orders: &[Order],
+    charges: &[Charge],
+) -> Result<HashMap<String, PaymentIntent>, StripeError> {
+    let mut found = HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/payment_intents?limit={PAGE}");
+        if let Some(id) = &after {
+            path.push_str(&format!("&starting_after={id}"));
+        }
+        let page = stripe.get(&path).await?;
+        let data = page
+            .get("data")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for v in &data {
+            let pi = PaymentIntent::from_json(v)?;
+            if pi.metadata.contains_key(KIND_KEY) {
+                found.insert(pi.id.clone(), pi);
+            }
+        }
+        let more = page.get("has_more").and_then(|m| m.as_bool()) == Some(true);
+        after = data
+            .last()
+            .and_then(|v| v.get("id"))
+            .and_then(|id| id.as_str())
+            .map(String::from);
+        if !more || after.is_none() {
+            break;
+        }
+    }
+    // Those the store names but the listing did not carry (made before the metadata key).
+    let named: HashSet<&str> = orders
+        .iter()
+        .filter(|o| o.status != OrderStatus::Pending)
+        .filter_map(|o| o.stripe_payment_intent.as_deref())
+        .chain(
+            charges
+                .iter()
+                .filter_map(|c| c.stripe_payment_intent.as_deref()),
+        )
+        .collect();
+    for id in named {
+        if found.contains_key(id) {
+            continue;
+        }
+        match stripe.retrieve_payment_intent(id).await {
+            Ok(pi) => {
+                found.insert(pi.id.clone(), pi);
+            }
+            Err(StripeError::Api { status: 404, .. }) | Err(StripeError::Decode(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
+}
+
+/// Why the PaymentIntent a `what` (order or charge) names did not take `amount` `currency`,
+/// if it did not.
+fn payment_problem(
+    what: &str,
+    pi_id: Option<&str>,
+    intents: &HashMap<String, PaymentIntent>,
+    amount: i64,
+    currency: &str,
+) -> Option<String> {
+    let Some(id) = pi_id else {
+        return Some(format!("the {what} names no PaymentIntent"));
+    };
+    let Some(pi) = intents.get(id) else {
+        return Some("its PaymentIntent is not at Stripe".into());
+    };
+    if pi.status != "succeeded" {
+        return Some(format!("its PaymentIntent is {}", pi.status));
+    }
+    if pi.amount != amount || !pi.currency.eq_ignore_ascii_case(currency) {
+        return Some(format!(
+            "Stripe took {} {} for a {what} of {amount} {currency}",
+            pi.amount, pi.currency
+        ));
+    }
+    None
+}
+
+/// The store's orders and charges against Stripe's PaymentIntents.
+pub fn money_mismatches(
+    orders: &[Order],
+    charges: &[Charge],
+    intents: &HashMap<String, PaymentIntent>,
+) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let succeeded = |pi: &PaymentIntent| pi.status == "succeeded";
+    let by_pi: HashMap<&str, &Order> = orders
+        .iter()
+        .filter_map(|o| Some((o.stripe_payment_intent.as_deref()?, o)))
+        .collect();
+    for order in orders {
+        let sold = matches!(order.status, OrderStatus::Paid | OrderStatus::Revoked);
+        if !sold || order.source != OrderSource::Stripe {
+            continue;
+        }
+        let pi_id = order.stripe_payment_intent.clone();
+        let why = payment_problem(
+            "order",
+            pi_id.as_deref(),
+            intents,
+            order.amount.0,
+            order.currency.code(),
+        );
+        if let Some(why) = why {
+            out.push(Mismatch::OrderWithoutPayment {
+                order_id: order.id.clone(),
+                payment_intent: pi_id,
+                why,
+            });
+        }
+    }
+    let paid_charge = |c: &Charge| {
+        matches!(
+            c.state,
+            ChargeState::Succeeded | ChargeState::Refunded | ChargeState::Disputed
+        )
+    };
+    for charge in charges.iter().filter(|c| paid_charge(c)) {
+        let pi_id = charge.stripe_payment_intent.clone();
+        let why = payment_problem(
+            "charge",
+            pi_id.as_deref(),
+            intents,
+            charge.amount.0,
+            charge.currency.code(),
+        );
+        if let Some(why) = why {
+            out.push(Mismatch::ChargeWithoutPayment {
+                charge_id: charge.id.clone(),
+                payment_intent: pi_id,
+                why,
+            });
+        }
+    }
+    let charge_by_id: HashMap<&str, &Charge> = charges.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut ids: Vec<&String> = intents.keys().collect();
+    ids.sort();
+    for id in ids {
+        let pi = &intents[id];
+        if !succeeded(pi) {
+            continue;
+        }
+        match pi.metadata.get(KIND_KEY).map(String::as_str) {
+            Some("purchase") => {
+                let why = match by_pi.get(id.as_str()) {
+                    None => Some("no order names it".to_string()),
+                    Some(o) if !matches!(o.status, OrderStatus::Paid | OrderStatus::Revoked) => {
+                        Some(format!("its order is {}", o.status))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    out.push(Mismatch::PaymentWithoutOrder {
+                        payment_intent: id.clone(),
+                        amount: pi.amount,
+                        currency: pi.currency.clone(),
+                        why,
+                    });
+                }
+            }
+            Some("overage") => {
+                let charge_id = pi.metadata.get("charge_id").cloned();
+                let charge = charge_id.as_deref().and_then(|c| charge_by_id.get(c));
+                let why = match charge {
+                    None => Some("no charge names it".to_string()),
+                    Some(c) if !paid_charge(c) => Some(format!("its charge is {}", c.state)),
+                    Some(c) if c.stripe_payment_intent.as_deref() != Some(id.as_str()) => {
+                        Some("its charge names another PaymentIntent".to_string())
+                    }
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    out.push(Mismatch::PaymentWithoutCharge {
+                        payment_intent: id.clone(),
+                        charge_id,
+                        why,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

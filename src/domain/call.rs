@@ -1,0 +1,210 @@
+//! A call's life, in one place: where it stands ([`CallState`]), what Twilio says of it
+//! ([`TwilioStatus`]), why it ended ([`EndReason`]), who spoke ([`Speaker`]), and which
+//! moves between states are allowed.
+//!
+//! ```text
+//!   (Twilio rings)        code accepted, stream started        bridge or Twilio ends it
+//!  ─────────────► Menu ───────────────────────────► Bridged ───────────────────────► Ended
+//!                   └──────────────── Twilio ends it (no code, wrong code, hang-up) ──┘
+//! ```
+//! Ended is final: a late "bridged" (a stream that opens after the status callback) changes
+//! nothing, and the call is settled once, from Ended.
+
+use serde::Serialize;
+
+use super::clock::UnixTime;
+use super::money::Seconds;
+use super::text_enum;
+
+text_enum!(
+    /// Where a call stands.
+    CallState {
+        /// At the phone menu: greeted, typing a code.
+        Menu = "menu",
+        /// Its media stream is bridged to the agent, and metered.
+        Bridged = "bridged",
+        /// Over, for Twilio or for the bridge (whichever said so first).
+        Ended = "ended",
+    }
+);
+
+impl CallState {
+    /// Whether a call in this state may move to `next`. The stores apply exactly these moves
+    /// (SQL in its `WHERE`, MongoDB in its filter); `store_conformance` checks them against
+    /// this table.
+    pub fn may_become(self, next: CallState) -> bool {
+        use CallState::*;
+        matches!(
+            (self, next),
+            (Menu, Bridged) | (Menu, Ended) | (Bridged, Ended)
+        )
+    }
+}
+
+text_enum!(
+    /// Twilio's `CallStatus` (the spellings are Twilio's own).
+    TwilioStatus {
+        Queued = "queued",
+        Ringing = "ringing",
+        InProgress = "in-progress",
+        Completed = "completed",
+        Busy = "busy",
+        Failed = "failed",
+        NoAnswer = "no-answer",
+        Canceled = "canceled",
+    }
+);
+
+impl TwilioStatus {
+    /// The call is over: Twilio sends nothing more for it.
+    pub fn is_final(self) -> bool {
+        use TwilioStatus::*;
+        matches!(self, Completed | Busy | Failed | NoAnswer | Canceled)
+    }
+}
+
+text_enum!(
+    /// Why a call ended, as stored: the bridge's reasons, or Twilio's final status when
+    /// Twilio reported the end first.
+    EndReason {
+        /// The caller hung up during the conversation.
+        CallerHungUp = "caller_hung_up",
+        /// The allowance (without overage) or the longest call ran out.
+        TimeUp = "time_up",
+        /// The agent could not be reached, or stopped answering.
+        AgentFailed = "agent_failed",
+        /// The server shut down and its grace period ran out.
+        Shutdown = "shutdown",
+        /// The order was refunded, disputed or revoked mid-call.
+        Revoked = "revoked",
+        /// The call lost its hold on the order (its heartbeat lapsed and another call settled it).
+        HoldLost = "hold_lost",
+        TwilioCompleted = "twilio_completed",
+        TwilioBusy = "twilio_busy",
+        TwilioFailed = "twilio_failed",
+        TwilioNoAnswer = "twilio_no_answer",
+        TwilioCanceled = "twilio_canceled",
+    }
+);
+
+impl EndReason {
+    /// The reason for a call Twilio reported over with `status`, if it is final.
+    pub fn from_twilio(status: TwilioStatus) -> Option<EndReason> {
+        Some(match status {
+            TwilioStatus::Completed => EndReason::TwilioCompleted,
+            TwilioStatus::Busy => EndReason::TwilioBusy,
+            TwilioStatus::Failed => EndReason::TwilioFailed,
+            TwilioStatus::NoAnswer => EndReason::TwilioNoAnswer,
+            TwilioStatus::Canceled => EndReason::TwilioCanceled,
+            TwilioStatus::Queued | TwilioStatus::Ringing | TwilioStatus::InProgress => return None,
+        })
+    }
+
+    /// What the caller hears as the stream closes (the menu's farewell picks its prompt).
+    pub fn farewell(self) -> Farewell {
+        match self {
+            EndReason::TimeUp => Farewell::TimeUp,
+            EndReason::AgentFailed | EndReason::Shutdown | EndReason::HoldLost => {
+                Farewell::AgentUnavailable
+            }
+            EndReason::Revoked => Farewell::CodeRevoked,
+            EndReason::CallerHungUp
+            | EndReason::TwilioCompleted
+            | EndReason::TwilioBusy
+            | EndReason::TwilioFailed
+            | EndReason::TwilioNoAnswer
+            | EndReason::TwilioCanceled => Farewell::Goodbye,
+        }
+    }
+}
+
+/// The closing words a call's end calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Farewell {
+    TimeUp,
+    AgentUnavailable,
+    CodeRevoked,
+    Goodbye,
+}
+
+text_enum!(
+    /// Who said a line of the transcript.
+    Speaker {
+        Caller = "caller",
+        Agent = "agent",
+    }
+);
+
+/// A call as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Call {
+    pub call_sid: String,
+    pub order_id: Option<String>,
+    pub from_number: String,
+    pub to_number: String,
+    pub status: CallState,
+    pub started_at: UnixTime,
+    pub bridged_at: Option<UnixTime>,
+    pub ended_at: Option<UnixTime>,
+    #[sqlx(try_from = "i64")]
+    pub seconds_metered: Seconds,
+    pub twilio_duration: Option<i64>,
+    pub end_reason: Option<EndReason>,
+    pub updated_at: UnixTime,
+    /// Twilio's final `CallStatus`, once reported.
+    pub twilio_status: Option<TwilioStatus>,
+    /// When billing accounted for the ended call; `None` means billing still owes it a look.
+    pub settled_at: Option<UnixTime>,
+    /// When the media bridge finished (its metering is then final).
+    pub bridge_ended_at: Option<UnixTime>,
+    /// The agent's conversation id, for looking the call up at ElevenLabs.
+    pub conversation_id: Option<String>,
+    /// Seconds this call took from its order's allowance (set by settlement).
+    pub settled_seconds: Option<i64>,
+}
+
+impl Call {
+    /// The agent seconds this call used: what its bridge metered (the bridge is the meter; a
+    /// bridge that died loses at most its last metering interval).
+    pub fn billable_seconds(&self) -> Seconds {
+        if self.bridged_at.is_none() {
+            return Seconds(0);
+        }
+        Seconds(self.seconds_metered.0.max(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_is_final_and_nothing_goes_back_to_the_menu() {
+        for &from in CallState::ALL {
+            assert!(!CallState::Ended.may_become(from));
+            assert!(!from.may_become(CallState::Menu));
+            assert!(!from.may_become(from), "{from} to itself is not a move");
+        }
+        assert!(CallState::Menu.may_become(CallState::Bridged));
+        assert!(CallState::Bridged.may_become(CallState::Ended));
+    }
+
+    #[test]
+    fn every_final_twilio_status_has_an_end_reason_and_no_other_does() {
+        for &s in TwilioStatus::ALL {
+            assert_eq!(s.is_final(), EndReason::from_twilio(s).is_some(), "{s}");
+        }
+    }
+
+    #[test]
+    fn spellings_round_trip_and_strangers_are_refused() {
+        for &r in EndReason::ALL {
+            assert_eq!(r.as_str().parse::<EndReason>(), Ok(r));
+        }
+        assert!("in_progress".parse::<TwilioStatus>().is_err());
+        assert_eq!(
+            "no-answer".parse::<TwilioStatus>(),
+            Ok(TwilioStatus::NoAnswer)
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! The storefront's two JSON calls: create a PaymentIntent for the plan, and show a paid
+//! order to whoever holds its PaymentIntent's client secret.
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::crypto::constant_time_eq;
+use crate::domain::money::Seconds;
+use crate::http::AppState;
+use crate::orders;
+use crate::store::{new_id, NewOrder, OrderSource, OrderStatus, StoreError};
+use crate::stripe::client::{param, Form, StripeError};
+
+pub const CREATE_PATH: &str = "/api/create-payment-intent";
+pub const OLD_CREATE_PATH: &str = "/.netlify/functions/create-payment-intent";
+pub const DETAILS_PATH: &str = "/api/order-details";
+pub const OLD_DETAILS_PATH: &str = "/.netlify/functions/get-order-details";
+
+pub fn router() -> axum::Router<AppState> {
+    Router::new()
+        .route(CREATE_PATH, post(create_payment_intent))
+        .route(OLD_CREATE_PATH, post(create_payment_intent))
+        .route(DETAILS_PATH, get(order_details))
+        .route(OLD_DETAILS_PATH, get(order_details))
+}
+
+/// What goes wrong at this boundary, with the short message the browser sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error("payments are not configured")]
+    NotConfigured,
+    #[error("the payment provider could not be reached; please try again")]
+    Stripe(#[from] StripeError),
+    #[error("temporarily unavailable; please try again")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Stripe(e) => {
+                tracing::error!(error = %e, "Stripe call failed");
+                StatusCode::BAD_GATEWAY
+            }
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store failed");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        no_store((status, Json(json!({ "error": self.to_string() }))).into_response())
+    }
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// SHA-256 of a client secret, hex: what the store keeps.
+pub fn secret_hash(client_secret: &str) -> String {
+    crate::crypto::sha256_hex(client_secret)
+}
+
+fn idempotency_key() -> String {
+    format!("callgate-{}", crate::crypto::random_hex(16))
+}
+
+/// Reads the JSON body by hand so that every malformed input gets a clear 400.
+fn parse_request(body: &[u8]) -> Result<(bool, Option<String>), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((false, None));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::BadRequest("the body must be a JSON object".into()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::BadRequest("the body must be a JSON object".into()))?;
+    // The old storefront sent `acceptOverage`; accept both spellings.
+    let overage = match obj
+        .get("overage_accepted")
+        .or_else(|| obj.get("acceptOverage"))
+    {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "overage_accepted must be true or false".into(),
+            ))
+        }
+    };
+    let email = match obj.get("email") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            let plausible = s.len() <= 254
+                && s.split_once('@')
+                    .is_some_and(|(a, d)| !a.is_empty() && d.contains('.'))
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !plausible {
+                return Err(ApiError::BadRequest("email is not a valid address".into()));
+            }
+            Some(s.to_string())
+        }
+        Some(_) => return Err(ApiError::BadRequest("email must be a string".into())),
+    };
+    Ok((overage, email))
+}
+
+/// `POST /api/create-payment-intent` `{ "overage_accepted": bool, "email"?: string }`.
+/// The amount comes from the configured plan, never from the browser.
+async fn create_payment_intent(
+    State(app): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let (Some(stripe), Some(config)) = (app.stripe.as_ref(), app.config.stripe.as_ref()) else {
+        return Err(ApiError::NotConfigured);
+    };
+    let (overage, email) = parse_request(&body)?;
+    let plan = &app.config.plan;
+
+    let customer = if overage {
+        let mut form: Form = vec![param("metadata[source]", "callgate")];
+        if let Some(email) = &email {
+            form.push(param("email", email));
+        }
+        Some(stripe.create_customer(&form, &idempotency_key()).await?)
+    } else {
+        None
+    };
+
+    let mut form: Form = vec![
+        param("amount", plan.price.0),
+        param("currency", plan.currency.code()),
+        param("automatic_payment_methods[enabled]", "true"),
+        param(
+            "description",
+            format!("{} ({} minutes)", plan.name, plan.minutes_included),
+        ),
+        crate::billing::reconcile::kind_param("purchase"),
+        param("metadata[plan]", &plan.name),
+        param("metadata[minutes]", plan.minutes_included),
+        param("metadata[overage_consent]", overage),
+        param(
+            "metadata[overage_price_per_minute]",
+            plan.overage_per_minute.0,
+        ),
+    ];
+    if let Some(customer) = &customer {
+        form.push(param("customer", customer));
+        // Saves the card for the overage charged after the call.
+        form.push(param("setup_future_usage", "off_session"));
+    }
+    if let Some(email) = &email {
+        form.push(param("receipt_email", email));
+    }
+    let pi = stripe
+        .create_payment_intent(&form, &idempotency_key())
+        .await?;
+    let client_secret = pi
+        .client_secret
+        .clone()
+        .ok_or_else(|| StripeError::Decode("payment intent without client_secret".into()))?;
+
+    let order = app
+        .store
+        .insert_order(&NewOrder {
+            id: new_id("ord"),
+            source: OrderSource::Stripe,
+            plan: plan.name.clone(),
+            amount: plan.price,
+            currency: plan.currency.clone(),
+            seconds_included: Seconds::from_minutes(plan.minutes_included),
+            overage_consent: overage,
+            overage_price: plan.overage_per_minute,
+            stripe_payment_intent: Some(pi.id.clone()),
+            stripe_customer: customer,
+            stripe_payment_method: None,
+            client_secret_hash: Some(secret_hash(&client_secret)),
+            code: None,
+            now: app.clock.now(),
+        })
+        .await?;
+    tracing::info!(order_id = %order.id, payment_intent = %pi.id, overage, "checkout started");
+    Ok(no_store(
+        Json(json!({
+            "clientSecret": client_secret,
+            "paymentIntent": pi.id,
+            "publishableKey": config.publishable_key,
+            "amount": plan.price.0,
+            "currency": plan.currency.code(),
+            "amountDisplay": plan.currency.format(plan.price),
+        }))
+        .into_response(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DetailsQuery {
+    payment_intent: Option<String>,
+    client_secret: Option<String>,
+    /// The name Stripe's redirect gives the client secret.
+    payment_intent_client_secret: Option<String>,
+}
+
+/// Formats an E.164 number for reading: `+1 555 010 0200`.
+pub fn display_phone(e164: &str) -> String {
+    let digits = e164.trim_start_matches('+');
+    if digits.len() == 11 && digits.starts_with('1') {
+        format!("+1 {} {} {}", &digits[1..4], &digits[4..7], &digits[7..])
+    } else {
+        e164.to_string()
+    }
+}
+
+/// `GET /api/order-details?payment_intent=..&client_secret=..`: an unknown id and a wrong
+/// secret get the same 404, so an id alone reveals nothing.
+async fn order_details(
+    State(app): State<AppState>,
+    Query(q): Query<DetailsQuery>,
+) -> Result<Response, ApiError> {
+    let pi = q.payment_intent.unwrap_or_default();
+    let secret = q
+        .client_secret
+        .or(q.payment_intent_client_secret)
+        .unwrap_or_default();
+    if pi.is_empty() || secret.is_empty() || pi.len() > 200 || secret.len() > 300 {
+        return Err(ApiError::NotFound);
+    }
+    let Some(order) = app.store.order_by_payment_intent(&pi).await? else {
+        return Err(ApiError::NotFound);
+    };
+    let proven = match &order.client_secret_hash {
+        Some(hash) => constant_time_eq(hash.as_bytes(), secret_hash(&secret).as_bytes()),
+        // An order created from the webhook alone: ask Stripe once, then remember.
+        None => match app.stripe.as_ref() {
+            Some(stripe) => match stripe.retrieve_payment_intent(&pi).await {
+                Ok(remote) => {
+                    let ok = remote
+                        .client_secret
+                        .as_deref()
+                        .is_some_and(|s| constant_time_eq(s.as_bytes(), secret.as_bytes()));
+                    if ok {
+                        app.store
+                            .set_client_secret_hash(&order.id, &secret_hash(&secret))
+                            .await?;
+                    }
+                    ok
+                }
+                Err(StripeError::Api { status: 404, .. }) => false,
+                Err(e) => return Err(e.into()),
+            },
+            None => false,
+        },
+    };
+    if !proven {
+        return Err(ApiError::NotFound);
+    }
+    let phone = app.config.twilio.as_ref().map(|t| t.phone_number.clone());
+    let currency = &order.currency;
+    let mut body = json!({
+        "status": order.status.as_str(),
+        "minutes": order.seconds_included.0 / 60,
+        "minutesLeft": order.seconds_left().0 / 60,
+        "overage": order.overage_consent,
+        "overagePrice": currency.format(order.overage_price),
+        "phone": phone,
+        "phoneDisplay": phone.as_deref().map(display_phone),
+    });
+    if order.status == OrderStatus::Paid {
+        if let Some(code) = orders::code_of(&app, &order) {
+            body["code"] = json!(code.expose());
+            body["codeDisplay"] = json!(code.grouped());
+        }
+    }
+    Ok(no_store(Json(body).into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies() {
+        assert_eq!(parse_request(b"").unwrap(), (false, None));
+        assert_eq!(
+            parse_request(br#"{"overage_accepted":true}"#).unwrap(),
+            (true, None)
+        );
+        assert_eq!(
+            parse_request(br#"{"acceptOverage":true,"email":" a@b.co "}"#).unwrap(),
+            (true, Some("a@b.co".into()))
+        );
+        for bad in [
+            &b"[1]"[..],
+            b"{",
+            br#"{"overage_accepted":"yes"}"#,
+            br#"{"email":"nope"}"#,
+            br#"{"email":5}"#,
+        ] {
+            assert!(
+                matches!(parse_request(bad), Err(ApiError::BadRequest(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn phone_display() {
+        assert_eq!(display_phone("+15550100200"), "+1 555 010 0200");
+        assert_eq!(display_phone("+442071838750"), "+442071838750");
+    }
+}

@@ -1,0 +1,171 @@
+//! The customer's pages: the storefront (rendered with the configured plan), the success
+//! page, and their assets, all embedded in the binary.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+use crate::http::checkout::display_phone;
+use crate::telephony::twilio::twiml::escape;
+
+const INDEX: &str = include_str!("../../web/index.html");
+const SUCCESS: &str = include_str!("../../web/success.html");
+const PAY: &str = include_str!("../../web/pay.html");
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/assets/style.css"),
+    ),
+    (
+        "storefront.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/storefront.js"),
+    ),
+    (
+        "success.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/success.js"),
+    ),
+    (
+        "phone.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/phone.js"),
+    ),
+    (
+        "pay.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/pay.js"),
+    ),
+];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(storefront))
+        .route("/index.html", get(storefront))
+        .route("/success.html", get(success))
+        .route("/assets/{name}", get(asset))
+}
+
+/// Fills `{{name}}` placeholders with HTML-escaped values.
+pub fn render(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), &escape(value));
+    }
+    out
+}
+
+fn page(html: String) -> Response {
+    let mut resp = Html(html).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn storefront(State(app): State<AppState>) -> Response {
+    let plan = &app.config.plan;
+    let phone = app
+        .config
+        .twilio
+        .as_ref()
+        .map(|t| display_phone(&t.phone_number))
+        .unwrap_or_else(|| "our number".into());
+    let publishable_key = app
+        .config
+        .stripe
+        .as_ref()
+        .map(|s| s.publishable_key.clone())
+        .unwrap_or_default();
+    page(render(
+        INDEX,
+        &[
+            ("plan_name", plan.name.clone()),
+            ("price", plan.currency.format(plan.price)),
+            ("minutes", plan.minutes_included.to_string()),
+            (
+                "overage_price",
+                plan.currency.format(plan.overage_per_minute),
+            ),
+            ("phone", phone),
+            ("publishable_key", publishable_key),
+            ("stripe_js_url", app.config.stripe_js_url.to_string()),
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ],
+    ))
+}
+
+/// The pay page for an overage charge's token (the token is checked by its JSON call).
+pub fn pay_page(app: &crate::App, token: &str) -> Response {
+    let publishable_key = app
+        .config
+        .stripe
+        .as_ref()
+        .map(|s| s.publishable_key.clone())
+        .unwrap_or_default();
+    page(render(
+        PAY,
+        &[
+            ("publishable_key", publishable_key),
+            ("stripe_js_url", app.config.stripe_js_url.to_string()),
+            (
+                "token",
+                token
+                    .chars()
+                    .filter(|c| c.is_ascii_hexdigit())
+                    .take(64)
+                    .collect(),
+            ),
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ],
+    ))
+}
+
+async fn success() -> Response {
+    page(SUCCESS.to_string())
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every asset a page names is one this module serves.
+    #[test]
+    fn pages_reference_only_served_assets() {
+        for page in [INDEX, SUCCESS, PAY] {
+            for part in page.split("/assets/").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| !matches!(c, '"' | '?'))
+                    .collect();
+                assert!(
+                    ASSETS.iter().any(|(n, _, _)| *n == name),
+                    "{name} is referenced but not served"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn render_escapes_values() {
+        let out = render("<p>{{x}}</p>{{x}}", &[("x", "<b>&".to_string())]);
+        assert_eq!(out, "<p>&lt;b&gt;&amp;</p>&lt;b&gt;&amp;");
+    }
+}

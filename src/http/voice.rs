@@ -1,0 +1,121 @@
+//! Twilio's webhooks: the signed form, and the menu's answers as TwiML.
+//!
+//! Every handler answers TwiML, even on failure: an apology and a hang-up, never an error
+//! page Twilio would read out as "an application error has occurred".
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+
+use crate::http::AppState;
+use crate::menu::flow;
+pub use crate::telephony::twilio::TwilioForm;
+use crate::telephony::twilio::{signature, twiml};
+
+pub use crate::telephony::twilio::{
+    AFTER_STREAM_PATH, CODE_PATH, INCOMING_PATH, OLD_INCOMING_PATH, OLD_STATUS_PATH, STATUS_PATH,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(INCOMING_PATH, post(incoming))
+        .route(OLD_INCOMING_PATH, post(incoming))
+        .route(CODE_PATH, post(code))
+        .route(STATUS_PATH, post(status))
+        .route(OLD_STATUS_PATH, post(status))
+        .route(AFTER_STREAM_PATH, post(after_stream))
+}
+
+/// A TwiML document as an HTTP response.
+pub struct TwimlResponse(pub String);
+
+impl IntoResponse for TwimlResponse {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], self.0).into_response()
+    }
+}
+
+impl FromRequest<AppState> for TwilioForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(twilio) = app.config.twilio.as_ref() else {
+            return Err(
+                (StatusCode::SERVICE_UNAVAILABLE, "phone menu not configured").into_response(),
+            );
+        };
+        let signature = req
+            .headers()
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| req.uri().path().to_string());
+        let body = Bytes::from_request(req, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        let url = app.public_url(&path);
+        if !signature::validate(twilio.auth_token.expose(), &url, &params, &signature) {
+            tracing::warn!(
+                path = %path,
+                signed = !signature.is_empty(),
+                "refused a request without a valid X-Twilio-Signature"
+            );
+            return Err((StatusCode::FORBIDDEN, "invalid Twilio signature").into_response());
+        }
+        Ok(TwilioForm { params })
+    }
+}
+
+/// Which try at entering a code this is (carried in the signed Gather action URL).
+#[derive(Debug, Deserialize)]
+pub struct TryQuery {
+    #[serde(rename = "try")]
+    pub attempt: Option<u32>,
+    /// The digits of this try typed before a pause (the caller is asked for the rest).
+    pub sofar: Option<String>,
+}
+
+async fn incoming(State(app): State<AppState>, form: TwilioForm) -> TwimlResponse {
+    // The old deployment took the digits at the same URL: keep doing so.
+    let twiml = if form.get("Digits").is_some() {
+        flow::code(&app, &form, 1, "").await
+    } else {
+        flow::incoming(&app, &form).await
+    };
+    TwimlResponse(twiml)
+}
+
+async fn code(
+    State(app): State<AppState>,
+    Query(q): Query<TryQuery>,
+    form: TwilioForm,
+) -> TwimlResponse {
+    let sofar = q.sofar.as_deref().unwrap_or_default();
+    TwimlResponse(flow::code(&app, &form, q.attempt.unwrap_or(1), sofar).await)
+}
+
+async fn status(State(app): State<AppState>, form: TwilioForm) -> Response {
+    match flow::status(&app, &form).await {
+        Ok(()) => TwimlResponse(twiml::Twiml::new().finish()).into_response(),
+        // A 5xx makes Twilio retry the callback later; the handler is idempotent.
+        Err(e) => {
+            tracing::error!(error = %e, "status callback not recorded");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
+}
+
+async fn after_stream(State(app): State<AppState>, form: TwilioForm) -> TwimlResponse {
+    TwimlResponse(flow::after_stream(&app, &form).await)
+}

@@ -1,0 +1,432 @@
+//! Code attempts, written behind the answer in groups.
+//!
+//! Under a guessing attack there are thousands of wrong codes a second. Written one by one,
+//! each is a transaction of its own, and each inserts into two indexes at random places (the
+//! caller's number, the code's hash): on SQLite that is a WAL commit of a few whole pages per
+//! attempt, tens of megabytes a second, and the writer stalls whenever the kernel throttles the
+//! writes. Here the code check answers at once and one task writes what has queued every
+//! [`WINDOW`], in one transaction, so a page touched by many attempts is written once.
+//!
+//! The throttles stay exact: until an attempt is written, this instance counts it itself
+//! ([`Counted::pending`]), and the code check adds that to what the store counts. The two are
+//! read under [`AttemptLog::counted`], which holds the writer off: a group is committed and
+//! taken off the pending counts in one step that no reader sees half of, so an attempt is
+//! always in exactly one of the two. A crash loses at most one window of attempts (throttling
+//! data, never money); a graceful shutdown writes them ([`AttemptLog::flush`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, RwLock, RwLockReadGuard};
+
+use crate::store::{
+    AttemptScope, CodeAttempt, CodeCheckFacts, CodeCheckQuery, DynStore, StoreError, UnixTime,
+};
+
+/// Attempts waiting for the writer before new checks wait for room.
+const QUEUE: usize = 8192;
+/// How often the writer commits while attempts keep coming.
+const WINDOW: Duration = Duration::from_millis(20);
+/// Tries at writing one group while the database is unavailable, a second apart.
+const TRIES: u32 = 30;
+/// How long attempts are kept (the throttles look back one hour).
+const KEEP_SECS: i64 = 24 * 3600;
+/// How often old attempts are pruned, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+enum Entry {
+    Attempt(CodeAttempt),
+    /// Answered once every attempt queued before it is written (or given up on).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Wrong attempts queued or being written, counted as the store would count them.
+#[derive(Default)]
+struct Pending {
+    callers: HashMap<String, i64>,
+    codes: HashMap<String, i64>,
+    total: i64,
+    /// Wrong attempts this instance has written, ever (lets a cached store count move on).
+    written: i64,
+}
+
+impl Pending {
+    fn change(&mut self, a: &CodeAttempt, by: i64) {
+        fn bump(map: &mut HashMap<String, i64>, key: &str, by: i64) {
+            let n = map.entry(key.to_string()).or_insert(0);
+            *n += by;
+            if *n <= 0 {
+                map.remove(key);
+            }
+        }
+        if a.ok {
+            return;
+        }
+        bump(&mut self.callers, &a.caller, by);
+        bump(&mut self.codes, &a.code_hash, by);
+        self.total += by;
+    }
+}
+
+/// The menu's memory of codes typed: every count the throttles read comes from here.
+#[derive(Default)]
+pub struct AttemptLog {
+    /// Everyone's failures, cached.
+    gauge: FailureGauge,
+    queue: OnceLock<mpsc::Sender<Entry>>,
+    pending: Arc<Mutex<Pending>>,
+    /// Readers of the store's counts hold it shared; the writer holds it while a group is
+    /// committed and taken off `pending`.
+    commit: Arc<RwLock<()>>,
+}
+
+/// Held while a reader adds the store's counts to this instance's pending ones.
+struct Counted<'a> {
+    log: &'a AttemptLog,
+    _commits_held: RwLockReadGuard<'a, ()>,
+}
+
+impl Counted<'_> {
+    /// Wrong attempts in `scope` that the store does not have yet.
+    pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
+        let pending = lock(&self.log.pending);
+        match scope {
+            AttemptScope::Caller(c) => pending.callers.get(c).copied().unwrap_or(0),
+            AttemptScope::Code(h) => pending.codes.get(h).copied().unwrap_or(0),
+            AttemptScope::Global => pending.total,
+        }
+    }
+
+    /// How many wrong attempts this instance has written so far.
+    pub fn written(&self) -> i64 {
+        lock(&self.log.pending).written
+    }
+}
+
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AttemptLog {
+    fn queue(&self, store: &DynStore) -> &mpsc::Sender<Entry> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write_loop(
+                store.clone(),
+                rx,
+                self.pending.clone(),
+                self.commit.clone(),
+            ));
+            tx
+        })
+    }
+
+    /// Counts `attempt` at once and queues it for the store. Waits only when the writer is
+    /// [`QUEUE`] attempts behind (the database is down or far slower than the callers).
+    pub async fn record(&self, store: &DynStore, attempt: CodeAttempt) -> Result<(), StoreError> {
+        lock(&self.pending).change(&attempt, 1);
+        let queued = self.queue(store).send(Entry::Attempt(attempt)).await;
+        queued.map_err(|e| {
+            if let Entry::Attempt(a) = &e.0 {
+                lock(&self.pending).change(a, -1);
+            }
+            StoreError::Unavailable("the attempt writer has stopped".into())
+        })
+    }
+
+    /// Holds commits off while the caller reads the store's counts; the guard then gives the
+    /// pending counts that go with them. Hold it only across one store read: a writer waits.
+    async fn counted(&self) -> Counted<'_> {
+        Counted {
+            log: self,
+            _commits_held: self.commit.read().await,
+        }
+    }
+
+    /// Wrong codes in `scope` since `since`: the store's count and this instance's unwritten
+    /// ones, read together.
+    pub async fn failures(
+        &self,
+        store: &DynStore,
+        scope: AttemptScope<'_>,
+        since: UnixTime,
+    ) -> Result<i64, StoreError> {
+        let counted = self.counted().await;
+        let stored = store.count_failures(scope, since).await?;
+        Ok(stored + counted.pending(scope))
+    }
+
+    /// Everyone's wrong codes since `since`, the store's count read at most once a second.
+    pub async fn global_failures(
+        &self,
+        store: &DynStore,
+        since: UnixTime,
+    ) -> Result<i64, StoreError> {
+        self.gauge.count(self, store, since).await
+    }
+
+    /// What the code check needs, read in one round trip, its failure counts with this
+    /// instance's unwritten attempts added (under the same guard: none missed or counted twice).
+    pub async fn code_check(
+        &self,
+        store: &DynStore,
+        query: &CodeCheckQuery<'_>,
+    ) -> Result<CodeCheckFacts, StoreError> {
+        let counted = self.counted().await;
+        let mut facts = store.code_check(query).await?;
+        facts.caller_failures += counted.pending(AttemptScope::Caller(query.caller));
+        if let Some(hash) = query.code_hash {
+            facts.code_failures += counted.pending(AttemptScope::Code(hash));
+        }
+        Ok(facts)
+    }
+
+    /// Wrong attempts in `scope` that the store does not have yet, read alone (a test's view;
+    /// the throttles read it under [`AttemptLog::counted`]).
+    pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
+        let pending = lock(&self.pending);
+        match scope {
+            AttemptScope::Caller(c) => pending.callers.get(c).copied().unwrap_or(0),
+            AttemptScope::Code(h) => pending.codes.get(h).copied().unwrap_or(0),
+            AttemptScope::Global => pending.total,
+        }
+    }
+
+    /// Returns once every attempt recorded before the call has been written.
+    pub async fn flush(&self) {
+        let Some(queue) = self.queue.get() else {
+            return;
+        };
+        let (done, written) = oneshot::channel();
+        if queue.send(Entry::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Everyone's wrong codes in the last hour, as this instance sees them: the store's count is
+/// read at most once a second (it walks an hour of attempts), and between reads this
+/// instance's own failures are added as they happen (written since, plus not yet written), so
+/// the figure is exact for one instance; other instances' failures show within a second. When
+/// the figure is due, one check reads the new one while the others go on with the last (under
+/// a guessing attack, thousands of checks would otherwise each start the same long count at
+/// once, every second).
+#[derive(Default)]
+struct FailureGauge {
+    /// When the store was counted, what it counted, and how many failures this instance had
+    /// written by then.
+    last: std::sync::Mutex<Option<(std::time::Instant, i64, i64)>>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+/// Clears the refreshing flag however the read ends (answered, failed or cancelled).
+struct Refreshing<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl FailureGauge {
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, i64, i64)>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn count(
+        &self,
+        log: &AttemptLog,
+        store: &DynStore,
+        since: i64,
+    ) -> Result<i64, StoreError> {
+        let last = *self.lock();
+        if let Some((at, stored, written_then)) = last {
+            let busy = || {
+                self.refreshing
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            };
+            if at.elapsed() < Self::FRESH || busy() {
+                let counted = log.counted().await;
+                return Ok(stored
+                    + (counted.written() - written_then)
+                    + counted.pending(AttemptScope::Global));
+            }
+        }
+        let _refreshing = Refreshing(&self.refreshing);
+        let counted = log.counted().await;
+        let stored = store.count_failures(AttemptScope::Global, since).await?;
+        let written = counted.written();
+        let n = stored + counted.pending(AttemptScope::Global);
+        drop(counted);
+        *self.lock() = Some((std::time::Instant::now(), stored, written));
+        Ok(n)
+    }
+}
+
+/// Runs until the app (which holds the sender) is dropped.
+async fn write_loop(
+    store: DynStore,
+    mut queue: mpsc::Receiver<Entry>,
+    pending: Arc<Mutex<Pending>>,
+    commit: Arc<RwLock<()>>,
+) {
+    let mut entries = Vec::new();
+    let mut pruned_at: Option<tokio::time::Instant> = None;
+    while queue.recv_many(&mut entries, QUEUE).await > 0 {
+        let mut attempts = Vec::with_capacity(entries.len());
+        let mut flushes = Vec::new();
+        for entry in entries.drain(..) {
+            match entry {
+                Entry::Attempt(a) => attempts.push(a),
+                Entry::Flush(done) => flushes.push(done),
+            }
+        }
+        if !attempts.is_empty() {
+            write(&store, &attempts, &pending, &commit).await;
+            // Old attempts go, measured by the attempts' own clock.
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(tokio::time::Instant::now());
+                let newest = attempts.iter().map(|a| a.at).max().unwrap_or_default();
+                match store.prune_attempts(newest - KEEP_SECS).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(attempts = n, "old code attempts pruned"),
+                    Err(e) => tracing::warn!(error = %e, "old code attempts not pruned"),
+                }
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+        if !attempts.is_empty() {
+            // Let the next group gather (this bounds the commits to 1/WINDOW a second).
+            tokio::time::sleep(WINDOW).await;
+        }
+    }
+}
+
+/// Writes one group, retrying while the database is unavailable; after [`TRIES`] the group is
+/// dropped with an error in the log (the throttles then forget it, as after a crash). Each try
+/// holds readers off until its outcome is in `pending`, so none counts an attempt twice or not
+/// at all.
+async fn write(
+    store: &DynStore,
+    attempts: &[CodeAttempt],
+    pending: &Mutex<Pending>,
+    commit: &RwLock<()>,
+) {
+    let settle = |written: bool| {
+        let mut pending = lock(pending);
+        for a in attempts {
+            pending.change(a, -1);
+        }
+        if written {
+            pending.written += attempts.iter().filter(|a| !a.ok).count() as i64;
+        }
+    };
+    for tried in 1..=TRIES {
+        let held = commit.write().await;
+        let outcome = store.record_attempts(attempts).await;
+        if outcome.is_ok() || tried == TRIES {
+            settle(outcome.is_ok());
+        }
+        drop(held);
+        match outcome {
+            Ok(()) => return,
+            Err(e) if tried < TRIES => {
+                tracing::warn!(error = %e, attempts = attempts.len(), "code attempts not written yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempts = attempts.len(), "code attempts dropped");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    #[tokio::test]
+    async fn attempts_count_at_once_and_are_written_by_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        store.migrate().await.unwrap();
+        let log = AttemptLog::default();
+        assert_eq!(log.pending(AttemptScope::Global), 0);
+        log.flush().await; // nothing queued yet: returns at once
+        let wrong = CodeAttempt {
+            caller: "+1".into(),
+            code_hash: "h".into(),
+            ok: false,
+            at: 100,
+        };
+        for _ in 0..3 {
+            log.record(&store, wrong.clone()).await.unwrap();
+        }
+        let right = CodeAttempt {
+            ok: true,
+            ..wrong.clone()
+        };
+        log.record(&store, right).await.unwrap();
+        // On this one-thread runtime the writer has not run yet: only the pending count knows.
+        assert_eq!(log.pending(AttemptScope::Caller("+1")), 3);
+        assert_eq!(log.pending(AttemptScope::Code("h")), 3);
+        assert_eq!(log.pending(AttemptScope::Caller("+2")), 0);
+        assert_eq!(log.pending(AttemptScope::Global), 3);
+        log.flush().await;
+        assert_eq!(log.pending(AttemptScope::Global), 0);
+        assert_eq!(log.pending(AttemptScope::Caller("+1")), 0);
+        let stored = |scope| {
+            let store = store.clone();
+            async move { store.count_failures(scope, 0).await.unwrap() }
+        };
+        assert_eq!(stored(AttemptScope::Caller("+1")).await, 3);
+        assert_eq!(stored(AttemptScope::Global).await, 3);
+    }
+
+    #[tokio::test]
+    async fn attempts_older_than_a_day_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        store.migrate().await.unwrap();
+        let old = |caller: &str, at| CodeAttempt {
+            caller: caller.into(),
+            code_hash: "h".into(),
+            ok: false,
+            at,
+        };
+        let now = 10 * KEEP_SECS;
+        let stale: Vec<CodeAttempt> = (0..12_000)
+            .map(|i| old("+old", now - KEEP_SECS - 1 - i))
+            .collect();
+        store.record_attempts(&stale).await.unwrap();
+        store
+            .record_attempt(&old("+recent", now - KEEP_SECS + 5))
+            .await
+            .unwrap();
+        let log = AttemptLog::default();
+        log.record(&store, old("+new", now)).await.unwrap();
+        log.flush().await;
+        let count = |caller: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .count_failures(AttemptScope::Caller(caller), 0)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            count("+old").await,
+            0,
+            "more than a day old: pruned, across chunks"
+        );
+        assert_eq!(count("+recent").await, 1);
+        assert_eq!(count("+new").await, 1);
+    }
+}

@@ -1,0 +1,542 @@
+//! The call flow, as one state machine: greeting -> code entry (up to 3 tries) -> connect,
+//! with every way out of it. Each function answers the TwiML for one step.
+//!
+//! Rules:
+//! - Three wrong codes in one call end the call.
+//! - Across calls, wrong codes are counted in the database per caller number, per code typed
+//!   and for everyone; past a limit the menu refuses before looking at the code.
+//! - One live call per code: a second call with a code that is in use hears so and is ended.
+//!   The hold lapses by itself after the longest possible call, should Twilio's end-of-call
+//!   callback never arrive.
+
+use tracing::Instrument;
+
+use crate::domain::call::{EndReason, Farewell, TwilioStatus};
+use crate::domain::codes::AccessCode;
+use crate::domain::ledger::{self, NoOverage};
+use crate::domain::money::Seconds;
+use crate::domain::prompt::Prompt;
+use crate::store::{
+    AttemptScope, CodeAttempt, CodeCheckQuery, EndCall, Hold, NewCall, Order, OrderStatus,
+    StoreError, StreamGrant,
+};
+use crate::telemetry::call_span;
+use crate::telephony::twilio::twiml::{Gather, Speech, Twiml};
+use crate::telephony::twilio::{TwilioForm, AFTER_STREAM_PATH, CODE_PATH};
+use crate::App;
+
+/// Wrong codes allowed in one call.
+pub const TRIES_PER_CALL: u32 = 3;
+/// Wrong entries of one same code per hour before that code is locked for the hour.
+pub const FAILURES_PER_CODE_PER_HOUR: i64 = 5;
+/// Seconds the caller has to type each digit before Twilio gives up on the Gather.
+const GATHER_TIMEOUT_SECS: u32 = 8;
+/// How long a stream token stays usable: Twilio opens the stream within a second or two.
+pub const STREAM_TOKEN_TTL_SECS: i64 = 120;
+const HOUR: i64 = 3600;
+
+fn speech(app: &App, prompt: Prompt) -> Speech {
+    match app.audio.file(prompt) {
+        Some(file) => Speech::Play {
+            url: app.public_url(&format!("/audio/{file}")),
+        },
+        None => Speech::Say {
+            text: app.config.voice.text(prompt).to_string(),
+            voice: app.config.voice.say_voice.clone(),
+            language: app.config.voice.say_language.clone(),
+        },
+    }
+}
+
+/// Plays the prompts and hangs up.
+fn farewell(app: &App, prompts: &[Prompt]) -> String {
+    let mut doc = Twiml::new();
+    for p in prompts {
+        doc = doc.speak(&speech(app, *p));
+    }
+    doc.hangup().finish()
+}
+
+/// A keypad prompt for try `attempt`, then one re-prompt, then goodbye.
+fn ask_for_code(app: &App, lead: &[Prompt], attempt: u32) -> String {
+    let gather = Gather {
+        action: app.public_url(&format!("{CODE_PATH}?try={attempt}")),
+        num_digits: app.config.access_code_digits,
+        timeout_secs: GATHER_TIMEOUT_SECS,
+    };
+    let mut first: Vec<Speech> = lead.iter().map(|p| speech(app, *p)).collect();
+    first.push(speech(app, Prompt::EnterCode));
+    let first_refs: Vec<&Speech> = first.iter().collect();
+    let again = speech(app, Prompt::EnterCode);
+    Twiml::new()
+        .gather(&gather, &first_refs)
+        .gather(&gather, &[&again])
+        .speak(&speech(app, Prompt::NoInput))
+        .speak(&speech(app, Prompt::Goodbye))
+        .hangup()
+        .finish()
+}
+
+/// The digits of a code entry: what earlier Gathers of this try collected (`sofar`), then the
+/// digits of this one; or this one's alone when they are a whole code (the caller started
+/// over). Keypad noise (`*`, `#`, spaces) is dropped, so it never costs a try.
+fn keyed_digits(sofar: &str, digits: &str, want: usize) -> String {
+    let new: String = digits
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(64)
+        .collect();
+    if new.len() >= want {
+        return new;
+    }
+    let sofar = sofar.chars().filter(char::is_ascii_digit).take(want);
+    sofar.chain(new.chars()).take(64).collect()
+}
+
+/// Asks for the rest of a code the caller paused in: a Gather for the missing digits, whose
+/// action carries the digits so far (signed by Twilio with the URL; never logged).
+fn ask_for_rest(app: &App, attempt: u32, sofar: &str) -> String {
+    let want = app.config.access_code_digits;
+    let gather = Gather {
+        action: app.public_url(&format!("{CODE_PATH}?try={attempt}&sofar={sofar}")),
+        num_digits: want.saturating_sub(sofar.len()).max(1),
+        timeout_secs: GATHER_TIMEOUT_SECS,
+    };
+    Twiml::new()
+        .gather(&gather, &[&speech(app, Prompt::CodeRest)])
+        .speak(&speech(app, Prompt::NoInput))
+        .speak(&speech(app, Prompt::Goodbye))
+        .hangup()
+        .finish()
+}
+
+fn apology(app: &App, e: &StoreError) -> String {
+    tracing::error!(error = %e, "call flow failed");
+    farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye])
+}
+
+fn caller(form: &TwilioForm) -> String {
+    form.get("From")
+        .filter(|f| !f.is_empty())
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+fn new_call(app: &App, form: &TwilioForm) -> Option<NewCall> {
+    Some(NewCall {
+        call_sid: form.get("CallSid").filter(|s| !s.is_empty())?.to_string(),
+        from_number: caller(form),
+        to_number: form.get("To").unwrap_or_default().to_string(),
+        now: app.clock.now(),
+    })
+}
+/// Refuses code entry when this caller (`mine` wrong codes lately), or everyone together,
+/// has failed too often.
+async fn throttled(app: &App, mine: i64) -> Result<bool, StoreError> {
+    let since = app.clock.now() - HOUR;
+    let voice = &app.config.voice;
+    if mine >= voice.failures_per_caller_per_hour {
+        tracing::warn!("caller over the wrong-code limit: refused");
+        return Ok(true);
+    }
+    let all = app.attempts.global_failures(&app.store, since).await?;
+    if all >= voice.failures_per_hour {
+        tracing::warn!(
+            failures = all,
+            "global wrong-code limit reached: code entry paused"
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Step 1: the call arrives. Greeting at once, inside the Gather so digits can come early.
+pub async fn incoming(app: &App, form: &TwilioForm) -> String {
+    let Some(call) = new_call(app, form) else {
+        return farewell(app, &[Prompt::AgentUnavailable]);
+    };
+    async {
+        if app.lifecycle.draining() {
+            tracing::info!("draining: new call turned away");
+            return farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]);
+        }
+        // Independent: recorded and read at once.
+        let (stored, mine) = tokio::join!(
+            app.store.upsert_call(&call),
+            app.attempts.failures(
+                &app.store,
+                AttemptScope::Caller(&call.from_number),
+                call.now - HOUR
+            )
+        );
+        if let Err(e) = stored {
+            return apology(app, &e);
+        }
+        let throttle = match mine {
+            Ok(mine) => throttled(app, mine).await,
+            Err(e) => Err(e),
+        };
+        // A number that opened a call on a code before may still type it: its code alone
+        // will be admitted (see `code_step`).
+        let throttle = match throttle {
+            Ok(true) => app
+                .store
+                .caller_has_used_code(&call.from_number, None, &call.call_sid)
+                .await
+                .map(|known| !known),
+            other => other,
+        };
+        match throttle {
+            Ok(true) => farewell(app, &[Prompt::TryLater, Prompt::Goodbye]),
+            Ok(false) => {
+                tracing::info!("call answered");
+                ask_for_code(app, &[Prompt::Greeting], 1)
+            }
+            Err(e) => apology(app, &e),
+        }
+    }
+    .instrument(call_span(&call.call_sid))
+    .await
+}
+
+/// What the digits typed turned out to be.
+enum Verdict {
+    Wrong,
+    Revoked,
+    NoMinutes,
+    OverageSuspended,
+    InUse,
+    Unavailable,
+    Connect(Box<Order>),
+}
+
+/// Step 2: the Gather posts the digits.
+pub async fn code(app: &App, form: &TwilioForm, attempt: u32, sofar: &str) -> String {
+    let Some(call) = new_call(app, form) else {
+        return farewell(app, &[Prompt::AgentUnavailable]);
+    };
+    match code_step(app, form, &call, attempt, sofar)
+        .instrument(call_span(&call.call_sid))
+        .await
+    {
+        Ok(twiml) => twiml,
+        Err(e) => apology(app, &e),
+    }
+}
+
+async fn code_step(
+    app: &App,
+    form: &TwilioForm,
+    call: &NewCall,
+    attempt: u32,
+    sofar: &str,
+) -> Result<String, StoreError> {
+    let attempt = attempt.clamp(1, TRIES_PER_CALL);
+    if app.lifecycle.draining() {
+        return Ok(farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]));
+    }
+    let want = app.config.access_code_digits;
+    let typed = keyed_digits(sofar, form.get("Digits").unwrap_or_default(), want);
+    let typed = typed.as_str();
+    if typed.is_empty() {
+        // Only keypad noise (`*`, `#`): not a try.
+        return Ok(ask_for_code(app, &[], attempt));
+    }
+    let complete = typed.len() >= want;
+    let well_formed = AccessCode::parse(typed).is_ok();
+    if !complete && !well_formed {
+        // Too short to be any code: the caller paused. Not a try; ask for the rest.
+        return Ok(ask_for_rest(app, attempt, typed));
+    }
+    let hash = app.vault.fingerprint_digits(typed);
+    // Everything to judge the digits, read in one round trip.
+    let facts = app
+        .attempts
+        .code_check(
+            &app.store,
+            &CodeCheckQuery {
+                call_sid: &call.call_sid,
+                caller: &call.from_number,
+                code_hash: well_formed.then_some(hash.as_str()),
+                since: call.now - HOUR,
+            },
+        )
+        .await?;
+    let (caller_failures, code_failures) = (facts.caller_failures, facts.code_failures);
+    // The incoming webhook stored the call; a write only if it did not (a lost request).
+    if !facts.call_known {
+        app.store.upsert_call(call).await?;
+    }
+    if throttled(app, caller_failures).await? {
+        // During a pause (everyone's, or this number's after a spoofer's guesses) a caller is
+        // still admitted with a code their number has opened a call on before. Any other
+        // digits hear the same refusal, so a guesser learns nothing.
+        let known = match &facts.order {
+            Some(order) => {
+                app.store
+                    .caller_has_used_code(&call.from_number, Some(&order.id), &call.call_sid)
+                    .await?
+            }
+            None => false,
+        };
+        if !known {
+            return Ok(farewell(app, &[Prompt::TryLater, Prompt::Goodbye]));
+        }
+        tracing::info!("paused code entry: admitting this number's own code");
+    }
+    if !complete && facts.order.is_none() {
+        // Shorter than a code, and no shorter (imported) code either: most likely a pause.
+        // Counted for the throttles (a guess at a short code is still a guess), but not as
+        // one of this call's tries; the rest of the code completes it.
+        app.attempts
+            .record(
+                &app.store,
+                CodeAttempt {
+                    caller: call.from_number.clone(),
+                    code_hash: hash,
+                    ok: false,
+                    at: call.now,
+                },
+            )
+            .await?;
+        return Ok(ask_for_rest(app, attempt, typed));
+    }
+    let verdict = match facts.order {
+        Some(order) => judge(app, code_failures, order, call).await?,
+        None => Verdict::Wrong,
+    };
+    let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
+    let typed = CodeAttempt {
+        caller: call.from_number.clone(),
+        code_hash: hash,
+        ok,
+        at: call.now,
+    };
+    app.attempts.record(&app.store, typed).await?;
+    let twiml = match verdict {
+        Verdict::Connect(order) => return connect(app, call, &order).await,
+        Verdict::Wrong if attempt >= TRIES_PER_CALL => {
+            tracing::info!(attempt, "wrong code: last try, ending the call");
+            farewell(app, &[Prompt::TooManyAttempts, Prompt::Goodbye])
+        }
+        Verdict::Wrong => {
+            tracing::info!(attempt, "wrong code");
+            ask_for_code(app, &[Prompt::InvalidCode], attempt + 1)
+        }
+        Verdict::Revoked => farewell(app, &[Prompt::CodeRevoked, Prompt::Goodbye]),
+        Verdict::NoMinutes => farewell(app, &[Prompt::NoMinutesLeft, Prompt::Goodbye]),
+        Verdict::OverageSuspended => farewell(app, &[Prompt::OverageSuspended, Prompt::Goodbye]),
+        Verdict::InUse => farewell(app, &[Prompt::CodeInUse, Prompt::Goodbye]),
+        Verdict::Unavailable => farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]),
+    };
+    Ok(twiml)
+}
+
+/// What a well-formed code that matches `order` opens, given the code's recent failures.
+async fn judge(
+    app: &App,
+    code_failures: i64,
+    order: Order,
+    call: &NewCall,
+) -> Result<Verdict, StoreError> {
+    // A code typed wrong too often is locked for the hour, even for its owner.
+    if code_failures >= FAILURES_PER_CODE_PER_HOUR {
+        tracing::warn!("code locked after repeated failures");
+        return Ok(Verdict::Wrong);
+    }
+    tracing::Span::current().record("order_id", order.id.as_str());
+    match order.status {
+        OrderStatus::Paid => {}
+        OrderStatus::Revoked => return Ok(Verdict::Revoked),
+        OrderStatus::Pending | OrderStatus::Failed => return Ok(Verdict::Wrong),
+    }
+    if let Some(refused) = no_minutes(&order) {
+        return Ok(refused);
+    }
+    if app.config.elevenlabs.is_none() {
+        tracing::error!("a valid code was entered but ELEVENLABS_AGENT_ID is not set");
+        return Ok(Verdict::Unavailable);
+    }
+    // Long enough for Twilio to open the stream; from then on the bridge renews it.
+    let until = call.now + STREAM_TOKEN_TTL_SECS + ledger::HOLD_LEASE_SECS;
+    let mut hold = hold(app, &order.id, call, until).await?;
+    if let Hold::Lapsed(holder) = &hold {
+        // The call holding the code died with its instance: settle it (debiting what its
+        // bridge metered, which frees the code), then try once more.
+        tracing::info!(holder = %holder, "code held by a lapsed call: settling it first");
+        crate::settlement::settle(app, holder).await?;
+        hold = self::hold(app, &order.id, call, until).await?;
+    }
+    match hold {
+        // Judged again on the order as it stands now that the code is ours.
+        Hold::Held(order) => Ok(no_minutes(&order).unwrap_or(Verdict::Connect(order))),
+        Hold::CallOver => {
+            tracing::info!("code typed on a call that has already ended: not connected");
+            Ok(Verdict::Unavailable)
+        }
+        Hold::InUse | Hold::Lapsed(_) => {
+            tracing::info!("code already in use on another call");
+            Ok(Verdict::InUse)
+        }
+    }
+}
+
+async fn hold(app: &App, order_id: &str, call: &NewCall, until: i64) -> Result<Hold, StoreError> {
+    app.store
+        .hold_order_for_call(order_id, &call.call_sid, until, call.now)
+        .await
+}
+
+/// Why an order with no allowance left cannot connect, if it cannot.
+fn no_minutes(order: &Order) -> Option<Verdict> {
+    if order.seconds_left() > Seconds(0) {
+        return None;
+    }
+    match ledger::overage_allowed(order) {
+        Ok(()) => None,
+        Err(NoOverage::Suspended) => Some(Verdict::OverageSuspended),
+        Err(NoOverage::NotPaid) => Some(Verdict::Revoked),
+        Err(NoOverage::NoConsent | NoOverage::NoCard) => Some(Verdict::NoMinutes),
+    }
+}
+
+/// Hashes a stream token for storage; the token itself exists only in the TwiML.
+pub fn token_hash(token: &str) -> String {
+    crate::crypto::sha256_hex(token)
+}
+
+async fn connect(app: &App, call: &NewCall, order: &Order) -> Result<String, StoreError> {
+    let token = crate::crypto::random_hex(32);
+    let grant = StreamGrant {
+        call_sid: call.call_sid.clone(),
+        order_id: order.id.clone(),
+    };
+    app.store
+        .insert_stream_token(
+            &token_hash(&token),
+            &grant,
+            call.now + STREAM_TOKEN_TTL_SECS,
+        )
+        .await?;
+    tracing::info!(order_id = %order.id, "code accepted: connecting to the agent");
+    Ok(Twiml::new()
+        .speak(&speech(app, Prompt::Connecting))
+        .connect_stream(
+            &app.stream_url(),
+            &[
+                ("token", token.as_str()),
+                ("call_sid", call.call_sid.as_str()),
+            ],
+        )
+        .redirect(&app.public_url(AFTER_STREAM_PATH))
+        .finish())
+}
+
+/// After the media stream closes: the closing words depend on why it closed.
+pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
+    let sid = form.get("CallSid").unwrap_or_default();
+    let reason = match app.store.call(sid).await {
+        Ok(Some(call)) => call.end_reason,
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read call after stream");
+            None
+        }
+    };
+    let prompts: &[Prompt] = match reason.map(EndReason::farewell) {
+        Some(Farewell::TimeUp) => &[Prompt::TimeUp, Prompt::Goodbye],
+        Some(Farewell::AgentUnavailable) => &[Prompt::AgentUnavailable, Prompt::Goodbye],
+        Some(Farewell::CodeRevoked) => &[Prompt::CodeRevoked, Prompt::Goodbye],
+        Some(Farewell::Goodbye) | None => &[Prompt::Goodbye],
+    };
+    farewell(app, prompts)
+}
+
+/// Twilio's status callback: records progress, and on a final status closes the call, which
+/// leaves it unsettled in the store for billing to pick up (a durable hand-over).
+pub async fn status(app: &App, form: &TwilioForm) -> Result<(), StoreError> {
+    let Some(call) = new_call(app, form) else {
+        tracing::warn!("status callback without CallSid: ignored");
+        return Ok(());
+    };
+    end_step(app, form, call)
+        .instrument(call_span_for(form))
+        .await
+}
+
+fn call_span_for(form: &TwilioForm) -> tracing::Span {
+    call_span(form.get("CallSid").unwrap_or_default())
+}
+
+async fn end_step(app: &App, form: &TwilioForm, call: NewCall) -> Result<(), StoreError> {
+    let raw = form.get("CallStatus").unwrap_or_default();
+    let status = match raw.parse::<TwilioStatus>() {
+        Ok(status) => status,
+        Err(_) => {
+            tracing::warn!(
+                status = raw,
+                "status callback with an unknown CallStatus: kept the call as it is"
+            );
+            app.store.upsert_call(&call).await?;
+            return Ok(());
+        }
+    };
+    let Some(reason) = EndReason::from_twilio(status) else {
+        app.store.upsert_call(&call).await?;
+        return Ok(());
+    };
+    let duration = match form.get("CallDuration") {
+        None => None,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(d) if d >= 0 => Some(d),
+            _ => {
+                tracing::warn!(
+                    raw,
+                    "status callback with a malformed CallDuration: ignored it"
+                );
+                None
+            }
+        },
+    };
+    let ended = app
+        .store
+        .end_call(&EndCall {
+            call_sid: call.call_sid.clone(),
+            from_number: call.from_number.clone(),
+            to_number: call.to_number.clone(),
+            twilio_status: status,
+            duration,
+            reason,
+            now: call.now,
+        })
+        .await?;
+    tracing::info!(%status, duration = ?ended.twilio_duration, "call ended");
+    // Settle now if the call is ready; otherwise the billing worker's next pass does.
+    if let Err(e) = crate::settlement::settle(app, &call.call_sid).await {
+        tracing::warn!(error = %e, "settlement deferred to the billing worker");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyed_digits;
+
+    #[test]
+    fn keypad_noise_is_dropped_and_pauses_are_joined() {
+        assert_eq!(keyed_digits("", "*123456789012", 12), "123456789012");
+        assert_eq!(keyed_digits("", "#*", 12), "");
+        assert_eq!(keyed_digits("12345", "6789012#", 12), "123456789012");
+        assert_eq!(keyed_digits("1 2*3", "4", 12), "1234");
+        assert_eq!(
+            keyed_digits(&"9".repeat(40), "1", 12).len(),
+            13,
+            "sofar is bounded"
+        );
+        assert_eq!(
+            keyed_digits("1", "123456789012", 12),
+            "123456789012",
+            "started over"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The phone menu: greet, gather the access code, judge it, throttle guessing, and hand the
+//! call to the bridge.
+
+pub mod attempts;
+pub mod flow;

@@ -1,0 +1,86 @@
+//! Orders and their access codes: issuing, finding and revoking, shared by the webhook
+//! fulfilment, the operator CLI and the admin view.
+
+use crate::domain::codes::{AccessCode, StoredCode};
+use crate::domain::money::{Cents, Seconds};
+use crate::store::{new_id, NewOrder, Order, OrderSource, OrderStatus, StoreError};
+use crate::App;
+
+/// How many times to draw a new code when one collides with a stored code. With 10^12
+/// codes a single collision is already unlikely; several in a row mean something is wrong.
+const CODE_DRAWS: usize = 5;
+
+/// A fresh code and what the store keeps of it.
+pub fn fresh_code(app: &App) -> (AccessCode, StoredCode) {
+    let code = AccessCode::generate(app.config.access_code_digits);
+    let stored = app.vault.store(&code);
+    (code, stored)
+}
+
+/// What an operator asks for with `callgate codes issue`.
+#[derive(Debug, Clone)]
+pub struct OperatorGrant {
+    pub minutes: i64,
+    pub overage: bool,
+    pub customer: Option<String>,
+    pub payment_method: Option<String>,
+}
+
+/// Issues a paid order with a new code, outside Stripe (gifts, support, tests).
+pub async fn issue_operator_code(
+    app: &App,
+    grant: &OperatorGrant,
+) -> Result<(Order, AccessCode), StoreError> {
+    let plan = &app.config.plan;
+    for _ in 0..CODE_DRAWS {
+        let (code, stored) = fresh_code(app);
+        let order = NewOrder {
+            id: new_id("ord"),
+            source: OrderSource::Operator,
+            plan: format!("{} (operator)", plan.name),
+            amount: Cents(0),
+            currency: plan.currency.clone(),
+            seconds_included: Seconds::from_minutes(grant.minutes),
+            overage_consent: grant.overage,
+            overage_price: plan.overage_per_minute,
+            stripe_payment_intent: None,
+            stripe_customer: grant.customer.clone(),
+            stripe_payment_method: grant.payment_method.clone(),
+            client_secret_hash: None,
+            code: Some(stored),
+            now: app.clock.now(),
+        };
+        match app.store.insert_order(&order).await {
+            Ok(order) => return Ok((order, code)),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(
+        "could not draw an unused access code".into(),
+    ))
+}
+
+/// The order a code belongs to, whatever its status.
+pub async fn find_by_code(app: &App, code: &AccessCode) -> Result<Option<Order>, StoreError> {
+    app.store.order_by_code(&app.vault.fingerprint(code)).await
+}
+
+/// The code of an order, unsealed for its owner's eyes.
+pub fn code_of(app: &App, order: &Order) -> Option<AccessCode> {
+    order.code_sealed.as_deref().and_then(|s| app.vault.open(s))
+}
+
+/// Revokes an order so its code stops working; an order already revoked is returned as it is.
+pub async fn revoke(app: &App, order: &Order) -> Result<Order, StoreError> {
+    let moved = app
+        .store
+        .set_order_status(
+            &order.id,
+            &[OrderStatus::Pending, OrderStatus::Paid, OrderStatus::Failed],
+            OrderStatus::Revoked,
+            app.clock.now(),
+        )
+        .await?;
+    Ok(moved.unwrap_or_else(|| order.clone()))
+}

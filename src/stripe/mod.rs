@@ -1,0 +1,7 @@
+//! Stripe's API as callgate uses it: the client, and webhook signatures.
+
+pub mod client;
+pub mod events;
+pub mod signature;
+
+pub use client::StripeClient;

@@ -1,0 +1,241 @@
+//! Audio for the phone line: G.711 μ-law <-> 16-bit PCM, and resampling between rates.
+//! Used only when the agent's audio format is not `ulaw_8000`; otherwise payloads pass
+//! through untouched.
+
+const BIAS: i32 = 0x84;
+const CLIP: i32 = 32635;
+
+/// Encodes one 16-bit sample as μ-law (ITU-T G.711).
+pub fn ulaw_encode(sample: i16) -> u8 {
+    let mut s = sample as i32;
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    s = s.min(CLIP) + BIAS;
+    // The segment is the position of the highest set bit above bit 7.
+    let exponent = (31 - (s >> 7).max(1).leading_zeros()) as i32;
+    let mantissa = (s >> (exponent + 3)) & 0x0F;
+    !((sign | (exponent << 4) | mantissa) as u8)
+}
+
+/// Decodes one μ-law byte to a 16-bit sample.
+pub fn ulaw_decode(byte: u8) -> i16 {
+    let u = !byte as i32;
+    let sign = u & 0x80;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = u & 0x0F;
+    let magnitude = (((mantissa << 3) + BIAS) << exponent) - BIAS;
+    (if sign != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// PCM 16-bit little-endian bytes to samples (a trailing odd byte is dropped).
+pub fn pcm_from_le(bytes: &[u8]) -> Vec<i16> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+pub fn pcm_to_le(samples: &[i16]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+/// Linear-interpolation resampling; adequate for speech between telephone and agent rates.
+pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
+    if from == to || samples.is_empty() || from == 0 || to == 0 {
+        return samples.to_vec();
+    }
+    let out_len = (samples.len() as u64 * to as u64 / from as u64) as usize;
+    let step = from as f64 / to as f64;
+    (0..out_len)
+        .map(|i| {
+            let pos = i as f64 * step;
+            let idx = pos as usize;
+            let frac = pos - idx as f64;
+            let a = samples[idx.min(samples.len() - 1)] as f64;
+            let b = samples[(idx + 1).min(samples.len() - 1)] as f64;
+            (a + (b - a) * frac).round() as i16
+        })
+        .collect()
+}
+
+/// An agent audio format the bridge can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentFormat {
+    Ulaw8000,
+    Pcm(u32),
+}
+
+impl AgentFormat {
+    /// `ulaw_8000`, or `pcm_<rate>` for the rates ElevenLabs offers.
+    pub fn parse(name: &str) -> Option<AgentFormat> {
+        if name == "ulaw_8000" {
+            return Some(AgentFormat::Ulaw8000);
+        }
+        let rate: u32 = name.strip_prefix("pcm_")?.parse().ok()?;
+        matches!(rate, 8000 | 16000 | 22050 | 24000 | 44100 | 48000)
+            .then_some(AgentFormat::Pcm(rate))
+    }
+}
+
+/// Telephone μ-law at 8 kHz to the agent's format.
+pub fn from_phone(ulaw: &[u8], to: AgentFormat) -> Vec<u8> {
+    match to {
+        AgentFormat::Ulaw8000 => ulaw.to_vec(),
+        AgentFormat::Pcm(rate) => {
+            let pcm: Vec<i16> = ulaw.iter().map(|b| ulaw_decode(*b)).collect();
+            pcm_to_le(&resample(&pcm, 8000, rate))
+        }
+    }
+}
+
+/// The agent's format to telephone μ-law at 8 kHz.
+pub fn to_phone(audio: &[u8], from: AgentFormat) -> Vec<u8> {
+    match from {
+        AgentFormat::Ulaw8000 => audio.to_vec(),
+        AgentFormat::Pcm(rate) => resample(&pcm_from_le(audio), rate, 8000)
+            .into_iter()
+            .map(ulaw_encode)
+            .collect(),
+    }
+}
+
+/// A short two-beep tone in μ-law, the warning played when no recorded prompt exists.
+pub fn warning_tone() -> Vec<u8> {
+    let beep = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / 8000.0;
+                ulaw_encode(((2.0 * std::f64::consts::PI * 660.0 * t).sin() * 8000.0) as i16)
+            })
+            .collect()
+    };
+    let silence = vec![ulaw_encode(0); 1200];
+    [beep(2000), silence, beep(2000)].concat()
+}
+
+/// Reads an 8 kHz mono WAV (16-bit PCM or μ-law) into μ-law bytes; `None` for anything else.
+pub fn wav_to_ulaw(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut pos = 12;
+    let mut format = None;
+    while pos + 8 <= bytes.len() {
+        let id = &bytes[pos..pos + 4];
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().ok()?) as usize;
+        let body = bytes.get(pos + 8..pos + 8 + len.min(bytes.len() - pos - 8))?;
+        if id == b"fmt " && body.len() >= 16 {
+            let tag = u16::from_le_bytes([body[0], body[1]]);
+            let channels = u16::from_le_bytes([body[2], body[3]]);
+            let rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
+            let bits = u16::from_le_bytes([body[14], body[15]]);
+            format = Some((tag, channels, rate, bits));
+        } else if id == b"data" {
+            return match format? {
+                (7, 1, 8000, 8) => Some(body.to_vec()),
+                (1, 1, rate, 16) => Some(
+                    resample(&pcm_from_le(body), rate, 8000)
+                        .into_iter()
+                        .map(ulaw_encode)
+                        .collect(),
+                ),
+                _ => None,
+            };
+        }
+        pos += 8 + len + (len & 1);
+    }
+    None
+}
+
+/// μ-law audio of the one-minute warning: `AUDIO_DIR/one_minute_left.wav` (8 kHz mono PCM
+/// or μ-law) when present, else a two-beep tone.
+pub fn load_warning(dir: &std::path::Path) -> Vec<u8> {
+    let path = dir.join("one_minute_left.wav");
+    match std::fs::read(&path) {
+        Ok(bytes) => wav_to_ulaw(&bytes).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "not an 8 kHz mono WAV: using the warning tone");
+            warning_tone()
+        }),
+        Err(_) => warning_tone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulaw_matches_g711_reference_points() {
+        assert_eq!(ulaw_encode(0), 0xFF);
+        assert_eq!(ulaw_encode(-1), 0x7F);
+        assert_eq!(ulaw_encode(32767), 0x80);
+        assert_eq!(ulaw_encode(-32768), 0x00);
+        assert_eq!(ulaw_decode(0xFF), 0);
+        assert_eq!(ulaw_decode(0x80), 32124);
+        assert_eq!(ulaw_decode(0x00), -32124);
+    }
+
+    #[test]
+    fn ulaw_round_trip_is_close() {
+        for s in (-32000i32..32000).step_by(97) {
+            let back = ulaw_decode(ulaw_encode(s as i16)) as i32;
+            let tolerance = (s.abs() / 16).max(8);
+            assert!((back - s).abs() <= tolerance, "{s} -> {back}");
+        }
+        // Every byte decodes and re-encodes to itself (0x7F and 0xFF both mean zero).
+        for b in 0..=255u8 {
+            let again = ulaw_encode(ulaw_decode(b));
+            assert!(again == b || (ulaw_decode(b) == 0), "{b:#x} -> {again:#x}");
+        }
+    }
+
+    #[test]
+    fn resampling_keeps_duration() {
+        let tone: Vec<i16> = (0..160).map(|i| (i * 100) as i16).collect();
+        assert_eq!(resample(&tone, 8000, 16000).len(), 320);
+        assert_eq!(
+            resample(&resample(&tone, 8000, 16000), 16000, 8000).len(),
+            160
+        );
+        assert_eq!(from_phone(&[0xFF; 160], AgentFormat::Pcm(16000)).len(), 640);
+        assert_eq!(
+            to_phone(&vec![0u8; 640], AgentFormat::Pcm(16000)).len(),
+            160
+        );
+        assert_eq!(from_phone(&[1, 2, 3], AgentFormat::Ulaw8000), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(AgentFormat::parse("ulaw_8000"), Some(AgentFormat::Ulaw8000));
+        assert_eq!(
+            AgentFormat::parse("pcm_16000"),
+            Some(AgentFormat::Pcm(16000))
+        );
+        assert_eq!(AgentFormat::parse("mp3_44100"), None);
+        assert_eq!(AgentFormat::parse("pcm_abc"), None);
+    }
+
+    #[test]
+    fn wav_files() {
+        let mut wav = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+        wav.extend_from_slice(&8000u32.to_le_bytes());
+        wav.extend_from_slice(&16000u32.to_le_bytes());
+        wav.extend_from_slice(&2u16.to_le_bytes());
+        wav.extend_from_slice(&16u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&8u32.to_le_bytes());
+        wav.extend_from_slice(&[0u8; 8]);
+        assert_eq!(wav_to_ulaw(&wav), Some(vec![0xFF; 4]));
+        assert_eq!(wav_to_ulaw(b"not a wav"), None);
+        assert_eq!(wav_to_ulaw(&wav[..30]), None);
+        assert!(!warning_tone().is_empty());
+    }
+}

@@ -1,0 +1,30 @@
+//! Twilio: the signed webhook form, TwiML and the media stream.
+
+pub mod signature;
+pub mod stream;
+pub mod twiml;
+
+/// Paths Twilio is pointed at, with the old deployment's as aliases.
+pub const INCOMING_PATH: &str = "/voice/incoming";
+pub const CODE_PATH: &str = "/voice/code";
+pub const STATUS_PATH: &str = "/voice/status";
+pub const AFTER_STREAM_PATH: &str = "/voice/after-stream";
+pub const OLD_INCOMING_PATH: &str = "/.netlify/functions/twilio-call-handler";
+pub const OLD_STATUS_PATH: &str = "/.netlify/functions/call-billing-webhook";
+/// Where Twilio opens the media stream.
+pub const MEDIA_PATH: &str = "/media";
+
+/// The form parameters of a request whose `X-Twilio-Signature` checked out.
+#[derive(Debug, Clone)]
+pub struct TwilioForm {
+    pub params: Vec<(String, String)>,
+}
+
+impl TwilioForm {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}

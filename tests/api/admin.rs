@@ -1,0 +1,504 @@
+//! The admin view over HTTP: the password (and its rate limit), every page, the actions with
+//! their form token, and the CSV exports. Runs on every storage backend.
+
+use crate::support::app::{spawn, TestApp};
+use callgate::domain::money::{Cents, Seconds};
+use callgate::orders::{issue_operator_code, OperatorGrant};
+use callgate::store::{
+    new_id, ChargeState, ChargeUpdate, DynStore, NewCall, NewCharge, OrderStatus, TranscriptLine,
+};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn admin_app(store: DynStore) -> TestApp {
+    spawn(
+        store,
+        &[("ADMIN_PASSWORD", PASSWORD), ("BILLING_WORKER", "off")],
+    )
+    .await
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get(app: &TestApp, path: &str, password: Option<&str>) -> (u16, String) {
+    let mut req = client().get(app.url(path));
+    if let Some(p) = password {
+        req = req.basic_auth("admin", Some(p));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let resp = client()
+        .post(app.url(path))
+        .basic_auth("admin", Some(PASSWORD))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// The form token, as the orders page embeds it.
+async fn csrf(app: &TestApp) -> String {
+    let (_, page) = get(app, "/admin/charges", Some(PASSWORD)).await;
+    let (_, orders) = get(app, "/admin/orders", Some(PASSWORD)).await;
+    [page, orders]
+        .iter()
+        .find_map(|p| {
+            p.split("name=\"csrf\" value=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(String::from)
+        })
+        .expect("a form with a token")
+}
+
+async fn status_of(app: &TestApp, order_id: &str) -> OrderStatus {
+    app.app.store.order(order_id).await.unwrap().unwrap().status
+}
+
+/// A charge Stripe refused (`Declined`), or that ran out of tries (`Failed`) `ago` seconds back.
+async fn declined_charge(app: &TestApp, order_id: &str) -> String {
+    refused_charge(app, order_id, ChargeState::Declined, 0).await
+}
+
+async fn refused_charge(app: &TestApp, order_id: &str, state: ChargeState, ago: i64) -> String {
+    let store = &app.app.store;
+    let now = app.app.clock.now();
+    let sid = format!("CA{}", new_id("x").trim_start_matches("x_"));
+    store
+        .upsert_call(&NewCall {
+            call_sid: sid.clone(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            now,
+        })
+        .await
+        .unwrap();
+    store
+        .append_transcript(
+            &sid,
+            &[
+                TranscriptLine {
+                    seq: 0,
+                    speaker: callgate::store::Speaker::Caller,
+                    text: "<script>alert(1)</script> hello".into(),
+                    at: now,
+                },
+                TranscriptLine {
+                    seq: 1,
+                    speaker: callgate::store::Speaker::Agent,
+                    text: "Hi there".into(),
+                    at: now,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let (charge, _) = store
+        .insert_charge(&NewCharge {
+            id: new_id("chg"),
+            call_sid: sid,
+            order_id: order_id.into(),
+            amount: Cents(200),
+            currency: Default::default(),
+            seconds_billed: Seconds(120),
+            // Due before any charge an earlier step queued again, so this one is claimed.
+            now: now - ago - 10,
+        })
+        .await
+        .unwrap();
+    let leased = store
+        .claim_charge("test", now + 60, now - ago - 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.id, charge.id);
+    store
+        .finish_charge(
+            &charge.id,
+            "test",
+            &ChargeUpdate {
+                state,
+                stripe_payment_intent: Some("pi_declined".into()),
+                last_error: Some("card_declined: insufficient_funds".into()),
+                next_attempt_at: None,
+                pay_token: None,
+            },
+            now - ago,
+        )
+        .await
+        .unwrap();
+    charge.id
+}
+
+async fn admin_needs_the_password_and_limits_guessing(store: DynStore) {
+    let app = admin_app(store).await;
+    let (status, _) = get(&app, "/admin", None).await;
+    assert_eq!(status, 401, "no credentials: the browser is asked for them");
+    let resp = client().get(app.url("/admin")).send().await.unwrap();
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic realm="));
+    let (status, page) = get(&app, "/admin", Some(PASSWORD)).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<svg class=\"chart\""), "{page}");
+    assert!(
+        resp_cookie(&app).await.is_some(),
+        "a browser that logged in gets a device cookie"
+    );
+}
+
+/// The device cookie a successful login hands out (`name=value`).
+async fn resp_cookie(app: &TestApp) -> Option<String> {
+    let resp = client()
+        .get(app.url("/admin"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    let set = resp.headers().get("set-cookie")?.to_str().ok()?.to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';').next().map(String::from)
+}
+
+async fn get_from(
+    app: &TestApp,
+    forwarded_for: Option<&str>,
+    cookie: Option<&str>,
+    password: &str,
+) -> u16 {
+    let mut req = client()
+        .get(app.url("/admin"))
+        .basic_auth("admin", Some(password));
+    if let Some(xff) = forwarded_for {
+        req = req.header("x-forwarded-for", xff);
+    }
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// Issue 13, point 9: guessing cannot lock the operator out. Only wrong passwords count; an
+/// address that guessed ten times waits, but the operator's browser (its device cookie from
+/// an earlier login) always gets in with the right password; and behind the proxy, whose
+/// `X-Forwarded-For` is trusted, an attacker locks out only its own address.
+async fn guessing_never_locks_the_operator_out(store: DynStore) {
+    let app = spawn(
+        store,
+        &[
+            ("ADMIN_PASSWORD", PASSWORD),
+            ("BILLING_WORKER", "off"),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    )
+    .await;
+    let operator = "203.0.113.5";
+    let attacker = "198.51.100.7";
+    let cookie = {
+        let resp = client()
+            .get(app.url("/admin"))
+            .basic_auth("admin", Some(PASSWORD))
+            .header("x-forwarded-for", operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        set.split(';').next().unwrap().to_string()
+    };
+    // Right passwords never count: many logins, no lock.
+    for _ in 0..15 {
+        assert_eq!(get_from(&app, Some(operator), None, PASSWORD).await, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            get_from(&app, Some(attacker), None, "wrong password!").await,
+            401
+        );
+    }
+    assert_eq!(
+        get_from(&app, Some(attacker), None, "wrong password!").await,
+        429,
+        "the guessing address waits"
+    );
+    // A forged leftmost entry does not move the attacker to another bucket.
+    assert_eq!(
+        get_from(
+            &app,
+            Some(&format!("1.2.3.4, {attacker}")),
+            None,
+            "wrong again!!"
+        )
+        .await,
+        429
+    );
+    assert_eq!(
+        get_from(&app, Some(operator), None, PASSWORD).await,
+        200,
+        "the operator, at another address, is not locked out"
+    );
+    // Even at the attacker's own address (one office, one NAT), the operator's browser gets in.
+    assert_eq!(
+        get_from(&app, Some(attacker), Some(&cookie), PASSWORD).await,
+        200
+    );
+    assert_eq!(
+        get_from(&app, Some(attacker), Some(&cookie), "wrong password!").await,
+        401,
+        "the cookie is no password"
+    );
+    // A forged or expired cookie is no cookie.
+    let last = if cookie.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &cookie[..cookie.len() - 1]);
+    assert_eq!(
+        get_from(&app, Some(attacker), Some(&forged), PASSWORD).await,
+        429
+    );
+}
+
+async fn admin_pages_show_orders_calls_transcripts_and_charges(store: DynStore) {
+    let app = admin_app(store).await;
+    let (order, _code) = issue_operator_code(
+        &app.app,
+        &OperatorGrant {
+            minutes: 5,
+            overage: false,
+            customer: None,
+            payment_method: None,
+        },
+    )
+    .await
+    .unwrap();
+    let charge_id = declined_charge(&app, &order.id).await;
+    let (status, orders) = get(&app, "/admin/orders", Some(PASSWORD)).await;
+    assert_eq!(status, 200);
+    assert!(orders.contains(&order.id), "{orders}");
+    assert!(
+        orders.contains(&format!("…{}", order.code_last4.clone().unwrap())),
+        "{orders}"
+    );
+    let (_, calls) = get(&app, "/admin/calls", Some(PASSWORD)).await;
+    let sid = app
+        .app
+        .store
+        .charge(&charge_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .call_sid;
+    assert!(calls.contains(&sid), "{calls}");
+    let (status, call) = get(&app, &format!("/admin/calls/{sid}"), Some(PASSWORD)).await;
+    assert_eq!(status, 200);
+    assert!(
+        call.contains("&lt;script&gt;alert(1)&lt;/script&gt; hello"),
+        "{call}"
+    );
+    assert!(!call.contains("<script>alert"), "transcripts are escaped");
+    assert!(call.contains("Hi there"));
+    assert_eq!(
+        get(&app, "/admin/calls/CAmissing", Some(PASSWORD)).await.0,
+        404
+    );
+    let (_, charges) = get(&app, "/admin/charges", Some(PASSWORD)).await;
+    assert!(
+        charges.contains(&charge_id) && charges.contains("declined"),
+        "{charges}"
+    );
+    assert!(charges.contains("insufficient_funds"), "{charges}");
+    let (_, overview) = get(&app, "/admin", Some(PASSWORD)).await;
+    assert!(
+        overview.contains("<strong id=\"open-charges\">1</strong>"),
+        "{overview}"
+    );
+}
+
+async fn admin_actions_need_the_form_token(store: DynStore) {
+    let app = admin_app(store).await;
+    let grant = OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let token = csrf(&app).await;
+
+    // Without the token (another site's form), nothing happens.
+    let (status, _) = post(
+        &app,
+        &format!("/admin/orders/{}/revoke", order.id),
+        &[("csrf", "forged")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Paid);
+
+    // Add minutes; bad numbers are refused.
+    let path = format!("/admin/orders/{}/minutes", order.id);
+    assert_eq!(
+        post(&app, &path, &[("csrf", &token), ("minutes", "0")])
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post(&app, &path, &[("csrf", &token), ("minutes", "lots")])
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post(&app, &path, &[("csrf", &token), ("minutes", "10")])
+            .await
+            .0,
+        303
+    );
+    let grown = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(grown.seconds_included.0, order.seconds_included.0 + 600);
+
+    // Retry a declined charge: queued again under a new key.
+    let charge_id = declined_charge(&app, &order.id).await;
+    let retry = format!("/admin/charges/{charge_id}/retry");
+    assert_eq!(post(&app, &retry, &[("csrf", &token)]).await.0, 303);
+    let queued = app.app.store.charge(&charge_id).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.state, queued.key_generation),
+        (ChargeState::Pending, 1)
+    );
+    assert_eq!(
+        post(&app, &retry, &[("csrf", &token)]).await.0,
+        409,
+        "a pending charge is not retried again"
+    );
+
+    // A charge that ran out of tries keeps its key, so it waits until Stripe forgot it (24 h).
+    let recent = refused_charge(&app, &order.id, ChargeState::Failed, 60).await;
+    let (status, body) = post(
+        &app,
+        &format!("/admin/charges/{recent}/retry"),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(body.contains("24 hours"), "{body}");
+    let unchanged = app.app.store.charge(&recent).await.unwrap().unwrap();
+    assert_eq!(unchanged.state, ChargeState::Failed);
+    let old = refused_charge(&app, &order.id, ChargeState::Failed, 25 * 3600).await;
+    assert_eq!(
+        post(
+            &app,
+            &format!("/admin/charges/{old}/retry"),
+            &[("csrf", &token)]
+        )
+        .await
+        .0,
+        303
+    );
+    let requeued = app.app.store.charge(&old).await.unwrap().unwrap();
+    assert_eq!(
+        (requeued.state, requeued.key_generation),
+        (ChargeState::Pending, 0)
+    );
+
+    // Revoke.
+    let (status, _) = post(
+        &app,
+        &format!("/admin/orders/{}/revoke", order.id),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Revoked);
+    assert_eq!(
+        post(
+            &app,
+            "/admin/orders/ord_missing/revoke",
+            &[("csrf", &token)]
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+async fn admin_exports_csv(store: DynStore) {
+    let app = admin_app(store).await;
+    let grant = OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let charge_id = declined_charge(&app, &order.id).await;
+    for (file, expect) in [
+        ("orders.csv", order.id.clone()),
+        ("calls.csv", "+15550001111".to_string()),
+        ("charges.csv", charge_id.clone()),
+    ] {
+        let resp = client()
+            .get(app.url(&format!("/admin/export/{file}")))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        let body = resp.text().await.unwrap();
+        let mut lines = body.lines();
+        let header = lines.next().unwrap();
+        assert!(!header.is_empty() && header.contains(','), "{header}");
+        assert!(
+            lines.any(|l| l.contains(&expect)),
+            "{file} lacks {expect}: {body}"
+        );
+        // The header's column count holds on every row.
+        let cols = header.split(',').count();
+        for l in body.lines().skip(1) {
+            if !l.contains('"') {
+                assert_eq!(l.split(',').count(), cols, "{l}");
+            }
+        }
+    }
+    assert_eq!(
+        get(&app, "/admin/export/secrets.csv", Some(PASSWORD))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(get(&app, "/admin/export/orders.csv", None).await.0, 401);
+}
+
+on_every_backend!(
+    guessing_never_locks_the_operator_out,
+    admin_needs_the_password_and_limits_guessing,
+    admin_pages_show_orders_calls_transcripts_and_charges,
+    admin_actions_need_the_form_token,
+    admin_exports_csv,
+);
+
+#[tokio::test]
+async fn without_a_password_there_is_no_admin_view() {
+    let db = crate::support::sqlite().await;
+    let app = spawn(db.store.clone(), &[]).await;
+    assert_eq!(get(&app, "/admin", Some("anything at all")).await.0, 404);
+    assert_eq!(get(&app, "/admin/orders", None).await.0, 404);
+}

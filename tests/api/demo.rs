@@ -1,0 +1,269 @@
+//! `callgate demo` as a newcomer uses it: buy on the storefront through the demo's Stripe
+//! stand-in, call from the browser phone in a real headless Chromium (fake microphone),
+//! type the code, talk to the demo agent, run into overage, hang up, and see the overage
+//! charged once. Also: the demo refuses live keys and marks every page.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callgate::config::BridgeSettings;
+use callgate::demo::{self, DemoOptions};
+use callgate::store::ChargeState;
+use callgate::App;
+use fantoccini::Locator;
+
+struct Running {
+    app: Arc<App>,
+    url: String,
+    admin_password: String,
+    _demo: demo::Demo,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+/// A demo whose metered second is 20 ms, so a few seconds of call run past a 1-minute plan.
+async fn start_demo() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = demo::start(DemoOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: dir.path().join("demo.db"),
+        minutes: 1,
+        audio_dir: dir.path().join("no-audio"),
+        bridge: BridgeSettings {
+            tick: Duration::from_millis(20),
+            persist_every_secs: 1,
+            ..BridgeSettings::default()
+        },
+    })
+    .await
+    .expect("the demo starts");
+    let listener = demo.listener.take().unwrap();
+    let app = demo.app.clone();
+    let server = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let _ = callgate::http::serve(app, listener, std::future::pending()).await;
+        }
+    });
+    Running {
+        url: demo.url.clone(),
+        app,
+        admin_password: demo.admin_password.clone(),
+        _demo: demo,
+        _dir: dir,
+        _server: server,
+    }
+}
+
+async fn click(browser: &crate::support::browser::Browser, css: &str) {
+    browser.wait_for(css).await.click().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_newcomer_buys_calls_talks_and_pays_overage_in_the_browser() {
+    let demo = start_demo().await;
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    let b = &browser;
+
+    // Buy, with overage accepted, on the demo's stand-in card form.
+    b.client.goto(&format!("{}/", demo.url)).await.unwrap();
+    b.wait_for_text(".demo-banner", "nothing is charged").await;
+    click(b, "#overage").await;
+    click(b, "#continue").await;
+    let card = b.wait_for("#demo-card").await;
+    assert_eq!(
+        card.prop("value").await.unwrap().as_deref(),
+        Some("4242 4242 4242 4242")
+    );
+    click(b, "#pay").await;
+    b.wait_for("#done:not([hidden])").await;
+    b.wait_for_text(".demo-banner", "Browser phone").await;
+    let code: String = b
+        .text("#code")
+        .await
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    assert_eq!(code.len(), 12, "{code}");
+    b.screenshot("demo-success").await;
+
+    // Call from the browser phone and type the code on its keypad.
+    b.client
+        .goto(&format!("{}/demo/phone", demo.url))
+        .await
+        .unwrap();
+    click(b, "#call").await;
+    b.wait_for_attr("#phone-app", "data-state", "gather").await;
+    b.wait_for_text("#heard", "Please enter your access code")
+        .await;
+    for digit in code.chars() {
+        click(b, &format!("#keypad button[data-key='{digit}']")).await;
+    }
+    b.wait_for_attr("#phone-app", "data-state", "connected")
+        .await;
+    b.wait_for_text("#heard", "Agent: Hello, I am the callgate demo agent")
+        .await;
+
+    // The text fallback: typed words reach the agent, its answer comes back.
+    b.wait_for("#say")
+        .await
+        .send_keys("hello agent")
+        .await
+        .unwrap();
+    click(b, "#send").await;
+    b.wait_for_text("#heard", "You said: \u{201c}hello agent\u{201d}")
+        .await;
+    b.screenshot("demo-phone-connected").await;
+
+    // Stay on past the 1-minute allowance (60 metered seconds = 1.2 s here), then hang up.
+    let order = demo.app.store.list_orders(1).await.unwrap().remove(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let calls = demo.app.store.list_calls(1).await.unwrap();
+        if calls.first().is_some_and(|c| c.seconds_metered.0 >= 90) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metering never passed 90 s: {calls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let phone = b.client.find(Locator::Css("#hangup")).await.unwrap();
+    phone.click().await.unwrap();
+    b.wait_for_attr("#phone-app", "data-state", "ended").await;
+
+    // The call is metered, its transcript kept, and the overage charged exactly once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let charge = loop {
+        let charges = demo.app.store.charges_for_order(&order.id).await.unwrap();
+        if let Some(c) = charges.iter().find(|c| c.state == ChargeState::Succeeded) {
+            assert_eq!(charges.len(), 1, "{charges:?}");
+            break c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "overage never charged: {charges:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(charge.amount.0 >= 100, "{charge:?}");
+    assert!(charge
+        .stripe_payment_intent
+        .as_deref()
+        .is_some_and(|pi| pi.starts_with("pi_demo_")));
+    let call = demo
+        .app
+        .store
+        .call(&charge.call_sid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(call.ended_at.is_some());
+    let transcript = demo.app.store.transcript(&call.call_sid).await.unwrap();
+    assert!(
+        transcript.iter().any(|l| l.text == "hello agent"),
+        "{transcript:?}"
+    );
+
+    // The operator's view shows the paid overage and the transcript.
+    let admin = demo
+        .url
+        .replace("http://", &format!("http://admin:{}@", demo.admin_password));
+    b.client
+        .goto(&format!("{admin}/admin/charges"))
+        .await
+        .unwrap();
+    b.wait_for_text("table", &charge.id).await;
+    b.wait_for_text("table", "succeeded").await;
+    b.client.goto(&format!("{admin}/admin")).await.unwrap();
+    b.wait_for("svg.chart").await;
+    b.screenshot("demo-admin").await;
+    b.client
+        .goto(&format!("{admin}/admin/calls/{}", call.call_sid))
+        .await
+        .unwrap();
+    b.wait_for_text("#transcript", "hello agent").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_declined_demo_card_shows_the_decline_and_issues_no_code() {
+    let demo = start_demo().await;
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    let b = &browser;
+    b.client.goto(&format!("{}/", demo.url)).await.unwrap();
+    click(b, "#continue").await;
+    let card = b.wait_for("#demo-card").await;
+    card.clear().await.unwrap();
+    card.send_keys(demo::stripe::DECLINED_CARD).await.unwrap();
+    click(b, "#pay").await;
+    b.wait_for_text("#message", "declined").await;
+    let orders = demo.app.store.list_orders(5).await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert!(orders[0].code_last4.is_none(), "{orders:?}");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_demo_refuses_live_keys() {
+    let env = [("STRIPE_SECRET_KEY", "sk_live_123")];
+    let err = demo::refuse_live_keys(&env).unwrap_err().to_string();
+    assert!(err.contains("STRIPE_SECRET_KEY"), "{err}");
+    assert!(err.contains("live"), "{err}");
+    let env = [("STRIPE_SECRET_KEY", "sk_test_123")];
+    assert!(demo::refuse_live_keys(&env).is_ok());
+}
+
+#[tokio::test]
+async fn demo_pages_are_marked_and_the_phone_rejects_foreign_urls() {
+    let demo = start_demo().await;
+    let http = reqwest::Client::new();
+    for path in ["/", "/success.html", "/demo/phone"] {
+        let page = http
+            .get(format!("{}{path}", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("class=\"demo-banner\""), "{path}: {page}");
+    }
+    // The phone only ever calls this server, and only for calls it placed.
+    let resp = http
+        .post(format!("{}/demo/phone/next", demo.url))
+        .json(&serde_json::json!({ "call_sid": "CAnope", "url": "http://169.254.169.254/" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let dial: serde_json::Value = http
+        .post(format!("{}/demo/phone/dial", demo.url))
+        .json(&serde_json::json!({ "from": "+15550001111" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = dial["call_sid"].as_str().unwrap();
+    let resp = http
+        .post(format!("{}/demo/phone/next", demo.url))
+        .json(&serde_json::json!({ "call_sid": sid, "url": "http://169.254.169.254/" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = http
+        .post(format!("{}/demo/phone/dial", demo.url))
+        .json(&serde_json::json!({ "from": "not a number" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

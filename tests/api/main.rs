@@ -1,0 +1,26 @@
+//! callgate's test suite, as one binary: every module below is a file of tests beside the
+//! shared `support` tree (real databases, localstripe, the Twilio and agent simulators,
+//! Chromium). One binary links the support once, and the whole suite builds in one step.
+
+#[macro_use]
+mod support;
+
+mod admin;
+mod billing;
+mod billing_rules;
+mod bridge;
+mod call_flow;
+mod cli;
+mod demo;
+mod faults;
+mod fuzz;
+mod health;
+mod import;
+mod ledger;
+mod ledger_model;
+mod observability;
+mod pages;
+mod purchase;
+mod readme;
+mod store_conformance;
+mod stripe_webhook;

@@ -1,0 +1,145 @@
+//! The customer's pages in a real headless Chromium: the storefront, the success page's
+//! loading state and code, and a clear message for an unknown payment.
+
+use crate::support::app::{spawn, TestApp};
+use crate::support::stripe::LocalStripe;
+use fantoccini::Locator;
+use serde_json::{json, Value};
+
+async fn shop() -> Option<(TestApp, LocalStripe, crate::support::TestDb)> {
+    let stripe = crate::support::stripe::start().await?;
+    let db = crate::support::sqlite().await;
+    let mut env = stripe.env();
+    env.push((
+        "STRIPE_JS_URL",
+        format!("{}/js.stripe.com/v3/", stripe.base),
+    ));
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn(db.store.clone(), &vars).await;
+    stripe.register_webhook(&app.url("/webhooks/stripe")).await;
+    Some((app, stripe, db))
+}
+
+#[tokio::test]
+async fn storefront_shows_the_plan_and_an_unticked_consent_box() {
+    let Some((app, _stripe, _db)) = shop().await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    browser.client.goto(&app.url("/")).await.unwrap();
+    browser.wait_for("main[data-state='choose']").await;
+    assert_eq!(browser.text("#price").await, "$10.00");
+    assert_eq!(browser.text("#minutes").await, "5");
+    let consent = browser.text(".consent").await;
+    assert!(consent.contains("I accept overage charges of $1.00 per extra minute, charged to this card after the call"), "{consent}");
+    let checkbox = browser.client.find(Locator::Css("#overage")).await.unwrap();
+    assert_eq!(
+        checkbox.prop("checked").await.unwrap().as_deref(),
+        Some("false")
+    );
+    browser.screenshot("storefront").await;
+
+    // Ticking consent and continuing creates the PaymentIntent and mounts the payment form.
+    checkbox.click().await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#continue"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main[data-state='pay']").await;
+    let orders = app.app.store.list_orders(10).await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert!(
+        orders[0].overage_consent,
+        "the ticked box reached the order"
+    );
+    assert!(orders[0].stripe_customer.is_some());
+    browser.screenshot("storefront-pay").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn success_page_waits_for_the_webhook_then_shows_the_code() {
+    let Some((app, stripe, _db)) = shop().await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    let created: Value = reqwest::Client::new()
+        .post(app.url("/api/create-payment-intent"))
+        .json(&json!({ "overage_accepted": false }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pi = created["paymentIntent"].as_str().unwrap();
+    let secret = created["clientSecret"].as_str().unwrap();
+    let url = app.url(&format!(
+        "/success.html?payment_intent={pi}&payment_intent_client_secret={secret}&redirect_status=succeeded"
+    ));
+    browser.client.goto(&url).await.unwrap();
+    // Not paid yet: the loading state, and no code anywhere on the page.
+    browser.wait_for("main[data-state='loading']").await;
+    assert!(browser
+        .text("#loading")
+        .await
+        .contains("Confirming your payment"));
+    browser.screenshot("success-loading").await;
+
+    assert_eq!(stripe.pay(pi, "4242424242424242").await.0, 200);
+    browser.wait_for("main[data-state='done']").await;
+    let shown = browser.text("#code").await.replace(' ', "");
+    let stored = app
+        .app
+        .store
+        .order_by_payment_intent(pi)
+        .await
+        .unwrap()
+        .unwrap();
+    let code = callgate::orders::code_of(&app.app, &stored).unwrap();
+    assert_eq!(shown, code.expose());
+    let phone = browser.client.find(Locator::Css("#phone")).await.unwrap();
+    assert_eq!(
+        phone.attr("href").await.unwrap().as_deref(),
+        Some("tel:+15550100200")
+    );
+    assert_eq!(phone.text().await.unwrap(), "+1 555 010 0200");
+    assert!(browser.text("#minutes").await.contains("5 minutes"));
+    browser.screenshot("success-code").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn success_page_explains_an_unknown_payment() {
+    let Some((app, _stripe, _db)) = shop().await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    for query in [
+        "?payment_intent=pi_unknown&payment_intent_client_secret=pi_unknown_secret_x",
+        "",
+    ] {
+        browser
+            .client
+            .goto(&app.url(&format!("/success.html{query}")))
+            .await
+            .unwrap();
+        browser.wait_for("main[data-state='problem']").await;
+        assert!(browser
+            .text("#problem-title")
+            .await
+            .contains("could not find this payment"));
+    }
+    browser.screenshot("success-unknown").await;
+    browser.close().await;
+}

@@ -1,0 +1,1339 @@
+//! The storage conformance suite: every test runs against every backend.
+
+use std::collections::HashSet;
+
+use callgate::config::Secret;
+use callgate::domain::codes::{AccessCode, CodeVault};
+use callgate::domain::money::{Cents, Rounding, Seconds};
+use callgate::store::{
+    new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, CodeCheckFacts, CodeCheckQuery,
+    DynStore, EndCall, Fulfilled, Fulfilment, Hold, NewCall, NewCharge, NewOrder, OrderSource,
+    OrderStatus, Settlement, StoreError, StreamGrant, TranscriptLine,
+};
+
+const NOW: i64 = 1_790_000_000;
+
+fn vault() -> CodeVault {
+    CodeVault::new(&Secret::new("conformance-secret-0123456789abcdef"))
+}
+
+fn pending(pi: &str) -> NewOrder {
+    NewOrder {
+        id: new_id("ord"),
+        source: OrderSource::Stripe,
+        plan: "Talk time".into(),
+        amount: Cents(1000),
+        currency: Default::default(),
+        seconds_included: Seconds(300),
+        overage_consent: true,
+        overage_price: Cents(100),
+        stripe_payment_intent: Some(pi.into()),
+        stripe_customer: Some("cus_1".into()),
+        stripe_payment_method: None,
+        client_secret_hash: None,
+        code: None,
+        now: NOW,
+    }
+}
+
+fn fulfilment(pi: &str) -> Fulfilment {
+    Fulfilment {
+        payment_intent: pi.into(),
+        code: vault().store(&AccessCode::generate(12)),
+        customer: Some("cus_1".into()),
+        payment_method: Some("pm_1".into()),
+        now: NOW + 5,
+    }
+}
+
+async fn paid_order(store: &DynStore) -> callgate::store::Order {
+    let mut o = pending(&new_id("pi"));
+    o.code = Some(vault().store(&AccessCode::generate(12)));
+    store.insert_order(&o).await.expect("insert paid order")
+}
+
+async fn call(store: &DynStore, sid: &str) {
+    store
+        .upsert_call(&NewCall {
+            call_sid: sid.into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            now: NOW,
+        })
+        .await
+        .expect("upsert call");
+}
+
+fn charge(call_sid: &str, order_id: &str) -> NewCharge {
+    NewCharge {
+        id: new_id("chg"),
+        call_sid: call_sid.into(),
+        order_id: order_id.into(),
+        amount: Cents(300),
+        currency: Default::default(),
+        seconds_billed: Seconds(180),
+        now: NOW,
+    }
+}
+
+async fn migrate_is_idempotent(store: DynStore) {
+    store.migrate().await.expect("second migration run");
+    store.ping().await.expect("ping");
+    assert!(["sqlite", "postgres", "mongodb"].contains(&store.backend()));
+}
+
+async fn orders_are_stored_and_found(store: DynStore) {
+    let new = pending("pi_a");
+    let order = store.insert_order(&new).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert_eq!(order.amount, Cents(1000));
+    assert_eq!(order.seconds_included, Seconds(300));
+    assert_eq!(order.seconds_used, Seconds(0));
+    assert!(order.overage_consent);
+    assert_eq!(order.paid_at, None);
+    assert_eq!(order.code_hash, None);
+    assert_eq!(store.order(&order.id).await.unwrap().as_ref(), Some(&order));
+    assert_eq!(
+        store
+            .order_by_payment_intent("pi_a")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&order)
+    );
+    assert_eq!(store.order("ord_missing").await.unwrap(), None);
+    assert_eq!(
+        store.order_by_payment_intent("pi_missing").await.unwrap(),
+        None
+    );
+
+    // Same id, same PaymentIntent: both refused as conflicts, nothing overwritten.
+    let mut same_id = pending("pi_b");
+    same_id.id = order.id.clone();
+    assert!(matches!(
+        store.insert_order(&same_id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.insert_order(&pending("pi_a")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .stripe_payment_intent
+            .as_deref(),
+        Some("pi_a")
+    );
+
+    let mut later = pending("pi_c");
+    later.now = NOW + 10;
+    let later = store.insert_order(&later).await.unwrap();
+    let listed = store.list_orders(10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, later.id, "newest first");
+    assert_eq!(store.list_orders(1).await.unwrap().len(), 1);
+}
+
+async fn codes_are_unique_and_found_by_hash(store: DynStore) {
+    let vault = vault();
+    let code = AccessCode::generate(12);
+    let stored = vault.store(&code);
+    let mut o = pending("pi_code");
+    o.source = OrderSource::Operator;
+    o.code = Some(stored.clone());
+    let order = store.insert_order(&o).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.paid_at, Some(NOW));
+    assert_eq!(order.code_last4.as_deref(), Some(code.last4().as_str()));
+    let found = store
+        .order_by_code(&vault.fingerprint(&code))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, order.id);
+    assert_eq!(
+        vault.open(found.code_sealed.as_deref().unwrap()),
+        Some(code)
+    );
+    assert_eq!(
+        store
+            .order_by_code(&vault.fingerprint(&AccessCode::generate(12)))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let mut dup = pending("pi_other");
+    dup.code = Some(stored);
+    assert!(matches!(
+        store.insert_order(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn fulfilment_happens_once(store: DynStore) {
+    let pending_order = store.insert_order(&pending("pi_f")).await.unwrap();
+    let first = fulfilment("pi_f");
+    let done = store.fulfil_order(&first).await.unwrap();
+    let Fulfilled::Now(order) = done else {
+        panic!("first fulfilment must pay the order")
+    };
+    assert_eq!(order.id, pending_order.id);
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.paid_at, Some(NOW + 5));
+    assert_eq!(order.code_hash.as_deref(), Some(first.code.hash.as_str()));
+    assert_eq!(order.stripe_payment_method.as_deref(), Some("pm_1"));
+
+    let again = store.fulfil_order(&fulfilment("pi_f")).await.unwrap();
+    let Fulfilled::Already(same) = again else {
+        panic!("second fulfilment must change nothing")
+    };
+    assert_eq!(same.code_hash, order.code_hash, "the code must not change");
+    assert_eq!(store.list_orders(10).await.unwrap().len(), 1);
+}
+
+/// Point 5: a PaymentIntent no callgate order names stores nothing.
+async fn fulfilment_without_pending_order_stores_nothing(store: DynStore) {
+    assert_eq!(
+        store
+            .fulfil_order(&fulfilment("pi_elsewhere"))
+            .await
+            .unwrap(),
+        Fulfilled::NoOrder
+    );
+    assert!(store
+        .order_by_payment_intent("pi_elsewhere")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.list_orders(10).await.unwrap().is_empty());
+}
+
+async fn failed_payment_can_still_be_fulfilled(store: DynStore) {
+    let o = store.insert_order(&pending("pi_retry")).await.unwrap();
+    let failed = store
+        .set_order_status(&o.id, &[OrderStatus::Pending], OrderStatus::Failed, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, OrderStatus::Failed);
+    assert!(matches!(
+        store.fulfil_order(&fulfilment("pi_retry")).await.unwrap(),
+        Fulfilled::Now(_)
+    ));
+}
+
+/// Two webhooks racing to fulfil the same payment create one order and one code.
+async fn racing_fulfilments_yield_one_code(store: DynStore) {
+    {
+        let pi = new_id("pi");
+        store.insert_order(&pending(&pi)).await.unwrap();
+        let attempts: Vec<Fulfilment> = (0..12).map(|_| fulfilment(&pi)).collect();
+        let mut tasks = Vec::new();
+        for f in attempts {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.fulfil_order(&f).await }));
+        }
+        let mut now = 0;
+        let mut codes = HashSet::new();
+        let mut ids = HashSet::new();
+        for t in tasks {
+            let outcome = t.await.unwrap().expect("a racing fulfilment must not fail");
+            let order = match outcome {
+                Fulfilled::Now(o) => {
+                    now += 1;
+                    o
+                }
+                Fulfilled::Already(o) => o,
+                Fulfilled::NoOrder => panic!("the pending order was not found"),
+            };
+            codes.insert(order.code_hash.clone().unwrap());
+            ids.insert(order.id.clone());
+        }
+        assert_eq!(now, 1, "exactly one fulfilment wins");
+        assert_eq!(codes.len(), 1, "every caller sees the same code");
+        assert_eq!(ids.len(), 1, "one order");
+    }
+}
+
+async fn order_status_moves_only_from_allowed_states(store: DynStore) {
+    let order = paid_order(&store).await;
+    let revoked = store
+        .set_order_status(
+            &order.id,
+            &[OrderStatus::Paid],
+            OrderStatus::Revoked,
+            NOW + 9,
+        )
+        .await
+        .unwrap()
+        .expect("paid -> revoked");
+    assert_eq!(revoked.status, OrderStatus::Revoked);
+    assert_eq!(revoked.revoked_at, Some(NOW + 9));
+    assert_eq!(
+        store
+            .set_order_status(
+                &order.id,
+                &[OrderStatus::Paid],
+                OrderStatus::Revoked,
+                NOW + 10
+            )
+            .await
+            .unwrap(),
+        None,
+        "already revoked"
+    );
+    assert_eq!(
+        store.order(&order.id).await.unwrap().unwrap().revoked_at,
+        Some(NOW + 9)
+    );
+    assert_eq!(
+        store
+            .set_order_status(&order.id, &[], OrderStatus::Paid, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_order_status(
+                "ord_missing",
+                &[OrderStatus::Paid],
+                OrderStatus::Revoked,
+                NOW
+            )
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn calls_are_recorded_once(store: DynStore) {
+    let first = store
+        .upsert_call(&NewCall {
+            call_sid: "CA1".into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.status, callgate::store::CallState::Menu);
+    assert_eq!(first.started_at, NOW);
+    assert_eq!(first.seconds_metered, Seconds(0));
+    let again = store
+        .upsert_call(&NewCall {
+            call_sid: "CA1".into(),
+            from_number: "+19999999999".into(),
+            to_number: "+15550002222".into(),
+            now: NOW + 30,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, first, "a repeated start changes nothing");
+    call(&store, "CA2").await;
+    assert_eq!(store.list_calls(10).await.unwrap().len(), 2);
+    assert_eq!(store.call("CA_missing").await.unwrap(), None);
+}
+
+/// Two callbacks racing to bill one call create one charge.
+async fn one_charge_per_call(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_bill").await;
+    let (first, created) = store
+        .insert_charge(&charge("CA_bill", &order.id))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(first.state, ChargeState::Pending);
+    assert_eq!(first.amount, Cents(300));
+    assert_eq!(first.attempts, 0);
+    let (second, created) = store
+        .insert_charge(&charge("CA_bill", &order.id))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(second.id, first.id);
+
+    call(&store, "CA_race").await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let store = store.clone();
+        let c = charge("CA_race", &order.id);
+        tasks.push(tokio::spawn(async move { store.insert_charge(&c).await }));
+    }
+    let mut created = 0;
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let (c, new) = t.await.unwrap().expect("racing insert must not fail");
+        created += usize::from(new);
+        ids.insert(c.id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+
+    let all = store.list_charges(None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        store
+            .list_charges(Some(ChargeState::Pending), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(store
+        .list_charges(Some(ChargeState::Succeeded), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn charge_needs_a_known_call(store: DynStore) {
+    let order = paid_order(&store).await;
+    let err = store.insert_charge(&charge("CA_unknown", &order.id)).await;
+    assert!(err.is_err(), "a charge for an unknown call must be refused");
+    assert!(store.list_charges(None, 10).await.unwrap().is_empty());
+}
+
+async fn webhook_events_are_deduplicated(store: DynStore) {
+    assert!(!store.event_seen("evt_1").await.unwrap());
+    assert!(store
+        .record_event("evt_1", "payment_intent.succeeded", NOW)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_event("evt_1", "payment_intent.succeeded", NOW)
+        .await
+        .unwrap());
+    assert!(store.event_seen("evt_1").await.unwrap());
+
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_event("evt_race", "x", NOW).await
+        }));
+    }
+    let mut firsts = 0;
+    for t in tasks {
+        firsts += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(firsts, 1);
+}
+
+async fn failures(store: &DynStore, scope: AttemptScope<'_>, since: i64) -> i64 {
+    store.count_failures(scope, since).await.unwrap()
+}
+
+async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
+    let attempt = |caller: &str, hash: &str, ok: bool, at: i64| CodeAttempt {
+        caller: caller.into(),
+        code_hash: hash.into(),
+        ok,
+        at,
+    };
+    for a in [
+        attempt("+1", "h1", false, NOW - 100),
+        attempt("+1", "h1", false, NOW),
+        attempt("+1", "h2", true, NOW),
+        attempt("+2", "h1", false, NOW + 1),
+        attempt("+2", "h3", false, NOW + 2),
+    ] {
+        store.record_attempt(&a).await.unwrap();
+    }
+    assert_eq!(failures(&store, AttemptScope::Caller("+1"), NOW).await, 1);
+    assert_eq!(
+        failures(&store, AttemptScope::Caller("+1"), NOW - 100).await,
+        2
+    );
+    assert_eq!(failures(&store, AttemptScope::Caller("+3"), 0).await, 0);
+    assert_eq!(failures(&store, AttemptScope::Code("h1"), NOW).await, 2);
+    assert_eq!(
+        failures(&store, AttemptScope::Code("h2"), 0).await,
+        0,
+        "successes are not failures"
+    );
+    assert_eq!(failures(&store, AttemptScope::Global, NOW).await, 3);
+    assert_eq!(failures(&store, AttemptScope::Global, 0).await, 4);
+    assert_eq!(store.prune_attempts(NOW).await.unwrap(), 1);
+    assert_eq!(failures(&store, AttemptScope::Global, 0).await, 3);
+}
+
+/// The code check's combined read answers what the single reads answer, on every backend.
+async fn code_check_reads_what_the_single_reads_do(store: DynStore) {
+    let order = paid_order(&store).await;
+    let hash = order.code_hash.clone().expect("paid order has a code");
+    call(&store, "CA_check").await;
+    let wrong = |caller: &str, code_hash: &str, at: i64| CodeAttempt {
+        caller: caller.into(),
+        code_hash: code_hash.into(),
+        ok: false,
+        at,
+    };
+    // More than one multi-row INSERT's worth, in one call, plus a success that never counts.
+    let mut batch: Vec<CodeAttempt> = (0..300)
+        .map(|i| wrong("+1999", &format!("other{i}"), NOW))
+        .collect();
+    batch.push(wrong("+15550001111", &hash, NOW - 10));
+    batch.push(wrong("+15550001111", &hash, NOW - 4000));
+    batch.push(wrong("+1888", &hash, NOW));
+    batch.push(CodeAttempt {
+        ok: true,
+        ..wrong("+15550001111", &hash, NOW)
+    });
+    store.record_attempts(&batch).await.unwrap();
+    store.record_attempts(&[]).await.unwrap();
+    assert_eq!(
+        failures(&store, AttemptScope::Caller("+1999"), 0).await,
+        300
+    );
+
+    let query = |call_sid, caller, code_hash| CodeCheckQuery {
+        call_sid,
+        caller,
+        code_hash,
+        since: NOW - 3600,
+    };
+    let facts = store
+        .code_check(&query("CA_check", "+15550001111", Some(&hash)))
+        .await
+        .unwrap();
+    assert_eq!(
+        facts,
+        CodeCheckFacts {
+            call_known: true,
+            caller_failures: 1,
+            code_failures: 2,
+            order: Some(order.clone()),
+        }
+    );
+    let unknown = store
+        .code_check(&query("CA_nobody", "+1777", Some("no-such-hash")))
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown,
+        CodeCheckFacts {
+            call_known: false,
+            caller_failures: 0,
+            code_failures: 0,
+            order: None,
+        }
+    );
+    // Digits that cannot be a code: nothing looked up for them, the caller still counted.
+    let malformed = store
+        .code_check(&query("CA_check", "+1999", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            malformed.caller_failures,
+            malformed.code_failures,
+            malformed.order
+        ),
+        (300, 0, None)
+    );
+}
+
+fn end(sid: &str, status: &str, duration: Option<i64>, now: i64) -> EndCall {
+    EndCall {
+        call_sid: sid.into(),
+        from_number: "+15550001111".into(),
+        to_number: "+15550002222".into(),
+        twilio_status: status.parse().unwrap(),
+        duration,
+        reason: callgate::store::EndReason::from_twilio(status.parse().unwrap()).unwrap(),
+        now,
+    }
+}
+
+fn held(h: Hold) -> bool {
+    matches!(h, Hold::Held(_))
+}
+
+/// Two calls with the same code: the first holds it until it ends, or until its call is
+/// settled once its hold has lapsed.
+async fn one_live_call_per_code(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_first").await;
+    call(&store, "CA_second").await;
+    let hold = |sid: &'static str, until, now| {
+        let (store, id) = (store.clone(), order.id.clone());
+        async move {
+            store
+                .hold_order_for_call(&id, sid, until, now)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(held(hold("CA_first", NOW + 600, NOW).await));
+    assert!(held(hold("CA_first", NOW + 600, NOW).await), "re-entrant");
+    assert_eq!(hold("CA_second", NOW + 600, NOW + 1).await, Hold::InUse);
+    assert_eq!(
+        store
+            .call("CA_first")
+            .await
+            .unwrap()
+            .unwrap()
+            .order_id
+            .as_deref(),
+        Some(order.id.as_str())
+    );
+    assert_eq!(
+        store.call("CA_second").await.unwrap().unwrap().order_id,
+        None
+    );
+    // The first call ends in the menu (it never reached the agent): the code is free again.
+    store
+        .end_call(&end("CA_first", "completed", Some(42), NOW + 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_call_sid,
+        None
+    );
+    assert!(held(hold("CA_second", NOW + 700, NOW + 60).await));
+    // A hold whose call went silent lapses, but only settling that call frees the code.
+    call(&store, "CA_third").await;
+    assert_eq!(hold("CA_third", NOW + 2000, NOW + 699).await, Hold::InUse);
+    assert_eq!(
+        hold("CA_third", NOW + 2000, NOW + 701).await,
+        Hold::Lapsed("CA_second".into())
+    );
+    assert!(matches!(
+        store
+            .settle_call("CA_second", Rounding::PerStartedMinute, "chg_x", NOW + 701)
+            .await
+            .unwrap(),
+        Settlement::Settled { .. }
+    ));
+    assert!(held(hold("CA_third", NOW + 2000, NOW + 701).await));
+
+    // Racing holds: exactly one wins.
+    let other = paid_order(&store).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let sid = format!("CA_race_{i}");
+        call(&store, &sid).await;
+        let store = store.clone();
+        let id = other.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store.hold_order_for_call(&id, &sid, NOW + 600, NOW).await
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(held(t.await.unwrap().unwrap()));
+    }
+    assert_eq!(winners, 1);
+}
+
+/// An ended call never takes a code, nor starts a bridge; a hold taken before the end is
+/// released by it.
+async fn an_ended_call_never_holds_a_code(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_over").await;
+    store
+        .end_call(&end("CA_over", "completed", Some(5), NOW + 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .hold_order_for_call(&order.id, "CA_over", NOW + 600, NOW + 6)
+            .await
+            .unwrap(),
+        Hold::CallOver
+    );
+    let o = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(o.active_call_sid, None, "no hold left behind");
+    assert!(!store
+        .bridge_started("CA_over", None, NOW + 40, NOW + 7)
+        .await
+        .unwrap());
+
+    // Held in the menu, then Twilio reports the end before the stream opens.
+    call(&store, "CA_late").await;
+    assert!(held(
+        store
+            .hold_order_for_call(&order.id, "CA_late", NOW + 600, NOW + 10)
+            .await
+            .unwrap()
+    ));
+    store
+        .end_call(&end("CA_late", "completed", Some(9), NOW + 11))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_call_sid,
+        None
+    );
+    assert!(
+        !store
+            .bridge_started("CA_late", None, NOW + 40, NOW + 12)
+            .await
+            .unwrap(),
+        "its stream token must not open a bridge"
+    );
+    assert_eq!(
+        store.call("CA_late").await.unwrap().unwrap().bridged_at,
+        None
+    );
+}
+
+/// A bridged call keeps its code until settlement, which debits its metered seconds and
+/// frees the code in one step: a redial never sees the allowance the last call used.
+async fn settlement_debits_and_frees_the_code_in_one_step(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_talk").await;
+    call(&store, "CA_redial").await;
+    assert!(held(
+        store
+            .hold_order_for_call(&order.id, "CA_talk", NOW + 150, NOW)
+            .await
+            .unwrap()
+    ));
+    assert!(store
+        .bridge_started("CA_talk", None, NOW + 40, NOW + 10)
+        .await
+        .unwrap());
+    // Its heartbeat renews the hold while it talks.
+    store
+        .record_metering_many(&[("CA_talk".into(), Seconds(110))], NOW + 150, NOW + 120)
+        .await
+        .unwrap();
+    store
+        .bridge_finished(
+            "CA_talk",
+            Seconds(120),
+            callgate::store::EndReason::CallerHungUp,
+            NOW + 130,
+        )
+        .await
+        .unwrap();
+    // Twilio's end arrives first: the code stays held, not yet debited.
+    store
+        .end_call(&end("CA_talk", "completed", Some(135), NOW + 131))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .hold_order_for_call(&order.id, "CA_redial", NOW + 300, NOW + 131)
+            .await
+            .unwrap(),
+        Hold::InUse,
+        "ended but not debited: still held"
+    );
+    assert!(matches!(
+        store
+            .settle_call("CA_talk", Rounding::PerStartedMinute, "chg_t", NOW + 132)
+            .await
+            .unwrap(),
+        Settlement::Settled {
+            seconds: Seconds(120),
+            ..
+        }
+    ));
+    match store
+        .hold_order_for_call(&order.id, "CA_redial", NOW + 300, NOW + 133)
+        .await
+        .unwrap()
+    {
+        Hold::Held(o) => assert_eq!(o.seconds_used, Seconds(120), "debited before freed"),
+        other => panic!("not held: {other:?}"),
+    }
+}
+
+/// The metering write is the heartbeat: it renews a live call's hold, and names the calls
+/// that must stop (order revoked, hold gone).
+async fn metering_renews_holds_and_names_calls_to_stop(store: DynStore) {
+    let order = paid_order(&store).await;
+    let other = paid_order(&store).await;
+    for sid in ["CA_h1", "CA_h2"] {
+        call(&store, sid).await;
+    }
+    for (sid, o) in [("CA_h1", &order), ("CA_h2", &other)] {
+        assert!(held(
+            store
+                .hold_order_for_call(&o.id, sid, NOW + 150, NOW)
+                .await
+                .unwrap()
+        ));
+        assert!(store
+            .bridge_started(sid, None, NOW + 30, NOW)
+            .await
+            .unwrap());
+    }
+    let figures = [
+        ("CA_h1".to_string(), Seconds(5)),
+        ("CA_h2".to_string(), Seconds(5)),
+    ];
+    let stop = store
+        .record_metering_many(&figures, NOW + 35, NOW + 5)
+        .await
+        .unwrap();
+    assert!(stop.is_empty());
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_call_until,
+        Some(NOW + 35)
+    );
+    store
+        .set_order_status(
+            &other.id,
+            &[OrderStatus::Paid],
+            OrderStatus::Revoked,
+            NOW + 6,
+        )
+        .await
+        .unwrap();
+    let stop = store
+        .record_metering_many(&figures, NOW + 40, NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        stop,
+        vec!["CA_h2".to_string()],
+        "the revoked order's call stops"
+    );
+    assert_eq!(
+        store.call("CA_h2").await.unwrap().unwrap().seconds_metered,
+        Seconds(5),
+        "its metering is still recorded"
+    );
+}
+
+/// Status callbacks: duplicated, out of order, or for a call never seen.
+async fn ending_a_call_is_idempotent(store: DynStore) {
+    call(&store, "CA_end").await;
+    let first = store
+        .end_call(&end("CA_end", "completed", Some(61), NOW + 61))
+        .await
+        .unwrap();
+    assert_eq!(first.status, callgate::store::CallState::Ended);
+    assert_eq!(first.ended_at, Some(NOW + 61));
+    assert_eq!(first.twilio_duration, Some(61));
+    assert_eq!(first.settled_at, None, "billing still owes it a look");
+    let again = store
+        .end_call(&end("CA_end", "completed", Some(99), NOW + 120))
+        .await
+        .unwrap();
+    assert_eq!(again.ended_at, Some(NOW + 61), "first end time stays");
+    assert_eq!(again.twilio_duration, Some(61), "first duration stays");
+    assert_eq!(
+        again.end_reason.map(|r| r.as_str()),
+        Some("twilio completed")
+    );
+
+    // No duration first, then one: filled in.
+    call(&store, "CA_late").await;
+    let no_duration = store
+        .end_call(&end("CA_late", "completed", None, NOW + 5))
+        .await
+        .unwrap();
+    assert_eq!(no_duration.twilio_duration, None);
+    let filled = store
+        .end_call(&end("CA_late", "completed", Some(5), NOW + 6))
+        .await
+        .unwrap();
+    assert_eq!(filled.twilio_duration, Some(5));
+
+    // A busy call whose start was never seen is still recorded.
+    let busy = store
+        .end_call(&end("CA_never", "busy", Some(0), NOW))
+        .await
+        .unwrap();
+    assert_eq!(busy.status, callgate::store::CallState::Ended);
+    assert_eq!(busy.twilio_status.map(|s| s.as_str()), Some("busy"));
+    assert_eq!(store.list_calls(10).await.unwrap().len(), 3);
+}
+
+async fn stream_tokens_are_single_use(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_tok").await;
+    call(&store, "CA_other").await;
+    let grant = StreamGrant {
+        call_sid: "CA_tok".into(),
+        order_id: order.id.clone(),
+    };
+    store
+        .insert_stream_token("hash1", &grant, NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_stream_token("hash1", "CA_other", NOW)
+            .await
+            .unwrap(),
+        None,
+        "bound to its call"
+    );
+    assert_eq!(
+        store
+            .consume_stream_token("nohash", "CA_tok", NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_stream_token("hash1", "CA_tok", NOW)
+            .await
+            .unwrap(),
+        Some(grant.clone())
+    );
+    assert_eq!(
+        store
+            .consume_stream_token("hash1", "CA_tok", NOW)
+            .await
+            .unwrap(),
+        None,
+        "single use"
+    );
+    store
+        .insert_stream_token("hash2", &grant, NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_stream_token("hash2", "CA_tok", NOW + 60)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+}
+
+async fn usage_accumulates(store: DynStore) {
+    let order = paid_order(&store).await;
+    store
+        .add_seconds_used(&order.id, Seconds(100), NOW)
+        .await
+        .unwrap();
+    store
+        .add_seconds_used(&order.id, Seconds(250), NOW)
+        .await
+        .unwrap();
+    store
+        .add_seconds_used(&order.id, Seconds(-5), NOW)
+        .await
+        .unwrap();
+    let order = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used, Seconds(350));
+    assert_eq!(order.seconds_left(), Seconds(0));
+}
+
+async fn charge_leases_and_outcomes(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_lease").await;
+    let (c, _) = store
+        .insert_charge(&charge("CA_lease", &order.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_charge("a", NOW + 100, NOW - 1).await.unwrap(),
+        None,
+        "not due yet"
+    );
+    let leased = store
+        .claim_charge("a", NOW + 100, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            leased.id.as_str(),
+            leased.attempts,
+            leased.lease_owner.as_deref()
+        ),
+        (c.id.as_str(), 1, Some("a"))
+    );
+    assert_eq!(
+        store.claim_charge("b", NOW + 100, NOW + 50).await.unwrap(),
+        None,
+        "leased"
+    );
+    let retry = ChargeUpdate {
+        state: ChargeState::Pending,
+        stripe_payment_intent: None,
+        last_error: Some("503".into()),
+        next_attempt_at: Some(NOW + 300),
+        pay_token: None,
+    };
+    assert!(
+        !store.finish_charge(&c.id, "b", &retry, NOW).await.unwrap(),
+        "only the lease holder records"
+    );
+    assert!(store.finish_charge(&c.id, "a", &retry, NOW).await.unwrap());
+    assert_eq!(
+        store.claim_charge("b", NOW + 400, NOW + 299).await.unwrap(),
+        None,
+        "backing off"
+    );
+    let again = store
+        .claim_charge("b", NOW + 400, NOW + 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempts, 2);
+    // A lease that lapses is taken over.
+    let taken = store
+        .claim_charge("c", NOW + 900, NOW + 401)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.lease_owner.as_deref(), Some("c"));
+    let held = ChargeUpdate {
+        state: ChargeState::RequiresAction,
+        stripe_payment_intent: Some("pi_x".into()),
+        last_error: None,
+        next_attempt_at: None,
+        pay_token: Some("tok".into()),
+    };
+    assert!(store
+        .finish_charge(&c.id, "c", &held, NOW + 402)
+        .await
+        .unwrap());
+    let by_token = store.charge_by_pay_token("tok").await.unwrap().unwrap();
+    assert_eq!(
+        (by_token.state, by_token.stripe_payment_intent.as_deref()),
+        (ChargeState::RequiresAction, Some("pi_x"))
+    );
+    assert_eq!(store.charges_for_order(&order.id).await.unwrap().len(), 1);
+    assert!(store.charge_paid(&c.id, "pi_x", NOW + 500).await.unwrap());
+    assert!(
+        !store.charge_paid(&c.id, "pi_x", NOW + 501).await.unwrap(),
+        "already paid"
+    );
+    assert_eq!(
+        store
+            .cancel_open_charges(&order.id, NOW + 600)
+            .await
+            .unwrap(),
+        0,
+        "a paid charge stays paid"
+    );
+    store
+        .set_overage_blocked(
+            &order.id,
+            Some(callgate::store::OverageBlock::Declined),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .overage_blocked
+            .map(|b| b.as_str()),
+        Some("declined overage")
+    );
+    store
+        .set_overage_blocked(&order.id, None, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .overage_blocked,
+        None
+    );
+}
+
+async fn bridge_bookkeeping_and_transcript(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_b").await;
+    assert!(held(
+        store
+            .hold_order_for_call(&order.id, "CA_b", NOW + 150, NOW)
+            .await
+            .unwrap()
+    ));
+    assert!(store
+        .bridge_started("CA_b", Some("conv_1"), NOW + 35, NOW + 5)
+        .await
+        .unwrap());
+    store
+        .record_metering("CA_b", Seconds(30), NOW + 35)
+        .await
+        .unwrap();
+    store
+        .record_metering("CA_b", Seconds(20), NOW + 36)
+        .await
+        .unwrap();
+    let c = store.call("CA_b").await.unwrap().unwrap();
+    assert_eq!(
+        (c.status, c.bridged_at, c.seconds_metered),
+        (
+            callgate::store::CallState::Bridged,
+            Some(NOW + 5),
+            Seconds(30)
+        ),
+        "metering never goes down"
+    );
+    let line = |seq, speaker: &str, text: &str| TranscriptLine {
+        seq,
+        speaker: speaker.parse().unwrap(),
+        text: text.into(),
+        at: NOW,
+    };
+    store
+        .append_transcript(
+            "CA_b",
+            &[line(1, "caller", "hi"), line(2, "agent", "hello")],
+        )
+        .await
+        .unwrap();
+    store
+        .append_transcript("CA_b", &[line(2, "agent", "duplicate ignored")])
+        .await
+        .unwrap();
+    let t = store.transcript("CA_b").await.unwrap();
+    assert_eq!(
+        t.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["hi", "hello"]
+    );
+    store
+        .bridge_finished(
+            "CA_b",
+            Seconds(42),
+            callgate::store::EndReason::TimeUp,
+            NOW + 50,
+        )
+        .await
+        .unwrap();
+    store
+        .bridge_finished(
+            "CA_b",
+            Seconds(40),
+            callgate::store::EndReason::CallerHungUp,
+            NOW + 60,
+        )
+        .await
+        .unwrap();
+    let c = store.call("CA_b").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            c.seconds_metered,
+            c.end_reason.map(|r| r.as_str()),
+            c.bridge_ended_at
+        ),
+        (Seconds(42), Some("time_up"), Some(NOW + 50))
+    );
+    assert_eq!(
+        store.calls_to_settle(10, NOW + 60).await.unwrap(),
+        vec!["CA_b".to_string()]
+    );
+}
+
+async fn metering_is_recorded_in_batches_and_never_lowered(store: DynStore) {
+    call(&store, "CA_m1").await;
+    call(&store, "CA_m2").await;
+    store
+        .record_metering_many(
+            &[("CA_m1".into(), Seconds(30)), ("CA_m2".into(), Seconds(7))],
+            NOW + 31,
+            NOW + 1,
+        )
+        .await
+        .unwrap();
+    store
+        .record_metering_many(
+            &[
+                ("CA_m1".into(), Seconds(20)),
+                ("CA_unknown".into(), Seconds(5)),
+            ],
+            NOW + 32,
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    store
+        .record_metering_many(&[], NOW + 33, NOW + 3)
+        .await
+        .unwrap();
+    let m1 = store.call("CA_m1").await.unwrap().unwrap();
+    let m2 = store.call("CA_m2").await.unwrap().unwrap();
+    assert_eq!((m1.seconds_metered.0, m2.seconds_metered.0), (30, 7));
+}
+
+async fn operators_add_minutes(store: DynStore) {
+    let order = paid_order(&store).await;
+    let more = store
+        .add_seconds_included(&order.id, Seconds(600), NOW + 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(more.seconds_included.0, order.seconds_included.0 + 600);
+    assert_eq!(more.updated_at, NOW + 5);
+    assert_eq!(
+        store
+            .order(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .seconds_included,
+        more.seconds_included
+    );
+    assert!(store
+        .add_seconds_included("ord_missing", Seconds(60), NOW)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn refused_charges_can_be_retried_once_each(store: DynStore) {
+    let order = paid_order(&store).await;
+    call(&store, "CA_retry").await;
+    let (c, _) = store
+        .insert_charge(&charge("CA_retry", &order.id))
+        .await
+        .unwrap();
+    assert_eq!(c.key_generation, 0);
+    assert!(
+        store
+            .retry_charge(&c.id, true, NOW)
+            .await
+            .unwrap()
+            .is_none(),
+        "a pending charge is not retried"
+    );
+    let leased = store
+        .claim_charge("w", NOW + 100, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let declined = ChargeUpdate {
+        state: ChargeState::Declined,
+        stripe_payment_intent: Some("pi_declined".into()),
+        last_error: Some("card_declined".into()),
+        next_attempt_at: None,
+        pay_token: None,
+    };
+    assert!(store
+        .finish_charge(&leased.id, "w", &declined, NOW)
+        .await
+        .unwrap());
+    let counts = store.count_charges_by_state().await.unwrap();
+    assert_eq!(counts.len(), ChargeState::ALL.len());
+    for (state, n) in counts {
+        let expect = i64::from(state == ChargeState::Declined);
+        assert_eq!(n, expect, "{state}");
+    }
+    let again = store
+        .retry_charge(&c.id, true, NOW + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            again.state,
+            again.attempts,
+            again.key_generation,
+            again.next_attempt_at
+        ),
+        (ChargeState::Pending, 0, 1, NOW + 10)
+    );
+    assert_eq!(again.last_error, None);
+    assert_ne!(again.idempotency_key(), c.idempotency_key());
+    assert!(
+        store
+            .retry_charge(&c.id, true, NOW + 11)
+            .await
+            .unwrap()
+            .is_none(),
+        "retrying twice queues it once"
+    );
+    // It is due again for the worker.
+    let claimed = store
+        .claim_charge("w2", NOW + 200, NOW + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.id.as_str(), claimed.attempts), (c.id.as_str(), 1));
+    assert!(store
+        .retry_charge("ch_missing", false, NOW)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+on_every_backend!(
+    metering_is_recorded_in_batches_and_never_lowered,
+    operators_add_minutes,
+    refused_charges_can_be_retried_once_each,
+    charge_leases_and_outcomes,
+    bridge_bookkeeping_and_transcript,
+    one_live_call_per_code,
+    an_ended_call_never_holds_a_code,
+    settlement_debits_and_frees_the_code_in_one_step,
+    metering_renews_holds_and_names_calls_to_stop,
+    ending_a_call_is_idempotent,
+    stream_tokens_are_single_use,
+    usage_accumulates,
+    migrate_is_idempotent,
+    orders_are_stored_and_found,
+    codes_are_unique_and_found_by_hash,
+    fulfilment_happens_once,
+    fulfilment_without_pending_order_stores_nothing,
+    failed_payment_can_still_be_fulfilled,
+    racing_fulfilments_yield_one_code,
+    order_status_moves_only_from_allowed_states,
+    calls_are_recorded_once,
+    one_charge_per_call,
+    charge_needs_a_known_call,
+    webhook_events_are_deduplicated,
+    attempts_are_counted_per_scope_and_window,
+    code_check_reads_what_the_single_reads_do,
+);
+
+/// Issue 13, point 16: the SQLite file holds phone numbers and transcripts. It, and the -wal
+/// and -shm files SQLite makes beside it, are readable by their owner only.
+#[tokio::test]
+async fn the_sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("private.db");
+    let store = callgate::store::SqliteStore::open(&path).await.unwrap();
+    let store: DynStore = std::sync::Arc::new(store);
+    store.migrate().await.unwrap();
+    store.insert_order(&pending("pi_private")).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("private.db{suffix}"));
+        let mode = std::fs::metadata(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is mode {:o}",
+            file.display(),
+            mode & 0o777
+        );
+    }
+}

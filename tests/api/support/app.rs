@@ -1,0 +1,133 @@
+//! callgate itself, started in-process on a free loopback port against a test database.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use callgate::config::Config;
+use callgate::domain::clock::{Clock, SystemClock};
+use callgate::store::DynStore;
+use callgate::App;
+
+pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const PHONE: &str = "+15550100200";
+
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`, which is also the app's BASE_URL.
+    pub base: String,
+    pub app: Arc<App>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _audio: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Delivers a Stripe event (`id`, `kind`, `data.object`) to the webhook, signed with
+    /// `secret` as Stripe signs it; the status answered.
+    pub async fn stripe_event(
+        &self,
+        secret: &str,
+        id: &str,
+        kind: &str,
+        object: serde_json::Value,
+    ) -> u16 {
+        let event = serde_json::json!({ "id": id, "object": "event", "type": kind,
+                                        "data": { "object": object } });
+        let body = serde_json::to_vec(&event).unwrap();
+        let t = self.app.clock.now();
+        let signature = callgate::stripe::signature::sign(secret, t, &body);
+        reqwest::Client::new()
+            .post(self.url("/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", format!("t={t},v1={signature}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// What SIGTERM does to `callgate serve`.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The test configuration: Twilio and the agent configured, `extra` added or replaced.
+pub fn config(base: &str, audio: &Path, extra: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> = [
+        ("BASE_URL", base),
+        ("CALLGATE_SECRET", "test-secret-0123456789abcdef0123456789"),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_PHONE_NUMBER", PHONE),
+        ("ELEVENLABS_AGENT_ID", "agent_test"),
+        ("AUDIO_DIR", audio.to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Config::from_env(&env).expect("test config is valid")
+}
+
+/// An app without a server, on a clock of the test's choosing (billing tests).
+pub fn build(store: DynStore, extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> App {
+    let config = config("http://127.0.0.1:9", Path::new("/nonexistent"), extra);
+    App::with_store(config, store, clock).expect("app")
+}
+
+/// Starts the app with Twilio and the agent configured.
+pub async fn spawn(store: DynStore, extra: &[(&str, &str)]) -> TestApp {
+    spawn_with(store, extra, |_| {}).await
+}
+
+/// Like [`spawn`], with a last say over the app (e.g. a faster bridge clock).
+pub async fn spawn_with(
+    store: DynStore,
+    extra: &[(&str, &str)],
+    adjust: impl FnOnce(&mut App),
+) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let audio = tempfile::tempdir().unwrap();
+    let mut app = App::with_store(
+        config(&base, audio.path(), extra),
+        store,
+        Arc::new(SystemClock),
+    )
+    .expect("app");
+    adjust(&mut app);
+    let app = Arc::new(app);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = app.clone();
+    tokio::spawn(async move {
+        let _ = callgate::http::serve(served, listener, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    TestApp {
+        base,
+        app,
+        shutdown: Some(tx),
+        _audio: audio,
+    }
+}

@@ -1,0 +1,353 @@
+//! `callgate loadtest`: many concurrent simulated calls through a real `callgate serve`
+//! child process, against a local echo agent, at real-time pace (one 20 ms frame of 160
+//! bytes each way per call). Prints what the bridge costs: calls held, frames per second,
+//! added latency per frame (measured inside callgate, from a frame read to it written),
+//! CPU seconds per call-minute and resident memory per call.
+//!
+//! Everything runs on loopback; the request loops are bounded in count and time.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use callgate::config::Config;
+use callgate::orders::{self, OperatorGrant};
+use callgate::telephony::twilio::signature;
+use callgate::App;
+
+const AUTH_TOKEN: &str = "loadtest-auth-token";
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+const PHONE: &str = "+15550000000";
+
+#[derive(Debug, Clone)]
+pub struct LoadTest {
+    pub calls: usize,
+    pub hold: Duration,
+    pub ramp: Duration,
+    /// The `callgate` binary to run.
+    pub callgate: std::path::PathBuf,
+}
+
+/// Figures read from the child process.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    cpu_secs: f64,
+    rss_kib: u64,
+}
+
+fn sample(pid: u32) -> Sample {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let cpu_secs = (ticks(11) + ticks(12)) as f64 / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Sample { cpu_secs, rss_kib }
+}
+
+async fn metrics(http: &reqwest::Client, base: &str) -> HashMap<String, f64> {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs the load test and prints its report.
+pub async fn run(test: LoadTest) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("callgate-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let agent_base = format!("http://{}", agent.local_addr()?);
+    let agent_task = tokio::spawn(crate::echo::serve(agent));
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let env: Vec<(&str, String)> = vec![
+        (
+            "DATABASE_URL",
+            format!("sqlite:{}", dir.join("load.db").display()),
+        ),
+        (
+            "CALLGATE_SECRET",
+            "loadtest-secret-0123456789abcdef0123".into(),
+        ),
+        ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
+        ("BASE_URL", base.clone()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+        ("TWILIO_PHONE_NUMBER", PHONE.into()),
+        ("ELEVENLABS_AGENT_ID", "loadtest".into()),
+        ("ELEVENLABS_API_BASE", agent_base),
+        ("MAX_CALL_MINUTES", "600".into()),
+        ("CODE_FAILURES_PER_HOUR", "1000000".into()),
+        ("AUDIO_DIR", dir.join("no-audio").display().to_string()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    let mut child = tokio::process::Command::new(&test.callgate)
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("MONGODB_URI")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("callgate serve exited at once"))?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "callgate serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Codes for every call, written to the child's database.
+    let vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let app = App::build(Config::from_env(&vars)?).await?;
+    let grant = OperatorGrant {
+        minutes: 600,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let mut codes = Vec::with_capacity(test.calls);
+    for _ in 0..test.calls {
+        codes.push(
+            orders::issue_operator_code(&app, &grant)
+                .await?
+                .1
+                .expose()
+                .to_string(),
+        );
+    }
+    let idle = sample(pid);
+    println!(
+        "callgate pid {pid}: idle RSS {} KiB; starting {} calls over {:?}",
+        idle.rss_kib, test.calls, test.ramp
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connected = Arc::new(AtomicUsize::new(0));
+    let echoed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let payload: Arc<str> = B64.encode([0x55u8; 160]).into();
+    let mut tasks = Vec::with_capacity(test.calls);
+    let spacing = test.ramp / test.calls.max(1) as u32;
+    for (i, code) in codes.into_iter().enumerate() {
+        let (http, base, stop) = (http.clone(), base.clone(), stop_rx.clone());
+        let (connected, echoed, failed, payload) = (
+            connected.clone(),
+            echoed.clone(),
+            failed.clone(),
+            payload.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) =
+                one_call(i, &http, &base, &code, payload, stop, &connected, &echoed).await
+            {
+                if failed.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!("call {i} failed: {e}");
+                }
+            }
+        }));
+        tokio::time::sleep(spacing).await;
+    }
+    // Let the last calls settle, then measure over the hold period.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = sample(pid);
+    let m0 = metrics(&http, &base).await;
+    let started = Instant::now();
+    tokio::time::sleep(test.hold).await;
+    let held_for = started.elapsed().as_secs_f64();
+    let after = sample(pid);
+    let m1 = metrics(&http, &base).await;
+    let held = m1.get("callgate_active_calls").copied().unwrap_or(0.0);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+
+    let frames = m1
+        .get("callgate_bridge_frames_total")
+        .copied()
+        .unwrap_or(0.0)
+        - m0.get("callgate_bridge_frames_total")
+            .copied()
+            .unwrap_or(0.0);
+    let q = |k: &str| {
+        m1.get(&format!(
+            "callgate_bridge_frame_latency_seconds{{quantile=\"{k}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+            * 1e3
+    };
+    let max_ms = m1
+        .get("callgate_bridge_frame_latency_max_seconds")
+        .copied()
+        .unwrap_or(0.0)
+        * 1e3;
+    let call_minutes = held.max(1.0) * held_for / 60.0;
+    println!(
+        "--- callgate loadtest: {} calls requested, {:.0} s hold ---",
+        test.calls, held_for
+    );
+    println!(
+        "calls connected       {}",
+        connected.load(Ordering::Relaxed)
+    );
+    println!("calls held at the end {held:.0}");
+    println!("calls failed          {}", failed.load(Ordering::Relaxed));
+    println!(
+        "frames per second     {:.0} (both directions, through callgate)",
+        frames / held_for
+    );
+    println!("echoes received       {}", echoed.load(Ordering::Relaxed));
+    println!(
+        "added latency/frame   p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        q("0.5"),
+        q("0.99"),
+        q("0.999"),
+        max_ms
+    );
+    println!(
+        "CPU per call-minute   {:.4} s  ({:.2} CPU s over {:.1} call-minutes)",
+        (after.cpu_secs - before.cpu_secs) / call_minutes,
+        after.cpu_secs - before.cpu_secs,
+        call_minutes
+    );
+    println!(
+        "memory per call       {:.1} KiB  (RSS {} KiB held vs {} KiB idle)",
+        (after.rss_kib.saturating_sub(idle.rss_kib)) as f64 / held.max(1.0),
+        after.rss_kib,
+        idle.rss_kib
+    );
+
+    let _ = child.kill().await;
+    agent_task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn one_call(
+    i: usize,
+    http: &reqwest::Client,
+    base: &str,
+    code: &str,
+    payload: Arc<str>,
+    mut stop: watch::Receiver<bool>,
+    connected: &AtomicUsize,
+    echoed: &AtomicU64,
+) -> anyhow::Result<()> {
+    let call_sid = format!("CA{:032x}", i + 1);
+    let url = format!("{base}/voice/code?try=1");
+    let form: Vec<(String, String)> = [
+        ("CallSid", call_sid.as_str()),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", &format!("+1555{:07}", i)),
+        ("To", PHONE),
+        ("Digits", code),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let sig = signature::compute(AUTH_TOKEN, &url, &form);
+    let twiml = http
+        .post(&url)
+        .header("X-Twilio-Signature", sig)
+        .form(&form)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let token = twiml
+        .split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("no stream in the answer: {twiml}"))?
+        .to_string();
+    let stream_url = base.replace("http://", "ws://") + "/media";
+    let mut request = stream_url.as_str().into_client_request()?;
+    request.headers_mut().insert(
+        "X-Twilio-Signature",
+        signature::compute(AUTH_TOKEN, &stream_url, &[]).parse()?,
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut tx, mut rx) = ws.split();
+    let stream_sid = format!("MZ{:032x}", i + 1);
+    tx.send(Message::text(
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+    ))
+    .await?;
+    let start = serde_json::json!({ "event": "start", "streamSid": stream_sid, "start": {
+        "streamSid": stream_sid, "callSid": call_sid, "accountSid": ACCOUNT_SID, "tracks": ["inbound"],
+        "customParameters": { "token": token, "call_sid": call_sid },
+        "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 } } });
+    tx.send(Message::text(start.to_string())).await?;
+    connected.fetch_add(1, Ordering::Relaxed);
+    let media = format!(
+        r#"{{"event":"media","streamSid":"{stream_sid}","media":{{"track":"inbound","payload":"{payload}"}}}}"#
+    );
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = pace.tick() => tx.send(Message::text(media.clone())).await?,
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(_))) => { echoed.fetch_add(1, Ordering::Relaxed); }
+                Some(Ok(_)) => {}
+                _ => anyhow::bail!("stream closed by callgate"),
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    let stop_msg = serde_json::json!({ "event": "stop", "streamSid": stream_sid, "stop": { "callSid": call_sid } });
+    let _ = tx.send(Message::text(stop_msg.to_string())).await;
+    let _ = tx.send(Message::Close(None)).await;
+    Ok(())
+}

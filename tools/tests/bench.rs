@@ -1,0 +1,50 @@
+//! The measuring tools run and print their figures (what they measure is the README's
+//! Performance section; no figure is asserted here, since a test must not depend on speed).
+
+use std::process::Stdio;
+
+#[tokio::test]
+async fn the_webhook_benchmark_prints_every_webhook_s_figures() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate-tools"))
+        .args(["bench-webhooks", "--seconds", "1", "--concurrency", "2"])
+        .env_remove("DATABASE_URL")
+        .env_remove("MONGODB_URI")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("on sqlite"), "{stdout}");
+    for webhook in [
+        "incoming (greeting)",
+        "code check (valid)",
+        "status callback",
+        "code check (wrong)",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(webhook))
+            .unwrap_or_else(|| panic!("no {webhook} line: {stdout}"));
+        assert!(line.contains("req/s") && line.contains("p99"), "{line}");
+    }
+    assert!(stdout.contains("0 errors"), "{stdout}");
+    assert!(!stdout.contains(" 0 req/s"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_load_test_says_where_the_callgate_binary_is_missing() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate-tools"))
+        .args(["loadtest", "--calls", "1", "--seconds", "1"])
+        .args(["--callgate", "/nonexistent/callgate"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cargo build --release"), "{stderr}");
+}
