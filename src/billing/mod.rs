@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::stripe::intent::IntentStatus;
 use crate::store::{
     new_id, Charge, ChargeState, ChargeUpdate, OverageBlock, Settlement, StoreError,
 };
@@ -243,11 +244,11 @@ fn outcome_of_intent(pi: &PaymentIntent) -> (ChargeUpdate, Option<OverageBlock>)
         next_attempt_at: None,
         pay_token: None,
     };
-    match pi.status.as_str() {
-        "succeeded" | "processing" => (u, None),
+    match &pi.status {
+        IntentStatus::Succeeded | IntentStatus::Processing => (u, None),
         // Stripe answers 402 for this off-session; some Stripe-compatible servers return
         // the intent instead. Either way the customer must authenticate on-session.
-        "requires_action" | "requires_confirmation" => {
+        IntentStatus::RequiresAction | IntentStatus::RequiresConfirmation => {
             u.state = ChargeState::RequiresAction;
             u.last_error = Some("authentication_required".into());
             u.pay_token = Some(pay_token());

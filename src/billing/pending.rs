@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 
+use crate::stripe::intent::IntentStatus;
 use crate::store::StoreError;
 use crate::stripe::client::{is_payment_intent_id, StripeClient, StripeError};
 use crate::App;
@@ -63,7 +64,7 @@ async fn cancel(stripe: &StripeClient, pi: &str) -> Result<bool, StripeError> {
         Err(StripeError::Api { status: 404, .. }) => Ok(true),
         Err(StripeError::Api { status: 400, .. }) => {
             // Not cancellable in its state: cancelled already, or paid.
-            Ok(stripe.retrieve_payment_intent(pi).await?.status == "canceled")
+            Ok(stripe.retrieve_payment_intent(pi).await?.status == IntentStatus::Canceled)
         }
         Err(e) => Err(e),
     }

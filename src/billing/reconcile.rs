@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::stripe::intent::IntentStatus;
 use crate::store::{Call, Charge, ChargeState, Order, OrderSource, OrderStatus, StoreError};
 use crate::stripe::client::{PaymentIntent, StripeClient, StripeError};
 use crate::App;
@@ -207,7 +208,7 @@ fn payment_problem(
     let Some(pi) = intents.get(id) else {
         return Some("its PaymentIntent is not at Stripe".into());
     };
-    if pi.status != "succeeded" {
+    if pi.status != IntentStatus::Succeeded {
         return Some(format!("its PaymentIntent is {}", pi.status));
     }
     if pi.amount != amount || !pi.currency.eq_ignore_ascii_case(currency) {
@@ -226,7 +227,7 @@ pub fn money_mismatches(
     intents: &HashMap<String, PaymentIntent>,
 ) -> Vec<Mismatch> {
     let mut out = Vec::new();
-    let succeeded = |pi: &PaymentIntent| pi.status == "succeeded";
+    let succeeded = |pi: &PaymentIntent| pi.status == IntentStatus::Succeeded;
     let by_pi: HashMap<&str, &Order> = orders
         .iter()
         .filter_map(|o| Some((o.stripe_payment_intent.as_deref()?, o)))

@@ -6,6 +6,7 @@
 //! and billing worker run unchanged: form-encoded requests, `Idempotency-Key` replay,
 //! `metadata[...]`, off-session confirmation against a saved card, and 402 card errors.
 
+use crate::stripe::intent::IntentStatus;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -122,7 +123,8 @@ impl DemoStripe {
             return Err(json!({ "error": { "type": "invalid_request_error",
                 "message": "No such payment_intent (demo)." } }));
         };
-        if pi["status"] == "succeeded" {
+        let status = IntentStatus::parse(pi["status"].as_str().unwrap_or_default());
+        if status == IntentStatus::Succeeded {
             return Ok(pi.clone());
         }
         if card.len() < 12 {

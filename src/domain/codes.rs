@@ -15,7 +15,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::XChaCha20Poly1305;
 use rand::Rng;
 
-use crate::config::Secret;
+use crate::crypto::Secret;
 use crate::crypto::hmac_sha256;
 
 /// A numeric access code. Its `Debug` and `Display` show only the last digits.

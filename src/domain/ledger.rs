@@ -8,7 +8,7 @@
 //! step that debits the call, so a redial never sees an allowance the last call has used.
 
 use crate::domain::money::{overage_amount, overage_seconds, Cents, Rounding, Seconds};
-use crate::store::{Order, OrderStatus};
+use crate::domain::order::{Order, OrderStatus};
 
 /// Why overage cannot run (or be charged) on an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub const HOLD_LEASE_SECS: i64 = 30;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::OrderSource;
+    use crate::domain::order::OrderSource;
     use proptest::prelude::*;
 
     fn order(included: i64, used: i64, consent: bool, card: bool) -> Order {

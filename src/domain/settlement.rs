@@ -21,5 +21,5 @@ pub fn ready(call: &Call, hold_until: Option<UnixTime>, now: UnixTime) -> bool {
     if call.bridged_at.is_none() && call.status == CallState::Ended {
         return true;
     }
-    call.order_id.is_some() && !hold_until.is_some_and(|until| until >= now)
+    call.order_id.is_some() && hold_until.is_none_or(|until| until < now)
 }

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::checkout::ApiError;
+use crate::stripe::intent::IntentStatus;
 use crate::http::AppState;
 use crate::store::{Charge, ChargeState};
 
@@ -53,7 +54,7 @@ async fn status(app: &AppState, charge: &Charge) -> Result<serde_json::Value, Ap
         return Err(ApiError::NotConfigured);
     };
     let intent = stripe.retrieve_payment_intent(pi).await?;
-    if intent.status == "succeeded" {
+    if intent.status == IntentStatus::Succeeded {
         crate::billing::overage_paid(app, &charge.id, &intent.id).await?;
         return Ok(json!({ "status": "paid" }));
     }

@@ -20,6 +20,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::domain::settlement;
 use crate::domain::ledger::{self, Debit};
 
 pub struct MongoStore {
@@ -530,24 +531,21 @@ impl MongoStore {
 
     /// Whether a stored call is ready for settlement at `now` (the SQL `SETTLE_READY`).
     async fn settle_ready(&self, call: &Call, now: UnixTime) -> Result<bool, StoreError> {
-        if call.settled_at.is_some() {
-            return Ok(false);
-        }
-        if call.bridge_ended_at.is_some()
-            || (call.bridged_at.is_none() && call.status == CallState::Ended)
-        {
-            return Ok(true);
-        }
-        let Some(order_id) = call.order_id.as_deref() else {
-            return Ok(false);
+        // The hold matters only for a call with an order that the other rules leave open.
+        let hold_until = match call.order_id.as_deref() {
+            Some(order_id) if !settlement::ready(call, Some(UnixTime::MAX), now) => query(
+                &self.orders(),
+                doc! { "_id": order_id, "active_call_sid": &call.call_sid },
+                None,
+                Some(1),
+            )
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|o| o.active_call_until),
+            _ => None,
         };
-        let live = self
-            .orders()
-            .count_documents(doc! { "_id": order_id, "active_call_sid": &call.call_sid,
-            "active_call_until": { "$gte": now } })
-            .await
-            .map_err(err)?;
-        Ok(live == 0)
+        Ok(settlement::ready(call, hold_until, now))
     }
 }
 

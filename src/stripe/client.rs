@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use url::Url;
 
+use super::intent::IntentStatus;
 use crate::config::{Secret, StripeConfig};
 
 /// Attempts per call (the first and two retries).
@@ -71,7 +72,7 @@ impl StripeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentIntent {
     pub id: String,
-    pub status: String,
+    pub status: IntentStatus,
     pub amount: i64,
     pub currency: String,
     pub client_secret: Option<String>,
@@ -104,11 +105,9 @@ impl PaymentIntent {
             .unwrap_or_default();
         Ok(PaymentIntent {
             id,
-            status: v
-                .get("status")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            status: IntentStatus::parse(
+                v.get("status").and_then(Value::as_str).unwrap_or_default(),
+            ),
             amount: v.get("amount").and_then(Value::as_i64).unwrap_or_default(),
             currency: v
                 .get("currency")

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod events;
+pub mod intent;
 pub mod signature;
 
 pub use client::StripeClient;

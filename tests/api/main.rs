@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod architecture;
 mod billing;
 mod billing_rules;
 mod bridge;

@@ -1,0 +1,70 @@
+//! A PaymentIntent's `status`, as Stripe spells it: the one table of those spellings.
+//! A status Stripe adds later is kept as [`IntentStatus::Other`], never an error.
+
+/// Where a PaymentIntent stands at Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentStatus {
+    RequiresPaymentMethod,
+    RequiresConfirmation,
+    RequiresAction,
+    Processing,
+    RequiresCapture,
+    Canceled,
+    Succeeded,
+    /// A spelling this table does not know.
+    Other(String),
+}
+
+const SPELLINGS: &[(IntentStatus, &str)] = &[
+    (IntentStatus::RequiresPaymentMethod, "requires_payment_method"),
+    (IntentStatus::RequiresConfirmation, "requires_confirmation"),
+    (IntentStatus::RequiresAction, "requires_action"),
+    (IntentStatus::Processing, "processing"),
+    (IntentStatus::RequiresCapture, "requires_capture"),
+    (IntentStatus::Canceled, "canceled"),
+    (IntentStatus::Succeeded, "succeeded"),
+];
+
+impl IntentStatus {
+    pub fn parse(text: &str) -> IntentStatus {
+        SPELLINGS
+            .iter()
+            .find(|(_, s)| *s == text)
+            .map(|(status, _)| status.clone())
+            .unwrap_or_else(|| IntentStatus::Other(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            IntentStatus::Other(text) => text,
+            known => SPELLINGS
+                .iter()
+                .find(|(status, _)| status == known)
+                .map(|(_, s)| *s)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for IntentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_round_trip_and_new_ones_are_kept() {
+        for (status, text) in SPELLINGS {
+            assert_eq!(&IntentStatus::parse(text), status);
+            assert_eq!(status.as_str(), *text);
+        }
+        assert_eq!(
+            IntentStatus::parse("requires_reauth").as_str(),
+            "requires_reauth"
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! The layout stays true: every `crate::` path in `src/` points to its own layer or one
+//! below it, and no state is compared as a string outside its spelling table.
+//! `ARCHITECTURE.md` draws the same layers; change both together.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The layers, lowest first. A module is placed by its longest prefix here; it may use its
+/// own prefix's modules and any lower layer's, never a higher one's nor another module of
+/// its own layer. (Two entries at one layer are peers that do not know each other.)
+const LAYERS: &[&[&str]] = &[
+    // Primitives with no knowledge of callgate's rules.
+    &["crypto", "metrics"],
+    // The rules and the vocabulary.
+    &["domain"],
+    &["config"],
+    // The outside world: storage, the voice protocols, Stripe's API, logging.
+    &["store", "telephony", "stripe", "telemetry"],
+    // Features' state that the App holds (below the App, so the App can hold it).
+    &["menu::attempts", "bridge::metering"],
+    // The services, built once.
+    &["app"],
+    // Features that others build on.
+    &["orders", "settlement"],
+    // Features.
+    &["billing", "import"],
+    &["menu", "bridge"],
+    // Routes only.
+    &["http"],
+    // Wraps the routes with its stand-ins.
+    &["demo"],
+    // The operator's entry point, and the crate root (lib.rs re-exports).
+    &["cli"],
+    &[""],
+];
+
+/// Names the crate root re-exports, and the module each comes from.
+const ROOT_REEXPORTS: &[(&str, &str)] = &[("App", "app"), ("StartError", "app")];
+
+/// The spellings of the call's states, end reasons and Twilio statuses, the transcript's
+/// speakers and the overage blocks: compared only through their enums, never as text.
+const STATE_FILES: &[&str] = &["domain/call.rs", "domain/charge.rs", "domain/order.rs"];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `src/menu/flow.rs` -> `menu::flow`; `src/menu/mod.rs` -> `menu`; `src/lib.rs` -> ``.
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).unwrap();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// The layer and the entry that place `module`.
+fn place(module: &str) -> Option<(usize, &'static str)> {
+    let mut best: Option<(usize, &'static str)> = None;
+    for (layer, entries) in LAYERS.iter().enumerate() {
+        for &entry in *entries {
+            let matches = entry.is_empty()
+                || module == entry
+                || module.starts_with(&format!("{entry}::"));
+            if matches && best.is_none_or(|(_, b)| entry.len() > b.len()) {
+                best = Some((layer, entry));
+            }
+        }
+    }
+    best
+}
+
+/// Strips comments, string literals and the unit tests at the end of a file (a `super::`
+/// there means the file's own module), so only the module's code is searched.
+fn code_only(text: &str) -> String {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                    }
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        break;
+                    }
+                }
+                out.push_str("\"\"");
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every module path a file names through `crate::` (`use crate::{a::b, c}` included), and
+/// through `super::`, resolved against the file's own module.
+fn references(module: &str, code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let bytes = code.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let read_path = |mut i: usize| -> (String, usize) {
+        let start = i;
+        while i < bytes.len() && (ident(bytes[i]) || bytes[i] == b':') {
+            i += 1;
+        }
+        (code[start..i].trim_end_matches(':').to_string(), i)
+    };
+    for (at, _) in code.match_indices("crate::") {
+        if at > 0 && (ident(bytes[at - 1]) || bytes[at - 1] == b'$') {
+            continue;
+        }
+        let after = at + "crate::".len();
+        if bytes.get(after) == Some(&b'{') {
+            // A group: each item at depth one is a path from the root.
+            let mut depth = 0;
+            let mut item = String::new();
+            for &b in &bytes[after..] {
+                match b {
+                    b'{' => {
+                        depth += 1;
+                        if depth > 1 {
+                            item.push('{');
+                        }
+                    }
+                    b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            found.insert(first_segments(&item));
+                            break;
+                        }
+                        item.push('}');
+                    }
+                    b',' if depth == 1 => {
+                        found.insert(first_segments(&item));
+                        item.clear();
+                    }
+                    _ => item.push(b as char),
+                }
+            }
+        } else {
+            let (path, _) = read_path(after);
+            found.insert(path);
+        }
+    }
+    for (at, _) in code.match_indices("super::") {
+        if at > 0 && (ident(bytes[at - 1]) || bytes[at - 1] == b':') {
+            continue;
+        }
+        let mut base: Vec<&str> = module.split("::").filter(|s| !s.is_empty()).collect();
+        let mut rest = &code[at..];
+        while let Some(r) = rest.strip_prefix("super::") {
+            base.pop();
+            rest = r;
+        }
+        let (path, _) = read_path(code.len() - rest.len());
+        let mut full: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        full.extend(path.split("::").map(String::from));
+        found.insert(full.join("::"));
+    }
+    found.retain(|p| !p.is_empty() && p != "self");
+    found
+}
+
+/// `a::b::{c, d}` -> `a::b`; `a::b` -> `a::b`.
+fn first_segments(item: &str) -> String {
+    let item: String = item.chars().filter(|c| !c.is_whitespace()).collect();
+    item.split('{')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(':')
+        .to_string()
+}
+
+/// The module a path names: its lower-case leading segments (`menu::flow::code` names
+/// `menu::flow`, and a re-exported root name its module).
+fn target_module(path: &str) -> String {
+    let segments: Vec<&str> = path.split("::").collect();
+    if let Some((_, module)) = ROOT_REEXPORTS
+        .iter()
+        .find(|(name, _)| segments.first() == Some(name))
+    {
+        return module.to_string();
+    }
+    segments
+        .iter()
+        .take_while(|s| s.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// Every reference in `files` that points up, or sideways to a peer.
+fn violations(files: &[(String, String)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (module, text) in files {
+        let Some((from_layer, from_entry)) = place(module) else {
+            bad.push(format!("{module}: in no layer (add it to LAYERS)"));
+            continue;
+        };
+        for path in references(module, &code_only(text)) {
+            let target = target_module(&path);
+            let Some((to_layer, to_entry)) = place(&target) else {
+                bad.push(format!("{module} -> {path}: the target is in no layer"));
+                continue;
+            };
+            let own = to_entry == from_entry && !from_entry.is_empty();
+            let allowed = own || to_layer < from_layer || from_entry.is_empty();
+            if !allowed {
+                let how = if to_layer > from_layer {
+                    "a higher layer"
+                } else {
+                    "a peer"
+                };
+                bad.push(format!(
+                    "{module} -> crate::{path}: `{to_entry}` is {how} of `{from_entry}`"
+                ));
+            }
+        }
+    }
+    bad
+}
+
+fn sources() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.sort();
+    files
+        .iter()
+        .filter(|f| !f.ends_with("main.rs"))
+        .map(|f| (module_of(f), std::fs::read_to_string(f).unwrap()))
+        .collect()
+}
+
+#[test]
+fn every_import_points_down() {
+    let bad = violations(&sources());
+    assert!(
+        bad.is_empty(),
+        "imports against the layers (see ARCHITECTURE.md):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_check_catches_an_upward_import_and_a_peer() {
+    // Proof the check can fail: the store reaching for a route, a feature for another.
+    let files = vec![
+        (
+            "store::sql".to_string(),
+            "use crate::http::AppState;\nfn f() {}".to_string(),
+        ),
+        (
+            "menu::flow".to_string(),
+            "use crate::{bridge::session, domain::money::Seconds};".to_string(),
+        ),
+        (
+            "domain::ledger".to_string(),
+            "fn f() { super::super::app::App::x(); }".to_string(),
+        ),
+        (
+            "http::voice".to_string(),
+            "// crate::cli in a comment is fine\nlet s = \"crate::cli\";".to_string(),
+        ),
+    ];
+    let bad = violations(&files);
+    assert_eq!(bad.len(), 3, "{bad:#?}");
+    assert!(bad[0].contains("store::sql -> crate::http::AppState"), "{bad:#?}");
+    assert!(bad[1].contains("`bridge` is a peer of `menu`"), "{bad:#?}");
+    assert!(bad[2].contains("domain::ledger -> crate::app::App"), "{bad:#?}");
+}
+
+/// The spellings declared in `text_enum!` tables of the state files.
+fn state_spellings() -> BTreeSet<String> {
+    let mut spellings = BTreeSet::new();
+    for file in STATE_FILES {
+        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some((variant, rest)) = line.split_once(" = \"") {
+                if variant.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    if let Some(spelling) = rest.strip_suffix("\",") {
+                        spellings.insert(spelling.to_string());
+                    }
+                }
+            }
+        }
+    }
+    spellings
+}
+
+/// A state's spelling compared or matched as text: `== "ended"`, `"ended" =>`,
+/// `Some("time_up")`, `.contains(&"busy")`.
+fn string_comparisons(text: &str, spellings: &BTreeSet<String>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        for s in spellings {
+            let quoted = format!("\"{s}\"");
+            let compared = [
+                format!("== {quoted}"),
+                format!("!= {quoted}"),
+                format!("{quoted} =>"),
+                format!("{quoted} |"),
+                format!("| {quoted}"),
+                format!("Some({quoted})"),
+            ];
+            if compared.iter().any(|c| code.contains(c.as_str())) {
+                found.push(format!("line {}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_state_is_compared_as_a_string_outside_its_spelling_table() {
+    let spellings = state_spellings();
+    assert!(
+        spellings.contains("time_up") && spellings.contains("no-answer"),
+        "the spelling tables were not read: {spellings:?}"
+    );
+    let mut bad = Vec::new();
+    for (module, text) in sources() {
+        // The spelling tables themselves.
+        if module.starts_with("domain") || module == "stripe::intent" {
+            continue;
+        }
+        for hit in string_comparisons(&text, &spellings) {
+            bad.push(format!("{module} {hit}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "compare these through their enums:\n{}",
+        bad.join("\n")
+    );
+    // And the check can fail.
+    let caught = string_comparisons(
+        "match reason.as_deref() { Some(\"time_up\") => 1, _ => 0 }",
+        &spellings,
+    );
+    assert_eq!(caught.len(), 1);
+}
