@@ -9,33 +9,22 @@
 pub mod events;
 pub mod pending;
 pub mod reconcile;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::stripe::intent::IntentStatus;
 use crate::store::{
     new_id, Charge, ChargeState, ChargeUpdate, OverageBlock, Settlement, StoreError,
 };
 use crate::stripe::client::{param, Form, PaymentIntent, StripeError};
+use crate::stripe::intent::IntentStatus;
 use crate::App;
 
 /// How long a worker holds a charge: longer than a Stripe call with its retries.
 pub const LEASE_SECS: i64 = 120;
-/// Attempts on transient failures (network, Stripe 5xx) before a charge is marked failed.
-pub const MAX_ATTEMPTS: i64 = 5;
-
-/// Waits before the next attempt, by attempts made so far.
-fn backoff_secs(attempts: i64) -> i64 {
-    match attempts {
-        ..=1 => 60,
-        2 => 300,
-        3 => 1800,
-        _ => 7200,
-    }
-}
 
 /// What one pass of the worker did.
 #[derive(Debug, Default, Serialize)]
@@ -146,7 +135,7 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
             None,
             Some("payments not configured".into()),
         );
-        u.next_attempt_at = Some(now + backoff_secs(charge.attempts));
+        u.next_attempt_at = Some(now + retry::backoff_secs(charge.attempts));
         app.store.finish_charge(&charge.id, owner, &u, now).await?;
         return Ok(ChargeState::Pending);
     };
@@ -170,7 +159,7 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
         param("metadata[call_sid]", &charge.call_sid),
         param("metadata[order_id]", &charge.order_id),
     ];
-    let key = charge.idempotency_key();
+    let key = retry::idempotency_key(&charge);
     let result = stripe.create_payment_intent(&form, &key).await;
     let (u, block): (ChargeUpdate, Option<OverageBlock>) = match result {
         Ok(pi) => outcome_of_intent(&pi),
@@ -203,9 +192,9 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
                 )
             }
         }
-        Err(e) if e.is_transient() && charge.attempts < MAX_ATTEMPTS => {
+        Err(e) if e.is_transient() && charge.attempts < retry::MAX_ATTEMPTS => {
             let mut u = update(ChargeState::Pending, None, Some(e.to_string()));
-            u.next_attempt_at = Some(now + backoff_secs(charge.attempts));
+            u.next_attempt_at = Some(now + retry::backoff_secs(charge.attempts));
             (u, None)
         }
         Err(e) => (

@@ -7,9 +7,9 @@
 
 use serde::Serialize;
 
-use crate::stripe::intent::IntentStatus;
 use crate::store::StoreError;
 use crate::stripe::client::{is_payment_intent_id, StripeClient, StripeError};
+use crate::stripe::intent::IntentStatus;
 use crate::App;
 
 /// Orders looked at per pass.

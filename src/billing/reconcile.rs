@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::stripe::intent::IntentStatus;
 use crate::store::{Call, Charge, ChargeState, Order, OrderSource, OrderStatus, StoreError};
 use crate::stripe::client::{PaymentIntent, StripeClient, StripeError};
+use crate::stripe::intent::IntentStatus;
 use crate::App;
 
 /// Records read from the store at most, per kind.

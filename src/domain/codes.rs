@@ -15,8 +15,8 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::XChaCha20Poly1305;
 use rand::Rng;
 
-use crate::crypto::Secret;
 use crate::crypto::hmac_sha256;
+use crate::crypto::Secret;
 
 /// A numeric access code. Its `Debug` and `Display` show only the last digits.
 #[derive(Clone, PartialEq, Eq)]

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use super::client_ip::ClientIp;
 use super::ratelimit::RateLimiter;
 use super::AppState;
+use crate::billing::retry::NoRetry;
 use crate::crypto::{constant_time_eq, hmac_sha256, secrets_equal};
 use crate::domain::money::Seconds;
 use crate::store::{Call, Charge, ChargeState, Order, OrderStatus, StoreError};
@@ -38,8 +39,6 @@ use crate::App;
 /// Rows shown per table, and read for the daily figures.
 const ROWS: i64 = 200;
 const DAYS_READ: i64 = 5000;
-/// Stripe answers a repeated Idempotency-Key from memory for this long.
-const KEY_MEMORY_SECS: i64 = 24 * 3600;
 
 pub fn router(app: &AppState) -> Router<AppState> {
     Router::new()
@@ -619,34 +618,18 @@ async fn retry(
     Form(form): Form<ActionForm>,
 ) -> Page {
     check_csrf(&admin, &form)?;
-    let charge = app.store.charge(&id).await?.ok_or(AdminError::NotFound)?;
-    let now = app.clock.now();
-    let new_key = match charge.state {
-        // Stripe answered: the PaymentIntent it made is unpaid, a new attempt is a new payment.
-        ChargeState::Declined | ChargeState::RequiresAction => true,
-        // The outcome may be unknown: the same key, once Stripe no longer replays it.
-        ChargeState::Failed if now - charge.updated_at >= KEY_MEMORY_SECS => false,
-        ChargeState::Failed => {
-            return Err(AdminError::Refused(format!(
-                "this charge ran out of tries at {} UTC; Stripe replays that answer for 24 hours, \
-                 so retry after {} UTC (or check the payment in the Stripe dashboard)",
-                when(charge.updated_at),
-                when(charge.updated_at + KEY_MEMORY_SECS)
-            )))
-        }
-        other => {
-            return Err(AdminError::Refused(format!(
-                "a {other} charge is not retried"
-            )))
-        }
-    };
-    app.store
-        .retry_charge(&id, new_key, now)
-        .await?
-        .ok_or_else(|| AdminError::Refused("the charge changed meanwhile; reload".into()))?;
-    app.billing_wakeup.notify_one();
-    tracing::info!(charge_id = %id, new_key, "admin queued a charge again");
-    Ok(Redirect::to(&format!("/admin/charges#{id}")).into_response())
+    match crate::billing::retry::retry(&app, &id).await {
+        Ok(_) => Ok(Redirect::to(&format!("/admin/charges#{id}")).into_response()),
+        Err(NoRetry::NotFound) => Err(AdminError::NotFound),
+        Err(NoRetry::Store(e)) => Err(e.into()),
+        Err(NoRetry::TooSoon { failed_at, until }) => Err(AdminError::Refused(format!(
+            "this charge ran out of tries at {} UTC; Stripe replays that answer for 24 hours, \
+             so retry after {} UTC (or check the payment in the Stripe dashboard)",
+            when(failed_at),
+            when(until)
+        ))),
+        Err(refused) => Err(AdminError::Refused(refused.to_string())),
+    }
 }
 
 /// One CSV field: quoted when needed; a leading `=`, `@`, or a sign not followed by digits

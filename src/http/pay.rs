@@ -8,9 +8,9 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::checkout::ApiError;
-use crate::stripe::intent::IntentStatus;
 use crate::http::AppState;
 use crate::store::{Charge, ChargeState};
+use crate::stripe::intent::IntentStatus;
 
 pub fn page_router() -> Router<AppState> {
     Router::new().route("/pay/{token}", get(page))

@@ -207,16 +207,6 @@ pub struct Charge {
     pub key_generation: i64,
 }
 
-impl Charge {
-    /// The Idempotency-Key of every attempt of this generation of the charge.
-    pub fn idempotency_key(&self) -> String {
-        match self.key_generation {
-            0 => format!("callgate-overage-{}", self.id),
-            n => format!("callgate-overage-{}-retry-{n}", self.id),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct NewCharge {
     pub id: String,

@@ -20,8 +20,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::domain::settlement;
 use crate::domain::ledger::{self, Debit};
+use crate::domain::settlement;
 
 pub struct MongoStore {
     db: Database,

@@ -16,7 +16,10 @@ pub enum IntentStatus {
 }
 
 const SPELLINGS: &[(IntentStatus, &str)] = &[
-    (IntentStatus::RequiresPaymentMethod, "requires_payment_method"),
+    (
+        IntentStatus::RequiresPaymentMethod,
+        "requires_payment_method",
+    ),
     (IntentStatus::RequiresConfirmation, "requires_confirmation"),
     (IntentStatus::RequiresAction, "requires_action"),
     (IntentStatus::Processing, "processing"),

@@ -77,9 +77,8 @@ fn place(module: &str) -> Option<(usize, &'static str)> {
     let mut best: Option<(usize, &'static str)> = None;
     for (layer, entries) in LAYERS.iter().enumerate() {
         for &entry in *entries {
-            let matches = entry.is_empty()
-                || module == entry
-                || module.starts_with(&format!("{entry}::"));
+            let matches =
+                entry.is_empty() || module == entry || module.starts_with(&format!("{entry}::"));
             if matches && best.is_none_or(|(_, b)| entry.len() > b.len()) {
                 best = Some((layer, entry));
             }
@@ -91,7 +90,10 @@ fn place(module: &str) -> Option<(usize, &'static str)> {
 /// Strips comments, string literals and the unit tests at the end of a file (a `super::`
 /// there means the file's own module), so only the module's code is searched.
 fn code_only(text: &str) -> String {
-    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+    let text = text
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or_default();
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -298,9 +300,15 @@ fn the_check_catches_an_upward_import_and_a_peer() {
     ];
     let bad = violations(&files);
     assert_eq!(bad.len(), 3, "{bad:#?}");
-    assert!(bad[0].contains("store::sql -> crate::http::AppState"), "{bad:#?}");
+    assert!(
+        bad[0].contains("store::sql -> crate::http::AppState"),
+        "{bad:#?}"
+    );
     assert!(bad[1].contains("`bridge` is a peer of `menu`"), "{bad:#?}");
-    assert!(bad[2].contains("domain::ledger -> crate::app::App"), "{bad:#?}");
+    assert!(
+        bad[2].contains("domain::ledger -> crate::app::App"),
+        "{bad:#?}"
+    );
 }
 
 /// The spellings declared in `text_enum!` tables of the state files.

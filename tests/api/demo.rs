@@ -39,10 +39,12 @@ async fn start_demo() -> Running {
     .expect("the demo starts");
     let listener = demo.listener.take().unwrap();
     let app = demo.app.clone();
+    let routes = demo.router();
     let server = tokio::spawn({
         let app = app.clone();
         async move {
-            let _ = callgate::http::serve(app, listener, std::future::pending()).await;
+            let _ =
+                callgate::http::serve_router(app, routes, listener, std::future::pending()).await;
         }
     });
     Running {

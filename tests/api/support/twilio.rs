@@ -99,7 +99,7 @@ impl Caller {
             ("To", self.to.as_str()),
             ("Caller", self.from.as_str()),
             ("Called", self.to.as_str()),
-            ("CallState", status),
+            ("CallStatus", status),
             ("Direction", "inbound"),
             ("ApiVersion", "2010-04-01"),
         ]
