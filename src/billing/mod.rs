@@ -159,7 +159,7 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
         param("metadata[call_sid]", &charge.call_sid),
         param("metadata[order_id]", &charge.order_id),
     ];
-    let key = retry::idempotency_key(&charge);
+    let key = retry::idempotency_key(charge);
     let result = stripe.create_payment_intent(&form, &key).await;
     let (u, block): (ChargeUpdate, Option<OverageBlock>) = match result {
         Ok(pi) => outcome_of_intent(&pi),

@@ -76,6 +76,10 @@ impl DemoStripe {
             .route("/v1/customers", post(create_customer))
             .route("/v1/payment_intents", post(create_payment_intent))
             .route("/v1/payment_intents/{id}", get(retrieve_payment_intent))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                require_key,
+            ))
             .with_state(self.clone())
     }
 
@@ -213,11 +217,19 @@ fn reply((status, body): (u16, Value)) -> Response {
         .into_response()
 }
 
-fn unauthorized() -> Response {
-    reply((
-        401,
-        json!({ "error": { "type": "invalid_request_error", "message": "Invalid API Key provided (demo)." } }),
-    ))
+/// Every call carries the demo's secret key, as Stripe requires.
+async fn require_key(
+    State(stripe): State<Arc<DemoStripe>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !stripe.authorized(req.headers()) {
+        return reply((
+            401,
+            json!({ "error": { "type": "invalid_request_error", "message": "Invalid API Key provided (demo)." } }),
+        ));
+    }
+    next.run(req).await
 }
 
 async fn create_customer(
@@ -225,9 +237,6 @@ async fn create_customer(
     headers: HeaderMap,
     Form(form): Params,
 ) -> Response {
-    if !stripe.authorized(&headers) {
-        return unauthorized();
-    }
     reply(stripe.idempotent(&headers, |ledger| {
         ledger.seq += 1;
         let id = format!("cus_demo_{}", ledger.seq);
@@ -244,9 +253,6 @@ async fn create_payment_intent(
     headers: HeaderMap,
     Form(form): Params,
 ) -> Response {
-    if !stripe.authorized(&headers) {
-        return unauthorized();
-    }
     let mut succeeded = None;
     let answer = stripe.idempotent(&headers, |ledger| {
         let Some(amount) = param(&form, "amount").and_then(|a| a.parse::<i64>().ok()) else {
@@ -309,12 +315,8 @@ async fn create_payment_intent(
 
 async fn retrieve_payment_intent(
     State(stripe): State<Arc<DemoStripe>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !stripe.authorized(&headers) {
-        return unauthorized();
-    }
     match stripe.ledger().intents.get(&id) {
         Some(pi) => reply((200, pi.clone())),
         None => reply((

@@ -215,30 +215,21 @@ mod tests {
             "only the part beyond"
         );
         assert_eq!(overage_seconds(s(100), s(200), s(300)), s(0));
-        assert_eq!(
-            overage_amount(s(1), Cents(100), Rounding::PerStartedMinute),
-            Cents(100)
-        );
-        assert_eq!(
-            overage_amount(s(60), Cents(100), Rounding::PerStartedMinute),
-            Cents(100)
-        );
-        assert_eq!(
-            overage_amount(s(61), Cents(100), Rounding::PerStartedMinute),
-            Cents(200)
-        );
-        assert_eq!(
-            overage_amount(s(0), Cents(100), Rounding::PerStartedMinute),
-            Cents(0)
-        );
-        assert_eq!(
-            overage_amount(s(30), Cents(100), Rounding::PerSecond),
-            Cents(50)
-        );
-        assert_eq!(
-            overage_amount(s(1), Cents(100), Rounding::PerSecond),
-            Cents(2)
-        );
+        // (seconds of overage, price a minute, rounding) -> charged.
+        for (seconds, rounding, charged) in [
+            (1, Rounding::PerStartedMinute, 100),
+            (60, Rounding::PerStartedMinute, 100),
+            (61, Rounding::PerStartedMinute, 200),
+            (0, Rounding::PerStartedMinute, 0),
+            (30, Rounding::PerSecond, 50),
+            (1, Rounding::PerSecond, 2),
+        ] {
+            assert_eq!(
+                overage_amount(s(seconds), Cents(100), rounding),
+                Cents(charged),
+                "{seconds} s {rounding:?}"
+            );
+        }
     }
 
     #[test]

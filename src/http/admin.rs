@@ -16,7 +16,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -567,21 +567,30 @@ struct ActionForm {
     minutes: Option<String>,
 }
 
-fn check_csrf(admin: &Admin, form: &ActionForm) -> Result<(), AdminError> {
-    if constant_time_eq(admin.csrf.as_bytes(), form.csrf.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AdminError::Forged)
+/// An admin action's form, its CSRF token checked against the admin's.
+struct Action(ActionForm);
+
+impl FromRequest<AppState> for Action {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, app: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let admin = Admin::from_request_parts(&mut parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Form(form) =
+            Form::<ActionForm>::from_request(axum::extract::Request::from_parts(parts, body), app)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        if constant_time_eq(admin.csrf.as_bytes(), form.csrf.as_bytes()) {
+            Ok(Action(form))
+        } else {
+            Err(AdminError::Forged.into_response())
+        }
     }
 }
 
-async fn revoke(
-    State(app): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-    Form(form): Form<ActionForm>,
-) -> Page {
-    check_csrf(&admin, &form)?;
+async fn revoke(State(app): State<AppState>, Path(id): Path<String>, _checked: Action) -> Page {
     let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
     crate::orders::revoke(&app, &order).await?;
     tracing::info!(order_id = %id, "admin revoked a code");
@@ -590,11 +599,9 @@ async fn revoke(
 
 async fn add_minutes(
     State(app): State<AppState>,
-    admin: Admin,
     Path(id): Path<String>,
-    Form(form): Form<ActionForm>,
+    Action(form): Action,
 ) -> Page {
-    check_csrf(&admin, &form)?;
     let minutes = form
         .minutes
         .as_deref()
@@ -611,13 +618,7 @@ async fn add_minutes(
     Ok(Redirect::to(&format!("/admin/orders#{id}")).into_response())
 }
 
-async fn retry(
-    State(app): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-    Form(form): Form<ActionForm>,
-) -> Page {
-    check_csrf(&admin, &form)?;
+async fn retry(State(app): State<AppState>, Path(id): Path<String>, _checked: Action) -> Page {
     match crate::billing::retry::retry(&app, &id).await {
         Ok(_) => Ok(Redirect::to(&format!("/admin/charges#{id}")).into_response()),
         Err(NoRetry::NotFound) => Err(AdminError::NotFound),

@@ -74,12 +74,7 @@ async fn storefront(State(app): State<AppState>) -> Response {
         .as_ref()
         .map(|t| display_phone(&t.phone_number))
         .unwrap_or_else(|| "our number".into());
-    let publishable_key = app
-        .config
-        .stripe
-        .as_ref()
-        .map(|s| s.publishable_key.clone())
-        .unwrap_or_default();
+    let publishable_key = publishable_key(&app);
     page(render(
         INDEX,
         &[
@@ -98,14 +93,18 @@ async fn storefront(State(app): State<AppState>) -> Response {
     ))
 }
 
-/// The pay page for an overage charge's token (the token is checked by its JSON call).
-pub fn pay_page(app: &crate::App, token: &str) -> Response {
-    let publishable_key = app
-        .config
+/// Stripe's publishable key for Stripe.js, empty when payments are not configured.
+fn publishable_key(app: &crate::App) -> String {
+    app.config
         .stripe
         .as_ref()
         .map(|s| s.publishable_key.clone())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The pay page for an overage charge's token (the token is checked by its JSON call).
+pub fn pay_page(app: &crate::App, token: &str) -> Response {
+    let publishable_key = publishable_key(app);
     page(render(
         PAY,
         &[
