@@ -935,16 +935,7 @@ async fn consented_purchase_then_a_long_call_is_charged_once() {
     .await;
     stripe.register_webhook(&app.url("/webhooks/stripe")).await;
 
-    let created: Value = reqwest::Client::new()
-        .post(app.url("/api/create-payment-intent"))
-        .json(&json!({ "overage_accepted": true }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pi = created["paymentIntent"].as_str().unwrap().to_string();
+    let (pi, _) = app.start_purchase(true).await;
     assert_eq!(stripe.pay(&pi, "4242424242424242").await.0, 200);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let order = loop {

@@ -226,17 +226,10 @@ impl World {
     async fn step(&mut self, op: &Op) {
         match *op {
             Op::Buy { overage } => {
-                let resp = reqwest::Client::new()
-                    .post(self.app().url("/api/create-payment-intent"))
-                    .json(&json!({ "overage_accepted": overage }))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
-                let body: Value = resp.json().await.unwrap();
+                let (pi, secret) = self.app().start_purchase(overage).await;
                 self.buys.push(Purchase {
-                    pi: body["paymentIntent"].as_str().unwrap().into(),
-                    secret: body["clientSecret"].as_str().unwrap().into(),
+                    pi,
+                    secret,
                     overage,
                     ..Purchase::default()
                 });

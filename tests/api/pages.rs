@@ -4,7 +4,6 @@
 use crate::support::app::{spawn, TestApp};
 use crate::support::stripe::LocalStripe;
 use fantoccini::Locator;
-use serde_json::{json, Value};
 
 async fn shop() -> Option<(TestApp, LocalStripe, crate::support::TestDb)> {
     let stripe = crate::support::stripe::start().await?;
@@ -71,17 +70,8 @@ async fn success_page_waits_for_the_webhook_then_shows_the_code() {
     let Some(browser) = crate::support::browser::start().await else {
         return;
     };
-    let created: Value = reqwest::Client::new()
-        .post(app.url("/api/create-payment-intent"))
-        .json(&json!({ "overage_accepted": false }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pi = created["paymentIntent"].as_str().unwrap();
-    let secret = created["clientSecret"].as_str().unwrap();
+    let (pi, secret) = app.start_purchase(false).await;
+    let (pi, secret) = (pi.as_str(), secret.as_str());
     let url = app.url(&format!(
         "/success.html?payment_intent={pi}&payment_intent_client_secret={secret}&redirect_status=succeeded"
     ));

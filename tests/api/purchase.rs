@@ -17,17 +17,6 @@ async fn shop(store: DynStore) -> Option<(TestApp, LocalStripe)> {
     Some((app, stripe))
 }
 
-async fn checkout(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn details(app: &TestApp, path: &str, pi: &str, secret: &str) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .get(app.url(path))
@@ -58,7 +47,7 @@ async fn purchase_without_overage(store: DynStore) {
     let Some((app, stripe)) = shop(store).await else {
         return;
     };
-    let (status, created) = checkout(&app, "/api/create-payment-intent", json!({})).await;
+    let (status, created) = app.checkout("/api/create-payment-intent", json!({})).await;
     assert_eq!(status, 200, "{created}");
     let pi = created["paymentIntent"].as_str().unwrap().to_string();
     let secret = created["clientSecret"].as_str().unwrap().to_string();
@@ -124,12 +113,12 @@ async fn purchase_with_overage_saves_the_card(store: DynStore) {
     let Some((app, stripe)) = shop(store).await else {
         return;
     };
-    let (status, created) = checkout(
-        &app,
-        "/.netlify/functions/create-payment-intent",
-        json!({ "overage_accepted": true, "email": "caller@example.com" }),
-    )
-    .await;
+    let (status, created) = app
+        .checkout(
+            "/.netlify/functions/create-payment-intent",
+            json!({ "overage_accepted": true, "email": "caller@example.com" }),
+        )
+        .await;
     assert_eq!(status, 200, "{created}");
     let pi = created["paymentIntent"].as_str().unwrap().to_string();
     let secret = created["clientSecret"].as_str().unwrap().to_string();
@@ -172,12 +161,12 @@ async fn declined_card_marks_the_order_failed(store: DynStore) {
     let Some((app, stripe)) = shop(store).await else {
         return;
     };
-    let (_, created) = checkout(
-        &app,
-        "/api/create-payment-intent",
-        json!({ "overage_accepted": false }),
-    )
-    .await;
+    let (_, created) = app
+        .checkout(
+            "/api/create-payment-intent",
+            json!({ "overage_accepted": false }),
+        )
+        .await;
     let pi = created["paymentIntent"].as_str().unwrap().to_string();
     let secret = created["clientSecret"].as_str().unwrap().to_string();
     // localstripe declines charges on 0341 (it declines 9995 only when attaching to a customer).
@@ -243,7 +232,7 @@ async fn stripe_down_is_a_clear_error() {
         ],
     )
     .await;
-    let (status, body) = checkout(&app, "/api/create-payment-intent", json!({})).await;
+    let (status, body) = app.checkout("/api/create-payment-intent", json!({})).await;
     assert_eq!(status, 502, "{body}");
     assert!(body["error"].as_str().unwrap().contains("try again"));
     assert!(app.app.store.list_orders(10).await.unwrap().is_empty());
@@ -262,7 +251,7 @@ async fn unpaid_orders_expire_and_paid_ones_stay(store: DynStore) {
     let app = spawn(store.clone(), &vars).await;
     let mut intents = Vec::new();
     for _ in 0..2 {
-        let (status, body) = checkout(&app, "/api/create-payment-intent", json!({})).await;
+        let (status, body) = app.checkout("/api/create-payment-intent", json!({})).await;
         assert_eq!(status, 200, "{body}");
         let pi = body["clientSecret"]
             .as_str()

@@ -1285,7 +1285,108 @@ async fn refused_charges_can_be_retried_once_each(store: DynStore) {
         .is_none());
 }
 
+/// Random orders of a call's events (holds, streams opening, metering, Twilio's end, the
+/// bridge's end, settlement, time passing) on three calls sharing one code. After every
+/// step: each call's state moved only as `CallState::may_become` allows, and the calls the
+/// store offers for settlement are exactly those `domain::settlement::ready` names (the SQL
+/// engines' `SETTLE_READY` and MongoDB's filter against the one rule).
+async fn call_states_and_settlement_follow_the_domain_rules(store: DynStore) {
+    use callgate::domain::call::CallState;
+    use callgate::domain::money::Rounding;
+    use callgate::domain::settlement;
+    use callgate::store::EndReason;
+    use rand::{Rng, SeedableRng};
+
+    let cases: u64 = std::env::var("CALL_RULE_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(24);
+    for case in 0..cases {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(case);
+        let order = paid_order(&store).await;
+        let sids: Vec<String> = (0..3).map(|i| format!("CA_rule_{case}_{i}")).collect();
+        let mut now = NOW;
+        let mut seen: std::collections::HashMap<String, CallState> = Default::default();
+        let mut trace = Vec::new();
+        for sid in &sids {
+            call(&store, sid).await;
+        }
+        for _ in 0..14 {
+            let sid = &sids[rng.gen_range(0..sids.len())];
+            let step = rng.gen_range(0..8);
+            trace.push(format!("{step}:{sid}@{now}"));
+            match step {
+                0 => {
+                    let _ = store
+                        .hold_order_for_call(&order.id, sid, now + 120, now)
+                        .await
+                        .unwrap();
+                }
+                1 => {
+                    let _ = store
+                        .bridge_started(sid, None, now + 40, now)
+                        .await
+                        .unwrap();
+                }
+                2 => {
+                    let s = Seconds(rng.gen_range(0..200));
+                    store.record_metering(sid, s, now).await.unwrap();
+                }
+                3 => {
+                    store
+                        .end_call(&end(sid, "completed", Some(10), now))
+                        .await
+                        .unwrap();
+                }
+                4 => {
+                    let s = Seconds(rng.gen_range(0..200));
+                    store
+                        .bridge_finished(sid, s, EndReason::CallerHungUp, now)
+                        .await
+                        .unwrap();
+                }
+                5 => {
+                    let _ = store
+                        .settle_call(sid, Rounding::PerSecond, &new_id("chg"), now)
+                        .await
+                        .unwrap();
+                }
+                // Steps that land on a hold's last second (holds run 40 or 120 s) as well.
+                _ => now += [1, 39, 40, 41, 80, 120, 121][rng.gen_range(0..7)],
+            }
+            let offered: std::collections::BTreeSet<String> = store
+                .calls_to_settle(10_000, now)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|s| s.starts_with(&format!("CA_rule_{case}_")))
+                .collect();
+            let holder = store.order(&order.id).await.unwrap().unwrap();
+            let mut ready = std::collections::BTreeSet::new();
+            for sid in &sids {
+                let c = store.call(sid).await.unwrap().unwrap();
+                let before = seen
+                    .insert(sid.clone(), c.status)
+                    .unwrap_or(CallState::Menu);
+                assert!(
+                    before == c.status || before.may_become(c.status),
+                    "{sid} moved {before} -> {} after {trace:?}",
+                    c.status
+                );
+                let hold_until = (holder.active_call_sid.as_deref() == Some(sid.as_str()))
+                    .then_some(holder.active_call_until)
+                    .flatten();
+                if settlement::ready(&c, hold_until, now) {
+                    ready.insert(sid.clone());
+                }
+            }
+            assert_eq!(offered, ready, "case {case} after {trace:?}");
+        }
+    }
+}
+
 on_every_backend!(
+    call_states_and_settlement_follow_the_domain_rules,
     metering_is_recorded_in_batches_and_never_lowered,
     operators_add_minutes,
     refused_charges_can_be_retried_once_each,

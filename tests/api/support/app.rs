@@ -26,6 +26,34 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// The storefront's checkout call at `path` (new or old), with a JSON body: the status
+    /// and the JSON answer (`null` when the answer is not JSON).
+    pub async fn checkout(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Starts a purchase as the storefront does: the PaymentIntent's id and client secret.
+    pub async fn start_purchase(&self, overage_accepted: bool) -> (String, String) {
+        let (status, created) = self
+            .checkout(
+                "/api/create-payment-intent",
+                serde_json::json!({ "overage_accepted": overage_accepted }),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        (
+            created["paymentIntent"].as_str().unwrap().to_string(),
+            created["clientSecret"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Delivers a Stripe event (`id`, `kind`, `data.object`) to the webhook, signed with
     /// `secret` as Stripe signs it; the status answered.
     pub async fn stripe_event(
