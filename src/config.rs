@@ -411,7 +411,8 @@ impl Config {
         let mut off = Vec::new();
         if self.stripe.is_none() {
             off.push(
-                "payments (set STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET)",
+                "payments: the storefront tells customers it is not taking orders (set \
+                 STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET)",
             );
         }
         if self.twilio.is_none() {

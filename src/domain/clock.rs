@@ -42,3 +42,44 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// The UTC calendar date (`2026-12-03`) of a stored time, and the seconds into that day.
+pub fn utc_date(at: UnixTime) -> (String, i64) {
+    let days = at.div_euclid(86_400);
+    let secs = at.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (format!("{year:04}-{month:02}-{day:02}"), secs)
+}
+
+/// `2026-12-03T09:15:00Z`: a stored time as ISO 8601 in UTC.
+pub fn iso8601(at: UnixTime) -> String {
+    let (date, secs) = utc_date(at);
+    format!(
+        "{date}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso8601;
+
+    #[test]
+    fn times_print_as_iso_8601_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_796_375_700), "2026-12-04T09:15:00Z");
+        assert_eq!(iso8601(-1), "1969-12-31T23:59:59Z");
+    }
+}

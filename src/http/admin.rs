@@ -272,22 +272,7 @@ fn when(t: i64) -> String {
     format!("{date} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
 }
 
-/// The UTC date of a Unix time, and the seconds into that day.
-fn day_of(t: i64) -> (String, i64) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (format!("{y:04}-{m:02}-{d:02}"), secs)
-}
+use crate::domain::clock::utc_date as day_of;
 
 fn opt_when(t: Option<i64>) -> String {
     t.map(when).unwrap_or_default()

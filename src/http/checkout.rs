@@ -275,6 +275,11 @@ async fn order_details(
     let currency = &order.currency;
     let mut body = json!({
         "status": order.status.as_str(),
+        "plan": order.plan,
+        "amountDisplay": currency.format(order.amount),
+        "paidAt": order.paid_at.map(crate::domain::clock::iso8601),
+        "reference": order.id,
+        "browserPhone": app.config.demo.then_some("/demo/phone"),
         "minutes": order.seconds_included.0 / 60,
         "minutesLeft": order.seconds_left().0 / 60,
         "overage": order.overage_consent,

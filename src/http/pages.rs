@@ -68,29 +68,49 @@ fn page(html: String) -> Response {
 
 async fn storefront(State(app): State<AppState>) -> Response {
     let plan = &app.config.plan;
-    let phone = app
-        .config
-        .twilio
-        .as_ref()
-        .map(|t| display_phone(&t.phone_number))
+    let number = app.config.twilio.as_ref().map(|t| t.phone_number.clone());
+    let phone = number
+        .as_deref()
+        .map(display_phone)
         .unwrap_or_else(|| "our number".into());
-    let publishable_key = publishable_key(&app);
+    // Without Stripe the shop is closed: it says so, and loads nothing of Stripe's.
+    let open = app.config.stripe.is_some();
+    let hidden = |hide: bool| if hide { "hidden" } else { "" }.to_string();
     page(render(
         INDEX,
         &[
             ("plan_name", plan.name.clone()),
             ("price", plan.currency.format(plan.price)),
-            ("minutes", plan.minutes_included.to_string()),
+            ("minutes_phrase", minutes_phrase(plan.minutes_included)),
             (
                 "overage_price",
                 plan.currency.format(plan.overage_per_minute),
             ),
             ("phone", phone),
-            ("publishable_key", publishable_key),
-            ("stripe_js_url", app.config.stripe_js_url.to_string()),
+            ("phone_e164", number.unwrap_or_default()),
+            ("publishable_key", publishable_key(&app)),
+            (
+                "stripe_js_url",
+                if open {
+                    app.config.stripe_js_url.to_string()
+                } else {
+                    String::new()
+                },
+            ),
+            ("closed_hidden", hidden(open)),
+            ("open_hidden", hidden(!open)),
             ("version", env!("CARGO_PKG_VERSION").to_string()),
         ],
     ))
+}
+
+/// "1 minute", "10 minutes".
+pub fn minutes_phrase(minutes: i64) -> String {
+    if minutes == 1 {
+        "1 minute".into()
+    } else {
+        format!("{minutes} minutes")
+    }
 }
 
 /// Stripe's publishable key for Stripe.js, empty when payments are not configured.

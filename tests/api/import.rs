@@ -10,12 +10,7 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime};
 /// A fresh database on the test MongoDB, as the old deployment's: its URI and a handle.
 /// `None` where mongoeco is not installed (outside CI).
 async fn old_site() -> Option<(String, mongodb::Database)> {
-    drop(crate::support::mongo::mongo().await?);
-    let port = crate::support::mongo::port().expect("mongoeco running");
-    let uri = format!(
-        "mongodb://127.0.0.1:{port}/oldsite_{}?directConnection=true",
-        callgate::store::new_id("x")
-    );
+    let uri = crate::support::mongo::fresh_uri("oldsite")?;
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
     let db = client.default_database().unwrap();
     Some((uri, db))

@@ -30,7 +30,7 @@ async fn storefront_shows_the_plan_and_an_unticked_consent_box() {
     browser.client.goto(&app.url("/")).await.unwrap();
     browser.wait_for("main[data-state='choose']").await;
     assert_eq!(browser.text("#price").await, "$10.00");
-    assert_eq!(browser.text("#minutes").await, "5");
+    assert_eq!(browser.text("#minutes").await, "5 minutes");
     let consent = browser.text(".consent").await;
     assert!(consent.contains("I accept overage charges of $1.00 per extra minute, charged to this card after the call"), "{consent}");
     let checkbox = browser.client.find(Locator::Css("#overage")).await.unwrap();

@@ -10,6 +10,15 @@
   const message = document.getElementById("message");
   let stripe = null;
   let elements = null;
+  // Stripe.js, loaded only when the shop is open (a closed shop loads nothing of Stripe's).
+  const stripeLoaded = new Promise((resolve) => {
+    if (!root.dataset.stripeJs) return resolve(false);
+    const tag = document.createElement("script");
+    tag.src = root.dataset.stripeJs;
+    tag.onload = () => resolve(true);
+    tag.onerror = () => resolve(false);
+    document.head.appendChild(tag);
+  });
 
   function say(text) { message.textContent = text || ""; }
 
@@ -27,6 +36,9 @@
 
   cont.addEventListener("click", async () => {
     say("");
+    cont.disabled = true;
+    await stripeLoaded;
+    cont.disabled = false;
     if (typeof window.Stripe !== "function") {
       say("The payment form could not load. Check your connection and reload the page.");
       return;

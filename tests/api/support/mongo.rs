@@ -1,9 +1,12 @@
-//! mongoeco, the test MongoDB: one server per test process (started on first use through the
-//! launcher beside this file), a fresh database per test.
+//! mongoeco, the test MongoDB: servers started on first use through the launcher beside this
+//! file, a fresh database per test. mongoeco keeps every database in one SQLite file served
+//! by one Python process, which slows as the file grows and runs one command at a time: a
+//! server takes a few tests' databases, then the next test starts a fresh server (so the
+//! suite's MongoDB tests also run side by side, on both cores).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use callgate::store::{MongoStore, Store};
 
@@ -22,7 +25,12 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+/// Databases a server is given before the next test starts a new one.
+const DATABASES_PER_SERVER: usize = 6;
+
+/// The servers started so far (kept until the process ends), the newest last, and how many
+/// databases the newest has; or why none could start.
+static SERVERS: Mutex<Option<Result<(Vec<Server>, usize), String>>> = Mutex::new(None);
 
 fn start() -> Result<Server, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -57,16 +65,24 @@ fn start() -> Result<Server, String> {
     })
 }
 
-/// The shared mongoeco server's port, once started.
-pub fn port() -> Option<u16> {
-    SERVER.get().and_then(|s| s.as_ref().ok()).map(|s| s.port)
+/// The port of the server the next database goes to, starting one when due.
+fn next_port() -> Result<u16, String> {
+    let mut servers = SERVERS.lock().unwrap_or_else(|p| p.into_inner());
+    let state = servers.get_or_insert_with(|| start().map(|s| (vec![s], 0)));
+    let (list, used) = state.as_mut().map_err(|e| e.clone())?;
+    if *used >= DATABASES_PER_SERVER {
+        list.push(start()?);
+        *used = 0;
+    }
+    *used += 1;
+    Ok(list.last().map(|s| s.port).unwrap_or_default())
 }
 
-/// A fresh database on the shared mongoeco server. `None` (skipped) when mongoeco is not
-/// installed, except under `CI=true`, where that is a failure.
-pub async fn mongo() -> Option<TestDb> {
-    let server = match SERVER.get_or_init(start) {
-        Ok(server) => server,
+/// The URI of a fresh database (`PREFIX_<random>`) on a test server. `None` (skipped) when
+/// mongoeco is not installed, except under `CI=true`, where that is a failure.
+pub fn fresh_uri(prefix: &str) -> Option<String> {
+    let port = match next_port() {
+        Ok(port) => port,
         Err(why) => {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("mongoeco is required under CI=true (./scripts/test installs it): {why}");
@@ -76,13 +92,17 @@ pub async fn mongo() -> Option<TestDb> {
         }
     };
     let name = format!(
-        "cg_test_{}",
+        "{prefix}_{}",
         callgate::store::new_id("d").trim_start_matches("d_")
     );
-    let uri = format!(
-        "mongodb://127.0.0.1:{}/{name}?directConnection=true",
-        server.port
-    );
+    Some(format!(
+        "mongodb://127.0.0.1:{port}/{name}?directConnection=true"
+    ))
+}
+
+/// A fresh, migrated database for one test.
+pub async fn mongo() -> Option<TestDb> {
+    let uri = fresh_uri("cg_test")?;
     let store = MongoStore::open(&uri).await.expect("connect to mongoeco");
     store
         .migrate()
