@@ -343,10 +343,60 @@ pub async fn hangup(
             call.answered.elapsed().as_secs().max(1).to_string(),
         ));
         twilio_post(&app, &app.public_url(STATUS_PATH), &params).await?;
-        Ok(json!({ "ended": true }))
+        Ok(summary(&app, &h.call_sid).await)
     }
     .await;
     answer(result)
+}
+
+/// What the caller sees after hanging up: time talked, minutes left, the overage charge.
+/// The call is settled when both Twilio's end and the bridge's have arrived (or by the
+/// billing worker's next pass): this waits a few seconds for that, as a phone bill would.
+async fn summary(app: &crate::App, call_sid: &str) -> Value {
+    let deadline = Instant::now() + std::time::Duration::from_secs(6);
+    let call = loop {
+        let call = app.store.call(call_sid).await.ok().flatten();
+        let settled = call.as_ref().is_some_and(|c| c.settled_at.is_some());
+        if settled || Instant::now() >= deadline {
+            break call;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let Some(call) = call else {
+        return json!({ "ended": true });
+    };
+    let order = match call.order_id.as_deref() {
+        Some(id) => app.store.order(id).await.ok().flatten(),
+        None => None,
+    };
+    let charge = app
+        .store
+        .list_charges(None, 50)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.call_sid == call_sid);
+    json!({
+        "ended": true,
+        "settled": call.settled_at.is_some(),
+        "talkedSeconds": call.billable_seconds().0,
+        "secondsLeft": order.as_ref().map(|o| o.seconds_left().0),
+        "charge": charge.map(|c| c.currency.format(c.amount)),
+    })
+}
+
+/// What the page shows during the agent part: the allowance left, and overage's terms.
+async fn allowance(app: &crate::App, call_sid: &str) -> Option<Value> {
+    let call = app.store.call(call_sid).await.ok()??;
+    let order = app.store.order(call.order_id.as_deref()?).await.ok()??;
+    Some(json!({
+        "event": "account",
+        "secondsLeft": order.seconds_left().0,
+        "overage": crate::domain::ledger::overage_allowed(&order).is_ok(),
+        "overagePrice": order.currency.format(order.overage_price),
+        "warnBefore": app.bridge.warn_before_secs,
+        "tick": app.bridge.tick.as_secs_f64(),
+    }))
 }
 
 /// `GET /demo/phone/media`: the page's audio socket, relayed to `/media` as Twilio's stream.
@@ -410,7 +460,11 @@ async fn relay(
     to_callgate
         .send(TwMessage::text(start_event.to_string()))
         .await?;
+    // Subscribed before anything is awaited: the agent's greeting may come at once.
     let mut lines = demo.hub.subscribe();
+    if let Some(allowance) = allowance(&app, &start.call_sid).await {
+        page.send(PageMessage::text(allowance.to_string())).await?;
+    }
     let (mut sequence, mut chunk, started) = (1u64, 0u64, Instant::now());
     loop {
         tokio::select! {

@@ -237,7 +237,11 @@ impl IntoResponse for AdminError {
         };
         (
             status,
-            layout("Problem", &format!("<p>{}</p>", escape(&self.to_string()))),
+            layout(
+                "",
+                "Problem",
+                &format!("<p>{}</p>", escape(&self.to_string())),
+            ),
         )
             .into_response()
     }
@@ -245,16 +249,35 @@ impl IntoResponse for AdminError {
 
 type Page = Result<Response, AdminError>;
 
-fn layout(title: &str, body: &str) -> Html<String> {
+/// The admin sections, for the navigation (the current one is marked).
+const SECTIONS: &[(&str, &str)] = &[
+    ("/admin", "Overview"),
+    ("/admin/orders", "Orders"),
+    ("/admin/calls", "Calls"),
+    ("/admin/charges", "Charges"),
+];
+
+fn layout(section: &str, title: &str, body: &str) -> Html<String> {
+    let mut nav = String::new();
+    for (href, name) in SECTIONS {
+        let current = if *href == section {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        let _ = write!(nav, "<a href=\"{href}\"{current}>{name}</a>");
+    }
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} · callgate admin</title><link rel=\"stylesheet\" href=\"/assets/style.css\"></head>\
-         <body><main class=\"card wide admin\"><p class=\"brand\">callgate admin</p>\
-         <nav><a href=\"/admin\">Overview</a> <a href=\"/admin/orders\">Orders</a> \
-         <a href=\"/admin/calls\">Calls</a> <a href=\"/admin/charges\">Charges</a></nav>\
+         <title>{t} · callgate admin</title>\
+         <link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
+         <link rel=\"stylesheet\" href=\"/assets/style.css?v={v}\"></head>\
+         <body class=\"admin-page\"><main class=\"card wide admin\"><header class=\"admin-head\">\
+         <p class=\"brand\">callgate admin</p><nav aria-label=\"Admin sections\">{nav}</nav></header>\
          <h1>{t}</h1>{body}</main></body></html>",
-        t = escape(title)
+        t = escape(title),
+        v = env!("CARGO_PKG_VERSION"),
     ))
 }
 
@@ -289,36 +312,85 @@ fn money(app: &App, cents: i64) -> String {
         .format(crate::domain::money::Cents(cents))
 }
 
-/// A bar chart of `(label, value)` as inline SVG, with the value shown on hover.
+/// A bar chart of `(label, value)` as inline SVG: a value axis (zero, half, the top), a date
+/// under every seventh bar, each day's value above its bar when it has one, and on hover.
 fn bars(points: &[(String, f64)], unit: &str) -> String {
-    let max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0);
-    let (w, h, gap) = (24.0, 120.0, 4.0);
+    let top = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let max = nice_ceiling(top);
+    let (w, h, gap, left, above) = (24.0, 120.0, 4.0, 44.0, 14.0);
+    let width = left + points.len() as f64 * (w + gap);
     let mut svg = format!(
-        "<svg class=\"chart\" role=\"img\" viewBox=\"0 0 {} {}\" aria-label=\"per day\">",
-        points.len() as f64 * (w + gap),
-        h + 20.0
+        "<svg class=\"chart\" role=\"img\" viewBox=\"0 0 {width} {}\" aria-label=\"{} per day, \
+         last {} days, top of scale {} {}\">",
+        h + above + 20.0,
+        escape(unit),
+        points.len(),
+        fmt_value(max),
+        escape(unit)
     );
+    for frac in [0.0, 0.5, 1.0] {
+        let y = above + h - frac * h;
+        let _ = write!(
+            svg,
+            "<line class=\"axis\" x1=\"{left}\" x2=\"{width}\" y1=\"{y}\" y2=\"{y}\"></line>\
+             <text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            left - 4.0,
+            y + 3.0,
+            fmt_value(max * frac)
+        );
+    }
     for (i, (label, v)) in points.iter().enumerate() {
         let bh = (v / max * h).max(if *v > 0.0 { 1.0 } else { 0.0 });
-        let x = i as f64 * (w + gap);
+        let x = left + i as f64 * (w + gap);
         let _ = write!(
             svg,
             "<rect x=\"{x}\" y=\"{}\" width=\"{w}\" height=\"{bh}\"><title>{} {v:.2} {}</title></rect>",
-            h - bh,
+            above + h - bh,
             escape(label),
             escape(unit)
         );
-        if i % 7 == 0 {
+        if *v > 0.0 {
+            let _ = write!(
+                svg,
+                "<text class=\"value\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                x + w / 2.0,
+                above + h - bh - 3.0,
+                fmt_value(*v)
+            );
+        }
+        if (i % 7 == 0 && i + 3 < points.len()) || i + 1 == points.len() {
             let _ = write!(
                 svg,
                 "<text x=\"{x}\" y=\"{}\">{}</text>",
-                h + 15.0,
-                escape(&label[5..])
+                above + h + 15.0,
+                escape(label.get(5..).unwrap_or(label))
             );
         }
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// The chart's top: 1, 2 or 5 times a power of ten, at least `v` (and at least 1).
+fn nice_ceiling(v: f64) -> f64 {
+    let mut step = 1.0;
+    loop {
+        for m in [1.0, 2.0, 5.0] {
+            if m * step >= v {
+                return m * step;
+            }
+        }
+        step *= 10.0;
+    }
+}
+
+/// A chart value: whole numbers plainly, others with one decimal.
+fn fmt_value(v: f64) -> String {
+    if (v - v.round()).abs() < 0.05 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 async fn dashboard(State(app): State<AppState>, _admin: Admin) -> Page {
@@ -394,7 +466,7 @@ async fn dashboard(State(app): State<AppState>, _admin: Admin) -> Page {
         bars(&rev_points, app.config.plan.currency.code()),
         bars(&min_points, "min"),
     );
-    Ok(html(layout("Overview", &body)))
+    Ok(html(layout("/admin", "Overview", &body)))
 }
 
 fn hidden(admin: &Admin) -> String {
@@ -413,7 +485,7 @@ async fn orders_page(State(app): State<AppState>, admin: Admin) -> Page {
             let _ = write!(
                 actions,
                 "<form method=\"post\" action=\"/admin/orders/{id}/minutes\">{h}\
-                 <input name=\"minutes\" type=\"number\" min=\"1\" max=\"600\" value=\"5\" aria-label=\"minutes\">\
+                 <label class=\"inline\">Minutes <input name=\"minutes\" type=\"number\" min=\"1\" max=\"600\" value=\"5\"></label>\
                  <button>Add minutes</button></form>\
                  <form method=\"post\" action=\"/admin/orders/{id}/revoke\">{h}<button class=\"danger\">Revoke code</button></form>",
                 id = escape(&o.id),
@@ -422,13 +494,18 @@ async fn orders_page(State(app): State<AppState>, admin: Admin) -> Page {
         }
         let _ = write!(
             rows,
-            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
             escape(&o.id),
             when(o.created_at),
             o.status,
+            o.status,
             escape(&o.id),
             escape(o.code_last4.as_deref().unwrap_or("")),
-            money(&app, o.amount.0),
+            match o.status {
+                OrderStatus::Paid | OrderStatus::Revoked => money(&app, o.amount.0),
+                OrderStatus::Pending | OrderStatus::Failed =>
+                    format!("{} <span class=\"hint\">not paid</span>", money(&app, o.amount.0)),
+            },
             minutes(o.seconds_used),
             minutes(o.seconds_included),
             if o.overage_consent { "yes" } else { "no" },
@@ -437,10 +514,10 @@ async fn orders_page(State(app): State<AppState>, admin: Admin) -> Page {
     }
     let body = format!(
         "<p><a href=\"/admin/export/orders.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
-         <tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Paid</th><th>Used / included</th>\
+         <tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Amount</th><th>Used / included</th>\
          <th>Overage</th><th></th></tr>{rows}</table></div>"
     );
-    Ok(html(layout("Orders", &body)))
+    Ok(html(layout("/admin/orders", "Orders", &body)))
 }
 
 async fn calls_page(State(app): State<AppState>, _admin: Admin) -> Page {
@@ -449,21 +526,22 @@ async fn calls_page(State(app): State<AppState>, _admin: Admin) -> Page {
     for c in &calls {
         let _ = write!(
             rows,
-            "<tr><td><a href=\"/admin/calls/{sid}\">{sid}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/admin/calls/{sid}\">{sid}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             when(c.started_at),
             escape(&c.from_number),
+            order_link(c.order_id.as_deref()),
             minutes(c.billable_seconds()),
             c.status,
-            c.end_reason.map(|r| r.as_str()).unwrap_or(""),
+            ending(c),
             sid = escape(&c.call_sid),
         );
     }
     let body = format!(
         "<p><a href=\"/admin/export/calls.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
-         <tr><th>Call</th><th>Started</th><th>From</th><th>Agent time</th><th>Status</th><th>Ended because</th></tr>\
+         <tr><th>Call</th><th>Started</th><th>From</th><th>Order</th><th>Agent time</th><th>Status</th><th>Ended because</th></tr>\
          {rows}</table></div>"
     );
-    Ok(html(layout("Calls", &body)))
+    Ok(html(layout("/admin/calls", "Calls", &body)))
 }
 
 async fn call_page(State(app): State<AppState>, _admin: Admin, Path(sid): Path<String>) -> Page {
@@ -484,19 +562,158 @@ async fn call_page(State(app): State<AppState>, _admin: Admin, Path(sid): Path<S
         said =
             "<li class=\"hint\">Nothing was said, or the call never reached the agent.</li>".into();
     }
+    let charge = app
+        .store
+        .list_charges(None, DAYS_READ)
+        .await?
+        .into_iter()
+        .find(|c| c.call_sid == call.call_sid);
+    let charged = match &charge {
+        Some(c) => format!(
+            "<a href=\"/admin/charges#{id}\">{} ({})</a>",
+            money(&app, c.amount.0),
+            c.state,
+            id = escape(&c.id)
+        ),
+        None => "<span class=\"hint\">none</span>".into(),
+    };
     let body = format!(
         "<dl><dt>From</dt><dd>{}</dd><dt>Order</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd>\
          <dt>Ended</dt><dd>{}</dd><dt>Agent time</dt><dd>{}</dd><dt>Ended because</dt><dd>{}</dd>\
-         <dt>Conversation</dt><dd>{}</dd></dl><h2>Transcript</h2><ol class=\"heard\" id=\"transcript\">{said}</ol>",
+         <dt>Overage charge</dt><dd>{charged}</dd>\
+         <dt>Conversation</dt><dd>{}</dd></dl><h2>Timeline</h2>{}\
+         <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" tabindex=\"0\" aria-label=\"Transcript\">{said}</ol>",
         escape(&call.from_number),
-        escape(call.order_id.as_deref().unwrap_or("")),
+        order_link(call.order_id.as_deref()),
         when(call.started_at),
         opt_when(call.ended_at),
         minutes(call.billable_seconds()),
-        call.end_reason.map(|r| r.as_str()).unwrap_or(""),
+        ending(&call),
         escape(call.conversation_id.as_deref().unwrap_or("")),
+        timeline(&call, charge.as_ref(), app.bridge.warn_before_secs),
     );
-    Ok(html(layout(&format!("Call {sid}"), &body)))
+    Ok(html(layout("/admin/calls", &format!("Call {sid}"), &body)))
+}
+
+/// A call's life as a timeline: what is stored, and the warning and the start of overage
+/// worked out from the allowance the call had (marked as worked out).
+fn timeline(call: &Call, charge: Option<&Charge>, warn_before: i64) -> String {
+    let mut events: Vec<(i64, String, &str)> = vec![(
+        call.started_at,
+        "Call arrived at the phone menu".into(),
+        "start",
+    )];
+    let talked = call.billable_seconds().0;
+    // Worked-out times fall inside the agent part (its metered seconds are wall seconds, but
+    // a clock may drift a little from the bridge's).
+    let inside = |at: i64| call.bridge_ended_at.map_or(at, |end| at.min(end));
+    if let Some(bridged) = call.bridged_at {
+        events.push((
+            bridged,
+            "Code accepted; connected to the agent".into(),
+            "bridge",
+        ));
+        let overage = charge.map(|c| c.seconds_billed.0).unwrap_or(0);
+        if overage > 0 {
+            // Overage was allowed: no warning, the call ran on past the allowance.
+            events.push((
+                inside(bridged + talked - overage),
+                format!(
+                    "Included minutes used up; overage began, {} charged (worked out)",
+                    minutes(Seconds(overage))
+                ),
+                "overage",
+            ));
+        } else if call.end_reason == Some(crate::domain::call::EndReason::TimeUp)
+            && talked > warn_before
+        {
+            // Without overage the caller is warned this long before the allowance ends.
+            events.push((
+                inside(bridged + talked - warn_before),
+                "One-minute warning played (worked out)".into(),
+                "warn",
+            ));
+        }
+    }
+    if let Some(done) = call.bridge_ended_at {
+        events.push((
+            done,
+            format!(
+                "Agent part ended after {}: {}",
+                minutes(Seconds(talked)),
+                ending(call)
+            ),
+            "end",
+        ));
+    }
+    if let Some(ended) = call.ended_at {
+        let status = call.twilio_status.map(|s| s.as_str()).unwrap_or("reported");
+        events.push((ended, format!("Twilio: call {status}"), "end"));
+    }
+    if let (Some(settled), Some(seconds)) = (call.settled_at, call.settled_seconds) {
+        events.push((
+            settled,
+            format!(
+                "Settled: {} taken from the allowance",
+                minutes(Seconds(seconds))
+            ),
+            "settle",
+        ));
+    }
+    events.sort_by_key(|(at, _, _)| *at);
+    let mut out = String::from("<ol class=\"timeline\">");
+    for (at, what, kind) in events {
+        let (date, secs) = day_of(at);
+        let _ = write!(
+            out,
+            "<li class=\"{kind}\"><time datetime=\"{}\">{date} {:02}:{:02}:{:02}</time> {}</li>",
+            crate::domain::clock::iso8601(at),
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60,
+            escape(&what)
+        );
+    }
+    out.push_str("</ol>");
+    out
+}
+
+/// A link to an order's row, or a dash for a call that never had one.
+fn order_link(order_id: Option<&str>) -> String {
+    match order_id {
+        Some(id) => format!("<a href=\"/admin/orders#{id}\">{id}</a>", id = escape(id)),
+        None => "<span class=\"hint\">none</span>".into(),
+    }
+}
+
+/// Why a call ended, in the operator's words.
+fn ending(call: &Call) -> String {
+    use crate::domain::call::EndReason::*;
+    let Some(reason) = call.end_reason else {
+        return match call.status {
+            crate::domain::call::CallState::Ended => "ended".into(),
+            _ => "in progress".into(),
+        };
+    };
+    let at_menu = call.bridged_at.is_none();
+    match reason {
+        CallerHungUp => "caller hung up",
+        TimeUp => "minutes used up",
+        AgentFailed => "agent unavailable",
+        Shutdown => "server restarting",
+        Revoked => "code revoked during the call",
+        HoldLost => "lost its hold on the code",
+        TwilioCompleted if at_menu && call.order_id.is_none() => {
+            "hung up at the menu (no valid code)"
+        }
+        TwilioCompleted if at_menu => "hung up at the menu",
+        TwilioCompleted => "call completed",
+        TwilioBusy => "busy",
+        TwilioFailed => "call failed to connect",
+        TwilioNoAnswer => "no answer",
+        TwilioCanceled => "caller hung up while ringing",
+    }
+    .into()
 }
 
 fn retryable(c: &Charge) -> bool {
@@ -521,16 +738,18 @@ async fn charges_page(State(app): State<AppState>, admin: Admin) -> Page {
         };
         let _ = write!(
             rows,
-            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.id),
             when(c.created_at),
             escape(&c.id),
+            order_link(Some(&c.order_id)),
             money(&app, c.amount.0),
             c.state,
             c.attempts,
             escape(c.last_error.as_deref().unwrap_or("")),
             escape(c.stripe_payment_intent.as_deref().unwrap_or("")),
-            action
+            action,
+            call = escape(&c.call_sid),
         );
     }
     let body = format!(
@@ -538,10 +757,10 @@ async fn charges_page(State(app): State<AppState>, admin: Admin) -> Page {
          <p class=\"hint\">Retry puts a refused charge back in the queue. After a decline it runs as a \
          new payment; after running out of tries it waits until Stripe has forgotten the last \
          attempt's key (24 h), so a payment that did go through is never made twice.</p>\
-         <div class=\"scroll\"><table><tr><th>Created</th><th>Charge</th><th>Amount</th><th>State</th>\
+         <div class=\"scroll\"><table><tr><th>Created</th><th>Charge</th><th>Order</th><th>Call</th><th>Amount</th><th>State</th>\
          <th>Tries</th><th>Last error</th><th>PaymentIntent</th><th></th></tr>{rows}</table></div>"
     );
-    Ok(html(layout("Overage charges", &body)))
+    Ok(html(layout("/admin/charges", "Overage charges", &body)))
 }
 
 #[derive(Deserialize)]
@@ -645,6 +864,11 @@ fn o<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
+/// A time for the CSV files: ISO 8601 in UTC, empty when unset.
+fn iso(t: Option<i64>) -> String {
+    t.map(crate::domain::clock::iso8601).unwrap_or_default()
+}
+
 /// A CSV file: the header, then one line a record.
 fn csv<T>(columns: &[&str], records: &[T], row: fn(&T) -> Vec<String>) -> String {
     let mut out = String::new();
@@ -737,7 +961,7 @@ async fn export(State(app): State<AppState>, _admin: Admin, Path(what): Path<Str
 fn order_row(r: &Order) -> Vec<String> {
     vec![
         r.id.clone(),
-        r.created_at.to_string(),
+        iso(Some(r.created_at)),
         r.status.to_string(),
         r.source.to_string(),
         r.plan.clone(),
@@ -748,8 +972,8 @@ fn order_row(r: &Order) -> Vec<String> {
         r.overage_consent.to_string(),
         o(&r.code_last4),
         o(&r.stripe_payment_intent),
-        o(&r.paid_at),
-        o(&r.revoked_at),
+        iso(r.paid_at),
+        iso(r.revoked_at),
     ]
 }
 
@@ -758,9 +982,9 @@ fn call_row(r: &Call) -> Vec<String> {
         r.call_sid.clone(),
         o(&r.order_id),
         r.from_number.clone(),
-        r.started_at.to_string(),
-        o(&r.bridged_at),
-        o(&r.ended_at),
+        iso(Some(r.started_at)),
+        iso(r.bridged_at),
+        iso(r.ended_at),
         r.billable_seconds().0.to_string(),
         o(&r.twilio_duration),
         o(&r.end_reason),
@@ -780,8 +1004,8 @@ fn charge_row(r: &Charge) -> Vec<String> {
         r.attempts.to_string(),
         o(&r.stripe_payment_intent),
         o(&r.last_error),
-        r.created_at.to_string(),
-        r.updated_at.to_string(),
+        iso(Some(r.created_at)),
+        iso(Some(r.updated_at)),
     ]
 }
 
@@ -817,5 +1041,12 @@ mod tests {
         assert!(svg.contains("height=\"120\""), "{svg}");
         assert!(svg.contains("height=\"0\""), "{svg}");
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        // The axis names zero, half and the top; the day with a value shows it.
+        for tick in [">0<", ">5<", ">10<"] {
+            assert!(svg.contains(tick), "{tick}: {svg}");
+        }
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(37.0), 50.0);
+        assert_eq!(nice_ceiling(120.0), 200.0);
     }
 }

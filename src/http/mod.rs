@@ -75,7 +75,7 @@ pub fn router_with(
         .merge(metrics::router())
         .merge(admin::router(&app))
         .route_layer(axum::middleware::from_fn(route_stats));
-    routes = extend(routes);
+    routes = extend(routes).fallback(pages::not_found);
     let request_timeout = Duration::from_secs(app.config.http.request_timeout_secs);
     routes
         .layer(axum::middleware::from_fn_with_state(csp, security::headers))

@@ -14,6 +14,8 @@ use crate::telephony::twilio::twiml::escape;
 const INDEX: &str = include_str!("../../web/index.html");
 const SUCCESS: &str = include_str!("../../web/success.html");
 const PAY: &str = include_str!("../../web/pay.html");
+const NOT_FOUND: &str = include_str!("../../web/404.html");
+const FAVICON: &str = include_str!("../../web/assets/favicon.svg");
 const ASSETS: &[(&str, &str, &str)] = &[
     (
         "style.css",
@@ -48,6 +50,31 @@ pub fn router() -> Router<AppState> {
         .route("/index.html", get(storefront))
         .route("/success.html", get(success))
         .route("/assets/{name}", get(asset))
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
+}
+
+/// The icon, for the pages' `<link rel="icon">` and for browsers that ask for
+/// `/favicon.ico` on their own (Chromium and Firefox take an SVG there).
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON,
+    )
+        .into_response()
+}
+
+/// Any path nothing answers: a small page with a way back.
+pub async fn not_found() -> Response {
+    let mut resp = page(render(
+        NOT_FOUND,
+        &[("version", env!("CARGO_PKG_VERSION").to_string())],
+    ));
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp
 }
 
 /// Fills `{{name}}` placeholders with HTML-escaped values.
@@ -144,7 +171,10 @@ pub fn pay_page(app: &crate::App, token: &str) -> Response {
 }
 
 async fn success() -> Response {
-    page(SUCCESS.to_string())
+    page(render(
+        SUCCESS,
+        &[("version", env!("CARGO_PKG_VERSION").to_string())],
+    ))
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
@@ -157,7 +187,7 @@ async fn asset(Path(name): Path<String>) -> Response {
             *body,
         )
             .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+        None => not_found().await,
     }
 }
 
@@ -168,7 +198,7 @@ mod tests {
     /// Every asset a page names is one this module serves.
     #[test]
     fn pages_reference_only_served_assets() {
-        for page in [INDEX, SUCCESS, PAY] {
+        for page in [INDEX, SUCCESS, PAY, NOT_FOUND] {
             for part in page.split("/assets/").skip(1) {
                 let name: String = part
                     .chars()

@@ -133,3 +133,61 @@ async fn success_page_explains_an_unknown_payment() {
     browser.screenshot("success-unknown").await;
     browser.close().await;
 }
+
+/// A `serve` without Stripe: the storefront says plainly that it is not taking orders, shows
+/// no form, loads nothing of Stripe's, and the checkout API answers 503.
+#[tokio::test]
+async fn a_shop_without_stripe_says_it_is_closed() {
+    let db = crate::support::sqlite().await;
+    let app = spawn(db.store.clone(), &[]).await;
+    let page = reqwest::get(app.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("stripe.com"), "{page}");
+    let (status, _) = app
+        .checkout("/api/create-payment-intent", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 503);
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    browser.client.goto(&app.url("/")).await.unwrap();
+    browser
+        .wait_for_text("#closed", "not taking orders right now")
+        .await;
+    assert!(
+        browser
+            .client
+            .find(Locator::Css("#checkout[hidden]"))
+            .await
+            .is_ok(),
+        "no purchase form"
+    );
+    assert!(browser.failed_resources().await.is_empty());
+    assert!(browser.accessibility_violations().await.is_empty());
+    browser.screenshots("tour-storefront-closed").await;
+    browser.close().await;
+}
+
+/// Every page's icon is there (browsers ask for `/favicon.ico` on their own), and an
+/// unknown address gets a small page with a way back, not an empty answer.
+#[tokio::test]
+async fn the_icon_is_served_and_unknown_paths_get_a_page() {
+    let db = crate::support::sqlite().await;
+    let app = spawn(db.store.clone(), &[]).await;
+    for path in ["/favicon.ico", "/favicon.svg"] {
+        let resp = reqwest::get(app.url(path)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+    }
+    let resp = reqwest::get(app.url("/no/such/page")).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("Page not found") && body.contains("href=\"/\""),
+        "{body}"
+    );
+}

@@ -12,6 +12,7 @@
   const talk = $("talk");
   const callBtn = $("call");
   const hangupBtn = $("hangup");
+  const meter = $("meter");
   const from = "+1555" + String(Math.floor(1000000 + Math.random() * 8999999));
 
   let call = null;
@@ -22,11 +23,53 @@
   let micSamples = [];
   let playAt = 0;
   const sources = new Set();
+  // The agent part's clock: the allowance when it began, and overage's terms.
+  let account = null;
+  let meterTimer = null;
+  let pendingClear = null;
+
+  const clock = (s) => Math.floor(s / 60) + ":" + String(Math.floor(s % 60)).padStart(2, "0");
+
+  function startMeter(info) {
+    account = Object.assign({ started: performance.now(), overageNoted: false }, info);
+    meter.hidden = false;
+    meter.className = "meter";
+    const tickMs = (info.tick || 1) * 1000;
+    const update = () => {
+      const talked = (performance.now() - account.started) / tickMs;
+      $("talked").textContent = clock(talked);
+      const left = account.secondsLeft - talked;
+      if (left > 0) {
+        $("left").textContent = clock(left) + " left";
+      } else if (account.overage) {
+        meter.className = "meter overage";
+        $("left").textContent = "overage " + clock(-left) + " at " + account.overagePrice + " a minute";
+        if (!account.overageNoted) {
+          account.overageNoted = true;
+          note("Your included minutes are used up: extra minutes now cost " + account.overagePrice +
+               " each, charged after the call.", "overage");
+        }
+      } else {
+        $("left").textContent = "no minutes left";
+      }
+    };
+    update();
+    clearInterval(meterTimer);
+    meterTimer = setInterval(update, 250);
+  }
+
+  function stopMeter() {
+    clearInterval(meterTimer);
+    meterTimer = null;
+  }
 
   function setState(state, text) {
     app.dataset.state = state;
     if (text) statusEl.textContent = text;
   }
+
+  // The newest line stays in view, also when the page is resized.
+  if (window.ResizeObserver) new ResizeObserver(() => { heard.scrollTop = heard.scrollHeight; }).observe(heard);
 
   function note(text, cls) {
     const li = document.createElement("li");
@@ -187,9 +230,19 @@
         let v;
         try { v = JSON.parse(m.data); } catch (e) { return; }
         if (v.event === "media" && v.media) play(fromBase64(v.media.payload));
-        else if (v.event === "clear") { clearPlayback(); note("(you interrupted the agent)"); }
+        else if (v.event === "clear") {
+          clearPlayback();
+          // callgate also clears before the one-minute warning, whose mark follows at once:
+          // only a clear that no warning follows is the caller talking over the agent.
+          clearTimeout(pendingClear);
+          pendingClear = setTimeout(() => note("(you interrupted the agent)", "hint"), 300);
+        } else if (v.event === "account") startMeter(v);
         else if (v.event === "mark" && v.mark) {
           const name = v.mark.name;
+          if (name === "one_minute_left") {
+            clearTimeout(pendingClear);
+            note("One minute left.", "warning");
+          }
           const ms = audio ? Math.max(0, (playAt - audio.currentTime) * 1000) : 0;
           setTimeout(() => {
             if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ event: "mark", name: name }));
@@ -201,6 +254,7 @@
       };
       ws.onclose = () => {
         clearInterval(timer);
+        stopMeter();
         stopMic();
         talk.hidden = true;
         ws = null;
@@ -214,12 +268,15 @@
       let digits = "";
       let timer = null;
       typedEl.textContent = "";
+      typedEl.hidden = false;
       keypad.classList.add("live");
       setState("gather", "Type your access code on the keypad, then #.");
       const finish = (result) => {
         clearTimeout(timer);
         keyWaiter = null;
         keypad.classList.remove("live");
+        typedEl.hidden = true;
+        typedEl.textContent = "";
         resolve(result);
       };
       // A person needs longer than Twilio's timeout to find their code: 30 s for the first key.
@@ -281,17 +338,34 @@
     if (ws) ws.close();
     stopMic();
     clearPlayback();
-    try { await post("/demo/phone/hangup", { call_sid: call.sid }); } catch (e) { /* the call is over either way */ }
-    setState("ended", text);
+    stopMeter();
+    typedEl.hidden = true;
+    setState("ended", text + " Working out your minutes…");
+    let summary = null;
+    try { summary = await post("/demo/phone/hangup", { call_sid: call.sid }); } catch (e) { /* the call is over either way */ }
+    setState("ended", text + describe(summary));
     hangupBtn.hidden = true;
     callBtn.hidden = false;
     callBtn.disabled = false;
+  }
+
+  // "Talked 1:23. 0:37 left on your code. $1.00 of overage will be charged."
+  function describe(s) {
+    if (!s || s.talkedSeconds === undefined) return "";
+    let out = " Talked " + clock(s.talkedSeconds) + ".";
+    if (typeof s.secondsLeft === "number") {
+      out += s.secondsLeft > 0 ? " " + clock(s.secondsLeft) + " left on your code." : " No minutes left on your code.";
+    }
+    if (s.charge) out += " " + s.charge + " of overage will be charged to your card.";
+    if (!s.settled) out += " (Your balance updates in a moment.)";
+    return out;
   }
 
   callBtn.addEventListener("click", async () => {
     callBtn.disabled = true;
     heard.replaceChildren();
     typedEl.textContent = "";
+    meter.hidden = true;
     try {
       audio = audio || new (window.AudioContext || window.webkitAudioContext)();
       if (audio.state === "suspended") await audio.resume();

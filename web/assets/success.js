@@ -25,8 +25,25 @@
   function done(order) {
     document.getElementById("code").textContent = order.codeDisplay || order.code;
     const phone = document.getElementById("phone");
+    const callNow = document.getElementById("call-now");
     phone.textContent = order.phoneDisplay || order.phone || "our number";
-    if (order.phone) phone.href = "tel:" + order.phone;
+    if (order.phone) {
+      phone.href = "tel:" + order.phone;
+      callNow.href = "tel:" + order.phone;
+    } else {
+      callNow.hidden = true;
+    }
+    if (order.browserPhone) {
+      const browserPhone = document.getElementById("browser-phone");
+      browserPhone.href = order.browserPhone;
+      browserPhone.hidden = false;
+    }
+    document.getElementById("plan").textContent = order.plan || "";
+    document.getElementById("amount").textContent = order.amountDisplay || "";
+    document.getElementById("paid-at").textContent = order.paidAt
+      ? new Date(order.paidAt).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })
+      : "";
+    document.getElementById("reference").textContent = order.reference || "";
     document.getElementById("minutes").textContent =
       "Your code includes " + order.minutes + " minute" + (order.minutes === 1 ? "" : "s") + " of talk time.";
     document.getElementById("overage").textContent = order.overage

@@ -21,6 +21,15 @@ pub struct Browser {
 /// A fresh browser. `None` (skipped, with a line on stderr) without Chromium, except under
 /// `CI=true`, where that is a failure.
 pub async fn start() -> Option<Browser> {
+    start_with(None).await
+}
+
+/// A fresh browser whose microphone plays `wav` (Chromium's fake capture device).
+pub async fn start_with_microphone(wav: &std::path::Path) -> Option<Browser> {
+    start_with(Some(wav)).await
+}
+
+async fn start_with(microphone: Option<&std::path::Path>) -> Option<Browser> {
     if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("Chromium and chromedriver are required under CI=true (apt-get install chromium chromium-driver)");
@@ -40,21 +49,34 @@ pub async fn start() -> Option<Browser> {
         .spawn()
         .expect("start chromedriver");
     let profile = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=480,1000".into(),
+        // The demo's browser phone: a fake microphone (a beeping tone, or the WAV given), no
+        // permission prompt.
+        "--use-fake-device-for-media-stream".into(),
+        "--use-fake-ui-for-media-stream".into(),
+        "--autoplay-policy=no-user-gesture-required".into(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    if let Some(wav) = microphone {
+        args.push(format!(
+            "--use-file-for-fake-audio-capture={}",
+            wav.display()
+        ));
+    }
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=480,1000",
-                // The demo's browser phone: a fake microphone (a beeping tone), no prompt.
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }),
+        json!({ "binary": CHROMIUM, "args": args }),
     );
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -111,6 +133,32 @@ impl Browser {
         }
     }
 
+    /// Waits (up to 30 s) until the element's whole text (its `textContent`, lines scrolled
+    /// out of a box's view included) contains `needle`; returns the text.
+    pub async fn wait_for_content(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self
+                .client
+                .execute(
+                    "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+                    vec![json!(css)],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{css}` never held `{needle}`; it holds: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits (up to 30 s) until `css` has attribute `attr` equal to `value`.
     pub async fn wait_for_attr(&self, css: &str, attr: &str, value: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -148,7 +196,73 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
+    /// Screenshots at a desktop (1280×900) and a phone (390×844) size:
+    /// `test-artifacts/NAME-desktop.png` and `NAME-phone.png`. Leaves the phone size.
+    pub async fn screenshots(&self, name: &str) {
+        for (size, w, h) in [("desktop", 1280, 900), ("phone", 390, 844)] {
+            self.client.set_window_size(w, h).await.unwrap();
+            // From the top, as a person arriving sees it.
+            let _ = self.client.execute("window.scrollTo(0, 0);", vec![]).await;
+            self.screenshot(&format!("{name}-{size}")).await;
+        }
+    }
+
+    /// Every resource the current page loaded (itself included) that answered 400 or more,
+    /// as `status url` (Chromium's Resource Timing gives each response's status).
+    pub async fn failed_resources(&self) -> Vec<String> {
+        let found = self
+            .client
+            .execute(
+                "return performance.getEntriesByType('navigation')\
+                   .concat(performance.getEntriesByType('resource'))\
+                   .filter(e => e.responseStatus >= 400)\
+                   .map(e => e.responseStatus + ' ' + e.name);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(found).unwrap_or_default()
+    }
+
+    /// axe-core's WCAG 2 A and AA violations on the current page, as `rule: nodes`. Empty
+    /// when axe-core is not there (outside `./scripts/test`), except under `CI=true`.
+    pub async fn accessibility_violations(&self) -> Vec<String> {
+        let Some(axe) = axe_source() else {
+            return Vec::new();
+        };
+        self.client.execute(&axe, vec![]).await.unwrap();
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] }).then(r => done(\
+                   r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(found).unwrap_or_default()
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
+    }
+}
+
+/// axe-core's script (`CALLGATE_TEST_AXE`, which `./scripts/test` fetches).
+fn axe_source() -> Option<String> {
+    let path = std::env::var("CALLGATE_TEST_AXE").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/axe-core-4.10.2.min.js").to_string()
+    });
+    match std::fs::read_to_string(&path) {
+        Ok(source) => Some(source),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "axe-core is required under CI=true ({path}: {e}); ./scripts/test fetches it"
+            );
+            eprintln!("SKIPPED accessibility check: {path}: {e}");
+            None
+        }
     }
 }

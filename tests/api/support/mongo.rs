@@ -29,8 +29,11 @@ struct Server {
 const DATABASES_PER_SERVER: usize = 6;
 
 /// The servers started so far (kept until the process ends), the newest last, and how many
-/// databases the newest has; or why none could start.
-static SERVERS: Mutex<Option<Result<(Vec<Server>, usize), String>>> = Mutex::new(None);
+/// databases the newest has.
+type Servers = (Vec<Server>, usize);
+
+/// The servers, or why none could start; `None` before the first test asks.
+static SERVERS: Mutex<Option<Result<Servers, String>>> = Mutex::new(None);
 
 fn start() -> Result<Server, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
