@@ -317,9 +317,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
             .map_err(|e| CliError::Input(e.to_string()))?;
+            let bar = progress_bar(Some(docs.len() as u64), "importing", output.json);
             let options = crate::import::ImportOptions {
                 dry_run,
                 keep_short_codes,
+                progress: bar.progress(),
             };
             // Decided before anything is written, so a taken file name stops the import early.
             let reissued_file = reissued_file.unwrap_or_else(|| {
@@ -334,6 +336,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let report = crate::import::run(&app, &docs, &mapping, options)
                 .await
                 .map_err(|e| CliError::Input(e.to_string()))?;
+            bar.finish();
             if !report.reissued.is_empty() {
                 crate::import::write_reissued(&reissued_file, &report.reissued).map_err(|e| {
                     CliError::Input(format!(
@@ -458,7 +461,9 @@ async fn billing(app: App, cmd: BillingCommand) -> Result<(), CliError> {
     match cmd {
         BillingCommand::Run { output } => {
             let owner = crate::store::new_id("cli");
-            let report = crate::billing::run_once(&app, &owner).await?;
+            let bar = progress_bar(None, "settling and charging", output.json);
+            let report = crate::billing::run_once_with(&app, &owner, &bar.progress()).await?;
+            bar.finish();
             if output.json {
                 print_json(&report);
             } else {
@@ -572,5 +577,42 @@ fn print_calls(calls: &[Call], json: bool) {
             c.seconds_metered.0,
             time(Some(c.started_at)),
         );
+    }
+}
+
+/// A progress bar on stderr (a counter when the length is unknown), with a rate and, when the
+/// length is known, an estimate. Drawn only on a terminal; never in `--json` mode.
+struct Bar(indicatif::ProgressBar);
+
+fn progress_bar(len: Option<u64>, what: &str, json: bool) -> Bar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if json {
+        return Bar(ProgressBar::hidden());
+    }
+    let (bar, template) = match len {
+        Some(n) => (
+            ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
+            "{msg} [{bar:30}] {pos}/{len} ({per_sec}, about {eta} left)",
+        ),
+        None => (
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+            "{spinner} {msg}: {pos} done ({per_sec})",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    Bar(bar)
+}
+
+impl Bar {
+    fn progress(&self) -> crate::app::Progress {
+        let bar = self.0.clone();
+        crate::app::Progress::new(move |n| bar.inc(n))
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
     }
 }

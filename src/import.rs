@@ -107,9 +107,11 @@ pub struct Reissued {
 }
 
 /// Choices about the source's codes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
     pub dry_run: bool,
+    /// Told of each document handled.
+    pub progress: crate::app::Progress,
     /// Keep codes shorter than `ACCESS_CODE_DIGITS` (they are easier to guess).
     pub keep_short_codes: bool,
 }
@@ -289,6 +291,7 @@ pub async fn run(
         *report.reasons.entry(why.to_string()).or_default() += 1;
     };
     for doc in docs {
+        options.progress.advance(1);
         let Some(source_id) = first(doc, &mapping.id).and_then(text) else {
             skip(&mut report, "no id");
             continue;

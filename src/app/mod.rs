@@ -213,3 +213,31 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing requests in flight");
 }
+
+/// Where long operator work reports each step done (the CLI draws a bar on a terminal; the
+/// server and `--json` report to no one).
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<dyn Fn(u64) + Send + Sync>>);
+
+impl Progress {
+    pub fn new(step: impl Fn(u64) + Send + Sync + 'static) -> Progress {
+        Progress(Some(Arc::new(step)))
+    }
+
+    /// `n` more steps done.
+    pub fn advance(&self, n: u64) {
+        if let Some(step) = &self.0 {
+            step(n);
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(reported)"
+        } else {
+            "Progress(none)"
+        })
+    }
+}

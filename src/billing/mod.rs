@@ -37,8 +37,18 @@ pub struct RunReport {
 
 /// One pass: settle every ready call, then work through every due charge.
 pub async fn run_once(app: &App, owner: &str) -> Result<RunReport, StoreError> {
+    run_once_with(app, owner, &crate::app::Progress::default()).await
+}
+
+/// [`run_once`], telling `progress` of each call settled and each charge attempted.
+pub async fn run_once_with(
+    app: &App,
+    owner: &str,
+    progress: &crate::app::Progress,
+) -> Result<RunReport, StoreError> {
     let mut report = RunReport::default();
     for sid in app.store.calls_to_settle(500, app.clock.now()).await? {
+        progress.advance(1);
         if matches!(
             crate::settlement::settle(app, &sid).await?,
             Settlement::Settled { .. }
@@ -58,6 +68,7 @@ pub async fn run_once(app: &App, owner: &str) -> Result<RunReport, StoreError> {
             call_sid = %charge.call_sid
         );
         let state = tracing::Instrument::instrument(attempt(app, &charge, owner), span).await?;
+        progress.advance(1);
         report.charged.push((charge.id.clone(), state));
     }
     report.pruned_pending = pending::prune_stale(app).await?.pruned;

@@ -330,3 +330,52 @@ async fn the_demo_honours_listen_addr() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+/// Long work draws a progress bar with a rate on a terminal (here a pseudo-terminal made by
+/// util-linux `script`), and stays quiet without one and in `--json` mode.
+#[tokio::test]
+async fn long_work_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs: String = (0..300)
+        .map(|i| {
+            format!(
+                "{{\"_id\":\"old{i}\",\"accessCode\":\"{:012}\",\"minutes\":4}}\n",
+                100_000_000_000u64 + i
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("orders.json"), docs).unwrap();
+    let import = "import --from-file orders.json --dry-run";
+    let on_terminal = |args: &str| {
+        let mut s = Command::new("sh");
+        s.current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TERM", "xterm")
+            .args([
+                "-c".to_string(),
+                format!(
+                    "script -qefc '{} {args}' /dev/null",
+                    env!("CARGO_BIN_EXE_callgate")
+                ),
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        s
+    };
+    let (code, terminal, _) = run(on_terminal(import)).await;
+    assert_eq!(code, 0, "{terminal}");
+    assert!(terminal.contains("importing ["), "{terminal}");
+    assert!(terminal.contains("/300"), "{terminal}");
+    assert!(terminal.contains("/s"), "a rate: {terminal}");
+
+    let (code, _, terminal_json) = run(on_terminal(&format!("{import} --json"))).await;
+    assert_eq!(code, 0);
+    assert!(!terminal_json.contains("importing"), "{terminal_json}");
+
+    let mut piped = callgate(dir.path());
+    piped.args(import.split(' '));
+    let (code, _, stderr) = run(piped).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("importing ["), "{stderr}");
+}

@@ -456,6 +456,9 @@ async fn a_spoken_microphone_reaches_the_agent_and_its_reply_is_shown() {
         eprintln!("SKIPPED: espeak-ng is not installed");
         return;
     }
+    // Chromium loops the file: a second and a half of silence after the words makes the pause
+    // that ends the caller's turn.
+    pad_with_silence(&wav, 1.5);
     let demo = start_demo_with(5, Duration::from_millis(100)).await;
     let Some(browser) = crate::support::browser::start_with_microphone(&wav).await else {
         return;
@@ -470,4 +473,24 @@ async fn a_spoken_microphone_reaches_the_agent_and_its_reply_is_shown() {
     click(b, "#hangup").await;
     b.wait_for_attr("#phone-app", "data-state", "ended").await;
     browser.close().await;
+}
+
+/// Appends `seconds` of silence to a 16-bit PCM WAV file, fixing its sizes.
+fn pad_with_silence(path: &std::path::Path, seconds: f64) {
+    let mut wav = std::fs::read(path).unwrap();
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let rate = u32_at(&wav, 24);
+    let channels = u16::from_le_bytes([wav[22], wav[23]]) as u32;
+    let data = wav
+        .windows(4)
+        .position(|w| w == b"data")
+        .expect("a data chunk");
+    let extra = (seconds * rate as f64) as u32 * channels * 2;
+    // espeak-ng streams its WAV and may leave the data size unset: count the bytes there are.
+    let size = (wav.len() - data - 8) as u32 + extra;
+    wav.extend(std::iter::repeat_n(0u8, extra as usize));
+    wav[data + 4..data + 8].copy_from_slice(&size.to_le_bytes());
+    let riff = (wav.len() - 8) as u32;
+    wav[4..8].copy_from_slice(&riff.to_le_bytes());
+    std::fs::write(path, wav).unwrap();
 }

@@ -43,6 +43,7 @@ async fn from_the_old_mongodb_idempotently_and_codes_keep_working() {
     let keep = |dry_run| ImportOptions {
         dry_run,
         keep_short_codes: true,
+        ..ImportOptions::default()
     };
     let dry = import::run(&app.app, &docs, &Mapping::default(), keep(true))
         .await
@@ -154,6 +155,7 @@ async fn from_a_mongoexport_file_with_a_custom_mapping() {
     let options = ImportOptions {
         dry_run: false,
         keep_short_codes: true,
+        ..ImportOptions::default()
     };
     let report = import::run(&app, &docs, &mapping, options).await.unwrap();
     assert_eq!((report.imported, report.skipped), (2, 0), "{report:?}");

@@ -178,7 +178,18 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
     let payload: Arc<str> = B64.encode([0x55u8; 160]).into();
     let mut tasks = Vec::with_capacity(test.calls);
     let spacing = test.ramp / test.calls.max(1) as u32;
+    // Drawn on a terminal only (stderr), so a redirected report stays clean.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(test.calls as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "starting calls [{bar:30}] {pos}/{len} ({per_sec}, about {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
     for (i, code) in codes.into_iter().enumerate() {
+        bar.inc(1);
         let (http, base, stop) = (http.clone(), base.clone(), stop_rx.clone());
         let (connected, echoed, failed, payload) = (
             connected.clone(),
@@ -197,12 +208,26 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
         }));
         tokio::time::sleep(spacing).await;
     }
+    bar.finish_and_clear();
     // Let the last calls settle, then measure over the hold period.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = sample(pid);
     let m0 = metrics(&http, &base).await;
     let started = Instant::now();
-    tokio::time::sleep(test.hold).await;
+    let holding = indicatif::ProgressBar::with_draw_target(
+        Some(test.hold.as_secs()),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template("measuring [{bar:30}] {pos}/{len} s")
+    {
+        holding.set_style(style.progress_chars("=> "));
+    }
+    for _ in 0..test.hold.as_secs() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        holding.inc(1);
+    }
+    tokio::time::sleep(test.hold - Duration::from_secs(test.hold.as_secs())).await;
+    holding.finish_and_clear();
     let held_for = started.elapsed().as_secs_f64();
     let after = sample(pid);
     let m1 = metrics(&http, &base).await;
