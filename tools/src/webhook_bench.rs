@@ -232,7 +232,13 @@ pub async fn run(bench: WebhookBench) -> anyhow::Result<()> {
         std::future::pending::<()>(),
     ));
     let result = passes(&app, addr, &bench).await;
+    // Stop the server, then let the attempt writer (which writes behind the answers) finish,
+    // before the schema goes: dropping it under the writer made it fail with
+    // `relation "code_attempts" does not exist` at the end of a PostgreSQL run.
     server.abort();
+    let _ = server.await;
+    app.attempts.flush().await;
+    drop(app);
     if let (Some(url), Some(schema)) = (&bench.database_url, schema) {
         drop_schema(url, &schema).await;
     }

@@ -48,3 +48,37 @@ async fn the_load_test_says_where_the_callgate_binary_is_missing() {
     assert!(!out.status.success());
     assert!(stderr.contains("cargo build --release"), "{stderr}");
 }
+
+/// On PostgreSQL the benchmark makes a schema and drops it when done: the server and the
+/// attempt writer behind it stop first, so nothing writes into a dropped schema.
+#[tokio::test]
+async fn the_webhook_benchmark_on_postgres_cleans_up_after_its_writers() {
+    let url = std::env::var("CALLGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if tokio::net::TcpStream::connect("127.0.0.1:5432")
+        .await
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PostgreSQL is required under CI=true"
+        );
+        eprintln!("SKIPPED: no PostgreSQL on 127.0.0.1:5432");
+        return;
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate-tools"))
+        .args(["bench-webhooks", "--seconds", "1", "--concurrency", "2"])
+        .args(["--database-url", &url])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("on postgres"), "{stdout}");
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+    assert!(!stderr.contains("dropped"), "{stderr}");
+}
