@@ -175,7 +175,13 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
     let connected = Arc::new(AtomicUsize::new(0));
     let echoed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let payload: Arc<str> = B64.encode([0x55u8; 160]).into();
+    // Outside the bridge: each frame carries its send time, the echo agent returns the audio
+    // as it came, and the caller times the round trip (caller -> agent -> caller), the figure
+    // that compares with any other bridge. Recorded only while measuring.
+    let epoch = Instant::now();
+    let round_trip = Arc::new(callgate::metrics::Histogram::new());
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(test.calls);
     let spacing = test.ramp / test.calls.max(1) as u32;
     // Drawn on a terminal only (stderr), so a redirected report stays clean.
@@ -191,16 +197,17 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
     for (i, code) in codes.into_iter().enumerate() {
         bar.inc(1);
         let (http, base, stop) = (http.clone(), base.clone(), stop_rx.clone());
-        let (connected, echoed, failed, payload) = (
-            connected.clone(),
-            echoed.clone(),
-            failed.clone(),
-            payload.clone(),
-        );
+        let meter = Meter {
+            epoch,
+            connected: connected.clone(),
+            echoed: echoed.clone(),
+            sent: sent.clone(),
+            measuring: measuring.clone(),
+            round_trip: round_trip.clone(),
+        };
+        let failed = failed.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) =
-                one_call(i, &http, &base, &code, payload, stop, &connected, &echoed).await
-            {
+            if let Err(e) = one_call(i, &http, &base, &code, stop, &meter).await {
                 if failed.fetch_add(1, Ordering::Relaxed) < 5 {
                     eprintln!("call {i} failed: {e}");
                 }
@@ -213,6 +220,8 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = sample(pid);
     let m0 = metrics(&http, &base).await;
+    let sent_before = sent.load(Ordering::Relaxed);
+    measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let holding = indicatif::ProgressBar::with_draw_target(
         Some(test.hold.as_secs()),
@@ -229,6 +238,8 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
     tokio::time::sleep(test.hold - Duration::from_secs(test.hold.as_secs())).await;
     holding.finish_and_clear();
     let held_for = started.elapsed().as_secs_f64();
+    measuring.store(false, Ordering::Relaxed);
+    let sent_during = sent.load(Ordering::Relaxed) - sent_before;
     let after = sample(pid);
     let m1 = metrics(&http, &base).await;
     let held = m1.get("callgate_active_calls").copied().unwrap_or(0.0);
@@ -258,6 +269,15 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
         .unwrap_or(0.0)
         * 1e3;
     let call_minutes = held.max(1.0) * held_for / 60.0;
+    // Frames the callers should have sent while measuring (one every 20 ms each), and how
+    // many they did: a generator that falls behind sends less load than it claims.
+    let due = held * held_for / 0.020;
+    let pace = if due > 0.0 {
+        sent_during as f64 / due
+    } else {
+        0.0
+    };
+    let rt = |q: f64| round_trip.quantile_us(q) as f64 / 1e3;
     println!(
         "--- callgate loadtest: {} calls requested, {:.0} s hold ---",
         test.calls, held_for
@@ -281,11 +301,31 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
         max_ms
     );
     println!(
-        "CPU per call-minute   {:.4} s  ({:.2} CPU s over {:.1} call-minutes)",
-        (after.cpu_secs - before.cpu_secs) / call_minutes,
-        after.cpu_secs - before.cpu_secs,
-        call_minutes
+        "round trip (outside)  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  ({} frames, caller -> agent -> caller)",
+        rt(0.5),
+        rt(0.99),
+        rt(0.999),
+        round_trip.max_us() as f64 / 1e3,
+        round_trip.count()
     );
+    println!(
+        "generator kept pace   {:.1} % ({sent_during} frames sent of {due:.0} due)",
+        pace * 100.0
+    );
+    if pace >= 0.98 {
+        println!(
+            "CPU per call-minute   {:.4} s  ({:.2} CPU s over {:.1} call-minutes)",
+            (after.cpu_secs - before.cpu_secs) / call_minutes,
+            after.cpu_secs - before.cpu_secs,
+            call_minutes
+        );
+    } else {
+        println!(
+            "CPU per call-minute   not reported: the generator sent {:.1} % of the frames due, \
+             so callgate carried less than the stated load (use fewer calls, or a second machine)",
+            pace * 100.0
+        );
+    }
     println!(
         "memory per call       {:.1} KiB  (RSS {} KiB held vs {} KiB idle)",
         (after.rss_kib.saturating_sub(idle.rss_kib)) as f64 / held.max(1.0),
@@ -299,16 +339,43 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every simulated caller counts and times.
+struct Meter {
+    epoch: Instant,
+    connected: Arc<AtomicUsize>,
+    echoed: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    measuring: Arc<std::sync::atomic::AtomicBool>,
+    round_trip: Arc<callgate::metrics::Histogram>,
+}
+
+/// A 20 ms μ-law frame whose first 8 bytes are its send time (µs since the epoch).
+fn frame(meter: &Meter) -> String {
+    let mut bytes = [0x55u8; 160];
+    let now = meter.epoch.elapsed().as_micros() as u64;
+    bytes[..8].copy_from_slice(&now.to_le_bytes());
+    B64.encode(bytes)
+}
+
+/// The round trip of an echoed frame, from the send time it carries.
+fn echo_round_trip(meter: &Meter, text: &str) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    if v["event"] != "media" {
+        return None;
+    }
+    let bytes = B64.decode(v["media"]["payload"].as_str()?).ok()?;
+    let sent = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let now = meter.epoch.elapsed().as_micros() as u64;
+    now.checked_sub(sent).map(Duration::from_micros)
+}
+
 async fn one_call(
     i: usize,
     http: &reqwest::Client,
     base: &str,
     code: &str,
-    payload: Arc<str>,
     mut stop: watch::Receiver<bool>,
-    connected: &AtomicUsize,
-    echoed: &AtomicU64,
+    meter: &Meter,
 ) -> anyhow::Result<()> {
     let call_sid = format!("CA{:032x}", i + 1);
     let url = format!("{base}/voice/code?try=1");
@@ -355,16 +422,27 @@ async fn one_call(
         "customParameters": { "token": token, "call_sid": call_sid },
         "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 } } });
     tx.send(Message::text(start.to_string())).await?;
-    connected.fetch_add(1, Ordering::Relaxed);
-    let media = format!(
-        r#"{{"event":"media","streamSid":"{stream_sid}","media":{{"track":"inbound","payload":"{payload}"}}}}"#
-    );
+    meter.connected.fetch_add(1, Ordering::Relaxed);
     let mut pace = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
-            _ = pace.tick() => tx.send(Message::text(media.clone())).await?,
+            _ = pace.tick() => {
+                let media = format!(
+                    r#"{{"event":"media","streamSid":"{stream_sid}","media":{{"track":"inbound","payload":"{}"}}}}"#,
+                    frame(meter)
+                );
+                tx.send(Message::text(media)).await?;
+                meter.sent.fetch_add(1, Ordering::Relaxed);
+            }
             msg = rx.next() => match msg {
-                Some(Ok(Message::Text(_))) => { echoed.fetch_add(1, Ordering::Relaxed); }
+                Some(Ok(Message::Text(text))) => {
+                    meter.echoed.fetch_add(1, Ordering::Relaxed);
+                    if meter.measuring.load(Ordering::Relaxed) {
+                        if let Some(rt) = echo_round_trip(meter, text.as_str()) {
+                            meter.round_trip.record(rt);
+                        }
+                    }
+                }
                 Some(Ok(_)) => {}
                 _ => anyhow::bail!("stream closed by callgate"),
             },
