@@ -1032,6 +1032,50 @@ mod tests {
         assert_eq!(field("-12.5"), "-12.5");
     }
 
+    fn call(
+        order: Option<&str>,
+        bridged: bool,
+        reason: Option<crate::domain::call::EndReason>,
+    ) -> Call {
+        Call {
+            call_sid: "CA1".into(),
+            order_id: order.map(String::from),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            status: crate::domain::call::CallState::Ended,
+            started_at: 0,
+            bridged_at: bridged.then_some(5),
+            ended_at: Some(60),
+            seconds_metered: Seconds(if bridged { 55 } else { 0 }),
+            twilio_duration: Some(60),
+            end_reason: reason,
+            updated_at: 60,
+            twilio_status: None,
+            settled_at: None,
+            bridge_ended_at: None,
+            conversation_id: None,
+            settled_seconds: None,
+        }
+    }
+
+    #[test]
+    fn a_call_s_end_reads_as_words() {
+        use crate::domain::call::EndReason::*;
+        assert_eq!(
+            ending(&call(None, false, Some(TwilioCompleted))),
+            "hung up at the menu (no valid code)"
+        );
+        assert_eq!(
+            ending(&call(Some("ord_1"), true, Some(TwilioCompleted))),
+            "call completed"
+        );
+        assert_eq!(
+            ending(&call(Some("ord_1"), true, Some(TimeUp))),
+            "minutes used up"
+        );
+        assert!(!ending(&call(None, false, Some(TwilioNoAnswer))).contains('_'));
+    }
+
     #[test]
     fn charts_scale_to_the_largest_day() {
         let svg = bars(
