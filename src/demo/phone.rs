@@ -369,13 +369,16 @@ async fn summary(app: &crate::App, call_sid: &str) -> Value {
         Some(id) => app.store.order(id).await.ok().flatten(),
         None => None,
     };
-    let charge = app
-        .store
-        .list_charges(None, 50)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.call_sid == call_sid);
+    let charge = match &order {
+        Some(o) => app
+            .store
+            .charges_for_order(&o.id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.call_sid == call_sid),
+        None => None,
+    };
     json!({
         "ended": true,
         "settled": call.settled_at.is_some(),

@@ -562,12 +562,16 @@ async fn call_page(State(app): State<AppState>, _admin: Admin, Path(sid): Path<S
         said =
             "<li class=\"hint\">Nothing was said, or the call never reached the agent.</li>".into();
     }
-    let charge = app
-        .store
-        .list_charges(None, DAYS_READ)
-        .await?
-        .into_iter()
-        .find(|c| c.call_sid == call.call_sid);
+    // A call's charge is among its order's (one per call), not a scan of every charge.
+    let charge = match call.order_id.as_deref() {
+        Some(order) => app
+            .store
+            .charges_for_order(order)
+            .await?
+            .into_iter()
+            .find(|c| c.call_sid == call.call_sid),
+        None => None,
+    };
     let charged = match &charge {
         Some(c) => format!(
             "<a href=\"/admin/charges#{id}\">{} ({})</a>",
