@@ -34,6 +34,8 @@ macro_rules! text_enum {
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
+            /// Every variant (a private table may not need it).
+            #[allow(dead_code)]
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }

@@ -50,6 +50,16 @@ fn err(e: mongodb::error::Error) -> StoreError {
     }
 }
 
+crate::domain::text_enum!(
+    /// Where MongoDB's multi-step settlement of a call stands (SQL settles in one
+    /// transaction and needs no such mark): claimed, its debit and charge not yet all written;
+    /// done.
+    SettleStep {
+        Claimed = "claimed",
+        Done = "done",
+    }
+);
+
 /// Reads a stored spelling through its `text_enum!` table (or a currency code).
 fn parse<T: TryFrom<String, Error = crate::domain::UnknownSpelling>>(
     s: &str,
@@ -522,7 +532,7 @@ impl MongoStore {
         self.calls()
             .update_one(
                 doc! { "_id": &call.call_sid },
-                doc! { "$set": { "settle_step": "done" } },
+                doc! { "$set": { "settle_step": SettleStep::Done.as_str() } },
             )
             .await
             .map_err(err)?;
@@ -1127,7 +1137,7 @@ impl Store for MongoStore {
             self.calls()
                 .find_one_and_update(
                     doc! { "_id": call_sid, "settled_at": Bson::Null },
-                    doc! { "$set": { "settled_at": now, "settle_step": "claimed", "updated_at": now } },
+                    doc! { "$set": { "settled_at": now, "settle_step": SettleStep::Claimed.as_str(), "updated_at": now } },
                 )
                 .return_document(ReturnDocument::After)
                 .await
@@ -1141,7 +1151,7 @@ impl Store for MongoStore {
             None => self
                 .calls()
                 .find_one_and_update(
-                    doc! { "_id": call_sid, "settle_step": "claimed", "settled_at": { "$lt": now - 60 } },
+                    doc! { "_id": call_sid, "settle_step": SettleStep::Claimed.as_str(), "settled_at": { "$lt": now - 60 } },
                     doc! { "$set": { "settled_at": now, "updated_at": now } },
                 )
                 .return_document(ReturnDocument::After)
@@ -1163,7 +1173,7 @@ impl Store for MongoStore {
         { "settled_at": Bson::Null, "$or": [
             { "status": "ended" }, { "bridge_ended_at": { "$ne": Bson::Null } },
             { "order_id": { "$ne": Bson::Null } } ] },
-        { "settle_step": "claimed" } ] };
+        { "settle_step": SettleStep::Claimed.as_str() } ] };
         let mut ready = Vec::new();
         for doc in query(
             &self.calls(),
