@@ -3,21 +3,28 @@
 
 use std::process::Stdio;
 
-#[tokio::test]
-async fn the_webhook_benchmark_prints_every_webhook_s_figures() {
+/// Runs `callgate-tools` with `args` (no database in the environment): success, stdout, stderr.
+async fn tools(args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate-tools"))
-        .args(["bench-webhooks", "--seconds", "1", "--concurrency", "2"])
+        .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("MONGODB_URI")
         .stdin(Stdio::null())
         .output()
         .await
         .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_webhook_benchmark_prints_every_webhook_s_figures() {
+    let (ok, stdout, stderr) =
+        tools(&["bench-webhooks", "--seconds", "1", "--concurrency", "2"]).await;
+    assert!(ok, "{stderr}");
     assert!(stdout.contains("on sqlite"), "{stdout}");
     for webhook in [
         "incoming (greeting)",
@@ -37,15 +44,17 @@ async fn the_webhook_benchmark_prints_every_webhook_s_figures() {
 
 #[tokio::test]
 async fn the_load_test_says_where_the_callgate_binary_is_missing() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate-tools"))
-        .args(["loadtest", "--calls", "1", "--seconds", "1"])
-        .args(["--callgate", "/nonexistent/callgate"])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, _, stderr) = tools(&[
+        "loadtest",
+        "--calls",
+        "1",
+        "--seconds",
+        "1",
+        "--callgate",
+        "/nonexistent/callgate",
+    ])
+    .await;
+    assert!(!ok);
     assert!(stderr.contains("cargo build --release"), "{stderr}");
 }
 
@@ -66,18 +75,17 @@ async fn the_webhook_benchmark_on_postgres_cleans_up_after_its_writers() {
         eprintln!("SKIPPED: no PostgreSQL on 127.0.0.1:5432");
         return;
     }
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate-tools"))
-        .args(["bench-webhooks", "--seconds", "1", "--concurrency", "2"])
-        .args(["--database-url", &url])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stdout, stderr) = tools(&[
+        "bench-webhooks",
+        "--seconds",
+        "1",
+        "--concurrency",
+        "2",
+        "--database-url",
+        &url,
+    ])
+    .await;
+    assert!(ok, "{stderr}");
     assert!(stdout.contains("on postgres"), "{stdout}");
     assert!(!stderr.contains("does not exist"), "{stderr}");
     assert!(!stderr.contains("dropped"), "{stderr}");
