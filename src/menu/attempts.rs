@@ -52,6 +52,15 @@ struct Pending {
 }
 
 impl Pending {
+    /// Wrong attempts in `scope` not written yet.
+    fn count(&self, scope: AttemptScope<'_>) -> i64 {
+        match scope {
+            AttemptScope::Caller(c) => self.callers.get(c).copied().unwrap_or(0),
+            AttemptScope::Code(h) => self.codes.get(h).copied().unwrap_or(0),
+            AttemptScope::Global => self.total,
+        }
+    }
+
     fn change(&mut self, a: &CodeAttempt, by: i64) {
         fn bump(map: &mut HashMap<String, i64>, key: &str, by: i64) {
             let n = map.entry(key.to_string()).or_insert(0);
@@ -90,12 +99,7 @@ struct Counted<'a> {
 impl Counted<'_> {
     /// Wrong attempts in `scope` that the store does not have yet.
     pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
-        let pending = lock(&self.log.pending);
-        match scope {
-            AttemptScope::Caller(c) => pending.callers.get(c).copied().unwrap_or(0),
-            AttemptScope::Code(h) => pending.codes.get(h).copied().unwrap_or(0),
-            AttemptScope::Global => pending.total,
-        }
+        lock(&self.log.pending).count(scope)
     }
 
     /// How many wrong attempts this instance has written so far.
@@ -185,12 +189,7 @@ impl AttemptLog {
     /// Wrong attempts in `scope` that the store does not have yet, read alone (a test's view;
     /// the throttles read it under [`AttemptLog::counted`]).
     pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
-        let pending = lock(&self.pending);
-        match scope {
-            AttemptScope::Caller(c) => pending.callers.get(c).copied().unwrap_or(0),
-            AttemptScope::Code(h) => pending.codes.get(h).copied().unwrap_or(0),
-            AttemptScope::Global => pending.total,
-        }
+        lock(&self.pending).count(scope)
     }
 
     /// Returns once every attempt recorded before the call has been written.
