@@ -20,7 +20,7 @@ use crate::domain::money::Seconds;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
 use crate::store::{EndReason, Order, Speaker, StreamGrant, TranscriptLine};
 use crate::telemetry::call_span;
-use crate::telephony::audio::{self, AgentFormat};
+use crate::telephony::audio::{self, AgentFormat, Base64Audio};
 use crate::telephony::elevenlabs::{self, AgentEvent};
 use crate::telephony::twilio::stream::{self as tw, StreamEvent};
 use crate::App;
@@ -28,20 +28,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 /// Malformed Twilio frames tolerated before the stream is dropped.
 const MAX_BAD_FRAMES: u32 = 50;
+/// Longest media payload taken from Twilio, in base64 characters (1 KiB of audio; a 20 ms
+/// frame is 216).
+const MAX_TWILIO_PAYLOAD: usize = 1364;
 /// Transcript lines kept per call; a runaway agent cannot grow memory without bound.
 const MAX_TRANSCRIPT_LINES: i64 = 2000;
 const AGENT_MAX_MESSAGE: usize = 1 << 20;
 
-type TwSink = futures_util::stream::SplitSink<WebSocket, TwMessage>;
-type TwStream = futures_util::stream::SplitStream<WebSocket>;
-
-/// Entry point from the WebSocket upgrade.
-pub async fn run(app: Arc<App>, socket: WebSocket) {
-    let (mut tw_tx, mut tw_rx) = socket.split();
-    let started = tokio::time::timeout(app.bridge.setup_timeout, wait_for_start(&mut tw_rx)).await;
+/// Entry point from the WebSocket upgrade. Each socket stays whole (not split into halves
+/// behind a lock): the one loop below reads and writes both.
+pub async fn run(app: Arc<App>, mut twilio: WebSocket) {
+    let started = tokio::time::timeout(app.bridge.setup_timeout, wait_for_start(&mut twilio)).await;
     let Ok(Some((stream_sid, call_sid, params))) = started else {
         tracing::warn!("media stream closed: no valid start event");
-        let _ = tw_tx.send(TwMessage::Close(None)).await;
+        let _ = twilio.send(TwMessage::Close(None)).await;
         return;
     };
     let span = call_span(&call_sid);
@@ -62,13 +62,13 @@ pub async fn run(app: Arc<App>, socket: WebSocket) {
         };
         let Some(grant) = grant else {
             tracing::warn!("media stream refused: bad, reused or expired token");
-            let _ = tw_tx.send(TwMessage::Close(None)).await;
+            let _ = twilio.send(TwMessage::Close(None)).await;
             return;
         };
         tracing::Span::current().record("order_id", grant.order_id.as_str());
         let _live = app.lifecycle.enter_call();
         ACTIVE_CALLS.fetch_add(1, Ordering::Relaxed);
-        bridge(&app, grant, stream_sid, tw_tx, tw_rx).await;
+        bridge(&app, grant, stream_sid, twilio).await;
         ACTIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
     }
     .instrument(span)
@@ -77,7 +77,7 @@ pub async fn run(app: Arc<App>, socket: WebSocket) {
 
 type Start = (String, String, std::collections::HashMap<String, String>);
 
-async fn wait_for_start(rx: &mut TwStream) -> Option<Start> {
+async fn wait_for_start(rx: &mut WebSocket) -> Option<Start> {
     while let Some(Ok(msg)) = rx.next().await {
         match msg {
             TwMessage::Text(text) => match tw::parse(&text) {
@@ -153,13 +153,13 @@ async fn persister(
     last.max(*seconds.borrow())
 }
 
-async fn close_twilio(tw_tx: &mut TwSink) {
+async fn close_twilio(tw_tx: &mut WebSocket) {
     let _ = tw_tx.send(TwMessage::Close(None)).await;
 }
 
 /// The agent could not be used: record why (the closing TwiML apologises), settle the call
 /// (nothing metered; the code is free again) and release Twilio.
-async fn agent_failed(app: &App, call_sid: &str, tw_tx: &mut TwSink, kind: Option<&str>) {
+async fn agent_failed(app: &App, call_sid: &str, tw_tx: &mut WebSocket, kind: Option<&str>) {
     if let Some(kind) = kind {
         crate::metrics::AGENT_ERRORS.add(kind);
     }
@@ -185,19 +185,13 @@ async fn finish(app: &App, call_sid: &str, seconds: Seconds, reason: EndReason) 
     }
 }
 
-async fn bridge(
-    app: &Arc<App>,
-    grant: StreamGrant,
-    stream_sid: String,
-    mut tw_tx: TwSink,
-    mut tw_rx: TwStream,
-) {
+async fn bridge(app: &Arc<App>, grant: StreamGrant, stream_sid: String, mut twilio: WebSocket) {
     let call_sid = grant.call_sid.clone();
     let order = match app.store.order(&grant.order_id).await {
         Ok(Some(o)) => o,
         other => {
             tracing::error!(result = ?other.map(|_| ()), "order of a granted stream not found");
-            return agent_failed(app, &call_sid, &mut tw_tx, None).await;
+            return agent_failed(app, &call_sid, &mut twilio, None).await;
         }
     };
     let caller = app
@@ -212,7 +206,7 @@ async fn bridge(
 
     // Connect to the agent and agree on formats; any failure ends the call with an apology.
     let Some(agent_config) = app.config.elevenlabs.as_ref() else {
-        return agent_failed(app, &call_sid, &mut tw_tx, None).await;
+        return agent_failed(app, &call_sid, &mut twilio, None).await;
     };
     let setup = async {
         let url = elevenlabs::conversation_url(agent_config, &app.http).await?;
@@ -227,7 +221,7 @@ async fn bridge(
                 .map_err(|e| elevenlabs::AgentError::Connect(e.to_string()))?;
         Ok::<_, elevenlabs::AgentError>(ws)
     };
-    let agent_ws = match tokio::time::timeout(app.bridge.setup_timeout, setup).await {
+    let mut agent = match tokio::time::timeout(app.bridge.setup_timeout, setup).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "agent unavailable");
@@ -235,25 +229,24 @@ async fn bridge(
                 elevenlabs::AgentError::SignedUrl(_) => "signed_url",
                 _ => "connect",
             };
-            return agent_failed(app, &call_sid, &mut tw_tx, Some(kind)).await;
+            return agent_failed(app, &call_sid, &mut twilio, Some(kind)).await;
         }
         Err(_) => {
             tracing::error!("agent connection timed out");
-            return agent_failed(app, &call_sid, &mut tw_tx, Some("timeout")).await;
+            return agent_failed(app, &call_sid, &mut twilio, Some("timeout")).await;
         }
     };
-    let (mut ag_tx, mut ag_rx) = agent_ws.split();
     let vars = json!({
         "caller_number": caller,
         "minutes_remaining": order.seconds_left().0 / 60,
         "overage_enabled": limits.allowance.is_none(),
     });
     let metadata = async {
-        ag_tx
+        agent
             .send(AgMessage::text(elevenlabs::initiation(&vars)))
             .await
             .ok()?;
-        while let Some(Ok(msg)) = ag_rx.next().await {
+        while let Some(Ok(msg)) = agent.next().await {
             let AgMessage::Text(text) = msg else { continue };
             match elevenlabs::parse(&text) {
                 Ok(AgentEvent::Metadata {
@@ -262,7 +255,7 @@ async fn bridge(
                     input_format,
                 }) => return Some((conversation_id, output_format, input_format)),
                 Ok(AgentEvent::Ping { event_id, .. }) => {
-                    ag_tx
+                    agent
                         .send(AgMessage::text(elevenlabs::pong(event_id)))
                         .await
                         .ok()?;
@@ -276,16 +269,16 @@ async fn bridge(
         tokio::time::timeout(app.bridge.setup_timeout, metadata).await
     else {
         tracing::error!("agent sent no conversation metadata");
-        let _ = ag_tx.send(AgMessage::Close(None)).await;
-        return agent_failed(app, &call_sid, &mut tw_tx, Some("no_metadata")).await;
+        let _ = agent.send(AgMessage::Close(None)).await;
+        return agent_failed(app, &call_sid, &mut twilio, Some("no_metadata")).await;
     };
     let (Some(agent_out), Some(agent_in)) = (
         AgentFormat::parse(&output_format),
         AgentFormat::parse(&input_format),
     ) else {
         tracing::error!(%output_format, %input_format, "agent audio format unusable on a phone line; set the agent to ulaw_8000 both ways");
-        let _ = ag_tx.send(AgMessage::Close(None)).await;
-        return agent_failed(app, &call_sid, &mut tw_tx, Some("audio_format")).await;
+        let _ = agent.send(AgMessage::Close(None)).await;
+        return agent_failed(app, &call_sid, &mut twilio, Some("audio_format")).await;
     };
     let passthrough = agent_out == AgentFormat::Ulaw8000 && agent_in == AgentFormat::Ulaw8000;
     if !passthrough {
@@ -303,13 +296,13 @@ async fn bridge(
             tracing::warn!(
                 "call ended, settled or lost its code before the bridge came up: not bridged"
             );
-            let _ = ag_tx.send(AgMessage::Close(None)).await;
-            return agent_failed(app, &call_sid, &mut tw_tx, None).await;
+            let _ = agent.send(AgMessage::Close(None)).await;
+            return agent_failed(app, &call_sid, &mut twilio, None).await;
         }
         Err(e) => {
             tracing::error!(error = %e, "bridge start not recorded: not bridged");
-            let _ = ag_tx.send(AgMessage::Close(None)).await;
-            return agent_failed(app, &call_sid, &mut tw_tx, None).await;
+            let _ = agent.send(AgMessage::Close(None)).await;
+            return agent_failed(app, &call_sid, &mut twilio, None).await;
         }
     }
     let stopped = app.metering.watch(&call_sid);
@@ -328,6 +321,21 @@ async fn bridge(
     let mut stop = app.lifecycle.stop_signal();
     // A call bridged after the stop was given ends at once.
     stop.mark_changed();
+    // The two reasons to stop from outside, each one future for the whole call (made anew
+    // on every frame they would register and unregister a waiter each time).
+    let shutdown = async move {
+        while stop.changed().await.is_ok() {
+            if *stop.borrow() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(shutdown);
+    let halted = stopped.notified();
+    tokio::pin!(halted);
+    // The frames of this call, written and checked in place.
+    let writer = tw::MediaWriter::new(&stream_sid);
+    let mut scratch = Vec::new();
     let mut ticker = tokio::time::interval(app.bridge.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -347,7 +355,7 @@ async fn bridge(
 
     let reason = loop {
         tokio::select! {
-            msg = tw_rx.next() => {
+            msg = twilio.next() => {
                 let text = match msg {
                     Some(Ok(TwMessage::Text(t))) => t,
                     Some(Ok(TwMessage::Binary(_))) => {
@@ -364,23 +372,25 @@ async fn bridge(
                     Ok(StreamEvent::Media { track, payload }) if track.starts_with("inbound") => {
                         metering = true;
                         // Even passed through, a payload must be base64 of a sane size.
-                        let mut scratch = [0u8; 1024];
-                        if payload.len() > 1364 || B64.decode_slice(payload.as_bytes(), &mut scratch).is_err() {
+                        let checked = (payload.len() <= MAX_TWILIO_PAYLOAD)
+                            .then(|| Base64Audio::check(&payload, &mut scratch))
+                            .flatten();
+                        let Some(checked) = checked else {
                             bad_frames += 1;
                             tracing::warn!("media frame with bad base64 dropped");
                             if bad_frames > MAX_BAD_FRAMES { break EndReason::CallerHungUp; }
                             continue;
-                        }
+                        };
                         let chunk = if passthrough {
-                            elevenlabs::user_audio(&payload)
+                            elevenlabs::user_audio(checked)
                         } else {
-                            match B64.decode(payload.as_bytes()) {
-                                Ok(ulaw) => elevenlabs::user_audio(&B64.encode(audio::from_phone(&ulaw, agent_in))),
-                                Err(_) => { bad_frames += 1; continue; }
-                            }
+                            let Ok(ulaw) = B64.decode(checked.as_str()) else { continue };
+                            let encoded = B64.encode(audio::from_phone(&ulaw, agent_in));
+                            let Some(encoded) = Base64Audio::check(&encoded, &mut scratch) else { continue };
+                            elevenlabs::user_audio(encoded)
                         };
                         // A hung agent that stops reading must not stall the call.
-                        match tokio::time::timeout(silence, ag_tx.send(AgMessage::text(chunk))).await {
+                        match tokio::time::timeout(silence, agent.send(AgMessage::text(chunk))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
                                 crate::metrics::AGENT_ERRORS.add("dropped");
@@ -409,8 +419,9 @@ async fn bridge(
                     }
                 }
             }
-            msg = ag_rx.next() => {
-                last_heard = Instant::now();
+            msg = agent.next() => {
+                let received = Instant::now();
+                last_heard = received;
                 let text = match msg {
                     Some(Ok(AgMessage::Text(t))) => t,
                     Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
@@ -421,21 +432,25 @@ async fn bridge(
                     }
                     Some(Ok(_)) => continue,
                 };
-                let received = Instant::now();
                 match elevenlabs::parse(&text) {
                     Ok(AgentEvent::Audio { event_id, audio }) => {
                         // Audio older than the last interruption was cut off by the caller.
                         if event_id <= last_interruption { continue; }
                         metering = true;
-                        let frame = if passthrough {
-                            tw::media(&stream_sid, &audio)
-                        } else {
-                            match B64.decode(audio.as_bytes()) {
-                                Ok(bytes) => tw::media(&stream_sid, &B64.encode(audio::to_phone(&bytes, agent_out))),
-                                Err(_) => continue,
-                            }
+                        // Passed on only if it is base64: the caller's line gets nothing else.
+                        let Some(checked) = Base64Audio::check(&audio, &mut scratch) else {
+                            tracing::warn!("agent audio that is not base64 dropped");
+                            continue;
                         };
-                        if tw_tx.send(TwMessage::text(frame)).await.is_err() {
+                        let frame = if passthrough {
+                            writer.media(checked)
+                        } else {
+                            let Ok(bytes) = B64.decode(checked.as_str()) else { continue };
+                            let encoded = B64.encode(audio::to_phone(&bytes, agent_out));
+                            let Some(encoded) = Base64Audio::check(&encoded, &mut scratch) else { continue };
+                            writer.media(encoded)
+                        };
+                        if twilio.send(TwMessage::text(frame)).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
                         FRAME_LATENCY.record(received.elapsed());
@@ -443,12 +458,12 @@ async fn bridge(
                     }
                     Ok(AgentEvent::Interruption { event_id }) => {
                         last_interruption = last_interruption.max(event_id);
-                        if tw_tx.send(TwMessage::text(tw::clear(&stream_sid))).await.is_err() {
+                        if twilio.send(TwMessage::text(tw::clear(&stream_sid))).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
                     }
                     Ok(AgentEvent::Ping { event_id, .. }) => {
-                        if ag_tx.send(AgMessage::text(elevenlabs::pong(event_id))).await.is_err() {
+                        if agent.send(AgMessage::text(elevenlabs::pong(event_id))).await.is_err() {
                             agent_closed = true;
                             break EndReason::AgentFailed;
                         }
@@ -483,18 +498,14 @@ async fn bridge(
                     break EndReason::AgentFailed;
                 }
                 // Any WebSocket peer answers a ping with a pong, even a quiet agent.
-                if !matches!(tokio::time::timeout(silence / 4, ag_tx.send(AgMessage::Ping(Default::default()))).await, Ok(Ok(()))) {
+                if !matches!(tokio::time::timeout(silence / 4, agent.send(AgMessage::Ping(Default::default()))).await, Ok(Ok(()))) {
                     crate::metrics::AGENT_ERRORS.add("stalled");
                     agent_closed = true;
                     break EndReason::AgentFailed;
                 }
             }
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break EndReason::Shutdown;
-                }
-            }
-            _ = stopped.notified() => {
+            () = &mut shutdown => break EndReason::Shutdown,
+            () = &mut halted => {
                 let revoked = !matches!(app.store.order(&order.id).await, Ok(Some(o)) if o.status == crate::store::OrderStatus::Paid);
                 tracing::warn!(revoked, "the call must stop: its order was revoked or its hold is gone");
                 break if revoked { EndReason::Revoked } else { EndReason::HoldLost };
@@ -512,10 +523,10 @@ async fn bridge(
                     if !warned && left <= app.bridge.warn_before_secs && left > 0 && allowance > app.bridge.warn_before_secs {
                         warned = true;
                         tracing::info!(left, "warning the caller: allowance nearly used");
-                        if warn(&mut tw_tx, &stream_sid, &app.warning_audio).await.is_err() {
+                        if warn(&mut twilio, &stream_sid, &app.warning_audio).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
-                        let _ = ag_tx.send(AgMessage::text(elevenlabs::contextual_update(
+                        let _ = agent.send(AgMessage::text(elevenlabs::contextual_update(
                             "The caller has about one minute of talk time left. Help them wrap up.",
                         ))).await;
                     }
@@ -535,12 +546,11 @@ async fn bridge(
     if !agent_closed {
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(2),
-            ag_tx.send(AgMessage::Close(None)),
+            agent.send(AgMessage::Close(None)),
         )
         .await;
     }
-    drop(ag_tx);
-    drop(ag_rx);
+    drop(agent);
     let _ = seconds_tx.send(elapsed);
     drop(seconds_tx);
     drop(lines_tx);
@@ -554,12 +564,12 @@ async fn bridge(
         "bridge ended"
     );
     if reason != EndReason::CallerHungUp {
-        close_twilio(&mut tw_tx).await;
+        close_twilio(&mut twilio).await;
     }
 }
 
 /// Plays the warning: clears what Twilio has queued, then the warning in 20 ms frames.
-async fn warn(tw_tx: &mut TwSink, stream_sid: &str, ulaw: &[u8]) -> Result<(), axum::Error> {
+async fn warn(tw_tx: &mut WebSocket, stream_sid: &str, ulaw: &[u8]) -> Result<(), axum::Error> {
     tw_tx.send(TwMessage::text(tw::clear(stream_sid))).await?;
     for frame in ulaw.chunks(160) {
         tw_tx

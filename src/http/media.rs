@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::bridge::{session, SOCKET_BUFFER};
+use crate::bridge::{session, SOCKET_BUFFER, TWILIO_READ};
 use crate::http::AppState;
 use crate::telephony::twilio::signature;
 
@@ -38,7 +38,7 @@ async fn media(State(app): State<AppState>, headers: HeaderMap, ws: WebSocketUpg
     // the machine's memory.
     ws.max_message_size(MAX_TWILIO_MESSAGE)
         .max_frame_size(MAX_TWILIO_MESSAGE)
-        .read_buffer_size(SOCKET_BUFFER)
+        .read_buffer_size(TWILIO_READ)
         .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| session::run(app, socket))
 }

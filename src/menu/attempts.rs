@@ -148,26 +148,29 @@ impl AttemptLog {
         }
     }
 
-    /// Wrong codes in `scope` since `since`: the store's count and this instance's unwritten
-    /// ones, read together.
+    /// Wrong codes in `scope` since `since`: the store's count (up to `up_to`, the limit the
+    /// answer is compared with) and this instance's unwritten ones, read together.
     pub async fn failures(
         &self,
         store: &DynStore,
         scope: AttemptScope<'_>,
         since: UnixTime,
+        up_to: i64,
     ) -> Result<i64, StoreError> {
         let counted = self.counted().await;
-        let stored = store.count_failures(scope, since).await?;
+        let stored = store.count_failures(scope, since, up_to).await?;
         Ok(stored + counted.pending(scope))
     }
 
-    /// Everyone's wrong codes since `since`, the store's count read at most once a second.
+    /// Everyone's wrong codes since `since`, the store's count (up to `up_to`) read at most
+    /// once a second.
     pub async fn global_failures(
         &self,
         store: &DynStore,
         since: UnixTime,
+        up_to: i64,
     ) -> Result<i64, StoreError> {
-        self.gauge.count(self, store, since).await
+        self.gauge.count(self, store, since, up_to).await
     }
 
     /// What the code check needs, read in one round trip, its failure counts with this
@@ -240,6 +243,7 @@ impl FailureGauge {
         log: &AttemptLog,
         store: &DynStore,
         since: i64,
+        up_to: i64,
     ) -> Result<i64, StoreError> {
         let last = *self.lock();
         if let Some((at, stored, written_then)) = last {
@@ -256,7 +260,9 @@ impl FailureGauge {
         }
         let _refreshing = Refreshing(&self.refreshing);
         let counted = log.counted().await;
-        let stored = store.count_failures(AttemptScope::Global, since).await?;
+        let stored = store
+            .count_failures(AttemptScope::Global, since, up_to)
+            .await?;
         let written = counted.written();
         let n = stored + counted.pending(AttemptScope::Global);
         drop(counted);
@@ -382,7 +388,7 @@ mod tests {
         assert_eq!(log.pending(AttemptScope::Caller("+1")), 0);
         let stored = |scope| {
             let store = store.clone();
-            async move { store.count_failures(scope, 0).await.unwrap() }
+            async move { store.count_failures(scope, 0, i64::MAX).await.unwrap() }
         };
         assert_eq!(stored(AttemptScope::Caller("+1")).await, 3);
         assert_eq!(stored(AttemptScope::Global).await, 3);
@@ -415,7 +421,7 @@ mod tests {
             let store = store.clone();
             async move {
                 store
-                    .count_failures(AttemptScope::Caller(caller), 0)
+                    .count_failures(AttemptScope::Caller(caller), 0, i64::MAX)
                     .await
                     .unwrap()
             }

@@ -139,7 +139,10 @@ async fn throttled(app: &App, mine: i64) -> Result<bool, StoreError> {
         tracing::warn!("caller over the wrong-code limit: refused");
         return Ok(true);
     }
-    let all = app.attempts.global_failures(&app.store, since).await?;
+    let all = app
+        .attempts
+        .global_failures(&app.store, since, voice.failures_per_hour)
+        .await?;
     if all >= voice.failures_per_hour {
         tracing::warn!(
             failures = all,
@@ -166,7 +169,8 @@ pub async fn incoming(app: &App, form: &TwilioForm) -> String {
             app.attempts.failures(
                 &app.store,
                 AttemptScope::Caller(&call.from_number),
-                call.now - HOUR
+                call.now - HOUR,
+                app.config.voice.failures_per_caller_per_hour,
             )
         );
         if let Err(e) = stored {
@@ -259,6 +263,8 @@ async fn code_step(
                 caller: &call.from_number,
                 code_hash: well_formed.then_some(hash.as_str()),
                 since: call.now - HOUR,
+                caller_up_to: app.config.voice.failures_per_caller_per_hour,
+                code_up_to: FAILURES_PER_CODE_PER_HOUR,
             },
         )
         .await?;

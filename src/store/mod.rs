@@ -245,6 +245,10 @@ pub struct CodeCheckQuery<'a> {
     pub code_hash: Option<&'a str>,
     /// Failures at or after this time count.
     pub since: UnixTime,
+    /// The caller's failures are counted up to this many (see [`Store::count_failures`]).
+    pub caller_up_to: i64,
+    /// The code's failures are counted up to this many.
+    pub code_up_to: i64,
 }
 
 /// The answer to a [`CodeCheckQuery`].
@@ -478,7 +482,10 @@ pub trait Store: Send + Sync + 'static {
     async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
         let code_failures = async {
             match q.code_hash {
-                Some(h) => self.count_failures(AttemptScope::Code(h), q.since).await,
+                Some(h) => {
+                    self.count_failures(AttemptScope::Code(h), q.since, q.code_up_to)
+                        .await
+                }
                 None => Ok(0),
             }
         };
@@ -490,7 +497,7 @@ pub trait Store: Send + Sync + 'static {
         };
         let (call, caller_failures, code_failures, order) = tokio::try_join!(
             self.call(q.call_sid),
-            self.count_failures(AttemptScope::Caller(q.caller), q.since),
+            self.count_failures(AttemptScope::Caller(q.caller), q.since, q.caller_up_to),
             code_failures,
             order,
         )?;
@@ -501,11 +508,15 @@ pub trait Store: Send + Sync + 'static {
             order,
         })
     }
-    /// Failed attempts in the scope at or after `since`.
+    /// Failed attempts in the scope at or after `since`, counted up to `up_to` (a larger
+    /// count reads as `up_to`). The throttles only ask whether a limit is reached, so the
+    /// count stops there: its cost is bounded by the limit, not by the attempts stored for a
+    /// code or a caller, which an attacker can pile up.
     async fn count_failures(
         &self,
         scope: AttemptScope<'_>,
         since: UnixTime,
+        up_to: i64,
     ) -> Result<i64, StoreError>;
     /// Forgets attempts older than `before`; returns how many.
     async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError>;

@@ -1451,7 +1451,11 @@ impl Store for MongoStore {
         &self,
         scope: AttemptScope<'_>,
         since: UnixTime,
+        up_to: i64,
     ) -> Result<i64, StoreError> {
+        if up_to <= 0 {
+            return Ok(0);
+        }
         let mut filter = doc! { "ok": false, "at": { "$gte": since } };
         match scope {
             AttemptScope::Caller(c) => {
@@ -1462,11 +1466,28 @@ impl Store for MongoStore {
             }
             AttemptScope::Global => {}
         }
-        self.raw("code_attempts")
-            .count_documents(filter)
+        // `$limit` as a 32-bit integer, as everywhere here; a bound past that is a whole count.
+        let mut pipeline = vec![doc! { "$match": filter }];
+        if let Ok(up_to) = i32::try_from(up_to) {
+            pipeline.push(doc! { "$limit": up_to });
+        }
+        pipeline.push(doc! { "$count": "n" });
+        let counted: Vec<Document> = self
+            .raw("code_attempts")
+            .aggregate(pipeline)
             .await
-            .map(|n| n as i64)
-            .map_err(err)
+            .map_err(err)?
+            .try_collect()
+            .await
+            .map_err(err)?;
+        Ok(counted
+            .first()
+            .and_then(|d| match d.get("n") {
+                Some(mongodb::bson::Bson::Int32(n)) => Some(i64::from(*n)),
+                Some(mongodb::bson::Bson::Int64(n)) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(0))
     }
 
     async fn caller_has_used_code(

@@ -50,6 +50,8 @@ impl PostgresStore {
             .bind(q.caller)
             .bind(q.code_hash)
             .bind(q.since)
+            .bind(q.caller_up_to.max(0))
+            .bind(q.code_up_to.max(0))
             .fetch_one(&self.pool)
             .await
             .map_err(super::classify)

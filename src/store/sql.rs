@@ -35,10 +35,14 @@ pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
 pub(crate) const PRUNE_CHUNK: i64 = 5000;
 
 /// Everything the code check reads, in one statement: whether the call is stored, the
-/// caller's and the code's recent failures, and the id of the code's order (NULL when none).
+/// caller's and the code's recent failures (each counted up to its limit, `$5` and `$6`: the
+/// index walk stops there however many are stored), and the id of the code's order (NULL
+/// when none).
 pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE call_sid = $1), \
-     (SELECT COUNT(*) FROM code_attempts WHERE caller = $2 AND ok = FALSE AND at >= $4), \
-     (SELECT COUNT(*) FROM code_attempts WHERE code_hash = $3 AND ok = FALSE AND at >= $4), \
+     (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+         WHERE caller = $2 AND ok = FALSE AND at >= $4 LIMIT $5) AS c), \
+     (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+         WHERE code_hash = $3 AND ok = FALSE AND at >= $4 LIMIT $6) AS h), \
      (SELECT id FROM orders WHERE code_hash = $3)";
 
 /// A call ready for settlement at `$2`: its bridge finished; or it never bridged and ended; or
@@ -949,6 +953,7 @@ macro_rules! sql_store {
                 &self,
                 scope: AttemptScope<'_>,
                 since: UnixTime,
+                up_to: i64,
             ) -> Result<i64, StoreError> {
                 let (filter, value) = match scope {
                     AttemptScope::Caller(c) => ("caller = $2", Some(c)),
@@ -956,11 +961,13 @@ macro_rules! sql_store {
                     AttemptScope::Global => ("($2 IS NULL)", None),
                 };
                 let sql = format!(
-                    "SELECT COUNT(*) FROM code_attempts WHERE ok = FALSE AND at >= $1 AND {filter}"
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+                     WHERE ok = FALSE AND at >= $1 AND {filter} LIMIT $3) AS f"
                 );
                 sqlx::query_scalar::<$db, i64>(&sql)
                     .bind(since)
                     .bind(value)
+                    .bind(up_to.max(0))
                     .fetch_one(&self.pool)
                     .await
                     .map_err(classify)

@@ -149,6 +149,8 @@ impl SqliteStore {
                     "$2": q.caller,
                     "$3": q.code_hash,
                     "$4": q.since,
+                    "$5": q.caller_up_to.max(0),
+                    "$6": q.code_up_to.max(0),
                 },
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )
@@ -242,4 +244,79 @@ fn private_file(path: &Path) -> Result<(), StoreError> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CodeAttempt, Store};
+
+    /// The code check's work, counted as SQLite counts it: virtual-machine steps, the same
+    /// on every run and machine (a timing would be neither).
+    fn steps(path: &Path, q: &CodeCheckQuery<'_>) -> (i64, i64, i32) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare(CODE_CHECK).unwrap();
+        let counts = stmt
+            .query_row(
+                rusqlite::named_params! {
+                    "$1": q.call_sid, "$2": q.caller, "$3": q.code_hash, "$4": q.since,
+                    "$5": q.caller_up_to, "$6": q.code_up_to,
+                },
+                |row| Ok((row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        let steps = stmt.get_status(rusqlite::StatementStatus::VmStep);
+        (counts.0, counts.1, steps)
+    }
+
+    /// An attacker who piles up wrong codes for one code and one caller does not make the
+    /// next check of that code or caller any dearer: the counts stop at the limits.
+    #[tokio::test]
+    async fn the_code_check_costs_the_same_however_many_failures_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        let wrong = |i: i64| CodeAttempt {
+            caller: "+15550001111".into(),
+            code_hash: "target".into(),
+            ok: false,
+            at: 1_000_000 + i,
+        };
+        let query = CodeCheckQuery {
+            call_sid: "CA1",
+            caller: "+15550001111",
+            code_hash: Some("target"),
+            since: 1_000_000,
+            caller_up_to: 20,
+            code_up_to: 5,
+        };
+        // The same question without the bounds (SQLite reads `LIMIT -1` as none): what the
+        // statement cost before, to show that the measure moves.
+        let unbounded = CodeCheckQuery {
+            caller_up_to: -1,
+            code_up_to: -1,
+            ..query
+        };
+        let few: Vec<CodeAttempt> = (0..30).map(wrong).collect();
+        store.record_attempts(&few).await.unwrap();
+        let (caller, code, steps_few) = steps(&path, &query);
+        assert_eq!((caller, code), (20, 5));
+        let (_, _, unbounded_few) = steps(&path, &unbounded);
+
+        let many: Vec<CodeAttempt> = (30..20_030).map(wrong).collect();
+        store.record_attempts(&many).await.unwrap();
+        let (caller, code, steps_many) = steps(&path, &query);
+        assert_eq!((caller, code), (20, 5));
+        assert_eq!(
+            steps_many, steps_few,
+            "the check walked further with more failures stored"
+        );
+        let (caller, _, unbounded_many) = steps(&path, &unbounded);
+        assert_eq!(caller, 20_030);
+        assert!(
+            unbounded_many > 100 * unbounded_few.max(1) / 2,
+            "an unbounded count grows with what is stored ({unbounded_few} -> {unbounded_many})"
+        );
+    }
 }

@@ -62,6 +62,32 @@ pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
         .collect()
 }
 
+/// Base64 text that was checked to decode (standard alphabet, canonical padding): audio that
+/// can be passed on as it came. Its characters never need escaping in JSON, so the messages
+/// that carry it are written without a scan (see `twilio::stream::MediaWriter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Base64Audio<'a>(&'a str);
+
+impl<'a> Base64Audio<'a> {
+    /// Decodes `text` into `scratch` (kept by the caller between frames: it grows to the
+    /// largest frame once, and is not cleared) to prove it is base64.
+    pub fn check(text: &'a str, scratch: &mut Vec<u8>) -> Option<Base64Audio<'a>> {
+        use base64::Engine;
+        let need = base64::decoded_len_estimate(text.len());
+        if scratch.len() < need {
+            scratch.resize(need, 0);
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode_slice(text.as_bytes(), &mut scratch[..need])
+            .ok()
+            .map(|_| Base64Audio(text))
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
 /// An agent audio format the bridge can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentFormat {
@@ -207,6 +233,25 @@ mod tests {
             160
         );
         assert_eq!(from_phone(&[1, 2, 3], AgentFormat::Ulaw8000), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn base64_audio_is_checked() {
+        let mut scratch = Vec::new();
+        for good in ["", "AA==", "/w==", "AAAA", "+/+/"] {
+            assert_eq!(
+                Base64Audio::check(good, &mut scratch).map(|a| a.as_str()),
+                Some(good)
+            );
+        }
+        for bad in [
+            "A", "AA=", "AA=A", "AA\"=", "AA\\=", "ÿÿÿÿ", "AA==AA==", "A A=",
+        ] {
+            assert!(Base64Audio::check(bad, &mut scratch).is_none(), "{bad}");
+        }
+        // A long frame after short ones: the scratch grows.
+        let long = "QUJD".repeat(5000);
+        assert!(Base64Audio::check(&long, &mut scratch).is_some());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The ElevenLabs side: where to connect (a signed URL for a private agent, the agent id for
 //! a public one) and the agent WebSocket protocol's messages.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::ElevenLabsConfig;
+use crate::telephony::audio::Base64Audio;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -18,9 +20,10 @@ pub enum AgentError {
     Protocol(String),
 }
 
-/// A message from the agent, reduced to what the bridge acts on.
+/// A message from the agent, reduced to what the bridge acts on. Audio is borrowed from the
+/// frame (no copy), as it arrives many times a second.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AgentEvent {
+pub enum AgentEvent<'a> {
     Metadata {
         conversation_id: Option<String>,
         output_format: String,
@@ -29,7 +32,7 @@ pub enum AgentEvent {
     /// Base64 audio in the agent's output format.
     Audio {
         event_id: i64,
-        audio: String,
+        audio: Cow<'a, str>,
     },
     Interruption {
         event_id: i64,
@@ -46,13 +49,13 @@ pub enum AgentEvent {
 }
 
 #[derive(Deserialize)]
-struct Raw {
-    #[serde(rename = "type")]
-    kind: String,
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
     #[serde(default)]
     conversation_initiation_metadata_event: Option<MetadataEvent>,
-    #[serde(default)]
-    audio_event: Option<AudioEvent>,
+    #[serde(default, borrow)]
+    audio_event: Option<AudioEvent<'a>>,
     #[serde(default)]
     interruption_event: Option<IdEvent>,
     #[serde(default)]
@@ -71,8 +74,9 @@ struct MetadataEvent {
 }
 
 #[derive(Deserialize)]
-struct AudioEvent {
-    audio_base_64: String,
+struct AudioEvent<'a> {
+    #[serde(borrow)]
+    audio_base_64: Cow<'a, str>,
     #[serde(default)]
     event_id: i64,
 }
@@ -99,10 +103,10 @@ fn field(v: &Option<Value>, key: &str) -> String {
 }
 
 /// Parses one text frame from the agent.
-pub fn parse(text: &str) -> Result<AgentEvent, AgentError> {
+pub fn parse(text: &str) -> Result<AgentEvent<'_>, AgentError> {
     let raw: Raw = serde_json::from_str(text).map_err(|e| AgentError::Protocol(e.to_string()))?;
     let missing = |what: &str| AgentError::Protocol(format!("{} without {what}", raw.kind));
-    Ok(match raw.kind.as_str() {
+    Ok(match raw.kind.as_ref() {
         "conversation_initiation_metadata" => {
             let m = raw
                 .conversation_initiation_metadata_event
@@ -144,17 +148,17 @@ pub fn parse(text: &str) -> Result<AgentEvent, AgentError> {
     })
 }
 
-#[derive(Serialize)]
-struct UserAudio<'a> {
-    user_audio_chunk: &'a str,
-}
-
-/// Caller audio for the agent (base64, in the agent's input format).
-pub fn user_audio(audio_b64: &str) -> String {
-    serde_json::to_string(&UserAudio {
-        user_audio_chunk: audio_b64,
-    })
-    .unwrap_or_default()
+/// Caller audio for the agent (base64, in the agent's input format): checked base64 needs
+/// no escaping, so the message is written as it is, in a buffer of its size.
+pub fn user_audio(audio: Base64Audio<'_>) -> String {
+    const HEAD: &str = "{\"user_audio_chunk\":\"";
+    const TAIL: &str = "\"}";
+    let audio = audio.as_str();
+    let mut out = String::with_capacity(HEAD.len() + audio.len() + TAIL.len());
+    out.push_str(HEAD);
+    out.push_str(audio);
+    out.push_str(TAIL);
+    out
 }
 
 pub fn pong(event_id: i64) -> String {
@@ -292,7 +296,10 @@ mod tests {
 
     #[test]
     fn builds_client_messages() {
-        assert_eq!(user_audio("AAA="), r#"{"user_audio_chunk":"AAA="}"#);
+        let audio = Base64Audio::check("AAA=", &mut Vec::new()).unwrap();
+        assert_eq!(user_audio(audio), r#"{"user_audio_chunk":"AAA="}"#);
+        let parsed: Value = serde_json::from_str(&user_audio(audio)).unwrap();
+        assert_eq!(parsed["user_audio_chunk"], "AAA=");
         let pong: Value = serde_json::from_str(&pong(4)).unwrap();
         assert_eq!(pong, serde_json::json!({"type":"pong","event_id":4}));
         let init: Value =

@@ -30,7 +30,7 @@ async fn failures(app: &TestApp, caller: &str) -> i64 {
     app.app.attempts.flush().await;
     app.app
         .store
-        .count_failures(AttemptScope::Caller(caller), 0)
+        .count_failures(AttemptScope::Caller(caller), 0, i64::MAX)
         .await
         .unwrap()
 }

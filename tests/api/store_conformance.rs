@@ -427,7 +427,7 @@ async fn webhook_events_are_deduplicated(store: DynStore) {
 }
 
 async fn failures(store: &DynStore, scope: AttemptScope<'_>, since: i64) -> i64 {
-    store.count_failures(scope, since).await.unwrap()
+    store.count_failures(scope, since, i64::MAX).await.unwrap()
 }
 
 async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
@@ -460,6 +460,15 @@ async fn attempts_are_counted_per_scope_and_window(store: DynStore) {
     );
     assert_eq!(failures(&store, AttemptScope::Global, NOW).await, 3);
     assert_eq!(failures(&store, AttemptScope::Global, 0).await, 4);
+    // Counted up to a bound: a count past it reads as the bound, one below it is exact.
+    let up_to = |scope, since, up_to| {
+        let store = store.clone();
+        async move { store.count_failures(scope, since, up_to).await.unwrap() }
+    };
+    assert_eq!(up_to(AttemptScope::Global, 0, 2).await, 2);
+    assert_eq!(up_to(AttemptScope::Global, 0, 5).await, 4);
+    assert_eq!(up_to(AttemptScope::Code("h1"), 0, 1).await, 1);
+    assert_eq!(up_to(AttemptScope::Caller("+1"), 0, 0).await, 0);
     assert_eq!(store.prune_attempts(NOW).await.unwrap(), 1);
     assert_eq!(failures(&store, AttemptScope::Global, 0).await, 3);
 }
@@ -498,6 +507,8 @@ async fn code_check_reads_what_the_single_reads_do(store: DynStore) {
         caller,
         code_hash,
         since: NOW - 3600,
+        caller_up_to: i64::MAX,
+        code_up_to: i64::MAX,
     };
     let facts = store
         .code_check(&query("CA_check", "+15550001111", Some(&hash)))
@@ -538,6 +549,24 @@ async fn code_check_reads_what_the_single_reads_do(store: DynStore) {
         ),
         (300, 0, None)
     );
+    // Each count stops at its bound: 300 of the caller's read as 7, the code's 2 as 1.
+    let bounded = store
+        .code_check(&CodeCheckQuery {
+            caller_up_to: 7,
+            ..query("CA_check", "+1999", Some(&hash))
+        })
+        .await
+        .unwrap();
+    assert_eq!((bounded.caller_failures, bounded.code_failures), (7, 2));
+    let bounded = store
+        .code_check(&CodeCheckQuery {
+            code_up_to: 1,
+            ..query("CA_check", "+1999", Some(&hash))
+        })
+        .await
+        .unwrap();
+    assert_eq!((bounded.caller_failures, bounded.code_failures), (300, 1));
+    assert_eq!(bounded.order, Some(order.clone()));
 }
 
 fn end(sid: &str, status: &str, duration: Option<i64>, now: i64) -> EndCall {

@@ -6,11 +6,24 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::json;
 
-/// Serves the echo agent on `listener` until the task is dropped.
+/// The one message the echo answers; any other is ignored.
+#[derive(serde::Deserialize)]
+struct UserAudio<'a> {
+    #[serde(borrow, default)]
+    user_audio_chunk: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Serves the echo agent on `listener` until the task is dropped. Its sockets send at once
+/// (no Nagle delay): an agent that held its small frames back would add tens of milliseconds
+/// to every round trip the load test times, and they would be blamed on the bridge.
 pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let app = Router::new().route("/v1/convai/conversation", get(upgrade));
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }
 
@@ -36,13 +49,25 @@ async fn echo(mut socket: WebSocket) {
             }
             continue;
         };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        // Read in place and answered with one write: the agent must cost the load test
+        // as little as it can, since it shares the machine with what is measured.
+        let Ok(msg) = serde_json::from_str::<UserAudio>(&text) else {
             continue;
         };
-        if let Some(chunk) = v.get("user_audio_chunk").and_then(Value::as_str) {
+        if let Some(chunk) = msg.user_audio_chunk {
             event_id += 1;
-            let out = json!({ "type": "audio", "audio_event": { "audio_base_64": chunk, "event_id": event_id } });
-            if socket.send(Message::text(out.to_string())).await.is_err() {
+            let out = if chunk
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+            {
+                format!(
+                    r#"{{"type":"audio","audio_event":{{"audio_base_64":"{chunk}","event_id":{event_id}}}}}"#
+                )
+            } else {
+                json!({ "type": "audio", "audio_event": { "audio_base_64": chunk, "event_id": event_id } })
+                    .to_string()
+            };
+            if socket.send(Message::text(out)).await.is_err() {
                 return;
             }
         }

@@ -1,21 +1,29 @@
 //! Twilio Media Streams messages (bidirectional `<Connect><Stream>`).
+//!
+//! A call carries fifty media frames a second each way, so the media messages are read
+//! borrowing from the frame (no copy of the payload) and written into one buffer sized for
+//! them (see [`MediaWriter`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::telephony::audio::Base64Audio;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamEvent {
+pub enum StreamEvent<'a> {
     Connected,
     Start {
         stream_sid: String,
         call_sid: String,
         parameters: HashMap<String, String>,
     },
-    /// Base64 μ-law 8 kHz from the caller.
+    /// Base64 μ-law 8 kHz from the caller, borrowed from the frame where it needs no
+    /// unescaping (always, for base64).
     Media {
-        track: String,
-        payload: String,
+        track: Cow<'a, str>,
+        payload: Cow<'a, str>,
     },
     Dtmf {
         digit: String,
@@ -28,12 +36,13 @@ pub enum StreamEvent {
 }
 
 #[derive(Deserialize)]
-struct Raw {
-    event: String,
+struct Raw<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
     #[serde(default)]
     start: Option<RawStart>,
-    #[serde(default)]
-    media: Option<RawMedia>,
+    #[serde(default, borrow)]
+    media: Option<RawMedia<'a>>,
     #[serde(default)]
     dtmf: Option<RawDtmf>,
     #[serde(default)]
@@ -50,10 +59,11 @@ struct RawStart {
 }
 
 #[derive(Deserialize)]
-struct RawMedia {
-    #[serde(default)]
-    track: Option<String>,
-    payload: String,
+struct RawMedia<'a> {
+    #[serde(default, borrow)]
+    track: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -69,9 +79,9 @@ struct RawMark {
 }
 
 /// Parses one text frame from Twilio.
-pub fn parse(text: &str) -> Result<StreamEvent, String> {
+pub fn parse(text: &str) -> Result<StreamEvent<'_>, String> {
     let raw: Raw = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(match raw.event.as_str() {
+    Ok(match raw.event.as_ref() {
         "connected" => StreamEvent::Connected,
         "start" => {
             let s = raw.start.ok_or("start event without start")?;
@@ -84,7 +94,7 @@ pub fn parse(text: &str) -> Result<StreamEvent, String> {
         "media" => {
             let m = raw.media.ok_or("media event without media")?;
             StreamEvent::Media {
-                track: m.track.unwrap_or_else(|| "inbound".into()),
+                track: m.track.unwrap_or(Cow::Borrowed("inbound")),
                 payload: m.payload,
             }
         }
@@ -134,6 +144,35 @@ pub fn media(stream_sid: &str, payload: &str) -> String {
     })
 }
 
+/// Writes one stream's media messages: the part before the payload is escaped once per
+/// stream, and a checked base64 payload needs no escaping, so each frame is two copies
+/// into a buffer of the right size. The same bytes as [`media`].
+pub struct MediaWriter {
+    head: String,
+}
+
+const MEDIA_TAIL: &str = "\"}}";
+
+impl MediaWriter {
+    pub fn new(stream_sid: &str) -> MediaWriter {
+        let whole = media(stream_sid, "");
+        let head = whole
+            .strip_suffix(MEDIA_TAIL)
+            .unwrap_or_default()
+            .to_string();
+        MediaWriter { head }
+    }
+
+    pub fn media(&self, payload: Base64Audio<'_>) -> String {
+        let payload = payload.as_str();
+        let mut out = String::with_capacity(self.head.len() + payload.len() + MEDIA_TAIL.len());
+        out.push_str(&self.head);
+        out.push_str(payload);
+        out.push_str(MEDIA_TAIL);
+        out
+    }
+}
+
 /// Drops the audio Twilio has buffered (barge-in).
 pub fn clear(stream_sid: &str) -> String {
     out(Outgoing {
@@ -169,6 +208,20 @@ mod tests {
             }
         );
         let media = r#"{"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1","timestamp":"5","payload":"/w=="},"streamSid":"MZ1"}"#;
+        // Read in place: the payload is the frame's own bytes.
+        let StreamEvent::Media { payload, .. } = parse(media).unwrap() else {
+            panic!("not media")
+        };
+        assert!(matches!(payload, Cow::Borrowed(_)));
+        // Escaped (`\/` is a legal spelling of `/`): unescaped into a copy.
+        let escaped = r#"{"event":"media","media":{"payload":"\/w=="}}"#;
+        assert_eq!(
+            parse(escaped).unwrap(),
+            StreamEvent::Media {
+                track: "inbound".into(),
+                payload: "/w==".into()
+            }
+        );
         assert_eq!(
             parse(media).unwrap(),
             StreamEvent::Media {
@@ -213,6 +266,12 @@ mod tests {
             r#"{"event":"media","streamSid":"MZ1","media":{"payload":"AA=="}}"#
         );
         assert_eq!(clear("MZ1"), r#"{"event":"clear","streamSid":"MZ1"}"#);
+        // The writer gives the same bytes, escaping included.
+        let mut scratch = Vec::new();
+        for sid in ["MZ1", "MZ\"quoted\"\\", ""] {
+            let audio = Base64Audio::check("AA==", &mut scratch).unwrap();
+            assert_eq!(MediaWriter::new(sid).media(audio), media(sid, "AA=="));
+        }
         assert_eq!(
             mark("MZ1", "w"),
             r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"w"}}"#
