@@ -54,6 +54,8 @@ pub struct App {
     pub lifecycle: lifecycle::Lifecycle,
     /// Code attempts, written by group commit, and the counts the menu's throttles read.
     pub attempts: crate::menu::attempts::AttemptLog,
+    /// Arriving calls' first rows, written by group commit behind the greeting.
+    pub arrivals: crate::menu::arrivals::ArrivalLog,
     /// Live calls' metering, written in batches.
     pub metering: crate::bridge::metering::MeteringBook,
 }
@@ -99,6 +101,7 @@ impl App {
             billing_wakeup: Arc::new(tokio::sync::Notify::new()),
             lifecycle: lifecycle::Lifecycle::default(),
             attempts: Default::default(),
+            arrivals: Default::default(),
             metering: Default::default(),
             config,
             store,

@@ -130,8 +130,9 @@ pub async fn serve_router(
     if let Some(worker) = worker {
         worker.abort();
     }
-    // Code attempts are written behind the answers: write the last ones.
+    // Code attempts and arriving calls are written behind the answers: write the last ones.
     attempts_of.attempts.flush().await;
+    attempts_of.arrivals.flush().await;
     served
 }
 

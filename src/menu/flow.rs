@@ -163,9 +163,10 @@ pub async fn incoming(app: &App, form: &TwilioForm) -> String {
             tracing::info!("draining: new call turned away");
             return farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]);
         }
-        // Independent: recorded and read at once.
+        // Independent: recorded and read at once. The call's row is written behind the
+        // answer (see `arrivals`); the code check writes it if it is not there yet.
         let (stored, mine) = tokio::join!(
-            app.store.upsert_call(&call),
+            app.arrivals.record(&app.store, call.clone()),
             app.attempts.failures(
                 &app.store,
                 AttemptScope::Caller(&call.from_number),

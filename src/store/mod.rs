@@ -313,6 +313,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a call's start, or returns the call already recorded under that sid.
     async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError>;
+    /// Records the starts of calls not stored yet, several in one write where the engine
+    /// allows (the greetings' arrivals are grouped by [`crate::menu::arrivals::ArrivalLog`]);
+    /// a call already stored is left as it is.
+    async fn record_calls(&self, calls: &[NewCall]) -> Result<(), StoreError> {
+        for call in calls {
+            self.upsert_call(call).await?;
+        }
+        Ok(())
+    }
     /// Closes a call (creating its record if the start was never seen). A call that never
     /// reached the agent releases its order's hold; a bridged one keeps it until settlement
     /// debits it. Idempotent: the first end time and reason stay; a later duration fills in a

@@ -56,6 +56,22 @@ impl PostgresStore {
             .await
             .map_err(super::classify)
     }
+
+    async fn count_failures_row(
+        &self,
+        scope: super::AttemptScope<'_>,
+        since: super::UnixTime,
+        up_to: i64,
+    ) -> Result<i64, super::StoreError> {
+        let (sql, value) = super::sql::failure_count(scope);
+        sqlx::query_scalar(sql)
+            .bind(since)
+            .bind(value)
+            .bind(up_to.max(0))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(super::classify)
+    }
 }
 
 super::sql::sql_store!(PostgresStore, sqlx::Postgres, "postgres", MIGRATOR);

@@ -4,6 +4,8 @@
 //! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
 //! neither pays for a runtime-generic driver.
 
+use super::AttemptScope;
+
 pub(crate) const ORDER_INSERT: &str =
     "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
      seconds_used, overage_consent, overage_price_cents, stripe_payment_intent, stripe_customer, \
@@ -59,6 +61,28 @@ pub(crate) fn spelling_list<'a>(spellings: impl Iterator<Item = &'a str>) -> Str
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Wrong attempts in a scope since `$1`, counted up to `$3`: the statement and the value
+/// bound to `$2` (the caller, the code's hash, or NULL for everyone's).
+pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&str>) {
+    match scope {
+        AttemptScope::Caller(c) => (
+            "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+             WHERE ok = FALSE AND at >= $1 AND caller = $2 LIMIT $3) AS f",
+            Some(c),
+        ),
+        AttemptScope::Code(h) => (
+            "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+             WHERE ok = FALSE AND at >= $1 AND code_hash = $2 LIMIT $3) AS f",
+            Some(h),
+        ),
+        AttemptScope::Global => (
+            "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+             WHERE ok = FALSE AND at >= $1 AND $2 IS NULL LIMIT $3) AS f",
+            None,
+        ),
+    }
 }
 
 /// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id.
@@ -538,6 +562,32 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
+            async fn record_calls(&self, calls: &[NewCall]) -> Result<(), StoreError> {
+                // One transaction, one multi-row INSERT a chunk (as for code attempts).
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                for chunk in calls.chunks(ATTEMPTS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, c| {
+                        row.push_bind(&c.call_sid)
+                            .push_bind(&c.from_number)
+                            .push_bind(&c.to_number)
+                            .push_bind(CallState::Menu)
+                            .push_bind(c.now)
+                            .push_bind(c.now);
+                    });
+                    insert.push(" ON CONFLICT (call_sid) DO NOTHING");
+                    insert
+                        .build()
+                        .persistent(chunk.len() == 1)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)
+            }
+
             async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError> {
                 sqlx::query_as::<$db, Call>("SELECT * FROM calls WHERE call_sid = $1")
                     .bind(call_sid)
@@ -955,22 +1005,7 @@ macro_rules! sql_store {
                 since: UnixTime,
                 up_to: i64,
             ) -> Result<i64, StoreError> {
-                let (filter, value) = match scope {
-                    AttemptScope::Caller(c) => ("caller = $2", Some(c)),
-                    AttemptScope::Code(h) => ("code_hash = $2", Some(h)),
-                    AttemptScope::Global => ("($2 IS NULL)", None),
-                };
-                let sql = format!(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-                     WHERE ok = FALSE AND at >= $1 AND {filter} LIMIT $3) AS f"
-                );
-                sqlx::query_scalar::<$db, i64>(&sql)
-                    .bind(since)
-                    .bind(value)
-                    .bind(up_to.max(0))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(classify)
+                self.count_failures_row(scope, since, up_to).await
             }
 
             async fn caller_has_used_code(

@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
-use super::sql::{CodeCheckRow, CODE_CHECK};
-use super::{CodeCheckQuery, StoreError};
+use super::sql::{failure_count, CodeCheckRow, CODE_CHECK};
+use super::{AttemptScope, CodeCheckQuery, StoreError, UnixTime};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -153,6 +153,33 @@ impl SqliteStore {
                     "$6": q.code_up_to.max(0),
                 },
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+        })
+    }
+
+    /// A caller's or a code's failures are read in place too (the greeting reads the caller's
+    /// on every call: a few index entries). Everyone's may walk up to the global limit's
+    /// worth of entries, once a second: that read goes to the pool, off the calling thread.
+    async fn count_failures_row(
+        &self,
+        scope: AttemptScope<'_>,
+        since: UnixTime,
+        up_to: i64,
+    ) -> Result<i64, StoreError> {
+        let (sql, value) = failure_count(scope);
+        if let AttemptScope::Global = scope {
+            return sqlx::query_scalar::<sqlx::Sqlite, i64>(sql)
+                .bind(since)
+                .bind(value)
+                .bind(up_to.max(0))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(super::classify);
+        }
+        self.inline.read(|conn| {
+            conn.prepare_cached(sql)?.query_row(
+                rusqlite::named_params! { "$1": since, "$2": value, "$3": up_to.max(0) },
+                |row| row.get(0),
             )
         })
     }

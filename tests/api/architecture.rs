@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     // The outside world: storage, the voice protocols, Stripe's API, logging.
     &["store", "telephony", "stripe", "telemetry"],
     // Features' state that the App holds (below the App, so the App can hold it).
-    &["menu::attempts", "bridge::metering"],
+    &["menu::attempts", "menu::arrivals", "bridge::metering"],
     // The services, built once.
     &["app"],
     // Features that others build on.
