@@ -5,87 +5,40 @@
 //! (Twilio retried a lost greeting, or this group has not been committed), and every later
 //! step (the hold, the bridge, the end, the settlement) writes through the code check's or the
 //! status callback's own synchronous writes. So the greeting answers at once, and one task
-//! inserts what has queued every [`WINDOW`], in one transaction, each row only if the call is
+//! inserts what has queued every `group::WINDOW`, in one transaction, each row only if the call is
 //! not stored yet. A crash loses at most one window of first rows, which the calls' next
 //! webhooks write again; a graceful shutdown writes them ([`ArrivalLog::flush`]).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-
+use super::group::{GroupQueue, TRIES};
 use crate::store::{DynStore, NewCall, StoreError};
-
-/// Arrivals waiting for the writer before new greetings wait for room.
-const QUEUE: usize = 8192;
-/// How often the writer commits while calls keep arriving.
-const WINDOW: Duration = Duration::from_millis(20);
-/// Tries at writing one group while the database is unavailable, a second apart.
-const TRIES: u32 = 30;
-
-enum Entry {
-    Call(NewCall),
-    /// Answered once every call queued before it is written (or given up on).
-    Flush(oneshot::Sender<()>),
-}
 
 /// The greeting's record of calls, written by group commit.
 #[derive(Default)]
 pub struct ArrivalLog {
-    queue: OnceLock<mpsc::Sender<Entry>>,
+    queue: GroupQueue<NewCall>,
 }
 
 impl ArrivalLog {
-    fn queue(&self, store: &DynStore) -> &mpsc::Sender<Entry> {
-        self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(write_loop(store.clone(), rx));
-            tx
-        })
-    }
-
-    /// Queues the call's first row. Waits only when the writer is [`QUEUE`] calls behind.
+    /// Queues the call's first row. Waits only when the writer is far behind.
     pub async fn record(&self, store: &DynStore, call: NewCall) -> Result<(), StoreError> {
-        self.queue(store)
-            .send(Entry::Call(call))
+        let writer = || {
+            let store = store.clone();
+            move |calls: Vec<NewCall>| {
+                let store = store.clone();
+                async move { write(&store, &calls).await }
+            }
+        };
+        self.queue
+            .send(call, writer)
             .await
             .map_err(|_| StoreError::Unavailable("the call writer has stopped".into()))
     }
 
     /// Returns once every call recorded before this was written.
     pub async fn flush(&self) {
-        let Some(queue) = self.queue.get() else {
-            return;
-        };
-        let (done, written) = oneshot::channel();
-        if queue.send(Entry::Flush(done)).await.is_ok() {
-            let _ = written.await;
-        }
-    }
-}
-
-/// Runs until the app (which holds the sender) is dropped.
-async fn write_loop(store: DynStore, mut queue: mpsc::Receiver<Entry>) {
-    let mut entries = Vec::new();
-    while queue.recv_many(&mut entries, QUEUE).await > 0 {
-        let mut calls = Vec::with_capacity(entries.len());
-        let mut flushes = Vec::new();
-        for entry in entries.drain(..) {
-            match entry {
-                Entry::Call(c) => calls.push(c),
-                Entry::Flush(done) => flushes.push(done),
-            }
-        }
-        if !calls.is_empty() {
-            write(&store, &calls).await;
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
-        if !calls.is_empty() {
-            // Let the next group gather (this bounds the commits to 1/WINDOW a second).
-            tokio::time::sleep(WINDOW).await;
-        }
+        self.queue.flush().await
     }
 }
 

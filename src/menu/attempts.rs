@@ -5,7 +5,7 @@
 //! caller's number, the code's hash): on SQLite that is a WAL commit of a few whole pages per
 //! attempt, tens of megabytes a second, and the writer stalls whenever the kernel throttles the
 //! writes. Here the code check answers at once and one task writes what has queued every
-//! [`WINDOW`], in one transaction, so a page touched by many attempts is written once.
+//! `group::WINDOW`, in one transaction, so a page touched by many attempts is written once.
 //!
 //! The throttles stay exact: until an attempt is written, this instance counts it itself
 //! ([`Counted::pending`]), and the code check adds that to what the store counts. The two are
@@ -15,31 +15,21 @@
 //! data, never money); a graceful shutdown writes them ([`AttemptLog::flush`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, RwLock, RwLockReadGuard};
+use tokio::sync::{RwLock, RwLockReadGuard};
+
+use super::group::{GroupQueue, TRIES};
 
 use crate::store::{
     AttemptScope, CodeAttempt, CodeCheckFacts, CodeCheckQuery, DynStore, StoreError, UnixTime,
 };
 
-/// Attempts waiting for the writer before new checks wait for room.
-const QUEUE: usize = 8192;
-/// How often the writer commits while attempts keep coming.
-const WINDOW: Duration = Duration::from_millis(20);
-/// Tries at writing one group while the database is unavailable, a second apart.
-const TRIES: u32 = 30;
 /// How long attempts are kept (the throttles look back one hour).
 const KEEP_SECS: i64 = 24 * 3600;
 /// How often old attempts are pruned, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-
-enum Entry {
-    Attempt(CodeAttempt),
-    /// Answered once every attempt queued before it is written (or given up on).
-    Flush(oneshot::Sender<()>),
-}
 
 /// Wrong attempts queued or being written, counted as the store would count them.
 #[derive(Default)]
@@ -83,7 +73,7 @@ impl Pending {
 pub struct AttemptLog {
     /// Everyone's failures, cached.
     gauge: FailureGauge,
-    queue: OnceLock<mpsc::Sender<Entry>>,
+    queue: GroupQueue<CodeAttempt>,
     pending: Arc<Mutex<Pending>>,
     /// Readers of the store's counts hold it shared; the writer holds it while a group is
     /// committed and taken off `pending`.
@@ -113,28 +103,36 @@ fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 }
 
 impl AttemptLog {
-    fn queue(&self, store: &DynStore) -> &mpsc::Sender<Entry> {
-        self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(write_loop(
-                store.clone(),
-                rx,
-                self.pending.clone(),
-                self.commit.clone(),
-            ));
-            tx
-        })
-    }
-
     /// Counts `attempt` at once and queues it for the store. Waits only when the writer is
-    /// [`QUEUE`] attempts behind (the database is down or far slower than the callers).
+    /// far behind (the database is down or far slower than the callers).
     pub async fn record(&self, store: &DynStore, attempt: CodeAttempt) -> Result<(), StoreError> {
         lock(&self.pending).change(&attempt, 1);
-        let queued = self.queue(store).send(Entry::Attempt(attempt)).await;
-        queued.map_err(|e| {
-            if let Entry::Attempt(a) = &e.0 {
-                lock(&self.pending).change(a, -1);
+        let writer = || {
+            let (store, pending, commit) =
+                (store.clone(), self.pending.clone(), self.commit.clone());
+            let mut pruned_at: Option<tokio::time::Instant> = None;
+            move |attempts: Vec<CodeAttempt>| {
+                // Old attempts go, at most every PRUNE_EVERY, measured by the attempts' clock.
+                let prune = pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+                if prune {
+                    pruned_at = Some(tokio::time::Instant::now());
+                }
+                let (store, pending, commit) = (store.clone(), pending.clone(), commit.clone());
+                async move {
+                    write(&store, &attempts, &pending, &commit).await;
+                    if prune {
+                        let newest = attempts.iter().map(|a| a.at).max().unwrap_or_default();
+                        match store.prune_attempts(newest - KEEP_SECS).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(attempts = n, "old code attempts pruned"),
+                            Err(e) => tracing::warn!(error = %e, "old code attempts not pruned"),
+                        }
+                    }
+                }
             }
+        };
+        self.queue.send(attempt, writer).await.map_err(|a| {
+            lock(&self.pending).change(&a, -1);
             StoreError::Unavailable("the attempt writer has stopped".into())
         })
     }
@@ -197,13 +195,7 @@ impl AttemptLog {
 
     /// Returns once every attempt recorded before the call has been written.
     pub async fn flush(&self) {
-        let Some(queue) = self.queue.get() else {
-            return;
-        };
-        let (done, written) = oneshot::channel();
-        if queue.send(Entry::Flush(done)).await.is_ok() {
-            let _ = written.await;
-        }
+        self.queue.flush().await
     }
 }
 
@@ -268,47 +260,6 @@ impl FailureGauge {
         drop(counted);
         *self.lock() = Some((std::time::Instant::now(), stored, written));
         Ok(n)
-    }
-}
-
-/// Runs until the app (which holds the sender) is dropped.
-async fn write_loop(
-    store: DynStore,
-    mut queue: mpsc::Receiver<Entry>,
-    pending: Arc<Mutex<Pending>>,
-    commit: Arc<RwLock<()>>,
-) {
-    let mut entries = Vec::new();
-    let mut pruned_at: Option<tokio::time::Instant> = None;
-    while queue.recv_many(&mut entries, QUEUE).await > 0 {
-        let mut attempts = Vec::with_capacity(entries.len());
-        let mut flushes = Vec::new();
-        for entry in entries.drain(..) {
-            match entry {
-                Entry::Attempt(a) => attempts.push(a),
-                Entry::Flush(done) => flushes.push(done),
-            }
-        }
-        if !attempts.is_empty() {
-            write(&store, &attempts, &pending, &commit).await;
-            // Old attempts go, measured by the attempts' own clock.
-            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                pruned_at = Some(tokio::time::Instant::now());
-                let newest = attempts.iter().map(|a| a.at).max().unwrap_or_default();
-                match store.prune_attempts(newest - KEEP_SECS).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(attempts = n, "old code attempts pruned"),
-                    Err(e) => tracing::warn!(error = %e, "old code attempts not pruned"),
-                }
-            }
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
-        if !attempts.is_empty() {
-            // Let the next group gather (this bounds the commits to 1/WINDOW a second).
-            tokio::time::sleep(WINDOW).await;
-        }
     }
 }
 

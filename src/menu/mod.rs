@@ -4,3 +4,4 @@
 pub mod arrivals;
 pub mod attempts;
 pub mod flow;
+pub mod group;

@@ -97,6 +97,31 @@ macro_rules! sql_store {
         use $crate::store::*;
 
         impl $store {
+            /// Inserts `rows` in one transaction, one multi-row INSERT per chunk: each page
+            /// touched is written once for the whole group. `head` names the table and its
+            /// columns, `bind` binds one row's values in that order, `tail` ends each INSERT.
+            async fn insert_group<T>(
+                &self,
+                head: &str,
+                rows: &[T],
+                bind: impl Fn(&mut sqlx::query_builder::Separated<'_, '_, $db, &'static str>, &T),
+                tail: &str,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                for chunk in rows.chunks(ATTEMPTS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(head);
+                    insert.push_values(chunk, |mut row, r| bind(&mut row, r));
+                    insert.push(tail);
+                    insert
+                        .build()
+                        .persistent(chunk.len() == 1)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)
+            }
+
             async fn insert_order_returning(
                 &self,
                 o: &NewOrder,
@@ -563,29 +588,20 @@ macro_rules! sql_store {
             }
 
             async fn record_calls(&self, calls: &[NewCall]) -> Result<(), StoreError> {
-                // One transaction, one multi-row INSERT a chunk (as for code attempts).
-                let mut tx = self.writer.begin().await.map_err(classify)?;
-                for chunk in calls.chunks(ATTEMPTS_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) ",
-                    );
-                    insert.push_values(chunk, |mut row, c| {
-                        row.push_bind(&c.call_sid)
-                            .push_bind(&c.from_number)
-                            .push_bind(&c.to_number)
+                self.insert_group(
+                    "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) ",
+                    calls,
+                    |row, c| {
+                        row.push_bind(c.call_sid.clone())
+                            .push_bind(c.from_number.clone())
+                            .push_bind(c.to_number.clone())
                             .push_bind(CallState::Menu)
                             .push_bind(c.now)
                             .push_bind(c.now);
-                    });
-                    insert.push(" ON CONFLICT (call_sid) DO NOTHING");
-                    insert
-                        .build()
-                        .persistent(chunk.len() == 1)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)
+                    },
+                    " ON CONFLICT (call_sid) DO NOTHING",
+                )
+                .await
             }
 
             async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError> {
@@ -961,27 +977,18 @@ macro_rules! sql_store {
             }
 
             async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
-                // One transaction, one multi-row INSERT a chunk: each page touched is
-                // written once for the whole group.
-                let mut tx = self.writer.begin().await.map_err(classify)?;
-                for chunk in attempts.chunks(ATTEMPTS_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO code_attempts (caller, code_hash, ok, at) ",
-                    );
-                    insert.push_values(chunk, |mut row, a| {
-                        row.push_bind(&a.caller)
-                            .push_bind(&a.code_hash)
+                self.insert_group(
+                    "INSERT INTO code_attempts (caller, code_hash, ok, at) ",
+                    attempts,
+                    |row, a| {
+                        row.push_bind(a.caller.clone())
+                            .push_bind(a.code_hash.clone())
                             .push_bind(a.ok)
                             .push_bind(a.at);
-                    });
-                    insert
-                        .build()
-                        .persistent(chunk.len() == 1)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)
+                    },
+                    "",
+                )
+                .await
             }
 
             async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {

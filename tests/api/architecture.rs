@@ -16,6 +16,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // The outside world: storage, the voice protocols, Stripe's API, logging.
     &["store", "telephony", "stripe", "telemetry"],
+    // Writes behind the answer, in groups: the queue the features' state below shares.
+    &["menu::group"],
     // Features' state that the App holds (below the App, so the App can hold it).
     &["menu::attempts", "menu::arrivals", "bridge::metering"],
     // The services, built once.
