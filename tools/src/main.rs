@@ -60,6 +60,16 @@ enum Command {
         /// The `callgate` binary to run (default: the one beside this program).
         #[arg(long, env = "CALLGATE_BIN")]
         callgate: Option<std::path::PathBuf>,
+        /// Measure another bridge instead, already running: the callers open its media-stream
+        /// WebSocket at this URL directly (no menu, no token), as Twilio would.
+        #[arg(long, requires_all = ["peer_pid", "agent_listen"])]
+        peer_url: Option<String>,
+        /// The process id of that bridge, whose CPU and memory are read.
+        #[arg(long)]
+        peer_pid: Option<u32>,
+        /// Where the echo agent listens (the other bridge must be pointed at it).
+        #[arg(long)]
+        agent_listen: Option<SocketAddr>,
     },
     /// Serve an ElevenLabs stand-in that plays every caller's audio back.
     EchoAgent {
@@ -108,22 +118,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             seconds,
             ramp_seconds,
             callgate,
+            peer_url,
+            peer_pid,
+            agent_listen,
         } => {
             callgate::telemetry::init(callgate::config::LogFormat::Text);
-            let callgate = match callgate {
-                Some(path) => path,
-                None => std::env::current_exe()?.with_file_name("callgate"),
+            let target = match (peer_url, peer_pid) {
+                (Some(url), Some(pid)) => loadtest::Target::Peer { url, pid },
+                _ => {
+                    let callgate = match callgate {
+                        Some(path) => path,
+                        None => std::env::current_exe()?.with_file_name("callgate"),
+                    };
+                    anyhow::ensure!(
+                        callgate.is_file(),
+                        "no callgate binary at {} (build it with `cargo build --release`, or pass --callgate)",
+                        callgate.display()
+                    );
+                    loadtest::Target::Callgate(callgate)
+                }
             };
-            anyhow::ensure!(
-                callgate.is_file(),
-                "no callgate binary at {} (build it with `cargo build --release`, or pass --callgate)",
-                callgate.display()
-            );
             loadtest::run(loadtest::LoadTest {
                 calls: calls as usize,
                 hold: std::time::Duration::from_secs(seconds),
                 ramp: std::time::Duration::from_secs(ramp_seconds),
-                callgate,
+                target,
+                agent_listen,
             })
             .await
         }
