@@ -372,10 +372,10 @@ async fn bridge(app: &Arc<App>, grant: StreamGrant, stream_sid: String, mut twil
                     Ok(StreamEvent::Media { track, payload }) if track.starts_with("inbound") => {
                         metering = true;
                         // Even passed through, a payload must be base64 of a sane size.
-                        let checked = (payload.len() <= MAX_TWILIO_PAYLOAD)
-                            .then(|| Base64Audio::check(&payload, &mut scratch))
+                        let decoded = (payload.len() <= MAX_TWILIO_PAYLOAD)
+                            .then(|| Base64Audio::decode(&payload, &mut scratch))
                             .flatten();
-                        let Some(checked) = checked else {
+                        let Some((checked, ulaw)) = decoded else {
                             bad_frames += 1;
                             tracing::warn!("media frame with bad base64 dropped");
                             if bad_frames > MAX_BAD_FRAMES { break EndReason::CallerHungUp; }
@@ -384,10 +384,8 @@ async fn bridge(app: &Arc<App>, grant: StreamGrant, stream_sid: String, mut twil
                         let chunk = if passthrough {
                             elevenlabs::user_audio(checked)
                         } else {
-                            let Ok(ulaw) = B64.decode(checked.as_str()) else { continue };
-                            let encoded = B64.encode(audio::from_phone(&ulaw, agent_in));
-                            let Some(encoded) = Base64Audio::check(&encoded, &mut scratch) else { continue };
-                            elevenlabs::user_audio(encoded)
+                            let mut encoded = String::new();
+                            elevenlabs::user_audio(Base64Audio::encode(&audio::from_phone(ulaw, agent_in), &mut encoded))
                         };
                         // A hung agent that stops reading must not stall the call.
                         match tokio::time::timeout(silence, agent.send(AgMessage::text(chunk))).await {
@@ -438,17 +436,15 @@ async fn bridge(app: &Arc<App>, grant: StreamGrant, stream_sid: String, mut twil
                         if event_id <= last_interruption { continue; }
                         metering = true;
                         // Passed on only if it is base64: the caller's line gets nothing else.
-                        let Some(checked) = Base64Audio::check(&audio, &mut scratch) else {
+                        let Some((checked, bytes)) = Base64Audio::decode(&audio, &mut scratch) else {
                             tracing::warn!("agent audio that is not base64 dropped");
                             continue;
                         };
                         let frame = if passthrough {
                             writer.media(checked)
                         } else {
-                            let Ok(bytes) = B64.decode(checked.as_str()) else { continue };
-                            let encoded = B64.encode(audio::to_phone(&bytes, agent_out));
-                            let Some(encoded) = Base64Audio::check(&encoded, &mut scratch) else { continue };
-                            writer.media(encoded)
+                            let mut encoded = String::new();
+                            writer.media(Base64Audio::encode(&audio::to_phone(bytes, agent_out), &mut encoded))
                         };
                         if twilio.send(TwMessage::text(frame)).await.is_err() {
                             break EndReason::CallerHungUp;

@@ -100,11 +100,11 @@ macro_rules! sql_store {
             /// Inserts `rows` in one transaction, one multi-row INSERT per chunk: each page
             /// touched is written once for the whole group. `head` names the table and its
             /// columns, `bind` binds one row's values in that order, `tail` ends each INSERT.
-            async fn insert_group<T>(
+            async fn insert_group<'a, T>(
                 &self,
                 head: &str,
-                rows: &[T],
-                bind: impl Fn(&mut sqlx::query_builder::Separated<'_, '_, $db, &'static str>, &T),
+                rows: &'a [T],
+                bind: impl Fn(&mut sqlx::query_builder::Separated<'_, 'a, $db, &'static str>, &'a T),
                 tail: &str,
             ) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
@@ -592,9 +592,9 @@ macro_rules! sql_store {
                     "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) ",
                     calls,
                     |row, c| {
-                        row.push_bind(c.call_sid.clone())
-                            .push_bind(c.from_number.clone())
-                            .push_bind(c.to_number.clone())
+                        row.push_bind(&c.call_sid)
+                            .push_bind(&c.from_number)
+                            .push_bind(&c.to_number)
                             .push_bind(CallState::Menu)
                             .push_bind(c.now)
                             .push_bind(c.now);
@@ -981,8 +981,8 @@ macro_rules! sql_store {
                     "INSERT INTO code_attempts (caller, code_hash, ok, at) ",
                     attempts,
                     |row, a| {
-                        row.push_bind(a.caller.clone())
-                            .push_bind(a.code_hash.clone())
+                        row.push_bind(&a.caller)
+                            .push_bind(&a.code_hash)
                             .push_bind(a.ok)
                             .push_bind(a.at);
                     },

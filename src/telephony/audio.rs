@@ -72,15 +72,31 @@ impl<'a> Base64Audio<'a> {
     /// Decodes `text` into `scratch` (kept by the caller between frames: it grows to the
     /// largest frame once, and is not cleared) to prove it is base64.
     pub fn check(text: &'a str, scratch: &mut Vec<u8>) -> Option<Base64Audio<'a>> {
+        Self::decode(text, scratch).map(|(audio, _)| audio)
+    }
+
+    /// [`Base64Audio::check`], also giving the audio it decoded (for transcoding).
+    pub fn decode<'s>(
+        text: &'a str,
+        scratch: &'s mut Vec<u8>,
+    ) -> Option<(Base64Audio<'a>, &'s [u8])> {
         use base64::Engine;
         let need = base64::decoded_len_estimate(text.len());
         if scratch.len() < need {
             scratch.resize(need, 0);
         }
-        base64::engine::general_purpose::STANDARD
+        let n = base64::engine::general_purpose::STANDARD
             .decode_slice(text.as_bytes(), &mut scratch[..need])
-            .ok()
-            .map(|_| Base64Audio(text))
+            .ok()?;
+        Some((Base64Audio(text), &scratch[..n]))
+    }
+
+    /// Encodes `audio` into `out`: base64 by construction, so nothing to check.
+    pub fn encode(audio: &[u8], out: &'a mut String) -> Base64Audio<'a> {
+        use base64::Engine;
+        out.clear();
+        base64::engine::general_purpose::STANDARD.encode_string(audio, out);
+        Base64Audio(out)
     }
 
     pub fn as_str(&self) -> &'a str {
@@ -249,6 +265,14 @@ mod tests {
         ] {
             assert!(Base64Audio::check(bad, &mut scratch).is_none(), "{bad}");
         }
+        let (_, bytes) = Base64Audio::decode("AAEC", &mut scratch).unwrap();
+        assert_eq!(bytes, [0, 1, 2]);
+        let mut out = String::new();
+        let encoded = Base64Audio::encode(&[0, 1, 2, 255], &mut out);
+        assert_eq!(
+            Base64Audio::check(encoded.as_str(), &mut scratch),
+            Some(encoded)
+        );
         // A long frame after short ones: the scratch grows.
         let long = "QUJD".repeat(5000);
         assert!(Base64Audio::check(&long, &mut scratch).is_some());
