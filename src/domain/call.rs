@@ -164,6 +164,15 @@ pub struct Call {
 }
 
 impl Call {
+    /// The order whose hold this call gives up when it ends: one it held without ever
+    /// bridging. A bridged call keeps its hold until settlement debits it in the same step.
+    pub fn releases_hold(&self) -> Option<&str> {
+        match (&self.order_id, self.bridged_at) {
+            (Some(order_id), None) => Some(order_id),
+            _ => None,
+        }
+    }
+
     /// The agent seconds this call used: what its bridge metered (the bridge is the meter; a
     /// bridge that died loses at most its last metering interval).
     pub fn billable_seconds(&self) -> Seconds {

@@ -21,6 +21,8 @@ mod postgres;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_money;
 
 #[cfg(feature = "mongodb")]
 pub use mongo::MongoStore;
@@ -117,6 +119,21 @@ pub enum Hold {
     CallOver,
 }
 
+impl Hold {
+    /// Why a hold was refused when the call was still live: the order as it now stands
+    /// (`None` if it is gone) tells a lapsed hold from one in use.
+    pub(crate) fn refused(order: Option<Order>, now: UnixTime) -> Hold {
+        match order {
+            Some(Order {
+                active_call_sid: Some(holder),
+                active_call_until: Some(until),
+                ..
+            }) if until < now => Hold::Lapsed(holder),
+            _ => Hold::InUse,
+        }
+    }
+}
+
 /// What settling a call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
@@ -130,6 +147,25 @@ pub enum Settlement {
         /// The charge due, when overage was consented to and there was any.
         charge: Option<Box<Charge>>,
     },
+}
+
+impl Settlement {
+    /// A call that could not be claimed for settlement, as it now stands.
+    pub(crate) fn unclaimed(call: Option<Call>) -> Settlement {
+        match call {
+            Some(c) if c.settled_at.is_some() => Settlement::AlreadySettled,
+            _ => Settlement::NotReady,
+        }
+    }
+
+    /// A call settled that held no order: nothing to debit.
+    pub(crate) fn without_order(seconds: Seconds) -> Settlement {
+        Settlement::Settled {
+            seconds,
+            overage: Seconds(0),
+            charge: None,
+        }
+    }
 }
 
 /// How a charge attempt ended, for [`Store::finish_charge`].
@@ -164,6 +200,18 @@ pub struct EndCall {
     pub duration: Option<i64>,
     pub reason: EndReason,
     pub now: UnixTime,
+}
+
+impl EndCall {
+    /// The call as first reported, for storing it if its earlier webhooks never arrived.
+    pub(crate) fn as_new_call(&self) -> NewCall {
+        NewCall {
+            call_sid: self.call_sid.clone(),
+            from_number: self.from_number.clone(),
+            to_number: self.to_number.clone(),
+            now: self.now,
+        }
+    }
 }
 
 /// What a valid stream token grants: the media stream of this call, on this order.

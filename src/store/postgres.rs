@@ -41,6 +41,20 @@ impl PostgresStore {
     /// Nothing to start once the schema is in place.
     fn migrated(&self) {}
 
+    /// The order whose `column` (one of callgate's own column names) is `value`.
+    async fn order_where(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<super::Order>, super::StoreError> {
+        let sql = format!("SELECT * FROM orders WHERE {column} = $1");
+        sqlx::query_as::<sqlx::Postgres, super::Order>(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(super::classify)
+    }
+
     async fn code_check_row(
         &self,
         q: &super::CodeCheckQuery<'_>,
@@ -75,3 +89,4 @@ impl PostgresStore {
 }
 
 super::sql::sql_store!(PostgresStore, sqlx::Postgres, "postgres", MIGRATOR);
+super::sql::sqlx_money_path!(PostgresStore, sqlx::Postgres);

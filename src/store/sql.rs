@@ -48,11 +48,67 @@ pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE ca
      (SELECT id FROM orders WHERE code_hash = $3)";
 
 /// A call ready for settlement at `$2`: its bridge finished; or it never bridged and ended; or
-/// its hold on its order lapsed or is gone (the instance running its bridge died).
-pub(crate) const SETTLE_READY: &str = "(bridge_ended_at IS NOT NULL \
-     OR (bridged_at IS NULL AND status = 'ended') \
-     OR (order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = calls.order_id \
-         AND o.active_call_sid = calls.call_sid AND o.active_call_until >= $2)))";
+/// its hold on its order lapsed or is gone (the instance running its bridge died). A macro, so
+/// that statements can include it in their constant text.
+macro_rules! settle_ready {
+    () => {
+        "(bridge_ended_at IS NOT NULL \
+         OR (bridged_at IS NULL AND status = 'ended') \
+         OR (order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = calls.order_id \
+             AND o.active_call_sid = calls.call_sid AND o.active_call_until >= $2)))"
+    };
+}
+pub(crate) const SETTLE_READY: &str = settle_ready!();
+
+// The money path's statements, shared by the sqlx bodies below (PostgreSQL) and the SQLite
+// writer's (`store::sqlite`), which run the same steps in the same order.
+
+/// Links a call to the order it is about to hold: `$1` call, `$2` order, `$3` now. The call
+/// first (the same order of locks as ending and settling it): one that has ended or was
+/// settled links nothing. On PostgreSQL this row lock makes a racing end wait for the hold.
+pub(crate) const CALL_LINK_ORDER: &str = "UPDATE calls SET order_id = $2, updated_at = $3 \
+     WHERE call_sid = $1 AND status <> 'ended' AND settled_at IS NULL";
+
+/// Compare-and-set of an order's one live call: `$1` order, `$2` call, `$3` hold until, `$4`
+/// now. A lapsed hold is not taken here: its call must be settled first, which releases it.
+pub(crate) const ORDER_HOLD: &str = "UPDATE orders SET active_call_sid = $2, active_call_until = $3, \
+     updated_at = $4 WHERE id = $1 AND (active_call_sid IS NULL OR active_call_sid = $2) RETURNING *";
+
+/// Marks a call ended, keeping the first report's facts: `$1` call, `$2` now, `$3` Twilio's
+/// duration, `$4` its status, `$5` the reason.
+pub(crate) const CALL_END: &str =
+    "UPDATE calls SET status = 'ended', ended_at = COALESCE(ended_at, $2), \
+     twilio_duration = COALESCE(twilio_duration, $3), twilio_status = $4, \
+     end_reason = COALESCE(end_reason, $5), updated_at = $2 WHERE call_sid = $1 RETURNING *";
+
+/// Releases an order held by a call that never bridged (a bridged call keeps its hold until
+/// settlement debits it in the same step): `$1` order, `$2` call.
+pub(crate) const ORDER_RELEASE: &str = "UPDATE orders SET active_call_sid = NULL, \
+     active_call_until = NULL WHERE id = $1 AND active_call_sid = $2";
+
+/// Claims a call for settlement, once: `$1` call, `$2` now.
+pub(crate) const CALL_CLAIM_SETTLEMENT: &str = concat!(
+    "UPDATE calls SET settled_at = $2, updated_at = $2 WHERE call_sid = $1 \
+     AND settled_at IS NULL AND ",
+    settle_ready!(),
+    " RETURNING *"
+);
+
+/// The seconds a settled call took from its order: `$1` call, `$2` seconds.
+pub(crate) const CALL_SETTLED_SECONDS: &str =
+    "UPDATE calls SET settled_seconds = $2 WHERE call_sid = $1";
+
+/// Reads an order for its debit. A no-op write, so that on PostgreSQL it locks the order's row
+/// until the debit commits: `$1` order.
+pub(crate) const ORDER_FOR_DEBIT: &str =
+    "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING *";
+
+/// The debit and the release of this call's hold, in one write: `$1` order, `$2` seconds used
+/// after, `$3` call, `$4` now.
+pub(crate) const ORDER_DEBIT: &str = "UPDATE orders SET seconds_used = $2, \
+     active_call_until = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_until END, \
+     active_call_sid = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_sid END, \
+     updated_at = $4 WHERE id = $1";
 
 /// `'a', 'b'` for an `IN (...)` of state spellings: callgate's own constants (the
 /// `text_enum!` tables), so they can be written into the SQL text.
@@ -161,14 +217,6 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
-            async fn order_where(&self, column: &str, value: &str) -> Result<Option<Order>, StoreError> {
-                let sql = format!("SELECT * FROM orders WHERE {column} = $1");
-                sqlx::query_as::<$db, Order>(&sql)
-                    .bind(value)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(classify)
-            }
         }
 
         #[async_trait::async_trait]
@@ -303,88 +351,11 @@ macro_rules! sql_store {
                 until: UnixTime,
                 now: UnixTime,
             ) -> Result<Hold, StoreError> {
-                let mut tx = self.writer.begin().await.map_err(classify)?;
-                // The call first (the same order of locks as ending and settling it): one that
-                // has ended or was settled holds nothing. On PostgreSQL this row lock makes a
-                // racing end wait for the hold, which then sees it.
-                let linked = sqlx::query::<$db>(
-                    "UPDATE calls SET order_id = $2, updated_at = $3 WHERE call_sid = $1 \
-                     AND status <> 'ended' AND settled_at IS NULL",
-                )
-                .bind(call_sid)
-                .bind(order_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?
-                .rows_affected()
-                    == 1;
-                if !linked {
-                    tx.rollback().await.map_err(classify)?;
-                    return Ok(Hold::CallOver);
-                }
-                // Compare-and-set on one row. A lapsed hold is not taken here: its call must be
-                // settled first, which releases it.
-                let held = sqlx::query_as::<$db, Order>(
-                    "UPDATE orders SET active_call_sid = $2, active_call_until = $3, updated_at = $4 \
-                     WHERE id = $1 AND (active_call_sid IS NULL OR active_call_sid = $2) RETURNING *",
-                )
-                .bind(order_id)
-                .bind(call_sid)
-                .bind(until)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?;
-                if let Some(order) = held {
-                    tx.commit().await.map_err(classify)?;
-                    return Ok(Hold::Held(Box::new(order)));
-                }
-                tx.rollback().await.map_err(classify)?;
-                Ok(match self.order(order_id).await? {
-                    Some(Order { active_call_sid: Some(holder), active_call_until: Some(until), .. })
-                        if until < now => Hold::Lapsed(holder),
-                    _ => Hold::InUse,
-                })
+                self.write_hold(order_id, call_sid, until, now).await
             }
-
             async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError> {
-                self.upsert_call(&NewCall {
-                    call_sid: end.call_sid.clone(),
-                    from_number: end.from_number.clone(),
-                    to_number: end.to_number.clone(),
-                    now: end.now,
-                })
-                .await?;
-                let call = sqlx::query_as::<$db, Call>(
-                    "UPDATE calls SET status = 'ended', ended_at = COALESCE(ended_at, $2), \
-                     twilio_duration = COALESCE(twilio_duration, $3), twilio_status = $4, \
-                     end_reason = COALESCE(end_reason, $5), updated_at = $2 \
-                     WHERE call_sid = $1 RETURNING *",
-                )
-                .bind(&end.call_sid)
-                .bind(end.now)
-                .bind(end.duration)
-                .bind(&end.twilio_status)
-                .bind(&end.reason)
-                .fetch_one(&self.writer)
-                .await
-                .map_err(classify)?;
-                // A bridged call keeps its hold until settlement debits it in the same step.
-                if let (Some(order_id), None) = (&call.order_id, call.bridged_at) {
-                    sqlx::query::<$db>(
-                        "UPDATE orders SET active_call_sid = NULL, active_call_until = NULL \
-                         WHERE id = $1 AND active_call_sid = $2",
-                    )
-                    .bind(order_id)
-                    .bind(&call.call_sid)
-                    .execute(&self.writer)
-                    .await
-                    .map_err(classify)?;
-                }
-                Ok(call)
+                self.write_end(end).await
             }
-
             async fn bridge_started(
                 &self,
                 call_sid: &str,
@@ -653,77 +624,8 @@ macro_rules! sql_store {
                 charge_id: &str,
                 now: UnixTime,
             ) -> Result<Settlement, StoreError> {
-                let mut tx = self.writer.begin().await.map_err(classify)?;
-                // Claiming the call first makes the whole settlement happen once.
-                let claimed = sqlx::query_as::<$db, Call>(&format!(
-                    "UPDATE calls SET settled_at = $2, updated_at = $2 WHERE call_sid = $1 \
-                     AND settled_at IS NULL AND {SETTLE_READY} RETURNING *"
-                ))
-                .bind(call_sid)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?;
-                let Some(call) = claimed else {
-                    tx.rollback().await.map_err(classify)?;
-                    return Ok(match self.call(call_sid).await? {
-                        Some(c) if c.settled_at.is_some() => Settlement::AlreadySettled,
-                        _ => Settlement::NotReady,
-                    });
-                };
-                let used = call.billable_seconds();
-                sqlx::query::<$db>("UPDATE calls SET settled_seconds = $2 WHERE call_sid = $1")
-                    .bind(call_sid)
-                    .bind(used.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                let Some(order_id) = call.order_id.as_deref() else {
-                    tx.commit().await.map_err(classify)?;
-                    return Ok(Settlement::Settled { seconds: used, overage: Seconds(0), charge: None });
-                };
-                // A no-op write locks the order's row (PostgreSQL) until the debit commits.
-                let order = sqlx::query_as::<$db, Order>(
-                    "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING *",
-                )
-                .bind(order_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(classify)?;
-                let debit = $crate::domain::ledger::debit(&order, used, rounding);
-                // The debit and the release of this call's hold, in one write.
-                sqlx::query::<$db>(
-                    "UPDATE orders SET seconds_used = $2, \
-                     active_call_until = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_until END, \
-                     active_call_sid = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_sid END, \
-                     updated_at = $4 WHERE id = $1",
-                )
-                .bind(order_id)
-                .bind(debit.used_after.0)
-                .bind(call_sid)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-                let charge = match debit.charge {
-                    Some(amount) => sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
-                        .bind(charge_id)
-                        .bind(call_sid)
-                        .bind(order_id)
-                        .bind(amount.0)
-                        .bind(order.currency.code())
-                        .bind(debit.overage.0)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(classify)?
-                        .map(Box::new),
-                    None => None,
-                };
-                tx.commit().await.map_err(classify)?;
-                Ok(Settlement::Settled { seconds: used, overage: debit.overage, charge })
+                self.write_settlement(call_sid, rounding, charge_id, now).await
             }
-
             async fn calls_to_settle(&self, limit: i64, now: UnixTime) -> Result<Vec<String>, StoreError> {
                 sqlx::query_scalar::<$db, String>(&format!(
                     "SELECT call_sid FROM calls WHERE settled_at IS NULL AND {SETTLE_READY} \
@@ -1086,3 +988,141 @@ macro_rules! sql_store {
 }
 
 pub(crate) use sql_store;
+
+/// The money path's multi-step writes through sqlx, for PostgreSQL (SQLite runs the same
+/// steps, with the same statements, on its own writer: `store::sqlite`). Each is called by the
+/// `Store` method of the same meaning that `sql_store!` generates. Expands beside it, in the
+/// module where `sql_store!` brought the store's names in.
+macro_rules! sqlx_money_path {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            async fn write_hold(
+                &self,
+                order_id: &str,
+                call_sid: &str,
+                until: UnixTime,
+                now: UnixTime,
+            ) -> Result<Hold, StoreError> {
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                let linked = sqlx::query::<$db>(CALL_LINK_ORDER)
+                    .bind(call_sid)
+                    .bind(order_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?
+                    .rows_affected()
+                    == 1;
+                if !linked {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(Hold::CallOver);
+                }
+                let held = sqlx::query_as::<$db, Order>(ORDER_HOLD)
+                    .bind(order_id)
+                    .bind(call_sid)
+                    .bind(until)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                if let Some(order) = held {
+                    tx.commit().await.map_err(classify)?;
+                    return Ok(Hold::Held(Box::new(order)));
+                }
+                tx.rollback().await.map_err(classify)?;
+                Ok(Hold::refused(self.order(order_id).await?, now))
+            }
+
+            async fn write_end(&self, end: &EndCall) -> Result<Call, StoreError> {
+                self.upsert_call(&end.as_new_call()).await?;
+                let call = sqlx::query_as::<$db, Call>(CALL_END)
+                    .bind(&end.call_sid)
+                    .bind(end.now)
+                    .bind(end.duration)
+                    .bind(&end.twilio_status)
+                    .bind(&end.reason)
+                    .fetch_one(&self.writer)
+                    .await
+                    .map_err(classify)?;
+                if let Some(order_id) = call.releases_hold() {
+                    sqlx::query::<$db>(ORDER_RELEASE)
+                        .bind(order_id)
+                        .bind(&call.call_sid)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(classify)?;
+                }
+                Ok(call)
+            }
+
+            async fn write_settlement(
+                &self,
+                call_sid: &str,
+                rounding: Rounding,
+                charge_id: &str,
+                now: UnixTime,
+            ) -> Result<Settlement, StoreError> {
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                // Claiming the call first makes the whole settlement happen once.
+                let claimed = sqlx::query_as::<$db, Call>(CALL_CLAIM_SETTLEMENT)
+                    .bind(call_sid)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let Some(call) = claimed else {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(Settlement::unclaimed(self.call(call_sid).await?));
+                };
+                let used = call.billable_seconds();
+                sqlx::query::<$db>(CALL_SETTLED_SECONDS)
+                    .bind(call_sid)
+                    .bind(used.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let Some(order_id) = call.order_id.as_deref() else {
+                    tx.commit().await.map_err(classify)?;
+                    return Ok(Settlement::without_order(used));
+                };
+                let order = sqlx::query_as::<$db, Order>(ORDER_FOR_DEBIT)
+                    .bind(order_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let debit = $crate::domain::ledger::debit(&order, used, rounding);
+                sqlx::query::<$db>(ORDER_DEBIT)
+                    .bind(order_id)
+                    .bind(debit.used_after.0)
+                    .bind(call_sid)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let charge = match debit.charge {
+                    Some(amount) => sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
+                        .bind(charge_id)
+                        .bind(call_sid)
+                        .bind(order_id)
+                        .bind(amount.0)
+                        .bind(order.currency.code())
+                        .bind(debit.overage.0)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(classify)?
+                        .map(Box::new),
+                    None => None,
+                };
+                tx.commit().await.map_err(classify)?;
+                Ok(Settlement::Settled {
+                    seconds: used,
+                    overage: debit.overage,
+                    charge,
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use sqlx_money_path;

@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::sql::{failure_count, CodeCheckRow, CODE_CHECK};
-use super::{AttemptScope, CodeCheckQuery, StoreError, UnixTime};
+use super::{AttemptScope, CodeCheckQuery, Order, StoreError, UnixTime};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -22,7 +22,7 @@ pub struct SqliteStore {
     /// connections the losers sleep in SQLite's busy handler (1 ms, 2 ms, 5 ms, ...) and
     /// retry, so a burst of writes costs milliseconds each. One connection makes them queue
     /// in order instead, and the hot writes come in groups (code attempts, live metering).
-    writer: SqlitePool,
+    pub(super) writer: SqlitePool,
     /// The code check's read, on the calling thread.
     inline: InlineReads,
     /// Started once the schema is migrated (see [`SqliteStore::migrated`]).
@@ -157,6 +157,21 @@ impl SqliteStore {
         })
     }
 
+    /// The order whose `column` (one of callgate's own column names) is `value`, read in place
+    /// like the code check's facts (the code check reads its order next).
+    async fn order_where(&self, column: &str, value: &str) -> Result<Option<Order>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let sql = format!("SELECT * FROM orders WHERE {column} = $1");
+        self.inline.read(|conn| {
+            conn.prepare_cached(&sql)?
+                .query_row(
+                    rusqlite::named_params! { "$1": value },
+                    super::sqlite_money::order_row,
+                )
+                .optional()
+        })
+    }
+
     /// A caller's or a code's failures are read in place too (the greeting reads the caller's
     /// on every call: a few index entries). Everyone's may walk up to the global limit's
     /// worth of entries, once a second: that read goes to the pool, off the calling thread.
@@ -229,8 +244,14 @@ impl InlineReads {
     }
 }
 
-fn sqlite_error(e: rusqlite::Error) -> StoreError {
+pub(super) fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) =
+        e
+    {
+        return StoreError::Corrupt(e.to_string());
+    }
     match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(e.to_string()),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable(e.to_string())
         }
@@ -240,6 +261,7 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
 }
 
 super::sql::sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", MIGRATOR);
+// The money path's multi-step writes are `store::sqlite_money`'s.
 
 /// Creates the database file readable by its owner only (0600), or warns when an existing
 /// one is readable by others.
