@@ -22,7 +22,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
-mod sqlite_money;
+mod sqlite_writer;
 
 #[cfg(feature = "mongodb")]
 pub use mongo::MongoStore;

@@ -89,4 +89,4 @@ impl PostgresStore {
 }
 
 super::sql::sql_store!(PostgresStore, sqlx::Postgres, "postgres", MIGRATOR);
-super::sql::sqlx_money_path!(PostgresStore, sqlx::Postgres);
+super::sql::sqlx_hot_writes!(PostgresStore, sqlx::Postgres);

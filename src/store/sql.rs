@@ -19,16 +19,22 @@ pub(crate) const ORDER_FULFIL: &str =
      WHERE stripe_payment_intent = $1 AND status IN ('pending', 'failed') RETURNING *";
 
 /// Inserts a call, or leaves the stored one as it is; either way returns the stored row, in
-/// one statement (the no-op update is what lets `RETURNING` see an existing row).
+/// one statement (the no-op update is what lets `RETURNING` see an existing row). It writes
+/// back a column no key or index holds: writing the key itself, even unchanged, has SQLite
+/// check every row that refers to the call by it.
 pub(crate) const CALL_UPSERT: &str =
     "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) \
      VALUES ($1, $2, $3, 'menu', $4, $4) \
-     ON CONFLICT (call_sid) DO UPDATE SET call_sid = calls.call_sid RETURNING *";
+     ON CONFLICT (call_sid) DO UPDATE SET updated_at = calls.updated_at RETURNING *";
 
 pub(crate) const CHARGE_INSERT: &str =
     "INSERT INTO charges (id, call_sid, order_id, amount_cents, currency, seconds_billed, state, \
      attempts, next_attempt_at, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *";
+
+/// Stores a stream token's hash: `$1` hash, `$2` call, `$3` order, `$4` expiry.
+pub(crate) const STREAM_TOKEN_INSERT: &str =
+    "INSERT INTO stream_tokens (token_hash, call_sid, order_id, expires_at) VALUES ($1, $2, $3, $4)";
 
 /// Rows in one multi-row attempt INSERT (4 parameters each; SQLite allows 32,766).
 pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
@@ -153,31 +159,6 @@ macro_rules! sql_store {
         use $crate::store::*;
 
         impl $store {
-            /// Inserts `rows` in one transaction, one multi-row INSERT per chunk: each page
-            /// touched is written once for the whole group. `head` names the table and its
-            /// columns, `bind` binds one row's values in that order, `tail` ends each INSERT.
-            async fn insert_group<'a, T>(
-                &self,
-                head: &str,
-                rows: &'a [T],
-                bind: impl Fn(&mut sqlx::query_builder::Separated<'_, 'a, $db, &'static str>, &'a T),
-                tail: &str,
-            ) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await.map_err(classify)?;
-                for chunk in rows.chunks(ATTEMPTS_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(head);
-                    insert.push_values(chunk, |mut row, r| bind(&mut row, r));
-                    insert.push(tail);
-                    insert
-                        .build()
-                        .persistent(chunk.len() == 1)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)
-            }
-
             async fn insert_order_returning(
                 &self,
                 o: &NewOrder,
@@ -516,17 +497,7 @@ macro_rules! sql_store {
                 grant: &StreamGrant,
                 expires_at: UnixTime,
             ) -> Result<(), StoreError> {
-                sqlx::query::<$db>(
-                    "INSERT INTO stream_tokens (token_hash, call_sid, order_id, expires_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(token_hash)
-                .bind(&grant.call_sid)
-                .bind(&grant.order_id)
-                .bind(expires_at)
-                .execute(&self.writer)
-                .await
-                .map(|_| ())
-                .map_err(classify)
+                self.write_stream_token(token_hash, grant, expires_at).await
             }
 
             async fn consume_stream_token(
@@ -548,31 +519,11 @@ macro_rules! sql_store {
             }
 
             async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError> {
-                sqlx::query_as::<$db, Call>(CALL_UPSERT)
-                    .bind(&call.call_sid)
-                    .bind(&call.from_number)
-                    .bind(&call.to_number)
-                    .bind(call.now)
-                    .fetch_one(&self.writer)
-                    .await
-                    .map_err(classify)
+                self.write_call(call).await
             }
 
             async fn record_calls(&self, calls: &[NewCall]) -> Result<(), StoreError> {
-                self.insert_group(
-                    "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) ",
-                    calls,
-                    |row, c| {
-                        row.push_bind(&c.call_sid)
-                            .push_bind(&c.from_number)
-                            .push_bind(&c.to_number)
-                            .push_bind(CallState::Menu)
-                            .push_bind(c.now)
-                            .push_bind(c.now);
-                    },
-                    " ON CONFLICT (call_sid) DO NOTHING",
-                )
-                .await
+                self.write_calls(calls).await
             }
 
             async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError> {
@@ -879,18 +830,7 @@ macro_rules! sql_store {
             }
 
             async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
-                self.insert_group(
-                    "INSERT INTO code_attempts (caller, code_hash, ok, at) ",
-                    attempts,
-                    |row, a| {
-                        row.push_bind(&a.caller)
-                            .push_bind(&a.code_hash)
-                            .push_bind(a.ok)
-                            .push_bind(a.at);
-                    },
-                    "",
-                )
-                .await
+                self.write_attempts(attempts).await
             }
 
             async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
@@ -989,13 +929,99 @@ macro_rules! sql_store {
 
 pub(crate) use sql_store;
 
-/// The money path's multi-step writes through sqlx, for PostgreSQL (SQLite runs the same
-/// steps, with the same statements, on its own writer: `store::sqlite`). Each is called by the
+/// The hot writes through sqlx, for PostgreSQL: the money path's multi-step writes and the
+/// single or grouped writes every call makes. SQLite runs the same steps, with the same
+/// statements, on its own writer thread (`store::sqlite_writer`). Each is called by the
 /// `Store` method of the same meaning that `sql_store!` generates. Expands beside it, in the
 /// module where `sql_store!` brought the store's names in.
-macro_rules! sqlx_money_path {
+macro_rules! sqlx_hot_writes {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// Inserts `rows` in one transaction, one multi-row INSERT per chunk: each page
+            /// touched is written once for the whole group. `head` names the table and its
+            /// columns, `bind` binds one row's values in that order, `tail` ends each INSERT.
+            async fn insert_group<'a, T>(
+                &self,
+                head: &str,
+                rows: &'a [T],
+                bind: impl Fn(&mut sqlx::query_builder::Separated<'_, 'a, $db, &'static str>, &'a T),
+                tail: &str,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                for chunk in rows.chunks(ATTEMPTS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(head);
+                    insert.push_values(chunk, |mut row, r| bind(&mut row, r));
+                    insert.push(tail);
+                    insert
+                        .build()
+                        .persistent(chunk.len() == 1)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn write_stream_token(
+                &self,
+                token_hash: &str,
+                grant: &StreamGrant,
+                expires_at: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(STREAM_TOKEN_INSERT)
+                .bind(token_hash)
+                .bind(&grant.call_sid)
+                .bind(&grant.order_id)
+                .bind(expires_at)
+                .execute(&self.writer)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn write_call(&self, call: &NewCall) -> Result<Call, StoreError> {
+                sqlx::query_as::<$db, Call>(CALL_UPSERT)
+                    .bind(&call.call_sid)
+                    .bind(&call.from_number)
+                    .bind(&call.to_number)
+                    .bind(call.now)
+                    .fetch_one(&self.writer)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn write_calls(&self, calls: &[NewCall]) -> Result<(), StoreError> {
+                self.insert_group(
+                    "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) ",
+                    calls,
+                    |row, c| {
+                        row.push_bind(&c.call_sid)
+                            .push_bind(&c.from_number)
+                            .push_bind(&c.to_number)
+                            .push_bind(CallState::Menu)
+                            .push_bind(c.now)
+                            .push_bind(c.now);
+                    },
+                    " ON CONFLICT (call_sid) DO NOTHING",
+                )
+                .await
+            }
+
+            async fn write_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
+                self.insert_group(
+                    "INSERT INTO code_attempts (caller, code_hash, ok, at) ",
+                    attempts,
+                    |row, a| {
+                        row.push_bind(&a.caller)
+                            .push_bind(&a.code_hash)
+                            .push_bind(a.ok)
+                            .push_bind(a.at);
+                    },
+                    "",
+                )
+                .await
+            }
+
             async fn write_hold(
                 &self,
                 order_id: &str,
@@ -1125,4 +1151,4 @@ macro_rules! sqlx_money_path {
     };
 }
 
-pub(crate) use sqlx_money_path;
+pub(crate) use sqlx_hot_writes;

@@ -22,7 +22,9 @@ pub struct SqliteStore {
     /// connections the losers sleep in SQLite's busy handler (1 ms, 2 ms, 5 ms, ...) and
     /// retry, so a burst of writes costs milliseconds each. One connection makes them queue
     /// in order instead, and the hot writes come in groups (code attempts, live metering).
-    pub(super) writer: SqlitePool,
+    writer: SqlitePool,
+    /// The hot writes, run back to back on `writer`'s connection by a thread of their own.
+    pub(super) writes: super::sqlite_writer::Writer,
     /// The code check's read, on the calling thread.
     inline: InlineReads,
     /// Started once the schema is migrated (see [`SqliteStore::migrated`]).
@@ -126,6 +128,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             checkpoints: std::sync::OnceLock::new(),
             pool,
+            writes: super::sqlite_writer::Writer::start(writer.clone())?,
             writer,
             inline: InlineReads {
                 path: path.to_path_buf(),
@@ -166,7 +169,7 @@ impl SqliteStore {
             conn.prepare_cached(&sql)?
                 .query_row(
                     rusqlite::named_params! { "$1": value },
-                    super::sqlite_money::order_row,
+                    super::sqlite_writer::order_row,
                 )
                 .optional()
         })
@@ -261,7 +264,7 @@ pub(super) fn sqlite_error(e: rusqlite::Error) -> StoreError {
 }
 
 super::sql::sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", MIGRATOR);
-// The money path's multi-step writes are `store::sqlite_money`'s.
+// The hot writes are `store::sqlite_writer`'s.
 
 /// Creates the database file readable by its owner only (0600), or warns when an existing
 /// one is readable by others.
@@ -367,5 +370,62 @@ mod tests {
             unbounded_many > 100 * unbounded_few.max(1) / 2,
             "an unbounded count grows with what is stored ({unbounded_few} -> {unbounded_many})"
         );
+    }
+
+    /// Every status callback stores its call if missing (the upsert): its cost must not grow
+    /// with the stream tokens stored over the life of the database (a foreign key checked
+    /// from the parent's side once read them all).
+    #[tokio::test]
+    async fn storing_a_known_call_costs_the_same_however_many_tokens_are_stored() {
+        use crate::store::{NewCall, StreamGrant};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        let call = |sid: String| NewCall {
+            call_sid: sid,
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            now: 100,
+        };
+        let order = sqlx::query(
+            "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
+             seconds_used, overage_consent, overage_price_cents, created_at, updated_at) \
+             VALUES ('ord1', 'paid', 'operator', 'p', 0, 'usd', 60, 0, FALSE, 0, 1, 1)",
+        );
+        order.execute(&store.writer).await.unwrap();
+        let tokens = |from: usize, to: usize| {
+            let store = &store;
+            async move {
+                for i in from..to {
+                    store.upsert_call(&call(format!("CA{i}"))).await.unwrap();
+                    let grant = StreamGrant {
+                        call_sid: format!("CA{i}"),
+                        order_id: "ord1".into(),
+                    };
+                    store
+                        .insert_stream_token(&format!("t{i}"), &grant, 1000)
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        let upsert_steps = || {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let mut stmt = conn.prepare(super::super::sql::CALL_UPSERT).unwrap();
+            stmt.query_row(
+                rusqlite::named_params! {
+                    "$1": "CA0", "$2": "+15550001111", "$3": "+15550002222", "$4": 100,
+                },
+                |_| Ok(()),
+            )
+            .unwrap();
+            stmt.get_status(rusqlite::StatementStatus::VmStep)
+        };
+        tokens(0, 10).await;
+        let few = upsert_steps();
+        tokens(10, 2_010).await;
+        let many = upsert_steps();
+        assert_eq!(many, few, "storing a known call walked the stream tokens");
     }
 }
