@@ -22,7 +22,7 @@ pub struct SqliteStore {
     /// connections the losers sleep in SQLite's busy handler (1 ms, 2 ms, 5 ms, ...) and
     /// retry, so a burst of writes costs milliseconds each. One connection makes them queue
     /// in order instead, and the hot writes come in groups (code attempts, live metering).
-    writer: SqlitePool,
+    pub(super) writer: SqlitePool,
     /// The hot writes, run back to back on `writer`'s connection by a thread of their own.
     pub(super) writes: super::sqlite_writer::Writer,
     /// The code check's read, on the calling thread.

@@ -687,4 +687,62 @@ mod tests {
             "a call that never bridged gives its hold back when it ends"
         );
     }
+
+    /// Writes committed together stay apart: one that fails or rolls back undoes its own
+    /// steps and nobody else's, and each hears its own result. The connection is held while
+    /// the writes queue, so that they all land in one batch.
+    #[tokio::test]
+    async fn writes_in_one_batch_fail_and_roll_back_alone() {
+        use std::future::Future;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        let put = |db: &rusqlite::Connection, key: &str| {
+            db.execute(
+                "INSERT INTO webhook_events (id, kind, received_at) VALUES ($1, 'test', 0)",
+                named_params! { "$1": key },
+            )
+        };
+        // While the test holds the connection, the writer waits for it and the writes queue.
+        let held = store.writer.acquire().await.unwrap();
+        let mut writes = Vec::new();
+        for i in 0..30 {
+            let mut write = Box::pin(store.writes.write(move |db| {
+                put(db, &format!("kept{i}"))?;
+                put(db, &format!("other{i}"))?;
+                match i % 3 {
+                    // The same key again: the write fails, and its first inserts with it.
+                    0 => put(db, &format!("other{i}")).map(|_| Outcome::Commit(())),
+                    1 => Ok(Outcome::Rollback(())),
+                    _ => Ok(Outcome::Commit(())),
+                }
+            }));
+            // Polled once, the write is queued.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(write.as_mut().poll(&mut cx).is_pending());
+            writes.push(write);
+        }
+        drop(held);
+        for (i, write) in writes.into_iter().enumerate() {
+            let result = write.await;
+            match i % 3 {
+                0 => assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}"),
+                _ => assert!(result.is_ok(), "{result:?}"),
+            }
+        }
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM webhook_events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut expected: Vec<String> = (0..30)
+            .filter(|i| i % 3 == 2)
+            .flat_map(|i| [format!("kept{i}"), format!("other{i}")])
+            .collect();
+        expected.sort();
+        assert_eq!(ids, expected, "exactly the committed writes stand");
+    }
 }
