@@ -38,6 +38,9 @@ use crate::domain::money::{Cents, Rounding, Seconds};
 /// Writes committed together at most.
 const BATCH: usize = 64;
 
+/// How long the writer keeps the connection after its queue empties, for the next write.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Batches run in one turn of the connection at most, so that under a steady stream the
 /// writes left on sqlx still get theirs.
 const TURN: usize = 16;
@@ -163,7 +166,12 @@ async fn turn(
         let room = BATCH.saturating_sub(pending.len());
         pending.extend(queue.try_iter().take(room));
         if pending.is_empty() {
-            break;
+            // The connection is kept a moment for the next write: borrowing it again costs
+            // two thread switches (sqlx's worker gives it up, then takes it back).
+            match queue.recv_timeout(GRACE) {
+                Ok(job) => pending.push(job),
+                Err(_) => break,
+            }
         }
         let lost = group_commit(&db, pending).err().map(sqlite_error);
         if let Some(error) = &lost {
