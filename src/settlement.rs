@@ -6,7 +6,7 @@
 //! (a callback lost, a bridge still closing), and by the menu before it reuses a code whose
 //! holding call died with its instance.
 
-use crate::store::{new_id, Settlement, StoreError};
+use crate::store::{new_id, Call, EndCall, Settlement, StoreError};
 use crate::App;
 
 /// Settles one call if it is ready; wakes the worker when a charge became due.
@@ -20,11 +20,31 @@ pub async fn settle(app: &App, call_sid: &str) -> Result<Settlement, StoreError>
             app.clock.now(),
         )
         .await?;
+    settled(app, call_sid, &outcome);
+    Ok(outcome)
+}
+
+/// Ends a call as Twilio reported it, then settles it if it is ready (the store takes both
+/// together where it can). A settlement that fails is left to the billing worker's next pass.
+pub async fn end_and_settle(app: &App, end: &EndCall) -> Result<Call, StoreError> {
+    let (call, outcome) = app
+        .store
+        .end_and_settle(end, app.config.billing.rounding, &new_id("chg"))
+        .await?;
+    match outcome {
+        Ok(outcome) => settled(app, &end.call_sid, &outcome),
+        Err(e) => tracing::warn!(error = %e, "settlement deferred to the billing worker"),
+    }
+    Ok(call)
+}
+
+/// What a settlement did, logged; the worker woken when a charge became due.
+fn settled(app: &App, call_sid: &str, outcome: &Settlement) {
     if let Settlement::Settled {
         seconds,
         overage,
         charge,
-    } = &outcome
+    } = outcome
     {
         tracing::info!(
             call_sid,
@@ -37,5 +57,4 @@ pub async fn settle(app: &App, call_sid: &str) -> Result<Settlement, StoreError>
             app.billing_wakeup.notify_one();
         }
     }
-    Ok(outcome)
 }

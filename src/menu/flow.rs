@@ -505,23 +505,18 @@ async fn end_step(app: &App, form: &TwilioForm, call: NewCall) -> Result<(), Sto
             }
         },
     };
-    let ended = app
-        .store
-        .end_call(&EndCall {
-            call_sid: call.call_sid.clone(),
-            from_number: call.from_number.clone(),
-            to_number: call.to_number.clone(),
-            twilio_status: status,
-            duration,
-            reason,
-            now: call.now,
-        })
-        .await?;
+    let end = EndCall {
+        call_sid: call.call_sid,
+        from_number: call.from_number,
+        to_number: call.to_number,
+        twilio_status: status,
+        duration,
+        reason,
+        now: call.now,
+    };
+    // Settled at once if the call is ready; otherwise the billing worker's next pass does it.
+    let ended = crate::settlement::end_and_settle(app, &end).await?;
     tracing::info!(%status, duration = ?ended.twilio_duration, "call ended");
-    // Settle now if the call is ready; otherwise the billing worker's next pass does.
-    if let Err(e) = crate::settlement::settle(app, &call.call_sid).await {
-        tracing::warn!(error = %e, "settlement deferred to the billing worker");
-    }
     Ok(())
 }
 

@@ -452,6 +452,21 @@ pub trait Store: Send + Sync + 'static {
         charge_id: &str,
         now: UnixTime,
     ) -> Result<Settlement, StoreError>;
+    /// The status callback's two writes: [`Store::end_call`], then [`Store::settle_call`] at the
+    /// end's time. A store that can take them together (SQLite's writer) waits once for both.
+    /// The end stands whatever the settlement does; the settlement's own result comes beside it.
+    async fn end_and_settle(
+        &self,
+        end: &EndCall,
+        rounding: Rounding,
+        charge_id: &str,
+    ) -> Result<(Call, Result<Settlement, StoreError>), StoreError> {
+        let call = self.end_call(end).await?;
+        let settled = self
+            .settle_call(&end.call_sid, rounding, charge_id, end.now)
+            .await;
+        Ok((call, settled))
+    }
     /// Calls ready for settlement at `now` (oldest first).
     async fn calls_to_settle(&self, limit: i64, now: UnixTime) -> Result<Vec<String>, StoreError>;
     /// Leases the next due pending charge to `owner` until `lease_until`, counting an attempt.

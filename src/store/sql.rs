@@ -154,7 +154,7 @@ pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>);
 /// `sqlx::Pool<$db>`): reads go to `pool`, writes to `writer` (today the same pool for both
 /// engines; the split lets a backend give its writers their own connections).
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $backend:literal, $migrator:expr) => {
+    ($store:ty, $db:ty, $backend:literal, $migrator:expr $(, $own:item)* $(,)?) => {
         use $crate::store::sql::*;
         use $crate::store::*;
 
@@ -202,6 +202,9 @@ macro_rules! sql_store {
 
         #[async_trait::async_trait]
         impl Store for $store {
+            // The backend's own versions of the trait's provided methods.
+            $($own)*
+
             fn backend(&self) -> &'static str {
                 $backend
             }

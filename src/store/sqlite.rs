@@ -263,8 +263,21 @@ pub(super) fn sqlite_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-super::sql::sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", MIGRATOR);
-// The hot writes are `store::sqlite_writer`'s.
+super::sql::sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    "sqlite",
+    MIGRATOR,
+    // The hot writes are `store::sqlite_writer`'s; there the status callback's two go together.
+    async fn end_and_settle(
+        &self,
+        end: &EndCall,
+        rounding: Rounding,
+        charge_id: &str,
+    ) -> Result<(Call, Result<Settlement, StoreError>), StoreError> {
+        self.write_end_and_settlement(end, rounding, charge_id).await
+    }
+);
 
 /// Creates the database file readable by its owner only (0600), or warns when an existing
 /// one is readable by others.

@@ -126,16 +126,28 @@ impl Writer {
         &self,
         steps: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<T>> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.submit(steps)?.await
+    }
+
+    /// Queues `steps` now, in the order of the calls to `submit`; the answer comes when it is
+    /// awaited.
+    pub(super) fn submit<T: Send + 'static>(
+        &self,
+        steps: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<T>> + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = Result<T, StoreError>>, StoreError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job = Box::new(Write {
             steps: Some(steps),
             result: None,
             answer,
         });
-        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
         self.jobs.send(job).map_err(|_| stopped())?;
-        answered.await.map_err(|_| stopped())?
+        Ok(async move { answered.await.map_err(|_| stopped())? })
     }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer has stopped".into())
 }
 
 /// One turn of the connection: batches of writes, each committed and answered, while writes
@@ -233,7 +245,7 @@ impl SqliteStore {
                     return Ok(Outcome::Rollback(Hold::CallOver));
                 }
                 let held = db
-                    .prepare(ORDER_HOLD)?
+                    .prepare_cached(ORDER_HOLD)?
                     .query_row(
                         named_params! { "$1": order_id, "$2": call_sid, "$3": until, "$4": now },
                         order_row,
@@ -247,35 +259,8 @@ impl SqliteStore {
             .await
     }
 
-    /// The call's end, its upsert (when its earlier webhooks never arrived) and the release of
-    /// a hold it never bridged on, in one transaction.
     pub(super) async fn write_end(&self, end: &EndCall) -> Result<Call, StoreError> {
-        let end = end.clone();
-        self.writes
-            .write(move |db| {
-                db.prepare_cached(CALL_UPSERT)?.query_row(
-                named_params! {
-                    "$1": end.call_sid, "$2": end.from_number, "$3": end.to_number, "$4": end.now,
-                },
-                |_| Ok(()),
-            )?;
-                let call = db.prepare_cached(CALL_END)?.query_row(
-                    named_params! {
-                        "$1": end.call_sid,
-                        "$2": end.now,
-                        "$3": end.duration,
-                        "$4": end.twilio_status.as_str(),
-                        "$5": end.reason.as_str(),
-                    },
-                    call_row,
-                )?;
-                if let Some(order_id) = call.releases_hold() {
-                    db.prepare_cached(ORDER_RELEASE)?
-                        .execute(named_params! { "$1": order_id, "$2": call.call_sid })?;
-                }
-                Ok(Outcome::Commit(call))
-            })
-            .await
+        self.writes.write(end_steps(end.clone())).await
     }
 
     pub(super) async fn write_settlement(
@@ -285,60 +270,29 @@ impl SqliteStore {
         charge_id: &str,
         now: UnixTime,
     ) -> Result<Settlement, StoreError> {
-        let (call_sid, charge_id) = (call_sid.to_owned(), charge_id.to_owned());
-        self.writes
-            .write(move |db| {
-                // Claiming the call first makes the whole settlement happen once.
-                let claimed = db
-                    .prepare(CALL_CLAIM_SETTLEMENT)?
-                    .query_row(named_params! { "$1": call_sid, "$2": now }, call_row)
-                    .optional()?;
-                let Some(call) = claimed else {
-                    let stored = db
-                        .prepare("SELECT * FROM calls WHERE call_sid = $1")?
-                        .query_row(named_params! { "$1": call_sid }, call_row)
-                        .optional()?;
-                    return Ok(Outcome::Rollback(Settlement::unclaimed(stored)));
-                };
-                let used = call.billable_seconds();
-                db.prepare_cached(CALL_SETTLED_SECONDS)?
-                    .execute(named_params! { "$1": call_sid, "$2": used.0 })?;
-                let Some(order_id) = call.order_id.as_deref() else {
-                    return Ok(Outcome::Commit(Settlement::without_order(used)));
-                };
-                let order = db
-                    .prepare(ORDER_FOR_DEBIT)?
-                    .query_row(named_params! { "$1": order_id }, order_row)?;
-                let debit = ledger::debit(&order, used, rounding);
-                db.prepare_cached(ORDER_DEBIT)?.execute(named_params! {
-                    "$1": order_id, "$2": debit.used_after.0, "$3": call_sid, "$4": now,
-                })?;
-                let charge = match debit.charge {
-                    Some(amount) => db
-                        .prepare(CHARGE_INSERT)?
-                        .query_row(
-                            named_params! {
-                                "$1": charge_id,
-                                "$2": call_sid,
-                                "$3": order_id,
-                                "$4": amount.0,
-                                "$5": order.currency.code(),
-                                "$6": debit.overage.0,
-                                "$7": now,
-                            },
-                            charge_row,
-                        )
-                        .optional()?
-                        .map(Box::new),
-                    None => None,
-                };
-                Ok(Outcome::Commit(Settlement::Settled {
-                    seconds: used,
-                    overage: debit.overage,
-                    charge,
-                }))
-            })
-            .await
+        let steps = settlement_steps(call_sid.to_owned(), rounding, charge_id.to_owned(), now);
+        self.writes.write(steps).await
+    }
+
+    /// The end and the settlement handed to the writer together: they run in this order, each
+    /// in its own savepoint (a failed settlement leaves the end standing), and the request
+    /// waits for the writer once.
+    pub(super) async fn write_end_and_settlement(
+        &self,
+        end: &EndCall,
+        rounding: Rounding,
+        charge_id: &str,
+    ) -> Result<(Call, Result<Settlement, StoreError>), StoreError> {
+        let steps = settlement_steps(
+            end.call_sid.clone(),
+            rounding,
+            charge_id.to_owned(),
+            end.now,
+        );
+        let ended = self.writes.submit(end_steps(end.clone()))?;
+        let settled = self.writes.submit(steps)?;
+        let call = ended.await?;
+        Ok((call, settled.await))
     }
 
     pub(super) async fn write_call(&self, call: &NewCall) -> Result<Call, StoreError> {
@@ -422,6 +376,96 @@ impl SqliteStore {
     }
 }
 
+/// The call's end, its upsert (when its earlier webhooks never arrived) and the release of a
+/// hold it never bridged on, in one transaction.
+fn end_steps(
+    end: EndCall,
+) -> impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<Call>> + Send + 'static {
+    move |db| {
+        db.prepare_cached(CALL_UPSERT)?.query_row(
+            named_params! {
+                "$1": end.call_sid, "$2": end.from_number, "$3": end.to_number, "$4": end.now,
+            },
+            |_| Ok(()),
+        )?;
+        let call = db.prepare_cached(CALL_END)?.query_row(
+            named_params! {
+                "$1": end.call_sid,
+                "$2": end.now,
+                "$3": end.duration,
+                "$4": end.twilio_status.as_str(),
+                "$5": end.reason.as_str(),
+            },
+            call_row,
+        )?;
+        if let Some(order_id) = call.releases_hold() {
+            db.prepare_cached(ORDER_RELEASE)?
+                .execute(named_params! { "$1": order_id, "$2": call.call_sid })?;
+        }
+        Ok(Outcome::Commit(call))
+    }
+}
+
+/// Claims the call for settlement, debits its order and records the charge due, once.
+fn settlement_steps(
+    call_sid: String,
+    rounding: Rounding,
+    charge_id: String,
+    now: UnixTime,
+) -> impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<Settlement>> + Send + 'static {
+    move |db| {
+        // Claiming the call first makes the whole settlement happen once.
+        let claimed = db
+            .prepare_cached(CALL_CLAIM_SETTLEMENT)?
+            .query_row(named_params! { "$1": call_sid, "$2": now }, call_row)
+            .optional()?;
+        let Some(call) = claimed else {
+            let stored = db
+                .prepare_cached("SELECT * FROM calls WHERE call_sid = $1")?
+                .query_row(named_params! { "$1": call_sid }, call_row)
+                .optional()?;
+            return Ok(Outcome::Rollback(Settlement::unclaimed(stored)));
+        };
+        let used = call.billable_seconds();
+        db.prepare_cached(CALL_SETTLED_SECONDS)?
+            .execute(named_params! { "$1": call_sid, "$2": used.0 })?;
+        let Some(order_id) = call.order_id.as_deref() else {
+            return Ok(Outcome::Commit(Settlement::without_order(used)));
+        };
+        let order = db
+            .prepare_cached(ORDER_FOR_DEBIT)?
+            .query_row(named_params! { "$1": order_id }, order_row)?;
+        let debit = ledger::debit(&order, used, rounding);
+        db.prepare_cached(ORDER_DEBIT)?.execute(named_params! {
+            "$1": order_id, "$2": debit.used_after.0, "$3": call_sid, "$4": now,
+        })?;
+        let charge = match debit.charge {
+            Some(amount) => db
+                .prepare_cached(CHARGE_INSERT)?
+                .query_row(
+                    named_params! {
+                        "$1": charge_id,
+                        "$2": call_sid,
+                        "$3": order_id,
+                        "$4": amount.0,
+                        "$5": order.currency.code(),
+                        "$6": debit.overage.0,
+                        "$7": now,
+                    },
+                    charge_row,
+                )
+                .optional()?
+                .map(Box::new),
+            None => None,
+        };
+        Ok(Outcome::Commit(Settlement::Settled {
+            seconds: used,
+            overage: debit.overage,
+            charge,
+        }))
+    }
+}
+
 /// `steps` in a savepoint of the batch's transaction, released or rolled back as they say; an
 /// error rolls back its steps and leaves the batch's other writes standing.
 fn in_savepoint<T>(
@@ -454,7 +498,7 @@ fn in_savepoint<T>(
 }
 
 fn order_by_id(db: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Order>> {
-    db.prepare("SELECT * FROM orders WHERE id = $1")?
+    db.prepare_cached("SELECT * FROM orders WHERE id = $1")?
         .query_row(named_params! { "$1": id }, order_row)
         .optional()
 }
@@ -694,6 +738,31 @@ mod tests {
             None,
             "a call that never bridged gives its hold back when it ends"
         );
+
+        // The status callback's end and settlement, handed over together: the call ends, then
+        // settles (never bridged: nothing to debit).
+        let end = EndCall {
+            call_sid: "CA2".into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            twilio_status: TwilioStatus::Completed,
+            duration: Some(5),
+            reason: EndReason::CallerHungUp,
+            now: 160,
+        };
+        let (ended, settled) = store
+            .end_and_settle(&end, Rounding::default(), "ch2")
+            .await
+            .unwrap();
+        assert_eq!(ended.ended_at, Some(160));
+        assert_eq!(settled.unwrap(), Settlement::without_order(Seconds(0)));
+        let stored = store.call("CA2").await.unwrap().unwrap();
+        assert_eq!(stored.settled_at, Some(160));
+        assert_eq!(
+            store.end_and_settle(&end, Rounding::default(), "ch3").await.unwrap().1.unwrap(),
+            Settlement::AlreadySettled,
+            "a repeated callback settles nothing twice"
+        );
     }
 
     /// Writes committed together stay apart: one that fails or rolls back undoes its own
@@ -740,7 +809,7 @@ mod tests {
         }
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
         let ids: Vec<String> = conn
-            .prepare("SELECT id FROM webhook_events ORDER BY id")
+            .prepare_cached("SELECT id FROM webhook_events ORDER BY id")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
