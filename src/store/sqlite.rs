@@ -275,7 +275,8 @@ super::sql::sql_store!(
         rounding: Rounding,
         charge_id: &str,
     ) -> Result<(Call, Result<Settlement, StoreError>), StoreError> {
-        self.write_end_and_settlement(end, rounding, charge_id).await
+        self.write_end_and_settlement(end, rounding, charge_id)
+            .await
     }
 );
 

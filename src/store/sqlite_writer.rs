@@ -759,7 +759,12 @@ mod tests {
         let stored = store.call("CA2").await.unwrap().unwrap();
         assert_eq!(stored.settled_at, Some(160));
         assert_eq!(
-            store.end_and_settle(&end, Rounding::default(), "ch3").await.unwrap().1.unwrap(),
+            store
+                .end_and_settle(&end, Rounding::default(), "ch3")
+                .await
+                .unwrap()
+                .1
+                .unwrap(),
             Settlement::AlreadySettled,
             "a repeated callback settles nothing twice"
         );
