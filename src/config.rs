@@ -187,8 +187,11 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Open HTTP connections at most; past this the server stops accepting until one closes.
     pub max_connections: usize,
-    /// Bearer token that `/metrics` asks for; without one only loopback clients may read it.
+    /// Bearer token that `/metrics` asks for; without one only loopback clients that came
+    /// through no proxy may read it.
     pub metrics_token: Option<Secret>,
+    /// A second listener serving `/metrics` alone, without a token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One row of the configuration table: what the README documents.
@@ -240,7 +243,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { var: "HEADER_TIMEOUT_SECS", default: "10", meaning: "longest wait for a request's headers before the connection is closed (slow clients)" },
     Setting { var: "REQUEST_TIMEOUT_SECS", default: "30", meaning: "longest a whole request may take, body included (408 beyond)" },
     Setting { var: "MAX_CONNECTIONS", default: "4096", meaning: "open HTTP connections at most; beyond, new ones wait in the kernel's queue" },
-    Setting { var: "METRICS_TOKEN", default: "(none: loopback only)", meaning: "bearer token `/metrics` asks for; without it only clients on this machine may read `/metrics`" },
+    Setting { var: "METRICS_TOKEN", default: "(none: loopback only)", meaning: "bearer token `/metrics` asks for; without it only clients on this machine that came through no proxy may read `/metrics`" },
+    Setting { var: "METRICS_LISTEN", default: "(none)", meaning: "address and port of a second listener that serves `/metrics` alone without a token, e.g. `127.0.0.1:9090`" },
     Setting { var: "PENDING_ORDER_TTL_HOURS", default: "24", meaning: "hours an unpaid order is kept; then its PaymentIntent is cancelled and the order pruned" },
     Setting { var: "LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
     Setting { var: "RUST_LOG", default: "info", meaning: "log filter, e.g. `callgate=debug,info`" },
@@ -490,6 +494,16 @@ fn parse_http(env: &dyn Env) -> Result<HttpConfig, ConfigError> {
         request_timeout_secs: whole_number(env, "REQUEST_TIMEOUT_SECS", 30, 1..=3600)? as u64,
         max_connections: whole_number(env, "MAX_CONNECTIONS", 4096, 1..=1_000_000)? as usize,
         metrics_token: secret_var(env, "METRICS_TOKEN", 16, "openssl rand -hex 16")?,
+        metrics_listen: read(env, "METRICS_LISTEN")
+            .map(|v| {
+                v.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        "METRICS_LISTEN",
+                        format!("`{v}` is not an address and port such as 127.0.0.1:9090"),
+                    )
+                })
+            })
+            .transpose()?,
     })
 }
 

@@ -18,7 +18,8 @@ use tracing::Instrument;
 use crate::crypto::sha256_hex as token_hash;
 use crate::domain::money::Seconds;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
-use crate::store::{EndReason, Order, Speaker, StreamGrant, TranscriptLine};
+use crate::domain::call::{stream_refusal, StreamRefusal};
+use crate::store::{Call, EndReason, Order, Speaker, StreamOpening, TranscriptLine};
 use crate::telemetry::call_span;
 use crate::telephony::audio::{self, AgentFormat, Base64Audio};
 use crate::telephony::elevenlabs::{self, AgentEvent};
@@ -49,7 +50,7 @@ pub async fn run(app: Arc<App>, mut twilio: WebSocket) {
         // The token must be the one issued to this very call, unused and fresh.
         let token = params.get("token").map(String::as_str).unwrap_or_default();
         let bound = params.get("call_sid").map(String::as_str) == Some(call_sid.as_str());
-        let grant = if bound && !token.is_empty() {
+        let opening = if bound && !token.is_empty() {
             app.store
                 .consume_stream_token(&token_hash(token), &call_sid, app.clock.now())
                 .await
@@ -60,16 +61,31 @@ pub async fn run(app: Arc<App>, mut twilio: WebSocket) {
         } else {
             None
         };
-        let Some(grant) = grant else {
+        let Some(StreamOpening { grant, call, order }) = opening else {
             tracing::warn!("media stream refused: bad, reused or expired token");
             let _ = twilio.send(TwMessage::Close(None)).await;
             return;
         };
         tracing::Span::current().record("order_id", grant.order_id.as_str());
-        let _live = app.lifecycle.enter_call();
-        ACTIVE_CALLS.fetch_add(1, Ordering::Relaxed);
-        bridge(&app, grant, stream_sid, twilio).await;
-        ACTIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
+        // Decided before the agent is opened: an ended call, or a code no longer usable, never
+        // reaches ElevenLabs (a paid conversation, the caller's number sent).
+        match (stream_refusal(call.as_ref(), order.as_ref()), call, order) {
+            (None, Some(call), Some(order)) => {
+                let _live = app.lifecycle.enter_call();
+                ACTIVE_CALLS.fetch_add(1, Ordering::Relaxed);
+                bridge(&app, call, order, stream_sid, twilio).await;
+                ACTIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
+            }
+            (Some(StreamRefusal::CodeUnusable(reason)), _, _) => {
+                tracing::warn!(%reason, "media stream refused: the code is no longer usable");
+                finish(&app, &call_sid, Seconds(0), reason).await;
+                close_twilio(&mut twilio).await;
+            }
+            _ => {
+                tracing::warn!("media stream refused: the call is over");
+                close_twilio(&mut twilio).await;
+            }
+        }
     }
     .instrument(span)
     .await
@@ -185,23 +201,18 @@ async fn finish(app: &App, call_sid: &str, seconds: Seconds, reason: EndReason) 
     }
 }
 
-async fn bridge(app: &Arc<App>, grant: StreamGrant, stream_sid: String, mut twilio: WebSocket) {
-    let call_sid = grant.call_sid.clone();
-    let order = match app.store.order(&grant.order_id).await {
-        Ok(Some(o)) => o,
-        other => {
-            tracing::error!(result = ?other.map(|_| ()), "order of a granted stream not found");
-            return agent_failed(app, &call_sid, &mut twilio, None).await;
-        }
-    };
-    let caller = app
-        .store
-        .call(&call_sid)
-        .await
-        .ok()
-        .flatten()
-        .map(|c| c.from_number)
-        .unwrap_or_default();
+async fn bridge(
+    app: &Arc<App>,
+    call: Call,
+    order: Order,
+    stream_sid: String,
+    mut twilio: WebSocket,
+) {
+    let Call {
+        call_sid,
+        from_number: caller,
+        ..
+    } = call;
     let limits = limits(app, &order);
 
     // Connect to the agent and agree on formats; any failure ends the call with an apology.

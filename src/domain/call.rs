@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::clock::UnixTime;
 use super::money::Seconds;
+use super::order::{Order, OrderStatus};
 use super::text_enum;
 
 text_enum!(
@@ -183,6 +184,34 @@ impl Call {
     }
 }
 
+/// Why a media stream may not open, though its token was valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefusal {
+    /// The call is over (ended or settled), already bridged, or unknown: nothing connects and
+    /// nothing is written for it.
+    CallOver,
+    /// The call is live but may not use the code: its order is gone or no longer paid
+    /// (refunded, disputed, revoked), or another call holds it. The call ends for this reason.
+    CodeUnusable(EndReason),
+}
+
+/// Whether the stream of `call`, granted on `order`, may open: decided before anything
+/// outside is touched (the agent's conversation is opened only after this says yes). The
+/// store reads both in the same step that spends the stream token.
+pub fn stream_refusal(call: Option<&Call>, order: Option<&Order>) -> Option<StreamRefusal> {
+    let call = match call {
+        Some(c) if c.status == CallState::Menu && c.settled_at.is_none() => c,
+        _ => return Some(StreamRefusal::CallOver),
+    };
+    match order {
+        Some(o) if o.status != OrderStatus::Paid => {
+            Some(StreamRefusal::CodeUnusable(EndReason::Revoked))
+        }
+        Some(o) if o.active_call_sid.as_deref() == Some(call.call_sid.as_str()) => None,
+        _ => Some(StreamRefusal::CodeUnusable(EndReason::HoldLost)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +225,97 @@ mod tests {
         }
         assert!(CallState::Menu.may_become(CallState::Bridged));
         assert!(CallState::Bridged.may_become(CallState::Ended));
+    }
+
+    fn call(status: CallState, settled: bool) -> Call {
+        Call {
+            call_sid: "CA1".into(),
+            order_id: Some("ord_1".into()),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            status,
+            started_at: 0,
+            bridged_at: None,
+            ended_at: None,
+            seconds_metered: Seconds(0),
+            twilio_duration: None,
+            end_reason: None,
+            updated_at: 0,
+            twilio_status: None,
+            settled_at: settled.then_some(1),
+            bridge_ended_at: None,
+            conversation_id: None,
+            settled_seconds: None,
+        }
+    }
+
+    fn order(status: OrderStatus, holder: Option<&str>) -> Order {
+        use crate::domain::money::Cents;
+        use crate::domain::order::OrderSource;
+        Order {
+            id: "ord_1".into(),
+            status,
+            source: OrderSource::Operator,
+            plan: "p".into(),
+            amount: Cents(0),
+            currency: Default::default(),
+            seconds_included: Seconds(300),
+            seconds_used: Seconds(0),
+            overage_consent: false,
+            overage_price: Cents(0),
+            overage_blocked: None,
+            stripe_payment_intent: None,
+            stripe_customer: None,
+            stripe_payment_method: None,
+            code_hash: None,
+            code_sealed: None,
+            code_last4: None,
+            created_at: 0,
+            updated_at: 0,
+            paid_at: Some(0),
+            revoked_at: None,
+            active_call_sid: holder.map(String::from),
+            active_call_until: holder.map(|_| 100),
+            client_secret_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_stream_opens_only_for_a_live_call_holding_a_paid_order() {
+        let held = order(OrderStatus::Paid, Some("CA1"));
+        let menu = call(CallState::Menu, false);
+        assert_eq!(stream_refusal(Some(&menu), Some(&held)), None);
+        // Over, in any way: nothing connects.
+        for c in [
+            call(CallState::Ended, false),
+            call(CallState::Ended, true),
+            call(CallState::Menu, true),
+            call(CallState::Bridged, false),
+        ] {
+            assert_eq!(
+                stream_refusal(Some(&c), Some(&held)),
+                Some(StreamRefusal::CallOver),
+                "{c:?}"
+            );
+        }
+        assert_eq!(stream_refusal(None, Some(&held)), Some(StreamRefusal::CallOver));
+        // Live, but the code may not be used.
+        for status in [OrderStatus::Revoked, OrderStatus::Pending, OrderStatus::Failed] {
+            assert_eq!(
+                stream_refusal(Some(&menu), Some(&order(status, Some("CA1")))),
+                Some(StreamRefusal::CodeUnusable(EndReason::Revoked))
+            );
+        }
+        for holder in [None, Some("CA2")] {
+            assert_eq!(
+                stream_refusal(Some(&menu), Some(&order(OrderStatus::Paid, holder))),
+                Some(StreamRefusal::CodeUnusable(EndReason::HoldLost))
+            );
+        }
+        assert_eq!(
+            stream_refusal(Some(&menu), None),
+            Some(StreamRefusal::CodeUnusable(EndReason::HoldLost))
+        );
     }
 
     #[test]

@@ -720,18 +720,12 @@ fn ending(call: &Call) -> String {
     .into()
 }
 
-fn retryable(c: &Charge) -> bool {
-    matches!(
-        c.state,
-        ChargeState::Declined | ChargeState::RequiresAction | ChargeState::Failed
-    )
-}
 
 async fn charges_page(State(app): State<AppState>, admin: Admin) -> Page {
     let charges = app.store.list_charges(None, ROWS).await?;
     let mut rows = String::new();
     for c in &charges {
-        let action = if retryable(c) {
+        let action = if c.state.retryable() {
             format!(
                 "<form method=\"post\" action=\"/admin/charges/{}/retry\">{}<button>Retry</button></form>",
                 escape(&c.id),

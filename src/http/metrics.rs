@@ -22,6 +22,17 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
+/// Serves `METRICS_LISTEN`: `/metrics` alone, without a token (the operator chose an
+/// address only their monitoring reaches). Runs until aborted.
+pub async fn serve_listener(app: AppState, listener: tokio::net::TcpListener) {
+    let routes = Router::new()
+        .route("/metrics", get(|State(app): State<AppState>| render(app)))
+        .with_state(app);
+    if let Err(e) = axum::serve(listener, routes).await {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
+}
+
 /// Upper bounds of the request latency histogram, in seconds.
 const LE: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -76,9 +87,23 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Who may scrape: with `METRICS_TOKEN`, whoever sends it as a bearer token; without one,
-/// only a client on this machine that did not come through a proxy (a proxy on loopback adds
-/// `X-Forwarded-For`, and would otherwise open `/metrics` to everyone behind it).
+/// Whether a request names a client other than its peer: any header a reverse proxy adds
+/// (`Forwarded`, `Via`, `X-Forwarded-*`, `X-Real-IP` and the other `*-IP` spellings of
+/// nginx, Caddy, CDNs and load balancers).
+fn came_through_a_proxy(headers: &axum::http::HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        let name = name.as_str();
+        name == "forwarded"
+            || name == "via"
+            || name.starts_with("x-forwarded")
+            || name.ends_with("-ip")
+    })
+}
+
+/// Who may scrape the main listener: with `METRICS_TOKEN`, whoever sends it as a bearer
+/// token; without one, only a loopback peer that is not a trusted proxy and sent no proxy
+/// header of any kind. A same-host proxy that adds none must be fronted by `METRICS_TOKEN`
+/// or `METRICS_LISTEN` (the README says so).
 fn may_scrape(app: &AppState, req: &axum::extract::Request) -> bool {
     let headers = req.headers();
     match &app.config.http.metrics_token {
@@ -88,8 +113,10 @@ fn may_scrape(app: &AppState, req: &axum::extract::Request) -> bool {
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| crate::crypto::secrets_equal(given.trim(), token.expose())),
         None => {
-            super::client_ip::peer(req.extensions()).is_some_and(|ip| ip.is_loopback())
-                && !headers.contains_key("x-forwarded-for")
+            let trusted = &app.config.http.trusted_proxies;
+            super::client_ip::peer(req.extensions()).is_some_and(|ip| {
+                ip.is_loopback() && !trusted.iter().any(|net| net.contains(&ip))
+            }) && !came_through_a_proxy(headers)
         }
     }
 }
@@ -99,10 +126,14 @@ async fn metrics(State(app): State<AppState>, req: axum::extract::Request) -> Re
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
-            "set METRICS_TOKEN and send it as a bearer token to read /metrics from elsewhere",
+            "set METRICS_TOKEN and send it as a bearer token, or read /metrics on METRICS_LISTEN",
         )
             .into_response();
     }
+    render(app).await
+}
+
+async fn render(app: AppState) -> Response {
     let mut t = Text(String::new());
     let secs = |us: u64| us as f64 / 1e6;
 

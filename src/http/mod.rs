@@ -25,7 +25,7 @@ mod audio;
 pub mod checkout;
 pub mod client_ip;
 pub mod media;
-mod metrics;
+pub mod metrics;
 mod pages;
 pub mod pay;
 pub(crate) mod ratelimit;
@@ -112,6 +112,14 @@ pub async fn serve_router(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    // Bound before anything starts: a taken metrics port fails the start.
+    let metrics_server = match app.config.http.metrics_listen {
+        Some(addr) => {
+            let listener = crate::app::bind(addr).await?;
+            Some(tokio::spawn(metrics::serve_listener(app.clone(), listener)))
+        }
+        None => None,
+    };
     let worker = app
         .config
         .billing
@@ -129,6 +137,9 @@ pub async fn serve_router(
         .map_err(StartError::Serve);
     if let Some(worker) = worker {
         worker.abort();
+    }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
     }
     // Code attempts and arriving calls are written behind the answers: write the last ones.
     attempts_of.attempts.flush().await;

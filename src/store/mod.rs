@@ -221,6 +221,18 @@ pub struct StreamGrant {
     pub order_id: String,
 }
 
+/// A stream token used up, with what the bridge needs to decide whether the stream may
+/// open, read in the same transaction that consumed it: the call as it stands and its order.
+/// The store only reports them; [`crate::domain::call::stream_refusal`] decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOpening {
+    pub grant: StreamGrant,
+    /// `None` if the call's row is missing.
+    pub call: Option<Call>,
+    /// `None` if the order is gone.
+    pub order: Option<Order>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewCall {
     pub call_sid: String,
@@ -426,13 +438,14 @@ pub trait Store: Send + Sync + 'static {
         grant: &StreamGrant,
         expires_at: UnixTime,
     ) -> Result<(), StoreError>;
-    /// Uses up a token for `call_sid`: `None` if unknown, expired, used, or for another call.
+    /// Uses up a token for `call_sid` and reads its call and order in the same step: `None`
+    /// if the token is unknown, expired, used, or for another call.
     async fn consume_stream_token(
         &self,
         token_hash: &str,
         call_sid: &str,
         now: UnixTime,
-    ) -> Result<Option<StreamGrant>, StoreError>;
+    ) -> Result<Option<StreamOpening>, StoreError>;
     async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError>;
     /// Newest first.
     async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError>;

@@ -27,6 +27,16 @@ pub struct MongoStore {
     db: Database,
 }
 
+/// The spellings of some states, for a filter's `$in`.
+fn spellings(states: &[ChargeState]) -> Vec<&'static str> {
+    states.iter().map(|s| s.as_str()).collect()
+}
+
+/// A field callgate writes that a stored document lacks.
+fn corrupt(e: mongodb::bson::document::ValueAccessError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
 fn err(e: mongodb::error::Error) -> StoreError {
     use mongodb::error::{ErrorKind, WriteFailure};
     let duplicate = match e.kind.as_ref() {
@@ -696,7 +706,7 @@ impl Store for MongoStore {
     async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError> {
         let update = {
             let mut set = doc! {
-                "status": "paid", "code_hash": &f.code.hash, "code_sealed": &f.code.sealed,
+                "status": OrderStatus::Paid.as_str(), "code_hash": &f.code.hash, "code_sealed": &f.code.sealed,
                 "code_last4": &f.code.last4, "paid_at": f.now, "updated_at": f.now,
             };
             if let Some(c) = &f.customer {
@@ -710,7 +720,7 @@ impl Store for MongoStore {
         let updated = self
             .orders()
             .find_one_and_update(
-                doc! { "stripe_payment_intent": &f.payment_intent, "status": { "$in": ["pending", "failed"] } },
+                doc! { "stripe_payment_intent": &f.payment_intent, "status": { "$in": [OrderStatus::Pending.as_str(), OrderStatus::Failed.as_str()] } },
                 update,
             )
             .return_document(ReturnDocument::After)
@@ -839,7 +849,7 @@ impl Store for MongoStore {
         let linked = self
             .calls()
             .update_one(
-                doc! { "_id": call_sid, "status": { "$ne": "ended" }, "settled_at": Bson::Null },
+                doc! { "_id": call_sid, "status": { "$ne": CallState::Ended.as_str() }, "settled_at": Bson::Null },
                 doc! { "$set": { "order_id": order_id, "updated_at": now } },
             )
             .await
@@ -855,7 +865,7 @@ impl Store for MongoStore {
 
     async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError> {
         let insert = doc! {
-            "from_number": &call.from_number, "to_number": &call.to_number, "status": "menu",
+            "from_number": &call.from_number, "to_number": &call.to_number, "status": CallState::Menu.as_str(),
             "started_at": call.now, "seconds_metered": 0i64, "updated_at": call.now,
         };
         match self
@@ -924,8 +934,8 @@ impl Store for MongoStore {
         let started = self
             .calls()
             .update_one(
-                doc! { "_id": call_sid, "status": { "$ne": "ended" }, "settled_at": Bson::Null },
-                doc! { "$set": { "status": "bridged", "updated_at": now } },
+                doc! { "_id": call_sid, "status": { "$ne": CallState::Ended.as_str() }, "settled_at": Bson::Null },
+                doc! { "$set": { "status": CallState::Bridged.as_str(), "updated_at": now } },
             )
             .await
             .map_err(err)?
@@ -1053,7 +1063,7 @@ impl Store for MongoStore {
         token_hash: &str,
         call_sid: &str,
         now: UnixTime,
-    ) -> Result<Option<StreamGrant>, StoreError> {
+    ) -> Result<Option<StreamOpening>, StoreError> {
         let found = self
             .raw("stream_tokens")
             .find_one_and_update(
@@ -1062,10 +1072,14 @@ impl Store for MongoStore {
             )
             .await
             .map_err(err)?;
-        Ok(found.map(|d| StreamGrant {
-            call_sid: d.get_str("call_sid").unwrap_or_default().to_string(),
-            order_id: d.get_str("order_id").unwrap_or_default().to_string(),
-        }))
+        let Some(d) = found else { return Ok(None) };
+        let grant = StreamGrant {
+            call_sid: d.get_str("call_sid").map_err(corrupt)?.to_string(),
+            order_id: d.get_str("order_id").map_err(corrupt)?.to_string(),
+        };
+        // Read after the token is spent: the call and order as they stand now, no older.
+        let (call, order) = tokio::try_join!(self.call(&grant.call_sid), self.order(&grant.order_id))?;
+        Ok(Some(StreamOpening { grant, call, order }))
     }
 
     async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError> {
@@ -1099,7 +1113,7 @@ impl Store for MongoStore {
             amount_cents: c.amount.0,
             currency: c.currency.code().to_string(),
             seconds_billed: c.seconds_billed.0,
-            state: "pending".into(),
+            state: ChargeState::Pending.as_str().into(),
             attempts: 0,
             next_attempt_at: c.now,
             lease_owner: None,
@@ -1171,7 +1185,7 @@ impl Store for MongoStore {
     async fn calls_to_settle(&self, limit: i64, now: UnixTime) -> Result<Vec<String>, StoreError> {
         let candidates = doc! { "$or": [
         { "settled_at": Bson::Null, "$or": [
-            { "status": "ended" }, { "bridge_ended_at": { "$ne": Bson::Null } },
+            { "status": CallState::Ended.as_str() }, { "bridge_ended_at": { "$ne": Bson::Null } },
             { "order_id": { "$ne": Bson::Null } } ] },
         { "settle_step": SettleStep::Claimed.as_str() } ] };
         let mut ready = Vec::new();
@@ -1203,7 +1217,7 @@ impl Store for MongoStore {
     ) -> Result<Option<Charge>, StoreError> {
         self.charges()
             .find_one_and_update(
-                doc! { "state": "pending", "next_attempt_at": { "$lte": now },
+                doc! { "state": ChargeState::Pending.as_str(), "next_attempt_at": { "$lte": now },
                        "$or": [ { "lease_until": Bson::Null }, { "lease_until": { "$lt": now } } ] },
                 doc! { "$set": { "lease_owner": owner, "lease_until": lease_until, "updated_at": now }, "$inc": { "attempts": 1i64 } },
             )
@@ -1238,7 +1252,7 @@ impl Store for MongoStore {
         Ok(self
             .charges()
             .update_one(
-                doc! { "_id": id, "lease_owner": owner, "state": "pending" },
+                doc! { "_id": id, "lease_owner": owner, "state": ChargeState::Pending.as_str() },
                 doc! { "$set": set },
             )
             .await
@@ -1289,8 +1303,8 @@ impl Store for MongoStore {
         Ok(self
             .charges()
             .update_one(
-                doc! { "_id": id, "state": { "$in": ["requires_action", "declined", "pending", "failed"] } },
-                doc! { "$set": { "state": "succeeded", "stripe_payment_intent": payment_intent, "last_error": Bson::Null, "updated_at": now } },
+                doc! { "_id": id, "state": { "$in": spellings(ChargeState::PAYABLE_ON_SESSION) } },
+                doc! { "$set": { "state": ChargeState::Succeeded.as_str(), "stripe_payment_intent": payment_intent, "last_error": Bson::Null, "updated_at": now } },
             )
             .await
             .map_err(err)?
@@ -1303,9 +1317,9 @@ impl Store for MongoStore {
             .charges()
             .update_many(
                 doc! { "order_id": order_id, "$or": [
-                    { "state": "requires_action" },
-                    { "state": "pending", "$or": [ { "lease_until": Bson::Null }, { "lease_until": { "$lt": now } } ] } ] },
-                doc! { "$set": { "state": "canceled", "updated_at": now } },
+                    { "state": ChargeState::RequiresAction.as_str() },
+                    { "state": ChargeState::Pending.as_str(), "$or": [ { "lease_until": Bson::Null }, { "lease_until": { "$lt": now } } ] } ] },
+                doc! { "$set": { "state": ChargeState::Canceled.as_str(), "updated_at": now } },
             )
             .await
             .map_err(err)?
@@ -1351,9 +1365,9 @@ impl Store for MongoStore {
     ) -> Result<Option<Charge>, StoreError> {
         self.charges()
             .find_one_and_update(
-                doc! { "_id": id, "state": { "$in": ["declined", "requires_action", "failed"] } },
+                doc! { "_id": id, "state": { "$in": spellings(ChargeState::RETRYABLE) } },
                 doc! {
-                    "$set": { "state": "pending", "next_attempt_at": now, "attempts": 0_i64,
+                    "$set": { "state": ChargeState::Pending.as_str(), "next_attempt_at": now, "attempts": 0_i64,
                         "last_error": Bson::Null, "lease_owner": Bson::Null,
                         "lease_until": Bson::Null, "updated_at": now },
                     "$inc": { "key_generation": i64::from(new_key) },
@@ -1515,7 +1529,7 @@ impl Store for MongoStore {
     ) -> Result<Vec<Order>, StoreError> {
         query(
             &self.orders(),
-            doc! { "status": "pending", "created_at": { "$lt": before } },
+            doc! { "status": OrderStatus::Pending.as_str(), "created_at": { "$lt": before } },
             Some(doc! { "created_at": 1, "_id": 1 }),
             Some(limit),
         )
@@ -1527,7 +1541,7 @@ impl Store for MongoStore {
 
     async fn delete_pending_order(&self, id: &str) -> Result<bool, StoreError> {
         self.orders()
-            .delete_one(doc! { "_id": id, "status": "pending" })
+            .delete_one(doc! { "_id": id, "status": OrderStatus::Pending.as_str() })
             .await
             .map(|r| r.deleted_count == 1)
             .map_err(err)

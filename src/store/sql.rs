@@ -4,7 +4,22 @@
 //! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
 //! neither pays for a runtime-generic driver.
 
+use std::sync::LazyLock;
+
 use super::AttemptScope;
+use crate::domain::call::CallState;
+use crate::domain::charge::ChargeState;
+use crate::domain::order::OrderStatus;
+
+/// A statement built once, its state values taken from the enums' spelling tables: the
+/// template names variants (`'{paid}'` with `paid = OrderStatus::Paid`), never their spellings,
+/// so a renamed spelling changes every statement with it (`tests/api/architecture.rs` refuses
+/// a spelling typed into SQL).
+macro_rules! statement {
+    ($($fmt:tt)*) => {
+        LazyLock::new(|| format!($($fmt)*))
+    };
+}
 
 pub(crate) const ORDER_INSERT: &str =
     "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
@@ -12,25 +27,33 @@ pub(crate) const ORDER_INSERT: &str =
      stripe_payment_method, code_hash, code_sealed, code_last4, created_at, updated_at, paid_at, client_secret_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18)";
 
-pub(crate) const ORDER_FULFIL: &str =
-    "UPDATE orders SET status = 'paid', code_hash = $2, code_sealed = $3, code_last4 = $4, \
+pub(crate) static ORDER_FULFIL: LazyLock<String> = statement!(
+    "UPDATE orders SET status = '{paid}', code_hash = $2, code_sealed = $3, code_last4 = $4, \
      stripe_customer = COALESCE($5, stripe_customer), \
      stripe_payment_method = COALESCE($6, stripe_payment_method), paid_at = $7, updated_at = $7 \
-     WHERE stripe_payment_intent = $1 AND status IN ('pending', 'failed') RETURNING *";
+     WHERE stripe_payment_intent = $1 AND status IN ('{pending}', '{failed}') RETURNING *",
+    paid = OrderStatus::Paid,
+    pending = OrderStatus::Pending,
+    failed = OrderStatus::Failed,
+);
 
 /// Inserts a call, or leaves the stored one as it is; either way returns the stored row, in
 /// one statement (the no-op update is what lets `RETURNING` see an existing row). It writes
 /// back a column no key or index holds: writing the key itself, even unchanged, has SQLite
 /// check every row that refers to the call by it.
-pub(crate) const CALL_UPSERT: &str =
+pub(crate) static CALL_UPSERT: LazyLock<String> = statement!(
     "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at) \
-     VALUES ($1, $2, $3, 'menu', $4, $4) \
-     ON CONFLICT (call_sid) DO UPDATE SET updated_at = calls.updated_at RETURNING *";
+     VALUES ($1, $2, $3, '{menu}', $4, $4) \
+     ON CONFLICT (call_sid) DO UPDATE SET updated_at = calls.updated_at RETURNING *",
+    menu = CallState::Menu,
+);
 
-pub(crate) const CHARGE_INSERT: &str =
+pub(crate) static CHARGE_INSERT: LazyLock<String> = statement!(
     "INSERT INTO charges (id, call_sid, order_id, amount_cents, currency, seconds_billed, state, \
      attempts, next_attempt_at, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *";
+     VALUES ($1, $2, $3, $4, $5, $6, '{pending}', 0, $7, $7, $7) ON CONFLICT DO NOTHING RETURNING *",
+    pending = ChargeState::Pending,
+);
 
 /// Stores a stream token's hash: `$1` hash, `$2` call, `$3` order, `$4` expiry.
 pub(crate) const STREAM_TOKEN_INSERT: &str =
@@ -54,17 +77,14 @@ pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE ca
      (SELECT id FROM orders WHERE code_hash = $3)";
 
 /// A call ready for settlement at `$2`: its bridge finished; or it never bridged and ended; or
-/// its hold on its order lapsed or is gone (the instance running its bridge died). A macro, so
-/// that statements can include it in their constant text.
-macro_rules! settle_ready {
-    () => {
-        "(bridge_ended_at IS NOT NULL \
-         OR (bridged_at IS NULL AND status = 'ended') \
-         OR (order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = calls.order_id \
-             AND o.active_call_sid = calls.call_sid AND o.active_call_until >= $2)))"
-    };
-}
-pub(crate) const SETTLE_READY: &str = settle_ready!();
+/// its hold on its order lapsed or is gone (the instance running its bridge died).
+pub(crate) static SETTLE_READY: LazyLock<String> = statement!(
+    "(bridge_ended_at IS NOT NULL \
+     OR (bridged_at IS NULL AND status = '{ended}') \
+     OR (order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = calls.order_id \
+         AND o.active_call_sid = calls.call_sid AND o.active_call_until >= $2)))",
+    ended = CallState::Ended,
+);
 
 // The money path's statements, shared by the sqlx bodies below (PostgreSQL) and the SQLite
 // writer's (`store::sqlite`), which run the same steps in the same order.
@@ -72,8 +92,11 @@ pub(crate) const SETTLE_READY: &str = settle_ready!();
 /// Links a call to the order it is about to hold: `$1` call, `$2` order, `$3` now. The call
 /// first (the same order of locks as ending and settling it): one that has ended or was
 /// settled links nothing. On PostgreSQL this row lock makes a racing end wait for the hold.
-pub(crate) const CALL_LINK_ORDER: &str = "UPDATE calls SET order_id = $2, updated_at = $3 \
-     WHERE call_sid = $1 AND status <> 'ended' AND settled_at IS NULL";
+pub(crate) static CALL_LINK_ORDER: LazyLock<String> = statement!(
+    "UPDATE calls SET order_id = $2, updated_at = $3 \
+     WHERE call_sid = $1 AND status <> '{ended}' AND settled_at IS NULL",
+    ended = CallState::Ended,
+);
 
 /// Compare-and-set of an order's one live call: `$1` order, `$2` call, `$3` hold until, `$4`
 /// now. A lapsed hold is not taken here: its call must be settled first, which releases it.
@@ -82,10 +105,12 @@ pub(crate) const ORDER_HOLD: &str = "UPDATE orders SET active_call_sid = $2, act
 
 /// Marks a call ended, keeping the first report's facts: `$1` call, `$2` now, `$3` Twilio's
 /// duration, `$4` its status, `$5` the reason.
-pub(crate) const CALL_END: &str =
-    "UPDATE calls SET status = 'ended', ended_at = COALESCE(ended_at, $2), \
+pub(crate) static CALL_END: LazyLock<String> = statement!(
+    "UPDATE calls SET status = '{ended}', ended_at = COALESCE(ended_at, $2), \
      twilio_duration = COALESCE(twilio_duration, $3), twilio_status = $4, \
-     end_reason = COALESCE(end_reason, $5), updated_at = $2 WHERE call_sid = $1 RETURNING *";
+     end_reason = COALESCE(end_reason, $5), updated_at = $2 WHERE call_sid = $1 RETURNING *",
+    ended = CallState::Ended,
+);
 
 /// Releases an order held by a call that never bridged (a bridged call keeps its hold until
 /// settlement debits it in the same step): `$1` order, `$2` call.
@@ -93,11 +118,10 @@ pub(crate) const ORDER_RELEASE: &str = "UPDATE orders SET active_call_sid = NULL
      active_call_until = NULL WHERE id = $1 AND active_call_sid = $2";
 
 /// Claims a call for settlement, once: `$1` call, `$2` now.
-pub(crate) const CALL_CLAIM_SETTLEMENT: &str = concat!(
+pub(crate) static CALL_CLAIM_SETTLEMENT: LazyLock<String> = statement!(
     "UPDATE calls SET settled_at = $2, updated_at = $2 WHERE call_sid = $1 \
-     AND settled_at IS NULL AND ",
-    settle_ready!(),
-    " RETURNING *"
+     AND settled_at IS NULL AND {ready} RETURNING *",
+    ready = *SETTLE_READY,
 );
 
 /// The seconds a settled call took from its order: `$1` call, `$2` seconds.
@@ -115,6 +139,82 @@ pub(crate) const ORDER_DEBIT: &str = "UPDATE orders SET seconds_used = $2, \
      active_call_until = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_until END, \
      active_call_sid = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_sid END, \
      updated_at = $4 WHERE id = $1";
+
+/// The bridge is up: `$1` call, `$2` now, `$3` conversation id. Not for a call that ended or
+/// was settled.
+pub(crate) static CALL_BRIDGED: LazyLock<String> = statement!(
+    "UPDATE calls SET status = '{bridged}', bridged_at = COALESCE(bridged_at, $2), \
+     conversation_id = COALESCE($3, conversation_id), updated_at = $2 \
+     WHERE call_sid = $1 AND status <> '{ended}' AND settled_at IS NULL",
+    bridged = CallState::Bridged,
+    ended = CallState::Ended,
+);
+
+/// The bridge's heartbeat on its hold: `$1` call, `$2` hold until. Only a paid order's.
+pub(crate) static ORDER_RENEW_HOLD: LazyLock<String> = statement!(
+    "UPDATE orders SET active_call_until = $2 WHERE active_call_sid = $1 AND status = '{paid}'",
+    paid = OrderStatus::Paid,
+);
+
+/// Leases the next due pending charge: `$1` owner, `$2` lease until, `$3` now.
+pub(crate) static CHARGE_CLAIM: LazyLock<String> = statement!(
+    "UPDATE charges SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+     WHERE id = (SELECT id FROM charges WHERE state = '{pending}' AND next_attempt_at <= $3 \
+                 AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT 1) \
+     AND state = '{pending}' AND (lease_until IS NULL OR lease_until < $3) RETURNING *",
+    pending = ChargeState::Pending,
+);
+
+/// An attempt's outcome, by the lease's owner: `$1` id, `$2` owner, `$3` state, `$4` PI,
+/// `$5` error, `$6` next attempt, `$7` pay token, `$8` now.
+pub(crate) static CHARGE_FINISH: LazyLock<String> = statement!(
+    "UPDATE charges SET state = $3, stripe_payment_intent = COALESCE($4, stripe_payment_intent), \
+     last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at), \
+     pay_token = COALESCE($7, pay_token), lease_owner = NULL, lease_until = NULL, updated_at = $8 \
+     WHERE id = $1 AND lease_owner = $2 AND state = '{pending}'",
+    pending = ChargeState::Pending,
+);
+
+/// The operator's retry: `$1` id, `$2` now, `$3` 1 for a new idempotency key.
+pub(crate) static CHARGE_RETRY: LazyLock<String> = statement!(
+    "UPDATE charges SET state = '{pending}', next_attempt_at = $2, attempts = 0, \
+     last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $2, \
+     key_generation = key_generation + $3 \
+     WHERE id = $1 AND state IN ({retryable}) RETURNING *",
+    pending = ChargeState::Pending,
+    retryable = spelling_list(ChargeState::RETRYABLE.iter().map(|s| s.as_str())),
+);
+
+/// Paid on-session: `$1` id, `$2` PaymentIntent, `$3` now.
+pub(crate) static CHARGE_PAID: LazyLock<String> = statement!(
+    "UPDATE charges SET state = '{succeeded}', stripe_payment_intent = $2, last_error = NULL, updated_at = $3 \
+     WHERE id = $1 AND state IN ({payable})",
+    succeeded = ChargeState::Succeeded,
+    payable = spelling_list(ChargeState::PAYABLE_ON_SESSION.iter().map(|s| s.as_str())),
+);
+
+/// An order's open charges cancelled with it: `$1` order, `$2` now. A charge leased to a
+/// worker right now finishes on its own.
+pub(crate) static CHARGES_CANCEL_WITH_ORDER: LazyLock<String> = statement!(
+    "UPDATE charges SET state = '{canceled}', updated_at = $2 WHERE order_id = $1 \
+     AND (state = '{requires_action}' OR (state = '{pending}' AND (lease_until IS NULL OR lease_until < $2)))",
+    canceled = ChargeState::Canceled,
+    requires_action = ChargeState::RequiresAction,
+    pending = ChargeState::Pending,
+);
+
+/// Unpaid orders created before `$1`, oldest first, at most `$2`.
+pub(crate) static ORDERS_STALE_PENDING: LazyLock<String> = statement!(
+    "SELECT * FROM orders WHERE status = '{pending}' AND created_at < $1 \
+     ORDER BY created_at, id LIMIT $2",
+    pending = OrderStatus::Pending,
+);
+
+/// Deletes order `$1` if it is still unpaid.
+pub(crate) static ORDER_DELETE_PENDING: LazyLock<String> = statement!(
+    "DELETE FROM orders WHERE id = $1 AND status = '{pending}'",
+    pending = OrderStatus::Pending,
+);
 
 /// `'a', 'b'` for an `IN (...)` of state spellings: callgate's own constants (the
 /// `text_enum!` tables), so they can be written into the SQL text.
@@ -233,7 +333,7 @@ macro_rules! sql_store {
             }
 
             async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError> {
-                let updated = sqlx::query_as::<$db, Order>(ORDER_FULFIL)
+                let updated = sqlx::query_as::<$db, Order>(&ORDER_FULFIL)
                     .bind(&f.payment_intent)
                     .bind(&f.code.hash)
                     .bind(&f.code.sealed)
@@ -348,11 +448,7 @@ macro_rules! sql_store {
                 now: UnixTime,
             ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
-                let started = sqlx::query::<$db>(
-                    "UPDATE calls SET status = 'bridged', bridged_at = COALESCE(bridged_at, $2), \
-                     conversation_id = COALESCE($3, conversation_id), updated_at = $2 \
-                     WHERE call_sid = $1 AND status <> 'ended' AND settled_at IS NULL",
-                )
+                let started = sqlx::query::<$db>(&CALL_BRIDGED)
                 .bind(call_sid)
                 .bind(now)
                 .bind(conversation_id)
@@ -362,9 +458,7 @@ macro_rules! sql_store {
                 .rows_affected()
                     == 1;
                 let held = started
-                    && sqlx::query::<$db>(
-                        "UPDATE orders SET active_call_until = $2 WHERE active_call_sid = $1 AND status = 'paid'",
-                    )
+                    && sqlx::query::<$db>(&ORDER_RENEW_HOLD)
                     .bind(call_sid)
                     .bind(hold_until)
                     .execute(&mut *tx)
@@ -423,9 +517,7 @@ macro_rules! sql_store {
                     .map_err(classify)?;
                     // The write is the bridge's heartbeat: it renews the hold of a call that
                     // still has it on a paid order, and every other call must stop.
-                    let renewed = sqlx::query::<$db>(
-                        "UPDATE orders SET active_call_until = $2 WHERE active_call_sid = $1 AND status = 'paid'",
-                    )
+                    let renewed = sqlx::query::<$db>(&ORDER_RENEW_HOLD)
                     .bind(call_sid)
                     .bind(hold_until)
                     .execute(&mut *tx)
@@ -508,17 +600,34 @@ macro_rules! sql_store {
                 token_hash: &str,
                 call_sid: &str,
                 now: UnixTime,
-            ) -> Result<Option<StreamGrant>, StoreError> {
-                sqlx::query_as::<$db, StreamGrant>(
+            ) -> Result<Option<StreamOpening>, StoreError> {
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                let grant = sqlx::query_as::<$db, StreamGrant>(
                     "UPDATE stream_tokens SET used_at = $3 WHERE token_hash = $1 AND call_sid = $2 \
                      AND used_at IS NULL AND expires_at > $3 RETURNING call_sid, order_id",
                 )
                 .bind(token_hash)
                 .bind(call_sid)
                 .bind(now)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(classify)
+                .map_err(classify)?;
+                let Some(grant) = grant else {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(None);
+                };
+                let call = sqlx::query_as::<$db, Call>("SELECT * FROM calls WHERE call_sid = $1")
+                    .bind(&grant.call_sid)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let order = sqlx::query_as::<$db, Order>("SELECT * FROM orders WHERE id = $1")
+                    .bind(&grant.order_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
+                Ok(Some(StreamOpening { grant, call, order }))
             }
 
             async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError> {
@@ -548,7 +657,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_charge(&self, c: &NewCharge) -> Result<(Charge, bool), StoreError> {
-                let inserted = sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
+                let inserted = sqlx::query_as::<$db, Charge>(&CHARGE_INSERT)
                     .bind(&c.id)
                     .bind(&c.call_sid)
                     .bind(&c.order_id)
@@ -582,8 +691,9 @@ macro_rules! sql_store {
             }
             async fn calls_to_settle(&self, limit: i64, now: UnixTime) -> Result<Vec<String>, StoreError> {
                 sqlx::query_scalar::<$db, String>(&format!(
-                    "SELECT call_sid FROM calls WHERE settled_at IS NULL AND {SETTLE_READY} \
-                     ORDER BY updated_at LIMIT $1"
+                    "SELECT call_sid FROM calls WHERE settled_at IS NULL AND {} \
+                     ORDER BY updated_at LIMIT $1",
+                    *SETTLE_READY
                 ))
                 .bind(limit)
                 .bind(now)
@@ -598,12 +708,7 @@ macro_rules! sql_store {
                 lease_until: UnixTime,
                 now: UnixTime,
             ) -> Result<Option<Charge>, StoreError> {
-                sqlx::query_as::<$db, Charge>(
-                    "UPDATE charges SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-                     WHERE id = (SELECT id FROM charges WHERE state = 'pending' AND next_attempt_at <= $3 \
-                                 AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT 1) \
-                     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3) RETURNING *",
-                )
+                sqlx::query_as::<$db, Charge>(&CHARGE_CLAIM)
                 .bind(owner)
                 .bind(lease_until)
                 .bind(now)
@@ -619,12 +724,7 @@ macro_rules! sql_store {
                 u: &ChargeUpdate,
                 now: UnixTime,
             ) -> Result<bool, StoreError> {
-                sqlx::query::<$db>(
-                    "UPDATE charges SET state = $3, stripe_payment_intent = COALESCE($4, stripe_payment_intent), \
-                     last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at), \
-                     pay_token = COALESCE($7, pay_token), lease_owner = NULL, lease_until = NULL, updated_at = $8 \
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
-                )
+                sqlx::query::<$db>(&CHARGE_FINISH)
                 .bind(id)
                 .bind(owner)
                 .bind(u.state.as_str())
@@ -681,12 +781,7 @@ macro_rules! sql_store {
                 new_key: bool,
                 now: UnixTime,
             ) -> Result<Option<Charge>, StoreError> {
-                sqlx::query_as::<$db, Charge>(
-                    "UPDATE charges SET state = 'pending', next_attempt_at = $2, attempts = 0, \
-                     last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $2, \
-                     key_generation = key_generation + $3 \
-                     WHERE id = $1 AND state IN ('declined', 'requires_action', 'failed') RETURNING *",
-                )
+                sqlx::query_as::<$db, Charge>(&CHARGE_RETRY)
                 .bind(id)
                 .bind(now)
                 .bind(i64::from(new_key))
@@ -742,10 +837,7 @@ macro_rules! sql_store {
             }
 
             async fn charge_paid(&self, id: &str, payment_intent: &str, now: UnixTime) -> Result<bool, StoreError> {
-                sqlx::query::<$db>(
-                    "UPDATE charges SET state = 'succeeded', stripe_payment_intent = $2, last_error = NULL, updated_at = $3 \
-                     WHERE id = $1 AND state IN ('requires_action', 'declined', 'pending', 'failed')",
-                )
+                sqlx::query::<$db>(&CHARGE_PAID)
                 .bind(id)
                 .bind(payment_intent)
                 .bind(now)
@@ -757,10 +849,7 @@ macro_rules! sql_store {
 
             async fn cancel_open_charges(&self, order_id: &str, now: UnixTime) -> Result<u64, StoreError> {
                 // A charge leased to a worker right now finishes on its own; the others stop here.
-                sqlx::query::<$db>(
-                    "UPDATE charges SET state = 'canceled', updated_at = $2 WHERE order_id = $1 \
-                     AND (state = 'requires_action' OR (state = 'pending' AND (lease_until IS NULL OR lease_until < $2)))",
-                )
+                sqlx::query::<$db>(&CHARGES_CANCEL_WITH_ORDER)
                 .bind(order_id)
                 .bind(now)
                 .execute(&self.writer)
@@ -885,10 +974,7 @@ macro_rules! sql_store {
                 before: UnixTime,
                 limit: i64,
             ) -> Result<Vec<Order>, StoreError> {
-                sqlx::query_as::<$db, Order>(
-                    "SELECT * FROM orders WHERE status = 'pending' AND created_at < $1 \
-                     ORDER BY created_at, id LIMIT $2",
-                )
+                sqlx::query_as::<$db, Order>(&ORDERS_STALE_PENDING)
                 .bind(before)
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -897,7 +983,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_pending_order(&self, id: &str) -> Result<bool, StoreError> {
-                sqlx::query::<$db>("DELETE FROM orders WHERE id = $1 AND status = 'pending'")
+                sqlx::query::<$db>(&ORDER_DELETE_PENDING)
                     .bind(id)
                     .execute(&self.writer)
                     .await
@@ -983,7 +1069,7 @@ macro_rules! sqlx_hot_writes {
             }
 
             async fn write_call(&self, call: &NewCall) -> Result<Call, StoreError> {
-                sqlx::query_as::<$db, Call>(CALL_UPSERT)
+                sqlx::query_as::<$db, Call>(&CALL_UPSERT)
                     .bind(&call.call_sid)
                     .bind(&call.from_number)
                     .bind(&call.to_number)
@@ -1033,7 +1119,7 @@ macro_rules! sqlx_hot_writes {
                 now: UnixTime,
             ) -> Result<Hold, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
-                let linked = sqlx::query::<$db>(CALL_LINK_ORDER)
+                let linked = sqlx::query::<$db>(&CALL_LINK_ORDER)
                     .bind(call_sid)
                     .bind(order_id)
                     .bind(now)
@@ -1064,7 +1150,7 @@ macro_rules! sqlx_hot_writes {
 
             async fn write_end(&self, end: &EndCall) -> Result<Call, StoreError> {
                 self.upsert_call(&end.as_new_call()).await?;
-                let call = sqlx::query_as::<$db, Call>(CALL_END)
+                let call = sqlx::query_as::<$db, Call>(&CALL_END)
                     .bind(&end.call_sid)
                     .bind(end.now)
                     .bind(end.duration)
@@ -1093,7 +1179,7 @@ macro_rules! sqlx_hot_writes {
             ) -> Result<Settlement, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
                 // Claiming the call first makes the whole settlement happen once.
-                let claimed = sqlx::query_as::<$db, Call>(CALL_CLAIM_SETTLEMENT)
+                let claimed = sqlx::query_as::<$db, Call>(&CALL_CLAIM_SETTLEMENT)
                     .bind(call_sid)
                     .bind(now)
                     .fetch_optional(&mut *tx)
@@ -1129,7 +1215,7 @@ macro_rules! sqlx_hot_writes {
                     .await
                     .map_err(classify)?;
                 let charge = match debit.charge {
-                    Some(amount) => sqlx::query_as::<$db, Charge>(CHARGE_INSERT)
+                    Some(amount) => sqlx::query_as::<$db, Charge>(&CHARGE_INSERT)
                         .bind(charge_id)
                         .bind(call_sid)
                         .bind(order_id)

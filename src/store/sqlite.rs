@@ -405,8 +405,10 @@ mod tests {
         let order = sqlx::query(
             "INSERT INTO orders (id, status, source, plan, amount_cents, currency, seconds_included, \
              seconds_used, overage_consent, overage_price_cents, created_at, updated_at) \
-             VALUES ('ord1', 'paid', 'operator', 'p', 0, 'usd', 60, 0, FALSE, 0, 1, 1)",
-        );
+             VALUES ('ord1', $1, $2, 'p', 0, 'usd', 60, 0, FALSE, 0, 1, 1)",
+        )
+        .bind(crate::store::OrderStatus::Paid)
+        .bind(crate::store::OrderSource::Operator);
         order.execute(&store.writer).await.unwrap();
         let tokens = |from: usize, to: usize| {
             let store = &store;
@@ -426,7 +428,7 @@ mod tests {
         };
         let upsert_steps = || {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            let mut stmt = conn.prepare(super::super::sql::CALL_UPSERT).unwrap();
+            let mut stmt = conn.prepare(&super::super::sql::CALL_UPSERT).unwrap();
             stmt.query_row(
                 rusqlite::named_params! {
                     "$1": "CA0", "$2": "+15550001111", "$3": "+15550002222", "$4": 100,

@@ -238,7 +238,7 @@ impl SqliteStore {
         let (order_id, call_sid) = (order_id.to_owned(), call_sid.to_owned());
         self.writes
             .write(move |db| {
-                let linked = db.prepare_cached(CALL_LINK_ORDER)?.execute(named_params! {
+                let linked = db.prepare_cached(&CALL_LINK_ORDER)?.execute(named_params! {
                     "$1": call_sid, "$2": order_id, "$3": now,
                 })? == 1;
                 if !linked {
@@ -299,7 +299,7 @@ impl SqliteStore {
         let call = call.clone();
         self.writes
             .write(move |db| {
-                let stored = db.prepare_cached(CALL_UPSERT)?.query_row(
+                let stored = db.prepare_cached(&CALL_UPSERT)?.query_row(
                     named_params! {
                         "$1": call.call_sid,
                         "$2": call.from_number,
@@ -382,13 +382,13 @@ fn end_steps(
     end: EndCall,
 ) -> impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<Call>> + Send + 'static {
     move |db| {
-        db.prepare_cached(CALL_UPSERT)?.query_row(
+        db.prepare_cached(&CALL_UPSERT)?.query_row(
             named_params! {
                 "$1": end.call_sid, "$2": end.from_number, "$3": end.to_number, "$4": end.now,
             },
             |_| Ok(()),
         )?;
-        let call = db.prepare_cached(CALL_END)?.query_row(
+        let call = db.prepare_cached(&CALL_END)?.query_row(
             named_params! {
                 "$1": end.call_sid,
                 "$2": end.now,
@@ -416,7 +416,7 @@ fn settlement_steps(
     move |db| {
         // Claiming the call first makes the whole settlement happen once.
         let claimed = db
-            .prepare_cached(CALL_CLAIM_SETTLEMENT)?
+            .prepare_cached(&CALL_CLAIM_SETTLEMENT)?
             .query_row(named_params! { "$1": call_sid, "$2": now }, call_row)
             .optional()?;
         let Some(call) = claimed else {
@@ -441,7 +441,7 @@ fn settlement_steps(
         })?;
         let charge = match debit.charge {
             Some(amount) => db
-                .prepare_cached(CHARGE_INSERT)?
+                .prepare_cached(&CHARGE_INSERT)?
                 .query_row(
                     named_params! {
                         "$1": charge_id,

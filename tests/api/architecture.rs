@@ -385,3 +385,69 @@ fn no_state_is_compared_as_a_string_outside_its_spelling_table() {
     );
     assert_eq!(caught.len(), 1);
 }
+
+/// A state's spelling written into a query: `'ended'` in SQL text, or `"ended"` as a value in
+/// a MongoDB filter or update (`"status": "ended"`, `["pending", ...]`, `"pending".into()`).
+/// The stores take them from the enums (`store::sql`'s `statement!`, `as_str()` in filters).
+fn spellings_in_queries(text: &str, spellings: &BTreeSet<String>) -> Vec<String> {
+    let text = text
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        // Comments, and a spelling table's own rows (`Claimed = "claimed",`).
+        if trimmed.starts_with("//") || trimmed.split_once(" = \"").is_some_and(|(v, _)| {
+            v.chars().all(|c| c.is_ascii_alphanumeric())
+        }) {
+            continue;
+        }
+        let written = |s: &String| {
+            [
+                format!("'{s}'"),
+                format!(": \"{s}\""),
+                format!("[\"{s}\""),
+                format!(", \"{s}\"]"),
+                format!("\"{s}\".into()"),
+            ]
+            .iter()
+            .any(|w| line.contains(w.as_str()))
+        };
+        if spellings.iter().any(written) {
+            found.push(format!("line {}: {trimmed}", n + 1));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_state_spelling_is_written_into_a_query() {
+    let spellings = state_spellings();
+    let mut bad = Vec::new();
+    let mut read = 0;
+    for (module, text) in sources() {
+        if !module.starts_with("store") {
+            continue;
+        }
+        read += 1;
+        for hit in spellings_in_queries(&text, &spellings) {
+            bad.push(format!("{module} {hit}"));
+        }
+    }
+    assert!(read >= 5, "the store's files were not read");
+    assert!(
+        bad.is_empty(),
+        "take these from the enums' spelling tables:\n{}",
+        bad.join("\n")
+    );
+    // And the check can fail, on SQL text and on a MongoDB filter.
+    let caught = spellings_in_queries(
+        "    \"UPDATE calls SET status = 'ended' WHERE call_sid = $1\",\n\
+         \x20   doc! { \"_id\": id, \"status\": \"pending\" },\n\
+         \x20   doc! { \"state\": { \"$in\": [\"declined\", \"failed\"] } },\n\
+         \x20   Done = \"done\",\n",
+        &spellings,
+    );
+    assert_eq!(caught.len(), 3, "{caught:#?}");
+}

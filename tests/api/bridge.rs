@@ -272,6 +272,60 @@ async fn bad_reused_or_unsigned_streams_are_refused(store: DynStore) {
     s.stop(&caller.call_sid).await;
 }
 
+/// Seen from outside: a call whose status callback said `completed` before its stream
+/// connected, then its unused token presented on `/media` (as anyone who saw the TwiML
+/// could). The agent must never hear of it: no conversation, no caller number sent.
+async fn an_ended_calls_token_opens_no_agent(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (mut caller, url, params, _) = connected_call(&app, 5, false).await;
+    assert_eq!(
+        caller
+            .status_callback(&app.url("/voice/status"), "completed", Some("9"))
+            .await,
+        200
+    );
+    let mut s = open(&caller, &url, &params).await;
+    assert_eq!(s.next(WAIT).await, Some(Received::Closed));
+    assert_eq!(
+        agent.log().connections,
+        0,
+        "an ended call's stream opened an agent conversation"
+    );
+    assert!(agent.log().initiation.is_none(), "the caller's data reached the agent");
+    let call = app.app.store.call(&caller.call_sid).await.unwrap().unwrap();
+    assert!(call.bridged_at.is_none());
+    assert_eq!(call.seconds_metered.0, 0);
+}
+
+/// A code revoked (refund, dispute) between the code step and the stream: the stream is
+/// refused before the agent is opened, the caller hears the revocation, the code is free.
+async fn a_code_revoked_before_its_stream_opens_no_agent(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = app_with_agent(store, &agent, &[]).await;
+    let (mut caller, url, params, after) = connected_call(&app, 5, false).await;
+    let call = app.app.store.call(&caller.call_sid).await.unwrap().unwrap();
+    let order = app
+        .app
+        .store
+        .order(call.order_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    callgate::orders::revoke(&app.app, &order).await.unwrap();
+    let mut s = open(&caller, &url, &params).await;
+    assert_eq!(s.next(WAIT).await, Some(Received::Closed));
+    assert_eq!(agent.log().connections, 0, "a revoked code reached the agent");
+    let call = ended_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason.map(|r| r.as_str()), Some("revoked"));
+    caller.after_stream(&after).await;
+    assert!(
+        caller.transcript().contains("This code is no longer valid."),
+        "the caller is told: {}",
+        caller.transcript()
+    );
+}
+
 async fn malformed_frames_are_survived(store: DynStore) {
     use tokio_tungstenite::tungstenite::Message;
     let agent = FakeAgent::start(Behaviour::default()).await;
@@ -373,6 +427,8 @@ on_every_backend!(
     dropped_agent_ends_the_call_with_an_apology,
     unreachable_agent_ends_the_call_with_an_apology,
     bad_reused_or_unsigned_streams_are_refused,
+    an_ended_calls_token_opens_no_agent,
+    a_code_revoked_before_its_stream_opens_no_agent,
     malformed_frames_are_survived,
     private_agent_through_a_signed_url_with_transcoding,
 );

@@ -105,7 +105,8 @@ async fn right_code_connects_the_stream(store: DynStore) {
         .consume_stream_token(&sha256_hex(&token), &call.call_sid, now)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .grant;
     assert_eq!(
         store
             .consume_stream_token(&sha256_hex(&token), &call.call_sid, now)

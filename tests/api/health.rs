@@ -319,6 +319,31 @@ async fn metrics_need_a_token_or_a_local_client() {
         401,
         "through a proxy on this machine"
     );
+    // Issue 25: a proxy on this machine that names its client in any other header.
+    for (name, value) in [
+        ("forwarded", "for=198.51.100.7;proto=https"),
+        ("x-real-ip", "198.51.100.7"),
+        ("x-forwarded-host", "gate.example.com"),
+        ("x-forwarded-proto", "https"),
+        ("via", "1.1 caddy"),
+        ("true-client-ip", "198.51.100.7"),
+        ("cf-connecting-ip", "198.51.100.7"),
+    ] {
+        let got = http
+            .get(open.url("/metrics"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(got, 401, "a request with `{name}` read /metrics without a token");
+    }
+    // A proxy named in TRUSTED_PROXIES on loopback: every request may be someone else's.
+    let behind =
+        crate::support::app::spawn(db.store.clone(), &[("TRUSTED_PROXIES", "127.0.0.1")]).await;
+    assert_eq!(status(&behind, None, None).await, 401, "loopback is a trusted proxy");
+
     let token = "metrics-token-0123456789";
     let locked = crate::support::app::spawn(db.store.clone(), &[("METRICS_TOKEN", token)]).await;
     assert_eq!(status(&locked, None, None).await, 401);
@@ -330,4 +355,30 @@ async fn metrics_need_a_token_or_a_local_client() {
         status(&locked, Some("198.51.100.7"), Some(token)).await,
         200
     );
+}
+
+/// Issue 25: `METRICS_LISTEN` serves `/metrics` without a token on an address of the
+/// operator's choosing, and nothing else; the main listener still asks for the token.
+#[tokio::test]
+async fn metrics_listen_serves_metrics_alone_without_a_token() {
+    let db = crate::support::sqlite().await;
+    let token = "metrics-token-0123456789";
+    let app = crate::support::app::spawn(db.store.clone(), &[("METRICS_TOKEN", token)]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let served = tokio::spawn(callgate::http::metrics::serve_listener(
+        app.app.clone(),
+        listener,
+    ));
+    let http = reqwest::Client::new();
+    let got = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    assert!(got.text().await.unwrap().contains("callgate_active_calls"));
+    for path in ["/", "/admin", "/healthz", "/voice/incoming"] {
+        let got = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(got.status().as_u16(), 404, "{path} on the metrics listener");
+    }
+    let main = http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(main.status().as_u16(), 401, "the main listener still asks");
+    served.abort();
 }

@@ -926,8 +926,10 @@ async fn stream_tokens_are_single_use(store: DynStore) {
         store
             .consume_stream_token("hash1", "CA_tok", NOW)
             .await
-            .unwrap(),
-        Some(grant.clone())
+            .unwrap()
+            .map(|o| (o.grant, o.call.map(|c| c.call_sid), o.order.map(|o| o.id))),
+        Some((grant.clone(), Some("CA_tok".into()), Some(order.id.clone()))),
+        "the token's call and order are read with it"
     );
     assert_eq!(
         store
