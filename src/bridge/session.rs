@@ -16,9 +16,9 @@ use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::Instrument;
 
 use crate::crypto::sha256_hex as token_hash;
+use crate::domain::call::{stream_refusal, StreamRefusal};
 use crate::domain::money::Seconds;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
-use crate::domain::call::{stream_refusal, StreamRefusal};
 use crate::store::{Call, EndReason, Order, Speaker, StreamOpening, TranscriptLine};
 use crate::telemetry::call_span;
 use crate::telephony::audio::{self, AgentFormat, Base64Audio};

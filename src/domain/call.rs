@@ -298,9 +298,16 @@ mod tests {
                 "{c:?}"
             );
         }
-        assert_eq!(stream_refusal(None, Some(&held)), Some(StreamRefusal::CallOver));
+        assert_eq!(
+            stream_refusal(None, Some(&held)),
+            Some(StreamRefusal::CallOver)
+        );
         // Live, but the code may not be used.
-        for status in [OrderStatus::Revoked, OrderStatus::Pending, OrderStatus::Failed] {
+        for status in [
+            OrderStatus::Revoked,
+            OrderStatus::Pending,
+            OrderStatus::Failed,
+        ] {
             assert_eq!(
                 stream_refusal(Some(&menu), Some(&order(status, Some("CA1")))),
                 Some(StreamRefusal::CodeUnusable(EndReason::Revoked))

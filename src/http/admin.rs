@@ -720,7 +720,6 @@ fn ending(call: &Call) -> String {
     .into()
 }
 
-
 async fn charges_page(State(app): State<AppState>, admin: Admin) -> Page {
     let charges = app.store.list_charges(None, ROWS).await?;
     let mut rows = String::new();

@@ -114,9 +114,9 @@ fn may_scrape(app: &AppState, req: &axum::extract::Request) -> bool {
             .is_some_and(|given| crate::crypto::secrets_equal(given.trim(), token.expose())),
         None => {
             let trusted = &app.config.http.trusted_proxies;
-            super::client_ip::peer(req.extensions()).is_some_and(|ip| {
-                ip.is_loopback() && !trusted.iter().any(|net| net.contains(&ip))
-            }) && !came_through_a_proxy(headers)
+            super::client_ip::peer(req.extensions())
+                .is_some_and(|ip| ip.is_loopback() && !trusted.iter().any(|net| net.contains(&ip)))
+                && !came_through_a_proxy(headers)
         }
     }
 }

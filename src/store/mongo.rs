@@ -1078,7 +1078,8 @@ impl Store for MongoStore {
             order_id: d.get_str("order_id").map_err(corrupt)?.to_string(),
         };
         // Read after the token is spent: the call and order as they stand now, no older.
-        let (call, order) = tokio::try_join!(self.call(&grant.call_sid), self.order(&grant.order_id))?;
+        let (call, order) =
+            tokio::try_join!(self.call(&grant.call_sid), self.order(&grant.order_id))?;
         Ok(Some(StreamOpening { grant, call, order }))
     }
 

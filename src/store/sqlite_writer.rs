@@ -238,9 +238,12 @@ impl SqliteStore {
         let (order_id, call_sid) = (order_id.to_owned(), call_sid.to_owned());
         self.writes
             .write(move |db| {
-                let linked = db.prepare_cached(&CALL_LINK_ORDER)?.execute(named_params! {
-                    "$1": call_sid, "$2": order_id, "$3": now,
-                })? == 1;
+                let linked = db
+                    .prepare_cached(&CALL_LINK_ORDER)?
+                    .execute(named_params! {
+                        "$1": call_sid, "$2": order_id, "$3": now,
+                    })?
+                    == 1;
                 if !linked {
                     return Ok(Outcome::Rollback(Hold::CallOver));
                 }

@@ -398,9 +398,11 @@ fn spellings_in_queries(text: &str, spellings: &BTreeSet<String>) -> Vec<String>
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         // Comments, and a spelling table's own rows (`Claimed = "claimed",`).
-        if trimmed.starts_with("//") || trimmed.split_once(" = \"").is_some_and(|(v, _)| {
-            v.chars().all(|c| c.is_ascii_alphanumeric())
-        }) {
+        if trimmed.starts_with("//")
+            || trimmed
+                .split_once(" = \"")
+                .is_some_and(|(v, _)| v.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
             continue;
         }
         let written = |s: &String| {

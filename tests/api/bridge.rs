@@ -292,7 +292,10 @@ async fn an_ended_calls_token_opens_no_agent(store: DynStore) {
         0,
         "an ended call's stream opened an agent conversation"
     );
-    assert!(agent.log().initiation.is_none(), "the caller's data reached the agent");
+    assert!(
+        agent.log().initiation.is_none(),
+        "the caller's data reached the agent"
+    );
     let call = app.app.store.call(&caller.call_sid).await.unwrap().unwrap();
     assert!(call.bridged_at.is_none());
     assert_eq!(call.seconds_metered.0, 0);
@@ -315,12 +318,18 @@ async fn a_code_revoked_before_its_stream_opens_no_agent(store: DynStore) {
     callgate::orders::revoke(&app.app, &order).await.unwrap();
     let mut s = open(&caller, &url, &params).await;
     assert_eq!(s.next(WAIT).await, Some(Received::Closed));
-    assert_eq!(agent.log().connections, 0, "a revoked code reached the agent");
+    assert_eq!(
+        agent.log().connections,
+        0,
+        "a revoked code reached the agent"
+    );
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(call.end_reason.map(|r| r.as_str()), Some("revoked"));
     caller.after_stream(&after).await;
     assert!(
-        caller.transcript().contains("This code is no longer valid."),
+        caller
+            .transcript()
+            .contains("This code is no longer valid."),
         "the caller is told: {}",
         caller.transcript()
     );

@@ -337,12 +337,19 @@ async fn metrics_need_a_token_or_a_local_client() {
             .unwrap()
             .status()
             .as_u16();
-        assert_eq!(got, 401, "a request with `{name}` read /metrics without a token");
+        assert_eq!(
+            got, 401,
+            "a request with `{name}` read /metrics without a token"
+        );
     }
     // A proxy named in TRUSTED_PROXIES on loopback: every request may be someone else's.
     let behind =
         crate::support::app::spawn(db.store.clone(), &[("TRUSTED_PROXIES", "127.0.0.1")]).await;
-    assert_eq!(status(&behind, None, None).await, 401, "loopback is a trusted proxy");
+    assert_eq!(
+        status(&behind, None, None).await,
+        401,
+        "loopback is a trusted proxy"
+    );
 
     let token = "metrics-token-0123456789";
     let locked = crate::support::app::spawn(db.store.clone(), &[("METRICS_TOKEN", token)]).await;
