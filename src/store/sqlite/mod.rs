@@ -7,8 +7,13 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
-use super::sql::{failure_count, CodeCheckRow, CODE_CHECK};
-use super::{AttemptScope, CodeCheckQuery, Order, StoreError, UnixTime};
+mod money;
+mod rows;
+mod writer;
+
+use crate::store::sql::{failure_count, CodeCheckRow, CODE_CHECK};
+use crate::store::{AttemptScope, CodeCheckQuery, Order, StoreError, UnixTime};
+use rows::sqlite_error;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -24,7 +29,7 @@ pub struct SqliteStore {
     /// in order instead, and the hot writes come in groups (code attempts, live metering).
     pub(super) writer: SqlitePool,
     /// The hot writes, run back to back on `writer`'s connection by a thread of their own.
-    pub(super) writes: super::sqlite_writer::Writer,
+    writes: writer::Writer,
     /// The code check's read, on the calling thread.
     inline: InlineReads,
     /// Started once the schema is migrated (see [`SqliteStore::migrated`]).
@@ -128,7 +133,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             checkpoints: std::sync::OnceLock::new(),
             pool,
-            writes: super::sqlite_writer::Writer::start(writer.clone())?,
+            writes: writer::Writer::start(writer.clone())?,
             writer,
             inline: InlineReads {
                 path: path.to_path_buf(),
@@ -167,10 +172,7 @@ impl SqliteStore {
         let sql = format!("SELECT * FROM orders WHERE {column} = $1");
         self.inline.read(|conn| {
             conn.prepare_cached(&sql)?
-                .query_row(
-                    rusqlite::named_params! { "$1": value },
-                    super::sqlite_writer::order_row,
-                )
+                .query_row(rusqlite::named_params! { "$1": value }, rows::order_row)
                 .optional()
         })
     }
@@ -192,7 +194,7 @@ impl SqliteStore {
                 .bind(up_to.max(0))
                 .fetch_one(&self.pool)
                 .await
-                .map_err(super::classify);
+                .map_err(crate::store::classify);
         }
         self.inline.read(|conn| {
             conn.prepare_cached(sql)?.query_row(
@@ -247,28 +249,12 @@ impl InlineReads {
     }
 }
 
-pub(super) fn sqlite_error(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) =
-        e
-    {
-        return StoreError::Corrupt(e.to_string());
-    }
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(e.to_string()),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        Some(rusqlite::ErrorCode::CannotOpen) => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Database(e.to_string()),
-    }
-}
-
-super::sql::sql_store!(
+crate::store::sql::sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     "sqlite",
     MIGRATOR,
-    // The hot writes are `store::sqlite_writer`'s; there the status callback's two go together.
+    // The hot writes are `money.rs`'s, on the writer thread; there the status callback's two go together.
     async fn end_and_settle(
         &self,
         end: &EndCall,
@@ -428,7 +414,7 @@ mod tests {
         };
         let upsert_steps = || {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            let mut stmt = conn.prepare(&super::super::sql::CALL_UPSERT).unwrap();
+            let mut stmt = conn.prepare(&crate::store::sql::CALL_UPSERT).unwrap();
             stmt.query_row(
                 rusqlite::named_params! {
                     "$1": "CA0", "$2": "+15550001111", "$3": "+15550002222", "$4": 100,

@@ -1,0 +1,75 @@
+//! Codes typed at the phone menu, and the failure counts the throttles read.
+
+use async_trait::async_trait;
+
+use super::{Order, StoreError, UnixTime};
+
+/// One code typed at the phone menu.
+#[derive(Debug, Clone)]
+pub struct CodeAttempt {
+    pub caller: String,
+    /// The keyed hash of the digits typed (never the digits).
+    pub code_hash: String,
+    pub ok: bool,
+    pub at: UnixTime,
+}
+
+/// Whose failed attempts to count.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptScope<'a> {
+    Caller(&'a str),
+    Code(&'a str),
+    Global,
+}
+
+/// What the code-check webhook needs to judge the digits typed, read together.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeCheckQuery<'a> {
+    pub call_sid: &'a str,
+    pub caller: &'a str,
+    /// The keyed hash of the digits; `None` when they cannot be a code (nothing is looked up).
+    pub code_hash: Option<&'a str>,
+    /// Failures at or after this time count.
+    pub since: UnixTime,
+    /// The caller's failures are counted up to this many (see [`Store::count_failures`]).
+    pub caller_up_to: i64,
+    /// The code's failures are counted up to this many.
+    pub code_up_to: i64,
+}
+
+/// The answer to a [`CodeCheckQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeCheckFacts {
+    /// Whether the call is stored (the incoming webhook stores it; a lost request did not).
+    pub call_known: bool,
+    pub caller_failures: i64,
+    pub code_failures: i64,
+    /// The order the code belongs to, whatever its status.
+    pub order: Option<Order>,
+}
+
+/// Code attempts: recorded in groups, counted up to a limit, pruned.
+#[async_trait]
+pub trait AttemptStore: Send + Sync {
+    /// Records attempts, several in one write where the engine allows (the voice webhooks'
+    /// attempts are grouped by [`crate::menu::attempts::AttemptLog`]).
+    async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError>;
+
+    async fn record_attempt(&self, attempt: &CodeAttempt) -> Result<(), StoreError> {
+        self.record_attempts(std::slice::from_ref(attempt)).await
+    }
+
+    /// Failed attempts in the scope at or after `since`, counted up to `up_to` (a larger
+    /// count reads as `up_to`). The throttles only ask whether a limit is reached, so the
+    /// count stops there: its cost is bounded by the limit, not by the attempts stored for a
+    /// code or a caller, which an attacker can pile up.
+    async fn count_failures(
+        &self,
+        scope: AttemptScope<'_>,
+        since: UnixTime,
+        up_to: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// Forgets attempts older than `before`; returns how many.
+    async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,268 @@
+//! MongoDB backend, for operators of the old deployment (`MONGODB_URI`).
+//!
+//! Documents mirror the SQL rows; `_id` is the record's id. The racing cases rest on what a
+//! single MongoDB server guarantees: unique indexes (order PaymentIntent, code hash, one
+//! charge per call), and single-document atomic updates (`findOneAndUpdate` with a filter on
+//! the state being left: fulfilment, holds, leases, the settlement claim). No step needs a
+//! multi-document transaction, so the guarantees are the same on a standalone server and on a
+//! replica set such as Atlas: settlement claims the call, adds its seconds to the order with a
+//! compare-and-set that records the call (so it is never added twice), inserts the charge
+//! (unique per call), then marks the call done; a claim a crash left unfinished is completed by
+//! the next billing pass, with the same figures.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use crate::store::*;
+use docs::{CallDoc, ChargeDoc, OrderDoc};
+
+mod attempts;
+mod calls;
+mod charges;
+mod docs;
+mod events;
+mod orders;
+
+pub struct MongoStore {
+    db: Database,
+}
+
+/// The spellings of some states, for a filter's `$in`.
+fn spellings(states: &[ChargeState]) -> Vec<&'static str> {
+    states.iter().map(|s| s.as_str()).collect()
+}
+
+/// A field callgate writes that a stored document lacks.
+fn corrupt(e: mongodb::bson::document::ValueAccessError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn err(e: mongodb::error::Error) -> StoreError {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    let duplicate = match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().any(|w| w.code == 11000)),
+        _ => false,
+    };
+    if duplicate {
+        return StoreError::Conflict(e.to_string());
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. } => StoreError::Unavailable(e.to_string()),
+        ErrorKind::BsonDeserialization(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+/// Reads a stored spelling through its `text_enum!` table (or a currency code).
+fn parse<T: TryFrom<String, Error = crate::domain::UnknownSpelling>>(
+    s: &str,
+) -> Result<T, StoreError> {
+    Ok(T::try_from(s.to_string())?)
+}
+
+/// An optional stored spelling.
+fn parse_opt<T: TryFrom<String, Error = crate::domain::UnknownSpelling>>(
+    s: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    s.map(|s| Ok(T::try_from(s)?)).transpose()
+}
+
+/// `Some(v)` as a BSON value, `None` as null.
+fn opt<T: Into<Bson>>(v: Option<T>) -> Bson {
+    v.map(Into::into).unwrap_or(Bson::Null)
+}
+
+/// Documents matching `filter`, sorted, at most `limit`: an aggregation whose `$limit` is a
+/// 32-bit integer, which every server speaking the wire protocol accepts (some refuse the
+/// 64-bit `limit` the driver's `find` sends).
+async fn query<T>(
+    coll: &Collection<T>,
+    filter: Document,
+    sort: Option<Document>,
+    limit: Option<i64>,
+) -> Result<Vec<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    let mut pipeline = vec![doc! { "$match": filter }];
+    if let Some(sort) = sort {
+        pipeline.push(doc! { "$sort": sort });
+    }
+    if let Some(limit) = limit {
+        pipeline.push(doc! { "$limit": limit.clamp(0, i32::MAX as i64) as i32 });
+    }
+    let docs: Vec<Document> = coll
+        .clone_with_type::<Document>()
+        .aggregate(pipeline)
+        .await
+        .map_err(err)?
+        .try_collect()
+        .await
+        .map_err(err)?;
+    docs.into_iter()
+        .map(|d| mongodb::bson::from_document(d).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect()
+}
+
+/// callgate's collections carry a prefix: during a cut-over callgate may share a database
+/// with the old deployment, whose `orders` (and any other plain name) are not callgate's.
+const COLLECTION_PREFIX: &str = "callgate_";
+
+fn collection_name(name: &str) -> String {
+    format!("{COLLECTION_PREFIX}{name}")
+}
+
+/// The first document matching `filter`.
+async fn first<T>(coll: &Collection<T>, filter: Document) -> Result<Option<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    Ok(query(coll, filter, None, Some(1)).await?.into_iter().next())
+}
+
+async fn collect<T, R>(
+    cursor: mongodb::Cursor<T>,
+    f: impl Fn(T) -> Result<R, StoreError>,
+) -> Result<Vec<R>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+{
+    let docs: Vec<T> = cursor.try_collect().await.map_err(err)?;
+    docs.into_iter().map(f).collect()
+}
+
+impl MongoStore {
+    /// Connects to the server named by a `mongodb://` or `mongodb+srv://` URI; the database
+    /// is the URI's path, `callgate` if it names none.
+    pub async fn open(uri: &str) -> Result<MongoStore, StoreError> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| StoreError::Open(format!("MONGODB_URI: {e}")))?;
+        options.app_name = Some("callgate".into());
+        options.server_selection_timeout = Some(Duration::from_secs(5));
+        options.connect_timeout = Some(Duration::from_secs(5));
+        let name = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| "callgate".into());
+        let client = Client::with_options(options)
+            .map_err(|e| StoreError::Open(format!("MONGODB_URI: {e}")))?;
+        let db = client.database(&name);
+        db.run_command(doc! { "ping": 1 })
+            .await
+            .map_err(|e| StoreError::Open(format!("MongoDB: {e}")))?;
+        Ok(MongoStore { db })
+    }
+
+    fn orders(&self) -> Collection<OrderDoc> {
+        self.db.collection(&collection_name("orders"))
+    }
+
+    fn calls(&self) -> Collection<CallDoc> {
+        self.db.collection(&collection_name("calls"))
+    }
+
+    fn charges(&self) -> Collection<ChargeDoc> {
+        self.db.collection(&collection_name("charges"))
+    }
+
+    fn raw(&self, name: &str) -> Collection<Document> {
+        self.db.collection(&collection_name(name))
+    }
+
+    async fn order_where(&self, filter: Document) -> Result<Option<Order>, StoreError> {
+        first(&self.orders(), filter)
+            .await?
+            .map(OrderDoc::into_record)
+            .transpose()
+    }
+
+    async fn charge_where(&self, filter: Document) -> Result<Option<Charge>, StoreError> {
+        first(&self.charges(), filter)
+            .await?
+            .map(ChargeDoc::into_record)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let unique = |keys: Document, sparse: bool| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().unique(true).sparse(sparse).build())
+                .build()
+        };
+        let plain = |keys: Document| IndexModel::builder().keys(keys).build();
+        let created = async {
+            self.raw("orders")
+                .create_index(unique(doc! { "stripe_payment_intent": 1 }, true))
+                .await?;
+            self.raw("orders")
+                .create_index(unique(doc! { "code_hash": 1 }, true))
+                .await?;
+            self.raw("orders")
+                .create_index(plain(doc! { "created_at": -1 }))
+                .await?;
+            self.raw("calls")
+                .create_index(plain(doc! { "settled_at": 1, "status": 1 }))
+                .await?;
+            self.raw("charges")
+                .create_index(unique(doc! { "call_sid": 1 }, false))
+                .await?;
+            self.raw("charges")
+                .create_index(unique(doc! { "pay_token": 1 }, true))
+                .await?;
+            self.raw("charges")
+                .create_index(plain(doc! { "state": 1, "next_attempt_at": 1 }))
+                .await?;
+            self.raw("charges")
+                .create_index(plain(doc! { "order_id": 1 }))
+                .await?;
+            self.raw("code_attempts")
+                .create_index(plain(doc! { "caller": 1, "at": 1 }))
+                .await?;
+            self.raw("code_attempts")
+                .create_index(plain(doc! { "code_hash": 1, "at": 1 }))
+                .await?;
+            self.raw("call_transcript")
+                .create_index(plain(doc! { "call_sid": 1, "seq": 1 }))
+                .await?;
+            self.raw("calls")
+                .create_index(plain(doc! { "from_number": 1, "order_id": 1 }))
+                .await?;
+            self.raw("orders")
+                .create_index(plain(doc! { "status": 1, "created_at": 1 }))
+                .await?;
+            Ok::<_, mongodb::error::Error>(())
+        };
+        created
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+}

@@ -1,0 +1,190 @@
+//! Orders in MongoDB.
+
+use async_trait::async_trait;
+use mongodb::bson::doc;
+use mongodb::options::ReturnDocument;
+
+use super::docs::*;
+use super::*;
+
+#[async_trait]
+impl OrderStore for MongoStore {
+    async fn insert_order(&self, order: &NewOrder) -> Result<Order, StoreError> {
+        let doc = OrderDoc::from_new(order);
+        self.orders().insert_one(&doc).await.map_err(err)?;
+        doc.into_record()
+    }
+
+    async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError> {
+        let update = {
+            let mut set = doc! {
+                "status": OrderStatus::Paid.as_str(), "code_hash": &f.code.hash, "code_sealed": &f.code.sealed,
+                "code_last4": &f.code.last4, "paid_at": f.now, "updated_at": f.now,
+            };
+            if let Some(c) = &f.customer {
+                set.insert("stripe_customer", c);
+            }
+            if let Some(pm) = &f.payment_method {
+                set.insert("stripe_payment_method", pm);
+            }
+            doc! { "$set": set }
+        };
+        let updated = self
+            .orders()
+            .find_one_and_update(
+                doc! { "stripe_payment_intent": &f.payment_intent, "status": { "$in": [OrderStatus::Pending.as_str(), OrderStatus::Failed.as_str()] } },
+                update,
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(err)?;
+        if let Some(order) = updated {
+            return Ok(Fulfilled::Now(order.into_record()?));
+        }
+        Ok(
+            match self.order_by_payment_intent(&f.payment_intent).await? {
+                Some(order) => Fulfilled::Already(order),
+                None => Fulfilled::NoOrder,
+            },
+        )
+    }
+
+    async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
+        self.order_where(doc! { "_id": id }).await
+    }
+
+    async fn order_by_payment_intent(&self, pi: &str) -> Result<Option<Order>, StoreError> {
+        self.order_where(doc! { "stripe_payment_intent": pi }).await
+    }
+
+    async fn order_by_code(&self, code_hash: &str) -> Result<Option<Order>, StoreError> {
+        self.order_where(doc! { "code_hash": code_hash }).await
+    }
+
+    async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
+        query(
+            &self.orders(),
+            doc! {},
+            Some(doc! { "created_at": -1, "_id": -1 }),
+            Some(limit),
+        )
+        .await?
+        .into_iter()
+        .map(OrderDoc::into_record)
+        .collect()
+    }
+
+    async fn set_client_secret_hash(&self, id: &str, hash: &str) -> Result<(), StoreError> {
+        self.orders()
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "client_secret_hash": hash } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn set_order_status(
+        &self,
+        id: &str,
+        from: &[OrderStatus],
+        to: OrderStatus,
+        now: UnixTime,
+    ) -> Result<Option<Order>, StoreError> {
+        if from.is_empty() {
+            return Ok(None);
+        }
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let mut set = doc! { "status": to.as_str(), "updated_at": now };
+        if to == OrderStatus::Revoked {
+            set.insert("revoked_at", now);
+        }
+        self.orders()
+            .find_one_and_update(
+                doc! { "_id": id, "status": { "$in": from } },
+                doc! { "$set": set },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(err)?
+            .map(OrderDoc::into_record)
+            .transpose()
+    }
+
+    async fn add_seconds_used(
+        &self,
+        order_id: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.orders()
+            .update_one(
+                doc! { "_id": order_id },
+                doc! { "$inc": { "seconds_used": seconds.0.max(0) }, "$set": { "updated_at": now } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn add_seconds_included(
+        &self,
+        order_id: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<Option<Order>, StoreError> {
+        self.orders()
+            .find_one_and_update(
+                doc! { "_id": order_id },
+                doc! { "$inc": { "seconds_included": seconds.0 }, "$set": { "updated_at": now } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(err)?
+            .map(OrderDoc::into_record)
+            .transpose()
+    }
+
+    async fn set_overage_blocked(
+        &self,
+        order_id: &str,
+        reason: Option<OverageBlock>,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let update = match reason {
+            Some(r) => doc! { "$set": { "overage_blocked": r.as_str(), "updated_at": now } },
+            None => doc! { "$unset": { "overage_blocked": "" }, "$set": { "updated_at": now } },
+        };
+        self.orders()
+            .update_one(doc! { "_id": order_id }, update)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn stale_pending_orders(
+        &self,
+        before: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        query(
+            &self.orders(),
+            doc! { "status": OrderStatus::Pending.as_str(), "created_at": { "$lt": before } },
+            Some(doc! { "created_at": 1, "_id": 1 }),
+            Some(limit),
+        )
+        .await?
+        .into_iter()
+        .map(OrderDoc::into_record)
+        .collect()
+    }
+
+    async fn delete_pending_order(&self, id: &str) -> Result<bool, StoreError> {
+        self.orders()
+            .delete_one(doc! { "_id": id, "status": OrderStatus::Pending.as_str() })
+            .await
+            .map(|r| r.deleted_count == 1)
+            .map_err(err)
+    }
+}

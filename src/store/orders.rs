@@ -1,0 +1,113 @@
+//! Orders: what a customer bought (or an operator issued), its allowance and its code.
+
+use async_trait::async_trait;
+
+use super::{Order, OrderSource, OrderStatus, OverageBlock, StoreError, UnixTime};
+use crate::domain::codes::StoredCode;
+use crate::domain::money::{Cents, Currency, Seconds};
+
+/// An order to store. With `code` it is stored paid; without, pending payment.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: String,
+    pub source: OrderSource,
+    pub plan: String,
+    pub amount: Cents,
+    pub currency: Currency,
+    pub seconds_included: Seconds,
+    pub overage_consent: bool,
+    pub overage_price: Cents,
+    pub stripe_payment_intent: Option<String>,
+    pub stripe_customer: Option<String>,
+    pub stripe_payment_method: Option<String>,
+    pub client_secret_hash: Option<String>,
+    pub code: Option<StoredCode>,
+    pub now: UnixTime,
+}
+
+/// A successful payment to turn into a paid order with a code.
+#[derive(Debug, Clone)]
+pub struct Fulfilment {
+    pub payment_intent: String,
+    /// The fresh code; used only if this call is the one that fulfils the order.
+    pub code: StoredCode,
+    pub customer: Option<String>,
+    pub payment_method: Option<String>,
+    pub now: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fulfilled {
+    /// This call paid the order and set the code.
+    Now(Order),
+    /// The order had already been fulfilled (a duplicate or racing event); nothing changed.
+    Already(Order),
+    /// No order callgate created names this PaymentIntent: nothing was stored.
+    NoOrder,
+}
+
+/// Orders: stored, fulfilled once, found by id, PaymentIntent or code, moved between states.
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// Stores a new order; `Conflict` if its id, PaymentIntent or code exists.
+    async fn insert_order(&self, order: &NewOrder) -> Result<Order, StoreError>;
+
+    /// Turns the pending (or failed) order of a PaymentIntent into a paid order with a code,
+    /// exactly once. Never creates an order.
+    async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError>;
+
+    async fn order(&self, id: &str) -> Result<Option<Order>, StoreError>;
+
+    async fn order_by_payment_intent(&self, pi: &str) -> Result<Option<Order>, StoreError>;
+
+    async fn order_by_code(&self, code_hash: &str) -> Result<Option<Order>, StoreError>;
+
+    /// Newest first.
+    async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError>;
+
+    /// Remembers the client secret's hash for an order that lacked it.
+    async fn set_client_secret_hash(&self, id: &str, hash: &str) -> Result<(), StoreError>;
+
+    /// Moves an order to `to` if it is in one of `from`; returns the updated order if it moved.
+    async fn set_order_status(
+        &self,
+        id: &str,
+        from: &[OrderStatus],
+        to: OrderStatus,
+        now: UnixTime,
+    ) -> Result<Option<Order>, StoreError>;
+
+    /// Adds agent seconds to an order's used allowance.
+    async fn add_seconds_used(
+        &self,
+        order_id: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+
+    /// Adds to an order's allowance (an operator's goodwill); `None` if there is no such order.
+    async fn add_seconds_included(
+        &self,
+        order_id: &str,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Result<Option<Order>, StoreError>;
+
+    /// Suspends (`Some(reason)`) or resumes (`None`) overage on an order.
+    async fn set_overage_blocked(
+        &self,
+        order_id: &str,
+        reason: Option<OverageBlock>,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+
+    /// Pending orders (PaymentIntents never paid) created before `before`, oldest first.
+    async fn stale_pending_orders(
+        &self,
+        before: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError>;
+
+    /// Deletes an order if it is still pending; `false` if it was paid (or gone) meanwhile.
+    async fn delete_pending_order(&self, id: &str) -> Result<bool, StoreError>;
+}

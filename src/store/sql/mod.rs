@@ -1,0 +1,98 @@
+//! The SQL shared by the SQLite and PostgreSQL backends.
+//!
+//! Both engines accept `$N` placeholders, `ON CONFLICT` and `RETURNING`, so one text serves
+//! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
+//! neither pays for a runtime-generic driver. One file per aggregate, each holding its
+//! statements and the body of its trait (`orders.rs`, `calls.rs`, `charges.rs`,
+//! `attempts.rs`, `events.rs`); `hot.rs` is PostgreSQL's side of the money path's writes.
+
+/// A statement built once, its state values taken from the enums' spelling tables: the
+/// template names variants (`'{paid}'` with `paid = OrderStatus::Paid`), never their spellings,
+/// so a renamed spelling changes every statement with it (`tests/api/architecture.rs` refuses
+/// a spelling typed into SQL).
+macro_rules! statement {
+    ($($fmt:tt)*) => {
+        LazyLock::new(|| format!($($fmt)*))
+    };
+}
+
+/// `'a', 'b'` for an `IN (...)` of state spellings: callgate's own constants (the
+/// `text_enum!` tables), so they can be written into the SQL text.
+pub(crate) fn spelling_list<'a>(spellings: impl Iterator<Item = &'a str>) -> String {
+    spellings
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+mod attempts;
+mod calls;
+mod charges;
+mod events;
+mod hot;
+mod orders;
+
+pub(crate) use attempts::*;
+pub(crate) use calls::*;
+pub(crate) use charges::*;
+pub(crate) use events::*;
+pub(crate) use hot::*;
+pub(crate) use orders::*;
+
+/// Implements [`crate::store::Store`] and every aggregate's trait for a struct with `pool`
+/// and `writer` fields (both `sqlx::Pool<$db>`): reads go to `pool`, writes to `writer` (today
+/// the same pool for both engines; the split lets a backend give its writers their own
+/// connections). `$own` items are the engine's own versions of `CallStore`'s provided methods.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $backend:literal, $migrator:expr $(, $own:item)* $(,)?) => {
+        use $crate::store::sql::*;
+        use $crate::store::*;
+
+        $crate::store::sql::sql_orders!($store, $db);
+        $crate::store::sql::sql_calls!($store, $db $(, $own)*);
+        $crate::store::sql::sql_charges!($store, $db);
+        $crate::store::sql::sql_attempts!($store, $db);
+        $crate::store::sql::sql_events!($store, $db);
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> Result<(), StoreError> {
+                $migrator
+                    .run(&self.pool)
+                    .await
+                    .map_err(|e| StoreError::Migrate(e.to_string()))?;
+                self.migrated();
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query::<$db>("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
+                let (call_known, caller_failures, code_failures, order_id) =
+                    self.code_check_row(q).await?;
+                let order = match order_id {
+                    Some(id) => self.order(&id).await?,
+                    None => None,
+                };
+                Ok(CodeCheckFacts {
+                    call_known,
+                    caller_failures,
+                    code_failures,
+                    order,
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
