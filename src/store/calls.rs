@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{Call, Charge, EndReason, Order, Speaker, StoreError, TwilioStatus, UnixTime};
+use super::{
+    Call, Charge, DayTotal, EndReason, Order, Speaker, StoreError, TwilioStatus, UnixTime,
+};
 use crate::domain::money::{Rounding, Seconds};
 
 /// What asking to hold an order for a call found.
@@ -230,6 +232,11 @@ pub trait CallStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Option<StreamOpening>, StoreError>;
 
+    /// Agent seconds of bridged calls ([`Call::billable_seconds`]) per day they started, from
+    /// `since` on.
+    async fn agent_seconds_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError>;
+    /// Calls whose end has not been reported.
+    async fn count_live_calls(&self) -> Result<i64, StoreError>;
     async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError>;
 
     /// Newest first.

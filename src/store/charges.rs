@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{ChargeState, StoreError, UnixTime};
+use super::{ChargeState, DayTotal, StoreError, UnixTime};
 use crate::domain::money::{Cents, Currency, Seconds};
 
 /// How a charge attempt ended, for [`Store::finish_charge`].
@@ -122,6 +122,8 @@ pub trait ChargeStore: Send + Sync {
     /// An order's charges, oldest first.
     async fn charges_for_order(&self, order_id: &str) -> Result<Vec<Charge>, StoreError>;
 
+    /// What succeeded overage charges brought in, per day they succeeded, from `since` on.
+    async fn succeeded_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError>;
     /// Newest first, optionally only those in one state.
     async fn list_charges(
         &self,

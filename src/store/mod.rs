@@ -84,6 +84,20 @@ impl From<crate::domain::UnknownSpelling> for StoreError {
     }
 }
 
+/// A sum over one UTC day: `day` counts days since 1970-01-01 (`t / 86_400`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayTotal {
+    pub day: i64,
+    pub total: i64,
+}
+
+impl DayTotal {
+    /// The day `t` falls on.
+    pub fn day_of(t: UnixTime) -> i64 {
+        t.div_euclid(86_400)
+    }
+}
+
 /// The storage interface every backend implements: the sum of one trait per aggregate.
 /// Callers name the aggregate's trait (`use crate::store::prelude::*` brings them all).
 #[async_trait]

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{Order, OrderSource, OrderStatus, OverageBlock, StoreError, UnixTime};
+use super::{DayTotal, Order, OrderSource, OrderStatus, OverageBlock, StoreError, UnixTime};
 use crate::domain::codes::StoredCode;
 use crate::domain::money::{Cents, Currency, Seconds};
 
@@ -62,6 +62,9 @@ pub trait OrderStore: Send + Sync {
 
     async fn order_by_code(&self, code_hash: &str) -> Result<Option<Order>, StoreError>;
 
+    /// What paid orders (still paid: not refunded, disputed or revoked) brought in, per day of
+    /// their payment, from `since` on.
+    async fn paid_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError>;
     /// Newest first.
     async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError>;
 

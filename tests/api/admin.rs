@@ -502,3 +502,40 @@ async fn without_a_password_there_is_no_admin_view() {
     assert_eq!(get(&app, "/admin", Some("anything at all")).await.0, 404);
     assert_eq!(get(&app, "/admin/orders", None).await.0, 404);
 }
+
+/// The overview's revenue counts every paid order of the last 30 days, not the newest few
+/// thousand rows it once read (6,000 orders here; the old page read 5,000).
+#[tokio::test]
+async fn the_overview_counts_past_five_thousand_orders() {
+    use callgate::domain::codes::AccessCode;
+    let db = crate::support::sqlite().await;
+    let app = admin_app(db.store.clone()).await;
+    let now = app.app.clock.now();
+    let vault = &app.app.vault;
+    for _ in 0..6_000 {
+        let order = callgate::store::NewOrder {
+            id: new_id("ord"),
+            source: callgate::store::OrderSource::Operator,
+            plan: "p".into(),
+            amount: Cents(100),
+            currency: Default::default(),
+            seconds_included: Seconds(60),
+            overage_consent: false,
+            overage_price: Cents(0),
+            stripe_payment_intent: None,
+            stripe_customer: None,
+            stripe_payment_method: None,
+            client_secret_hash: None,
+            code: Some(vault.store(&AccessCode::generate(12))),
+            now,
+        };
+        app.app.store.insert_order(&order).await.unwrap();
+    }
+    let (status, overview) = get(&app, "/admin", Some(PASSWORD)).await;
+    assert_eq!(status, 200);
+    assert!(
+        overview.contains("<strong id=\"revenue\">$6000.00</strong>"),
+        "{}",
+        &overview[..overview.len().min(600)]
+    );
+}

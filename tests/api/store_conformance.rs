@@ -76,6 +76,154 @@ fn charge(call_sid: &str, order_id: &str) -> NewCharge {
     }
 }
 
+/// The overview's figures are sums over every matching row (no page of the newest), and the
+/// agent seconds are `Call::billable_seconds` summed.
+async fn daily_figures_sum_every_matching_row(store: DynStore) {
+    use callgate::store::DayTotal;
+    const DAY: i64 = 86_400;
+    let day0 = DayTotal::day_of(NOW);
+    let since = day0 * DAY;
+    let paid_on = |at: i64, cents: i64| {
+        let mut o = pending(&new_id("pi"));
+        o.code = Some(vault().store(&AccessCode::generate(12)));
+        o.amount = Cents(cents);
+        o.now = at;
+        o
+    };
+    // Paid on day 0 (twice) and day 1; one paid before `since`; one revoked; one unpaid.
+    let mut orders = Vec::new();
+    for (at, cents) in [
+        (since + 10, 1000),
+        (since + 20, 250),
+        (since + DAY + 5, 700),
+        (since - 5, 9999),
+    ] {
+        orders.push(store.insert_order(&paid_on(at, cents)).await.unwrap());
+    }
+    let revoked = store
+        .insert_order(&paid_on(since + 30, 5000))
+        .await
+        .unwrap();
+    store
+        .set_order_status(
+            &revoked.id,
+            &[OrderStatus::Paid],
+            OrderStatus::Revoked,
+            since + 40,
+        )
+        .await
+        .unwrap()
+        .expect("revoked");
+    store.insert_order(&pending(&new_id("pi"))).await.unwrap();
+    let mut paid = store.paid_per_day(since).await.unwrap();
+    paid.sort_by_key(|t| t.day);
+    assert_eq!(
+        paid,
+        vec![
+            DayTotal {
+                day: day0,
+                total: 1250
+            },
+            DayTotal {
+                day: day0 + 1,
+                total: 700
+            }
+        ]
+    );
+
+    // Calls: two bridged and metered on day 0 and day 1, one never bridged (metered nothing).
+    for (sid, order, start, secs) in [
+        ("CA_d1", &orders[0], since + 100, 61),
+        ("CA_d2", &orders[1], since + DAY + 100, 125),
+        ("CA_d3", &orders[2], since + 200, 0),
+    ] {
+        store
+            .upsert_call(&NewCall {
+                call_sid: sid.into(),
+                from_number: "+15550001111".into(),
+                to_number: "+15550002222".into(),
+                now: start,
+            })
+            .await
+            .unwrap();
+        if secs > 0 {
+            assert!(held(
+                store
+                    .hold_order_for_call(&order.id, sid, start + 150, start)
+                    .await
+                    .unwrap()
+            ));
+            assert!(store
+                .bridge_started(sid, None, start + 35, start + 1)
+                .await
+                .unwrap());
+            store
+                .record_metering(sid, Seconds(secs), start + 2)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(store.count_live_calls().await.unwrap(), 3);
+    let mut agent = store.agent_seconds_per_day(since).await.unwrap();
+    agent.sort_by_key(|t| t.day);
+    let mut expected = std::collections::BTreeMap::<i64, i64>::new();
+    for c in store.list_calls(100).await.unwrap() {
+        if c.started_at >= since && c.bridged_at.is_some() {
+            *expected.entry(DayTotal::day_of(c.started_at)).or_default() += c.billable_seconds().0;
+        }
+    }
+    let expected: Vec<DayTotal> = expected
+        .into_iter()
+        .map(|(day, total)| DayTotal { day, total })
+        .collect();
+    assert_eq!(
+        agent, expected,
+        "the SQL sum is Call::billable_seconds summed"
+    );
+    assert_eq!(
+        agent,
+        vec![
+            DayTotal {
+                day: day0,
+                total: 61
+            },
+            DayTotal {
+                day: day0 + 1,
+                total: 125
+            }
+        ]
+    );
+
+    // A succeeded overage charge counts on the day it succeeded; a declined one does not.
+    let mut c = charge("CA_d1", &orders[0].id);
+    c.now = since + 300;
+    let (stored, _) = store.insert_charge(&c).await.unwrap();
+    let claimed = store
+        .claim_charge("w", since + DAY + 900, since + DAY + 400)
+        .await
+        .unwrap()
+        .expect("due");
+    assert_eq!(claimed.id, stored.id);
+    let done = ChargeUpdate {
+        state: ChargeState::Succeeded,
+        stripe_payment_intent: Some("pi_x".into()),
+        last_error: None,
+        next_attempt_at: None,
+        pay_token: None,
+    };
+    assert!(store
+        .finish_charge(&stored.id, "w", &done, since + DAY + 400)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.succeeded_per_day(since).await.unwrap(),
+        vec![DayTotal {
+            day: day0 + 1,
+            total: 300
+        }]
+    );
+}
+
 async fn migrate_is_idempotent(store: DynStore) {
     store.migrate().await.expect("second migration run");
     store.ping().await.expect("ping");
@@ -1417,6 +1565,7 @@ async fn call_states_and_settlement_follow_the_domain_rules(store: DynStore) {
 }
 
 on_every_backend!(
+    daily_figures_sum_every_matching_row,
     call_states_and_settlement_follow_the_domain_rules,
     metering_is_recorded_in_batches_and_never_lowered,
     operators_add_minutes,

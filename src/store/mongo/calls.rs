@@ -501,6 +501,24 @@ impl CallStore for MongoStore {
         Ok(Some(StreamOpening { grant, call, order }))
     }
 
+    async fn agent_seconds_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError> {
+        day_totals(
+            self.raw("calls"),
+            doc! { "bridged_at": { "$ne": Bson::Null }, "started_at": { "$gte": since } },
+            "started_at",
+            "seconds_metered",
+        )
+        .await
+    }
+
+    async fn count_live_calls(&self) -> Result<i64, StoreError> {
+        self.raw("calls")
+            .count_documents(doc! { "ended_at": Bson::Null })
+            .await
+            .map(|n| n as i64)
+            .map_err(err)
+    }
+
     async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError> {
         first(&self.calls(), doc! { "_id": call_sid })
             .await?

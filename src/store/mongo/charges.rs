@@ -206,6 +206,16 @@ impl ChargeStore for MongoStore {
         collect(cursor, ChargeDoc::into_record).await
     }
 
+    async fn succeeded_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError> {
+        day_totals(
+            self.raw("charges"),
+            doc! { "state": ChargeState::Succeeded.as_str(), "updated_at": { "$gte": since } },
+            "updated_at",
+            "amount_cents",
+        )
+        .await
+    }
+
     async fn list_charges(
         &self,
         state: Option<ChargeState>,

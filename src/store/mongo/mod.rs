@@ -87,6 +87,35 @@ fn opt<T: Into<Bson>>(v: Option<T>) -> Bson {
 /// Documents matching `filter`, sorted, at most `limit`: an aggregation whose `$limit` is a
 /// 32-bit integer, which every server speaking the wire protocol accepts (some refuse the
 /// 64-bit `limit` the driver's `find` sends).
+/// Sums the whole number `amount` (never below zero) per day of `at`, over every document of
+/// `coll` that `filter` finds: read through a cursor with just those two fields, so every
+/// matching document counts, however many there are.
+async fn day_totals(
+    coll: Collection<Document>,
+    filter: Document,
+    at: &str,
+    amount: &str,
+) -> Result<Vec<DayTotal>, StoreError> {
+    let whole = |d: &Document, field: &str| match d.get(field) {
+        Some(Bson::Int64(n)) => Ok(*n),
+        Some(Bson::Int32(n)) => Ok(i64::from(*n)),
+        other => Err(StoreError::Corrupt(format!("{field}: {other:?}"))),
+    };
+    let mut cursor = coll
+        .find(filter)
+        .projection(doc! { at: 1, amount: 1, "_id": 0 })
+        .await
+        .map_err(err)?;
+    let mut totals = std::collections::BTreeMap::<i64, i64>::new();
+    while let Some(d) = cursor.try_next().await.map_err(err)? {
+        *totals.entry(DayTotal::day_of(whole(&d, at)?)).or_default() += whole(&d, amount)?.max(0);
+    }
+    Ok(totals
+        .into_iter()
+        .map(|(day, total)| DayTotal { day, total })
+        .collect())
+}
+
 async fn query<T>(
     coll: &Collection<T>,
     filter: Document,

@@ -61,6 +61,16 @@ impl OrderStore for MongoStore {
         self.order_where(doc! { "code_hash": code_hash }).await
     }
 
+    async fn paid_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError> {
+        day_totals(
+            self.raw("orders"),
+            doc! { "status": OrderStatus::Paid.as_str(), "paid_at": { "$gte": since } },
+            "paid_at",
+            "amount_cents",
+        )
+        .await
+    }
+
     async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
         query(
             &self.orders(),

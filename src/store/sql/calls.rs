@@ -100,6 +100,12 @@ pub(crate) static ORDER_RENEW_HOLD: LazyLock<String> = statement!(
     paid = OrderStatus::Paid,
 );
 
+/// Agent seconds per day started, from `$1`: a bridged call's metered seconds, never negative
+/// (`Call::billable_seconds`; the conformance tests hold the two together).
+pub(crate) const AGENT_SECONDS_PER_DAY: &str = "SELECT started_at / 86400 AS day, \
+     CAST(SUM(CASE WHEN seconds_metered > 0 THEN seconds_metered ELSE 0 END) AS BIGINT) AS total \
+     FROM calls WHERE bridged_at IS NOT NULL AND started_at >= $1 GROUP BY started_at / 86400";
+
 /// `CallStore` for an engine's store (`pool` for reads, `writer` for writes); expanded by
 /// `sql_store!` where the store's names are in scope.
 macro_rules! sql_calls {
@@ -324,6 +330,17 @@ macro_rules! sql_calls {
                 sqlx::query_as::<$db, Call>("SELECT * FROM calls WHERE call_sid = $1")
                     .bind(call_sid)
                     .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn agent_seconds_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError> {
+                day_totals::<$db>(&self.pool, AGENT_SECONDS_PER_DAY, since).await
+            }
+
+            async fn count_live_calls(&self) -> Result<i64, StoreError> {
+                sqlx::query_scalar::<$db, i64>("SELECT COUNT(*) FROM calls WHERE ended_at IS NULL")
+                    .fetch_one(&self.pool)
                     .await
                     .map_err(classify)
             }

@@ -59,6 +59,13 @@ pub(crate) static CHARGES_CANCEL_WITH_ORDER: LazyLock<String> = statement!(
     pending = ChargeState::Pending,
 );
 
+/// Succeeded charges' amounts per day they succeeded (their last update), from `$1`.
+pub(crate) static SUCCEEDED_PER_DAY: LazyLock<String> = statement!(
+    "SELECT updated_at / 86400 AS day, CAST(SUM(amount_cents) AS BIGINT) AS total FROM charges \
+     WHERE state = '{succeeded}' AND updated_at >= $1 GROUP BY updated_at / 86400",
+    succeeded = ChargeState::Succeeded,
+);
+
 /// `ChargeStore` for an engine's store (`pool` for reads, `writer` for writes); expanded by
 /// `sql_store!` where the store's names are in scope.
 macro_rules! sql_charges {
@@ -233,6 +240,10 @@ macro_rules! sql_charges {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(classify)
+            }
+
+            async fn succeeded_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError> {
+                day_totals::<$db>(&self.pool, &SUCCEEDED_PER_DAY, since).await
             }
 
             async fn list_charges(

@@ -25,6 +25,30 @@ pub(crate) fn spelling_list<'a>(spellings: impl Iterator<Item = &'a str>) -> Str
         .join(", ")
 }
 
+/// Runs a `day, total` statement whose `$1` is the first time counted.
+pub(crate) async fn day_totals<DB>(
+    pool: &sqlx::Pool<DB>,
+    sql: &str,
+    since: crate::store::UnixTime,
+) -> Result<Vec<crate::store::DayTotal>, crate::store::StoreError>
+where
+    DB: sqlx::Database,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    usize: sqlx::ColumnIndex<<DB as sqlx::Database>::Row>,
+{
+    let rows: Vec<(i64, i64)> = sqlx::query_as::<DB, (i64, i64)>(sql)
+        .bind(since)
+        .fetch_all(pool)
+        .await
+        .map_err(crate::store::classify)?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, total)| crate::store::DayTotal { day, total })
+        .collect())
+}
+
 mod attempts;
 mod calls;
 mod charges;

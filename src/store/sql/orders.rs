@@ -33,6 +33,13 @@ pub(crate) static ORDER_DELETE_PENDING: LazyLock<String> = statement!(
     pending = OrderStatus::Pending,
 );
 
+/// Paid orders' amounts per day paid, from `$1`.
+pub(crate) static PAID_PER_DAY: LazyLock<String> = statement!(
+    "SELECT paid_at / 86400 AS day, CAST(SUM(amount_cents) AS BIGINT) AS total FROM orders \
+     WHERE status = '{paid}' AND paid_at >= $1 GROUP BY paid_at / 86400",
+    paid = OrderStatus::Paid,
+);
+
 /// `OrderStore` for an engine's store (`pool` for reads, `writer` for writes); expanded by
 /// `sql_store!` where the store's names are in scope.
 macro_rules! sql_orders {
@@ -118,6 +125,10 @@ macro_rules! sql_orders {
 
             async fn order_by_code(&self, code_hash: &str) -> Result<Option<Order>, StoreError> {
                 self.order_where("code_hash", code_hash).await
+            }
+
+            async fn paid_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError> {
+                day_totals::<$db>(&self.pool, &PAID_PER_DAY, since).await
             }
 
             async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {

@@ -1,0 +1,227 @@
+//! The admin pages: the overview, orders, calls, one call, charges.
+
+use super::*;
+
+pub(super) async fn dashboard(State(app): State<AppState>, _admin: Admin) -> Page {
+    let now = app.clock.now();
+    let today = DayTotal::day_of(now);
+    let first = today - 29;
+    let since = first * 86_400;
+    let (paid, charged, agent, live, charges) = tokio::try_join!(
+        app.store.paid_per_day(since),
+        app.store.succeeded_per_day(since),
+        app.store.agent_seconds_per_day(since),
+        app.store.count_live_calls(),
+        app.store.count_charges_by_state(),
+    )?;
+    let days: Vec<String> = (first..=today).map(|d| day_of(d * 86_400).0).collect();
+    let per_day = |totals: &[&[DayTotal]]| {
+        let mut out = vec![0i64; days.len()];
+        for t in totals.iter().flat_map(|t| t.iter()) {
+            if let Some(slot) = out.get_mut((t.day - first) as usize) {
+                *slot += t.total;
+            }
+        }
+        out
+    };
+    let revenue = per_day(&[&paid, &charged]);
+    let agent_secs = per_day(&[&agent]);
+    let total_rev: i64 = revenue.iter().sum();
+    let total_min: i64 = agent_secs.iter().sum::<i64>() / 60;
+    let open: i64 = charges
+        .iter()
+        .filter(|(state, _)| state.retryable())
+        .map(|(_, n)| n)
+        .sum();
+    let rev_points: Vec<(String, f64)> = days
+        .iter()
+        .cloned()
+        .zip(revenue.iter().map(|c| *c as f64 / 100.0))
+        .collect();
+    let min_points: Vec<(String, f64)> = days
+        .iter()
+        .cloned()
+        .zip(agent_secs.iter().map(|s| *s as f64 / 60.0))
+        .collect();
+    let body = format!(
+        "<ul class=\"figures\"><li><strong id=\"revenue\">{}</strong> revenue, last 30 days</li>\
+         <li><strong id=\"agent-minutes\">{total_min}</strong> agent minutes, last 30 days</li>\
+         <li><strong>{live}</strong> calls in progress</li>\
+         <li><strong id=\"open-charges\">{open}</strong> charges needing attention</li></ul>\
+         <h2>Revenue per day</h2>{}<h2>Agent minutes per day</h2>{}\
+         <p class=\"hint\">Times are UTC.</p>\
+         <p>Export: <a href=\"/admin/export/orders.csv\">orders.csv</a> · \
+         <a href=\"/admin/export/calls.csv\">calls.csv</a> · <a href=\"/admin/export/charges.csv\">charges.csv</a></p>",
+        money(&app, total_rev),
+        bars(&rev_points, app.config.plan.currency.code()),
+        bars(&min_points, "min"),
+    );
+    Ok(html(layout("/admin", "Overview", &body)))
+}
+
+pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Page {
+    let orders = app.store.list_orders(ROWS).await?;
+    let mut rows = String::new();
+    for o in &orders {
+        let mut actions = String::new();
+        if o.status == OrderStatus::Paid {
+            let _ = write!(
+                actions,
+                "<form method=\"post\" action=\"/admin/orders/{id}/minutes\">{h}\
+                 <label class=\"inline\">Minutes <input name=\"minutes\" type=\"number\" min=\"1\" max=\"600\" value=\"5\"></label>\
+                 <button>Add minutes</button></form>\
+                 <form method=\"post\" action=\"/admin/orders/{id}/revoke\">{h}<button class=\"danger\">Revoke code</button></form>",
+                id = escape(&o.id),
+                h = hidden(&admin)
+            );
+        }
+        let _ = write!(
+            rows,
+            "<tr id=\"{}\"><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
+            escape(&o.id),
+            when(o.created_at),
+            o.status,
+            o.status,
+            escape(&o.id),
+            escape(o.code_last4.as_deref().unwrap_or("")),
+            match o.status {
+                OrderStatus::Paid | OrderStatus::Revoked => money(&app, o.amount.0),
+                OrderStatus::Pending | OrderStatus::Failed =>
+                    format!("{} <span class=\"hint\">not paid</span>", money(&app, o.amount.0)),
+            },
+            minutes(o.seconds_used),
+            minutes(o.seconds_included),
+            if o.overage_consent { "yes" } else { "no" },
+            actions
+        );
+    }
+    let body = format!(
+        "<p><a href=\"/admin/export/orders.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
+         <tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Amount</th><th>Used / included</th>\
+         <th>Overage</th><th></th></tr>{rows}</table></div>"
+    );
+    Ok(html(layout("/admin/orders", "Orders", &body)))
+}
+
+pub(super) async fn calls_page(State(app): State<AppState>, _admin: Admin) -> Page {
+    let calls = app.store.list_calls(ROWS).await?;
+    let mut rows = String::new();
+    for c in &calls {
+        let _ = write!(
+            rows,
+            "<tr><td><a href=\"/admin/calls/{sid}\">{sid}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            when(c.started_at),
+            escape(&c.from_number),
+            order_link(c.order_id.as_deref()),
+            minutes(c.billable_seconds()),
+            c.status,
+            ending(c),
+            sid = escape(&c.call_sid),
+        );
+    }
+    let body = format!(
+        "<p><a href=\"/admin/export/calls.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
+         <tr><th>Call</th><th>Started</th><th>From</th><th>Order</th><th>Agent time</th><th>Status</th><th>Ended because</th></tr>\
+         {rows}</table></div>"
+    );
+    Ok(html(layout("/admin/calls", "Calls", &body)))
+}
+
+pub(super) async fn call_page(
+    State(app): State<AppState>,
+    _admin: Admin,
+    Path(sid): Path<String>,
+) -> Page {
+    let call = app.store.call(&sid).await?.ok_or(AdminError::NotFound)?;
+    let lines = app.store.transcript(&sid).await?;
+    let mut said = String::new();
+    for l in &lines {
+        let _ = write!(
+            said,
+            "<li class=\"{}\"><span class=\"hint\">{}</span> <strong>{}</strong>: {}</li>",
+            l.speaker,
+            when(l.at),
+            l.speaker,
+            escape(&l.text)
+        );
+    }
+    if said.is_empty() {
+        said =
+            "<li class=\"hint\">Nothing was said, or the call never reached the agent.</li>".into();
+    }
+    // A call's charge is among its order's (one per call), not a scan of every charge.
+    let charge = match call.order_id.as_deref() {
+        Some(order) => app
+            .store
+            .charges_for_order(order)
+            .await?
+            .into_iter()
+            .find(|c| c.call_sid == call.call_sid),
+        None => None,
+    };
+    let charged = match &charge {
+        Some(c) => format!(
+            "<a href=\"/admin/charges#{id}\">{} ({})</a>",
+            money(&app, c.amount.0),
+            c.state,
+            id = escape(&c.id)
+        ),
+        None => "<span class=\"hint\">none</span>".into(),
+    };
+    let body = format!(
+        "<dl><dt>From</dt><dd>{}</dd><dt>Order</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd>\
+         <dt>Ended</dt><dd>{}</dd><dt>Agent time</dt><dd>{}</dd><dt>Ended because</dt><dd>{}</dd>\
+         <dt>Overage charge</dt><dd>{charged}</dd>\
+         <dt>Conversation</dt><dd>{}</dd></dl><h2>Timeline</h2>{}\
+         <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" tabindex=\"0\" aria-label=\"Transcript\">{said}</ol>",
+        escape(&call.from_number),
+        order_link(call.order_id.as_deref()),
+        when(call.started_at),
+        opt_when(call.ended_at),
+        minutes(call.billable_seconds()),
+        ending(&call),
+        escape(call.conversation_id.as_deref().unwrap_or("")),
+        timeline(&call, charge.as_ref(), app.bridge.warn_before_secs),
+    );
+    Ok(html(layout("/admin/calls", &format!("Call {sid}"), &body)))
+}
+
+pub(super) async fn charges_page(State(app): State<AppState>, admin: Admin) -> Page {
+    let charges = app.store.list_charges(None, ROWS).await?;
+    let mut rows = String::new();
+    for c in &charges {
+        let action = if c.state.retryable() {
+            format!(
+                "<form method=\"post\" action=\"/admin/charges/{}/retry\">{}<button>Retry</button></form>",
+                escape(&c.id),
+                hidden(&admin)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            rows,
+            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.id),
+            when(c.created_at),
+            escape(&c.id),
+            order_link(Some(&c.order_id)),
+            money(&app, c.amount.0),
+            c.state,
+            c.attempts,
+            escape(c.last_error.as_deref().unwrap_or("")),
+            escape(c.stripe_payment_intent.as_deref().unwrap_or("")),
+            action,
+            call = escape(&c.call_sid),
+        );
+    }
+    let body = format!(
+        "<p><a href=\"/admin/export/charges.csv\">Download CSV</a></p>\
+         <p class=\"hint\">Retry puts a refused charge back in the queue. After a decline it runs as a \
+         new payment; after running out of tries it waits until Stripe has forgotten the last \
+         attempt's key (24 h), so a payment that did go through is never made twice.</p>\
+         <div class=\"scroll\"><table><tr><th>Created</th><th>Charge</th><th>Order</th><th>Call</th><th>Amount</th><th>State</th>\
+         <th>Tries</th><th>Last error</th><th>PaymentIntent</th><th></th></tr>{rows}</table></div>"
+    );
+    Ok(html(layout("/admin/charges", "Overage charges", &body)))
+}
