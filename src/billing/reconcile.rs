@@ -19,13 +19,7 @@ const READ_LIMIT: i64 = 10_000_000;
 /// PaymentIntents read from Stripe per page.
 const PAGE: usize = 100;
 
-/// The metadata key on every PaymentIntent callgate creates: `purchase` or `overage`.
-pub const KIND_KEY: &str = "callgate_kind";
-
-/// The form parameter that marks a PaymentIntent callgate creates as `kind`.
-pub fn kind_param(kind: &str) -> (String, String) {
-    (format!("metadata[{KIND_KEY}]"), kind.to_string())
-}
+use crate::stripe::client::KIND_KEY;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -9,12 +9,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::crypto::constant_time_eq;
-use crate::domain::money::Seconds;
 use crate::http::AppState;
-use crate::orders;
-use crate::store::{new_id, NewOrder, OrderSource, OrderStatus, StoreError};
-use crate::stripe::client::{param, Form, StripeError};
+use crate::orders::{self, checkout, CheckoutError, Purchase};
+use crate::store::{OrderStatus, StoreError};
+use crate::stripe::client::StripeError;
 
 pub const CREATE_PATH: &str = "/api/create-payment-intent";
 pub const OLD_CREATE_PATH: &str = "/.netlify/functions/create-payment-intent";
@@ -44,6 +42,16 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+impl From<CheckoutError> for ApiError {
+    fn from(e: CheckoutError) -> Self {
+        match e {
+            CheckoutError::NotConfigured => ApiError::NotConfigured,
+            CheckoutError::Stripe(e) => ApiError::Stripe(e),
+            CheckoutError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -69,15 +77,6 @@ fn no_store(mut resp: Response) -> Response {
         header::HeaderValue::from_static("no-store"),
     );
     resp
-}
-
-/// SHA-256 of a client secret, hex: what the store keeps.
-pub fn secret_hash(client_secret: &str) -> String {
-    crate::crypto::sha256_hex(client_secret)
-}
-
-fn idempotency_key() -> String {
-    format!("callgate-{}", crate::crypto::random_hex(16))
 }
 
 /// Reads the JSON body by hand so that every malformed input gets a clear 400.
@@ -128,79 +127,23 @@ async fn create_payment_intent(
     State(app): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let (Some(stripe), Some(config)) = (app.stripe.as_ref(), app.config.stripe.as_ref()) else {
+    let Some(config) = app.config.stripe.as_ref() else {
         return Err(ApiError::NotConfigured);
     };
-    let (overage, email) = parse_request(&body)?;
+    let (overage_accepted, email) = parse_request(&body)?;
+    let started = checkout::start(
+        &app,
+        &Purchase {
+            overage_accepted,
+            email,
+        },
+    )
+    .await?;
     let plan = &app.config.plan;
-
-    let customer = if overage {
-        let mut form: Form = vec![param("metadata[source]", "callgate")];
-        if let Some(email) = &email {
-            form.push(param("email", email));
-        }
-        Some(stripe.create_customer(&form, &idempotency_key()).await?)
-    } else {
-        None
-    };
-
-    let mut form: Form = vec![
-        param("amount", plan.price.0),
-        param("currency", plan.currency.code()),
-        param("automatic_payment_methods[enabled]", "true"),
-        param(
-            "description",
-            format!("{} ({} minutes)", plan.name, plan.minutes_included),
-        ),
-        crate::billing::reconcile::kind_param("purchase"),
-        param("metadata[plan]", &plan.name),
-        param("metadata[minutes]", plan.minutes_included),
-        param("metadata[overage_consent]", overage),
-        param(
-            "metadata[overage_price_per_minute]",
-            plan.overage_per_minute.0,
-        ),
-    ];
-    if let Some(customer) = &customer {
-        form.push(param("customer", customer));
-        // Saves the card for the overage charged after the call.
-        form.push(param("setup_future_usage", "off_session"));
-    }
-    if let Some(email) = &email {
-        form.push(param("receipt_email", email));
-    }
-    let pi = stripe
-        .create_payment_intent(&form, &idempotency_key())
-        .await?;
-    let client_secret = pi
-        .client_secret
-        .clone()
-        .ok_or_else(|| StripeError::Decode("payment intent without client_secret".into()))?;
-
-    let order = app
-        .store
-        .insert_order(&NewOrder {
-            id: new_id("ord"),
-            source: OrderSource::Stripe,
-            plan: plan.name.clone(),
-            amount: plan.price,
-            currency: plan.currency.clone(),
-            seconds_included: Seconds::from_minutes(plan.minutes_included),
-            overage_consent: overage,
-            overage_price: plan.overage_per_minute,
-            stripe_payment_intent: Some(pi.id.clone()),
-            stripe_customer: customer,
-            stripe_payment_method: None,
-            client_secret_hash: Some(secret_hash(&client_secret)),
-            code: None,
-            now: app.clock.now(),
-        })
-        .await?;
-    tracing::info!(order_id = %order.id, payment_intent = %pi.id, overage, "checkout started");
     Ok(no_store(
         Json(json!({
-            "clientSecret": client_secret,
-            "paymentIntent": pi.id,
+            "clientSecret": started.client_secret,
+            "paymentIntent": started.payment_intent,
             "publishableKey": config.publishable_key,
             "amount": plan.price.0,
             "currency": plan.currency.code(),
@@ -242,35 +185,9 @@ async fn order_details(
     if pi.is_empty() || secret.is_empty() || pi.len() > 200 || secret.len() > 300 {
         return Err(ApiError::NotFound);
     }
-    let Some(order) = app.store.order_by_payment_intent(&pi).await? else {
+    let Some(order) = checkout::proven_order(&app, &pi, &secret).await? else {
         return Err(ApiError::NotFound);
     };
-    let proven = match &order.client_secret_hash {
-        Some(hash) => constant_time_eq(hash.as_bytes(), secret_hash(&secret).as_bytes()),
-        // An order created from the webhook alone: ask Stripe once, then remember.
-        None => match app.stripe.as_ref() {
-            Some(stripe) => match stripe.retrieve_payment_intent(&pi).await {
-                Ok(remote) => {
-                    let ok = remote
-                        .client_secret
-                        .as_deref()
-                        .is_some_and(|s| constant_time_eq(s.as_bytes(), secret.as_bytes()));
-                    if ok {
-                        app.store
-                            .set_client_secret_hash(&order.id, &secret_hash(&secret))
-                            .await?;
-                    }
-                    ok
-                }
-                Err(StripeError::Api { status: 404, .. }) => false,
-                Err(e) => return Err(e.into()),
-            },
-            None => false,
-        },
-    };
-    if !proven {
-        return Err(ApiError::NotFound);
-    }
     let phone = app.config.twilio.as_ref().map(|t| t.phone_number.clone());
     let currency = &order.currency;
     let mut body = json!({

@@ -1,5 +1,9 @@
-//! Orders and their access codes: issuing, finding and revoking, shared by the webhook
-//! fulfilment, the operator CLI and the admin view.
+//! Orders and their access codes: a storefront checkout (`checkout`), issuing, finding and
+//! revoking, shared by the webhook fulfilment, the operator CLI and the admin view.
+
+pub mod checkout;
+
+pub use checkout::{CheckoutError, Purchase};
 
 use crate::domain::codes::{AccessCode, StoredCode};
 use crate::domain::money::{Cents, Seconds};

@@ -147,6 +147,14 @@ pub fn param(name: &str, value: impl ToString) -> (String, String) {
     (name.to_string(), value.to_string())
 }
 
+/// The metadata key on every PaymentIntent callgate creates: `purchase` or `overage`.
+pub const KIND_KEY: &str = "callgate_kind";
+
+/// The form parameter that marks a PaymentIntent callgate creates as `kind`.
+pub fn kind_param(kind: &str) -> (String, String) {
+    (format!("metadata[{KIND_KEY}]"), kind.to_string())
+}
+
 impl StripeClient {
     pub fn new(config: &StripeConfig) -> StripeClient {
         StripeClient::with_timeouts(config, Duration::from_secs(5), Duration::from_secs(20))
