@@ -15,11 +15,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::Instrument;
 
-use crate::crypto::sha256_hex as token_hash;
 use crate::domain::call::{stream_refusal, StreamRefusal};
 use crate::domain::money::Seconds;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
-use crate::store::{Call, EndReason, Order, Speaker, StreamOpening, TranscriptLine};
+use crate::store::{Call, EndReason, Order, Speaker, StreamOpening, StreamToken, TranscriptLine};
 use crate::telemetry::call_span;
 use crate::telephony::audio::{self, AgentFormat, Base64Audio};
 use crate::telephony::elevenlabs::{self, AgentEvent};
@@ -52,7 +51,7 @@ pub async fn run(app: Arc<App>, mut twilio: WebSocket) {
         let bound = params.get("call_sid").map(String::as_str) == Some(call_sid.as_str());
         let opening = if bound && !token.is_empty() {
             app.store
-                .consume_stream_token(&token_hash(token), &call_sid, app.clock.now())
+                .consume_stream_token(&StreamToken::hash_of(token), &call_sid, app.clock.now())
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "cannot check the stream token");

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::menu::flow;
+use crate::telephony::twilio::webhook::{StatusCallback, VoiceRequest};
 pub use crate::telephony::twilio::TwilioForm;
 use crate::telephony::twilio::{signature, twiml};
 
@@ -86,12 +87,50 @@ pub struct TryQuery {
     pub sofar: Option<String>,
 }
 
-async fn incoming(State(app): State<AppState>, form: TwilioForm) -> TwimlResponse {
+/// A voice webhook, signed and typed; one without a usable `CallSid` is answered with an
+/// apology and a hang-up.
+pub struct Voice(pub VoiceRequest);
+
+impl FromRequest<AppState> for Voice {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let form = TwilioForm::from_request(req, app).await?;
+        match VoiceRequest::parse(&form) {
+            Some(request) => Ok(Voice(request)),
+            None => {
+                tracing::warn!("voice webhook without a usable CallSid");
+                Err(TwimlResponse(flow::no_call(app)).into_response())
+            }
+        }
+    }
+}
+
+/// Twilio's status callback, signed and typed; one without a usable `CallSid` is acknowledged
+/// and ignored.
+pub struct Status(pub StatusCallback);
+
+impl FromRequest<AppState> for Status {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let form = TwilioForm::from_request(req, app).await?;
+        match StatusCallback::parse(&form) {
+            Some(callback) => Ok(Status(callback)),
+            None => {
+                tracing::warn!("status callback without CallSid: ignored");
+                Err(TwimlResponse(twiml::Twiml::new().finish()).into_response())
+            }
+        }
+    }
+}
+
+async fn incoming(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {
     // The old deployment took the digits at the same URL: keep doing so.
-    let twiml = if form.get("Digits").is_some() {
-        flow::code(&app, &form, 1, "").await
+    let twiml = if req.digits.is_some() {
+        flow::code(&app, &req, 1, "").await
     } else {
-        flow::incoming(&app, &form).await
+        flow::incoming(&app, &req).await
     };
     TwimlResponse(twiml)
 }
@@ -99,14 +138,14 @@ async fn incoming(State(app): State<AppState>, form: TwilioForm) -> TwimlRespons
 async fn code(
     State(app): State<AppState>,
     Query(q): Query<TryQuery>,
-    form: TwilioForm,
+    Voice(req): Voice,
 ) -> TwimlResponse {
     let sofar = q.sofar.as_deref().unwrap_or_default();
-    TwimlResponse(flow::code(&app, &form, q.attempt.unwrap_or(1), sofar).await)
+    TwimlResponse(flow::code(&app, &req, q.attempt.unwrap_or(1), sofar).await)
 }
 
-async fn status(State(app): State<AppState>, form: TwilioForm) -> Response {
-    match flow::status(&app, &form).await {
+async fn status(State(app): State<AppState>, Status(callback): Status) -> Response {
+    match flow::status(&app, &callback).await {
         Ok(()) => TwimlResponse(twiml::Twiml::new().finish()).into_response(),
         // A 5xx makes Twilio retry the callback later; the handler is idempotent.
         Err(e) => {
@@ -116,6 +155,6 @@ async fn status(State(app): State<AppState>, form: TwilioForm) -> Response {
     }
 }
 
-async fn after_stream(State(app): State<AppState>, form: TwilioForm) -> TwimlResponse {
-    TwimlResponse(flow::after_stream(&app, &form).await)
+async fn after_stream(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {
+    TwimlResponse(flow::after_stream(&app, &req).await)
 }

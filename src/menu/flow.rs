@@ -11,18 +11,19 @@
 
 use tracing::Instrument;
 
-use crate::domain::call::{EndReason, Farewell, TwilioStatus};
+use crate::domain::call::{EndReason, Farewell};
 use crate::domain::codes::AccessCode;
 use crate::domain::ledger::{self, NoOverage};
 use crate::domain::money::Seconds;
 use crate::domain::prompt::Prompt;
 use crate::store::{
     AttemptScope, CodeAttempt, CodeCheckQuery, EndCall, Hold, NewCall, Order, OrderStatus,
-    StoreError, StreamGrant,
+    StoreError, StreamToken, TokenIssue,
 };
 use crate::telemetry::call_span;
 use crate::telephony::twilio::twiml::{Gather, Speech, Twiml};
-use crate::telephony::twilio::{TwilioForm, AFTER_STREAM_PATH, CODE_PATH};
+use crate::telephony::twilio::webhook::{StatusCallback, VoiceRequest};
+use crate::telephony::twilio::{AFTER_STREAM_PATH, CODE_PATH};
 use crate::App;
 
 /// Wrong codes allowed in one call.
@@ -115,20 +116,18 @@ fn apology(app: &App, e: &StoreError) -> String {
     farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye])
 }
 
-fn caller(form: &TwilioForm) -> String {
-    form.get("From")
-        .filter(|f| !f.is_empty())
-        .unwrap_or("anonymous")
-        .to_string()
+fn new_call(app: &App, req: &VoiceRequest) -> NewCall {
+    NewCall {
+        call_sid: req.call_sid.as_str().to_string(),
+        from_number: req.from.as_str().to_string(),
+        to_number: req.to.clone(),
+        now: app.clock.now(),
+    }
 }
 
-fn new_call(app: &App, form: &TwilioForm) -> Option<NewCall> {
-    Some(NewCall {
-        call_sid: form.get("CallSid").filter(|s| !s.is_empty())?.to_string(),
-        from_number: caller(form),
-        to_number: form.get("To").unwrap_or_default().to_string(),
-        now: app.clock.now(),
-    })
+/// The answer to a voice webhook without a usable `CallSid`.
+pub fn no_call(app: &App) -> String {
+    farewell(app, &[Prompt::AgentUnavailable])
 }
 /// Refuses code entry when this caller (`mine` wrong codes lately), or everyone together,
 /// has failed too often.
@@ -154,10 +153,8 @@ async fn throttled(app: &App, mine: i64) -> Result<bool, StoreError> {
 }
 
 /// Step 1: the call arrives. Greeting at once, inside the Gather so digits can come early.
-pub async fn incoming(app: &App, form: &TwilioForm) -> String {
-    let Some(call) = new_call(app, form) else {
-        return farewell(app, &[Prompt::AgentUnavailable]);
-    };
+pub async fn incoming(app: &App, req: &VoiceRequest) -> String {
+    let call = new_call(app, req);
     async {
         if app.lifecycle.draining() {
             tracing::info!("draining: new call turned away");
@@ -216,11 +213,9 @@ enum Verdict {
 }
 
 /// Step 2: the Gather posts the digits.
-pub async fn code(app: &App, form: &TwilioForm, attempt: u32, sofar: &str) -> String {
-    let Some(call) = new_call(app, form) else {
-        return farewell(app, &[Prompt::AgentUnavailable]);
-    };
-    match code_step(app, form, &call, attempt, sofar)
+pub async fn code(app: &App, req: &VoiceRequest, attempt: u32, sofar: &str) -> String {
+    let call = new_call(app, req);
+    match code_step(app, req, &call, attempt, sofar)
         .instrument(call_span(&call.call_sid))
         .await
     {
@@ -231,7 +226,7 @@ pub async fn code(app: &App, form: &TwilioForm, attempt: u32, sofar: &str) -> St
 
 async fn code_step(
     app: &App,
-    form: &TwilioForm,
+    req: &VoiceRequest,
     call: &NewCall,
     attempt: u32,
     sofar: &str,
@@ -241,7 +236,7 @@ async fn code_step(
         return Ok(farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]));
     }
     let want = app.config.access_code_digits;
-    let typed = keyed_digits(sofar, form.get("Digits").unwrap_or_default(), want);
+    let typed = keyed_digits(sofar, req.digits.as_deref().unwrap_or_default(), want);
     let typed = typed.as_str();
     if typed.is_empty() {
         // Only keypad noise (`*`, `#`): not a try.
@@ -308,8 +303,11 @@ async fn code_step(
             .await?;
         return Ok(ask_for_rest(app, attempt, typed));
     }
+    // Minted before the verdict: a call that may connect holds its code and has its token
+    // stored in one write. Unused (the verdict refused), it expires unseen.
+    let token = StreamToken::mint();
     let verdict = match facts.order {
-        Some(order) => judge(app, code_failures, order, call).await?,
+        Some(order) => judge(app, code_failures, order, call, &token).await?,
         None => Verdict::Wrong,
     };
     let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
@@ -321,7 +319,7 @@ async fn code_step(
     };
     app.attempts.record(&app.store, typed).await?;
     let twiml = match verdict {
-        Verdict::Connect(order) => return connect(app, call, &order).await,
+        Verdict::Connect(order) => return Ok(connect(app, call, &order, &token)),
         Verdict::Wrong if attempt >= TRIES_PER_CALL => {
             tracing::info!(attempt, "wrong code: last try, ending the call");
             farewell(app, &[Prompt::TooManyAttempts, Prompt::Goodbye])
@@ -345,6 +343,7 @@ async fn judge(
     code_failures: i64,
     order: Order,
     call: &NewCall,
+    token: &StreamToken,
 ) -> Result<Verdict, StoreError> {
     // A code typed wrong too often is locked for the hour, even for its owner.
     if code_failures >= FAILURES_PER_CODE_PER_HOUR {
@@ -366,13 +365,17 @@ async fn judge(
     }
     // Long enough for Twilio to open the stream; from then on the bridge renews it.
     let until = call.now + STREAM_TOKEN_TTL_SECS + ledger::HOLD_LEASE_SECS;
-    let mut hold = hold(app, &order.id, call, until).await?;
+    let issue = TokenIssue {
+        token_hash: token.hash(),
+        expires_at: call.now + STREAM_TOKEN_TTL_SECS,
+    };
+    let mut hold = hold(app, &order.id, call, until, &issue).await?;
     if let Hold::Lapsed(holder) = &hold {
         // The call holding the code died with its instance: settle it (debiting what its
         // bridge metered, which frees the code), then try once more.
         tracing::info!(holder = %holder, "code held by a lapsed call: settling it first");
         crate::settlement::settle(app, holder).await?;
-        hold = self::hold(app, &order.id, call, until).await?;
+        hold = self::hold(app, &order.id, call, until, &issue).await?;
     }
     match hold {
         // Judged again on the order as it stands now that the code is ours.
@@ -388,9 +391,16 @@ async fn judge(
     }
 }
 
-async fn hold(app: &App, order_id: &str, call: &NewCall, until: i64) -> Result<Hold, StoreError> {
+/// Holds the order's code for the call and stores its stream token, in one write.
+async fn hold(
+    app: &App,
+    order_id: &str,
+    call: &NewCall,
+    until: i64,
+    token: &TokenIssue,
+) -> Result<Hold, StoreError> {
     app.store
-        .hold_order_for_call(order_id, &call.call_sid, until, call.now)
+        .hold_and_grant(order_id, &call.call_sid, until, call.now, token)
         .await
 }
 
@@ -407,42 +417,25 @@ fn no_minutes(order: &Order) -> Option<Verdict> {
     }
 }
 
-/// Hashes a stream token for storage; the token itself exists only in the TwiML.
-pub fn token_hash(token: &str) -> String {
-    crate::crypto::sha256_hex(token)
-}
-
-async fn connect(app: &App, call: &NewCall, order: &Order) -> Result<String, StoreError> {
-    let token = crate::crypto::random_hex(32);
-    let grant = StreamGrant {
-        call_sid: call.call_sid.clone(),
-        order_id: order.id.clone(),
-    };
-    app.store
-        .insert_stream_token(
-            &token_hash(&token),
-            &grant,
-            call.now + STREAM_TOKEN_TTL_SECS,
-        )
-        .await?;
+/// The answer that connects the call: its stream, with the token held with the code.
+fn connect(app: &App, call: &NewCall, order: &Order, token: &StreamToken) -> String {
     tracing::info!(order_id = %order.id, "code accepted: connecting to the agent");
-    Ok(Twiml::new()
+    Twiml::new()
         .speak(&speech(app, Prompt::Connecting))
         .connect_stream(
             &app.stream_url(),
             &[
-                ("token", token.as_str()),
+                ("token", token.expose()),
                 ("call_sid", call.call_sid.as_str()),
             ],
         )
         .redirect(&app.public_url(AFTER_STREAM_PATH))
-        .finish())
+        .finish()
 }
 
 /// After the media stream closes: the closing words depend on why it closed.
-pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
-    let sid = form.get("CallSid").unwrap_or_default();
-    let reason = match app.store.call(sid).await {
+pub async fn after_stream(app: &App, req: &VoiceRequest) -> String {
+    let reason = match app.store.call(req.call_sid.as_str()).await {
         Ok(Some(call)) => call.end_reason,
         Ok(None) => None,
         Err(e) => {
@@ -461,27 +454,19 @@ pub async fn after_stream(app: &App, form: &TwilioForm) -> String {
 
 /// Twilio's status callback: records progress, and on a final status closes the call, which
 /// leaves it unsettled in the store for billing to pick up (a durable hand-over).
-pub async fn status(app: &App, form: &TwilioForm) -> Result<(), StoreError> {
-    let Some(call) = new_call(app, form) else {
-        tracing::warn!("status callback without CallSid: ignored");
-        return Ok(());
-    };
-    end_step(app, form, call)
-        .instrument(call_span_for(form))
+pub async fn status(app: &App, cb: &StatusCallback) -> Result<(), StoreError> {
+    end_step(app, cb)
+        .instrument(call_span(cb.call.call_sid.as_str()))
         .await
 }
 
-fn call_span_for(form: &TwilioForm) -> tracing::Span {
-    call_span(form.get("CallSid").unwrap_or_default())
-}
-
-async fn end_step(app: &App, form: &TwilioForm, call: NewCall) -> Result<(), StoreError> {
-    let raw = form.get("CallStatus").unwrap_or_default();
-    let status = match raw.parse::<TwilioStatus>() {
-        Ok(status) => status,
-        Err(_) => {
+async fn end_step(app: &App, cb: &StatusCallback) -> Result<(), StoreError> {
+    let call = new_call(app, &cb.call);
+    let status = match &cb.status {
+        Ok(status) => *status,
+        Err(raw) => {
             tracing::warn!(
-                status = raw,
+                status = %raw,
                 "status callback with an unknown CallStatus: kept the call as it is"
             );
             app.store.upsert_call(&call).await?;
@@ -492,18 +477,13 @@ async fn end_step(app: &App, form: &TwilioForm, call: NewCall) -> Result<(), Sto
         app.store.upsert_call(&call).await?;
         return Ok(());
     };
-    let duration = match form.get("CallDuration") {
+    let duration = match &cb.duration {
         None => None,
-        Some(raw) => match raw.trim().parse::<i64>() {
-            Ok(d) if d >= 0 => Some(d),
-            _ => {
-                tracing::warn!(
-                    raw,
-                    "status callback with a malformed CallDuration: ignored it"
-                );
-                None
-            }
-        },
+        Some(Ok(d)) => Some(*d),
+        Some(Err(raw)) => {
+            tracing::warn!(%raw, "status callback with a malformed CallDuration: ignored it");
+            None
+        }
     };
     let end = EndCall {
         call_sid: call.call_sid,

@@ -107,6 +107,40 @@ impl EndCall {
     }
 }
 
+/// A one-time media stream token: the secret goes into the code step's TwiML (a `<Parameter>`
+/// of the stream), only its hash is stored, and the bridge hashes what Twilio presents the same
+/// way. Minted and hashed here alone.
+pub struct StreamToken(String);
+
+impl StreamToken {
+    /// A fresh token: 256 random bits, hex.
+    pub fn mint() -> StreamToken {
+        StreamToken(crate::crypto::random_hex(32))
+    }
+
+    /// The token itself, for the TwiML only (never logged, never stored).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What the store keeps of this token.
+    pub fn hash(&self) -> String {
+        StreamToken::hash_of(&self.0)
+    }
+
+    /// What the store keeps of a token presented on `/media`.
+    pub fn hash_of(presented: &str) -> String {
+        crate::crypto::sha256_hex(presented)
+    }
+}
+
+/// A stream token to store with a hold (see [`CallStore::hold_and_grant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIssue {
+    pub token_hash: String,
+    pub expires_at: UnixTime,
+}
+
 /// What a valid stream token grants: the media stream of this call, on this order.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StreamGrant {
@@ -147,6 +181,31 @@ pub trait CallStore: Send + Sync {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<Hold, StoreError>;
+
+    /// [`CallStore::hold_order_for_call`], and, when the call holds the code, its stream token
+    /// stored in the same write: the code step waits once. A store that cannot take both
+    /// together writes the hold, then the token.
+    async fn hold_and_grant(
+        &self,
+        order_id: &str,
+        call_sid: &str,
+        until: UnixTime,
+        now: UnixTime,
+        token: &TokenIssue,
+    ) -> Result<Hold, StoreError> {
+        let hold = self
+            .hold_order_for_call(order_id, call_sid, until, now)
+            .await?;
+        if let Hold::Held(_) = &hold {
+            let grant = StreamGrant {
+                call_sid: call_sid.to_string(),
+                order_id: order_id.to_string(),
+            };
+            self.insert_stream_token(&token.token_hash, &grant, token.expires_at)
+                .await?;
+        }
+        Ok(hold)
+    }
 
     /// Records a call's start, or returns the call already recorded under that sid.
     async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError>;

@@ -45,7 +45,8 @@ pub use crate::domain::order::{Order, OrderSource, OrderStatus};
 
 pub use attempts::{AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery};
 pub use calls::{
-    CallStore, EndCall, Hold, NewCall, Settlement, StreamGrant, StreamOpening, TranscriptLine,
+    CallStore, EndCall, Hold, NewCall, Settlement, StreamGrant, StreamOpening, StreamToken,
+    TokenIssue, TranscriptLine,
 };
 pub use charges::{Charge, ChargeStore, ChargeUpdate, NewCharge};
 pub use events::EventStore;

@@ -1043,6 +1043,64 @@ async fn ending_a_call_is_idempotent(store: DynStore) {
     assert_eq!(store.list_calls(10).await.unwrap().len(), 3);
 }
 
+/// The code step's one write: the token is stored with the hold, and only when the call holds
+/// the code (a call refused, or one that has ended, gets none).
+async fn a_stream_token_is_stored_only_with_its_hold(store: DynStore) {
+    use callgate::store::TokenIssue;
+    let order = paid_order(&store).await;
+    for sid in ["CA_first", "CA_second", "CA_gone"] {
+        call(&store, sid).await;
+    }
+    let issue = |h: &str| TokenIssue {
+        token_hash: h.into(),
+        expires_at: NOW + 120,
+    };
+    let first = store
+        .hold_and_grant(&order.id, "CA_first", NOW + 150, NOW, &issue("h_first"))
+        .await
+        .unwrap();
+    assert!(held(first));
+    let refused = store
+        .hold_and_grant(&order.id, "CA_second", NOW + 150, NOW, &issue("h_second"))
+        .await
+        .unwrap();
+    assert_eq!(refused, Hold::InUse);
+    store
+        .end_call(&EndCall {
+            call_sid: "CA_gone".into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550002222".into(),
+            twilio_status: callgate::store::TwilioStatus::Completed,
+            duration: Some(3),
+            reason: callgate::store::EndReason::TwilioCompleted,
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    let free = paid_order(&store).await;
+    let over = store
+        .hold_and_grant(&free.id, "CA_gone", NOW + 150, NOW, &issue("h_gone"))
+        .await
+        .unwrap();
+    assert_eq!(over, Hold::CallOver);
+    let spend = |h: &'static str, sid: &'static str| {
+        let store = store.clone();
+        async move { store.consume_stream_token(h, sid, NOW + 1).await.unwrap() }
+    };
+    assert!(
+        spend("h_first", "CA_first").await.is_some(),
+        "stored with the hold"
+    );
+    assert!(
+        spend("h_second", "CA_second").await.is_none(),
+        "refused: no token"
+    );
+    assert!(
+        spend("h_gone", "CA_gone").await.is_none(),
+        "ended: no token"
+    );
+}
+
 async fn stream_tokens_are_single_use(store: DynStore) {
     let order = paid_order(&store).await;
     call(&store, "CA_tok").await;
@@ -1566,6 +1624,7 @@ async fn call_states_and_settlement_follow_the_domain_rules(store: DynStore) {
 
 on_every_backend!(
     daily_figures_sum_every_matching_row,
+    a_stream_token_is_stored_only_with_its_hold,
     call_states_and_settlement_follow_the_domain_rules,
     metering_is_recorded_in_batches_and_never_lowered,
     operators_add_minutes,

@@ -121,7 +121,18 @@ macro_rules! sql_calls {
                 until: UnixTime,
                 now: UnixTime,
             ) -> Result<Hold, StoreError> {
-                self.write_hold(order_id, call_sid, until, now).await
+                self.write_hold(order_id, call_sid, until, now, None).await
+            }
+
+            async fn hold_and_grant(
+                &self,
+                order_id: &str,
+                call_sid: &str,
+                until: UnixTime,
+                now: UnixTime,
+                token: &TokenIssue,
+            ) -> Result<Hold, StoreError> {
+                self.write_hold(order_id, call_sid, until, now, Some(token)).await
             }
 
             async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError> {

@@ -99,6 +99,7 @@ macro_rules! sqlx_hot_writes {
                 call_sid: &str,
                 until: UnixTime,
                 now: UnixTime,
+                token: Option<&TokenIssue>,
             ) -> Result<Hold, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
                 let linked = sqlx::query::<$db>(&CALL_LINK_ORDER)
@@ -123,6 +124,16 @@ macro_rules! sqlx_hot_writes {
                     .await
                     .map_err(classify)?;
                 if let Some(order) = held {
+                    if let Some(token) = token {
+                        sqlx::query::<$db>(STREAM_TOKEN_INSERT)
+                            .bind(&token.token_hash)
+                            .bind(call_sid)
+                            .bind(order_id)
+                            .bind(token.expires_at)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(classify)?;
+                    }
                     tx.commit().await.map_err(classify)?;
                     return Ok(Hold::Held(Box::new(order)));
                 }

@@ -16,7 +16,8 @@ use crate::store::sql::{
     CHARGE_INSERT, ORDER_DEBIT, ORDER_FOR_DEBIT, ORDER_HOLD, ORDER_RELEASE, STREAM_TOKEN_INSERT,
 };
 use crate::store::{
-    Call, CodeAttempt, EndCall, Hold, NewCall, Settlement, StoreError, StreamGrant, UnixTime,
+    Call, CodeAttempt, EndCall, Hold, NewCall, Settlement, StoreError, StreamGrant, TokenIssue,
+    UnixTime,
 };
 
 impl SqliteStore {
@@ -26,8 +27,10 @@ impl SqliteStore {
         call_sid: &str,
         until: UnixTime,
         now: UnixTime,
+        token: Option<&TokenIssue>,
     ) -> Result<Hold, StoreError> {
         let (order_id, call_sid) = (order_id.to_owned(), call_sid.to_owned());
+        let token = token.cloned();
         self.writes
             .write(move |db| {
                 let linked = db
@@ -46,6 +49,15 @@ impl SqliteStore {
                         order_row,
                     )
                     .optional()?;
+                if let (Some(_), Some(token)) = (&held, &token) {
+                    db.prepare_cached(STREAM_TOKEN_INSERT)?
+                        .execute(named_params! {
+                            "$1": token.token_hash,
+                            "$2": call_sid,
+                            "$3": order_id,
+                            "$4": token.expires_at,
+                        })?;
+                }
                 Ok(match held {
                     Some(order) => Outcome::Commit(Hold::Held(Box::new(order))),
                     None => Outcome::Rollback(Hold::refused(order_by_id(db, &order_id)?, now)),

@@ -3,6 +3,7 @@
 pub mod signature;
 pub mod stream;
 pub mod twiml;
+pub mod webhook;
 
 /// Paths Twilio is pointed at, with the old deployment's as aliases.
 pub const INCOMING_PATH: &str = "/voice/incoming";
