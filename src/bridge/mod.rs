@@ -1,6 +1,8 @@
 //! The media bridge: Twilio's bidirectional media stream <-> the ElevenLabs agent, metered,
 //! with the allowance enforced here (ElevenLabs does not know it).
 
+pub mod allowance;
+mod handshake;
 pub mod metering;
 pub mod session;
 

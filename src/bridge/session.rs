@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::Instrument;
 
+use super::allowance::{Allowance, Limits, Tick};
+use super::handshake;
 use crate::domain::call::{stream_refusal, StreamRefusal};
 use crate::domain::money::Seconds;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
@@ -33,7 +35,6 @@ const MAX_BAD_FRAMES: u32 = 50;
 const MAX_TWILIO_PAYLOAD: usize = 1364;
 /// Transcript lines kept per call; a runaway agent cannot grow memory without bound.
 const MAX_TRANSCRIPT_LINES: i64 = 2000;
-const AGENT_MAX_MESSAGE: usize = 1 << 20;
 
 /// Entry point from the WebSocket upgrade. Each socket stays whole (not split into halves
 /// behind a lock): the one loop below reads and writes both.
@@ -109,22 +110,6 @@ async fn wait_for_start(rx: &mut WebSocket) -> Option<Start> {
         }
     }
     None
-}
-
-/// The limits this call runs under, in metered seconds.
-struct Limits {
-    /// The allowance, when the call must end with it (no overage).
-    allowance: Option<i64>,
-    max: i64,
-}
-
-fn limits(app: &App, order: &Order) -> Limits {
-    let max = app.config.voice.max_call_minutes * 60;
-    let overage = crate::domain::ledger::overage_allowed(order).is_ok();
-    Limits {
-        allowance: (!overage).then(|| order.seconds_left().0.min(max)),
-        max,
-    }
 }
 
 /// Reports metering (written in batches) and stores transcript lines, off the hot loop;
@@ -212,88 +197,22 @@ async fn bridge(
         from_number: caller,
         ..
     } = call;
-    let limits = limits(app, &order);
+    let limits = Limits::for_order(&order, app.config.voice.max_call_minutes);
 
-    // Connect to the agent and agree on formats; any failure ends the call with an apology.
-    let Some(agent_config) = app.config.elevenlabs.as_ref() else {
-        return agent_failed(app, &call_sid, &mut twilio, None).await;
-    };
-    let setup = async {
-        let url = elevenlabs::conversation_url(agent_config, &app.http).await?;
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(AGENT_MAX_MESSAGE))
-            .max_frame_size(Some(AGENT_MAX_MESSAGE))
-            .read_buffer_size(super::SOCKET_BUFFER)
-            .write_buffer_size(super::SOCKET_BUFFER);
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
-                .await
-                .map_err(|e| elevenlabs::AgentError::Connect(e.to_string()))?;
-        Ok::<_, elevenlabs::AgentError>(ws)
-    };
-    let mut agent = match tokio::time::timeout(app.bridge.setup_timeout, setup).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "agent unavailable");
-            let kind = match e {
-                elevenlabs::AgentError::SignedUrl(_) => "signed_url",
-                _ => "connect",
-            };
-            return agent_failed(app, &call_sid, &mut twilio, Some(kind)).await;
-        }
-        Err(_) => {
-            tracing::error!("agent connection timed out");
-            return agent_failed(app, &call_sid, &mut twilio, Some("timeout")).await;
-        }
-    };
+    // Open the agent and agree on formats; any failure ends the call with an apology.
     let vars = json!({
         "caller_number": caller,
         "minutes_remaining": order.seconds_left().0 / 60,
         "overage_enabled": limits.allowance.is_none(),
     });
-    let metadata = async {
-        agent
-            .send(AgMessage::text(elevenlabs::initiation(&vars)))
-            .await
-            .ok()?;
-        while let Some(Ok(msg)) = agent.next().await {
-            let AgMessage::Text(text) = msg else { continue };
-            match elevenlabs::parse(&text) {
-                Ok(AgentEvent::Metadata {
-                    conversation_id,
-                    output_format,
-                    input_format,
-                }) => return Some((conversation_id, output_format, input_format)),
-                Ok(AgentEvent::Ping { event_id, .. }) => {
-                    agent
-                        .send(AgMessage::text(elevenlabs::pong(event_id)))
-                        .await
-                        .ok()?;
-                }
-                _ => continue,
-            }
-        }
-        None
+    let conversation = match handshake::open(app, &vars).await {
+        Ok(c) => c,
+        Err(failed) => return agent_failed(app, &call_sid, &mut twilio, failed.kind).await,
     };
-    let Ok(Some((conversation_id, output_format, input_format))) =
-        tokio::time::timeout(app.bridge.setup_timeout, metadata).await
-    else {
-        tracing::error!("agent sent no conversation metadata");
-        let _ = agent.send(AgMessage::Close(None)).await;
-        return agent_failed(app, &call_sid, &mut twilio, Some("no_metadata")).await;
-    };
-    let (Some(agent_out), Some(agent_in)) = (
-        AgentFormat::parse(&output_format),
-        AgentFormat::parse(&input_format),
-    ) else {
-        tracing::error!(%output_format, %input_format, "agent audio format unusable on a phone line; set the agent to ulaw_8000 both ways");
-        let _ = agent.send(AgMessage::Close(None)).await;
-        return agent_failed(app, &call_sid, &mut twilio, Some("audio_format")).await;
-    };
-    let passthrough = agent_out == AgentFormat::Ulaw8000 && agent_in == AgentFormat::Ulaw8000;
-    if !passthrough {
-        tracing::info!(%output_format, %input_format, "agent is not on ulaw_8000: transcoding");
-    }
+    let passthrough = conversation.passthrough();
+    let (agent_out, agent_in) = (conversation.output, conversation.input);
+    let conversation_id = conversation.conversation_id;
+    let mut agent = conversation.socket;
     let now = app.clock.now();
     let hold_until = now + crate::domain::ledger::HOLD_LEASE_SECS;
     match app
@@ -327,8 +246,72 @@ async fn bridge(
         lines_rx,
     ));
 
+    let (reason, agent_closed, elapsed) = pump(Pump {
+        app,
+        twilio: &mut twilio,
+        agent: &mut agent,
+        stream_sid: &stream_sid,
+        order_id: &order.id,
+        passthrough,
+        agent_in,
+        agent_out,
+        limits,
+        stopped: &stopped,
+        seconds: &seconds_tx,
+        lines: &lines_tx,
+    })
+    .await;
+
+    // Close the agent first (it must not keep talking), record, then release Twilio so its
+    // next TwiML (the closing words) can read why the call ended.
+    if !agent_closed {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            agent.send(AgMessage::Close(None)),
+        )
+        .await;
+    }
+    drop(agent);
+    let _ = seconds_tx.send(elapsed);
+    drop(seconds_tx);
+    drop(lines_tx);
+    let persisted = persist.await.unwrap_or(elapsed);
+    app.metering.forget(&call_sid);
+    let seconds = Seconds(persisted.max(elapsed));
+    finish(app, &call_sid, seconds, reason).await;
+    tracing::info!(
+        seconds = seconds.0,
+        reason = reason.as_str(),
+        "bridge ended"
+    );
+    if reason != EndReason::CallerHungUp {
+        close_twilio(&mut twilio).await;
+    }
+}
+
+/// What the socket loop works with: both sockets, the call's facts, and where metering and
+/// transcript lines go.
+struct Pump<'a> {
+    app: &'a Arc<App>,
+    twilio: &'a mut WebSocket,
+    agent: &'a mut handshake::AgentSocket,
+    stream_sid: &'a str,
+    order_id: &'a str,
+    passthrough: bool,
+    agent_in: AgentFormat,
+    agent_out: AgentFormat,
+    limits: Limits,
+    stopped: &'a tokio::sync::Notify,
+    seconds: &'a watch::Sender<i64>,
+    lines: &'a mpsc::Sender<TranscriptLine>,
+}
+
+/// The socket loop: frames both ways as they arrive, the allowance ticked each second, until
+/// a reason to end. Answers the reason, whether the agent's socket is already gone, and the
+/// seconds metered.
+async fn pump(p: Pump<'_>) -> (EndReason, bool, i64) {
     let mut ticks: i64 = 0;
-    let mut stop = app.lifecycle.stop_signal();
+    let mut stop = p.app.lifecycle.stop_signal();
     // A call bridged after the stop was given ends at once.
     stop.mark_changed();
     // The two reasons to stop from outside, each one future for the whole call (made anew
@@ -341,22 +324,21 @@ async fn bridge(
         }
     };
     tokio::pin!(shutdown);
-    let halted = stopped.notified();
+    let halted = p.stopped.notified();
     tokio::pin!(halted);
     // The frames of this call, written and checked in place.
-    let writer = tw::MediaWriter::new(&stream_sid);
+    let writer = tw::MediaWriter::new(p.stream_sid);
     let mut scratch = Vec::new();
-    let mut ticker = tokio::time::interval(app.bridge.tick);
+    let mut ticker = tokio::time::interval(p.app.bridge.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut metering = false;
-    let mut elapsed: i64 = 0;
-    let mut warned = false;
+    let mut allowance = Allowance::new(p.limits, p.app.bridge.warn_before_secs);
     let mut last_interruption: i64 = -1;
     let mut bad_frames = 0u32;
     let mut seq: i64 = 0;
     let mut agent_closed = false;
-    let silence = app.bridge.agent_silence;
+    let silence = p.app.bridge.agent_silence;
     let mut last_heard = Instant::now();
     let mut liveness = tokio::time::interval(silence / 4);
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -365,7 +347,7 @@ async fn bridge(
 
     let reason = loop {
         tokio::select! {
-            msg = twilio.next() => {
+            msg = p.twilio.next() => {
                 let text = match msg {
                     Some(Ok(TwMessage::Text(t))) => t,
                     Some(Ok(TwMessage::Binary(_))) => {
@@ -391,14 +373,14 @@ async fn bridge(
                             if bad_frames > MAX_BAD_FRAMES { break EndReason::CallerHungUp; }
                             continue;
                         };
-                        let chunk = if passthrough {
+                        let chunk = if p.passthrough {
                             elevenlabs::user_audio(checked)
                         } else {
                             let mut encoded = String::new();
-                            elevenlabs::user_audio(Base64Audio::encode(&audio::from_phone(ulaw, agent_in), &mut encoded))
+                            elevenlabs::user_audio(Base64Audio::encode(&audio::from_phone(ulaw, p.agent_in), &mut encoded))
                         };
                         // A hung agent that stops reading must not stall the call.
-                        match tokio::time::timeout(silence, agent.send(AgMessage::text(chunk))).await {
+                        match tokio::time::timeout(silence, p.agent.send(AgMessage::text(chunk))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
                                 crate::metrics::AGENT_ERRORS.add("dropped");
@@ -427,7 +409,7 @@ async fn bridge(
                     }
                 }
             }
-            msg = agent.next() => {
+            msg = p.agent.next() => {
                 let received = Instant::now();
                 last_heard = received;
                 let text = match msg {
@@ -450,13 +432,13 @@ async fn bridge(
                             tracing::warn!("agent audio that is not base64 dropped");
                             continue;
                         };
-                        let frame = if passthrough {
+                        let frame = if p.passthrough {
                             writer.media(checked)
                         } else {
                             let mut encoded = String::new();
-                            writer.media(Base64Audio::encode(&audio::to_phone(bytes, agent_out), &mut encoded))
+                            writer.media(Base64Audio::encode(&audio::to_phone(bytes, p.agent_out), &mut encoded))
                         };
-                        if twilio.send(TwMessage::text(frame)).await.is_err() {
+                        if p.twilio.send(TwMessage::text(frame)).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
                         FRAME_LATENCY.record(received.elapsed());
@@ -464,12 +446,12 @@ async fn bridge(
                     }
                     Ok(AgentEvent::Interruption { event_id }) => {
                         last_interruption = last_interruption.max(event_id);
-                        if twilio.send(TwMessage::text(tw::clear(&stream_sid))).await.is_err() {
+                        if p.twilio.send(TwMessage::text(tw::clear(p.stream_sid))).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
                     }
                     Ok(AgentEvent::Ping { event_id, .. }) => {
-                        if agent.send(AgMessage::text(elevenlabs::pong(event_id))).await.is_err() {
+                        if p.agent.send(AgMessage::text(elevenlabs::pong(event_id))).await.is_err() {
                             agent_closed = true;
                             break EndReason::AgentFailed;
                         }
@@ -479,11 +461,11 @@ async fn bridge(
                     }
                     Ok(AgentEvent::AgentResponse(text)) => {
                         seq += 1;
-                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: Speaker::Agent, text, at: app.clock.now() });
+                        let _ = p.lines.try_send(TranscriptLine { seq, speaker: Speaker::Agent, text, at: p.app.clock.now() });
                     }
                     Ok(AgentEvent::UserTranscript(text)) => {
                         seq += 1;
-                        let _ = lines_tx.try_send(TranscriptLine { seq, speaker: Speaker::Caller, text, at: app.clock.now() });
+                        let _ = p.lines.try_send(TranscriptLine { seq, speaker: Speaker::Caller, text, at: p.app.clock.now() });
                     }
                     Ok(AgentEvent::Error(e)) => tracing::warn!(error = %e, "agent reported an error"),
                     Ok(AgentEvent::Metadata { .. } | AgentEvent::Other(_)) => {}
@@ -504,7 +486,7 @@ async fn bridge(
                     break EndReason::AgentFailed;
                 }
                 // Any WebSocket peer answers a ping with a pong, even a quiet agent.
-                if !matches!(tokio::time::timeout(silence / 4, agent.send(AgMessage::Ping(Default::default()))).await, Ok(Ok(()))) {
+                if !matches!(tokio::time::timeout(silence / 4, p.agent.send(AgMessage::Ping(Default::default()))).await, Ok(Ok(()))) {
                     crate::metrics::AGENT_ERRORS.add("stalled");
                     agent_closed = true;
                     break EndReason::AgentFailed;
@@ -512,66 +494,34 @@ async fn bridge(
             }
             () = &mut shutdown => break EndReason::Shutdown,
             () = &mut halted => {
-                let revoked = !matches!(app.store.order(&order.id).await, Ok(Some(o)) if o.status == crate::store::OrderStatus::Paid);
+                let revoked = !matches!(p.app.store.order(p.order_id).await, Ok(Some(o)) if o.status == crate::store::OrderStatus::Paid);
                 tracing::warn!(revoked, "the call must stop: its order was revoked or its hold is gone");
                 break if revoked { EndReason::Revoked } else { EndReason::HoldLost };
             }
             _ = ticker.tick() => {
                 // Persisted every interval, metering or not: the write renews the hold.
                 ticks += 1;
-                if ticks % app.bridge.persist_every_secs == 0 {
-                    let _ = seconds_tx.send(elapsed);
+                if ticks % p.app.bridge.persist_every_secs == 0 {
+                    let _ = p.seconds.send(allowance.elapsed());
                 }
                 if !metering { continue; }
-                elapsed += 1;
-                if let Some(allowance) = limits.allowance {
-                    let left = allowance - elapsed;
-                    if !warned && left <= app.bridge.warn_before_secs && left > 0 && allowance > app.bridge.warn_before_secs {
-                        warned = true;
+                match allowance.tick() {
+                    Tick::Continue => {}
+                    Tick::TimeUp => break EndReason::TimeUp,
+                    Tick::Warn { left } => {
                         tracing::info!(left, "warning the caller: allowance nearly used");
-                        if warn(&mut twilio, &stream_sid, &app.warning_audio).await.is_err() {
+                        if warn(p.twilio, p.stream_sid, &p.app.warning_audio).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
-                        let _ = agent.send(AgMessage::text(elevenlabs::contextual_update(
+                        let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(
                             "The caller has about one minute of talk time left. Help them wrap up.",
                         ))).await;
                     }
-                    if elapsed >= allowance {
-                        break EndReason::TimeUp;
-                    }
-                }
-                if elapsed >= limits.max {
-                    break EndReason::TimeUp;
                 }
             }
         }
     };
-
-    // Close the agent first (it must not keep talking), record, then release Twilio so its
-    // next TwiML (the closing words) can read why the call ended.
-    if !agent_closed {
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            agent.send(AgMessage::Close(None)),
-        )
-        .await;
-    }
-    drop(agent);
-    let _ = seconds_tx.send(elapsed);
-    drop(seconds_tx);
-    drop(lines_tx);
-    let persisted = persist.await.unwrap_or(elapsed);
-    app.metering.forget(&call_sid);
-    let seconds = Seconds(persisted.max(elapsed));
-    finish(app, &call_sid, seconds, reason).await;
-    tracing::info!(
-        seconds = seconds.0,
-        reason = reason.as_str(),
-        "bridge ended"
-    );
-    if reason != EndReason::CallerHungUp {
-        close_twilio(&mut twilio).await;
-    }
+    (reason, agent_closed, allowance.elapsed())
 }
 
 /// Plays the warning: clears what Twilio has queued, then the warning in 20 ms frames.
