@@ -3,7 +3,8 @@
 //! The layers, lowest first (`ARCHITECTURE.md` has the whole map; `tests/api/architecture.rs`
 //! keeps it true): `crypto` and `metrics`; `domain` (money, codes, the call's and the
 //! charge's states, the ledger's rules); `config`; `store`, `telephony` (Twilio, ElevenLabs,
-//! audio) and `stripe`; `app` (the services, built once); the features `orders`, `menu`,
+//! audio) and `stripe`; `write_behind` (grouped writes behind the answer); `app` (the
+//! services, built once); the features `orders`, `menu`,
 //! `bridge`, `billing`, `import`; `http` (routes only); `demo`; `cli`.
 
 pub mod app;
@@ -25,5 +26,6 @@ pub mod store;
 pub mod stripe;
 pub mod telemetry;
 pub mod telephony;
+pub mod write_behind;
 
 pub use app::{App, StartError};

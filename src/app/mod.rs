@@ -53,11 +53,11 @@ pub struct App {
     /// Draining and live calls, for a shutdown that does not cut callers off.
     pub lifecycle: lifecycle::Lifecycle,
     /// Code attempts, written by group commit, and the counts the menu's throttles read.
-    pub attempts: crate::menu::attempts::AttemptLog,
+    pub attempts: crate::write_behind::attempts::AttemptLog,
     /// Arriving calls' first rows, written by group commit behind the greeting.
-    pub arrivals: crate::menu::arrivals::ArrivalLog,
+    pub arrivals: crate::write_behind::arrivals::ArrivalLog,
     /// Live calls' metering, written in batches.
-    pub metering: crate::bridge::metering::MeteringBook,
+    pub metering: crate::write_behind::metering::MeteringBook,
 }
 
 impl App {

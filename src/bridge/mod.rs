@@ -3,7 +3,6 @@
 
 pub mod allowance;
 mod handshake;
-pub mod metering;
 pub mod session;
 
 /// Read and write buffer of each WebSocket, per call and side.

@@ -52,7 +52,7 @@ pub struct CodeCheckFacts {
 #[async_trait]
 pub trait AttemptStore: Send + Sync {
     /// Records attempts, several in one write where the engine allows (the voice webhooks'
-    /// attempts are grouped by [`crate::menu::attempts::AttemptLog`]).
+    /// attempts are grouped by [`crate::write_behind::attempts::AttemptLog`]).
     async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError>;
 
     async fn record_attempt(&self, attempt: &CodeAttempt) -> Result<(), StoreError> {

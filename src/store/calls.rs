@@ -211,7 +211,7 @@ pub trait CallStore: Send + Sync {
     async fn upsert_call(&self, call: &NewCall) -> Result<Call, StoreError>;
 
     /// Records the starts of calls not stored yet, several in one write where the engine
-    /// allows (the greetings' arrivals are grouped by [`crate::menu::arrivals::ArrivalLog`]);
+    /// allows (the greetings' arrivals are grouped by [`crate::write_behind::arrivals::ArrivalLog`]);
     /// a call already stored is left as it is.
     async fn record_calls(&self, calls: &[NewCall]) -> Result<(), StoreError> {
         for call in calls {

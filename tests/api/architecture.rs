@@ -16,10 +16,9 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // The outside world: storage, the voice protocols, Stripe's API, logging.
     &["store", "telephony", "stripe", "telemetry"],
-    // Writes behind the answer, in groups: the queue the features' state below shares.
-    &["menu::group"],
-    // Features' state that the App holds (below the App, so the App can hold it).
-    &["menu::attempts", "menu::arrivals", "bridge::metering"],
+    // Writes behind the answer, in groups, that the App holds (below the App, so the App
+    // can hold them).
+    &["write_behind"],
     // The services, built once.
     &["app"],
     // Features that others build on.
