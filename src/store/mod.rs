@@ -17,6 +17,7 @@ mod attempts;
 mod calls;
 mod charges;
 mod events;
+mod money;
 mod orders;
 
 #[cfg(feature = "mongodb")]

@@ -2,7 +2,7 @@
 
 /// The hot writes through sqlx, for PostgreSQL: the money path's multi-step writes and the
 /// single or grouped writes every call makes. SQLite runs the same steps, with the same
-/// statements, on its own writer thread (`store::sqlite_writer`). Each is called by the
+/// statements, on its own writer thread (`store::sqlite`). Each is called by the
 /// `Store` method of the same meaning that `sql_store!` generates. Expands beside it, in the
 /// module where `sql_store!` brought the store's names in.
 macro_rules! sqlx_hot_writes {
@@ -102,65 +102,22 @@ macro_rules! sqlx_hot_writes {
                 token: Option<&TokenIssue>,
             ) -> Result<Hold, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
-                let linked = sqlx::query::<$db>(&CALL_LINK_ORDER)
-                    .bind(call_sid)
-                    .bind(order_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?
-                    .rows_affected()
-                    == 1;
-                if !linked {
-                    tx.rollback().await.map_err(classify)?;
-                    return Ok(Hold::CallOver);
-                }
-                let held = sqlx::query_as::<$db, Order>(ORDER_HOLD)
-                    .bind(order_id)
-                    .bind(call_sid)
-                    .bind(until)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                if let Some(order) = held {
-                    if let Some(token) = token {
-                        sqlx::query::<$db>(STREAM_TOKEN_INSERT)
-                            .bind(&token.token_hash)
-                            .bind(call_sid)
-                            .bind(order_id)
-                            .bind(token.expires_at)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(classify)?;
-                    }
-                    tx.commit().await.map_err(classify)?;
-                    return Ok(Hold::Held(Box::new(order)));
-                }
-                tx.rollback().await.map_err(classify)?;
-                Ok(Hold::refused(self.order(order_id).await?, now))
+                let step = $crate::store::money::hold(
+                    &mut SqlxTx(&mut *tx),
+                    order_id,
+                    call_sid,
+                    until,
+                    now,
+                    token,
+                )
+                .await?;
+                finish_tx(tx, step).await
             }
 
             async fn write_end(&self, end: &EndCall) -> Result<Call, StoreError> {
-                self.upsert_call(&end.as_new_call()).await?;
-                let call = sqlx::query_as::<$db, Call>(&CALL_END)
-                    .bind(&end.call_sid)
-                    .bind(end.now)
-                    .bind(end.duration)
-                    .bind(&end.twilio_status)
-                    .bind(&end.reason)
-                    .fetch_one(&self.writer)
-                    .await
-                    .map_err(classify)?;
-                if let Some(order_id) = call.releases_hold() {
-                    sqlx::query::<$db>(ORDER_RELEASE)
-                        .bind(order_id)
-                        .bind(&call.call_sid)
-                        .execute(&self.writer)
-                        .await
-                        .map_err(classify)?;
-                }
-                Ok(call)
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                let step = $crate::store::money::end(&mut SqlxTx(&mut *tx), end).await?;
+                finish_tx(tx, step).await
             }
 
             async fn write_settlement(
@@ -171,63 +128,191 @@ macro_rules! sqlx_hot_writes {
                 now: UnixTime,
             ) -> Result<Settlement, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
-                // Claiming the call first makes the whole settlement happen once.
-                let claimed = sqlx::query_as::<$db, Call>(&CALL_CLAIM_SETTLEMENT)
+                let step = $crate::store::money::settle(
+                    &mut SqlxTx(&mut *tx),
+                    call_sid,
+                    rounding,
+                    charge_id,
+                    now,
+                )
+                .await?;
+                finish_tx(tx, step).await
+            }
+        }
+
+        /// Commits or rolls back as the money path's sequence said.
+        async fn finish_tx<T>(
+            tx: sqlx::Transaction<'_, $db>,
+            step: $crate::store::money::Step<T>,
+        ) -> Result<T, StoreError> {
+            match step {
+                $crate::store::money::Step::Commit(value) => {
+                    tx.commit().await.map_err(classify)?;
+                    Ok(value)
+                }
+                $crate::store::money::Step::Rollback(value) => {
+                    tx.rollback().await.map_err(classify)?;
+                    Ok(value)
+                }
+            }
+        }
+
+        /// The money path's primitives through sqlx, inside one transaction.
+        impl $crate::store::money::MoneyTx for SqlxTx<'_, <$db as sqlx::Database>::Connection> {
+            type Error = StoreError;
+
+            async fn upsert_call(&mut self, call: &NewCall) -> Result<(), StoreError> {
+                sqlx::query::<$db>(&CALL_UPSERT)
+                    .bind(&call.call_sid)
+                    .bind(&call.from_number)
+                    .bind(&call.to_number)
+                    .bind(call.now)
+                    .execute(&mut *self.0)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn link_call(&mut self, call_sid: &str, order_id: &str, now: UnixTime) -> Result<bool, StoreError> {
+                sqlx::query::<$db>(&CALL_LINK_ORDER)
+                    .bind(call_sid)
+                    .bind(order_id)
+                    .bind(now)
+                    .execute(&mut *self.0)
+                    .await
+                    .map(|r| r.rows_affected() == 1)
+                    .map_err(classify)
+            }
+
+            async fn take_hold(
+                &mut self,
+                order_id: &str,
+                call_sid: &str,
+                until: UnixTime,
+                now: UnixTime,
+            ) -> Result<Option<Order>, StoreError> {
+                sqlx::query_as::<$db, Order>(ORDER_HOLD)
+                    .bind(order_id)
+                    .bind(call_sid)
+                    .bind(until)
+                    .bind(now)
+                    .fetch_optional(&mut *self.0)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn insert_token(
+                &mut self,
+                token: &TokenIssue,
+                call_sid: &str,
+                order_id: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(STREAM_TOKEN_INSERT)
+                    .bind(&token.token_hash)
+                    .bind(call_sid)
+                    .bind(order_id)
+                    .bind(token.expires_at)
+                    .execute(&mut *self.0)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn order(&mut self, id: &str) -> Result<Option<Order>, StoreError> {
+                sqlx::query_as::<$db, Order>("SELECT * FROM orders WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *self.0)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn call(&mut self, call_sid: &str) -> Result<Option<Call>, StoreError> {
+                sqlx::query_as::<$db, Call>("SELECT * FROM calls WHERE call_sid = $1")
+                    .bind(call_sid)
+                    .fetch_optional(&mut *self.0)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn mark_ended(&mut self, end: &EndCall) -> Result<Call, StoreError> {
+                sqlx::query_as::<$db, Call>(&CALL_END)
+                    .bind(&end.call_sid)
+                    .bind(end.now)
+                    .bind(end.duration)
+                    .bind(&end.twilio_status)
+                    .bind(&end.reason)
+                    .fetch_one(&mut *self.0)
+                    .await
+                    .map_err(classify)
+            }
+
+            async fn release_hold(&mut self, order_id: &str, call_sid: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>(ORDER_RELEASE)
+                    .bind(order_id)
+                    .bind(call_sid)
+                    .execute(&mut *self.0)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn claim_settlement(&mut self, call_sid: &str, now: UnixTime) -> Result<Option<Call>, StoreError> {
+                sqlx::query_as::<$db, Call>(&CALL_CLAIM_SETTLEMENT)
                     .bind(call_sid)
                     .bind(now)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut *self.0)
                     .await
-                    .map_err(classify)?;
-                let Some(call) = claimed else {
-                    tx.rollback().await.map_err(classify)?;
-                    return Ok(Settlement::unclaimed(self.call(call_sid).await?));
-                };
-                let used = call.billable_seconds();
+                    .map_err(classify)
+            }
+
+            async fn set_settled_seconds(&mut self, call_sid: &str, seconds: Seconds) -> Result<(), StoreError> {
                 sqlx::query::<$db>(CALL_SETTLED_SECONDS)
                     .bind(call_sid)
-                    .bind(used.0)
-                    .execute(&mut *tx)
+                    .bind(seconds.0)
+                    .execute(&mut *self.0)
                     .await
-                    .map_err(classify)?;
-                let Some(order_id) = call.order_id.as_deref() else {
-                    tx.commit().await.map_err(classify)?;
-                    return Ok(Settlement::without_order(used));
-                };
-                let order = sqlx::query_as::<$db, Order>(ORDER_FOR_DEBIT)
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn order_for_debit(&mut self, order_id: &str) -> Result<Order, StoreError> {
+                sqlx::query_as::<$db, Order>(ORDER_FOR_DEBIT)
                     .bind(order_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *self.0)
                     .await
-                    .map_err(classify)?;
-                let debit = $crate::domain::ledger::debit(&order, used, rounding);
+                    .map_err(classify)
+            }
+
+            async fn debit_order(
+                &mut self,
+                order_id: &str,
+                used_after: Seconds,
+                call_sid: &str,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
                 sqlx::query::<$db>(ORDER_DEBIT)
                     .bind(order_id)
-                    .bind(debit.used_after.0)
+                    .bind(used_after.0)
                     .bind(call_sid)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut *self.0)
                     .await
-                    .map_err(classify)?;
-                let charge = match debit.charge {
-                    Some(amount) => sqlx::query_as::<$db, Charge>(&CHARGE_INSERT)
-                        .bind(charge_id)
-                        .bind(call_sid)
-                        .bind(order_id)
-                        .bind(amount.0)
-                        .bind(order.currency.code())
-                        .bind(debit.overage.0)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(classify)?
-                        .map(Box::new),
-                    None => None,
-                };
-                tx.commit().await.map_err(classify)?;
-                Ok(Settlement::Settled {
-                    seconds: used,
-                    overage: debit.overage,
-                    charge,
-                })
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn insert_charge(&mut self, c: &NewCharge) -> Result<Option<Charge>, StoreError> {
+                sqlx::query_as::<$db, Charge>(&CHARGE_INSERT)
+                    .bind(&c.id)
+                    .bind(&c.call_sid)
+                    .bind(&c.order_id)
+                    .bind(c.amount.0)
+                    .bind(c.currency.code())
+                    .bind(c.seconds_billed.0)
+                    .bind(c.now)
+                    .fetch_optional(&mut *self.0)
+                    .await
+                    .map_err(classify)
             }
         }
     };

@@ -49,6 +49,10 @@ where
         .collect())
 }
 
+/// A connection inside a transaction, for the money path's primitives (`store::money`).
+#[cfg(feature = "postgres")]
+pub(crate) struct SqlxTx<'c, C>(pub &'c mut C);
+
 mod attempts;
 mod calls;
 mod charges;

@@ -6,18 +6,20 @@
 use rusqlite::{named_params, OptionalExtension};
 
 use super::rows::{call_row, charge_row, order_by_id, order_row};
+use futures_util::FutureExt;
+
 use super::writer::Outcome;
 use super::SqliteStore;
 use crate::domain::call::CallState;
-use crate::domain::ledger;
 use crate::domain::money::Rounding;
+use crate::store::money::{self, MoneyTx};
 use crate::store::sql::{
     CALL_CLAIM_SETTLEMENT, CALL_END, CALL_LINK_ORDER, CALL_SETTLED_SECONDS, CALL_UPSERT,
     CHARGE_INSERT, ORDER_DEBIT, ORDER_FOR_DEBIT, ORDER_HOLD, ORDER_RELEASE, STREAM_TOKEN_INSERT,
 };
 use crate::store::{
-    Call, CodeAttempt, EndCall, Hold, NewCall, Settlement, StoreError, StreamGrant, TokenIssue,
-    UnixTime,
+    Call, Charge, CodeAttempt, EndCall, Hold, NewCall, NewCharge, Order, Seconds, Settlement,
+    StoreError, StreamGrant, TokenIssue, UnixTime,
 };
 
 impl SqliteStore {
@@ -33,35 +35,14 @@ impl SqliteStore {
         let token = token.cloned();
         self.writes
             .write(move |db| {
-                let linked = db
-                    .prepare_cached(&CALL_LINK_ORDER)?
-                    .execute(named_params! {
-                        "$1": call_sid, "$2": order_id, "$3": now,
-                    })?
-                    == 1;
-                if !linked {
-                    return Ok(Outcome::Rollback(Hold::CallOver));
-                }
-                let held = db
-                    .prepare_cached(ORDER_HOLD)?
-                    .query_row(
-                        named_params! { "$1": order_id, "$2": call_sid, "$3": until, "$4": now },
-                        order_row,
-                    )
-                    .optional()?;
-                if let (Some(_), Some(token)) = (&held, &token) {
-                    db.prepare_cached(STREAM_TOKEN_INSERT)?
-                        .execute(named_params! {
-                            "$1": token.token_hash,
-                            "$2": call_sid,
-                            "$3": order_id,
-                            "$4": token.expires_at,
-                        })?;
-                }
-                Ok(match held {
-                    Some(order) => Outcome::Commit(Hold::Held(Box::new(order))),
-                    None => Outcome::Rollback(Hold::refused(order_by_id(db, &order_id)?, now)),
-                })
+                at_once(money::hold(
+                    &mut Rusqlite(db),
+                    &order_id,
+                    &call_sid,
+                    until,
+                    now,
+                    token.as_ref(),
+                ))
             })
             .await
     }
@@ -183,19 +164,116 @@ impl SqliteStore {
     }
 }
 
-/// The call's end, its upsert (when its earlier webhooks never arrived) and the release of a
-/// hold it never bridged on, in one transaction.
+/// Ends a call: `store::money::end` on the writer's connection.
 fn end_steps(
     end: EndCall,
 ) -> impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<Call>> + Send + 'static {
+    move |db| at_once(money::end(&mut Rusqlite(db), &end))
+}
+
+/// Settles a call once: `store::money::settle` on the writer's connection.
+fn settlement_steps(
+    call_sid: String,
+    rounding: Rounding,
+    charge_id: String,
+    now: UnixTime,
+) -> impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<Settlement>> + Send + 'static {
     move |db| {
-        db.prepare_cached(&CALL_UPSERT)?.query_row(
+        at_once(money::settle(
+            &mut Rusqlite(db),
+            &call_sid,
+            rounding,
+            &charge_id,
+            now,
+        ))
+    }
+}
+
+/// Runs a money-path sequence on the writer's connection. Its primitives never wait (rusqlite
+/// is synchronous), so the sequence is done in one poll; one that waited would be a bug,
+/// reported as a failed write rather than a stalled writer.
+fn at_once<T>(
+    sequence: impl std::future::Future<Output = rusqlite::Result<Outcome<T>>>,
+) -> rusqlite::Result<Outcome<T>> {
+    sequence.now_or_never().unwrap_or_else(|| {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+            Some("a money step waited on SQLite's writer thread".into()),
+        ))
+    })
+}
+
+/// The money path's primitives on the writer's connection, inside the batch's transaction.
+struct Rusqlite<'a>(&'a rusqlite::Connection);
+
+impl MoneyTx for Rusqlite<'_> {
+    type Error = rusqlite::Error;
+
+    async fn upsert_call(&mut self, call: &NewCall) -> rusqlite::Result<()> {
+        self.0.prepare_cached(&CALL_UPSERT)?.query_row(
             named_params! {
-                "$1": end.call_sid, "$2": end.from_number, "$3": end.to_number, "$4": end.now,
+                "$1": call.call_sid, "$2": call.from_number, "$3": call.to_number, "$4": call.now,
             },
             |_| Ok(()),
-        )?;
-        let call = db.prepare_cached(&CALL_END)?.query_row(
+        )
+    }
+
+    async fn link_call(
+        &mut self,
+        call_sid: &str,
+        order_id: &str,
+        now: UnixTime,
+    ) -> rusqlite::Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached(&CALL_LINK_ORDER)?
+            .execute(named_params! { "$1": call_sid, "$2": order_id, "$3": now })?
+            == 1)
+    }
+
+    async fn take_hold(
+        &mut self,
+        order_id: &str,
+        call_sid: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> rusqlite::Result<Option<Order>> {
+        self.0
+            .prepare_cached(ORDER_HOLD)?
+            .query_row(
+                named_params! { "$1": order_id, "$2": call_sid, "$3": until, "$4": now },
+                order_row,
+            )
+            .optional()
+    }
+
+    async fn insert_token(
+        &mut self,
+        token: &TokenIssue,
+        call_sid: &str,
+        order_id: &str,
+    ) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached(STREAM_TOKEN_INSERT)?
+            .execute(named_params! {
+                "$1": token.token_hash, "$2": call_sid, "$3": order_id, "$4": token.expires_at,
+            })?;
+        Ok(())
+    }
+
+    async fn order(&mut self, id: &str) -> rusqlite::Result<Option<Order>> {
+        order_by_id(self.0, id)
+    }
+
+    async fn call(&mut self, call_sid: &str) -> rusqlite::Result<Option<Call>> {
+        self.0
+            .prepare_cached("SELECT * FROM calls WHERE call_sid = $1")?
+            .query_row(named_params! { "$1": call_sid }, call_row)
+            .optional()
+    }
+
+    async fn mark_ended(&mut self, end: &EndCall) -> rusqlite::Result<Call> {
+        self.0.prepare_cached(&CALL_END)?.query_row(
             named_params! {
                 "$1": end.call_sid,
                 "$2": end.now,
@@ -204,72 +282,73 @@ fn end_steps(
                 "$5": end.reason.as_str(),
             },
             call_row,
-        )?;
-        if let Some(order_id) = call.releases_hold() {
-            db.prepare_cached(ORDER_RELEASE)?
-                .execute(named_params! { "$1": order_id, "$2": call.call_sid })?;
-        }
-        Ok(Outcome::Commit(call))
+        )
     }
-}
 
-/// Claims the call for settlement, debits its order and records the charge due, once.
-fn settlement_steps(
-    call_sid: String,
-    rounding: Rounding,
-    charge_id: String,
-    now: UnixTime,
-) -> impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Outcome<Settlement>> + Send + 'static {
-    move |db| {
-        // Claiming the call first makes the whole settlement happen once.
-        let claimed = db
+    async fn release_hold(&mut self, order_id: &str, call_sid: &str) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached(ORDER_RELEASE)?
+            .execute(named_params! { "$1": order_id, "$2": call_sid })?;
+        Ok(())
+    }
+
+    async fn claim_settlement(
+        &mut self,
+        call_sid: &str,
+        now: UnixTime,
+    ) -> rusqlite::Result<Option<Call>> {
+        self.0
             .prepare_cached(&CALL_CLAIM_SETTLEMENT)?
             .query_row(named_params! { "$1": call_sid, "$2": now }, call_row)
-            .optional()?;
-        let Some(call) = claimed else {
-            let stored = db
-                .prepare_cached("SELECT * FROM calls WHERE call_sid = $1")?
-                .query_row(named_params! { "$1": call_sid }, call_row)
-                .optional()?;
-            return Ok(Outcome::Rollback(Settlement::unclaimed(stored)));
-        };
-        let used = call.billable_seconds();
-        db.prepare_cached(CALL_SETTLED_SECONDS)?
-            .execute(named_params! { "$1": call_sid, "$2": used.0 })?;
-        let Some(order_id) = call.order_id.as_deref() else {
-            return Ok(Outcome::Commit(Settlement::without_order(used)));
-        };
-        let order = db
+            .optional()
+    }
+
+    async fn set_settled_seconds(
+        &mut self,
+        call_sid: &str,
+        seconds: Seconds,
+    ) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached(CALL_SETTLED_SECONDS)?
+            .execute(named_params! { "$1": call_sid, "$2": seconds.0 })?;
+        Ok(())
+    }
+
+    async fn order_for_debit(&mut self, order_id: &str) -> rusqlite::Result<Order> {
+        self.0
             .prepare_cached(ORDER_FOR_DEBIT)?
-            .query_row(named_params! { "$1": order_id }, order_row)?;
-        let debit = ledger::debit(&order, used, rounding);
-        db.prepare_cached(ORDER_DEBIT)?.execute(named_params! {
-            "$1": order_id, "$2": debit.used_after.0, "$3": call_sid, "$4": now,
+            .query_row(named_params! { "$1": order_id }, order_row)
+    }
+
+    async fn debit_order(
+        &mut self,
+        order_id: &str,
+        used_after: Seconds,
+        call_sid: &str,
+        now: UnixTime,
+    ) -> rusqlite::Result<()> {
+        self.0.prepare_cached(ORDER_DEBIT)?.execute(named_params! {
+            "$1": order_id, "$2": used_after.0, "$3": call_sid, "$4": now,
         })?;
-        let charge = match debit.charge {
-            Some(amount) => db
-                .prepare_cached(&CHARGE_INSERT)?
-                .query_row(
-                    named_params! {
-                        "$1": charge_id,
-                        "$2": call_sid,
-                        "$3": order_id,
-                        "$4": amount.0,
-                        "$5": order.currency.code(),
-                        "$6": debit.overage.0,
-                        "$7": now,
-                    },
-                    charge_row,
-                )
-                .optional()?
-                .map(Box::new),
-            None => None,
-        };
-        Ok(Outcome::Commit(Settlement::Settled {
-            seconds: used,
-            overage: debit.overage,
-            charge,
-        }))
+        Ok(())
+    }
+
+    async fn insert_charge(&mut self, c: &NewCharge) -> rusqlite::Result<Option<Charge>> {
+        self.0
+            .prepare_cached(&CHARGE_INSERT)?
+            .query_row(
+                named_params! {
+                    "$1": c.id,
+                    "$2": c.call_sid,
+                    "$3": c.order_id,
+                    "$4": c.amount.0,
+                    "$5": c.currency.code(),
+                    "$6": c.seconds_billed.0,
+                    "$7": c.now,
+                },
+                charge_row,
+            )
+            .optional()
     }
 }
 

@@ -35,12 +35,9 @@ const GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 /// writes left on sqlx still get theirs.
 const TURN: usize = 16;
 
-/// What a write's transaction does when its steps are done.
-pub(super) enum Outcome<T> {
-    Commit(T),
-    /// Nothing it wrote stands; the value says why.
-    Rollback(T),
-}
+/// What a write's transaction does when its steps are done (`Rollback`: nothing it wrote
+/// stands; the value says why).
+pub(super) use crate::store::money::Step as Outcome;
 
 /// A write for the thread. It runs inside the batch's transaction, in a savepoint of its own
 /// (its failure or rollback undoes its steps alone), and hears whether it stands only once the
