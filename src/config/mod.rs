@@ -453,12 +453,12 @@ fn elevenlabs(env: &dyn Env) -> Result<Option<ElevenLabsConfig>, ConfigError> {
     }))
 }
 
-/// Parses `DATABASE_URL` (see [`parse::database_url`]).
+/// Parses `DATABASE_URL`: `sqlite:PATH`, `postgres://...` or `mongodb://...`.
 pub fn parse_database_url(value: &str) -> Result<DatabaseConfig, ConfigError> {
     parse::database_url(value).map_err(|reason| invalid("DATABASE_URL", reason))
 }
 
-/// Parses `ELEVENLABS_AGENT_ID` (see [`parse::agent_id`]).
+/// Parses `ELEVENLABS_AGENT_ID`: an agent id, or a URL with `agent_id=`.
 pub fn parse_agent_id(value: &str) -> Result<String, ConfigError> {
     parse::agent_id(value).map_err(|reason| invalid("ELEVENLABS_AGENT_ID", reason))
 }

@@ -31,7 +31,7 @@ pub struct CodeCheckQuery<'a> {
     pub code_hash: Option<&'a str>,
     /// Failures at or after this time count.
     pub since: UnixTime,
-    /// The caller's failures are counted up to this many (see [`Store::count_failures`]).
+    /// The caller's failures are counted up to this many (see [`AttemptStore::count_failures`]).
     pub caller_up_to: i64,
     /// The code's failures are counted up to this many.
     pub code_up_to: i64,

@@ -256,7 +256,7 @@ pub trait CallStore: Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
 
     /// The bridge is done: final metering and why it ended (the first reason recorded stays).
-    /// The hold stays until [`Store::settle_call`] debits the call.
+    /// The hold stays until [`CallStore::settle_call`] debits the call.
     async fn bridge_finished(
         &self,
         call_sid: &str,
@@ -314,7 +314,7 @@ pub trait CallStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Settlement, StoreError>;
 
-    /// The status callback's two writes: [`Store::end_call`], then [`Store::settle_call`] at the
+    /// The status callback's two writes: [`CallStore::end_call`], then [`CallStore::settle_call`] at the
     /// end's time. A store that can take them together (SQLite's writer) waits once for both.
     /// The end stands whatever the settlement does; the settlement's own result comes beside it.
     async fn end_and_settle(

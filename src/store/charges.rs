@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{ChargeState, DayTotal, StoreError, UnixTime};
 use crate::domain::money::{Cents, Currency, Seconds};
 
-/// How a charge attempt ended, for [`Store::finish_charge`].
+/// How a charge attempt ended, for [`ChargeStore::finish_charge`].
 #[derive(Debug, Clone)]
 pub struct ChargeUpdate {
     pub state: ChargeState,
