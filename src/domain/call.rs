@@ -250,33 +250,11 @@ mod tests {
     }
 
     fn order(status: OrderStatus, holder: Option<&str>) -> Order {
-        use crate::domain::money::Cents;
-        use crate::domain::order::OrderSource;
         Order {
-            id: "ord_1".into(),
             status,
-            source: OrderSource::Operator,
-            plan: "p".into(),
-            amount: Cents(0),
-            currency: Default::default(),
-            seconds_included: Seconds(300),
-            seconds_used: Seconds(0),
-            overage_consent: false,
-            overage_price: Cents(0),
-            overage_blocked: None,
-            stripe_payment_intent: None,
-            stripe_customer: None,
-            stripe_payment_method: None,
-            code_hash: None,
-            code_sealed: None,
-            code_last4: None,
-            created_at: 0,
-            updated_at: 0,
-            paid_at: Some(0),
-            revoked_at: None,
             active_call_sid: holder.map(String::from),
             active_call_until: holder.map(|_| 100),
-            client_secret_hash: None,
+            ..crate::domain::ledger::tests::order(300, 0, false, false)
         }
     }
 

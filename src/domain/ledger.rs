@@ -112,12 +112,13 @@ pub fn may_fulfil(
 pub const HOLD_LEASE_SECS: i64 = 30;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::order::OrderSource;
     use proptest::prelude::*;
 
-    fn order(included: i64, used: i64, consent: bool, card: bool) -> Order {
+    /// A paid order for the domain's unit tests.
+    pub(crate) fn order(included: i64, used: i64, consent: bool, card: bool) -> Order {
         Order {
             id: "ord_1".into(),
             status: OrderStatus::Paid,
