@@ -17,6 +17,7 @@ mod attempts;
 mod calls;
 mod charges;
 mod events;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod money;
 mod orders;
 

@@ -150,11 +150,7 @@ impl MongoStore {
             )
             .await
             .map_err(err)?;
-        let mut outcome = Settlement::Settled {
-            seconds: used,
-            overage: Seconds(0),
-            charge: None,
-        };
+        let mut outcome = Settlement::without_order(used);
         if let Some(order_id) = call.order_id.as_deref() {
             let (order, debit) = self
                 .apply_usage(order_id, &call.call_sid, used, rounding, now)
@@ -253,14 +249,7 @@ impl CallStore for MongoStore {
             .await
             .map_err(err)?;
         let Some(held) = held else {
-            return Ok(match self.order(order_id).await? {
-                Some(Order {
-                    active_call_sid: Some(holder),
-                    active_call_until: Some(until),
-                    ..
-                }) if until < now => Hold::Lapsed(holder),
-                _ => Hold::InUse,
-            });
+            return Ok(Hold::refused(self.order(order_id).await?, now));
         };
         // Then the call: one that has ended or was settled gives the hold straight back (an
         // end racing this finds either the hold, and releases it, or the link refused).
@@ -306,13 +295,7 @@ impl CallStore for MongoStore {
     }
 
     async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError> {
-        self.upsert_call(&NewCall {
-            call_sid: end.call_sid.clone(),
-            from_number: end.from_number.clone(),
-            to_number: end.to_number.clone(),
-            now: end.now,
-        })
-        .await?;
+        self.upsert_call(&end.as_new_call()).await?;
         self.set_once("calls", &end.call_sid, "ended_at", end.now.into())
             .await?;
         self.set_once("calls", &end.call_sid, "twilio_duration", opt(end.duration))
@@ -576,10 +559,7 @@ impl CallStore for MongoStore {
                 .map_err(err)?,
         };
         let Some(call) = claimed else {
-            return Ok(match self.call(call_sid).await? {
-                Some(c) if c.settled_at.is_some() => Settlement::AlreadySettled,
-                _ => Settlement::NotReady,
-            });
+            return Ok(Settlement::unclaimed(self.call(call_sid).await?));
         };
         self.settle_claimed(&call.into_record()?, rounding, charge_id, now)
             .await

@@ -3,9 +3,6 @@
 
 use crate::store::AttemptScope;
 
-/// Rows in one multi-row attempt INSERT (4 parameters each; SQLite allows 32,766).
-pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
-
 /// Attempts deleted by one statement when old ones are pruned.
 pub(crate) const PRUNE_CHUNK: i64 = 5000;
 

@@ -1,5 +1,8 @@
 //! PostgreSQL's hot writes through sqlx (SQLite runs the same statements on its writer thread).
 
+/// Rows in one multi-row INSERT of a group (4 parameters each for attempts).
+pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
+
 /// The hot writes through sqlx, for PostgreSQL: the money path's multi-step writes and the
 /// single or grouped writes every call makes. SQLite runs the same steps, with the same
 /// statements, on its own writer thread (`store::sqlite`). Each is called by the

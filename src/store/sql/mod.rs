@@ -57,6 +57,7 @@ mod attempts;
 mod calls;
 mod charges;
 mod events;
+#[cfg(feature = "postgres")]
 mod hot;
 mod orders;
 
@@ -64,6 +65,7 @@ pub(crate) use attempts::*;
 pub(crate) use calls::*;
 pub(crate) use charges::*;
 pub(crate) use events::*;
+#[cfg(feature = "postgres")]
 pub(crate) use hot::*;
 pub(crate) use orders::*;
 
