@@ -11,7 +11,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Items waiting for the writer before new ones wait for room.
 pub const QUEUE: usize = 8192;
-/// How often the writer commits while items keep coming.
+/// How often the writer commits while items keep coming. Measured against none (each group
+/// written as soon as the last one is, `docs/performance.md`): without it SQLite's whole calls
+/// drop about 5 % and the greeting's p50 rises by a millisecond, and PostgreSQL falls behind
+/// on wrong codes at 5,000 a second (3,465 sent, p50 1.4 s). It stays.
 pub const WINDOW: Duration = Duration::from_millis(20);
 /// Tries at writing one group while the database is unavailable, a second apart.
 pub const TRIES: u32 = 30;
