@@ -209,7 +209,8 @@ enum Verdict {
     OverageSuspended,
     InUse,
     Unavailable,
-    Connect(Box<Order>),
+    /// The call holds the code; its stream token was stored with the hold.
+    Connect(Box<Order>, StreamToken),
 }
 
 /// Step 2: the Gather posts the digits.
@@ -303,11 +304,8 @@ async fn code_step(
             .await?;
         return Ok(ask_for_rest(app, attempt, typed));
     }
-    // Minted before the verdict: a call that may connect holds its code and has its token
-    // stored in one write. Unused (the verdict refused), it expires unseen.
-    let token = StreamToken::mint();
     let verdict = match facts.order {
-        Some(order) => judge(app, code_failures, order, call, &token).await?,
+        Some(order) => judge(app, code_failures, order, call).await?,
         None => Verdict::Wrong,
     };
     let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
@@ -319,7 +317,7 @@ async fn code_step(
     };
     app.attempts.record(&app.store, typed).await?;
     let twiml = match verdict {
-        Verdict::Connect(order) => return Ok(connect(app, call, &order, &token)),
+        Verdict::Connect(order, token) => return Ok(connect(app, call, &order, &token)),
         Verdict::Wrong if attempt >= TRIES_PER_CALL => {
             tracing::info!(attempt, "wrong code: last try, ending the call");
             farewell(app, &[Prompt::TooManyAttempts, Prompt::Goodbye])
@@ -343,7 +341,6 @@ async fn judge(
     code_failures: i64,
     order: Order,
     call: &NewCall,
-    token: &StreamToken,
 ) -> Result<Verdict, StoreError> {
     // A code typed wrong too often is locked for the hour, even for its owner.
     if code_failures >= FAILURES_PER_CODE_PER_HOUR {
@@ -365,6 +362,9 @@ async fn judge(
     }
     // Long enough for Twilio to open the stream; from then on the bridge renews it.
     let until = call.now + STREAM_TOKEN_TTL_SECS + ledger::HOLD_LEASE_SECS;
+    // Minted only here, where the code may be held: the call holds its code and has its token
+    // stored in one write. Unused (judged again below and refused), it expires unseen.
+    let token = StreamToken::mint();
     let issue = TokenIssue {
         token_hash: token.hash(),
         expires_at: call.now + STREAM_TOKEN_TTL_SECS,
@@ -379,7 +379,7 @@ async fn judge(
     }
     match hold {
         // Judged again on the order as it stands now that the code is ours.
-        Hold::Held(order) => Ok(no_minutes(&order).unwrap_or(Verdict::Connect(order))),
+        Hold::Held(order) => Ok(no_minutes(&order).unwrap_or(Verdict::Connect(order, token))),
         Hold::CallOver => {
             tracing::info!("code typed on a call that has already ended: not connected");
             Ok(Verdict::Unavailable)
