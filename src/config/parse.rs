@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use url::Url;
 
 use super::{DatabaseConfig, Secret};
+use crate::domain::phone::E164;
 
 /// An http or https URL with a host.
 pub fn http_url(value: &str) -> Result<Url, String> {
@@ -89,12 +90,9 @@ pub fn twilio_sid(value: &str) -> Result<String, String> {
 
 /// A phone number in E.164 form.
 pub fn e164(value: &str) -> Result<String, String> {
-    let digits = value.strip_prefix('+').unwrap_or("");
-    if (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
-        Ok(value.to_string())
-    } else {
-        Err("expected E.164 form: `+` and 8 to 15 digits, e.g. +15551234567".into())
-    }
+    E164::parse(value)
+        .map(|n| n.as_str().to_string())
+        .ok_or_else(|| "expected E.164 form: `+` and 8 to 15 digits, e.g. +15551234567".into())
 }
 
 /// An agent id, bare or from a URL's `agent_id` query parameter, as the old deployment

@@ -14,6 +14,7 @@ pub mod codes;
 pub mod ledger;
 pub mod money;
 pub mod order;
+pub mod phone;
 pub mod prompt;
 pub mod settlement;
 

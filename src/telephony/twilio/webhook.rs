@@ -3,6 +3,7 @@
 //! so that nothing past this boundary reads a field by its name.
 
 use crate::domain::call::TwilioStatus;
+pub use crate::domain::phone::E164;
 
 use super::TwilioForm;
 
@@ -18,22 +19,6 @@ impl CallSid {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         ok.then(|| CallSid(raw.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A phone number in E.164 form: `+` and 8 to 15 digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct E164(String);
-
-impl E164 {
-    pub fn parse(raw: &str) -> Option<E164> {
-        let digits = raw.strip_prefix('+')?;
-        ((8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()))
-            .then(|| E164(raw.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -168,7 +153,6 @@ mod tests {
         let client =
             VoiceRequest::parse(&form(&[("CallSid", "CA1"), ("From", "client:alice")])).unwrap();
         assert_eq!(client.from, Caller::Other("client:alice".into()));
-        assert!(E164::parse("+1555").is_none() && E164::parse("15558880001").is_none());
     }
 
     #[test]
