@@ -10,14 +10,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use serde_json::{json, Value};
+use callgate_peers::agent::{Conversation, CONVERSATION_PATH, ULAW_8000};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::telephony::audio;
@@ -72,7 +70,7 @@ impl Hub {
 /// Serves the agent's WebSocket (`/v1/convai/conversation`) on `listener`.
 pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/v1/convai/conversation", get(upgrade))
+        .route(CONVERSATION_PATH, get(upgrade))
         .with_state(hub);
     axum::serve(listener, app).await
 }
@@ -102,35 +100,25 @@ fn rms(ulaw: &[u8]) -> f64 {
     (sum / ulaw.len() as f64).sqrt()
 }
 
-struct Conversation {
-    socket: WebSocket,
+/// The demo agent's side of one conversation: the peers' agent protocol, plus the hub.
+struct Talk {
+    c: Conversation,
     hub: Arc<Hub>,
     caller: String,
-    event_id: i64,
     /// When the audio sent so far will have finished playing at the caller's end.
     speaking_until: Instant,
 }
 
-impl Conversation {
-    async fn send(&mut self, v: Value) -> bool {
-        self.socket.send(Message::text(v.to_string())).await.is_ok()
-    }
-
+impl Talk {
     /// Says `text` (as an `agent_response`) with `sound` as its audio.
     async fn say(&mut self, text: &str, sound: &[u8]) -> bool {
         self.hub.publish(&self.caller, "agent", text);
-        if !self
-            .send(json!({ "type": "agent_response", "agent_response_event": { "agent_response": text } }))
-            .await
-        {
+        if !self.c.agent_response(text).await {
             return false;
         }
         // Audio in chunks of 0.25 s, faster than real time, as the real agent streams it.
         for chunk in sound.chunks(2000) {
-            self.event_id += 1;
-            let v = json!({ "type": "audio", "audio_event": {
-                "audio_base_64": B64.encode(chunk), "event_id": self.event_id } });
-            if !self.send(v).await {
+            if !self.c.audio_bytes(chunk).await {
                 return false;
             }
         }
@@ -141,9 +129,7 @@ impl Conversation {
 
     async fn heard(&mut self, text: &str) -> bool {
         self.hub.publish(&self.caller, "caller", text);
-        self.send(json!({ "type": "user_transcript",
-            "user_transcription_event": { "user_transcript": text } }))
-            .await
+        self.c.user_transcript(text).await
     }
 }
 
@@ -163,31 +149,29 @@ fn chime() -> Vec<u8> {
 }
 
 async fn converse(socket: WebSocket, hub: Arc<Hub>) {
-    let mut socket = socket;
     // The client's initiation data comes first.
-    let init = match socket.recv().await {
-        Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(&t).unwrap_or_default(),
-        _ => return,
+    let Some(c) = Conversation::accept(socket).await else {
+        return;
     };
-    let vars = &init["dynamic_variables"];
-    let caller = vars["caller_number"].as_str().unwrap_or("").to_string();
-    let minutes = vars["minutes_remaining"].as_i64().unwrap_or(0);
-    let overage = vars["overage_enabled"].as_bool().unwrap_or(false);
+    let caller = c
+        .variable("caller_number")
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let minutes = c.variable("minutes_remaining").as_i64().unwrap_or(0);
+    let overage = c.variable("overage_enabled").as_bool().unwrap_or(false);
     let (typed_tx, mut typed_rx) = mpsc::channel::<String>(16);
     hub.typed
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(caller.clone(), typed_tx);
-    let mut c = Conversation {
-        socket,
+    let mut c = Talk {
+        c,
         hub: hub.clone(),
         caller: caller.clone(),
-        event_id: 0,
         speaking_until: Instant::now(),
     };
-    let meta = json!({ "type": "conversation_initiation_metadata", "conversation_initiation_metadata_event": {
-        "conversation_id": format!("conv_demo_{}", crate::store::new_id("c").trim_start_matches("c_")),
-        "agent_output_audio_format": "ulaw_8000", "user_input_audio_format": "ulaw_8000" } });
+    let id = format!("conv_demo_{}", crate::crypto::random_hex(8));
     let extra = if overage {
         "You agreed to overage, so the call may run past your allowance."
     } else {
@@ -198,7 +182,7 @@ async fn converse(socket: WebSocket, hub: Arc<Hub>) {
         "Hello, I am the callgate demo agent. I have no AI: talk and I play you back when you \
          pause, or type and I answer. You have {minutes} {unit} left. {extra}"
     );
-    if !c.send(meta).await || !c.say(&greeting, &chime()).await {
+    if !c.c.metadata(&id, ULAW_8000).await || !c.say(&greeting, &chime()).await {
         return;
     }
     let mut turn: Vec<u8> = Vec::new();
@@ -206,33 +190,22 @@ async fn converse(socket: WebSocket, hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            msg = c.socket.recv() => {
-                let Some(Ok(msg)) = msg else { break };
-                let Message::Text(text) = msg else {
-                    if matches!(msg, Message::Close(_)) { break; }
-                    continue;
-                };
-                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
-                if let Some(chunk) = v.get("user_audio_chunk").and_then(Value::as_str) {
-                    let Ok(bytes) = B64.decode(chunk) else { continue };
-                    let speaking = rms(&bytes) > SPEECH_RMS;
-                    if speaking {
-                        if turn.is_empty() && Instant::now() < c.speaking_until {
-                            // The caller talks over the agent: stop it, as the real agent does.
-                            c.event_id += 1;
-                            let id = c.event_id;
-                            c.speaking_until = Instant::now();
-                            if !c.send(json!({ "type": "interruption", "interruption_event": { "event_id": id } })).await {
-                                break;
-                            }
+            incoming = c.c.recv() => {
+                let Some(incoming) = incoming else { break };
+                let Some(bytes) = incoming.audio_bytes() else { continue };
+                let speaking = rms(&bytes) > SPEECH_RMS;
+                if speaking {
+                    if turn.is_empty() && Instant::now() < c.speaking_until {
+                        // The caller talks over the agent: stop it, as the real agent does.
+                        c.speaking_until = Instant::now();
+                        if !c.c.interrupt().await {
+                            break;
                         }
-                        last_speech = Some(Instant::now());
                     }
-                    if last_speech.is_some() && turn.len() + bytes.len() <= MAX_TURN_BYTES {
-                        turn.extend_from_slice(&bytes);
-                    }
-                } else if v.get("type").and_then(Value::as_str) == Some("pong") {
-                    continue;
+                    last_speech = Some(Instant::now());
+                }
+                if last_speech.is_some() && turn.len() + bytes.len() <= MAX_TURN_BYTES {
+                    turn.extend_from_slice(&bytes);
                 }
             }
             typed = typed_rx.recv() => {

@@ -32,7 +32,7 @@ use crate::{App, StartError};
 
 /// The stand-ins, reachable from callgate's demo routes.
 pub struct DemoServices {
-    pub stripe: Arc<stripe::DemoStripe>,
+    pub stripe: stripe::FakeStripe,
     pub hub: Arc<agent::Hub>,
     pub calls: Mutex<HashMap<String, phone::DemoCall>>,
 }
@@ -113,20 +113,14 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
 
     let secret_key = format!("sk_test_demo_{}", crate::crypto::random_hex(12));
     let webhook_secret = format!("whsec_demo_{}", crate::crypto::random_hex(16));
-    let stripe = stripe::DemoStripe::new(
+    let stripe = stripe::start(
         secret_key.clone(),
         webhook_secret.clone(),
         format!("{base}{}", crate::http::webhook::WEBHOOK_PATH),
-    );
-    let stripe_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(DemoError::StandIn)?;
-    let stripe_base = format!(
-        "http://{}",
-        stripe_listener.local_addr().map_err(DemoError::StandIn)?
-    );
-    let api = stripe.api();
-    let stripe_task = tokio::spawn(async move { axum::serve(stripe_listener, api).await });
+    )
+    .await
+    .map_err(DemoError::StandIn)?;
+    let stripe_base = stripe.base.clone();
 
     let hub = agent::Hub::new();
     let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -184,7 +178,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         admin_password,
         url: base,
         listener: Some(listener),
-        tasks: vec![stripe_task, agent_task],
+        tasks: vec![agent_task],
     })
 }
 

@@ -15,47 +15,14 @@ use axum::Extension;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use callgate_peers::twilio::twiml::{self, Verb};
+use callgate_peers::twilio::{self, Account, Leg, MediaStream, Signature};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message as TwMessage;
 
 use super::DemoServices;
 use crate::http::AppState;
-use crate::telephony::twilio::{signature, INCOMING_PATH, STATUS_PATH};
-
-/// What the page does next, from one TwiML document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Step {
-    Say {
-        text: String,
-    },
-    Play {
-        url: String,
-    },
-    Pause {
-        seconds: u32,
-    },
-    /// Collect keypad digits while `prompts` play; post them to `action`. With nothing typed
-    /// before `timeout` seconds, go on with the next step (as Twilio does).
-    Gather {
-        action: String,
-        num_digits: u32,
-        timeout: u32,
-        finish_on_key: String,
-        prompts: Vec<Step>,
-    },
-    Redirect {
-        url: String,
-    },
-    Stream {
-        url: String,
-        parameters: HashMap<String, String>,
-    },
-    Hangup,
-}
+use crate::telephony::twilio::{INCOMING_PATH, STATUS_PATH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PhoneError {
@@ -77,77 +44,9 @@ impl IntoResponse for PhoneError {
     }
 }
 
-fn speech(node: &roxmltree::Node) -> Option<Step> {
-    let text = node.text().unwrap_or_default().trim().to_string();
-    match node.tag_name().name() {
-        "Say" => Some(Step::Say { text }),
-        "Play" => Some(Step::Play { url: text }),
-        "Pause" => Some(Step::Pause {
-            seconds: node
-                .attribute("length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(1),
-        }),
-        _ => None,
-    }
-}
-
-/// Turns a TwiML document into steps.
-pub fn steps(twiml: &str) -> Result<Vec<Step>, PhoneError> {
-    let doc = roxmltree::Document::parse(twiml).map_err(|e| PhoneError::Twiml(e.to_string()))?;
-    let root = doc.root_element();
-    if root.tag_name().name() != "Response" {
-        return Err(PhoneError::Twiml("the root is not <Response>".into()));
-    }
-    let mut out = Vec::new();
-    for verb in root.children().filter(|n| n.is_element()) {
-        let step = match verb.tag_name().name() {
-            "Say" | "Play" | "Pause" => speech(&verb),
-            "Gather" => Some(Step::Gather {
-                action: verb.attribute("action").unwrap_or_default().to_string(),
-                num_digits: verb
-                    .attribute("numDigits")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(32),
-                timeout: verb
-                    .attribute("timeout")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(5),
-                finish_on_key: verb.attribute("finishOnKey").unwrap_or("#").to_string(),
-                prompts: verb
-                    .children()
-                    .filter(|n| n.is_element())
-                    .filter_map(|n| speech(&n))
-                    .collect(),
-            }),
-            "Redirect" => Some(Step::Redirect {
-                url: verb.text().unwrap_or_default().trim().to_string(),
-            }),
-            "Hangup" => Some(Step::Hangup),
-            "Connect" => {
-                let stream = verb
-                    .children()
-                    .find(|n| n.has_tag_name("Stream"))
-                    .ok_or_else(|| PhoneError::Twiml("<Connect> without <Stream>".into()))?;
-                Some(Step::Stream {
-                    url: stream.attribute("url").unwrap_or_default().to_string(),
-                    parameters: stream
-                        .children()
-                        .filter(|n| n.has_tag_name("Parameter"))
-                        .map(|p| {
-                            (
-                                p.attribute("name").unwrap_or_default().to_string(),
-                                p.attribute("value").unwrap_or_default().to_string(),
-                            )
-                        })
-                        .collect(),
-                })
-            }
-            other => return Err(PhoneError::Twiml(format!("unknown verb <{other}>"))),
-        };
-        out.extend(step);
-    }
-    Ok(out)
+/// What the page plays out from one TwiML document.
+pub fn steps(document: &str) -> Result<Vec<Verb>, PhoneError> {
+    twiml::parse(document).map_err(|e| PhoneError::Twiml(e.to_string()))
 }
 
 /// A call placed from the browser phone.
@@ -156,38 +55,29 @@ pub struct DemoCall {
     answered: Instant,
 }
 
-/// The demo's Twilio account: (account sid, auth token, phone number).
-fn account(app: &crate::App) -> (String, String, String) {
-    app.config
-        .twilio
-        .as_ref()
-        .map(|t| {
-            (
-                t.account_sid.clone(),
-                t.auth_token.expose().to_string(),
-                t.phone_number.clone(),
-            )
-        })
-        .unwrap_or_default()
+/// The demo's Twilio account and phone number.
+fn account(app: &crate::App) -> (Account, String) {
+    let twilio = app.config.twilio.as_ref();
+    (
+        Account {
+            account_sid: twilio.map(|t| t.account_sid.clone()).unwrap_or_default(),
+            auth_token: twilio
+                .map(|t| t.auth_token.expose().to_string())
+                .unwrap_or_default(),
+        },
+        twilio.map(|t| t.phone_number.clone()).unwrap_or_default(),
+    )
 }
 
 /// Twilio's parameters for a call in `status`.
 fn call_params(app: &crate::App, sid: &str, from: &str, status: &str) -> Vec<(String, String)> {
-    let (account, _, to) = account(app);
-    [
-        ("CallSid", sid),
-        ("AccountSid", account.as_str()),
-        ("From", from),
-        ("To", to.as_str()),
-        ("Caller", from),
-        ("Called", to.as_str()),
-        ("CallStatus", status),
-        ("Direction", "inbound"),
-        ("ApiVersion", "2010-04-01"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    let (account, to) = account(app);
+    let leg = Leg {
+        call_sid: sid.into(),
+        from: from.into(),
+        to,
+    };
+    leg.params(&account, status)
 }
 
 /// Posts a signed request to one of callgate's own voice URLs, as Twilio would.
@@ -202,24 +92,11 @@ async fn twilio_post(
             "the demo phone only calls this server ({own})"
         )));
     }
-    let (_, token, _) = account(app);
-    let resp = app
-        .http
-        .post(url)
-        .header(
-            "X-Twilio-Signature",
-            signature::compute(&token, url, params),
-        )
-        .form(params)
-        .send()
+    let (account, _) = account(app);
+    let (status, body) = twilio::post(&app.http, url, params, Signature::Sign(&account.auth_token))
         .await
         .map_err(|e| PhoneError::Upstream(e.to_string()))?;
-    let status = resp.status();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| PhoneError::Upstream(e.to_string()))?;
-    if !status.is_success() {
+    if !(200..300).contains(&status) {
         return Err(PhoneError::Upstream(format!("{status}: {body}")));
     }
     Ok(body)
@@ -247,7 +124,7 @@ pub async fn dial(
                 "from must be a number like +15550123456".into(),
             ));
         }
-        let sid = format!("CA{}", crate::crypto::random_hex(16));
+        let sid = twilio::new_sid("CA");
         demo.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(
             sid.clone(),
             DemoCall {
@@ -442,33 +319,14 @@ async fn relay(
     if start.url != url {
         return Err("the stream is not this server's".into());
     }
-    let (account, token, _) = account(&app);
-    let mut request = url.as_str().into_client_request()?;
-    request.headers_mut().insert(
-        "X-Twilio-Signature",
-        signature::compute(&token, &url, &[]).parse()?,
-    );
-    let (callgate, _) = tokio_tungstenite::connect_async(request).await?;
-    let (mut to_callgate, mut from_callgate) = callgate.split();
-    let stream_sid = format!("MZ{}", crate::crypto::random_hex(16));
-    to_callgate
-        .send(TwMessage::text(
-            json!({ "event": "connected", "protocol": "Call", "version": "1.0.0" }).to_string(),
-        ))
-        .await?;
-    let start_event = json!({ "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": { "streamSid": stream_sid, "callSid": start.call_sid, "accountSid": account,
-            "tracks": ["inbound"], "customParameters": start.parameters,
-            "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 } } });
-    to_callgate
-        .send(TwMessage::text(start_event.to_string()))
-        .await?;
+    let (account, _) = account(&app);
+    let parameters: Vec<(String, String)> = start.parameters.into_iter().collect();
+    let mut callgate = MediaStream::open(&url, &account, &start.call_sid, &parameters).await?;
     // Subscribed before anything is awaited: the agent's greeting may come at once.
     let mut lines = demo.hub.subscribe();
     if let Some(allowance) = allowance(&app, &start.call_sid).await {
         page.send(PageMessage::text(allowance.to_string())).await?;
     }
-    let (mut sequence, mut chunk, started) = (1u64, 0u64, Instant::now());
     loop {
         tokio::select! {
             from_page = page.recv() => {
@@ -478,23 +336,23 @@ async fn relay(
                     Some("media") => {
                         let Some(payload) = v["payload"].as_str() else { continue };
                         // Only well-formed audio goes on, at most one second per message.
-                        if B64.decode(payload).map(|b| b.len() > 8000).unwrap_or(true) {
+                        let Ok(len) = B64.decode(payload).map(|b| b.len()) else { continue };
+                        if len > 8000 {
                             continue;
                         }
-                        sequence += 1;
-                        chunk += 1;
-                        let media = json!({ "event": "media", "sequenceNumber": sequence.to_string(),
-                            "streamSid": stream_sid, "media": { "track": "inbound",
-                            "chunk": chunk.to_string(),
-                            "timestamp": started.elapsed().as_millis().to_string(),
-                            "payload": payload } });
-                        to_callgate.send(TwMessage::text(media.to_string())).await?;
+                        if !callgate.send_media_base64(payload, len).await {
+                            break;
+                        }
                     }
                     Some("mark") => {
-                        sequence += 1;
-                        let mark = json!({ "event": "mark", "sequenceNumber": sequence.to_string(),
-                            "streamSid": stream_sid, "mark": { "name": v["name"] } });
-                        to_callgate.send(TwMessage::text(mark.to_string())).await?;
+                        callgate.send_mark(v["name"].as_str().unwrap_or_default()).await;
+                    }
+                    Some("dtmf") => {
+                        if let Some(digit) = v["digit"].as_str().and_then(|d| d.chars().next()) {
+                            if digit.is_ascii_digit() || digit == '*' || digit == '#' {
+                                callgate.send_dtmf(digit).await;
+                            }
+                        }
                     }
                     Some("text") => {
                         let text = v["text"].as_str().unwrap_or_default().trim();
@@ -507,18 +365,16 @@ async fn relay(
                     _ => {}
                 }
             }
-            from_callgate = from_callgate.next() => {
+            from_callgate = callgate.recv_text() => {
                 match from_callgate {
-                    Some(Ok(TwMessage::Text(text))) => {
-                        page.send(PageMessage::text(text.as_str())).await?;
-                    }
-                    Some(Ok(TwMessage::Close(_))) | None | Some(Err(_)) => {
+                    Some(Ok(text)) => page.send(PageMessage::text(text)).await?,
+                    Some(Err(_binary)) => {}
+                    None => {
                         // callgate ended the stream: the call goes on with the next TwiML.
                         let _ = page.send(PageMessage::text(json!({ "event": "closed" }).to_string())).await;
                         let _ = page.send(PageMessage::Close(None)).await;
                         return Ok(());
                     }
-                    Some(Ok(_)) => {}
                 }
             }
             line = lines.recv() => {
@@ -532,11 +388,7 @@ async fn relay(
         }
     }
     // The caller hung up (or the page went away): Twilio stops the stream.
-    sequence += 1;
-    let stop = json!({ "event": "stop", "sequenceNumber": sequence.to_string(), "streamSid": stream_sid,
-        "stop": { "accountSid": account, "callSid": start.call_sid } });
-    let _ = to_callgate.send(TwMessage::text(stop.to_string())).await;
-    let _ = to_callgate.send(TwMessage::Close(None)).await;
+    callgate.hang_up().await;
     Ok(())
 }
 
@@ -545,45 +397,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twiml_becomes_steps() {
-        let twiml = r##"<?xml version="1.0" encoding="UTF-8"?><Response>
-            <Gather input="dtmf" numDigits="12" finishOnKey="#" timeout="8" action="http://x/voice/code?try=1" method="POST">
-              <Say voice="Polly.Joanna">Enter your code.</Say><Play>http://x/audio/a.mp3</Play></Gather>
-            <Say>Nothing typed.</Say><Redirect>http://x/voice/incoming</Redirect>
-            <Connect><Stream url="ws://x/media"><Parameter name="token" value="t1"/></Stream></Connect>
-            <Hangup/></Response>"##;
-        let s = steps(twiml).unwrap();
-        assert_eq!(s.len(), 5);
-        match &s[0] {
-            Step::Gather {
-                action,
-                num_digits,
-                timeout,
-                prompts,
-                ..
-            } => {
-                assert_eq!(action, "http://x/voice/code?try=1");
-                assert_eq!((*num_digits, *timeout), (12, 8));
-                assert_eq!(prompts.len(), 2);
-            }
-            other => panic!("{other:?}"),
-        }
-        match &s[3] {
-            Step::Stream { url, parameters } => {
-                assert_eq!(url, "ws://x/media");
-                assert_eq!(parameters["token"], "t1");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(s[4], Step::Hangup);
-    }
-
-    #[test]
-    fn bad_twiml_is_an_error_not_a_panic() {
+    fn twiml_the_page_cannot_follow_is_an_error() {
         assert!(steps("not xml").is_err());
-        assert!(steps("<Other/>").is_err());
-        assert!(steps("<Response><Dial>1</Dial></Response>").is_err());
-        assert!(steps("<Response><Connect/></Response>").is_err());
+        assert!(steps("<Response><Say>hi</Say></Response>").is_ok());
     }
 
     #[test]

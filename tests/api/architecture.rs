@@ -452,3 +452,77 @@ fn no_state_spelling_is_written_into_a_query() {
     );
     assert_eq!(caught.len(), 3, "{caught:#?}");
 }
+
+/// The marks of a peer's protocol written out (read in the raw text, strings included): a
+/// Twilio signature, a media stream's `start`, an agent's metadata, a PaymentIntent made up.
+/// Outside `peers/` only callgate's own side of each protocol may carry them.
+const PEER_MARKS: &[&str] = &[
+    "Hmac::<Sha1>",
+    "\"customParameters\"",
+    "conversation_initiation_metadata_event",
+    "\"object\": \"payment_intent\"",
+];
+
+fn peer_copies(files: &[(String, String)]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for (name, text) in files {
+        for mark in PEER_MARKS {
+            if text.contains(mark) {
+                hits.push(format!("{name}: {mark}"));
+            }
+        }
+    }
+    hits
+}
+
+fn files_under(dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    files
+        .iter()
+        .map(|f| (f.display().to_string(), std::fs::read_to_string(f).unwrap()))
+        .collect()
+}
+
+/// The Twilio caller, the agent and the Stripe stand-in live once, in `peers/`: the tests'
+/// support, the tools and the demo use it and write no peer of their own; and the peers
+/// depend on nothing of callgate's, so a test against them is not callgate testing itself.
+#[test]
+fn peers_are_written_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut outside = files_under(&root.join("tests/api/support"));
+    outside.extend(files_under(&root.join("tools/src")));
+    outside.extend(files_under(&root.join("src/demo")));
+    assert!(
+        outside.len() >= 8,
+        "the support, tools and demo files were not read"
+    );
+    let copies = peer_copies(&outside);
+    assert!(
+        copies.is_empty(),
+        "use callgate-peers instead:\n{}",
+        copies.join("\n")
+    );
+    let peers = files_under(&root.join("peers/src"));
+    assert!(
+        peer_copies(&peers).len() >= 4,
+        "the marks no longer find the peers"
+    );
+    let manifest = std::fs::read_to_string(root.join("peers/Cargo.toml")).unwrap();
+    assert!(
+        !manifest.contains("callgate ="),
+        "peers/ must not depend on callgate"
+    );
+    for (name, text) in &peers {
+        assert!(
+            !code_only(text).contains("callgate::"),
+            "{name} uses callgate"
+        );
+    }
+    // And the check can fail.
+    let copy = [(
+        "copy.rs".to_string(),
+        "let m = Hmac::<Sha1>::new_from_slice(t);".to_string(),
+    )];
+    assert_eq!(peer_copies(&copy).len(), 1);
+}

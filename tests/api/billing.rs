@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use crate::support::fake_stripe::{FakeStripe, Next};
 use callgate::billing;
 use callgate::domain::clock::ManualClock;
 use callgate::domain::money::{Cents, Seconds};
@@ -12,6 +11,7 @@ use callgate::store::{
     new_id, ChargeState, DynStore, Hold, NewCall, NewOrder, Order, OrderSource, Settlement,
 };
 use callgate::App;
+use callgate_peers::stripe::{FakeStripe, Next};
 use serde_json::{json, Value};
 
 const T0: i64 = 1_800_000_000;
@@ -304,7 +304,7 @@ async fn server_errors_are_retried_with_the_same_key(store: DynStore) {
     assert_eq!(fake.intents(), 1);
     let stored = app.store.charge(&charge.id).await.unwrap().unwrap();
     assert_eq!(stored.stripe_payment_intent.as_deref(), Some("pi_fake_1"));
-    let form = fake.state.lock().unwrap().requests[2].1.clone();
+    let form = fake.request_log()[2].1.clone();
     assert_eq!(form["amount"], "100");
     assert_eq!(form["customer"], "cus_9");
     assert_eq!(form["payment_method"], "pm_9");
@@ -781,7 +781,7 @@ async fn localstripe_declined_card_suspends_overage_for_the_next_call() {
         &app.app.store.order(&order.id).await.unwrap().unwrap(),
     )
     .unwrap();
-    let mut caller = crate::support::twilio::Caller::new(
+    let mut caller = callgate_peers::twilio::Caller::new(
         crate::support::app::AUTH_TOKEN,
         crate::support::app::ACCOUNT_SID,
         "+15557000001",
@@ -792,7 +792,7 @@ async fn localstripe_declined_card_suspends_overage_for_the_next_call() {
     )]);
     assert_eq!(
         caller.dial(&app.url("/voice/incoming")).await,
-        crate::support::twilio::Ending::HungUp
+        callgate_peers::twilio::Ending::HungUp
     );
     assert!(
         caller.transcript().contains("extra minutes are paused"),
@@ -918,12 +918,12 @@ async fn localstripe_authentication_is_completed_on_the_pay_page() {
 /// the right amount, on the buyer's saved card.
 #[tokio::test]
 async fn consented_purchase_then_a_long_call_is_charged_once() {
-    use crate::support::twilio::{Caller, Ending, MediaStream, Received};
+    use callgate_peers::twilio::{Caller, Ending, MediaStream, Received};
     let Some(stripe) = crate::support::stripe::start().await else {
         return;
     };
     let agent =
-        crate::support::agent::FakeAgent::start(crate::support::agent::Behaviour::default()).await;
+        callgate_peers::agent::FakeAgent::start(callgate_peers::agent::Behaviour::default()).await;
     let db = crate::support::sqlite().await;
     let mut env = stripe_env(&stripe.base);
     env.push(("ELEVENLABS_API_BASE", agent.base.clone()));
@@ -973,15 +973,9 @@ async fn consented_purchase_then_a_long_call_is_charged_once() {
     else {
         panic!("not connected")
     };
-    let mut stream = MediaStream::open(
-        &url,
-        crate::support::app::AUTH_TOKEN,
-        crate::support::app::ACCOUNT_SID,
-        &caller.call_sid,
-        &parameters,
-    )
-    .await
-    .unwrap();
+    let mut stream = MediaStream::open(&url, &caller.account(), &caller.call_sid, &parameters)
+        .await
+        .unwrap();
     let got = stream
         .talk_until_closed(&[0x55; 160], std::time::Duration::from_secs(30))
         .await;

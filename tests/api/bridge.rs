@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use crate::support::agent::{Behaviour, FakeAgent};
 use crate::support::app::{ACCOUNT_SID, AUTH_TOKEN, PHONE};
 use crate::support::calls::{
     app_with_agent, connected_call, connected_call_with, ended_call, open, WAIT,
 };
-use crate::support::twilio::{Caller, Ending, MediaStream, Received};
 use callgate::store::DynStore;
+use callgate_peers::agent::{Behaviour, FakeAgent};
+use callgate_peers::twilio::{Caller, Ending, MediaStream, Received};
 
 async fn audio_goes_both_ways_and_the_call_is_recorded(store: DynStore) {
     let agent = FakeAgent::start(Behaviour::default()).await;
@@ -25,7 +25,7 @@ async fn audio_goes_both_ways_and_the_call_is_recorded(store: DynStore) {
             "frame {i} echoed untouched"
         );
     }
-    stream.stop(&caller.call_sid).await;
+    stream.stop().await;
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(call.end_reason.map(|r| r.as_str()), Some("caller_hung_up"));
     assert!(call.bridged_at.is_some());
@@ -90,7 +90,7 @@ async fn barge_in_clears_twilio_and_drops_stale_audio(store: DynStore) {
         Some(Received::Media(vec![0x22; 160])),
         "stale audio dropped, fresh audio passed"
     );
-    stream.stop(&caller.call_sid).await;
+    stream.stop().await;
 }
 
 async fn allowance_warns_then_ends_the_call(store: DynStore) {
@@ -249,7 +249,7 @@ async fn bad_reused_or_unsigned_streams_are_refused(store: DynStore) {
     ];
     let mut s = open(&caller, &url, &forged).await;
     assert_eq!(s.next(WAIT).await, Some(Received::Closed));
-    let mut s = MediaStream::open(&url, AUTH_TOKEN, ACCOUNT_SID, "CA_someone_else", &params)
+    let mut s = MediaStream::open(&url, &caller.account(), "CA_someone_else", &params)
         .await
         .unwrap();
     assert_eq!(s.next(WAIT).await, Some(Received::Closed));
@@ -269,7 +269,7 @@ async fn bad_reused_or_unsigned_streams_are_refused(store: DynStore) {
         Some(Received::Closed),
         "a token is single use"
     );
-    s.stop(&caller.call_sid).await;
+    s.stop().await;
 }
 
 /// Seen from outside: a call whose status callback said `completed` before its stream
@@ -385,7 +385,7 @@ async fn private_agent_through_a_signed_url_with_transcoding(store: DynStore) {
     let app = app_with_agent(
         store,
         &agent,
-        &[("ELEVENLABS_API_KEY", crate::support::agent::API_KEY)],
+        &[("ELEVENLABS_API_KEY", callgate_peers::agent::API_KEY)],
     )
     .await;
     let (caller, url, params, _) = connected_call(&app, 5, false).await;
@@ -404,7 +404,7 @@ async fn private_agent_through_a_signed_url_with_transcoding(store: DynStore) {
         log.chunks[0].iter().all(|b| *b == 0),
         "μ-law silence is PCM zero"
     );
-    s.stop(&caller.call_sid).await;
+    s.stop().await;
 }
 
 /// Twilio's side vanishes without a `stop` (the TCP connection just drops): the agent socket
@@ -568,5 +568,5 @@ async fn every_socket_of_a_call_sends_at_once() {
             "agent connection {local} -> {peer} without TCP_NODELAY"
         );
     }
-    stream.stop(&caller.call_sid).await;
+    stream.stop().await;
 }

@@ -1,10 +1,10 @@
 //! Whole calls through the phone menu, driven by the Twilio caller simulator, on every backend.
 
 use crate::support::app::{spawn, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
-use crate::support::twilio::{Caller, Ending};
 use callgate::crypto::sha256_hex;
 use callgate::orders::{self, OperatorGrant};
 use callgate::store::{AttemptScope, CallState, DynStore, OrderStatus};
+use callgate_peers::twilio::{Caller, Ending};
 
 const INCOMING: &str = "/voice/incoming";
 const STATUS: &str = "/voice/status";
@@ -244,7 +244,7 @@ async fn unsigned_or_missigned_requests_are_refused(store: DynStore) {
         &app.url("/voice/code"),
         &format!("{url}?x=1"),
     ] {
-        let sig = crate::support::twilio::sign(AUTH_TOKEN, other, &params);
+        let sig = callgate_peers::twilio::sign(AUTH_TOKEN, other, &params);
         assert_eq!(
             call.post_with_signature(&url, &params, Some(&sig)).await.0,
             403,
@@ -252,13 +252,13 @@ async fn unsigned_or_missigned_requests_are_refused(store: DynStore) {
         );
     }
     // Signed with another token.
-    let sig = crate::support::twilio::sign("wrong-token", &url, &params);
+    let sig = callgate_peers::twilio::sign("wrong-token", &url, &params);
     assert_eq!(
         call.post_with_signature(&url, &params, Some(&sig)).await.0,
         403
     );
     // A tampered parameter.
-    let sig = crate::support::twilio::sign(AUTH_TOKEN, &url, &params);
+    let sig = callgate_peers::twilio::sign(AUTH_TOKEN, &url, &params);
     let mut tampered = params.clone();
     tampered[2].1 = "+19999999999".into();
     assert_eq!(

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::agent::{Behaviour, FakeAgent};
 use crate::support::calls::{connected_call, ended_call, open, TICK, WAIT};
-use crate::support::twilio::Received;
+use callgate_peers::agent::{Behaviour, FakeAgent};
+use callgate_peers::twilio::Received;
 
 /// One test at a time: they measure the process's memory.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -123,7 +123,7 @@ async fn a_flooding_agent_is_paced_by_the_caller_with_bounded_memory() {
     );
     // The call is still up and works both ways.
     assert!(stream.send_media(&[2; 160]).await);
-    stream.stop(&caller.call_sid).await;
+    stream.stop().await;
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(call.end_reason.map(|r| r.as_str()), Some("caller_hung_up"));
 }
@@ -224,14 +224,14 @@ async fn a_thousand_bad_requests_do_not_disturb_a_live_call() {
     );
     let grew_mib = rss_kib().saturating_sub(before) / 1024;
     assert!(grew_mib < 32, "memory grew {grew_mib} MiB");
-    stream.stop(&caller.call_sid).await;
+    stream.stop().await;
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(call.end_reason.map(|r| r.as_str()), Some("caller_hung_up"));
     assert!(call.seconds_metered.0 > 0);
 }
 
 /// Talks for `ms`, every frame echoed; returns how many.
-async fn talk(stream: &mut crate::support::twilio::MediaStream, ms: u64) -> usize {
+async fn talk(stream: &mut callgate_peers::twilio::MediaStream, ms: u64) -> usize {
     let until = Instant::now() + Duration::from_millis(ms);
     let mut n = 0;
     while Instant::now() < until {
@@ -279,7 +279,7 @@ async fn a_database_pause_mid_call_does_not_drop_it_and_metering_is_kept() {
         );
         talk(&mut stream, 100).await;
     }
-    stream.stop(&caller.call_sid).await;
+    stream.stop().await;
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(call.end_reason.map(|r| r.as_str()), Some("caller_hung_up"));
     assert!(call.bridge_ended_at.is_some(), "final metering stored");

@@ -1,10 +1,10 @@
 //! Importing the old deployment's orders: from its MongoDB (mongoeco here) and from a
 //! `mongoexport` file, idempotently, with a dry run; the imported codes then open calls.
 
-use crate::support::twilio::{Caller, Ending};
 use callgate::domain::money::Seconds;
 use callgate::import::{self, ImportOptions, Mapping};
 use callgate::store::{OrderSource, OrderStatus};
+use callgate_peers::twilio::{Caller, Ending};
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 
 /// A fresh database on the test MongoDB, as the old deployment's: its URI and a handle.

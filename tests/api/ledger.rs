@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use crate::support::agent::{Behaviour, FakeAgent};
 use crate::support::app::{TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
 use crate::support::calls::{app_with_agent, connected_call, open, settled_call, WAIT};
-use crate::support::twilio::{Caller, Ending, Received};
 use callgate::domain::money::{Cents, Seconds};
 use callgate::store::{new_id, DynStore, NewOrder, Order, OrderSource};
+use callgate_peers::agent::{Behaviour, FakeAgent};
+use callgate_peers::twilio::{Caller, Ending, Received};
 use serde_json::json;
 
 const WEBHOOK_SECRET: &str = "whsec_ledger_test";
@@ -85,7 +85,7 @@ async fn two_calls_on_one_code_share_one_allowance(store: DynStore) {
             break;
         }
     }
-    stream.stop(&first.call_sid).await;
+    stream.stop().await;
     let one = settled_call(&app, &first.call_sid).await.seconds_metered;
     assert!(one.0 > 0 && one.0 < 120, "hung up early: {one:?}");
 

@@ -20,11 +20,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::agent::{Behaviour, FakeAgent};
 use crate::support::app::{spawn_with, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
-use crate::support::fake_stripe::{FakeStripe, Next};
-use crate::support::twilio::{Caller, Ending};
 use callgate::store::{DynStore, OrderStatus};
+use callgate_peers::agent::{Behaviour, FakeAgent};
+use callgate_peers::stripe::{FakeStripe, Next};
+use callgate_peers::twilio::{Caller, Ending};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -250,7 +250,10 @@ impl World {
                     (Some(id), true) => id.clone(),
                     _ => callgate::store::new_id("evt"),
                 };
-                let pi = self.stripe.state.lock().unwrap().intents[&self.buys[b].pi].clone();
+                let pi = self
+                    .stripe
+                    .intent(&self.buys[b].pi)
+                    .expect("its PaymentIntent");
                 self.deliver(&id, "payment_intent.succeeded", pi).await;
                 self.buys[b].last_event = Some(id);
                 self.buys[b].notified = true;
@@ -382,7 +385,7 @@ impl World {
             let got = stream
                 .talk_until_closed(&[0x55; 160], Duration::from_millis(20))
                 .await;
-            if got.contains(&crate::support::twilio::Received::Closed) {
+            if got.contains(&callgate_peers::twilio::Received::Closed) {
                 closed = true;
                 break;
             }
@@ -392,7 +395,7 @@ impl World {
             }
         }
         if !closed {
-            stream.stop(&caller.call_sid).await;
+            stream.stop().await;
         }
         let call = crate::support::calls::settled_call(self.app(), &caller.call_sid).await;
         assert!(call.settled_at.is_some(), "the bridge settles its call");

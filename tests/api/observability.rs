@@ -42,7 +42,7 @@ async fn metrics_count_webhooks_by_route_and_status_with_latency() {
         ],
     )
     .await;
-    let mut caller = crate::support::twilio::Caller::new(
+    let mut caller = callgate_peers::twilio::Caller::new(
         crate::support::app::AUTH_TOKEN,
         crate::support::app::ACCOUNT_SID,
         "+15550009999",

@@ -18,14 +18,12 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use callgate_peers::twilio::twiml::{self, Verb};
+use callgate_peers::twilio::{self, Account, MediaStream, Signature};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 use callgate::config::Config;
 use callgate::orders::{self, OperatorGrant};
-use callgate::telephony::twilio::signature;
 use callgate::App;
 
 const AUTH_TOKEN: &str = "loadtest-auth-token";
@@ -132,7 +130,7 @@ pub async fn run(test: LoadTest) -> anyhow::Result<()> {
     )
     .await?;
     let agent_base = format!("http://{}", agent.local_addr()?);
-    let agent_task = tokio::spawn(crate::echo::serve(agent));
+    let agent_task = tokio::spawn(callgate_peers::agent::echo::serve(agent));
     let (pid, routes, mut child) = match &test.target {
         Target::Callgate(callgate) => {
             let (pid, routes, child) = start_callgate(&test, callgate, agent_base).await?;
@@ -508,7 +506,11 @@ async fn one_call(
     meter: &Meter,
 ) -> anyhow::Result<()> {
     let call_sid = format!("CA{:032x}", i + 1);
-    let (request, parameters) = match route {
+    let account = Account {
+        account_sid: ACCOUNT_SID.into(),
+        auth_token: AUTH_TOKEN.into(),
+    };
+    let (url, parameters) = match route {
         Route::Menu { http, base, code } => {
             let url = format!("{base}/voice/code?try=1");
             let form: Vec<(String, String)> = [
@@ -521,46 +523,22 @@ async fn one_call(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-            let sig = signature::compute(AUTH_TOKEN, &url, &form);
-            let twiml = http
-                .post(&url)
-                .header("X-Twilio-Signature", sig)
-                .form(&form)
-                .send()
-                .await?
-                .text()
-                .await?;
-            let token = twiml
-                .split("name=\"token\" value=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .ok_or_else(|| anyhow::anyhow!("no stream in the answer: {twiml}"))?
-                .to_string();
-            let stream_url = base.replace("http://", "ws://") + "/media";
-            let mut request = stream_url.as_str().into_client_request()?;
-            request.headers_mut().insert(
-                "X-Twilio-Signature",
-                signature::compute(AUTH_TOKEN, &stream_url, &[]).parse()?,
-            );
-            let parameters = serde_json::json!({ "token": token, "call_sid": call_sid });
-            (request, parameters)
+            let (_, answer) = twilio::post(&http, &url, &form, Signature::Sign(AUTH_TOKEN)).await?;
+            let stream = twiml::parse(&answer)?
+                .into_iter()
+                .find_map(|verb| match verb {
+                    Verb::Stream { url, parameters } => Some((url, parameters)),
+                    _ => None,
+                });
+            stream.ok_or_else(|| anyhow::anyhow!("no stream in the answer: {answer}"))?
         }
-        Route::Direct(url) => (url.as_str().into_client_request()?, serde_json::json!({})),
+        Route::Direct(url) => (url, Vec::new()),
     };
-    // Sent at once, as Twilio's media servers send: with Nagle's delay a caller's frame
-    // could wait for the previous one's acknowledgement, and the round trip would time it.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
-    let (mut tx, mut rx) = ws.split();
-    let stream_sid = format!("MZ{:032x}", i + 1);
-    tx.send(Message::text(
-        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
-    ))
-    .await?;
-    let start = serde_json::json!({ "event": "start", "streamSid": stream_sid, "start": {
-        "streamSid": stream_sid, "callSid": call_sid, "accountSid": ACCOUNT_SID, "tracks": ["inbound"],
-        "customParameters": parameters,
-        "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 } } });
-    tx.send(Message::text(start.to_string())).await?;
+    // Opened as Twilio's media servers open it, sending at once: with Nagle's delay a
+    // caller's frame could wait for the previous one's acknowledgement, and the round trip
+    // would time it.
+    let mut stream = MediaStream::open(&url, &account, &call_sid, &parameters).await?;
+    let stream_sid = stream.stream_sid.clone();
     meter.connected.fetch_add(1, Ordering::Relaxed);
     let mut pace = tokio::time::interval(Duration::from_millis(20));
     loop {
@@ -570,27 +548,27 @@ async fn one_call(
                     r#"{{"event":"media","streamSid":"{stream_sid}","media":{{"track":"inbound","payload":"{}"}}}}"#,
                     frame(meter)
                 );
-                tx.send(Message::text(media)).await?;
+                if !stream.send_text(media).await {
+                    anyhow::bail!("stream closed by the bridge");
+                }
                 meter.sent.fetch_add(1, Ordering::Relaxed);
             }
-            msg = rx.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
+            msg = stream.recv_text() => match msg {
+                Some(Ok(text)) => {
                     meter.echoed.fetch_add(1, Ordering::Relaxed);
                     if meter.measuring.load(Ordering::Relaxed) {
-                        if let Some(rt) = echo_round_trip(meter, text.as_str()) {
+                        if let Some(rt) = echo_round_trip(meter, &text) {
                             meter.round_trip.record(rt);
                         }
                     }
                 }
-                Some(Ok(_)) => {}
-                _ => anyhow::bail!("stream closed by the bridge"),
+                Some(Err(_binary)) => {}
+                None => anyhow::bail!("stream closed by the bridge"),
             },
             _ = stop.changed() => break,
         }
     }
-    let stop_msg = serde_json::json!({ "event": "stop", "streamSid": stream_sid, "stop": { "callSid": call_sid } });
-    let _ = tx.send(Message::text(stop_msg.to_string())).await;
-    let _ = tx.send(Message::Close(None)).await;
+    stream.hang_up().await;
     Ok(())
 }
 

@@ -6,7 +6,6 @@
 //! callgate-tools echo-agent --listen 127.0.0.1:9000     # an ElevenLabs stand-in that echoes audio
 //! ```
 
-mod echo;
 mod loadtest;
 mod webhook_bench;
 
@@ -153,7 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "echo agent on ws://{}/v1/convai/conversation",
                 listener.local_addr()?
             );
-            echo::serve(listener).await?;
+            callgate_peers::agent::echo::serve(listener).await?;
             Ok(())
         }
     }

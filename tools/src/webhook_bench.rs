@@ -25,8 +25,9 @@ use tokio::net::TcpStream;
 use callgate::config::Config;
 use callgate::metrics::Histogram;
 use callgate::orders::{self, OperatorGrant};
-use callgate::telephony::twilio::{signature, CODE_PATH, INCOMING_PATH, STATUS_PATH};
+use callgate::telephony::twilio::{CODE_PATH, INCOMING_PATH, STATUS_PATH};
 use callgate::App;
+use callgate_peers::twilio::sign;
 
 const AUTH_TOKEN: &str = "bench-auth-token";
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
@@ -87,7 +88,7 @@ impl Client {
         path: &str,
         params: &[(String, String)],
     ) -> anyhow::Result<(u16, &str)> {
-        let sig = signature::compute(AUTH_TOKEN, &format!("{}{path}", self.base), params);
+        let sig = sign(AUTH_TOKEN, &format!("{}{path}", self.base), params);
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(params)
             .finish();

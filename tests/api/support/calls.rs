@@ -5,9 +5,9 @@ use std::time::Duration;
 use callgate::orders::{self, OperatorGrant};
 use callgate::store::DynStore;
 
-use super::agent::FakeAgent;
 use super::app::{spawn_with, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
-use super::twilio::{Caller, Ending, MediaStream};
+use callgate_peers::agent::FakeAgent;
+use callgate_peers::twilio::{Caller, Ending, MediaStream};
 
 /// One metered "second" in these tests.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -69,7 +69,7 @@ pub async fn connected_call_with(
 }
 
 pub async fn open(caller: &Caller, url: &str, params: &[(String, String)]) -> MediaStream {
-    MediaStream::open(url, AUTH_TOKEN, ACCOUNT_SID, &caller.call_sid, params)
+    MediaStream::open(url, &caller.account(), &caller.call_sid, params)
         .await
         .expect("stream accepted")
 }

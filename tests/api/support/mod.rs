@@ -1,5 +1,5 @@
-//! Test support: real databases and, in later files, the local peers (Twilio caller, fake
-//! agent, Stripe launcher).
+//! Test support: real databases, localstripe's launcher, whole calls and the browser. The
+//! Twilio caller, the agent and the Stripe stand-in are the workspace's `callgate-peers`.
 #![allow(dead_code)]
 
 use std::str::FromStr;
@@ -152,12 +152,9 @@ macro_rules! on_every_backend {
     };
 }
 
-pub mod agent;
 pub mod app;
 pub mod browser;
 pub mod calls;
-pub mod fake_stripe;
 pub mod mongo;
 pub mod proxy;
 pub mod stripe;
-pub mod twilio;

@@ -1,0 +1,216 @@
+//! The tests' agent: it answers the initiation with its metadata and a `ping`, echoes each
+//! `user_audio_chunk` back as `audio`, sends transcript events, and on request interrupts,
+//! drops, stalls or floods. It also serves the signed-URL endpoint of a private agent, and
+//! records everything it saw.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{Conversation, Incoming, CONVERSATION_PATH, SIGNED_URL_PATH, ULAW_8000};
+
+/// The `xi-api-key` the signed-URL endpoint accepts.
+pub const API_KEY: &str = "xi-test-key";
+/// The `conversation_signature` of the signed URLs it hands out.
+const SIGNATURE: &str = "sig123";
+
+/// How the agent behaves.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// `agent_output_audio_format` and `user_input_audio_format`.
+    pub format: String,
+    /// After this many audio chunks: an interruption, one stale audio event, one fresh one.
+    pub interrupt_after: Option<usize>,
+    /// After this many audio chunks: close the socket (a dropped agent).
+    pub drop_after: Option<usize>,
+    /// Refuse the WebSocket upgrade (an agent that is down).
+    pub refuse: bool,
+    /// Require the signed URL's token (a private agent).
+    pub private: bool,
+    /// After this many audio chunks: neither read nor write again, keeping the socket open.
+    pub stall_after: Option<usize>,
+    /// On the first audio chunk: send this many 1-second audio events as fast as possible.
+    pub flood: Option<usize>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            format: ULAW_8000.into(),
+            interrupt_after: None,
+            drop_after: None,
+            refuse: false,
+            private: false,
+            stall_after: None,
+            flood: None,
+        }
+    }
+}
+
+/// What the agent saw.
+#[derive(Debug, Default, Clone)]
+pub struct Log {
+    pub initiation: Option<Value>,
+    /// Decoded bytes of each user audio chunk.
+    pub chunks: Vec<Vec<u8>>,
+    pub pongs: Vec<i64>,
+    pub contextual_updates: Vec<String>,
+    pub user_messages: Vec<String>,
+    pub connections: usize,
+    pub closed_by_client: bool,
+    /// The agent has stopped reading and writing (`stall_after`).
+    pub stalled: bool,
+    /// Audio events sent in the flood.
+    pub flooded: usize,
+}
+
+#[derive(Clone)]
+struct Shared {
+    behaviour: Behaviour,
+    log: Arc<Mutex<Log>>,
+    base: String,
+}
+
+impl Shared {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct FakeAgent {
+    /// `http://127.0.0.1:PORT`: the agent's `ELEVENLABS_API_BASE`.
+    pub base: String,
+    pub log: Arc<Mutex<Log>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAgent {
+    /// Serves an agent on a loopback port of its own.
+    pub async fn start(behaviour: Behaviour) -> FakeAgent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("its address"));
+        let log = Arc::new(Mutex::new(Log::default()));
+        let shared = Shared {
+            behaviour,
+            log: log.clone(),
+            base: base.clone(),
+        };
+        let app = Router::new()
+            .route(CONVERSATION_PATH, get(conversation))
+            .route(SIGNED_URL_PATH, get(signed_url))
+            .with_state(shared);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeAgent {
+            base,
+            log,
+            _server: server,
+        }
+    }
+
+    pub fn log(&self) -> Log {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn signed_url(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    if headers.get("xi-api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
+        return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+    }
+    let agent = q
+        .iter()
+        .find(|(k, _)| k == "agent_id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let ws = s.base.replace("http://", "ws://");
+    Json(json!({ "signed_url": format!("{ws}{CONVERSATION_PATH}?agent_id={agent}&conversation_signature={SIGNATURE}") }))
+        .into_response()
+}
+
+async fn conversation(
+    State(s): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if s.behaviour.refuse {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
+    }
+    let signed = q
+        .iter()
+        .any(|(k, v)| k == "conversation_signature" && v == SIGNATURE);
+    if s.behaviour.private && !signed {
+        return (StatusCode::FORBIDDEN, "private agent").into_response();
+    }
+    s.log().connections += 1;
+    ws.on_upgrade(move |socket| talk(s, socket))
+}
+
+async fn talk(s: Shared, socket: WebSocket) {
+    let Some(mut c) = Conversation::accept(socket).await else {
+        return;
+    };
+    s.log().initiation = Some(c.initiation.clone());
+    if !c.metadata("conv_test_1", &s.behaviour.format).await || !c.ping(1, 5).await {
+        return;
+    }
+    let mut chunks = 0usize;
+    while let Some(incoming) = c.recv().await {
+        match incoming {
+            Incoming::Audio(ref chunk) => {
+                let bytes = incoming.audio_bytes().unwrap_or_default();
+                chunks += 1;
+                s.log().chunks.push(bytes);
+                if Some(chunks) == s.behaviour.drop_after {
+                    return; // dropped without a close frame
+                }
+                if Some(chunks) == s.behaviour.stall_after {
+                    // Hung: holds the socket, reads nothing more (TCP buffers fill), says nothing.
+                    s.log().stalled = true;
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    return;
+                }
+                if chunks == 1 {
+                    if let Some(n) = s.behaviour.flood {
+                        for _ in 0..n {
+                            if !c.audio_bytes(&[0x33u8; 8000]).await {
+                                return;
+                            }
+                        }
+                        s.log().flooded = n;
+                    }
+                    c.user_transcript("hello agent").await;
+                    c.agent_response("hello caller").await;
+                }
+                if !c.audio(chunk).await {
+                    return;
+                }
+                if Some(chunks) == s.behaviour.interrupt_after {
+                    c.interrupt().await;
+                    // Stale audio from before the interruption, then fresh audio after it.
+                    c.stale_audio(&[0x11u8; 160]).await;
+                    c.audio_bytes(&[0x22u8; 160]).await;
+                }
+            }
+            Incoming::Pong(id) => s.log().pongs.push(id),
+            Incoming::ContextualUpdate(text) => s.log().contextual_updates.push(text),
+            Incoming::UserMessage(text) => s.log().user_messages.push(text),
+            Incoming::Other(_) => {}
+        }
+    }
+    if c.closed_by_client {
+        s.log().closed_by_client = true;
+    }
+}
