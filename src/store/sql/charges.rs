@@ -66,6 +66,23 @@ pub(crate) static SUCCEEDED_PER_DAY: LazyLock<String> = statement!(
     succeeded = ChargeState::Succeeded,
 );
 
+/// Binds a `NewCharge` to [`CHARGE_INSERT`]'s parameters through sqlx: the one binding the
+/// charge store and PostgreSQL's money path share.
+macro_rules! bind_charge_insert {
+    ($query:expr, $c:expr) => {
+        $query
+            .bind(&$c.id)
+            .bind(&$c.call_sid)
+            .bind(&$c.order_id)
+            .bind($c.amount.0)
+            .bind($c.currency.code())
+            .bind($c.seconds_billed.0)
+            .bind($c.now)
+    };
+}
+
+pub(crate) use bind_charge_insert;
+
 /// `ChargeStore` for an engine's store (`pool` for reads, `writer` for writes); expanded by
 /// `sql_store!` where the store's names are in scope.
 macro_rules! sql_charges {
@@ -73,14 +90,7 @@ macro_rules! sql_charges {
         #[async_trait::async_trait]
         impl ChargeStore for $store {
             async fn insert_charge(&self, c: &NewCharge) -> Result<(Charge, bool), StoreError> {
-                let inserted = sqlx::query_as::<$db, Charge>(&CHARGE_INSERT)
-                    .bind(&c.id)
-                    .bind(&c.call_sid)
-                    .bind(&c.order_id)
-                    .bind(c.amount.0)
-                    .bind(c.currency.code())
-                    .bind(c.seconds_billed.0)
-                    .bind(c.now)
+                let inserted = $crate::store::sql::bind_charge_insert!(sqlx::query_as::<$db, Charge>(&CHARGE_INSERT), c)
                     .fetch_optional(&self.writer)
                     .await
                     .map_err(classify)?;

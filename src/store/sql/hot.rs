@@ -42,15 +42,16 @@ macro_rules! sqlx_hot_writes {
                 grant: &StreamGrant,
                 expires_at: UnixTime,
             ) -> Result<(), StoreError> {
-                sqlx::query::<$db>(STREAM_TOKEN_INSERT)
-                .bind(token_hash)
-                .bind(&grant.call_sid)
-                .bind(&grant.order_id)
-                .bind(expires_at)
-                .execute(&self.writer)
-                .await
-                .map(|_| ())
-                .map_err(classify)
+                use $crate::store::money::MoneyTx;
+                let token = TokenIssue {
+                    token_hash: token_hash.to_owned(),
+                    expires_at,
+                };
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                SqlxTx(&mut *tx)
+                    .insert_token(&token, &grant.call_sid, &grant.order_id)
+                    .await?;
+                tx.commit().await.map_err(classify)
             }
 
             async fn write_call(&self, call: &NewCall) -> Result<Call, StoreError> {
@@ -305,15 +306,11 @@ macro_rules! sqlx_hot_writes {
             }
 
             async fn insert_charge(&mut self, c: &NewCharge) -> Result<Option<Charge>, StoreError> {
-                sqlx::query_as::<$db, Charge>(&CHARGE_INSERT)
-                    .bind(&c.id)
-                    .bind(&c.call_sid)
-                    .bind(&c.order_id)
-                    .bind(c.amount.0)
-                    .bind(c.currency.code())
-                    .bind(c.seconds_billed.0)
-                    .bind(c.now)
-                    .fetch_optional(&mut *self.0)
+                $crate::store::sql::bind_charge_insert!(
+                    sqlx::query_as::<$db, Charge>(&CHARGE_INSERT),
+                    c
+                )
+                .fetch_optional(&mut *self.0)
                     .await
                     .map_err(classify)
             }

@@ -107,17 +107,19 @@ impl SqliteStore {
         grant: &StreamGrant,
         expires_at: UnixTime,
     ) -> Result<(), StoreError> {
-        let (token_hash, grant) = (token_hash.to_owned(), grant.clone());
+        let token = TokenIssue {
+            token_hash: token_hash.to_owned(),
+            expires_at,
+        };
+        let grant = grant.clone();
         self.writes
             .write(move |db| {
-                db.prepare_cached(STREAM_TOKEN_INSERT)?
-                    .execute(named_params! {
-                        "$1": token_hash,
-                        "$2": grant.call_sid,
-                        "$3": grant.order_id,
-                        "$4": expires_at,
-                    })?;
-                Ok(Outcome::Commit(()))
+                at_once(async {
+                    Rusqlite(db)
+                        .insert_token(&token, &grant.call_sid, &grant.order_id)
+                        .await
+                        .map(Outcome::Commit)
+                })
             })
             .await
     }
