@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::Instrument;
 
@@ -112,45 +112,17 @@ async fn wait_for_start(rx: &mut WebSocket) -> Option<Start> {
     None
 }
 
-/// Reports metering (written in batches) and stores transcript lines, off the hot loop;
-/// returns when both channels close.
-async fn persister(
+/// Stores transcript lines off the hot loop; returns when the channel closes.
+async fn transcript_writer(
     app: Arc<App>,
     call_sid: String,
-    mut seconds: watch::Receiver<i64>,
     mut lines: mpsc::Receiver<TranscriptLine>,
-) -> i64 {
-    let mut last = 0;
-    let mut lines_open = true;
-    loop {
-        tokio::select! {
-            changed = seconds.changed() => {
-                if changed.is_err() { break; }
-                let s = *seconds.borrow_and_update();
-                app.metering.report(
-                    &app.store,
-                    &app.clock,
-                    app.bridge.tick * app.bridge.persist_every_secs.max(1) as u32,
-                    &call_sid,
-                    s,
-                );
-                last = s;
-            }
-            line = lines.recv(), if lines_open => match line {
-                Some(line) => {
-                    if let Err(e) = app.store.append_transcript(&call_sid, &[line]).await {
-                        tracing::warn!(error = %e, "transcript line not stored");
-                    }
-                }
-                None => lines_open = false,
-            },
+) {
+    while let Some(line) = lines.recv().await {
+        if let Err(e) = app.store.append_transcript(&call_sid, &[line]).await {
+            tracing::warn!(error = %e, "transcript line not stored");
         }
     }
-    // Lines still queued when the call ended.
-    while let Ok(line) = lines.try_recv() {
-        let _ = app.store.append_transcript(&call_sid, &[line]).await;
-    }
-    last.max(*seconds.borrow())
 }
 
 async fn close_twilio(tw_tx: &mut WebSocket) {
@@ -237,14 +209,8 @@ async fn bridge(
     let stopped = app.metering.watch(&call_sid);
     tracing::info!(allowance = ?limits.allowance, max = limits.max, "call bridged to the agent");
 
-    let (seconds_tx, seconds_rx) = watch::channel(0i64);
     let (lines_tx, lines_rx) = mpsc::channel::<TranscriptLine>(64);
-    let persist = tokio::spawn(persister(
-        app.clone(),
-        call_sid.clone(),
-        seconds_rx,
-        lines_rx,
-    ));
+    let transcript = tokio::spawn(transcript_writer(app.clone(), call_sid.clone(), lines_rx));
 
     let (reason, agent_closed, elapsed) = pump(Pump {
         app,
@@ -257,7 +223,7 @@ async fn bridge(
         agent_out,
         limits,
         stopped: &stopped,
-        seconds: &seconds_tx,
+        call_sid: &call_sid,
         lines: &lines_tx,
     })
     .await;
@@ -272,12 +238,10 @@ async fn bridge(
         .await;
     }
     drop(agent);
-    let _ = seconds_tx.send(elapsed);
-    drop(seconds_tx);
     drop(lines_tx);
-    let persisted = persist.await.unwrap_or(elapsed);
+    let _ = transcript.await;
     app.metering.forget(&call_sid);
-    let seconds = Seconds(persisted.max(elapsed));
+    let seconds = Seconds(elapsed);
     finish(app, &call_sid, seconds, reason).await;
     tracing::info!(
         seconds = seconds.0,
@@ -302,7 +266,7 @@ struct Pump<'a> {
     agent_out: AgentFormat,
     limits: Limits,
     stopped: &'a tokio::sync::Notify,
-    seconds: &'a watch::Sender<i64>,
+    call_sid: &'a str,
     lines: &'a mpsc::Sender<TranscriptLine>,
 }
 
@@ -502,7 +466,15 @@ async fn pump(p: Pump<'_>) -> (EndReason, bool, i64) {
                 // Persisted every interval, metering or not: the write renews the hold.
                 ticks += 1;
                 if ticks % p.app.bridge.persist_every_secs == 0 {
-                    let _ = p.seconds.send(allowance.elapsed());
+                    // Noted in the metering book (a map under a lock); its one task writes
+                    // every live call's figure in one transaction.
+                    p.app.metering.report(
+                        &p.app.store,
+                        &p.app.clock,
+                        p.app.bridge.tick * p.app.bridge.persist_every_secs.max(1) as u32,
+                        p.call_sid,
+                        allowance.elapsed(),
+                    );
                 }
                 if !metering { continue; }
                 match allowance.tick() {
