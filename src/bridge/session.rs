@@ -177,7 +177,10 @@ async fn bridge(
         "minutes_remaining": order.seconds_left().0 / 60,
         "overage_enabled": limits.allowance.is_none(),
     });
-    let conversation = match handshake::open(app, &vars).await {
+    // Boxed: the handshake's state (TLS, the upgrade, the signed URL) is the largest of any
+    // step; inline, every live call's task would keep its room (about 11 KiB) for the
+    // whole call. Boxed, it is allocated for the handshake and freed after.
+    let conversation = match Box::pin(handshake::open(app, &vars)).await {
         Ok(c) => c,
         Err(failed) => return agent_failed(app, &call_sid, &mut twilio, failed.kind).await,
     };
