@@ -47,11 +47,11 @@ macro_rules! sqlx_hot_writes {
                     token_hash: token_hash.to_owned(),
                     expires_at,
                 };
-                let mut tx = self.writer.begin().await.map_err(classify)?;
-                SqlxTx(&mut *tx)
+                // One statement: run on a pooled connection as it is, without BEGIN/COMMIT.
+                let mut conn = self.writer.acquire().await.map_err(classify)?;
+                SqlxTx(&mut *conn)
                     .insert_token(&token, &grant.call_sid, &grant.order_id)
-                    .await?;
-                tx.commit().await.map_err(classify)
+                    .await
             }
 
             async fn write_call(&self, call: &NewCall) -> Result<Call, StoreError> {
@@ -201,8 +201,8 @@ macro_rules! sqlx_hot_writes {
                     .bind(until)
                     .bind(now)
                     .fetch_optional(&mut *self.0)
-                    .await
-                    .map_err(classify)
+                .await
+                .map_err(classify)
             }
 
             async fn insert_token(
@@ -226,16 +226,16 @@ macro_rules! sqlx_hot_writes {
                 sqlx::query_as::<$db, Order>("SELECT * FROM orders WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *self.0)
-                    .await
-                    .map_err(classify)
+                .await
+                .map_err(classify)
             }
 
             async fn call(&mut self, call_sid: &str) -> Result<Option<Call>, StoreError> {
                 sqlx::query_as::<$db, Call>("SELECT * FROM calls WHERE call_sid = $1")
                     .bind(call_sid)
                     .fetch_optional(&mut *self.0)
-                    .await
-                    .map_err(classify)
+                .await
+                .map_err(classify)
             }
 
             async fn mark_ended(&mut self, end: &EndCall) -> Result<Call, StoreError> {
@@ -265,8 +265,8 @@ macro_rules! sqlx_hot_writes {
                     .bind(call_sid)
                     .bind(now)
                     .fetch_optional(&mut *self.0)
-                    .await
-                    .map_err(classify)
+                .await
+                .map_err(classify)
             }
 
             async fn set_settled_seconds(&mut self, call_sid: &str, seconds: Seconds) -> Result<(), StoreError> {
@@ -311,8 +311,8 @@ macro_rules! sqlx_hot_writes {
                     c
                 )
                 .fetch_optional(&mut *self.0)
-                    .await
-                    .map_err(classify)
+                .await
+                .map_err(classify)
             }
         }
     };
