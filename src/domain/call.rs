@@ -174,6 +174,11 @@ impl Call {
         }
     }
 
+    /// Whether the call is over: ended, or settled already. An over call may hold nothing.
+    pub fn is_over(&self) -> bool {
+        self.status == CallState::Ended || self.settled_at.is_some()
+    }
+
     /// The agent seconds this call used: what its bridge metered (the bridge is the meter; a
     /// bridge that died loses at most its last metering interval).
     pub fn billable_seconds(&self) -> Seconds {

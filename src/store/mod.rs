@@ -17,7 +17,6 @@ mod attempts;
 mod calls;
 mod charges;
 mod events;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod money;
 mod orders;
 

@@ -13,25 +13,7 @@ impl ChargeStore for MongoStore {
         if self.call(&c.call_sid).await?.is_none() {
             return Err(StoreError::Database(format!("no call {}", c.call_sid)));
         }
-        let doc = ChargeDoc {
-            id: c.id.clone(),
-            call_sid: c.call_sid.clone(),
-            order_id: c.order_id.clone(),
-            amount_cents: c.amount.0,
-            currency: c.currency.code().to_string(),
-            seconds_billed: c.seconds_billed.0,
-            state: ChargeState::Pending.as_str().into(),
-            attempts: 0,
-            next_attempt_at: c.now,
-            lease_owner: None,
-            lease_until: None,
-            stripe_payment_intent: None,
-            last_error: None,
-            pay_token: None,
-            created_at: c.now,
-            updated_at: c.now,
-            key_generation: 0,
-        };
+        let doc = ChargeDoc::from_new(c);
         match self.charges().insert_one(&doc).await.map_err(err) {
             Ok(_) => Ok((doc.into_record()?, true)),
             Err(StoreError::Conflict(_)) => self

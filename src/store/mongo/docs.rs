@@ -208,6 +208,29 @@ pub(super) struct ChargeDoc {
 }
 
 impl ChargeDoc {
+    /// A new charge's document: pending, due now.
+    pub(super) fn from_new(c: &NewCharge) -> ChargeDoc {
+        ChargeDoc {
+            id: c.id.clone(),
+            call_sid: c.call_sid.clone(),
+            order_id: c.order_id.clone(),
+            amount_cents: c.amount.0,
+            currency: c.currency.code().to_string(),
+            seconds_billed: c.seconds_billed.0,
+            state: ChargeState::Pending.as_str().into(),
+            attempts: 0,
+            next_attempt_at: c.now,
+            lease_owner: None,
+            lease_until: None,
+            stripe_payment_intent: None,
+            last_error: None,
+            pay_token: None,
+            created_at: c.now,
+            updated_at: c.now,
+            key_generation: 0,
+        }
+    }
+
     pub(super) fn into_record(self) -> Result<Charge, StoreError> {
         Ok(Charge {
             id: self.id,

@@ -5,10 +5,11 @@
 //! charge per call), and single-document atomic updates (`findOneAndUpdate` with a filter on
 //! the state being left: fulfilment, holds, leases, the settlement claim). No step needs a
 //! multi-document transaction, so the guarantees are the same on a standalone server and on a
-//! replica set such as Atlas: settlement claims the call, adds its seconds to the order with a
-//! compare-and-set that records the call (so it is never added twice), inserts the charge
-//! (unique per call), then marks the call done; a claim a crash left unfinished is completed by
-//! the next billing pass, with the same figures.
+//! replica set such as Atlas. The money path is `store::money`'s sequences over this engine's
+//! single-document steps (`money.rs`): settlement claims the call, adds its seconds to the order
+//! with a compare-and-set that records the call (so it is never added twice), inserts the
+//! charge (unique per call), then marks the call done; a claim a crash left unfinished is
+//! completed by the next billing pass, with the same figures.
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ mod calls;
 mod charges;
 mod docs;
 mod events;
+mod money;
 mod orders;
 
 pub struct MongoStore {

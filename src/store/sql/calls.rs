@@ -77,12 +77,14 @@ pub(crate) const CALL_SETTLED_SECONDS: &str =
 pub(crate) const ORDER_FOR_DEBIT: &str =
     "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING *";
 
-/// The debit and the release of this call's hold, in one write: `$1` order, `$2` seconds used
-/// after, `$3` call, `$4` now.
+/// The debit and the release of this call's hold, in one write, if the order's usage is what
+/// the debit read: `$1` order, `$2` seconds used after, `$3` call, `$4` now, `$5` seconds used
+/// before (`ORDER_FOR_DEBIT`'s lock makes it hold on PostgreSQL, the writer's one thread on
+/// SQLite; the comparison keeps the statement right on its own).
 pub(crate) const ORDER_DEBIT: &str = "UPDATE orders SET seconds_used = $2, \
      active_call_until = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_until END, \
      active_call_sid = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_sid END, \
-     updated_at = $4 WHERE id = $1";
+     updated_at = $4 WHERE id = $1 AND seconds_used = $5";
 
 /// The bridge is up: `$1` call, `$2` now, `$3` conversation id. Not for a call that ended or
 /// was settled.

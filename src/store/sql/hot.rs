@@ -164,6 +164,11 @@ macro_rules! sqlx_hot_writes {
         /// The money path's primitives through sqlx, inside one transaction.
         impl $crate::store::money::MoneyTx for SqlxTx<'_, <$db as sqlx::Database>::Connection> {
             type Error = StoreError;
+            const ISOLATED: bool = true;
+
+            fn contended(order_id: &str) -> StoreError {
+                StoreError::Unavailable(format!("order {order_id} kept changing under its debit"))
+            }
 
             async fn upsert_call(&mut self, call: &NewCall) -> Result<(), StoreError> {
                 sqlx::query::<$db>(&CALL_UPSERT)
@@ -279,7 +284,7 @@ macro_rules! sqlx_hot_writes {
                     .map_err(classify)
             }
 
-            async fn order_for_debit(&mut self, order_id: &str) -> Result<Order, StoreError> {
+            async fn order_for_debit(&mut self, order_id: &str, _call_sid: &str, _seconds: Seconds) -> Result<Order, StoreError> {
                 sqlx::query_as::<$db, Order>(ORDER_FOR_DEBIT)
                     .bind(order_id)
                     .fetch_one(&mut *self.0)
@@ -289,19 +294,20 @@ macro_rules! sqlx_hot_writes {
 
             async fn debit_order(
                 &mut self,
-                order_id: &str,
+                before: &Order,
                 used_after: Seconds,
                 call_sid: &str,
                 now: UnixTime,
-            ) -> Result<(), StoreError> {
+            ) -> Result<bool, StoreError> {
                 sqlx::query::<$db>(ORDER_DEBIT)
-                    .bind(order_id)
+                    .bind(&before.id)
                     .bind(used_after.0)
                     .bind(call_sid)
                     .bind(now)
+                    .bind(before.seconds_used.0)
                     .execute(&mut *self.0)
                     .await
-                    .map(|_| ())
+                    .map(|r| r.rows_affected() == 1)
                     .map_err(classify)
             }
 

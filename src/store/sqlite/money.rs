@@ -210,6 +210,14 @@ struct Rusqlite<'a>(&'a rusqlite::Connection);
 
 impl MoneyTx for Rusqlite<'_> {
     type Error = rusqlite::Error;
+    const ISOLATED: bool = true;
+
+    fn contended(order_id: &str) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some(format!("order {order_id} kept changing under its debit")),
+        )
+    }
 
     async fn upsert_call(&mut self, call: &NewCall) -> rusqlite::Result<()> {
         self.0.prepare_cached(&CALL_UPSERT)?.query_row(
@@ -316,7 +324,12 @@ impl MoneyTx for Rusqlite<'_> {
         Ok(())
     }
 
-    async fn order_for_debit(&mut self, order_id: &str) -> rusqlite::Result<Order> {
+    async fn order_for_debit(
+        &mut self,
+        order_id: &str,
+        _call_sid: &str,
+        _seconds: Seconds,
+    ) -> rusqlite::Result<Order> {
         self.0
             .prepare_cached(ORDER_FOR_DEBIT)?
             .query_row(named_params! { "$1": order_id }, order_row)
@@ -324,15 +337,15 @@ impl MoneyTx for Rusqlite<'_> {
 
     async fn debit_order(
         &mut self,
-        order_id: &str,
+        before: &Order,
         used_after: Seconds,
         call_sid: &str,
         now: UnixTime,
-    ) -> rusqlite::Result<()> {
-        self.0.prepare_cached(ORDER_DEBIT)?.execute(named_params! {
-            "$1": order_id, "$2": used_after.0, "$3": call_sid, "$4": now,
-        })?;
-        Ok(())
+    ) -> rusqlite::Result<bool> {
+        Ok(self.0.prepare_cached(ORDER_DEBIT)?.execute(named_params! {
+            "$1": before.id, "$2": used_after.0, "$3": call_sid, "$4": now,
+            "$5": before.seconds_used.0,
+        })? == 1)
     }
 
     async fn insert_charge(&mut self, c: &NewCharge) -> rusqlite::Result<Option<Charge>> {
