@@ -1680,3 +1680,237 @@ async fn the_sqlite_files_are_private() {
         );
     }
 }
+
+/// A store on a fresh MongoDB database reached through a proxy that can cut it off before
+/// any write.
+async fn mongo_behind_a_cut() -> Option<(DynStore, crate::support::proxy::MongoWriteCut)> {
+    let direct = crate::support::mongo::fresh_uri("cg_cut")?;
+    let (server, path) = direct.trim_start_matches("mongodb://").split_once('/')?;
+    let cut = crate::support::proxy::MongoWriteCut::start(server.to_string()).await;
+    let uri = format!("mongodb://{}/{path}", cut.addr);
+    let store = callgate::store::MongoStore::open(&uri).await.unwrap();
+    callgate::store::Store::migrate(&store).await.unwrap();
+    Some((std::sync::Arc::new(store), cut))
+}
+
+/// MongoDB's settlement runs without a multi-document transaction, one write per step. Cut
+/// off before each of its writes in turn (the instance dying there), the next billing pass (a
+/// minute on, when an unfinished claim is handed over) finishes it with the figures of an
+/// uninterrupted one, and nothing is written twice: the order is debited once, the call has
+/// one charge, and the code is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_settlement_cut_off_before_any_write_is_finished_once() {
+    let mut cuts = 0;
+    for writes in 0.. {
+        let Some((store, cut)) = mongo_behind_a_cut().await else {
+            return;
+        };
+        // Overage consented with a saved card: a charge is due.
+        let mut o = pending(&new_id("pi"));
+        o.code = Some(vault().store(&AccessCode::generate(12)));
+        o.stripe_payment_method = Some("pm_1".into());
+        let order = store.insert_order(&o).await.unwrap();
+        call(&store, "CA_cut").await;
+        assert!(held(
+            store
+                .hold_order_for_call(&order.id, "CA_cut", NOW + 150, NOW)
+                .await
+                .unwrap()
+        ));
+        assert!(store
+            .bridge_started("CA_cut", None, NOW + 40, NOW + 10)
+            .await
+            .unwrap());
+        let hung_up = callgate::store::EndReason::CallerHungUp;
+        store
+            .bridge_finished("CA_cut", Seconds(420), hung_up, NOW + 430)
+            .await
+            .unwrap();
+        store
+            .end_call(&end("CA_cut", "completed", Some(425), NOW + 431))
+            .await
+            .unwrap();
+
+        cut.arm(writes, crate::support::proxy::AtWrite::Cut);
+        let first = store
+            .settle_call("CA_cut", Rounding::PerStartedMinute, "chg_first", NOW + 432)
+            .await;
+        let interrupted = cut.fired();
+        cut.disarm();
+        let settled = if interrupted {
+            cuts += 1;
+            assert!(first.is_err(), "cut before write {writes}: {first:?}");
+            store
+                .settle_call("CA_cut", Rounding::PerStartedMinute, "chg_next", NOW + 500)
+                .await
+                .unwrap()
+        } else {
+            first.unwrap()
+        };
+        let Settlement::Settled {
+            seconds,
+            overage,
+            charge: Some(charge),
+        } = settled
+        else {
+            panic!("cut before write {writes}: not settled with a charge: {settled:?}");
+        };
+        assert_eq!((seconds, overage), (Seconds(420), Seconds(120)), "write {writes}");
+        assert_eq!(charge.amount, Cents(200), "write {writes}");
+
+        let charges = store.charges_for_order(&order.id).await.unwrap();
+        assert_eq!(charges.len(), 1, "write {writes}: {charges:?}");
+        assert_eq!(charges[0].id, charge.id);
+        let after = store.order(&order.id).await.unwrap().unwrap();
+        assert_eq!(after.seconds_used, Seconds(420), "write {writes}: debited once");
+        assert_eq!(after.active_call_sid, None, "write {writes}: the code is free");
+        let called = store.call("CA_cut").await.unwrap().unwrap();
+        assert_eq!(called.settled_seconds, Some(420));
+        // A later pass finds nothing left to do.
+        assert_eq!(
+            store
+                .settle_call("CA_cut", Rounding::PerStartedMinute, "chg_late", NOW + 600)
+                .await
+                .unwrap(),
+            Settlement::AlreadySettled
+        );
+        assert_eq!(store.charges_for_order(&order.id).await.unwrap().len(), 1);
+        if !interrupted {
+            break;
+        }
+    }
+    assert!(cuts >= 4, "claim, seconds, debit, charge, done: {cuts} cuts");
+}
+
+/// The code step's hold (link the call, take the code, store the stream token) cut off before
+/// each of its writes: the caller's next try holds the code, and once the call ends the code is
+/// free for the next caller, whichever write the cut fell before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_hold_cut_off_before_any_write_leaves_the_code_usable() {
+    let mut cuts = 0;
+    for writes in 0.. {
+        let Some((store, cut)) = mongo_behind_a_cut().await else {
+            return;
+        };
+        let order = paid_order(&store).await;
+        call(&store, "CA_try").await;
+        call(&store, "CA_next").await;
+        let token = |hash: &str| callgate::store::TokenIssue {
+            token_hash: hash.into(),
+            expires_at: NOW + 60,
+        };
+        cut.arm(writes, crate::support::proxy::AtWrite::Cut);
+        let first = store
+            .hold_and_grant(&order.id, "CA_try", NOW + 150, NOW, &token("h_first"))
+            .await;
+        let interrupted = cut.fired();
+        cut.disarm();
+        if interrupted {
+            cuts += 1;
+            assert!(first.is_err(), "cut before write {writes}: {first:?}");
+            // The caller keys the code again.
+            assert!(held(
+                store
+                    .hold_and_grant(&order.id, "CA_try", NOW + 160, NOW + 10, &token("h_again"))
+                    .await
+                    .unwrap()
+            ));
+        } else {
+            assert!(held(first.unwrap()));
+        }
+        store
+            .end_call(&end("CA_try", "completed", Some(30), NOW + 30))
+            .await
+            .unwrap();
+        assert!(
+            held(
+                store
+                    .hold_order_for_call(&order.id, "CA_next", NOW + 200, NOW + 31)
+                    .await
+                    .unwrap()
+            ),
+            "cut before write {writes}: the code is free once the call ended"
+        );
+        if !interrupted {
+            break;
+        }
+    }
+    assert!(cuts >= 3, "link, take, token: {cuts} cuts");
+}
+
+/// The caller hangs up while the code step writes: the whole end (Twilio's status callback)
+/// lands before each of the hold's writes in turn. Whichever write it came before, the code
+/// is free afterwards for the next caller, and the ended call's stream token opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_an_end_between_the_holds_writes_leaves_the_code_free() {
+    use crate::support::proxy::AtWrite;
+    let mut paused = 0;
+    for writes in 0.. {
+        let Some((store, gate)) = mongo_behind_a_cut().await else {
+            return;
+        };
+        let order = paid_order(&store).await;
+        call(&store, "CA_gone").await;
+        call(&store, "CA_next").await;
+        gate.arm(writes, AtWrite::Pause);
+        let mut holding = {
+            let (store, order_id) = (store.clone(), order.id.clone());
+            tokio::spawn(async move {
+                let token = callgate::store::TokenIssue {
+                    token_hash: "h_gone".into(),
+                    expires_at: NOW + 60,
+                };
+                store
+                    .hold_and_grant(&order_id, "CA_gone", NOW + 150, NOW, &token)
+                    .await
+            })
+        };
+        // Either the hold reaches the paused write, or it finishes with fewer writes.
+        let finished = tokio::select! {
+            _ = gate.paused() => None,
+            done = &mut holding => Some(done),
+        };
+        let reached = finished.is_none();
+        if reached {
+            paused += 1;
+            store
+                .end_call(&end("CA_gone", "completed", Some(3), NOW + 1))
+                .await
+                .unwrap();
+            gate.resume();
+        }
+        let hold = match finished {
+            Some(done) => done,
+            None => holding.await,
+        }
+        .unwrap()
+        .unwrap();
+        gate.disarm();
+        if !reached {
+            assert!(held(hold));
+            break;
+        }
+        assert!(
+            held(
+                store
+                    .hold_order_for_call(&order.id, "CA_next", NOW + 200, NOW + 2)
+                    .await
+                    .unwrap()
+            ),
+            "an end before write {writes}: the code is free ({hold:?})"
+        );
+        assert!(
+            store
+                .consume_stream_token("h_gone", "CA_gone", NOW + 3)
+                .await
+                .unwrap()
+                .is_none_or(|o| callgate::domain::call::stream_refusal(
+                    o.call.as_ref(),
+                    o.order.as_ref()
+                )
+                .is_some()),
+            "an end before write {writes}: its stream opens nothing"
+        );
+    }
+    assert!(paused >= 3, "link, take, token: {paused} pauses");
+}
