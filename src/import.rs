@@ -403,12 +403,7 @@ pub async fn run(
                 }
                 if revoked {
                     app.store
-                        .set_order_status(
-                            &id,
-                            &[crate::store::OrderStatus::Paid],
-                            crate::store::OrderStatus::Revoked,
-                            app.clock.now(),
-                        )
+                        .move_order(&id, crate::store::OrderStatus::Revoked, app.clock.now())
                         .await?;
                 }
                 report.imported += 1;

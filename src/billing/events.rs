@@ -65,12 +65,7 @@ pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
                 return Ok(Outcome::Ignored("no order for this payment"));
             };
             app.store
-                .set_order_status(
-                    &order.id,
-                    &[OrderStatus::Pending],
-                    OrderStatus::Failed,
-                    app.clock.now(),
-                )
+                .move_order(&order.id, OrderStatus::Failed, app.clock.now())
                 .await?;
             Ok(Outcome::MarkedFailed)
         }

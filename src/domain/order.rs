@@ -66,9 +66,54 @@ pub struct Order {
     pub client_secret_hash: Option<String>,
 }
 
+impl OrderStatus {
+    /// Whether an order in this state may move to `next`: paid once (a failed payment may
+    /// still succeed), revoked from anything but revoked, never back to pending. The stores
+    /// apply exactly these moves (from [`OrderStatus::sources`]).
+    pub fn may_become(self, next: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Paid | Failed | Revoked) | (Failed, Paid | Revoked) | (Paid, Revoked)
+        )
+    }
+
+    /// The states an order may move to `next` from.
+    pub fn sources(next: OrderStatus) -> impl Iterator<Item = OrderStatus> {
+        OrderStatus::ALL
+            .iter()
+            .copied()
+            .filter(move |s| s.may_become(next))
+    }
+}
+
 impl Order {
     /// Allowance left, never negative.
     pub fn seconds_left(&self) -> Seconds {
         Seconds((self.seconds_included.0 - self.seconds_used.0).max(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderStatus::{self, *};
+
+    #[test]
+    fn an_order_is_paid_once_and_revoked_for_good() {
+        for &from in OrderStatus::ALL {
+            assert!(!Revoked.may_become(from), "revoked to {from}");
+            assert!(!from.may_become(Pending), "{from} back to pending");
+            assert!(!from.may_become(from), "{from} to itself is not a move");
+        }
+        assert_eq!(
+            OrderStatus::sources(Paid).collect::<Vec<_>>(),
+            [Pending, Failed],
+            "paid from an unpaid order only"
+        );
+        assert_eq!(
+            OrderStatus::sources(Revoked).collect::<Vec<_>>(),
+            [Pending, Paid, Failed]
+        );
+        assert_eq!(OrderStatus::sources(Failed).collect::<Vec<_>>(), [Pending]);
     }
 }

@@ -79,12 +79,7 @@ pub fn code_of(app: &App, order: &Order) -> Option<AccessCode> {
 pub async fn revoke(app: &App, order: &Order) -> Result<Order, StoreError> {
     let moved = app
         .store
-        .set_order_status(
-            &order.id,
-            &[OrderStatus::Pending, OrderStatus::Paid, OrderStatus::Failed],
-            OrderStatus::Revoked,
-            app.clock.now(),
-        )
+        .move_order(&order.id, OrderStatus::Revoked, app.clock.now())
         .await?;
     Ok(moved.unwrap_or_else(|| order.clone()))
 }

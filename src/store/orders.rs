@@ -53,8 +53,22 @@ pub trait OrderStore: Send + Sync {
     async fn insert_order(&self, order: &NewOrder) -> Result<Order, StoreError>;
 
     /// Turns the pending (or failed) order of a PaymentIntent into a paid order with a code,
-    /// exactly once. Never creates an order.
-    async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError>;
+    /// exactly once. Never creates an order. One sequence over [`OrderStore::mark_paid`].
+    async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError> {
+        if let Some(order) = self.mark_paid(f).await? {
+            return Ok(Fulfilled::Now(order));
+        }
+        Ok(
+            match self.order_by_payment_intent(&f.payment_intent).await? {
+                Some(order) => Fulfilled::Already(order),
+                None => Fulfilled::NoOrder,
+            },
+        )
+    }
+
+    /// The compare-and-set under [`OrderStore::fulfil_order`]: the PaymentIntent's order paid,
+    /// with the fulfilment's code, if [`OrderStatus::may_become`] allows it; the order if so.
+    async fn mark_paid(&self, f: &Fulfilment) -> Result<Option<Order>, StoreError>;
 
     async fn order(&self, id: &str) -> Result<Option<Order>, StoreError>;
 
@@ -71,11 +85,11 @@ pub trait OrderStore: Send + Sync {
     /// Remembers the client secret's hash for an order that lacked it.
     async fn set_client_secret_hash(&self, id: &str, hash: &str) -> Result<(), StoreError>;
 
-    /// Moves an order to `to` if it is in one of `from`; returns the updated order if it moved.
-    async fn set_order_status(
+    /// Moves an order to `to` if [`OrderStatus::may_become`] allows it from where it stands
+    /// (compare-and-set); returns the updated order if it moved.
+    async fn move_order(
         &self,
         id: &str,
-        from: &[OrderStatus],
         to: OrderStatus,
         now: UnixTime,
     ) -> Result<Option<Order>, StoreError>;

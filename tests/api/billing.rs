@@ -542,12 +542,7 @@ async fn no_worker_charges_a_revoked_order(store: DynStore) {
             .unwrap(),
     );
     app.store
-        .set_order_status(
-            &order.id,
-            &[callgate::store::OrderStatus::Paid],
-            callgate::store::OrderStatus::Revoked,
-            T0,
-        )
+        .move_order(&order.id, callgate::store::OrderStatus::Revoked, T0)
         .await
         .unwrap();
     billing::run_once(&app, "w").await.unwrap();

@@ -105,12 +105,7 @@ async fn daily_figures_sum_every_matching_row(store: DynStore) {
         .await
         .unwrap();
     store
-        .set_order_status(
-            &revoked.id,
-            &[OrderStatus::Paid],
-            OrderStatus::Revoked,
-            since + 40,
-        )
+        .move_order(&revoked.id, OrderStatus::Revoked, since + 40)
         .await
         .unwrap()
         .expect("revoked");
@@ -364,7 +359,7 @@ async fn fulfilment_without_pending_order_stores_nothing(store: DynStore) {
 async fn failed_payment_can_still_be_fulfilled(store: DynStore) {
     let o = store.insert_order(&pending("pi_retry")).await.unwrap();
     let failed = store
-        .set_order_status(&o.id, &[OrderStatus::Pending], OrderStatus::Failed, NOW)
+        .move_order(&o.id, OrderStatus::Failed, NOW)
         .await
         .unwrap()
         .unwrap();
@@ -408,52 +403,46 @@ async fn racing_fulfilments_yield_one_code(store: DynStore) {
     }
 }
 
+/// Every move between two order states: the store makes exactly those the domain allows
+/// (`OrderStatus::may_become`), and a refused move changes nothing.
 async fn order_status_moves_only_from_allowed_states(store: DynStore) {
-    let order = paid_order(&store).await;
-    let revoked = store
-        .set_order_status(
-            &order.id,
-            &[OrderStatus::Paid],
-            OrderStatus::Revoked,
-            NOW + 9,
-        )
-        .await
-        .unwrap()
-        .expect("paid -> revoked");
-    assert_eq!(revoked.status, OrderStatus::Revoked);
-    assert_eq!(revoked.revoked_at, Some(NOW + 9));
+    async fn order_in(store: &DynStore, status: OrderStatus) -> callgate::store::Order {
+        let order = match status {
+            OrderStatus::Pending | OrderStatus::Failed => {
+                store.insert_order(&pending(&new_id("pi"))).await.unwrap()
+            }
+            OrderStatus::Paid | OrderStatus::Revoked => paid_order(store).await,
+        };
+        if matches!(status, OrderStatus::Failed | OrderStatus::Revoked) {
+            store.move_order(&order.id, status, NOW + 1).await.unwrap();
+        }
+        let order = store.order(&order.id).await.unwrap().unwrap();
+        assert_eq!(order.status, status);
+        order
+    }
+    let mut moves = 0;
+    for &from in OrderStatus::ALL {
+        for &to in OrderStatus::ALL {
+            let order = order_in(&store, from).await;
+            let moved = store.move_order(&order.id, to, NOW + 9).await.unwrap();
+            let stored = store.order(&order.id).await.unwrap().unwrap();
+            if from.may_become(to) {
+                moves += 1;
+                let moved = moved.unwrap_or_else(|| panic!("{from} -> {to} refused"));
+                assert_eq!((moved.status, stored.status), (to, to));
+                if to == OrderStatus::Revoked {
+                    assert_eq!(stored.revoked_at, Some(NOW + 9));
+                }
+            } else {
+                assert_eq!(moved, None, "{from} -> {to} made");
+                assert_eq!(stored, order, "{from} -> {to} changed the order");
+            }
+        }
+    }
+    assert_eq!(moves, 6);
     assert_eq!(
         store
-            .set_order_status(
-                &order.id,
-                &[OrderStatus::Paid],
-                OrderStatus::Revoked,
-                NOW + 10
-            )
-            .await
-            .unwrap(),
-        None,
-        "already revoked"
-    );
-    assert_eq!(
-        store.order(&order.id).await.unwrap().unwrap().revoked_at,
-        Some(NOW + 9)
-    );
-    assert_eq!(
-        store
-            .set_order_status(&order.id, &[], OrderStatus::Paid, NOW)
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store
-            .set_order_status(
-                "ord_missing",
-                &[OrderStatus::Paid],
-                OrderStatus::Revoked,
-                NOW
-            )
+            .move_order("ord_missing", OrderStatus::Revoked, NOW)
             .await
             .unwrap(),
         None
@@ -974,12 +963,7 @@ async fn metering_renews_holds_and_names_calls_to_stop(store: DynStore) {
         Some(NOW + 35)
     );
     store
-        .set_order_status(
-            &other.id,
-            &[OrderStatus::Paid],
-            OrderStatus::Revoked,
-            NOW + 6,
-        )
+        .move_order(&other.id, OrderStatus::Revoked, NOW + 6)
         .await
         .unwrap();
     let stop = store
@@ -1755,15 +1739,26 @@ async fn mongodb_settlement_cut_off_before_any_write_is_finished_once() {
         else {
             panic!("cut before write {writes}: not settled with a charge: {settled:?}");
         };
-        assert_eq!((seconds, overage), (Seconds(420), Seconds(120)), "write {writes}");
+        assert_eq!(
+            (seconds, overage),
+            (Seconds(420), Seconds(120)),
+            "write {writes}"
+        );
         assert_eq!(charge.amount, Cents(200), "write {writes}");
 
         let charges = store.charges_for_order(&order.id).await.unwrap();
         assert_eq!(charges.len(), 1, "write {writes}: {charges:?}");
         assert_eq!(charges[0].id, charge.id);
         let after = store.order(&order.id).await.unwrap().unwrap();
-        assert_eq!(after.seconds_used, Seconds(420), "write {writes}: debited once");
-        assert_eq!(after.active_call_sid, None, "write {writes}: the code is free");
+        assert_eq!(
+            after.seconds_used,
+            Seconds(420),
+            "write {writes}: debited once"
+        );
+        assert_eq!(
+            after.active_call_sid, None,
+            "write {writes}: the code is free"
+        );
         let called = store.call("CA_cut").await.unwrap().unwrap();
         assert_eq!(called.settled_seconds, Some(420));
         // A later pass finds nothing left to do.
@@ -1779,7 +1774,10 @@ async fn mongodb_settlement_cut_off_before_any_write_is_finished_once() {
             break;
         }
     }
-    assert!(cuts >= 4, "claim, seconds, debit, charge, done: {cuts} cuts");
+    assert!(
+        cuts >= 4,
+        "claim, seconds, debit, charge, done: {cuts} cuts"
+    );
 }
 
 /// The code step's hold (link the call, take the code, store the stream token) cut off before

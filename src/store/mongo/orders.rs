@@ -7,6 +7,11 @@ use mongodb::options::ReturnDocument;
 use super::docs::*;
 use super::*;
 
+/// The spellings of the states an order may move to `to` from, for a filter's `$in`.
+fn sources(to: OrderStatus) -> Vec<&'static str> {
+    OrderStatus::sources(to).map(|s| s.as_str()).collect()
+}
+
 #[async_trait]
 impl OrderStore for MongoStore {
     async fn insert_order(&self, order: &NewOrder) -> Result<Order, StoreError> {
@@ -15,7 +20,7 @@ impl OrderStore for MongoStore {
         doc.into_record()
     }
 
-    async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError> {
+    async fn mark_paid(&self, f: &Fulfilment) -> Result<Option<Order>, StoreError> {
         let update = {
             let mut set = doc! {
                 "status": OrderStatus::Paid.as_str(), "code_hash": &f.code.hash, "code_sealed": &f.code.sealed,
@@ -32,21 +37,13 @@ impl OrderStore for MongoStore {
         let updated = self
             .orders()
             .find_one_and_update(
-                doc! { "stripe_payment_intent": &f.payment_intent, "status": { "$in": [OrderStatus::Pending.as_str(), OrderStatus::Failed.as_str()] } },
+                doc! { "stripe_payment_intent": &f.payment_intent, "status": { "$in": sources(OrderStatus::Paid) } },
                 update,
             )
             .return_document(ReturnDocument::After)
             .await
             .map_err(err)?;
-        if let Some(order) = updated {
-            return Ok(Fulfilled::Now(order.into_record()?));
-        }
-        Ok(
-            match self.order_by_payment_intent(&f.payment_intent).await? {
-                Some(order) => Fulfilled::Already(order),
-                None => Fulfilled::NoOrder,
-            },
-        )
+        updated.map(OrderDoc::into_record).transpose()
     }
 
     async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
@@ -95,24 +92,19 @@ impl OrderStore for MongoStore {
             .map_err(err)
     }
 
-    async fn set_order_status(
+    async fn move_order(
         &self,
         id: &str,
-        from: &[OrderStatus],
         to: OrderStatus,
         now: UnixTime,
     ) -> Result<Option<Order>, StoreError> {
-        if from.is_empty() {
-            return Ok(None);
-        }
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let mut set = doc! { "status": to.as_str(), "updated_at": now };
         if to == OrderStatus::Revoked {
             set.insert("revoked_at", now);
         }
         self.orders()
             .find_one_and_update(
-                doc! { "_id": id, "status": { "$in": from } },
+                doc! { "_id": id, "status": { "$in": sources(to) } },
                 doc! { "$set": set },
             )
             .return_document(ReturnDocument::After)

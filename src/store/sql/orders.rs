@@ -14,10 +14,9 @@ pub(crate) static ORDER_FULFIL: LazyLock<String> = statement!(
     "UPDATE orders SET status = '{paid}', code_hash = $2, code_sealed = $3, code_last4 = $4, \
      stripe_customer = COALESCE($5, stripe_customer), \
      stripe_payment_method = COALESCE($6, stripe_payment_method), paid_at = $7, updated_at = $7 \
-     WHERE stripe_payment_intent = $1 AND status IN ('{pending}', '{failed}') RETURNING *",
+     WHERE stripe_payment_intent = $1 AND status IN ({payable}) RETURNING *",
     paid = OrderStatus::Paid,
-    pending = OrderStatus::Pending,
-    failed = OrderStatus::Failed,
+    payable = super::spelling_list(OrderStatus::sources(OrderStatus::Paid).map(|s| s.as_str())),
 );
 
 /// Unpaid orders created before `$1`, oldest first, at most `$2`.
@@ -94,8 +93,8 @@ macro_rules! sql_orders {
                     .ok_or_else(|| StoreError::Database("insert returned no row".into()))
             }
 
-            async fn fulfil_order(&self, f: &Fulfilment) -> Result<Fulfilled, StoreError> {
-                let updated = sqlx::query_as::<$db, Order>(&ORDER_FULFIL)
+            async fn mark_paid(&self, f: &Fulfilment) -> Result<Option<Order>, StoreError> {
+                sqlx::query_as::<$db, Order>(&ORDER_FULFIL)
                     .bind(&f.payment_intent)
                     .bind(&f.code.hash)
                     .bind(&f.code.sealed)
@@ -105,14 +104,7 @@ macro_rules! sql_orders {
                     .bind(f.now)
                     .fetch_optional(&self.writer)
                     .await
-                    .map_err(classify)?;
-                if let Some(order) = updated {
-                    return Ok(Fulfilled::Now(order));
-                }
-                Ok(match self.order_by_payment_intent(&f.payment_intent).await? {
-                    Some(order) => Fulfilled::Already(order),
-                    None => Fulfilled::NoOrder,
-                })
+                    .map_err(classify)
             }
 
             async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
@@ -151,17 +143,16 @@ macro_rules! sql_orders {
                     .map_err(classify)
             }
 
-            async fn set_order_status(
+            async fn move_order(
                 &self,
                 id: &str,
-                from: &[OrderStatus],
                 to: OrderStatus,
                 now: UnixTime,
             ) -> Result<Option<Order>, StoreError> {
-                if from.is_empty() {
+                let allowed = spelling_list(OrderStatus::sources(to).map(|s| s.as_str()));
+                if allowed.is_empty() {
                     return Ok(None);
                 }
-                let allowed = spelling_list(from.iter().map(|s| s.as_str()));
                 let revoked_at = if to == OrderStatus::Revoked { "$3" } else { "revoked_at" };
                 let sql = format!(
                     "UPDATE orders SET status = $2, updated_at = $3, revoked_at = {revoked_at} \
