@@ -285,7 +285,7 @@ pub async fn run(
         read: docs.len(),
         ..Report::default()
     };
-    let plan = &app.config.plan;
+    let plan = app.config.plans.first();
     let skip = |report: &mut Report, why: &str| {
         report.skipped += 1;
         *report.reasons.entry(why.to_string()).or_default() += 1;

@@ -134,3 +134,64 @@ pub fn proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
         })
         .collect()
 }
+
+/// One plan as `PLANS` writes it: its price still as written, read in the currency later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSpec {
+    pub name: String,
+    pub minutes: i64,
+    pub price: String,
+}
+
+/// `PLANS`: `NAME=MINUTES@PRICE`, separated by `;` (a trailing `;` is allowed): at least one,
+/// at most 12, names unique (by their id), minutes 1 to 10000.
+pub fn plans(value: &str) -> Result<Vec<PlanSpec>, String> {
+    let mut plans: Vec<PlanSpec> = Vec::new();
+    for entry in value.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |why: &str| {
+            format!("`{entry}`: {why}; write NAME=MINUTES@PRICE, e.g. `Quick chat=5@5.00`")
+        };
+        let (name, terms) = entry.rsplit_once('=').ok_or_else(|| bad("no `=`"))?;
+        let (minutes, price) = terms.split_once('@').ok_or_else(|| bad("no `@`"))?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 60 || name.chars().any(char::is_control) {
+            return Err(bad("the name must be 1 to 60 printable characters"));
+        }
+        if plan_id(name).is_empty() {
+            return Err(bad("the name needs a letter or a digit"));
+        }
+        let minutes: i64 = minutes
+            .trim()
+            .parse()
+            .ok()
+            .filter(|m| (1..=10_000).contains(m))
+            .ok_or_else(|| bad("minutes must be a whole number from 1 to 10000"))?;
+        let price = price.trim();
+        if price.is_empty() || !price.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return Err(bad("the price must be an amount such as 10.00"));
+        }
+        if plans.iter().any(|p| plan_id(&p.name) == plan_id(name)) {
+            return Err(bad("two plans with the same name"));
+        }
+        plans.push(PlanSpec {
+            name: name.to_string(),
+            minutes,
+            price: price.to_string(),
+        });
+    }
+    match plans.len() {
+        0 => Err("no plan; write NAME=MINUTES@PRICE, separated by `;`".into()),
+        n if n > 12 => Err(format!("{n} plans; at most 12")),
+        _ => Ok(plans),
+    }
+}
+
+/// A plan's id, from its name: lower-case letters and digits, words joined by `-`. What the
+/// storefront sends back, so renaming a plan's capitals or spaces keeps its id.
+pub fn plan_id(name: &str) -> String {
+    name.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("-")
+}

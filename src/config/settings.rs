@@ -214,6 +214,12 @@ pub const PLAN_MINUTES: Var<i64> = Var {
     help: "agent minutes included in the plan (1 to 10000)",
     parse: whole::<1, 10_000>,
 };
+pub const PLANS: Var<Vec<parse::PlanSpec>> = Var {
+    var: "PLANS",
+    unset: Unset::Means("one plan, from `PLAN_NAME`, `PLAN_MINUTES` and `PLAN_PRICE`"),
+    help: "several plans, `NAME=MINUTES@PRICE` separated by `;`, e.g. `Quick chat=5@5.00;Half hour=30@20.00`; replaces the three `PLAN_` settings",
+    parse: parse::plans,
+};
 pub const OVERAGE_PRICE_PER_MINUTE: Var<String> = Var {
     var: "OVERAGE_PRICE_PER_MINUTE",
     unset: Unset::Value("1.00"),
@@ -452,6 +458,7 @@ pub static SETTINGS: &[&dyn Row] = &[
     &PLAN_NAME,
     &PLAN_PRICE,
     &PLAN_MINUTES,
+    &PLANS,
     &OVERAGE_PRICE_PER_MINUTE,
     &CURRENCY,
     &STRIPE_SECRET_KEY,

@@ -46,6 +46,7 @@ impl From<CheckoutError> for ApiError {
     fn from(e: CheckoutError) -> Self {
         match e {
             CheckoutError::NotConfigured => ApiError::NotConfigured,
+            CheckoutError::UnknownPlan => ApiError::BadRequest(e.to_string()),
             CheckoutError::Stripe(e) => ApiError::Stripe(e),
             CheckoutError::Store(e) => ApiError::Store(e),
         }
@@ -80,9 +81,13 @@ fn no_store(mut resp: Response) -> Response {
 }
 
 /// Reads the JSON body by hand so that every malformed input gets a clear 400.
-fn parse_request(body: &[u8]) -> Result<(bool, Option<String>), ApiError> {
+fn parse_request(body: &[u8]) -> Result<Purchase, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok((false, None));
+        return Ok(Purchase {
+            plan: None,
+            overage_accepted: false,
+            email: None,
+        });
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::BadRequest("the body must be a JSON object".into()))?;
@@ -118,11 +123,21 @@ fn parse_request(body: &[u8]) -> Result<(bool, Option<String>), ApiError> {
         }
         Some(_) => return Err(ApiError::BadRequest("email must be a string".into())),
     };
-    Ok((overage, email))
+    // The plan by its id only: a price or minutes in the body are not read.
+    let plan = match obj.get("plan") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= 80 => Some(s.trim().to_string()),
+        Some(_) => return Err(ApiError::BadRequest("plan must be a plan's id".into())),
+    };
+    Ok(Purchase {
+        plan,
+        overage_accepted: overage,
+        email,
+    })
 }
 
-/// `POST /api/create-payment-intent` `{ "overage_accepted": bool, "email"?: string }`.
-/// The amount comes from the configured plan, never from the browser.
+/// `POST /api/create-payment-intent` `{ "plan"?: id, "overage_accepted": bool, "email"?: string }`.
+/// The amount and minutes come from the configured plan, never from the browser.
 async fn create_payment_intent(
     State(app): State<AppState>,
     body: axum::body::Bytes,
@@ -130,24 +145,17 @@ async fn create_payment_intent(
     let Some(config) = app.config.stripe.as_ref() else {
         return Err(ApiError::NotConfigured);
     };
-    let (overage_accepted, email) = parse_request(&body)?;
-    let started = checkout::start(
-        &app,
-        &Purchase {
-            overage_accepted,
-            email,
-        },
-    )
-    .await?;
-    let plan = &app.config.plan;
+    let started = checkout::start(&app, &parse_request(&body)?).await?;
+    let order = &started.order;
     Ok(no_store(
         Json(json!({
             "clientSecret": started.client_secret,
             "paymentIntent": started.payment_intent,
             "publishableKey": config.publishable_key,
-            "amount": plan.price.0,
-            "currency": plan.currency.code(),
-            "amountDisplay": plan.currency.format(plan.price),
+            "plan": order.plan,
+            "amount": order.amount.0,
+            "currency": order.currency.code(),
+            "amountDisplay": order.currency.format(order.amount),
         }))
         .into_response(),
     ))
@@ -217,18 +225,33 @@ async fn order_details(
 mod tests {
     use super::*;
 
+    fn purchase(plan: Option<&str>, overage_accepted: bool, email: Option<&str>) -> Purchase {
+        Purchase {
+            plan: plan.map(String::from),
+            overage_accepted,
+            email: email.map(String::from),
+        }
+    }
+
     #[test]
     fn request_bodies() {
-        assert_eq!(parse_request(b"").unwrap(), (false, None));
+        assert_eq!(parse_request(b"").unwrap(), purchase(None, false, None));
         assert_eq!(
             parse_request(br#"{"overage_accepted":true}"#).unwrap(),
-            (true, None)
+            purchase(None, true, None)
         );
         assert_eq!(
             parse_request(br#"{"acceptOverage":true,"email":" a@b.co "}"#).unwrap(),
-            (true, Some("a@b.co".into()))
+            purchase(None, true, Some("a@b.co"))
+        );
+        // The plan by id; a price or minutes beside it are not read.
+        assert_eq!(
+            parse_request(br#"{"plan":"half-hour","amount":1,"minutes":999}"#).unwrap(),
+            purchase(Some("half-hour"), false, None)
         );
         for bad in [
+            &br#"{"plan":15}"#[..],
+            br#"{"plan":["a"]}"#,
             &b"[1]"[..],
             b"{",
             br#"{"overage_accepted":"yes"}"#,

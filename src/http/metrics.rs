@@ -237,17 +237,41 @@ async fn render(app: AppState) -> Response {
         &IGNORED_PAYMENTS,
     );
 
-    // Charges by state come from the database: skipped (and said so) if it does not answer.
-    let counts = tokio::time::timeout(Duration::from_secs(2), app.store.count_charges_by_state())
-        .await
-        .ok()
-        .and_then(Result::ok);
+    // Charges by state and orders by plan come from the database: skipped (and said so) if it
+    // does not answer.
+    let (counts, plans) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(2), app.store.count_charges_by_state()),
+        tokio::time::timeout(Duration::from_secs(2), app.store.orders_by_plan()),
+    );
+    let counts = counts.ok().and_then(Result::ok);
+    let plans = plans.ok().and_then(Result::ok);
     t.family(
         "callgate_store_up",
         "gauge",
         "1 if the database answered this scrape.",
     );
-    t.sample("callgate_store_up", &[], u8::from(counts.is_some()));
+    t.sample(
+        "callgate_store_up",
+        &[],
+        u8::from(counts.is_some() && plans.is_some()),
+    );
+    if let Some(plans) = plans {
+        t.family(
+            "callgate_orders",
+            "gauge",
+            "Orders by the plan they bought and their state.",
+        );
+        t.family(
+            "callgate_orders_amount_cents",
+            "gauge",
+            "What those orders cost together, in the currency's minor unit.",
+        );
+        for p in &plans {
+            let labels = [("plan", p.plan.as_str()), ("status", p.status.as_str())];
+            t.sample("callgate_orders", &labels, p.orders);
+            t.sample("callgate_orders_amount_cents", &labels, p.amount);
+        }
+    }
     if let Some(counts) = counts {
         t.family("callgate_charges", "gauge", "Overage charges by state.");
         for (state, n) in counts {

@@ -94,7 +94,8 @@ fn page(html: String) -> Response {
 }
 
 async fn storefront(State(app): State<AppState>) -> Response {
-    let plan = &app.config.plan;
+    let plans = &app.config.plans;
+    let plan = plans.first();
     let number = app.config.twilio.as_ref().map(|t| t.phone_number.clone());
     let phone = number
         .as_deref()
@@ -103,10 +104,17 @@ async fn storefront(State(app): State<AppState>) -> Response {
     // Without Stripe the shop is closed: it says so, and loads nothing of Stripe's.
     let open = app.config.stripe.is_some();
     let hidden = |hide: bool| if hide { "hidden" } else { "" }.to_string();
-    page(render(
+    let several = plans.all().len() > 1;
+    let title = if several {
+        "Talk time".to_string()
+    } else {
+        plan.name.clone()
+    };
+    let html = render(
         INDEX,
         &[
-            ("plan_name", plan.name.clone()),
+            ("title", title),
+            ("choices_hidden", hidden(!several)),
             ("price", plan.currency.format(plan.price)),
             ("minutes_phrase", minutes_phrase(plan.minutes_included)),
             (
@@ -128,7 +136,34 @@ async fn storefront(State(app): State<AppState>) -> Response {
             ("open_hidden", hidden(!open)),
             ("version", env!("CARGO_PKG_VERSION").to_string()),
         ],
-    ))
+    );
+    page(html.replacen("<!--plan-choices-->", &plan_choices(plans), 1))
+}
+
+/// The storefront's choice of plans: one radio button each, the first chosen. Each carries
+/// its price and minutes for the page to show; the server prices the order from the id alone.
+fn plan_choices(plans: &crate::config::Plans) -> String {
+    plans
+        .all()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let price = p.currency.format(p.price);
+            let minutes = minutes_phrase(p.minutes_included);
+            format!(
+                "<label class=\"plan\"><input type=\"radio\" name=\"plan\" value=\"{id}\" \
+                 data-price=\"{price}\" data-minutes=\"{minutes}\"{checked}>\
+                 <span class=\"plan-name\">{name}</span>\
+                 <span class=\"plan-terms\">{minutes} · {price}</span></label>",
+                id = escape(&p.id),
+                price = escape(&price),
+                minutes = escape(&minutes),
+                name = escape(&p.name),
+                checked = if i == 0 { " checked" } else { "" },
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n    ")
 }
 
 /// "1 minute", "10 minutes".

@@ -13,6 +13,8 @@ use crate::App;
 pub enum CheckoutError {
     #[error("payments are not configured")]
     NotConfigured,
+    #[error("there is no such plan")]
+    UnknownPlan,
     #[error(transparent)]
     Stripe(#[from] StripeError),
     #[error(transparent)]
@@ -22,6 +24,8 @@ pub enum CheckoutError {
 /// What the customer asked for: the browser names only these, never a price or minutes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purchase {
+    /// The plan's id; `None` buys the first plan (the storefront before plans, old clients).
+    pub plan: Option<String>,
     pub overage_accepted: bool,
     pub email: Option<String>,
 }
@@ -43,13 +47,17 @@ fn idempotency_key() -> String {
     format!("callgate-{}", crate::crypto::random_hex(16))
 }
 
-/// Creates the customer (with consent), the PaymentIntent for the configured plan and the
-/// pending order. The amount and minutes come from configuration.
+/// Creates the customer (with consent), the PaymentIntent for the chosen plan and the
+/// pending order. The amount and minutes come from configuration, found by the plan's id.
 pub async fn start(app: &App, purchase: &Purchase) -> Result<Started, CheckoutError> {
     let Some(stripe) = app.stripe.as_ref() else {
         return Err(CheckoutError::NotConfigured);
     };
-    let plan = &app.config.plan;
+    let plans = &app.config.plans;
+    let plan = match purchase.plan.as_deref() {
+        Some(id) => plans.find(id).ok_or(CheckoutError::UnknownPlan)?,
+        None => plans.first(),
+    };
     let overage = purchase.overage_accepted;
     let customer = if overage {
         let mut form: Form = vec![param("metadata[source]", "callgate")];
@@ -71,6 +79,7 @@ pub async fn start(app: &App, purchase: &Purchase) -> Result<Started, CheckoutEr
         ),
         kind_param("purchase"),
         param("metadata[plan]", &plan.name),
+        param("metadata[plan_id]", &plan.id),
         param("metadata[minutes]", plan.minutes_included),
         param("metadata[overage_consent]", overage),
         param(

@@ -35,7 +35,7 @@ pub async fn issue_operator_code(
     app: &App,
     grant: &OperatorGrant,
 ) -> Result<(Order, AccessCode), StoreError> {
-    let plan = &app.config.plan;
+    let plan = app.config.plans.first();
     for _ in 0..CODE_DRAWS {
         let (code, stored) = fresh_code(app);
         let order = NewOrder {

@@ -51,7 +51,7 @@ pub use calls::{
 };
 pub use charges::{Charge, ChargeStore, ChargeUpdate, NewCharge};
 pub use events::EventStore;
-pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore};
+pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
 
 /// The aggregates' traits, for calling a store's methods: `use crate::store::prelude::*`.
 pub mod prelude {

@@ -46,6 +46,16 @@ pub enum Fulfilled {
     NoOrder,
 }
 
+/// Orders of one plan in one state: how many, and what they cost together.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PlanTotal {
+    pub plan: String,
+    pub status: OrderStatus,
+    pub orders: i64,
+    #[sqlx(rename = "amount_cents")]
+    pub amount: i64,
+}
+
 /// Orders: stored, fulfilled once, found by id, PaymentIntent or code, moved between states.
 #[async_trait]
 pub trait OrderStore: Send + Sync {
@@ -79,6 +89,8 @@ pub trait OrderStore: Send + Sync {
     /// What paid orders (still paid: not refunded, disputed or revoked) brought in, per day of
     /// their payment, from `since` on.
     async fn paid_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError>;
+    /// Every order counted by the plan it recorded and its state, with the sum of its prices.
+    async fn orders_by_plan(&self) -> Result<Vec<PlanTotal>, StoreError>;
     /// Newest first.
     async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError>;
 

@@ -6,9 +6,16 @@ use crate::support::stripe::LocalStripe;
 use fantoccini::Locator;
 
 async fn shop() -> Option<(TestApp, LocalStripe, crate::support::TestDb)> {
+    shop_with(&[]).await
+}
+
+async fn shop_with(
+    extra: &[(&'static str, &str)],
+) -> Option<(TestApp, LocalStripe, crate::support::TestDb)> {
     let stripe = crate::support::stripe::start().await?;
     let db = crate::support::sqlite().await;
     let mut env = stripe.env();
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     env.push((
         "STRIPE_JS_URL",
         format!("{}/js.stripe.com/v3/", stripe.base),
@@ -31,6 +38,14 @@ async fn storefront_shows_the_plan_and_an_unticked_consent_box() {
     browser.wait_for("main[data-state='choose']").await;
     assert_eq!(browser.text("#price").await, "$10.00");
     assert_eq!(browser.text("#minutes").await, "5 minutes");
+    assert!(
+        browser
+            .client
+            .find(Locator::Css("#plans[hidden]"))
+            .await
+            .is_ok(),
+        "one plan: no choice to make"
+    );
     let consent = browser.text(".consent").await;
     assert!(consent.contains("I accept overage charges of $1.00 per extra minute, charged to this card after the call"), "{consent}");
     let checkbox = browser.client.find(Locator::Css("#overage")).await.unwrap();
@@ -59,6 +74,65 @@ async fn storefront_shows_the_plan_and_an_unticked_consent_box() {
     );
     assert!(orders[0].stripe_customer.is_some());
     browser.screenshot("storefront-pay").await;
+    browser.close().await;
+}
+
+/// Three plans: each a choice, the first chosen; choosing another shows its price and minutes
+/// on the page and the pay button, and the order made is for the plan chosen.
+#[tokio::test]
+async fn the_storefront_offers_each_plan() {
+    let plans = "Quick chat=5@5.00;Quarter hour=15@12.00;Half hour=30@20.00";
+    let Some((app, _stripe, _db)) = shop_with(&[("PLANS", plans)]).await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    browser.client.goto(&app.url("/")).await.unwrap();
+    browser.wait_for("main[data-state='choose']").await;
+    let choices = browser
+        .client
+        .find_all(Locator::Css("#plans input[name='plan']"))
+        .await
+        .unwrap();
+    assert_eq!(choices.len(), 3);
+    assert_eq!(browser.text("#plans").await.matches(" minutes").count(), 3);
+    assert_eq!(browser.text("#price").await, "$5.00");
+    assert!(browser.text("#plans").await.contains("Quarter hour"));
+    browser.screenshots("storefront-plans").await;
+
+    browser
+        .client
+        .find(Locator::Css("label.plan:has(input[value='half-hour'])"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for_text("#price", "$20.00").await;
+    assert_eq!(browser.text("#minutes").await, "30 minutes");
+    assert!(browser.accessibility_violations().await.is_empty());
+    browser
+        .client
+        .find(Locator::Css("#continue"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main[data-state='pay']").await;
+    assert_eq!(browser.text("#pay-amount").await, "$20.00");
+    let orders = app.app.store.list_orders(10).await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        (
+            orders[0].plan.as_str(),
+            orders[0].amount.0,
+            orders[0].seconds_included.0
+        ),
+        ("Half hour", 2000, 1800)
+    );
+    browser.screenshot("storefront-plans-pay").await;
     browser.close().await;
 }
 

@@ -203,7 +203,117 @@ async fn bad_checkout_requests_store_nothing(store: DynStore) {
     assert_eq!(status, 404);
 }
 
+/// The three plans of the tests' `PLANS`.
+const PLANS: &str = "Quick chat=5@5.00; Quarter hour=15@12.00; Half hour=30@20.00";
+
+/// Several plans: each bought as the storefront names it, priced and timed from the
+/// configuration alone (a price or minutes in the request are not read), recorded on the
+/// order, paid by localstripe's signed webhook; a plan not on sale is refused and stores
+/// nothing.
+async fn each_plan_is_bought_at_its_configured_price(store: DynStore) {
+    let stripe = match crate::support::stripe::start().await {
+        Some(s) => s,
+        None => return,
+    };
+    let mut env = stripe.env();
+    env.push(("PLANS", PLANS.to_string()));
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn(store, &vars).await;
+    stripe.register_webhook(&app.url("/webhooks/stripe")).await;
+
+    for (id, name, cents, minutes) in [
+        ("quick-chat", "Quick chat", 500, 5),
+        ("quarter-hour", "Quarter hour", 1200, 15),
+        ("half-hour", "Half hour", 2000, 30),
+    ] {
+        let (status, created) = app
+            .checkout(
+                "/api/create-payment-intent",
+                // What a tampering browser might add is ignored.
+                json!({ "plan": id, "amount": 1, "price": "0.01", "minutes": 9999 }),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        assert_eq!(
+            (created["plan"].as_str(), created["amount"].as_i64()),
+            (Some(name), Some(cents))
+        );
+        let pi = created["paymentIntent"].as_str().unwrap().to_string();
+        let secret = created["clientSecret"].as_str().unwrap().to_string();
+        let remote = stripe.get(&format!("/v1/payment_intents/{pi}")).await;
+        assert_eq!(remote["amount"], cents, "Stripe is asked the plan's price");
+        assert_eq!(remote["metadata"]["plan_id"], id);
+        let (status, paid) = stripe.pay(&pi, "4242424242424242").await;
+        assert_eq!(status, 200, "{paid}");
+        let order = wait_for_webhook(&app, &pi, &secret).await;
+        assert_eq!(order["status"], "paid", "{order}");
+        assert_eq!(
+            (order["plan"].as_str(), order["minutes"].as_i64()),
+            (Some(name), Some(minutes))
+        );
+        let stored = app
+            .app
+            .store
+            .order_by_payment_intent(&pi)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.plan, name);
+        assert_eq!(stored.amount.0, cents);
+        assert_eq!(stored.seconds_included.0, minutes * 60);
+    }
+    // No plan named: the first, as before plans.
+    let (status, created) = app.checkout("/api/create-payment-intent", json!({})).await;
+    assert_eq!((status, created["amount"].as_i64()), (200, Some(500)));
+
+    let before = app.app.store.list_orders(50).await.unwrap().len();
+    for bad in [
+        json!({ "plan": "free" }),
+        json!({ "plan": 15 }),
+        json!({ "plan": "Quick chat" }),
+    ] {
+        let (status, body) = app
+            .checkout("/api/create-payment-intent", bad.clone())
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("plan")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.app.store.list_orders(50).await.unwrap().len(),
+        before,
+        "nothing stored"
+    );
+
+    // The owner sees the plans: on the overview, and in /metrics.
+    let totals = app.app.store.orders_by_plan().await.unwrap();
+    let paid = |plan: &str| {
+        totals
+            .iter()
+            .find(|t| t.plan == plan && t.status == OrderStatus::Paid)
+            .map(|t| (t.orders, t.amount))
+    };
+    assert_eq!(paid("Quick chat"), Some((1, 500)));
+    assert_eq!(paid("Half hour"), Some((1, 2000)));
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"callgate_orders{plan="Quarter hour",status="paid"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"callgate_orders_amount_cents{plan="Half hour",status="paid"} 2000"#)
+    );
+}
+
 on_every_backend!(
+    each_plan_is_bought_at_its_configured_price,
     purchase_without_overage,
     purchase_with_overage_saves_the_card,
     declined_card_marks_the_order_failed,

@@ -8,6 +8,7 @@
   const cont = document.getElementById("continue");
   const pay = document.getElementById("pay");
   const message = document.getElementById("message");
+  const choices = Array.from(document.querySelectorAll('input[name="plan"]'));
   let stripe = null;
   let elements = null;
   // Stripe.js, loaded only when the shop is open (a closed shop loads nothing of Stripe's).
@@ -34,6 +35,18 @@
 
   consent.addEventListener("change", () => { if (elements) reset(); });
 
+  // The chosen plan's price and minutes shown; the server prices it again from its id.
+  function chosen() {
+    return choices.find((c) => c.checked) || choices[0] || null;
+  }
+  choices.forEach((choice) => choice.addEventListener("change", () => {
+    const plan = chosen();
+    document.getElementById("price").textContent = plan.dataset.price;
+    document.getElementById("pay-amount").textContent = plan.dataset.price;
+    document.getElementById("minutes").textContent = plan.dataset.minutes;
+    if (elements) reset();
+  }));
+
   cont.addEventListener("click", async () => {
     say("");
     cont.disabled = true;
@@ -48,7 +61,11 @@
       const resp = await fetch("/api/create-payment-intent", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ overage_accepted: consent.checked, email: email.value || null }),
+        body: JSON.stringify({
+          plan: chosen() ? chosen().value : null,
+          overage_accepted: consent.checked,
+          email: email.value || null,
+        }),
       });
       const body = await resp.json().catch(() => ({}));
       if (!resp.ok) {

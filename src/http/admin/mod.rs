@@ -168,8 +168,8 @@ pub(super) fn minutes(s: Seconds) -> String {
 
 pub(super) fn money(app: &App, cents: i64) -> String {
     app.config
-        .plan
-        .currency
+        .plans
+        .currency()
         .format(crate::domain::money::Cents(cents))
 }
 

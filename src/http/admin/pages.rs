@@ -7,12 +7,13 @@ pub(super) async fn dashboard(State(app): State<AppState>, _admin: Admin) -> Pag
     let today = DayTotal::day_of(now);
     let first = today - 29;
     let since = first * 86_400;
-    let (paid, charged, agent, live, charges) = tokio::try_join!(
+    let (paid, charged, agent, live, charges, plans) = tokio::try_join!(
         app.store.paid_per_day(since),
         app.store.succeeded_per_day(since),
         app.store.agent_seconds_per_day(since),
         app.store.count_live_calls(),
         app.store.count_charges_by_state(),
+        app.store.orders_by_plan(),
     )?;
     let days: Vec<String> = (first..=today).map(|d| day_of(d * 86_400).0).collect();
     let per_day = |totals: &[&[DayTotal]]| {
@@ -49,14 +50,56 @@ pub(super) async fn dashboard(State(app): State<AppState>, _admin: Admin) -> Pag
          <li><strong>{live}</strong> calls in progress</li>\
          <li><strong id=\"open-charges\">{open}</strong> charges needing attention</li></ul>\
          <h2>Revenue per day</h2>{}<h2>Agent minutes per day</h2>{}\
-         <p class=\"hint\">Times are UTC.</p>\
+         <p class=\"hint\">Times are UTC.</p><h2>Orders by plan</h2>{}\
          <p>Export: <a href=\"/admin/export/orders.csv\">orders.csv</a> · \
          <a href=\"/admin/export/calls.csv\">calls.csv</a> · <a href=\"/admin/export/charges.csv\">charges.csv</a></p>",
         money(&app, total_rev),
-        bars(&rev_points, app.config.plan.currency.code()),
+        bars(&rev_points, app.config.plans.currency().code()),
         bars(&min_points, "min"),
+        by_plan(&app, &plans),
     );
     Ok(html(layout("/admin", "Overview", &body)))
+}
+
+/// Each plan's orders: paid (still paid) and what they brought, and those revoked or never
+/// paid. All time.
+fn by_plan(app: &App, totals: &[crate::store::PlanTotal]) -> String {
+    let mut rows: Vec<(&str, [i64; 3], i64)> = Vec::new();
+    for t in totals {
+        let at = match rows.iter().position(|(plan, _, _)| *plan == t.plan) {
+            Some(at) => at,
+            None => {
+                rows.push((&t.plan, [0; 3], 0));
+                rows.len() - 1
+            }
+        };
+        let (_, counts, paid) = &mut rows[at];
+        match t.status {
+            OrderStatus::Paid => {
+                counts[0] += t.orders;
+                *paid += t.amount;
+            }
+            OrderStatus::Revoked => counts[1] += t.orders,
+            OrderStatus::Pending | OrderStatus::Failed => counts[2] += t.orders,
+        }
+    }
+    if rows.is_empty() {
+        return "<p class=\"hint\">No orders yet.</p>".into();
+    }
+    let body: String = rows
+        .iter()
+        .map(|(plan, [paid, revoked, unpaid], amount)| {
+            format!(
+                "<tr><td>{}</td><td>{paid}</td><td>{}</td><td>{revoked}</td><td>{unpaid}</td></tr>",
+                escape(plan),
+                money(app, *amount),
+            )
+        })
+        .collect();
+    format!(
+        "<table id=\"by-plan\"><thead><tr><th>Plan</th><th>Paid</th><th>Paid amount</th>\
+         <th>Revoked</th><th>Unpaid</th></tr></thead><tbody>{body}</tbody></table>"
+    )
 }
 
 pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Page {

@@ -1,6 +1,7 @@
 //! Orders in MongoDB.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use mongodb::bson::doc;
 use mongodb::options::ReturnDocument;
 
@@ -66,6 +67,41 @@ impl OrderStore for MongoStore {
             "amount_cents",
         )
         .await
+    }
+
+    async fn orders_by_plan(&self) -> Result<Vec<PlanTotal>, StoreError> {
+        let pipeline = vec![
+            doc! { "$group": {
+                "_id": { "plan": "$plan", "status": "$status" },
+                "orders": { "$sum": 1i64 },
+                "amount": { "$sum": "$amount_cents" },
+            } },
+            doc! { "$sort": { "_id.plan": 1, "_id.status": 1 } },
+        ];
+        let rows: Vec<mongodb::bson::Document> = self
+            .raw("orders")
+            .aggregate(pipeline)
+            .await
+            .map_err(err)?
+            .try_collect()
+            .await
+            .map_err(err)?;
+        rows.into_iter()
+            .map(|row| {
+                let key = row.get_document("_id").map_err(corrupt)?;
+                let whole = |field: &str| match row.get(field) {
+                    Some(mongodb::bson::Bson::Int64(n)) => Ok(*n),
+                    Some(mongodb::bson::Bson::Int32(n)) => Ok(i64::from(*n)),
+                    other => Err(StoreError::Corrupt(format!("{field}: {other:?}"))),
+                };
+                Ok(PlanTotal {
+                    plan: key.get_str("plan").map_err(corrupt)?.to_string(),
+                    status: parse(key.get_str("status").map_err(corrupt)?)?,
+                    orders: whole("orders")?,
+                    amount: whole("amount")?,
+                })
+            })
+            .collect()
     }
 
     async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {

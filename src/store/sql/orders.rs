@@ -123,6 +123,17 @@ macro_rules! sql_orders {
                 day_totals::<$db>(&self.pool, &PAID_PER_DAY, since).await
             }
 
+            async fn orders_by_plan(&self) -> Result<Vec<PlanTotal>, StoreError> {
+                sqlx::query_as::<$db, PlanTotal>(
+                    "SELECT plan, status, COUNT(*) AS orders, \
+                     CAST(SUM(amount_cents) AS BIGINT) AS amount_cents \
+                     FROM orders GROUP BY plan, status ORDER BY plan, status",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
             async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
                 sqlx::query_as::<$db, Order>(
                     "SELECT * FROM orders ORDER BY created_at DESC, id DESC LIMIT $1",
