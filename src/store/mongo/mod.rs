@@ -81,6 +81,15 @@ fn parse_opt<T: TryFrom<String, Error = crate::domain::UnknownSpelling>>(
     s.map(|s| Ok(T::try_from(s)?)).transpose()
 }
 
+/// A whole number a document (or an aggregation's sum) holds, 32 or 64 bits.
+fn whole(d: &Document, field: &str) -> Result<i64, StoreError> {
+    match d.get(field) {
+        Some(Bson::Int64(n)) => Ok(*n),
+        Some(Bson::Int32(n)) => Ok(i64::from(*n)),
+        other => Err(StoreError::Corrupt(format!("{field}: {other:?}"))),
+    }
+}
+
 /// `Some(v)` as a BSON value, `None` as null.
 fn opt<T: Into<Bson>>(v: Option<T>) -> Bson {
     v.map(Into::into).unwrap_or(Bson::Null)
@@ -98,11 +107,6 @@ async fn day_totals(
     at: &str,
     amount: &str,
 ) -> Result<Vec<DayTotal>, StoreError> {
-    let whole = |d: &Document, field: &str| match d.get(field) {
-        Some(Bson::Int64(n)) => Ok(*n),
-        Some(Bson::Int32(n)) => Ok(i64::from(*n)),
-        other => Err(StoreError::Corrupt(format!("{field}: {other:?}"))),
-    };
     let mut cursor = coll
         .find(filter)
         .projection(doc! { at: 1, amount: 1, "_id": 0 })

@@ -89,16 +89,11 @@ impl OrderStore for MongoStore {
         rows.into_iter()
             .map(|row| {
                 let key = row.get_document("_id").map_err(corrupt)?;
-                let whole = |field: &str| match row.get(field) {
-                    Some(mongodb::bson::Bson::Int64(n)) => Ok(*n),
-                    Some(mongodb::bson::Bson::Int32(n)) => Ok(i64::from(*n)),
-                    other => Err(StoreError::Corrupt(format!("{field}: {other:?}"))),
-                };
                 Ok(PlanTotal {
                     plan: key.get_str("plan").map_err(corrupt)?.to_string(),
                     status: parse(key.get_str("status").map_err(corrupt)?)?,
-                    orders: whole("orders")?,
-                    amount: whole("amount")?,
+                    orders: whole(&row, "orders")?,
+                    amount: whole(&row, "amount")?,
                 })
             })
             .collect()
