@@ -450,6 +450,7 @@ async fn admin_exports_csv(store: DynStore) {
         ("orders.csv", order.id.clone()),
         ("calls.csv", "+15550001111".to_string()),
         ("charges.csv", charge_id.clone()),
+        ("plans.csv", format!("{},paid,1,0", order.plan)),
     ] {
         let resp = client()
             .get(app.url(&format!("/admin/export/{file}")))
@@ -537,5 +538,10 @@ async fn the_overview_counts_past_five_thousand_orders() {
         overview.contains("<strong id=\"revenue\">$6000.00</strong>"),
         "{}",
         &overview[..overview.len().min(600)]
+    );
+    // The same orders by plan: all 6,000 paid, none revoked or unpaid.
+    assert!(
+        overview.contains("<tr><td>p</td><td>6000</td><td>$6000.00</td><td>0</td><td>0</td></tr>"),
+        "{overview}"
     );
 }

@@ -90,6 +90,18 @@ pub(super) const CHARGE_COLUMNS: &[&str] = &[
     "updated_at",
 ];
 
+/// Orders counted by plan and state (`OrderStore::orders_by_plan`).
+pub(super) const PLAN_COLUMNS: &[&str] = &["plan", "status", "orders", "amount_cents"];
+
+pub(super) fn plan_row(r: &crate::store::PlanTotal) -> Vec<String> {
+    vec![
+        r.plan.clone(),
+        r.status.to_string(),
+        r.orders.to_string(),
+        r.amount.to_string(),
+    ]
+}
+
 pub(super) async fn export(
     State(app): State<AppState>,
     _admin: Admin,
@@ -111,6 +123,7 @@ pub(super) async fn export(
             &app.store.list_charges(None, EXPORT_ROWS).await?,
             charge_row,
         ),
+        "plans.csv" => csv(PLAN_COLUMNS, &app.store.orders_by_plan().await?, plan_row),
         _ => return Err(AdminError::NotFound),
     };
     Ok((

@@ -52,7 +52,8 @@ pub(super) async fn dashboard(State(app): State<AppState>, _admin: Admin) -> Pag
          <h2>Revenue per day</h2>{}<h2>Agent minutes per day</h2>{}\
          <p class=\"hint\">Times are UTC.</p><h2>Orders by plan</h2>{}\
          <p>Export: <a href=\"/admin/export/orders.csv\">orders.csv</a> · \
-         <a href=\"/admin/export/calls.csv\">calls.csv</a> · <a href=\"/admin/export/charges.csv\">charges.csv</a></p>",
+         <a href=\"/admin/export/calls.csv\">calls.csv</a> · <a href=\"/admin/export/charges.csv\">charges.csv</a> · \
+         <a href=\"/admin/export/plans.csv\">plans.csv</a></p>",
         money(&app, total_rev),
         bars(&rev_points, app.config.plans.currency().code()),
         bars(&min_points, "min"),
