@@ -14,6 +14,7 @@ use crate::config::DatabaseConfig;
 use async_trait::async_trait;
 
 mod attempts;
+mod callers;
 mod calls;
 mod charges;
 mod events;
@@ -45,6 +46,7 @@ pub use crate::domain::money::{Cents, Currency, Rounding, Seconds};
 pub use crate::domain::order::{Order, OrderSource, OrderStatus};
 
 pub use attempts::{AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery};
+pub use callers::{CallerStore, RememberedCaller};
 pub use calls::{
     CallStore, EndCall, Hold, NewCall, Settlement, StreamGrant, StreamOpening, StreamToken,
     TokenIssue, TranscriptLine,
@@ -55,7 +57,9 @@ pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
 
 /// The aggregates' traits, for calling a store's methods: `use crate::store::prelude::*`.
 pub mod prelude {
-    pub use super::{AttemptStore, CallStore, ChargeStore, EventStore, OrderStore, Store};
+    pub use super::{
+        AttemptStore, CallStore, CallerStore, ChargeStore, EventStore, OrderStore, Store,
+    };
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -104,7 +108,15 @@ impl DayTotal {
 /// Callers name the aggregate's trait (`use crate::store::prelude::*` brings them all).
 #[async_trait]
 pub trait Store:
-    OrderStore + CallStore + ChargeStore + AttemptStore + EventStore + Send + Sync + 'static
+    OrderStore
+    + CallStore
+    + ChargeStore
+    + AttemptStore
+    + EventStore
+    + CallerStore
+    + Send
+    + Sync
+    + 'static
 {
     /// "sqlite", "postgres" or "mongodb".
     fn backend(&self) -> &'static str;

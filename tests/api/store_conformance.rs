@@ -1606,7 +1606,65 @@ async fn call_states_and_settlement_follow_the_domain_rules(store: DynStore) {
     }
 }
 
+/// A number is remembered for one code at a time (the latest), read back with the order as it
+/// stands, forgotten by the caller (any code) or for one order (the operator's revoke).
+async fn callers_are_remembered_for_one_code(store: DynStore) {
+    let first = paid_order(&store).await;
+    let second = paid_order(&store).await;
+    let (ann, bob) = ("+15550001111", "+15550002222");
+    assert_eq!(store.remembered_order(ann).await.unwrap(), None);
+    store.remember_caller(ann, &first.id, NOW).await.unwrap();
+    store
+        .remember_caller(bob, &first.id, NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.remembered_order(ann).await.unwrap().map(|o| o.id),
+        Some(first.id.clone())
+    );
+    let listed = store.remembered_callers(&first.id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| (r.caller.as_str(), r.remembered_at))
+            .collect::<Vec<_>>(),
+        [(ann, NOW), (bob, NOW + 1)]
+    );
+    // Remembering another code replaces the first.
+    store
+        .remember_caller(ann, &second.id, NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.remembered_order(ann).await.unwrap().map(|o| o.id),
+        Some(second.id.clone())
+    );
+    assert_eq!(store.remembered_callers(&first.id).await.unwrap().len(), 1);
+    // The order is read as it stands.
+    store
+        .move_order(&second.id, OrderStatus::Revoked, NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.remembered_order(ann).await.unwrap().map(|o| o.status),
+        Some(OrderStatus::Revoked)
+    );
+    // The operator's revoke names the order: another order's number stays.
+    assert!(!store.forget_caller(ann, Some(&first.id)).await.unwrap());
+    assert!(store.forget_caller(bob, Some(&first.id)).await.unwrap());
+    assert!(store
+        .remembered_callers(&first.id)
+        .await
+        .unwrap()
+        .is_empty());
+    // The caller forgets whatever their number is remembered for, once.
+    assert!(store.forget_caller(ann, None).await.unwrap());
+    assert!(!store.forget_caller(ann, None).await.unwrap());
+    assert_eq!(store.remembered_order(ann).await.unwrap(), None);
+}
+
 on_every_backend!(
+    callers_are_remembered_for_one_code,
     daily_figures_sum_every_matching_row,
     a_stream_token_is_stored_only_with_its_hold,
     call_states_and_settlement_follow_the_domain_rules,

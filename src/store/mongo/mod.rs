@@ -23,6 +23,7 @@ use crate::store::*;
 use docs::{CallDoc, ChargeDoc, OrderDoc};
 
 mod attempts;
+mod callers;
 mod calls;
 mod charges;
 mod docs;
@@ -285,6 +286,9 @@ impl Store for MongoStore {
                 .await?;
             self.raw("orders")
                 .create_index(plain(doc! { "status": 1, "created_at": 1 }))
+                .await?;
+            self.raw("remembered_callers")
+                .create_index(plain(doc! { "order_id": 1 }))
                 .await?;
             Ok::<_, mongodb::error::Error>(())
         };

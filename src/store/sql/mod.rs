@@ -54,6 +54,7 @@ where
 pub(crate) struct SqlxTx<'c, C>(pub &'c mut C);
 
 mod attempts;
+mod callers;
 mod calls;
 mod charges;
 mod events;
@@ -62,6 +63,7 @@ mod hot;
 mod orders;
 
 pub(crate) use attempts::*;
+pub(crate) use callers::*;
 pub(crate) use calls::*;
 pub(crate) use charges::*;
 pub(crate) use events::*;
@@ -83,6 +85,7 @@ macro_rules! sql_store {
         $crate::store::sql::sql_charges!($store, $db);
         $crate::store::sql::sql_attempts!($store, $db);
         $crate::store::sql::sql_events!($store, $db);
+        $crate::store::sql::sql_callers!($store, $db);
 
         #[async_trait::async_trait]
         impl Store for $store {
