@@ -8,6 +8,7 @@
 //! the only thing the domain knows of a database.
 
 pub mod call;
+pub mod caller;
 pub mod charge;
 pub mod clock;
 pub mod codes;

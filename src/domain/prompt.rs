@@ -22,6 +22,11 @@ pub enum Prompt {
     TimeUp,
     AgentUnavailable,
     Goodbye,
+    RememberOffer,
+    Remembered,
+    WelcomeBack,
+    ForgetOffer,
+    Forgotten,
 }
 
 impl Prompt {
@@ -42,6 +47,11 @@ impl Prompt {
         Prompt::TimeUp,
         Prompt::AgentUnavailable,
         Prompt::Goodbye,
+        Prompt::RememberOffer,
+        Prompt::Remembered,
+        Prompt::WelcomeBack,
+        Prompt::ForgetOffer,
+        Prompt::Forgotten,
     ];
 
     /// The file stem under `AUDIO_DIR` and the suffix of `PROMPT_<NAME>`.
@@ -63,6 +73,11 @@ impl Prompt {
             Prompt::TimeUp => "time_up",
             Prompt::AgentUnavailable => "agent_unavailable",
             Prompt::Goodbye => "goodbye",
+            Prompt::RememberOffer => "remember_offer",
+            Prompt::Remembered => "remembered",
+            Prompt::WelcomeBack => "welcome_back",
+            Prompt::ForgetOffer => "forget_offer",
+            Prompt::Forgotten => "forgotten",
         }
     }
 
@@ -84,6 +99,11 @@ impl Prompt {
             Prompt::TimeUp => "Your time is up. Thank you for calling.",
             Prompt::AgentUnavailable => "Sorry, the assistant is not available right now. Your minutes have been kept. Please try again later.",
             Prompt::Goodbye => "Goodbye.",
+            Prompt::RememberOffer => "To skip the code next time you call from this number, press 1 now.",
+            Prompt::Remembered => "Done. We will recognise this number for your code.",
+            Prompt::WelcomeBack => "Welcome back. We recognised your number.",
+            Prompt::ForgetOffer => "To stop recognising this number, press 9.",
+            Prompt::Forgotten => "This number is forgotten. Next time, please enter your code.",
         }
     }
 

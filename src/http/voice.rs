@@ -18,7 +18,8 @@ pub use crate::telephony::twilio::TwilioForm;
 use crate::telephony::twilio::{signature, twiml};
 
 pub use crate::telephony::twilio::{
-    AFTER_STREAM_PATH, CODE_PATH, INCOMING_PATH, OLD_INCOMING_PATH, OLD_STATUS_PATH, STATUS_PATH,
+    AFTER_STREAM_PATH, CODE_PATH, FORGET_PATH, INCOMING_PATH, OLD_INCOMING_PATH, OLD_STATUS_PATH,
+    REMEMBER_PATH, STATUS_PATH,
 };
 
 pub fn router() -> Router<AppState> {
@@ -29,6 +30,8 @@ pub fn router() -> Router<AppState> {
         .route(STATUS_PATH, post(status))
         .route(OLD_STATUS_PATH, post(status))
         .route(AFTER_STREAM_PATH, post(after_stream))
+        .route(REMEMBER_PATH, post(remember))
+        .route(FORGET_PATH, post(forget))
 }
 
 /// A TwiML document as an HTTP response.
@@ -157,4 +160,12 @@ async fn status(State(app): State<AppState>, Status(callback): Status) -> Respon
 
 async fn after_stream(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {
     TwimlResponse(flow::after_stream(&app, &req).await)
+}
+
+async fn remember(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {
+    TwimlResponse(crate::menu::returning::remember(&app, &req).await)
+}
+
+async fn forget(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {
+    TwimlResponse(crate::menu::returning::forget(&app, &req).await)
 }

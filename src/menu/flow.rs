@@ -11,6 +11,7 @@
 
 use tracing::Instrument;
 
+use super::returning;
 use crate::domain::call::{EndReason, Farewell};
 use crate::domain::codes::AccessCode;
 use crate::domain::ledger::{self, NoOverage};
@@ -36,7 +37,7 @@ const GATHER_TIMEOUT_SECS: u32 = 8;
 pub const STREAM_TOKEN_TTL_SECS: i64 = 120;
 const HOUR: i64 = 3600;
 
-fn speech(app: &App, prompt: Prompt) -> Speech {
+pub(super) fn speech(app: &App, prompt: Prompt) -> Speech {
     match app.audio.file(prompt) {
         Some(file) => Speech::Play {
             url: app.public_url(&format!("/audio/{file}")),
@@ -50,7 +51,7 @@ fn speech(app: &App, prompt: Prompt) -> Speech {
 }
 
 /// Plays the prompts and hangs up.
-fn farewell(app: &App, prompts: &[Prompt]) -> String {
+pub(super) fn farewell(app: &App, prompts: &[Prompt]) -> String {
     let mut doc = Twiml::new();
     for p in prompts {
         doc = doc.speak(&speech(app, *p));
@@ -111,12 +112,12 @@ fn ask_for_rest(app: &App, attempt: u32, sofar: &str) -> String {
         .finish()
 }
 
-fn apology(app: &App, e: &StoreError) -> String {
+pub(super) fn apology(app: &App, e: &StoreError) -> String {
     tracing::error!(error = %e, "call flow failed");
     farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye])
 }
 
-fn new_call(app: &App, req: &VoiceRequest) -> NewCall {
+pub(super) fn new_call(app: &App, req: &VoiceRequest) -> NewCall {
     NewCall {
         call_sid: req.call_sid.as_str().to_string(),
         from_number: req.from.as_str().to_string(),
@@ -190,10 +191,14 @@ pub async fn incoming(app: &App, req: &VoiceRequest) -> String {
         };
         match throttle {
             Ok(true) => farewell(app, &[Prompt::TryLater, Prompt::Goodbye]),
-            Ok(false) => {
-                tracing::info!("call answered");
-                ask_for_code(app, &[Prompt::Greeting], 1)
-            }
+            Ok(false) => match returning::recognised(app, req, &call).await {
+                Ok(Some(twiml)) => twiml,
+                Ok(None) => {
+                    tracing::info!("call answered");
+                    ask_for_code(app, &[Prompt::Greeting], 1)
+                }
+                Err(e) => apology(app, &e),
+            },
             Err(e) => apology(app, &e),
         }
     }
@@ -202,7 +207,7 @@ pub async fn incoming(app: &App, req: &VoiceRequest) -> String {
 }
 
 /// What the digits typed turned out to be.
-enum Verdict {
+pub(super) enum Verdict {
     Wrong,
     Revoked,
     NoMinutes,
@@ -317,7 +322,9 @@ async fn code_step(
     };
     app.attempts.record(&app.store, typed).await?;
     let twiml = match verdict {
-        Verdict::Connect(order, token) => return Ok(connect(app, call, &order, &token)),
+        Verdict::Connect(order, token) => {
+            return returning::connect_after_code(app, req, call, &order, &token).await
+        }
         Verdict::Wrong if attempt >= TRIES_PER_CALL => {
             tracing::info!(attempt, "wrong code: last try, ending the call");
             farewell(app, &[Prompt::TooManyAttempts, Prompt::Goodbye])
@@ -326,17 +333,26 @@ async fn code_step(
             tracing::info!(attempt, "wrong code");
             ask_for_code(app, &[Prompt::InvalidCode], attempt + 1)
         }
-        Verdict::Revoked => farewell(app, &[Prompt::CodeRevoked, Prompt::Goodbye]),
-        Verdict::NoMinutes => farewell(app, &[Prompt::NoMinutesLeft, Prompt::Goodbye]),
-        Verdict::OverageSuspended => farewell(app, &[Prompt::OverageSuspended, Prompt::Goodbye]),
-        Verdict::InUse => farewell(app, &[Prompt::CodeInUse, Prompt::Goodbye]),
-        Verdict::Unavailable => farewell(app, &[Prompt::AgentUnavailable, Prompt::Goodbye]),
+        refused => refusal(app, refused),
     };
     Ok(twiml)
 }
 
+/// The goodbye for a code that may not connect (a wrong one is asked again by the caller of
+/// this).
+pub(super) fn refusal(app: &App, verdict: Verdict) -> String {
+    let why = match verdict {
+        Verdict::Revoked => Prompt::CodeRevoked,
+        Verdict::NoMinutes => Prompt::NoMinutesLeft,
+        Verdict::OverageSuspended => Prompt::OverageSuspended,
+        Verdict::InUse => Prompt::CodeInUse,
+        Verdict::Wrong | Verdict::Unavailable | Verdict::Connect(..) => Prompt::AgentUnavailable,
+    };
+    farewell(app, &[why, Prompt::Goodbye])
+}
+
 /// What a well-formed code that matches `order` opens, given the code's recent failures.
-async fn judge(
+pub(super) async fn judge(
     app: &App,
     code_failures: i64,
     order: Order,
@@ -417,11 +433,17 @@ fn no_minutes(order: &Order) -> Option<Verdict> {
     }
 }
 
-/// The answer that connects the call: its stream, with the token held with the code.
-fn connect(app: &App, call: &NewCall, order: &Order, token: &StreamToken) -> String {
+/// The answer that connects the call: `lead`, then its stream, with the token held with the
+/// code.
+pub(super) fn connect(
+    app: &App,
+    call: &NewCall,
+    order: &Order,
+    token: &StreamToken,
+    lead: Twiml,
+) -> String {
     tracing::info!(order_id = %order.id, "code accepted: connecting to the agent");
-    Twiml::new()
-        .speak(&speech(app, Prompt::Connecting))
+    lead.speak(&speech(app, Prompt::Connecting))
         .connect_stream(
             &app.stream_url(),
             &[

@@ -2,3 +2,4 @@
 //! call to the bridge.
 
 pub mod flow;
+pub mod returning;

@@ -581,7 +581,177 @@ async fn a_pause_still_admits_a_known_number_with_its_own_code(store: DynStore) 
     );
 }
 
+const ATTESTED: &str = "TN-Validation-Passed-A";
+
+/// The caller's number remembered for the code this call holds, as the store says.
+async fn remembered_for(app: &TestApp, code: &str) -> Vec<String> {
+    let order = order_of(app, code).await;
+    app.app
+        .store
+        .remembered_callers(&order.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.caller)
+        .collect()
+}
+
+/// Ends a call the way Twilio reports it (settled at once, the code free again).
+async fn hang_up(app: &TestApp, call: &mut Caller) {
+    assert_eq!(
+        call.status_callback(&app.url(STATUS), "completed", Some("20"))
+            .await,
+        200
+    );
+}
+
+/// Remembered callers: after the code, pressing 1 remembers the number; a later call from it
+/// skips the code only when Twilio reports the caller ID fully attested (A), and is welcomed
+/// back with its minutes; with B, C, a failed check or none, the code is asked as on any call.
+async fn a_remembered_number_skips_the_code_only_when_attested(store: DynStore) {
+    let app = spawn(store, &[]).await;
+    let code = issue(&app, 5, false).await;
+    let number = "+15557770042";
+    let mut first = caller(number).types([Some(leak(format!("{code}#"))), Some("1")]);
+    let ending = first.dial(&app.url(INCOMING)).await;
+    let token = stream_token(&ending);
+    let t = first.transcript();
+    assert!(t.contains("press 1 now"), "{t}");
+    assert!(
+        t.ends_with(
+            "Done. We will recognise this number for your code. | Thank you. Connecting you now."
+        ),
+        "{t}"
+    );
+    // The stream the remember step answered with is this call's, on its code.
+    let now = app.app.clock.now();
+    let opening = app
+        .app
+        .store
+        .consume_stream_token(&sha256_hex(&token), &first.call_sid, now)
+        .await
+        .unwrap()
+        .expect("a valid token");
+    assert_eq!(
+        opening.order.map(|o| o.id),
+        Some(order_of(&app, &code).await.id)
+    );
+    hang_up(&app, &mut first).await;
+    assert_eq!(remembered_for(&app, &code).await, [number]);
+
+    // Attested: no code; welcomed back with the minutes left, offered to forget, connected.
+    let mut again = caller(number).with_param("StirVerstat", ATTESTED);
+    let ending = again.dial(&app.url(INCOMING)).await;
+    let token = stream_token(&ending);
+    let t = again.transcript();
+    assert!(t.starts_with("Welcome back. We recognised your number. | You have 5 minutes left. | To stop recognising this number, press 9."), "{t}");
+    assert!(!t.contains("access code"), "{t}");
+    let opening = app
+        .app
+        .store
+        .consume_stream_token(&sha256_hex(&token), &again.call_sid, now)
+        .await
+        .unwrap()
+        .expect("a valid token for the recognised call");
+    assert!(
+        callgate::domain::call::stream_refusal(opening.call.as_ref(), opening.order.as_ref())
+            .is_none()
+    );
+    hang_up(&app, &mut again).await;
+
+    // Anything short of full attestation: the code is asked (nothing typed: goodbye).
+    for verstat in [
+        Some("TN-Validation-Passed-B"),
+        Some("TN-Validation-Passed-C"),
+        Some("TN-Validation-Failed-A"),
+        Some("No-TN-Validation"),
+        None,
+    ] {
+        let mut call = caller(number);
+        if let Some(v) = verstat {
+            call = call.with_param("StirVerstat", v);
+        }
+        let ending = call.dial(&app.url(INCOMING)).await;
+        assert_eq!(ending, Ending::HungUp, "{verstat:?}");
+        let t = call.transcript();
+        assert!(
+            t.starts_with("Welcome. | Please enter your access code"),
+            "{verstat:?}: {t}"
+        );
+        assert!(!t.contains("Welcome back"), "{t}");
+    }
+    // Another number, attested, is a stranger.
+    let mut stranger = caller("+15557770043").with_param("StirVerstat", ATTESTED);
+    assert_eq!(stranger.dial(&app.url(INCOMING)).await, Ending::HungUp);
+    assert!(stranger
+        .transcript()
+        .contains("Please enter your access code"));
+
+    // Typing the code again from the remembered number: no offer to remember it twice.
+    let mut typed = caller(number).types([Some(leak(format!("{code}#")))]);
+    stream_token(&typed.dial(&app.url(INCOMING)).await);
+    assert!(
+        !typed.transcript().contains("press 1 now"),
+        "{}",
+        typed.transcript()
+    );
+}
+
+/// A recognised caller presses 9: the number is forgotten, this call still goes on, and the
+/// next call is asked for the code. A remembered code that cannot connect (revoked) is not
+/// used: the code is asked.
+async fn a_recognised_caller_can_forget_the_number(store: DynStore) {
+    let app = spawn(store, &[]).await;
+    let code = issue(&app, 5, false).await;
+    let order = order_of(&app, &code).await;
+    let number = "+15557770044";
+    let now = app.app.clock.now();
+    app.app
+        .store
+        .remember_caller(number, &order.id, now)
+        .await
+        .unwrap();
+    // Not pressing 1 at the offer changes nothing.
+    let mut declines = caller("+15557770045").types([Some(leak(format!("{code}#"))), Some("5")]);
+    stream_token(&declines.dial(&app.url(INCOMING)).await);
+    assert!(
+        !declines.transcript().contains("Done."),
+        "{}",
+        declines.transcript()
+    );
+    hang_up(&app, &mut declines).await;
+    assert_eq!(remembered_for(&app, &code).await, [number]);
+
+    let mut call = caller(number)
+        .with_param("StirVerstat", ATTESTED)
+        .types([Some("9")]);
+    let ending = call.dial(&app.url(INCOMING)).await;
+    stream_token(&ending);
+    let t = call.transcript();
+    assert!(t.contains("This number is forgotten. Next time, please enter your code. | Thank you. Connecting you now."), "{t}");
+    hang_up(&app, &mut call).await;
+    assert!(remembered_for(&app, &code).await.is_empty());
+    let mut next = caller(number).with_param("StirVerstat", ATTESTED);
+    assert_eq!(next.dial(&app.url(INCOMING)).await, Ending::HungUp);
+    assert!(next.transcript().contains("Please enter your access code"));
+
+    // Remembered again, then the code revoked: the code is asked, nothing connects.
+    app.app
+        .store
+        .remember_caller(number, &order.id, now)
+        .await
+        .unwrap();
+    orders::revoke(&app.app, &order).await.unwrap();
+    let mut revoked = caller(number).with_param("StirVerstat", ATTESTED);
+    assert_eq!(revoked.dial(&app.url(INCOMING)).await, Ending::HungUp);
+    assert!(revoked
+        .transcript()
+        .contains("Please enter your access code"));
+}
+
 on_every_backend!(
+    a_remembered_number_skips_the_code_only_when_attested,
+    a_recognised_caller_can_forget_the_number,
     a_pause_still_admits_a_known_number_with_its_own_code,
     keypad_noise_and_pauses_do_not_cost_a_try,
     right_code_connects_the_stream,

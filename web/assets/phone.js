@@ -270,7 +270,9 @@
       typedEl.textContent = "";
       typedEl.hidden = false;
       keypad.classList.add("live");
-      setState("gather", "Type your access code on the keypad, then #.");
+      // A one-key Gather is an offer (remember or forget this number): Twilio's own timeout.
+      const offer = step.num_digits === 1;
+      setState("gather", offer ? "Press the key you heard, or wait." : "Type your access code on the keypad, then #.");
       const finish = (result) => {
         clearTimeout(timer);
         keyWaiter = null;
@@ -284,7 +286,7 @@
         clearTimeout(timer);
         timer = setTimeout(() => finish(digits ? { digits: digits, key: "" } : null), seconds * 1000);
       };
-      arm(Math.max(step.timeout, 30));
+      arm(offer ? step.timeout : Math.max(step.timeout, 30));
       keyWaiter = (key) => {
         if (step.finish_on_key.includes(key)) return finish(digits ? { digits: digits, key: key } : null);
         digits += key;

@@ -46,6 +46,8 @@ pub struct Caller {
     pub heard: Vec<Heard>,
     /// Every request made: (url, HTTP status).
     pub requests: Vec<(String, u16)>,
+    /// Parameters Twilio adds to this call's requests beyond the usual ones (`StirVerstat`).
+    pub extra: Vec<(String, String)>,
 }
 
 enum Step {
@@ -66,7 +68,15 @@ impl Caller {
             keypad: Default::default(),
             heard: Vec::new(),
             requests: Vec::new(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Sends `name=value` with every voice request of the call, as Twilio does with
+    /// `StirVerstat` for a caller ID it verified.
+    pub fn with_param(mut self, name: &str, value: &str) -> Caller {
+        self.extra.push((name.into(), value.into()));
+        self
     }
 
     pub fn account(&self) -> Account {
@@ -93,7 +103,9 @@ impl Caller {
 
     /// The parameters Twilio sends with every voice request of this call.
     pub fn call_params(&self, status: &str) -> Vec<(String, String)> {
-        self.leg().params(&self.account(), status)
+        let mut params = self.leg().params(&self.account(), status);
+        params.extend(self.extra.iter().cloned());
+        params
     }
 
     /// POSTs signed form parameters; returns (status, body).

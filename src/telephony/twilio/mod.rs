@@ -10,6 +10,10 @@ pub const INCOMING_PATH: &str = "/voice/incoming";
 pub const CODE_PATH: &str = "/voice/code";
 pub const STATUS_PATH: &str = "/voice/status";
 pub const AFTER_STREAM_PATH: &str = "/voice/after-stream";
+/// The key pressed at the offer to remember the caller's number (after the code).
+pub const REMEMBER_PATH: &str = "/voice/remember";
+/// The key pressed at the offer to forget it (a recognised caller).
+pub const FORGET_PATH: &str = "/voice/forget";
 pub const OLD_INCOMING_PATH: &str = "/.netlify/functions/twilio-call-handler";
 pub const OLD_STATUS_PATH: &str = "/.netlify/functions/call-billing-webhook";
 /// Where Twilio opens the media stream.

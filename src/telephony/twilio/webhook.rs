@@ -64,6 +64,8 @@ pub struct VoiceRequest {
     pub to: String,
     /// The keys a `<Gather>` collected, when this is its action.
     pub digits: Option<String>,
+    /// How the caller ID was verified (SHAKEN/STIR), when Twilio says: `StirVerstat`.
+    pub stir_verstat: Option<String>,
 }
 
 impl VoiceRequest {
@@ -79,6 +81,9 @@ impl VoiceRequest {
                 .take(64)
                 .collect(),
             digits: form.get("Digits").map(String::from),
+            stir_verstat: form
+                .get("StirVerstat")
+                .map(|v| v.chars().take(64).collect()),
         })
     }
 }
@@ -137,6 +142,16 @@ mod tests {
             Caller::Number(E164::parse("+15558880001").unwrap())
         );
         assert_eq!(ok.digits.as_deref(), Some("1234#"));
+        assert_eq!(ok.stir_verstat, None);
+        let attested = VoiceRequest::parse(&form(&[
+            ("CallSid", "CA1"),
+            ("StirVerstat", "TN-Validation-Passed-A"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            attested.stir_verstat.as_deref(),
+            Some("TN-Validation-Passed-A")
+        );
         for bad in ["", "CA 1", "CA<x>", &"C".repeat(65)] {
             assert!(
                 VoiceRequest::parse(&form(&[("CallSid", bad)])).is_none(),
