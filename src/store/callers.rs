@@ -33,7 +33,9 @@ pub trait CallerStore: Send + Sync {
     async fn forget_caller(&self, caller: &str, order_id: Option<&str>)
         -> Result<bool, StoreError>;
 
-    /// The numbers remembered for an order, oldest first.
-    async fn remembered_callers(&self, order_id: &str)
-        -> Result<Vec<RememberedCaller>, StoreError>;
+    /// The numbers remembered for an order (for every order with `None`), oldest first.
+    async fn remembered_callers(
+        &self,
+        order_id: Option<&str>,
+    ) -> Result<Vec<RememberedCaller>, StoreError>;
 }

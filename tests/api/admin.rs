@@ -415,6 +415,46 @@ async fn admin_actions_need_the_form_token(store: DynStore) {
         (ChargeState::Pending, 0)
     );
 
+    // A remembered number: shown with its order, forgotten only with the token.
+    let number = "+15550009999";
+    let now = app.app.clock.now();
+    app.app
+        .store
+        .remember_caller(number, &order.id, now)
+        .await
+        .unwrap();
+    let (_, page) = get(&app, "/admin/orders", Some(PASSWORD)).await;
+    assert!(page.contains(&format!("Remembers {number}")), "{page}");
+    let forget = format!("/admin/orders/{}/forget", order.id);
+    assert_eq!(
+        post(&app, &forget, &[("csrf", "forged"), ("caller", number)])
+            .await
+            .0,
+        403
+    );
+    assert!(app
+        .app
+        .store
+        .remembered_order(number)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        post(&app, &forget, &[("csrf", &token), ("caller", number)])
+            .await
+            .0,
+        303
+    );
+    assert_eq!(app.app.store.remembered_order(number).await.unwrap(), None);
+    assert_eq!(
+        post(&app, &forget, &[("csrf", &token), ("caller", number)])
+            .await
+            .0,
+        404,
+        "already forgotten"
+    );
+    assert_eq!(post(&app, &forget, &[("csrf", &token)]).await.0, 409);
+
     // Revoke.
     let (status, _) = post(
         &app,

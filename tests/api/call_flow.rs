@@ -588,7 +588,7 @@ async fn remembered_for(app: &TestApp, code: &str) -> Vec<String> {
     let order = order_of(app, code).await;
     app.app
         .store
-        .remembered_callers(&order.id)
+        .remembered_callers(Some(&order.id))
         .await
         .unwrap()
         .into_iter()

@@ -1622,7 +1622,7 @@ async fn callers_are_remembered_for_one_code(store: DynStore) {
         store.remembered_order(ann).await.unwrap().map(|o| o.id),
         Some(first.id.clone())
     );
-    let listed = store.remembered_callers(&first.id).await.unwrap();
+    let listed = store.remembered_callers(Some(&first.id)).await.unwrap();
     assert_eq!(
         listed
             .iter()
@@ -1639,7 +1639,14 @@ async fn callers_are_remembered_for_one_code(store: DynStore) {
         store.remembered_order(ann).await.unwrap().map(|o| o.id),
         Some(second.id.clone())
     );
-    assert_eq!(store.remembered_callers(&first.id).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .remembered_callers(Some(&first.id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // The order is read as it stands.
     store
         .move_order(&second.id, OrderStatus::Revoked, NOW + 3)
@@ -1653,10 +1660,15 @@ async fn callers_are_remembered_for_one_code(store: DynStore) {
     assert!(!store.forget_caller(ann, Some(&first.id)).await.unwrap());
     assert!(store.forget_caller(bob, Some(&first.id)).await.unwrap());
     assert!(store
-        .remembered_callers(&first.id)
+        .remembered_callers(Some(&first.id))
         .await
         .unwrap()
         .is_empty());
+    let all = store.remembered_callers(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.caller.as_str()).collect::<Vec<_>>(),
+        [ann]
+    );
     // The caller forgets whatever their number is remembered for, once.
     assert!(store.forget_caller(ann, None).await.unwrap());
     assert!(!store.forget_caller(ann, None).await.unwrap());

@@ -13,6 +13,25 @@ pub(super) async fn revoke(
     Ok(Redirect::to(&format!("/admin/orders#{id}")).into_response())
 }
 
+/// Forgets a number remembered for the order's code: its next call is asked for the code.
+pub(super) async fn forget_caller(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Action(form): Action,
+) -> Page {
+    let caller = form
+        .caller
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.len() <= 64)
+        .ok_or_else(|| AdminError::Refused("which number?".into()))?;
+    if !app.store.forget_caller(caller, Some(&id)).await? {
+        return Err(AdminError::NotFound);
+    }
+    tracing::info!(order_id = %id, "admin forgot a remembered number");
+    Ok(Redirect::to(&format!("/admin/orders#{id}")).into_response())
+}
+
 pub(super) async fn add_minutes(
     State(app): State<AppState>,
     Path(id): Path<String>,

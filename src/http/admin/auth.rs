@@ -164,6 +164,8 @@ pub(super) struct ActionForm {
     csrf: String,
     #[serde(default)]
     pub(super) minutes: Option<String>,
+    #[serde(default)]
+    pub(super) caller: Option<String>,
 }
 
 /// An admin action's form, its CSRF token checked against the admin's.

@@ -65,6 +65,7 @@ pub fn router(app: &AppState) -> Router<AppState> {
         .route("/admin/export/{what}", get(export))
         .route("/admin/orders/{id}/revoke", post(revoke))
         .route("/admin/orders/{id}/minutes", post(add_minutes))
+        .route("/admin/orders/{id}/forget", post(forget_caller))
         .route("/admin/charges/{id}/retry", post(retry))
         .route_layer(axum::middleware::from_fn_with_state(
             (app.clone(), Arc::new(LoginGuard::default())),

@@ -104,10 +104,24 @@ fn by_plan(app: &App, totals: &[crate::store::PlanTotal]) -> String {
 }
 
 pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Page {
-    let orders = app.store.list_orders(ROWS).await?;
+    let (orders, remembered) = tokio::try_join!(
+        app.store.list_orders(ROWS),
+        app.store.remembered_callers(None),
+    )?;
     let mut rows = String::new();
     for o in &orders {
         let mut actions = String::new();
+        for r in remembered.iter().filter(|r| r.order_id == o.id) {
+            let _ = write!(
+                actions,
+                "<form method=\"post\" action=\"/admin/orders/{id}/forget\">{h}\
+                 <input type=\"hidden\" name=\"caller\" value=\"{caller}\">\
+                 <span class=\"remembered\">Remembers {caller}</span> <button>Forget number</button></form>",
+                id = escape(&o.id),
+                caller = escape(&r.caller),
+                h = hidden(&admin)
+            );
+        }
         if o.status == OrderStatus::Paid {
             let _ = write!(
                 actions,

@@ -57,11 +57,15 @@ impl CallerStore for MongoStore {
 
     async fn remembered_callers(
         &self,
-        order_id: &str,
+        order_id: Option<&str>,
     ) -> Result<Vec<RememberedCaller>, StoreError> {
+        let filter = match order_id {
+            Some(id) => doc! { "order_id": id },
+            None => doc! {},
+        };
         query(
             &self.raw("remembered_callers"),
-            doc! { "order_id": order_id },
+            filter,
             Some(doc! { "remembered_at": 1, "_id": 1 }),
             None,
         )

@@ -56,10 +56,10 @@ macro_rules! sql_callers {
 
             async fn remembered_callers(
                 &self,
-                order_id: &str,
+                order_id: Option<&str>,
             ) -> Result<Vec<RememberedCaller>, StoreError> {
                 sqlx::query_as::<$db, RememberedCaller>(
-                    "SELECT * FROM remembered_callers WHERE order_id = $1 \
+                    "SELECT * FROM remembered_callers WHERE ($1 IS NULL OR order_id = $1) \
                      ORDER BY remembered_at, caller",
                 )
                 .bind(order_id)
