@@ -104,6 +104,7 @@ pub struct StoredCode {
 pub struct CodeVault {
     hash_key: [u8; 32],
     seal_key: [u8; 32],
+    link_key: [u8; 32],
 }
 
 impl fmt::Debug for CodeVault {
@@ -123,6 +124,7 @@ impl CodeVault {
         CodeVault {
             hash_key: derive(m, "callgate/access-code/hash/v1"),
             seal_key: derive(m, "callgate/access-code/seal/v1"),
+            link_key: derive(m, "callgate/account-link/v1"),
         }
     }
 
@@ -150,6 +152,17 @@ impl CodeVault {
             sealed: B64.encode(blob),
             last4: code.last4(),
         }
+    }
+
+    /// The token of an order's account link: 128 bits of a keyed hash of its id, hex. Only
+    /// this server can make one; it is not stored.
+    pub fn account_token(&self, order_id: &str) -> String {
+        hex::encode(&hmac_sha256(&self.link_key, &[b"account:", order_id.as_bytes()])[..16])
+    }
+
+    /// Whether `token` is the order's account token (compared in constant time).
+    pub fn account_token_ok(&self, order_id: &str, token: &str) -> bool {
+        crate::crypto::constant_time_eq(self.account_token(order_id).as_bytes(), token.as_bytes())
     }
 
     /// Recovers a code sealed by [`CodeVault::store`]; `None` if it was sealed under another key.

@@ -216,6 +216,7 @@ async fn order_details(
         if let Some(code) = orders::code_of(&app, &order) {
             body["code"] = json!(code.expose());
             body["codeDisplay"] = json!(code.grouped());
+            body["account"] = json!(orders::account::path(&app, &order.id));
         }
     }
     Ok(no_store(Json(body).into_response()))

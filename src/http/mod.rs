@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::{App, StartError};
 
+mod account;
 pub mod admin;
 mod audio;
 pub mod checkout;
@@ -72,6 +73,7 @@ pub fn router_with(
         )
         .merge(audio::router(&app))
         .merge(pages::router())
+        .merge(account::router())
         .merge(metrics::router())
         .merge(admin::router(&app))
         .route_layer(axum::middleware::from_fn(route_stats));

@@ -1,6 +1,7 @@
 //! Orders and their access codes: a storefront checkout (`checkout`), issuing, finding and
 //! revoking, shared by the webhook fulfilment, the operator CLI and the admin view.
 
+pub mod account;
 pub mod checkout;
 
 pub use checkout::{CheckoutError, Purchase};

@@ -181,6 +181,139 @@ async fn success_page_waits_for_the_webhook_then_shows_the_code() {
     browser.close().await;
 }
 
+/// The account page, reached from the success page's link: the minutes left, each call with
+/// its talk time and cost, and each payment. A wrong token, another order's token and an
+/// unpaid order all get the same 404.
+#[tokio::test]
+async fn the_account_page_shows_minutes_calls_and_payments() {
+    use callgate::store::{EndCall, EndReason, NewCall, Rounding, Seconds};
+    let Some((app, stripe, _db)) = shop().await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    let (pi, secret) = app.start_purchase(false).await;
+    let (pi, secret) = (pi.as_str(), secret.as_str());
+    // An unpaid order has no account yet; its link answers as any wrong one.
+    let unpaid = app
+        .app
+        .store
+        .order_by_payment_intent(pi)
+        .await
+        .unwrap()
+        .unwrap();
+    let unpaid_path = callgate::orders::account::path(&app.app, &unpaid.id);
+    assert_eq!(
+        reqwest::get(app.url(&unpaid_path)).await.unwrap().status(),
+        404
+    );
+
+    let url = app.url(&format!(
+        "/success.html?payment_intent={pi}&payment_intent_client_secret={secret}&redirect_status=succeeded"
+    ));
+    browser.client.goto(&url).await.unwrap();
+    assert_eq!(stripe.pay(pi, "4242424242424242").await.0, 200);
+    browser.wait_for("main[data-state='done']").await;
+    let link = browser.client.find(Locator::Css("#account")).await.unwrap();
+    let href = link.attr("href").await.unwrap().unwrap();
+    let order = app
+        .app
+        .store
+        .order_by_payment_intent(pi)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(href, callgate::orders::account::path(&app.app, &order.id));
+
+    // One call of 90 s of agent time on the code, ended and settled.
+    let store = &app.app.store;
+    let now = app.app.clock.now();
+    store
+        .upsert_call(&NewCall {
+            call_sid: "CA_acct".into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550100200".into(),
+            now,
+        })
+        .await
+        .unwrap();
+    store
+        .hold_order_for_call(&order.id, "CA_acct", now + 150, now)
+        .await
+        .unwrap();
+    assert!(store
+        .bridge_started("CA_acct", None, now + 40, now + 1)
+        .await
+        .unwrap());
+    store
+        .bridge_finished("CA_acct", Seconds(90), EndReason::CallerHungUp, now + 91)
+        .await
+        .unwrap();
+    store
+        .end_call(&EndCall {
+            call_sid: "CA_acct".into(),
+            from_number: "+15550001111".into(),
+            to_number: "+15550100200".into(),
+            twilio_status: "completed".parse().unwrap(),
+            duration: Some(95),
+            reason: EndReason::CallerHungUp,
+            now: now + 95,
+        })
+        .await
+        .unwrap();
+    store
+        .settle_call("CA_acct", Rounding::PerStartedMinute, "chg_acct", now + 96)
+        .await
+        .unwrap();
+
+    // Wrong links: a changed token, another order's token on this order, a made-up order.
+    let (base, token) = href.rsplit_once('/').unwrap();
+    // The token's last digit changed (to another digit, whatever it was).
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    let flipped = format!("{base}/{}{last}", &token[..token.len() - 1]);
+    let other = callgate::orders::account::path(&app.app, "ord_other");
+    let other_token = other.rsplit_once('/').unwrap().1;
+    for wrong in [
+        flipped,
+        format!("{base}/{other_token}"),
+        other.clone(),
+        format!("{base}/"),
+    ] {
+        let resp = reqwest::get(app.url(&wrong)).await.unwrap();
+        assert_eq!(resp.status(), 404, "{wrong}");
+        assert!(!resp.text().await.unwrap().contains("Your talk time"));
+    }
+
+    link.click().await.unwrap();
+    browser.wait_for("main#account").await;
+    assert_eq!(browser.text("#left").await, "3 min 30 s");
+    assert_eq!(
+        browser.text("#last4").await,
+        order.code_last4.clone().unwrap()
+    );
+    let calls = browser.text("#calls").await;
+    assert!(
+        calls.contains("1 min 30 s") && calls.contains("included"),
+        "{calls}"
+    );
+    let payments = browser.text("#payments").await;
+    assert!(
+        payments.contains("$10.00") && payments.contains("Talk time"),
+        "{payments}"
+    );
+    let page = browser.client.source().await.unwrap();
+    let code = callgate::orders::code_of(&app.app, &order).unwrap();
+    assert!(
+        !page.contains(code.expose()),
+        "the page never shows the whole code"
+    );
+    assert!(browser.failed_resources().await.is_empty());
+    assert!(browser.accessibility_violations().await.is_empty());
+    browser.screenshots("account").await;
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn success_page_explains_an_unknown_payment() {
     let Some((app, _stripe, _db)) = shop().await else {

@@ -38,6 +38,10 @@
       browserPhone.href = order.browserPhone;
       browserPhone.hidden = false;
     }
+    if (order.account) {
+      document.getElementById("account").href = order.account;
+      document.getElementById("account-line").hidden = false;
+    }
     document.getElementById("plan").textContent = order.plan || "";
     document.getElementById("amount").textContent = order.amountDisplay || "";
     document.getElementById("paid-at").textContent = order.paidAt

@@ -269,6 +269,19 @@ impl CallStore for MongoStore {
         .collect()
     }
 
+    async fn calls_for_order(&self, order_id: &str, limit: i64) -> Result<Vec<Call>, StoreError> {
+        query(
+            &self.calls(),
+            doc! { "order_id": order_id },
+            Some(doc! { "started_at": -1, "_id": -1 }),
+            Some(limit),
+        )
+        .await?
+        .into_iter()
+        .map(CallDoc::into_record)
+        .collect()
+    }
+
     async fn settle_call(
         &self,
         call_sid: &str,

@@ -368,6 +368,18 @@ macro_rules! sql_calls {
                 .map_err(classify)
             }
 
+            async fn calls_for_order(&self, order_id: &str, limit: i64) -> Result<Vec<Call>, StoreError> {
+                sqlx::query_as::<$db, Call>(
+                    "SELECT * FROM calls WHERE order_id = $1 \
+                     ORDER BY started_at DESC, call_sid DESC LIMIT $2",
+                )
+                .bind(order_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
             async fn settle_call(
                 &self,
                 call_sid: &str,

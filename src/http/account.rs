@@ -1,0 +1,165 @@
+//! `GET /account/{order}/{token}`: the customer's account page (`orders::account`), rendered
+//! on the server. An unknown order, a wrong token and an unpaid order get the same 404 page.
+
+use std::fmt::Write;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::checkout::display_phone;
+use super::pages::{minutes_phrase, not_found, render};
+use super::AppState;
+use crate::domain::clock::utc_date;
+use crate::orders::account::{self, Account};
+use crate::store::{ChargeState, OrderStatus};
+use crate::telephony::twilio::twiml::escape;
+use crate::App;
+
+const ACCOUNT: &str = include_str!("../../web/account.html");
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/account/{order}/{token}", get(page))
+}
+
+async fn page(
+    State(app): State<AppState>,
+    Path((order, token)): Path<(String, String)>,
+) -> Response {
+    match account::open(&app, &order, &token).await {
+        Ok(Some(account)) => {
+            let mut resp = Html(render_account(&app, &account)).into_response();
+            let headers = resp.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            resp
+        }
+        Ok(None) => not_found().await,
+        Err(e) => {
+            tracing::error!(error = %e, "account page: store failed");
+            let mut resp = not_found().await;
+            *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }
+    }
+}
+
+/// `3 min 05 s`, from seconds.
+fn duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    format!("{} min {:02} s", s / 60, s % 60)
+}
+
+fn day_and_time(at: i64) -> String {
+    let (date, secs) = utc_date(at);
+    format!("{date} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
+}
+
+fn render_account(app: &App, account: &Account) -> String {
+    let order = &account.order;
+    let currency = &order.currency;
+    let revoked = order.status == OrderStatus::Revoked;
+    let number = app.config.twilio.as_ref().map(|t| t.phone_number.clone());
+    let hidden = |hide: bool| if hide { "hidden" } else { "" }.to_string();
+    let mut plan_line = format!("Plan: {}", order.plan);
+    if order.overage_consent {
+        let _ = write!(
+            plan_line,
+            "; extra minutes at {} each, charged to your card after the call",
+            currency.format(order.overage_price)
+        );
+    }
+    plan_line.push('.');
+
+    let mut calls = String::new();
+    for call in &account.calls {
+        let cost = account
+            .charges
+            .iter()
+            .find(|c| c.call_sid == call.call_sid)
+            .map(|c| currency.format(c.amount))
+            .unwrap_or_else(|| "included".into());
+        let used = call
+            .settled_seconds
+            .unwrap_or_else(|| call.billable_seconds().0);
+        let _ = write!(
+            calls,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            day_and_time(call.started_at),
+            duration(used),
+            escape(&cost),
+        );
+    }
+    let calls = if calls.is_empty() {
+        "<p class=\"hint\" id=\"no-calls\">No calls yet.</p>".to_string()
+    } else {
+        format!(
+            "<table id=\"calls\"><thead><tr><th>Started</th><th>Talk time</th><th>Cost</th></tr></thead><tbody>{calls}</tbody></table>"
+        )
+    };
+
+    let mut payments = String::new();
+    if let Some(paid_at) = order.paid_at.filter(|_| order.amount.0 > 0) {
+        let _ = write!(
+            payments,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            day_and_time(paid_at),
+            escape(&order.plan),
+            currency.format(order.amount),
+        );
+    }
+    for c in &account.charges {
+        let state = match c.state {
+            ChargeState::Succeeded => "paid",
+            ChargeState::Pending => "being charged",
+            ChargeState::RequiresAction => "waiting for you to confirm",
+            ChargeState::Declined | ChargeState::Failed => "not paid",
+            ChargeState::Refunded => "refunded",
+            ChargeState::Disputed => "disputed",
+            ChargeState::Canceled => "canceled",
+        };
+        let _ = write!(
+            payments,
+            "<tr><td>{}</td><td>Extra minutes ({})</td><td>{}</td></tr>",
+            day_and_time(c.created_at),
+            state,
+            currency.format(c.amount),
+        );
+    }
+    let payments = if payments.is_empty() {
+        "<p class=\"hint\">No payments.</p>".to_string()
+    } else {
+        format!(
+            "<table id=\"payments\"><thead><tr><th>Date</th><th>What</th><th>Amount</th></tr></thead><tbody>{payments}</tbody></table>"
+        )
+    };
+
+    let html = render(
+        ACCOUNT,
+        &[
+            ("status", order.status.to_string()),
+            ("left", duration(order.seconds_left().0)),
+            ("included", minutes_phrase(order.seconds_included.0 / 60)),
+            ("last4", order.code_last4.clone().unwrap_or_default()),
+            ("revoked_hidden", hidden(!revoked)),
+            ("call_hidden", hidden(revoked)),
+            (
+                "phone",
+                number
+                    .as_deref()
+                    .map(display_phone)
+                    .unwrap_or_else(|| "our number".into()),
+            ),
+            ("phone_e164", number.unwrap_or_default()),
+            ("plan_line", plan_line),
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ],
+    );
+    html.replacen("<!--calls-->", &calls, 1)
+        .replacen("<!--payments-->", &payments, 1)
+}

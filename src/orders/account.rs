@@ -1,0 +1,47 @@
+//! The customer's account page: reached by a link signed for the order (unguessable, never
+//! stored), it shows what the code has left, each call with its length and cost, and each
+//! payment. The link is given with the code (the success page) and nowhere else.
+
+use crate::store::{Call, Charge, Order, OrderStatus, StoreError};
+use crate::App;
+
+/// Calls shown, newest first.
+const CALLS_SHOWN: i64 = 200;
+
+/// What the account page shows.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub order: Order,
+    /// Newest first.
+    pub calls: Vec<Call>,
+    /// The overage charges, oldest first.
+    pub charges: Vec<Charge>,
+}
+
+/// The path of an order's account page.
+pub fn path(app: &App, order_id: &str) -> String {
+    format!("/account/{order_id}/{}", app.vault.account_token(order_id))
+}
+
+/// The account behind a link: `None` for an unknown order, a wrong token, and an order not
+/// paid (yet) alike, so a link tells nothing it was not made for.
+pub async fn open(app: &App, order_id: &str, token: &str) -> Result<Option<Account>, StoreError> {
+    if order_id.len() > 100 || !app.vault.account_token_ok(order_id, token) {
+        return Ok(None);
+    }
+    let Some(order) = app.store.order(order_id).await? else {
+        return Ok(None);
+    };
+    if matches!(order.status, OrderStatus::Pending | OrderStatus::Failed) {
+        return Ok(None);
+    }
+    let (calls, charges) = tokio::try_join!(
+        app.store.calls_for_order(order_id, CALLS_SHOWN),
+        app.store.charges_for_order(order_id),
+    )?;
+    Ok(Some(Account {
+        order,
+        calls,
+        charges,
+    }))
+}
