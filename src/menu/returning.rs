@@ -8,7 +8,7 @@
 
 use tracing::Instrument;
 
-use super::flow::{self, connect, farewell, judge, new_call, speech, Verdict};
+use super::answer::{self, connect, farewell, judge, new_call, speech, Verdict};
 use crate::domain::caller::{self, FORGET_KEY, REMEMBER_KEY};
 use crate::domain::prompt::Prompt;
 use crate::store::{NewCall, Order, StoreError, StreamToken};
@@ -159,10 +159,10 @@ async fn answer_offer(app: &App, req: &VoiceRequest, offer: Offer) -> String {
         }
         Ok::<_, StoreError>(match judge(app, 0, order, &call).await? {
             Verdict::Connect(order, token) => connect(app, &call, &order, &token, lead),
-            refused => flow::refusal(app, refused),
+            refused => answer::refusal(app, refused),
         })
     }
     .instrument(call_span(&call.call_sid))
     .await
-    .unwrap_or_else(|e| flow::apology(app, &e))
+    .unwrap_or_else(|e| answer::apology(app, &e))
 }
