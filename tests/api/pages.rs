@@ -136,6 +136,19 @@ async fn the_storefront_offers_each_plan() {
     browser.close().await;
 }
 
+/// Where Stripe returns the customer after paying `pi`.
+async fn open_success_page(
+    app: &TestApp,
+    browser: &crate::support::browser::Browser,
+    pi: &str,
+    secret: &str,
+) {
+    let url = app.url(&format!(
+        "/success.html?payment_intent={pi}&payment_intent_client_secret={secret}&redirect_status=succeeded"
+    ));
+    browser.client.goto(&url).await.unwrap();
+}
+
 #[tokio::test]
 async fn success_page_waits_for_the_webhook_then_shows_the_code() {
     let Some((app, stripe, _db)) = shop().await else {
@@ -146,10 +159,7 @@ async fn success_page_waits_for_the_webhook_then_shows_the_code() {
     };
     let (pi, secret) = app.start_purchase(false).await;
     let (pi, secret) = (pi.as_str(), secret.as_str());
-    let url = app.url(&format!(
-        "/success.html?payment_intent={pi}&payment_intent_client_secret={secret}&redirect_status=succeeded"
-    ));
-    browser.client.goto(&url).await.unwrap();
+    open_success_page(&app, &browser, pi, secret).await;
     // Not paid yet: the loading state, and no code anywhere on the page.
     browser.wait_for("main[data-state='loading']").await;
     assert!(browser
@@ -209,10 +219,7 @@ async fn the_account_page_shows_minutes_calls_and_payments() {
         404
     );
 
-    let url = app.url(&format!(
-        "/success.html?payment_intent={pi}&payment_intent_client_secret={secret}&redirect_status=succeeded"
-    ));
-    browser.client.goto(&url).await.unwrap();
+    open_success_page(&app, &browser, pi, secret).await;
     assert_eq!(stripe.pay(pi, "4242424242424242").await.0, 200);
     browser.wait_for("main[data-state='done']").await;
     let link = browser.client.find(Locator::Css("#account")).await.unwrap();

@@ -9,6 +9,22 @@ use super::money::MongoSteps;
 use super::*;
 use crate::store::money::{self, MoneyTx};
 
+impl MongoStore {
+    /// The calls `filter` finds, newest first, at most `limit`.
+    async fn calls_where(&self, filter: Document, limit: i64) -> Result<Vec<Call>, StoreError> {
+        query(
+            &self.calls(),
+            filter,
+            Some(doc! { "started_at": -1, "_id": -1 }),
+            Some(limit),
+        )
+        .await?
+        .into_iter()
+        .map(CallDoc::into_record)
+        .collect()
+    }
+}
+
 #[async_trait]
 impl CallStore for MongoStore {
     async fn hold_order_for_call(
@@ -257,29 +273,11 @@ impl CallStore for MongoStore {
     }
 
     async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError> {
-        query(
-            &self.calls(),
-            doc! {},
-            Some(doc! { "started_at": -1, "_id": -1 }),
-            Some(limit),
-        )
-        .await?
-        .into_iter()
-        .map(CallDoc::into_record)
-        .collect()
+        self.calls_where(doc! {}, limit).await
     }
 
     async fn calls_for_order(&self, order_id: &str, limit: i64) -> Result<Vec<Call>, StoreError> {
-        query(
-            &self.calls(),
-            doc! { "order_id": order_id },
-            Some(doc! { "started_at": -1, "_id": -1 }),
-            Some(limit),
-        )
-        .await?
-        .into_iter()
-        .map(CallDoc::into_record)
-        .collect()
+        self.calls_where(doc! { "order_id": order_id }, limit).await
     }
 
     async fn settle_call(
