@@ -13,9 +13,9 @@ use crate::telephony::twilio::AFTER_STREAM_PATH;
 use crate::App;
 
 /// Wrong entries of one same code per hour before that code is locked for the hour.
-pub const FAILURES_PER_CODE_PER_HOUR: i64 = 5;
+pub(super) const FAILURES_PER_CODE_PER_HOUR: i64 = 5;
 /// How long a stream token stays usable: Twilio opens the stream within a second or two.
-pub const STREAM_TOKEN_TTL_SECS: i64 = 120;
+const STREAM_TOKEN_TTL_SECS: i64 = 120;
 
 pub(super) fn speech(app: &App, prompt: Prompt) -> Speech {
     match app.audio.file(prompt) {
@@ -135,7 +135,7 @@ pub(super) async fn judge(
 }
 
 /// Holds the order's code for the call and stores its stream token, in one write.
-pub(super) async fn hold(
+async fn hold(
     app: &App,
     order_id: &str,
     call: &NewCall,
@@ -148,7 +148,7 @@ pub(super) async fn hold(
 }
 
 /// Why an order with no allowance left cannot connect, if it cannot.
-pub(super) fn no_minutes(order: &Order) -> Option<Verdict> {
+fn no_minutes(order: &Order) -> Option<Verdict> {
     if order.seconds_left() > Seconds(0) {
         return None;
     }

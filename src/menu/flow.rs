@@ -217,6 +217,7 @@ async fn code_step(
         )
         .await?;
     let (caller_failures, code_failures) = (facts.caller_failures, facts.code_failures);
+    let remembered = facts.remembered_order_id.clone();
     // The incoming webhook stored the call; a write only if it did not (a lost request).
     if !facts.call_known {
         app.store.upsert_call(call).await?;
@@ -269,7 +270,14 @@ async fn code_step(
     app.attempts.record(&app.store, typed).await?;
     let twiml = match verdict {
         Verdict::Connect(order, token) => {
-            return returning::connect_after_code(app, req, call, &order, &token).await
+            return Ok(returning::connect_after_code(
+                app,
+                req,
+                call,
+                &order,
+                &token,
+                remembered.as_deref(),
+            ))
         }
         Verdict::Wrong if attempt >= TRIES_PER_CALL => {
             tracing::info!(attempt, "wrong code: last try, ending the call");

@@ -21,37 +21,34 @@ use crate::App;
 /// Seconds an offer waits for its key before the call goes on to the agent.
 const OFFER_TIMEOUT_SECS: u32 = 3;
 
-/// A one-key offer in front of the connection.
-fn offer(app: &App, action: &str, prompt: Prompt) -> Twiml {
+/// `lead`, then a one-key offer in front of the connection.
+fn offer(app: &App, lead: Twiml, action: &str, prompt: Prompt) -> Twiml {
     let gather = Gather {
         action: app.public_url(action),
         num_digits: 1,
         timeout_secs: OFFER_TIMEOUT_SECS,
     };
-    Twiml::new().gather(&gather, &[&speech(app, prompt)])
+    lead.gather(&gather, &[&speech(app, prompt)])
 }
 
 /// After a code was accepted: the connection, offering first to remember the number, when the
-/// caller is a phone number not yet remembered for this code.
-pub(super) async fn connect_after_code(
+/// caller is a phone number not yet remembered for this code (`remembered`: the order it is
+/// remembered for, read with the code check).
+pub(super) fn connect_after_code(
     app: &App,
     req: &VoiceRequest,
     call: &NewCall,
     order: &Order,
     token: &StreamToken,
-) -> Result<String, StoreError> {
-    let lead = match &req.from {
-        Caller::Number(number) => {
-            let known = app.store.remembered_order(number.as_str()).await?;
-            if known.is_some_and(|o| o.id == order.id) {
-                Twiml::new()
-            } else {
-                offer(app, REMEMBER_PATH, Prompt::RememberOffer)
-            }
-        }
-        Caller::Other(_) => Twiml::new(),
+    remembered: Option<&str>,
+) -> String {
+    let offered = matches!(req.from, Caller::Number(_)) && remembered != Some(order.id.as_str());
+    let lead = if offered {
+        offer(app, Twiml::new(), REMEMBER_PATH, Prompt::RememberOffer)
+    } else {
+        Twiml::new()
     };
-    Ok(connect(app, call, order, token, lead))
+    connect(app, call, order, token, lead)
 }
 
 /// A call from a remembered number whose caller ID is fully attested: welcomed back, told its
@@ -77,11 +74,10 @@ pub(super) async fn recognised(
     match judge(app, 0, order, call).await? {
         Verdict::Connect(order, token) => {
             tracing::info!(order_id = %order.id, "recognised caller: no code asked");
-            let lead = offer(app, FORGET_PATH, Prompt::ForgetOffer);
-            let lead = Twiml::new()
+            let welcome = Twiml::new()
                 .speak(&speech(app, Prompt::WelcomeBack))
-                .speak(&minutes_left(app, &order))
-                .merge(lead);
+                .speak(&minutes_left(app, &order));
+            let lead = offer(app, welcome, FORGET_PATH, Prompt::ForgetOffer);
             Ok(Some(connect(app, call, &order, &token, lead)))
         }
         _ => Ok(None),

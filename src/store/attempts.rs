@@ -46,6 +46,8 @@ pub struct CodeCheckFacts {
     pub code_failures: i64,
     /// The order the code belongs to, whatever its status.
     pub order: Option<Order>,
+    /// The order the caller's number is remembered for, if it is.
+    pub remembered_order_id: Option<String>,
 }
 
 /// Code attempts: recorded in groups, counted up to a limit, pruned.

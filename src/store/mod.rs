@@ -127,8 +127,9 @@ pub trait Store:
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// The call, the failures and the order a code check reads. The SQL backends answer in
-    /// one statement; this composition of the single reads is what it must equal.
+    /// The call, the failures, the order and the caller's remembered order a code check
+    /// reads. The SQL backends answer in one statement; this composition of the single reads
+    /// is what it must equal.
     async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
         let code_failures = async {
             match q.code_hash {
@@ -145,17 +146,19 @@ pub trait Store:
                 None => Ok(None),
             }
         };
-        let (call, caller_failures, code_failures, order) = tokio::try_join!(
+        let (call, caller_failures, code_failures, order, remembered) = tokio::try_join!(
             self.call(q.call_sid),
             self.count_failures(AttemptScope::Caller(q.caller), q.since, q.caller_up_to),
             code_failures,
             order,
+            self.remembered_order(q.caller),
         )?;
         Ok(CodeCheckFacts {
             call_known: call.is_some(),
             caller_failures,
             code_failures,
             order,
+            remembered_order_id: remembered.map(|o| o.id),
         })
     }
 }

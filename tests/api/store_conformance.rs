@@ -658,6 +658,7 @@ async fn code_check_reads_what_the_single_reads_do(store: DynStore) {
             caller_failures: 1,
             code_failures: 2,
             order: Some(order.clone()),
+            remembered_order_id: None,
         }
     );
     let unknown = store
@@ -671,7 +672,22 @@ async fn code_check_reads_what_the_single_reads_do(store: DynStore) {
             caller_failures: 0,
             code_failures: 0,
             order: None,
+            remembered_order_id: None,
         }
+    );
+    // A number remembered for the code's order: read in the same check.
+    store
+        .remember_caller("+15550001111", &order.id, NOW)
+        .await
+        .unwrap();
+    let remembered = store
+        .code_check(&query("CA_check", "+15550001111", Some(&hash)))
+        .await
+        .unwrap();
+    assert_eq!(remembered.remembered_order_id, Some(order.id.clone()));
+    assert_eq!(
+        (remembered.caller_failures, remembered.code_failures),
+        (1, 2)
     );
     // Digits that cannot be a code: nothing looked up for them, the caller still counted.
     let malformed = store

@@ -80,27 +80,29 @@ impl MongoStore {
         Ok(settlement::ready(call, hold_until, now))
     }
 
-    /// The seconds used on the order right after `call_sid`'s debit, if it is recorded.
-    async fn recorded_debit(
+    /// The order, and the seconds it had used right after `call_sid`'s debit if that debit is
+    /// recorded on it: one read.
+    async fn order_with_debit(
         &self,
         order_id: &str,
         call_sid: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let found = first(
-            &self.raw("orders"),
-            doc! { "_id": order_id, "settled_calls.sid": call_sid },
-        )
-        .await?;
-        Ok(found.and_then(|order| {
-            order
-                .get_array("settled_calls")
-                .ok()?
-                .iter()
-                .filter_map(Bson::as_document)
-                .find(|c| c.get_str("sid") == Ok(call_sid))?
-                .get_i64("after")
-                .ok()
-        }))
+    ) -> Result<Option<(Order, Option<i64>)>, StoreError> {
+        let Some(raw) = first(&self.raw("orders"), doc! { "_id": order_id }).await? else {
+            return Ok(None);
+        };
+        let recorded = raw
+            .get_array("settled_calls")
+            .ok()
+            .and_then(|calls| {
+                calls
+                    .iter()
+                    .filter_map(Bson::as_document)
+                    .find(|c| c.get_str("sid") == Ok(call_sid))
+            })
+            .and_then(|c| c.get_i64("after").ok());
+        let order: OrderDoc =
+            mongodb::bson::from_document(raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((order.into_record()?, recorded)))
     }
 }
 
@@ -292,13 +294,13 @@ impl MoneyTx for MongoSteps<'_> {
         call_sid: &str,
         seconds: Seconds,
     ) -> Result<Order, StoreError> {
-        let store = self.0;
-        let mut order = store
-            .order(order_id)
+        let (mut order, recorded) = self
+            .0
+            .order_with_debit(order_id, call_sid)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("call {call_sid} names a missing order")))?;
         // Debited by an earlier, interrupted run: the order as that run read it.
-        if let Some(after) = store.recorded_debit(order_id, call_sid).await? {
+        if let Some(after) = recorded {
             order.seconds_used = Seconds(after - seconds.0);
         }
         Ok(order)
@@ -342,7 +344,8 @@ impl MoneyTx for MongoSteps<'_> {
         if swapped {
             return Ok(true);
         }
-        if store.recorded_debit(&before.id, call_sid).await?.is_some() {
+        let recorded = store.order_with_debit(&before.id, call_sid).await?;
+        if recorded.is_some_and(|(_, after)| after.is_some()) {
             // Debited by an earlier, interrupted run: only the hold may be left to give back.
             self.release_hold(&before.id, call_sid).await?;
             return Ok(true);

@@ -8,14 +8,15 @@ pub(crate) const PRUNE_CHUNK: i64 = 5000;
 
 /// Everything the code check reads, in one statement: whether the call is stored, the
 /// caller's and the code's recent failures (each counted up to its limit, `$5` and `$6`: the
-/// index walk stops there however many are stored), and the id of the code's order (NULL
-/// when none).
+/// index walk stops there however many are stored), the id of the code's order (NULL when
+/// none), and the id of the order the caller's number is remembered for (NULL when none).
 pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE call_sid = $1), \
      (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
          WHERE caller = $2 AND ok = FALSE AND at >= $4 LIMIT $5) AS c), \
      (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
          WHERE code_hash = $3 AND ok = FALSE AND at >= $4 LIMIT $6) AS h), \
-     (SELECT id FROM orders WHERE code_hash = $3)";
+     (SELECT id FROM orders WHERE code_hash = $3), \
+     (SELECT order_id FROM remembered_callers WHERE caller = $2)";
 
 /// Wrong attempts in a scope since `$1`, counted up to `$3`: the statement and the value
 /// bound to `$2` (the caller, the code's hash, or NULL for everyone's).
@@ -39,8 +40,9 @@ pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&s
     }
 }
 
-/// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id.
-pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>);
+/// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id, the caller's
+/// remembered order id.
+pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>, Option<String>);
 
 /// `AttemptStore` for an engine's store (`pool` for reads, `writer` for writes); expanded by
 /// `sql_store!` where the store's names are in scope.

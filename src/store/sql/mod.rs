@@ -111,7 +111,7 @@ macro_rules! sql_store {
             }
 
             async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
-                let (call_known, caller_failures, code_failures, order_id) =
+                let (call_known, caller_failures, code_failures, order_id, remembered_order_id) =
                     self.code_check_row(q).await?;
                 let order = match order_id {
                     Some(id) => self.order(&id).await?,
@@ -122,6 +122,7 @@ macro_rules! sql_store {
                     caller_failures,
                     code_failures,
                     order,
+                    remembered_order_id,
                 })
             }
         }

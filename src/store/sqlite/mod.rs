@@ -160,7 +160,15 @@ impl SqliteStore {
                     "$5": q.caller_up_to.max(0),
                     "$6": q.code_up_to.max(0),
                 },
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
             )
         })
     }

@@ -124,12 +124,6 @@ impl Twiml {
         self
     }
 
-    /// Appends another document's verbs.
-    pub fn merge(mut self, other: Twiml) -> Twiml {
-        self.body.push_str(&other.body);
-        self
-    }
-
     pub fn hangup(mut self) -> Twiml {
         self.body.push_str("<Hangup/>");
         self
