@@ -386,7 +386,7 @@ pub async fn run(
             continue;
         }
         match app.store.insert_order(&order).await {
-            Ok(_) => {
+            Ok(stored) => {
                 tally(&mut report);
                 if reissue {
                     report.reissued.push(Reissued {
@@ -396,11 +396,8 @@ pub async fn run(
                         new_code: code.clone(),
                     });
                 }
-                if used > 0 {
-                    app.store
-                        .add_seconds_used(&id, Seconds(used), order.now)
-                        .await?;
-                }
+                crate::orders::ledger::open(app, &stored).await?;
+                crate::orders::ledger::prior_use(app, &stored, Seconds(used)).await?;
                 if revoked {
                     app.store
                         .move_order(&id, crate::store::OrderStatus::Revoked, app.clock.now())

@@ -3,8 +3,9 @@
 
 use crate::domain::ledger::{self, NotOurs};
 use crate::orders;
+use crate::orders::top_up::Credited;
 use crate::store::{ChargeState, Fulfilled, Fulfilment, OrderStatus, OverageBlock, StoreError};
-use crate::stripe::client::id_of;
+use crate::stripe::client::{id_of, kind_of, metadata_of, PaymentIntent, PaymentKind, StripeError};
 pub use crate::stripe::events::Event;
 use crate::App;
 
@@ -28,6 +29,14 @@ pub enum Outcome {
     OverageReversed {
         charge_id: String,
     },
+    /// A top-up's minutes added to its code.
+    ToppedUp {
+        order_id: String,
+    },
+    /// A top-up refunded or disputed: its minutes taken back.
+    TopUpReversed {
+        order_id: String,
+    },
     Ignored(&'static str),
 }
 
@@ -37,12 +46,10 @@ const CODE_DRAWS: usize = 5;
 pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
     let obj = &event.data.object;
     // Overage PaymentIntents are callgate's own charges, not purchases.
-    let overage_charge = obj
-        .get("metadata")
-        .filter(|m| m.get("callgate_kind").and_then(|k| k.as_str()) == Some("overage"))
-        .and_then(|m| m.get("charge_id"))
-        .and_then(|c| c.as_str())
-        .map(String::from);
+    let overage_charge = (kind_of(obj) == Some(PaymentKind::Overage))
+        .then(|| metadata_of(obj, "charge_id"))
+        .flatten();
+    let top_up = kind_of(obj) == Some(PaymentKind::TopUp);
     match event.kind.as_str() {
         "payment_intent.succeeded" if overage_charge.is_some() => {
             let charge_id = overage_charge.unwrap_or_default();
@@ -55,6 +62,15 @@ pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
             Ok(Outcome::Ignored(
                 "overage attempt failure, recorded by the worker",
             ))
+        }
+        "payment_intent.succeeded" if top_up => {
+            let Ok(pi) = PaymentIntent::from_json(obj) else {
+                return Ok(Outcome::Ignored("no payment intent id"));
+            };
+            credit_top_up(app, &pi).await
+        }
+        "payment_intent.payment_failed" if top_up => {
+            Ok(Outcome::Ignored("a top-up not paid: nothing was credited"))
         }
         "payment_intent.succeeded" => fulfil(app, obj).await,
         "payment_intent.payment_failed" => {
@@ -90,21 +106,28 @@ enum Reversal {
 }
 
 /// A full refund or a dispute of a payment: of a purchase, the code is revoked (its live call
-/// ends, open overage is canceled); of an overage charge, the charge is marked, and a dispute
-/// suspends overage on its order.
+/// ends, open overage is canceled) and its purchase entry reversed; of an overage charge, the
+/// charge is marked, and a dispute suspends overage on its order; of a top-up, its minutes
+/// are taken back.
 async fn reverse(app: &App, pi: Option<String>, how: Reversal) -> Result<Outcome, StoreError> {
     let Some(pi) = pi else {
         return Ok(Outcome::Ignored("no payment intent"));
     };
     let now = app.clock.now();
+    let disputed = how == Reversal::Dispute;
     if let Some(order) = app.store.order_by_payment_intent(&pi).await? {
         let order = orders::revoke(app, &order).await?;
         let canceled = app.store.cancel_open_charges(&order.id, now).await?;
+        // A purchase reversed before its own webhook came: nothing was credited to take back.
+        if order.paid_at.is_some() {
+            orders::ledger::open(app, &order).await?;
+            orders::ledger::reverse_payment(app, &pi, disputed).await?;
+        }
         tracing::warn!(order_id = %order.id, canceled, "payment refunded or disputed: code revoked, open overage canceled");
         return Ok(Outcome::Revoked { order_id: order.id });
     }
     let Some(charge) = app.store.charge_by_payment_intent(&pi).await? else {
-        return Ok(Outcome::Ignored("no order or charge for this payment"));
+        return reverse_top_up(app, &pi, disputed).await;
     };
     let to = match how {
         Reversal::Refund => ChargeState::Refunded,
@@ -129,6 +152,40 @@ async fn reverse(app: &App, pi: Option<String>, how: Reversal) -> Result<Outcome
     })
 }
 
+/// A full refund or a dispute of a top-up: exactly its minutes taken back. One whose refund
+/// overtook its own webhook is credited first, from Stripe's record of it.
+async fn reverse_top_up(app: &App, pi: &str, disputed: bool) -> Result<Outcome, StoreError> {
+    if app.store.entry_paid_by(pi).await?.is_none() {
+        if let Some(stripe) = &app.stripe {
+            match stripe.retrieve_payment_intent(pi).await {
+                Ok(intent) if intent.kind() == Some(PaymentKind::TopUp) => {
+                    credit_top_up(app, &intent).await?;
+                }
+                Ok(_) | Err(StripeError::Api { status: 404, .. }) => {}
+                Err(e) => return Err(StoreError::Unavailable(format!("Stripe: {e}"))),
+            }
+        }
+    }
+    let Some(reversal) = orders::ledger::reverse_payment(app, pi, disputed).await? else {
+        return Ok(Outcome::Ignored(
+            "no order, charge or top-up for this payment",
+        ));
+    };
+    tracing::warn!(order_id = %reversal.order_id, "top-up refunded or disputed: its minutes taken back");
+    Ok(Outcome::TopUpReversed {
+        order_id: reversal.order_id,
+    })
+}
+
+async fn credit_top_up(app: &App, pi: &PaymentIntent) -> Result<Outcome, StoreError> {
+    Ok(match orders::top_up::credit(app, pi).await? {
+        Credited::Now { order_id } | Credited::Already { order_id } => {
+            Outcome::ToppedUp { order_id }
+        }
+        Credited::NoOrder => Outcome::Ignored("a top-up for no order callgate has"),
+    })
+}
+
 async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError> {
     let Some(pi_id) = id_of(pi, "id") else {
         return Ok(Outcome::Ignored("no payment intent id"));
@@ -139,8 +196,12 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
     match ledger::may_fulfil(order.as_ref(), amount, currency) {
         Ok(()) => {}
         Err(NotOurs::NotPending) => {
-            let id = order.map(|o| o.id).unwrap_or_default();
-            return Ok(Outcome::AlreadyFulfilled { order_id: id });
+            let Some(order) = order else {
+                return Ok(Outcome::Ignored("no order for this payment"));
+            };
+            // A run cut off between the payment and its entry is finished here.
+            orders::ledger::open(app, &order).await?;
+            return Ok(Outcome::AlreadyFulfilled { order_id: order.id });
         }
         Err(refused) => {
             let reason = match refused {
@@ -170,11 +231,14 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
         };
         match app.store.fulfil_order(&f).await {
             Ok(Fulfilled::Now(order)) => {
+                orders::ledger::open(app, &order).await?;
                 tracing::info!(order_id = %order.id, "payment succeeded: order paid, code issued");
                 return Ok(Outcome::Fulfilled { order_id: order.id });
             }
             Ok(Fulfilled::Already(order)) => {
-                return Ok(Outcome::AlreadyFulfilled { order_id: order.id })
+                // A run cut off between the payment and its entry is finished here.
+                orders::ledger::open(app, &order).await?;
+                return Ok(Outcome::AlreadyFulfilled { order_id: order.id });
             }
             Ok(Fulfilled::NoOrder) => return Ok(Outcome::Ignored("no order for this payment")),
             Err(StoreError::Conflict(_)) => continue,

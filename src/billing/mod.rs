@@ -165,7 +165,7 @@ async fn attempt(app: &App, charge: &Charge, owner: &str) -> Result<ChargeState,
                 (charge.seconds_billed.0 + 59) / 60
             ),
         ),
-        crate::stripe::client::kind_param("overage"),
+        crate::stripe::client::kind_param(crate::stripe::client::PaymentKind::Overage),
         param("metadata[charge_id]", &charge.id),
         param("metadata[call_sid]", &charge.call_sid),
         param("metadata[order_id]", &charge.order_id),

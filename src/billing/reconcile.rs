@@ -9,7 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::store::{Call, Charge, ChargeState, Order, OrderSource, OrderStatus, StoreError};
+use crate::store::{
+    Balance, Call, Charge, ChargeState, Entry, EntryKind, Order, OrderSource, OrderStatus,
+    StoreError,
+};
 use crate::stripe::client::{PaymentIntent, StripeClient, StripeError};
 use crate::stripe::intent::IntentStatus;
 use crate::App;
@@ -19,7 +22,7 @@ const READ_LIMIT: i64 = 10_000_000;
 /// PaymentIntents read from Stripe per page.
 const PAGE: usize = 100;
 
-use crate::stripe::client::KIND_KEY;
+use crate::stripe::client::{PaymentKind, KIND_KEY};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -49,11 +52,32 @@ pub enum Mismatch {
         charge_id: Option<String>,
         why: String,
     },
-    /// An order's debited seconds differ from the seconds its calls were settled at.
+    /// An order's debited seconds differ from the seconds its calls were settled at (and,
+    /// for an import, its usage before callgate).
     SecondsMismatch {
         order_id: String,
         debited: i64,
         settled_calls: i64,
+    },
+    /// An order's allowance differs from the sum of its ledger entries.
+    CreditMismatch {
+        order_id: String,
+        included: i64,
+        entries: i64,
+    },
+    /// A paid order without the entry for its purchase or issue.
+    MissingOpening { order_id: String },
+    /// A top-up PaymentIntent that succeeded while no entry credits it.
+    PaymentWithoutCredit {
+        payment_intent: String,
+        amount: i64,
+        currency: String,
+    },
+    /// A top-up entry whose PaymentIntent did not take its money.
+    CreditWithoutPayment {
+        entry_id: String,
+        payment_intent: Option<String>,
+        why: String,
     },
 }
 
@@ -62,6 +86,7 @@ pub struct Report {
     pub orders: usize,
     pub calls: usize,
     pub charges: usize,
+    pub entries: usize,
     /// PaymentIntents read from Stripe (`None` without Stripe configured).
     pub payment_intents: Option<usize>,
     pub mismatches: Vec<Mismatch>,
@@ -80,50 +105,121 @@ pub async fn check(app: &App) -> Result<Report, CheckError> {
     let orders = app.store.list_orders(READ_LIMIT).await?;
     let calls = app.store.list_calls(READ_LIMIT).await?;
     let charges = app.store.list_charges(None, READ_LIMIT).await?;
+    let entries = app.store.list_entries(READ_LIMIT).await?;
     let mut report = Report {
         orders: orders.len(),
         calls: calls.len(),
         charges: charges.len(),
+        entries: entries.len(),
         ..Report::default()
     };
     report
         .mismatches
-        .extend(seconds_mismatches(&orders, &calls));
+        .extend(seconds_mismatches(&orders, &calls, &entries));
     if let Some(stripe) = &app.stripe {
-        let intents = payment_intents(stripe, &orders, &charges).await?;
+        let intents = payment_intents(stripe, &orders, &charges, &entries).await?;
         report.payment_intents = Some(intents.len());
         report
             .mismatches
             .extend(money_mismatches(&orders, &charges, &intents));
+        report
+            .mismatches
+            .extend(credit_mismatches(&entries, &intents));
     }
     Ok(report)
 }
 
-/// Seconds debited from each order against the seconds its calls were settled at. An import
-/// brought its earlier usage along, so there the calls may account for less, never more.
-pub fn seconds_mismatches(orders: &[Order], calls: &[Call]) -> Vec<Mismatch> {
-    let mut settled: HashMap<&str, i64> = HashMap::new();
-    for call in calls {
-        if let (Some(order), Some(seconds)) = (&call.order_id, call.settled_seconds) {
-            *settled.entry(order.as_str()).or_default() += seconds;
+/// Top-up entries against Stripe: each credited top-up was paid for exactly, and each paid
+/// top-up is credited.
+pub fn credit_mismatches(
+    entries: &[Entry],
+    intents: &HashMap<String, PaymentIntent>,
+) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let top_ups: HashMap<&str, &Entry> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::TopUp)
+        .filter_map(|e| Some((e.stripe_payment_intent.as_deref()?, e)))
+        .collect();
+    for e in entries.iter().filter(|e| e.kind == EntryKind::TopUp) {
+        let pi = e.stripe_payment_intent.as_deref();
+        let why = payment_problem("top-up", pi, intents, e.amount.0, e.currency.code());
+        if let Some(why) = why {
+            out.push(Mismatch::CreditWithoutPayment {
+                entry_id: e.id.clone(),
+                payment_intent: pi.map(String::from),
+                why,
+            });
         }
     }
-    orders
-        .iter()
-        .filter_map(|o| {
-            let calls = settled.get(o.id.as_str()).copied().unwrap_or(0);
-            let debited = o.seconds_used.0;
-            let agrees = match o.source {
-                OrderSource::Import => debited >= calls,
-                OrderSource::Stripe | OrderSource::Operator => debited == calls,
-            };
-            (!agrees).then(|| Mismatch::SecondsMismatch {
+    let mut ids: Vec<&String> = intents.keys().collect();
+    ids.sort();
+    for id in ids {
+        let pi = &intents[id];
+        let top_up = pi.kind() == Some(PaymentKind::TopUp);
+        if top_up && pi.status == IntentStatus::Succeeded && !top_ups.contains_key(id.as_str()) {
+            out.push(Mismatch::PaymentWithoutCredit {
+                payment_intent: id.clone(),
+                amount: pi.amount,
+                currency: pi.currency.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Each order's counters against its ledger: its allowance is the sum of its entries, its
+/// debited seconds the seconds its calls were settled at (with an import's earlier usage);
+/// a paid order has its opening entry. An order never paid has no entries.
+pub fn seconds_mismatches(orders: &[Order], calls: &[Call], entries: &[Entry]) -> Vec<Mismatch> {
+    let mut settled: HashMap<&str, Vec<i64>> = HashMap::new();
+    for call in calls {
+        if let (Some(order), Some(seconds)) = (&call.order_id, call.settled_seconds) {
+            settled.entry(order.as_str()).or_default().push(seconds);
+        }
+    }
+    let mut by_order: HashMap<&str, Vec<Entry>> = HashMap::new();
+    for e in entries {
+        by_order
+            .entry(e.order_id.as_str())
+            .or_default()
+            .push(e.clone());
+    }
+    let mut out = Vec::new();
+    for o in orders {
+        let mine = by_order
+            .get(o.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let calls = settled.get(o.id.as_str()).cloned().unwrap_or_default();
+        let settled_calls: i64 = calls.iter().sum();
+        let balance = Balance::of(mine, calls);
+        if balance.used != o.seconds_used.0 {
+            out.push(Mismatch::SecondsMismatch {
                 order_id: o.id.clone(),
-                debited,
-                settled_calls: calls,
-            })
-        })
-        .collect()
+                debited: o.seconds_used.0,
+                settled_calls,
+            });
+        }
+        if o.paid_at.is_none() {
+            continue;
+        }
+        if !mine
+            .iter()
+            .any(|e| matches!(e.kind, EntryKind::Purchase | EntryKind::Issued))
+        {
+            out.push(Mismatch::MissingOpening {
+                order_id: o.id.clone(),
+            });
+        } else if balance.credited != o.seconds_included.0 {
+            out.push(Mismatch::CreditMismatch {
+                order_id: o.id.clone(),
+                included: o.seconds_included.0,
+                entries: balance.credited,
+            });
+        }
+    }
+    out
 }
 
 /// Every PaymentIntent callgate created (by its metadata), and every one the store names.
@@ -131,6 +227,7 @@ async fn payment_intents(
     stripe: &StripeClient,
     orders: &[Order],
     charges: &[Charge],
+    entries: &[Entry],
 ) -> Result<HashMap<String, PaymentIntent>, StripeError> {
     let mut found = HashMap::new();
     let mut after: Option<String> = None;
@@ -170,6 +267,12 @@ async fn payment_intents(
             charges
                 .iter()
                 .filter_map(|c| c.stripe_payment_intent.as_deref()),
+        )
+        .chain(
+            entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::TopUp)
+                .filter_map(|e| e.stripe_payment_intent.as_deref()),
         )
         .collect();
     for id in named {
@@ -278,8 +381,8 @@ pub fn money_mismatches(
         if !succeeded(pi) {
             continue;
         }
-        match pi.metadata.get(KIND_KEY).map(String::as_str) {
-            Some("purchase") => {
+        match pi.kind() {
+            Some(PaymentKind::Purchase) => {
                 let why = match by_pi.get(id.as_str()) {
                     None => Some("no order names it".to_string()),
                     Some(o) if !matches!(o.status, OrderStatus::Paid | OrderStatus::Revoked) => {
@@ -296,7 +399,7 @@ pub fn money_mismatches(
                     });
                 }
             }
-            Some("overage") => {
+            Some(PaymentKind::Overage) => {
                 let charge_id = pi.metadata.get("charge_id").cloned();
                 let charge = charge_id.as_deref().and_then(|c| charge_by_id.get(c));
                 let why = match charge {

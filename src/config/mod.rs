@@ -151,6 +151,8 @@ pub struct Config {
     pub secret: Option<Secret>,
     pub access_code_digits: usize,
     pub plans: Plans,
+    /// What a customer can add to a code they hold (on the web or during a call).
+    pub top_ups: Plans,
     pub stripe: Option<StripeConfig>,
     pub twilio: Option<TwilioConfig>,
     pub elevenlabs: Option<ElevenLabsConfig>,
@@ -261,13 +263,15 @@ impl Config {
                 hint: "Twilio signs requests over the public URL, so set the https URL Twilio reaches this server at".into(),
             });
         }
+        let (plans, top_ups) = plans::from_env(env)?;
         Ok(Config {
             listen: s::LISTEN_ADDR.value(env)?,
             base_url,
             database,
             secret,
             access_code_digits: s::ACCESS_CODE_DIGITS.value(env)? as usize,
-            plans: plans::from_env(env)?,
+            plans,
+            top_ups,
             stripe,
             twilio,
             elevenlabs,

@@ -42,8 +42,8 @@ impl Plans {
 }
 
 /// The plans on sale, their prices read in their currency: `PLANS`, or the one plan of the
-/// three `PLAN_` settings (not both).
-pub(super) fn from_env(env: &dyn Env) -> Result<Plans, ConfigError> {
+/// three `PLAN_` settings (not both); and the top-up packs, `TOP_UPS` or the plans themselves.
+pub(super) fn from_env(env: &dyn Env) -> Result<(Plans, Plans), ConfigError> {
     let currency = settings::CURRENCY.value(env)?;
     let read_money = |var: &'static str, raw: &str| -> Result<Cents, ConfigError> {
         currency
@@ -79,6 +79,28 @@ pub(super) fn from_env(env: &dyn Env) -> Result<Plans, ConfigError> {
         Some(_) => settings::PLANS.var,
         None => settings::PLAN_PRICE.var,
     };
+    let plans = build(specs, price_var, &read_money, overage_per_minute, &currency)?;
+    let top_ups = match settings::TOP_UPS.get(env)? {
+        Some(specs) => build(
+            specs,
+            settings::TOP_UPS.var,
+            &read_money,
+            overage_per_minute,
+            &currency,
+        )?,
+        None => plans.clone(),
+    };
+    Ok((plans, top_ups))
+}
+
+/// Plans from their specs, each price read in the currency and more than zero.
+fn build(
+    specs: Vec<parse::PlanSpec>,
+    price_var: &'static str,
+    read_money: &dyn Fn(&'static str, &str) -> Result<Cents, ConfigError>,
+    overage_per_minute: Cents,
+    currency: &Currency,
+) -> Result<Plans, ConfigError> {
     let plans = specs
         .into_iter()
         .map(|spec| {

@@ -220,6 +220,12 @@ pub const PLANS: Var<Vec<parse::PlanSpec>> = Var {
     help: "several plans, `NAME=MINUTES@PRICE` separated by `;`, e.g. `Quick chat=5@5.00;Half hour=30@20.00`; replaces the three `PLAN_` settings",
     parse: parse::plans,
 };
+pub const TOP_UPS: Var<Vec<parse::PlanSpec>> = Var {
+    var: "TOP_UPS",
+    unset: Unset::Means("the plans themselves"),
+    help: "minutes a customer can add to a code, `NAME=MINUTES@PRICE` separated by `;`, e.g. `10 more minutes=10@8.00`",
+    parse: parse::plans,
+};
 pub const OVERAGE_PRICE_PER_MINUTE: Var<String> = Var {
     var: "OVERAGE_PRICE_PER_MINUTE",
     unset: Unset::Value("1.00"),
@@ -459,6 +465,7 @@ pub static SETTINGS: &[&dyn Row] = &[
     &PLAN_PRICE,
     &PLAN_MINUTES,
     &PLANS,
+    &TOP_UPS,
     &OVERAGE_PRICE_PER_MINUTE,
     &CURRENCY,
     &STRIPE_SECRET_KEY,

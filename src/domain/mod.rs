@@ -12,6 +12,7 @@ pub mod caller;
 pub mod charge;
 pub mod clock;
 pub mod codes;
+pub mod entry;
 pub mod ledger;
 pub mod money;
 pub mod order;

@@ -13,8 +13,9 @@ use super::checkout::display_phone;
 use super::pages::{minutes_phrase, not_found, render};
 use super::AppState;
 use crate::domain::clock::utc_date;
+use crate::domain::money::Cents;
 use crate::orders::account::{self, Account};
-use crate::store::{ChargeState, OrderStatus};
+use crate::store::{ChargeState, EntryKind, OrderStatus};
 use crate::telephony::twilio::twiml::escape;
 use crate::App;
 
@@ -50,7 +51,7 @@ async fn page(
 }
 
 /// `3 min 05 s`, from seconds.
-fn duration(seconds: i64) -> String {
+pub(super) fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
     format!("{} min {:02} s", s / 60, s % 60)
 }
@@ -104,13 +105,28 @@ fn render_account(app: &App, account: &Account) -> String {
     };
 
     let mut payments = String::new();
-    if let Some(paid_at) = order.paid_at.filter(|_| order.amount.0 > 0) {
+    for e in &account.entries {
+        let minutes = minutes_phrase(e.seconds.0.abs() / 60);
+        let what = match e.kind {
+            EntryKind::Purchase => order.plan.clone(),
+            EntryKind::TopUp => format!("Top-up: {minutes}"),
+            EntryKind::Grant => format!("{minutes} from us"),
+            EntryKind::Refund => format!("Refunded: {minutes}"),
+            EntryKind::Dispute => format!("Disputed: {minutes}"),
+            EntryKind::Issued | EntryKind::PriorUse => continue,
+        };
+        let amount = if e.amount.0 < 0 {
+            format!("−{}", currency.format(Cents(-e.amount.0)))
+        } else {
+            currency.format(e.amount)
+        };
         let _ = write!(
             payments,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            day_and_time(paid_at),
-            escape(&order.plan),
-            currency.format(order.amount),
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e.kind,
+            day_and_time(e.created_at),
+            escape(&what),
+            escape(&amount),
         );
     }
     for c in &account.charges {
@@ -148,6 +164,7 @@ fn render_account(app: &App, account: &Account) -> String {
             ("last4", order.code_last4.clone().unwrap_or_default()),
             ("revoked_hidden", hidden(!revoked)),
             ("call_hidden", hidden(revoked)),
+            ("top_up", account::top_up_path(app, &order.id)),
             (
                 "phone",
                 number

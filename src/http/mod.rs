@@ -32,6 +32,7 @@ pub mod pay;
 pub(crate) mod ratelimit;
 mod security;
 pub mod server;
+mod top_up;
 pub mod voice;
 pub mod webhook;
 
@@ -66,6 +67,7 @@ pub fn router_with(
             Router::new()
                 .merge(checkout::router())
                 .merge(pay::api_router())
+                .merge(top_up::api_router())
                 .route_layer(axum::middleware::from_fn_with_state(
                     limiter,
                     ratelimit::limit,
@@ -74,6 +76,7 @@ pub fn router_with(
         .merge(audio::router(&app))
         .merge(pages::router())
         .merge(account::router())
+        .merge(top_up::page_router())
         .merge(metrics::router())
         .merge(admin::router(&app))
         .route_layer(axum::middleware::from_fn(route_stats));

@@ -42,6 +42,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../web/assets/pay.js"),
     ),
+    (
+        "top-up.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/top-up.js"),
+    ),
 ];
 
 pub fn router() -> Router<AppState> {
@@ -86,7 +91,7 @@ pub fn render(template: &str, values: &[(&str, String)]) -> String {
     out
 }
 
-fn page(html: String) -> Response {
+pub(super) fn page(html: String) -> Response {
     let mut resp = Html(html).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -137,12 +142,13 @@ async fn storefront(State(app): State<AppState>) -> Response {
             ("version", env!("CARGO_PKG_VERSION").to_string()),
         ],
     );
-    page(html.replacen("<!--plan-choices-->", &plan_choices(plans), 1))
+    page(html.replacen("<!--plan-choices-->", &plan_choices(plans, "plan"), 1))
 }
 
-/// The storefront's choice of plans: one radio button each, the first chosen. Each carries
-/// its price and minutes for the page to show; the server prices the order from the id alone.
-fn plan_choices(plans: &crate::config::Plans) -> String {
+/// The storefront's choice of plans (and the top-up page's of packs, as `field`): one radio
+/// button each, the first chosen. Each carries its price and minutes for the page to show;
+/// the server prices the order from the id alone.
+pub(super) fn plan_choices(plans: &crate::config::Plans, field: &str) -> String {
     plans
         .all()
         .iter()
@@ -151,7 +157,7 @@ fn plan_choices(plans: &crate::config::Plans) -> String {
             let price = p.currency.format(p.price);
             let minutes = minutes_phrase(p.minutes_included);
             format!(
-                "<label class=\"plan\"><input type=\"radio\" name=\"plan\" value=\"{id}\" \
+                "<label class=\"plan\"><input type=\"radio\" name=\"{field}\" value=\"{id}\" \
                  data-price=\"{price}\" data-minutes=\"{minutes}\"{checked}>\
                  <span class=\"plan-name\">{name}</span>\
                  <span class=\"plan-terms\">{minutes} · {price}</span></label>",
@@ -176,7 +182,7 @@ pub fn minutes_phrase(minutes: i64) -> String {
 }
 
 /// Stripe's publishable key for Stripe.js, empty when payments are not configured.
-fn publishable_key(app: &crate::App) -> String {
+pub(super) fn publishable_key(app: &crate::App) -> String {
     app.config
         .stripe
         .as_ref()
@@ -233,7 +239,9 @@ mod tests {
     /// Every asset a page names is one this module serves.
     #[test]
     fn pages_reference_only_served_assets() {
-        for page in [INDEX, SUCCESS, PAY, NOT_FOUND] {
+        let top_up = include_str!("../../web/top-up.html");
+        let account = include_str!("../../web/account.html");
+        for page in [INDEX, SUCCESS, PAY, NOT_FOUND, top_up, account] {
             for part in page.split("/assets/").skip(1) {
                 let name: String = part
                     .chars()

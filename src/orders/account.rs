@@ -2,7 +2,7 @@
 //! stored), it shows what the code has left, each call with its length and cost, and each
 //! payment. The link is given with the code (the success page) and nowhere else.
 
-use crate::store::{Call, Charge, Order, OrderStatus, StoreError};
+use crate::store::{Call, Charge, Entry, Order, OrderStatus, StoreError};
 use crate::App;
 
 /// Calls shown, newest first.
@@ -16,6 +16,13 @@ pub struct Account {
     pub calls: Vec<Call>,
     /// The overage charges, oldest first.
     pub charges: Vec<Charge>,
+    /// The code's ledger entries (purchase, top-ups, grants, reversals), oldest first.
+    pub entries: Vec<Entry>,
+}
+
+/// The path of an order's top-up page (the account link's token).
+pub fn top_up_path(app: &App, order_id: &str) -> String {
+    format!("/top-up/{order_id}/{}", app.vault.account_token(order_id))
 }
 
 /// The path of an order's account page.
@@ -35,13 +42,15 @@ pub async fn open(app: &App, order_id: &str, token: &str) -> Result<Option<Accou
     if matches!(order.status, OrderStatus::Pending | OrderStatus::Failed) {
         return Ok(None);
     }
-    let (calls, charges) = tokio::try_join!(
+    let (calls, charges, entries) = tokio::try_join!(
         app.store.calls_for_order(order_id, CALLS_SHOWN),
         app.store.charges_for_order(order_id),
+        app.store.entries_for_order(order_id),
     )?;
     Ok(Some(Account {
         order,
         calls,
         charges,
+        entries,
     }))
 }

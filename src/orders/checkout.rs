@@ -5,7 +5,7 @@
 use crate::crypto::constant_time_eq;
 use crate::domain::money::Seconds;
 use crate::store::{new_id, NewOrder, Order, OrderSource, StoreError};
-use crate::stripe::client::{kind_param, param, Form, StripeError};
+use crate::stripe::client::{kind_param, param, Form, PaymentKind, StripeError};
 use crate::App;
 
 /// Why a checkout could not start, or an order could not be shown.
@@ -77,7 +77,7 @@ pub async fn start(app: &App, purchase: &Purchase) -> Result<Started, CheckoutEr
             "description",
             format!("{} ({} minutes)", plan.name, plan.minutes_included),
         ),
-        kind_param("purchase"),
+        kind_param(PaymentKind::Purchase),
         param("metadata[plan]", &plan.name),
         param("metadata[plan_id]", &plan.id),
         param("metadata[minutes]", plan.minutes_included),

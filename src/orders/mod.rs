@@ -3,6 +3,8 @@
 
 pub mod account;
 pub mod checkout;
+pub mod ledger;
+pub mod top_up;
 
 pub use checkout::{CheckoutError, Purchase};
 
@@ -56,7 +58,10 @@ pub async fn issue_operator_code(
             now: app.clock.now(),
         };
         match app.store.insert_order(&order).await {
-            Ok(order) => return Ok((order, code)),
+            Ok(order) => {
+                ledger::open(app, &order).await?;
+                return Ok((order, code));
+            }
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e),
         }

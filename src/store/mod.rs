@@ -17,6 +17,7 @@ mod attempts;
 mod callers;
 mod calls;
 mod charges;
+mod entries;
 mod events;
 mod money;
 mod orders;
@@ -45,6 +46,7 @@ pub use crate::domain::codes::StoredCode;
 pub use crate::domain::money::{Cents, Currency, Rounding, Seconds};
 pub use crate::domain::order::{Order, OrderSource, OrderStatus};
 
+pub use crate::domain::entry::{Balance, Entry, EntryKind};
 pub use attempts::{AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery};
 pub use callers::{CallerStore, RememberedCaller};
 pub use calls::{
@@ -52,13 +54,15 @@ pub use calls::{
     TokenIssue, TranscriptLine,
 };
 pub use charges::{Charge, ChargeStore, ChargeUpdate, NewCharge};
+pub use entries::{EntryStore, Recorded};
 pub use events::EventStore;
 pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
 
 /// The aggregates' traits, for calling a store's methods: `use crate::store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AttemptStore, CallStore, CallerStore, ChargeStore, EventStore, OrderStore, Store,
+        AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, OrderStore,
+        Store,
     };
 }
 
@@ -114,6 +118,7 @@ pub trait Store:
     + AttemptStore
     + EventStore
     + CallerStore
+    + EntryStore
     + Send
     + Sync
     + 'static

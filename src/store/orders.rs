@@ -106,22 +106,6 @@ pub trait OrderStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Option<Order>, StoreError>;
 
-    /// Adds agent seconds to an order's used allowance.
-    async fn add_seconds_used(
-        &self,
-        order_id: &str,
-        seconds: Seconds,
-        now: UnixTime,
-    ) -> Result<(), StoreError>;
-
-    /// Adds to an order's allowance (an operator's goodwill); `None` if there is no such order.
-    async fn add_seconds_included(
-        &self,
-        order_id: &str,
-        seconds: Seconds,
-        now: UnixTime,
-    ) -> Result<Option<Order>, StoreError>;
-
     /// Suspends (`Some(reason)`) or resumes (`None`) overage on an order.
     async fn set_overage_blocked(
         &self,

@@ -91,6 +91,11 @@ pub(crate) fn id_of(v: &Value, key: &str) -> Option<String> {
 }
 
 impl PaymentIntent {
+    /// What callgate created it for (its metadata), if callgate created it.
+    pub fn kind(&self) -> Option<PaymentKind> {
+        self.metadata.get(KIND_KEY)?.parse().ok()
+    }
+
     pub fn from_json(v: &Value) -> Result<PaymentIntent, StripeError> {
         let id = id_of(v, "id")
             .ok_or_else(|| StripeError::Decode("payment intent without id".into()))?;
@@ -147,12 +152,34 @@ pub fn param(name: &str, value: impl ToString) -> (String, String) {
     (name.to_string(), value.to_string())
 }
 
-/// The metadata key on every PaymentIntent callgate creates: `purchase` or `overage`.
+/// The metadata key on every PaymentIntent callgate creates: its [`PaymentKind`].
 pub const KIND_KEY: &str = "callgate_kind";
 
+crate::domain::text_enum!(
+    /// What a PaymentIntent callgate creates pays for.
+    PaymentKind {
+        /// A plan: a new order and its code.
+        Purchase = "purchase",
+        /// Overage minutes, charged off-session after a call.
+        Overage = "overage",
+        /// Minutes added to a code the customer holds.
+        TopUp = "top_up",
+    }
+);
+
 /// The form parameter that marks a PaymentIntent callgate creates as `kind`.
-pub fn kind_param(kind: &str) -> (String, String) {
-    (format!("metadata[{KIND_KEY}]"), kind.to_string())
+pub fn kind_param(kind: PaymentKind) -> (String, String) {
+    (format!("metadata[{KIND_KEY}]"), kind.as_str().to_string())
+}
+
+/// The kind a PaymentIntent (as Stripe sends it) was created as, if callgate created it.
+pub fn kind_of(pi: &Value) -> Option<PaymentKind> {
+    pi.get("metadata")?.get(KIND_KEY)?.as_str()?.parse().ok()
+}
+
+/// A metadata value of a PaymentIntent (as Stripe sends it).
+pub fn metadata_of(pi: &Value, key: &str) -> Option<String> {
+    Some(pi.get("metadata")?.get(key)?.as_str()?.to_string())
 }
 
 impl StripeClient {

@@ -206,13 +206,10 @@ async fn revoked_code_is_refused(store: DynStore) {
 
 async fn code_without_minutes_is_refused_unless_overage(store: DynStore) {
     let app = spawn(store, &[]).await;
-    let now = app.app.clock.now();
     for (overage, connects) in [(false, false), (true, true)] {
         let code = issue(&app, 1, overage).await;
         let order = order_of(&app, &code).await;
-        app.app
-            .store
-            .add_seconds_used(&order.id, callgate::domain::money::Seconds(60), now)
+        callgate::orders::ledger::prior_use(&app.app, &order, callgate::domain::money::Seconds(60))
             .await
             .unwrap();
         let mut call = caller("+15557770006").types([Some(leak(code))]);

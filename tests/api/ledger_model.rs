@@ -34,6 +34,10 @@ const TICK: Duration = Duration::from_millis(2);
 const PLAN_SECONDS: i64 = 60;
 const MAX_CALL_SECONDS: i64 = 120;
 const OVERAGE_CENTS_PER_MINUTE: i64 = 100;
+const PLAN_CENTS: i64 = 1000;
+/// The one top-up pack: the plan itself (no `TOP_UPS` set).
+const TOP_UP_SECONDS: i64 = 60;
+const TOP_UP_CENTS: i64 = 1000;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -66,6 +70,23 @@ enum Op {
         decline: bool,
     },
     Restart,
+    /// A web top-up on the purchase's code, paid (its webhook comes with `TopUpWebhook`).
+    TopUp {
+        buy: usize,
+    },
+    TopUpWebhook {
+        top: usize,
+        again: bool,
+    },
+    /// A top-up refunded or disputed: before or after its own webhook.
+    ReverseTopUp {
+        top: usize,
+        dispute: bool,
+    },
+    /// The operator gives a minute.
+    Grant {
+        buy: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -79,12 +100,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize, any::<bool>()).prop_map(|(buy, dispute)| Op::Reverse { buy, dispute }),
         2 => any::<bool>().prop_map(|decline| Op::Billing { decline }),
         1 => Just(Op::Restart),
+        2 => (0..4usize).prop_map(|buy| Op::TopUp { buy }),
+        2 => (0..4usize, any::<bool>()).prop_map(|(top, again)| Op::TopUpWebhook { top, again }),
+        2 => (0..4usize, any::<bool>()).prop_map(|(top, dispute)| Op::ReverseTopUp { top, dispute }),
+        1 => (0..4usize).prop_map(|buy| Op::Grant { buy }),
     ]
 }
 
 /// A few customers who buy (most of them pay and are notified, in some order), then anything.
 fn scenario() -> impl Strategy<Value = Vec<Op>> {
-    let customer = (any::<bool>(), 0..4u8).prop_map(|(overage, path)| {
+    let customer = (any::<bool>(), 0..5u8).prop_map(|(overage, path)| {
         let mut ops = vec![Op::Buy { overage }];
         match path {
             // Paid and notified.
@@ -97,6 +122,15 @@ fn scenario() -> impl Strategy<Value = Vec<Op>> {
             ]),
             // Paid, its webhook still on the way.
             2 => ops.push(Op::Pay { buy: usize::MAX }),
+            // Paid, notified, then topped up on the web (that top-up's webhook still to come).
+            4 => ops.extend([
+                Op::Pay { buy: usize::MAX },
+                Op::Webhook {
+                    buy: usize::MAX,
+                    again: false,
+                },
+                Op::TopUp { buy: usize::MAX },
+            ]),
             // Never pays.
             _ => {}
         }
@@ -113,6 +147,7 @@ fn scenario() -> impl Strategy<Value = Vec<Op>> {
                 ops.extend(c.into_iter().map(|op| match op {
                     Op::Pay { .. } => Op::Pay { buy: i },
                     Op::Webhook { again, .. } => Op::Webhook { buy: i, again },
+                    Op::TopUp { .. } => Op::TopUp { buy: i },
                     other => other,
                 }));
             }
@@ -139,6 +174,23 @@ struct Purchase {
     charges: HashMap<String, i64>,
     /// Overage suspended after a declined charge (the order refuses overage from then on).
     suspended: bool,
+    /// Its webhook paid the order (before any reversal).
+    fulfilled: bool,
+    /// Its purchase was reversed after it was paid: its minutes and money taken back.
+    purchase_reversed: bool,
+    /// Seconds the operator gave.
+    granted: i64,
+}
+
+/// What the test knows of one web top-up.
+#[derive(Debug, Default)]
+struct TopUp {
+    buy: usize,
+    pi: String,
+    last_event: Option<String>,
+    /// Its minutes were credited (its webhook, or its reversal reading Stripe first).
+    credited: bool,
+    reversed: bool,
 }
 
 struct World {
@@ -147,6 +199,7 @@ struct World {
     agent: FakeAgent,
     app: Option<TestApp>,
     buys: Vec<Purchase>,
+    tops: Vec<TopUp>,
     foreign: Vec<String>,
     calls: usize,
 }
@@ -161,6 +214,7 @@ impl World {
             agent,
             app: None,
             buys: Vec::new(),
+            tops: Vec::new(),
             foreign: Vec::new(),
             calls: 0,
         };
@@ -217,6 +271,20 @@ impl World {
         body["code"].as_str().map(String::from)
     }
 
+    /// The purchase's allowance as the model counts it: the plan (unless its purchase was
+    /// reversed after it was paid), its credited top-ups not reversed, and the grants.
+    fn allowance(&self, b: usize) -> i64 {
+        let p = &self.buys[b];
+        let topped: i64 = self
+            .tops
+            .iter()
+            .filter(|t| t.buy == b && t.credited && !t.reversed)
+            .map(|_| TOP_UP_SECONDS)
+            .sum();
+        let base = if p.purchase_reversed { 0 } else { PLAN_SECONDS };
+        base + topped + p.granted
+    }
+
     /// Whether the model lets this purchase's calls run past the allowance.
     fn overage_allowed(&self, b: usize) -> bool {
         let p = &self.buys[b];
@@ -257,6 +325,9 @@ impl World {
                 self.deliver(&id, "payment_intent.succeeded", pi).await;
                 self.buys[b].last_event = Some(id);
                 self.buys[b].notified = true;
+                if !self.buys[b].revoked {
+                    self.buys[b].fulfilled = true;
+                }
             }
             Op::Foreign => {
                 let pi = self.stripe.foreign_payment(50, "eur");
@@ -313,6 +384,71 @@ impl World {
                     self.buys[b].revoked = true;
                     self.buys[b].requests_at_reversal = Some(self.stripe.confirmed().len());
                 }
+                if self.buys[b].fulfilled {
+                    self.buys[b].purchase_reversed = true;
+                }
+            }
+            Op::TopUp { buy } => {
+                let Some(b) = self.pick(buy) else { return };
+                self.top_up(b).await;
+            }
+            Op::TopUpWebhook { top, again } => {
+                if self.tops.is_empty() {
+                    return;
+                }
+                let t = top % self.tops.len();
+                let id = match (&self.tops[t].last_event, again) {
+                    (Some(id), true) => id.clone(),
+                    _ => callgate::store::new_id("evt"),
+                };
+                let pi = self
+                    .stripe
+                    .intent(&self.tops[t].pi)
+                    .expect("its PaymentIntent");
+                self.deliver(&id, "payment_intent.succeeded", pi).await;
+                self.tops[t].last_event = Some(id);
+                self.tops[t].credited = true;
+            }
+            Op::ReverseTopUp { top, dispute } => {
+                if self.tops.is_empty() {
+                    return;
+                }
+                let t = top % self.tops.len();
+                let pi = self.tops[t].pi.clone();
+                let (kind, object) = if dispute {
+                    (
+                        "charge.dispute.created",
+                        json!({ "id": "dp_top", "object": "dispute", "payment_intent": pi }),
+                    )
+                } else {
+                    (
+                        "charge.refunded",
+                        json!({ "id": "ch_top", "object": "charge", "refunded": true, "payment_intent": pi }),
+                    )
+                };
+                self.deliver(&callgate::store::new_id("evt"), kind, object)
+                    .await;
+                // A reversal that overtakes the top-up's webhook credits it from Stripe first.
+                self.tops[t].credited = true;
+                self.tops[t].reversed = true;
+            }
+            Op::Grant { buy } => {
+                let Some(b) = self.pick(buy) else { return };
+                let order = self
+                    .store
+                    .order_by_payment_intent(&self.buys[b].pi)
+                    .await
+                    .unwrap()
+                    .expect("an order per checkout");
+                let granted = callgate::orders::ledger::grant(
+                    &self.app().app,
+                    &order.id,
+                    callgate::store::Seconds(60),
+                )
+                .await
+                .unwrap();
+                assert!(granted.is_some());
+                self.buys[b].granted += 60;
             }
             Op::Billing { decline } => {
                 if decline {
@@ -345,6 +481,48 @@ impl World {
                 self.app = Some(self.spawn().await);
             }
         }
+    }
+
+    /// Starts a web top-up on the purchase's code and pays it; refused unless the code is paid
+    /// and not revoked.
+    async fn top_up(&mut self, b: usize) {
+        let order = self
+            .store
+            .order_by_payment_intent(&self.buys[b].pi)
+            .await
+            .unwrap()
+            .expect("an order per checkout");
+        let app = &self.app().app;
+        let body = json!({
+            "order": order.id,
+            "token": app.vault.account_token(&order.id),
+            "pack": app.config.top_ups.first().id,
+        });
+        let resp = reqwest::Client::new()
+            .post(self.app().url("/api/top-up"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let p = &self.buys[b];
+        let expected = match (p.revoked, p.fulfilled) {
+            (true, _) => 400,
+            (false, true) => 200,
+            (false, false) => 404,
+        };
+        assert_eq!(status, expected, "a top-up on {:?}", order.status);
+        if status != 200 {
+            return;
+        }
+        let started: Value = resp.json().await.unwrap();
+        let pi = started["paymentIntent"].as_str().unwrap().to_string();
+        self.stripe.pay(&pi);
+        self.tops.push(TopUp {
+            buy: b,
+            pi,
+            ..TopUp::default()
+        });
     }
 
     async fn call(&mut self, b: usize, seconds: i64) {
@@ -410,10 +588,11 @@ impl World {
                 "ran {metered} s past {left} s left without overage"
             );
         }
+        let allowance = self.allowance(b);
         let p = &mut self.buys[b];
         let before = p.used;
         p.used += metered;
-        let over = (p.used - before.max(PLAN_SECONDS)).max(0);
+        let over = (p.used - before.max(allowance)).max(0);
         // A revoked order (reversed while the call ran) is debited but never charged.
         let order_now = self.store.order(&order.id).await.unwrap().unwrap();
         if over > 0 && order_now.status == OrderStatus::Paid {
@@ -458,7 +637,39 @@ impl World {
                 "{}: debited = metered",
                 order.id
             );
-            if !p.overage {
+            let b = self.buys.iter().position(|q| q.pi == pi).unwrap();
+            let tops: Vec<&TopUp> = self.tops.iter().filter(|t| t.buy == b).collect();
+            assert_eq!(
+                order.seconds_included.0,
+                self.allowance(b),
+                "{}: the allowance is its entries (purchase, top-ups, grants, reversals)",
+                order.id
+            );
+            let entries = self.store.entries_for_order(&order.id).await.unwrap();
+            let paid: i64 = entries.iter().map(|e| e.amount.0).sum();
+            let topped_paid: i64 = tops
+                .iter()
+                .map(|t| {
+                    if t.credited && !t.reversed {
+                        TOP_UP_CENTS
+                    } else {
+                        0
+                    }
+                })
+                .sum();
+            let bought = if p.fulfilled && !p.purchase_reversed {
+                PLAN_CENTS
+            } else {
+                0
+            };
+            assert_eq!(
+                paid,
+                bought + topped_paid,
+                "{}: money in its entries",
+                order.id
+            );
+            let reversed = p.purchase_reversed || tops.iter().any(|t| t.reversed);
+            if !p.overage && !reversed {
                 assert!(order.seconds_used <= order.seconds_included, "{}", order.id);
             }
             assert_eq!(order.active_call_sid, None, "no hold outlives its call");
@@ -495,12 +706,24 @@ impl World {
             .filter(|p| p.paid && !p.notified)
             .map(|p| p.pi.as_str())
             .collect();
+        let top_ups_in_flight: Vec<&str> = self
+            .tops
+            .iter()
+            .filter(|t| !t.credited)
+            .map(|t| t.pi.as_str())
+            .collect();
+        use callgate::billing::reconcile::Mismatch;
         let left: Vec<_> = report
             .mismatches
             .iter()
-            .filter(|m| {
-                !matches!(m, callgate::billing::reconcile::Mismatch::PaymentWithoutOrder { payment_intent, .. }
-                    if in_flight.contains(&payment_intent.as_str()))
+            .filter(|m| match m {
+                Mismatch::PaymentWithoutOrder { payment_intent, .. } => {
+                    !in_flight.contains(&payment_intent.as_str())
+                }
+                Mismatch::PaymentWithoutCredit { payment_intent, .. } => {
+                    !top_ups_in_flight.contains(&payment_intent.as_str())
+                }
+                _ => true,
             })
             .collect();
         assert!(left.is_empty(), "ledger check: {left:?}");

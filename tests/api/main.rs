@@ -25,3 +25,4 @@ mod purchase;
 mod readme;
 mod store_conformance;
 mod stripe_webhook;
+mod top_up;

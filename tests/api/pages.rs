@@ -321,6 +321,107 @@ async fn the_account_page_shows_minutes_calls_and_payments() {
     browser.close().await;
 }
 
+/// The top-up page, reached from the account page: two packs, the chosen one paid, and the
+/// minutes shown once the webhook has credited them (as after Stripe's redirect back).
+#[tokio::test]
+async fn the_top_up_page_adds_minutes_to_the_same_code() {
+    let packs = "Ten more=10@8.00;Thirty more=30@20.00";
+    let Some((app, stripe, _db)) = shop_with(&[("TOP_UPS", packs)]).await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    let (pi, _secret) = app.start_purchase(false).await;
+    assert_eq!(stripe.pay(&pi, "4242424242424242").await.0, 200);
+    let order = loop {
+        let o = app
+            .app
+            .store
+            .order_by_payment_intent(&pi)
+            .await
+            .unwrap()
+            .unwrap();
+        if o.status == callgate::store::OrderStatus::Paid {
+            break o;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    browser
+        .client
+        .goto(&app.url(&callgate::orders::account::path(&app.app, &order.id)))
+        .await
+        .unwrap();
+    browser.wait_for("main#account").await;
+    browser
+        .client
+        .find(Locator::Css("#top-up"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main#top-up[data-state='choose']").await;
+    assert_eq!(browser.text("#left").await, "5 min 00 s");
+    let choices = browser
+        .client
+        .find_all(Locator::Css("#packs input[name='pack']"))
+        .await
+        .unwrap();
+    assert_eq!(choices.len(), 2);
+    assert!(browser.accessibility_violations().await.is_empty());
+    browser.screenshots("top-up").await;
+
+    browser
+        .client
+        .find(Locator::Css("label.plan:has(input[value='thirty-more'])"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for_content("#pay-amount", "$20.00").await;
+    browser
+        .client
+        .find(Locator::Css("#continue"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main[data-state='pay']").await;
+    let top_up_pi = browser
+        .client
+        .find(Locator::Css("main#top-up"))
+        .await
+        .unwrap()
+        .attr("data-payment-intent")
+        .await
+        .unwrap()
+        .expect("the page names its PaymentIntent");
+    // Paid at Stripe (localstripe's Stripe.js has no Payment Element to confirm with), then
+    // back on the page as Stripe's redirect brings the customer.
+    assert_eq!(stripe.pay(&top_up_pi, "4242424242424242").await.0, 200);
+    let page = browser.client.current_url().await.unwrap();
+    browser
+        .client
+        .goto(&format!("{page}?payment_intent={top_up_pi}"))
+        .await
+        .unwrap();
+    browser.wait_for("main#top-up[data-state='done']").await;
+    assert_eq!(browser.text("#left").await, "35 min 00 s");
+    assert!(browser.text("#done").await.contains("Minutes added"));
+    assert!(browser.failed_resources().await.is_empty());
+    browser.screenshots("top-up-done").await;
+    let order = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(
+        order.seconds_included.0,
+        35 * 60,
+        "the same code, 30 minutes more"
+    );
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn success_page_explains_an_unknown_payment() {
     let Some((app, _stripe, _db)) = shop().await else {

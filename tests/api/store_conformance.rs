@@ -1159,23 +1159,98 @@ async fn stream_tokens_are_single_use(store: DynStore) {
     );
 }
 
-async fn usage_accumulates(store: DynStore) {
+/// An entry is recorded once by its id, its order's counters moved in the same step: a
+/// replayed top-up, a repeated grant id or a refund after a dispute change nothing twice.
+async fn entries_are_recorded_once_with_their_counters(store: DynStore) {
+    use callgate::store::{Entry, EntryKind, Recorded};
     let order = paid_order(&store).await;
-    store
-        .add_seconds_used(&order.id, Seconds(100), NOW)
-        .await
-        .unwrap();
-    store
-        .add_seconds_used(&order.id, Seconds(250), NOW)
-        .await
-        .unwrap();
-    store
-        .add_seconds_used(&order.id, Seconds(-5), NOW)
-        .await
-        .unwrap();
-    let order = store.order(&order.id).await.unwrap().unwrap();
-    assert_eq!(order.seconds_used, Seconds(350));
-    assert_eq!(order.seconds_left(), Seconds(0));
+    let opening = Entry::opening(&order, &[], NOW);
+    assert_eq!(store.record_entry(&opening).await.unwrap(), Recorded::Now);
+    assert_eq!(
+        store.record_entry(&opening).await.unwrap(),
+        Recorded::Already
+    );
+    let top_up = Entry::top_up(
+        &order.id,
+        "pi_top",
+        Seconds(600),
+        Cents(800),
+        order.currency.clone(),
+        NOW + 1,
+    );
+    let grant = Entry::grant(&order, "g1", Seconds(120), NOW + 2);
+    for _ in 0..2 {
+        store.record_entry(&top_up).await.unwrap();
+        store.record_entry(&grant).await.unwrap();
+    }
+    let prior = Entry::prior_use(&order, Seconds(90), NOW + 3);
+    store.record_entry(&prior).await.unwrap();
+    store.record_entry(&prior).await.unwrap();
+    let now = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(now.seconds_included.0, order.seconds_included.0 + 720);
+    assert_eq!(now.seconds_used, Seconds(90));
+    assert_eq!(now.updated_at, NOW + 3);
+
+    // The top-up's refund takes back exactly its minutes, once, dispute or refund.
+    let paid = store.entry_paid_by("pi_top").await.unwrap().unwrap();
+    assert_eq!(paid, top_up);
+    let refund = paid.reversal(false, NOW + 4).unwrap();
+    assert_eq!(store.record_entry(&refund).await.unwrap(), Recorded::Now);
+    let dispute = paid.reversal(true, NOW + 5).unwrap();
+    assert_eq!(
+        store.record_entry(&dispute).await.unwrap(),
+        Recorded::Already
+    );
+    let after = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(after.seconds_included.0, order.seconds_included.0 + 120);
+    assert_eq!(
+        after.status, order.status,
+        "a top-up's refund leaves the code"
+    );
+    assert_eq!(
+        store.entry(&refund.id).await.unwrap().unwrap().kind,
+        EntryKind::Refund
+    );
+    assert_eq!(
+        store.entry_paid_by("pi_top").await.unwrap(),
+        Some(top_up.clone()),
+        "the credit, not its reversal"
+    );
+
+    let entries = store.entries_for_order(&order.id).await.unwrap();
+    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            opening.id.as_str(),
+            top_up.id.as_str(),
+            grant.id.as_str(),
+            prior.id.as_str(),
+            refund.id.as_str()
+        ]
+    );
+    let balance = callgate::store::Balance::of(&entries, []);
+    assert!(balance.matches(&after), "{balance:?} vs {after:?}");
+    assert_eq!(balance.paid, order.amount.0 + 800 - 800);
+    assert_eq!(store.list_entries(100).await.unwrap(), entries);
+
+    let missing = Entry::top_up(
+        "ord_missing",
+        "pi_x",
+        Seconds(60),
+        Cents(1),
+        order.currency.clone(),
+        NOW,
+    );
+    assert_eq!(
+        store.record_entry(&missing).await.unwrap(),
+        Recorded::NoOrder
+    );
+    assert_eq!(
+        store.entry(&missing.id).await.unwrap(),
+        None,
+        "nothing stored"
+    );
 }
 
 async fn charge_leases_and_outcomes(store: DynStore) {
@@ -1416,31 +1491,6 @@ async fn metering_is_recorded_in_batches_and_never_lowered(store: DynStore) {
     let m1 = store.call("CA_m1").await.unwrap().unwrap();
     let m2 = store.call("CA_m2").await.unwrap().unwrap();
     assert_eq!((m1.seconds_metered.0, m2.seconds_metered.0), (30, 7));
-}
-
-async fn operators_add_minutes(store: DynStore) {
-    let order = paid_order(&store).await;
-    let more = store
-        .add_seconds_included(&order.id, Seconds(600), NOW + 5)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(more.seconds_included.0, order.seconds_included.0 + 600);
-    assert_eq!(more.updated_at, NOW + 5);
-    assert_eq!(
-        store
-            .order(&order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .seconds_included,
-        more.seconds_included
-    );
-    assert!(store
-        .add_seconds_included("ord_missing", Seconds(60), NOW)
-        .await
-        .unwrap()
-        .is_none());
 }
 
 async fn refused_charges_can_be_retried_once_each(store: DynStore) {
@@ -1697,7 +1747,6 @@ on_every_backend!(
     a_stream_token_is_stored_only_with_its_hold,
     call_states_and_settlement_follow_the_domain_rules,
     metering_is_recorded_in_batches_and_never_lowered,
-    operators_add_minutes,
     refused_charges_can_be_retried_once_each,
     charge_leases_and_outcomes,
     bridge_bookkeeping_and_transcript,
@@ -1707,7 +1756,7 @@ on_every_backend!(
     metering_renews_holds_and_names_calls_to_stop,
     ending_a_call_is_idempotent,
     stream_tokens_are_single_use,
-    usage_accumulates,
+    entries_are_recorded_once_with_their_counters,
     migrate_is_idempotent,
     orders_are_stored_and_found,
     codes_are_unique_and_found_by_hash,

@@ -45,8 +45,7 @@ pub(super) async fn add_minutes(
         .ok_or_else(|| {
             AdminError::Refused("minutes must be a whole number from 1 to 600".into())
         })?;
-    app.store
-        .add_seconds_included(&id, Seconds::from_minutes(minutes), app.clock.now())
+    crate::orders::ledger::grant(&app, &id, Seconds::from_minutes(minutes))
         .await?
         .ok_or(AdminError::NotFound)?;
     tracing::info!(order_id = %id, minutes, "admin added minutes");

@@ -27,6 +27,7 @@ mod callers;
 mod calls;
 mod charges;
 mod docs;
+mod entries;
 mod events;
 mod money;
 mod orders;
@@ -180,6 +181,61 @@ where
 }
 
 impl MongoStore {
+    /// Once per database: each order paid before the ledger gets its opening entry (and an
+    /// import its earlier usage), as the SQL engines' migration 0010 does.
+    async fn open_ledger(&self) -> Result<(), StoreError> {
+        const MARK: &str = "ledger_entries_opened";
+        if first(&self.raw("meta"), doc! { "_id": MARK })
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let orders = query(
+            &self.orders(),
+            doc! { "paid_at": { "$ne": null } },
+            None,
+            None,
+        )
+        .await?;
+        for doc in orders {
+            let order = doc.into_record()?;
+            let mut entries = vec![Entry::opening(
+                &order,
+                &[],
+                order.paid_at.unwrap_or_default(),
+            )];
+            if order.source == OrderSource::Import {
+                let settled: i64 = self
+                    .calls_for_order(&order.id, i64::MAX)
+                    .await?
+                    .iter()
+                    .filter_map(|c| c.settled_seconds)
+                    .sum();
+                if order.seconds_used.0 > settled {
+                    let prior = Seconds(order.seconds_used.0 - settled);
+                    entries.push(Entry::prior_use(&order, prior, order.created_at));
+                }
+            }
+            for e in &entries {
+                self.insert_entry(e).await?;
+                self.raw("orders")
+                    .update_one(
+                        doc! { "_id": &order.id },
+                        doc! { "$addToSet": { "entries": &e.id } },
+                    )
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        self.raw("meta")
+            .update_one(doc! { "_id": MARK }, doc! { "$set": { "done": true } })
+            .upsert(true)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
     /// Connects to the server named by a `mongodb://` or `mongodb+srv://` URI; the database
     /// is the URI's path, `callgate` if it names none.
     pub async fn open(uri: &str) -> Result<MongoStore, StoreError> {
@@ -290,11 +346,21 @@ impl Store for MongoStore {
             self.raw("remembered_callers")
                 .create_index(plain(doc! { "order_id": 1 }))
                 .await?;
+            self.raw("ledger_entries")
+                .create_index(plain(doc! { "order_id": 1, "created_at": 1 }))
+                .await?;
+            self.raw("ledger_entries")
+                .create_index(plain(doc! { "stripe_payment_intent": 1 }))
+                .await?;
+            self.raw("ledger_entries")
+                .create_index(unique(doc! { "reverses": 1 }, true))
+                .await?;
             Ok::<_, mongodb::error::Error>(())
         };
         created
             .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        self.open_ledger().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

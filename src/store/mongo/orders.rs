@@ -145,40 +145,6 @@ impl OrderStore for MongoStore {
             .transpose()
     }
 
-    async fn add_seconds_used(
-        &self,
-        order_id: &str,
-        seconds: Seconds,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.orders()
-            .update_one(
-                doc! { "_id": order_id },
-                doc! { "$inc": { "seconds_used": seconds.0.max(0) }, "$set": { "updated_at": now } },
-            )
-            .await
-            .map(|_| ())
-            .map_err(err)
-    }
-
-    async fn add_seconds_included(
-        &self,
-        order_id: &str,
-        seconds: Seconds,
-        now: UnixTime,
-    ) -> Result<Option<Order>, StoreError> {
-        self.orders()
-            .find_one_and_update(
-                doc! { "_id": order_id },
-                doc! { "$inc": { "seconds_included": seconds.0 }, "$set": { "updated_at": now } },
-            )
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(err)?
-            .map(OrderDoc::into_record)
-            .transpose()
-    }
-
     async fn set_overage_blocked(
         &self,
         order_id: &str,

@@ -4,7 +4,7 @@
 //! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
 //! neither pays for a runtime-generic driver. One file per aggregate, each holding its
 //! statements and the body of its trait (`orders.rs`, `calls.rs`, `charges.rs`,
-//! `attempts.rs`, `events.rs`); `hot.rs` is PostgreSQL's side of the money path's writes.
+//! `entries.rs`, `attempts.rs`, `events.rs`, `callers.rs`); `hot.rs` is PostgreSQL's side of the money path's writes.
 
 /// A statement built once, its state values taken from the enums' spelling tables: the
 /// template names variants (`'{paid}'` with `paid = OrderStatus::Paid`), never their spellings,
@@ -57,6 +57,7 @@ mod attempts;
 mod callers;
 mod calls;
 mod charges;
+mod entries;
 mod events;
 #[cfg(feature = "postgres")]
 mod hot;
@@ -66,6 +67,7 @@ pub(crate) use attempts::*;
 pub(crate) use callers::*;
 pub(crate) use calls::*;
 pub(crate) use charges::*;
+pub(crate) use entries::*;
 pub(crate) use events::*;
 #[cfg(feature = "postgres")]
 pub(crate) use hot::*;
@@ -86,6 +88,7 @@ macro_rules! sql_store {
         $crate::store::sql::sql_attempts!($store, $db);
         $crate::store::sql::sql_events!($store, $db);
         $crate::store::sql::sql_callers!($store, $db);
+        $crate::store::sql::sql_entries!($store, $db);
 
         #[async_trait::async_trait]
         impl Store for $store {

@@ -178,42 +178,6 @@ macro_rules! sql_orders {
                     .map_err(classify)
             }
 
-            async fn add_seconds_used(
-                &self,
-                order_id: &str,
-                seconds: Seconds,
-                now: UnixTime,
-            ) -> Result<(), StoreError> {
-                sqlx::query::<$db>(
-                    "UPDATE orders SET seconds_used = seconds_used + $2, updated_at = $3 WHERE id = $1",
-                )
-                .bind(order_id)
-                .bind(seconds.0.max(0))
-                .bind(now)
-                .execute(&self.writer)
-                .await
-                .map(|_| ())
-                .map_err(classify)
-            }
-
-            async fn add_seconds_included(
-                &self,
-                order_id: &str,
-                seconds: Seconds,
-                now: UnixTime,
-            ) -> Result<Option<Order>, StoreError> {
-                sqlx::query_as::<$db, Order>(
-                    "UPDATE orders SET seconds_included = seconds_included + $2, updated_at = $3 \
-                     WHERE id = $1 RETURNING *",
-                )
-                .bind(order_id)
-                .bind(seconds.0)
-                .bind(now)
-                .fetch_optional(&self.writer)
-                .await
-                .map_err(classify)
-            }
-
             async fn set_overage_blocked(
                 &self,
                 order_id: &str,

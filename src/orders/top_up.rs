@@ -1,0 +1,159 @@
+//! Top-ups: minutes bought onto a code the customer holds. The page (reached by the account
+//! link) starts a PaymentIntent for a configured pack, its metadata naming the order and the
+//! minutes; the signed webhook credits them once, as the entry `top_up:<PaymentIntent>`,
+//! however often or late it comes, or races the page. A refund or dispute of the top-up takes
+//! back exactly its minutes (`orders::ledger::reverse_payment`), never the code.
+
+use crate::config::Plan;
+use crate::domain::entry::Entry;
+use crate::domain::money::Currency;
+use crate::domain::money::{Cents, Seconds};
+use crate::store::{Order, OrderStatus, Recorded, StoreError};
+use crate::stripe::client::{kind_param, param, Form, PaymentIntent, PaymentKind, StripeError};
+use crate::stripe::intent::IntentStatus;
+use crate::App;
+
+/// Why a top-up cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum TopUpError {
+    #[error("payments are not configured")]
+    NotConfigured,
+    #[error("there is no such top-up")]
+    UnknownPack,
+    /// An unknown order, a wrong link and an unpaid order alike.
+    #[error("not found")]
+    NoSuchCode,
+    #[error("this code is no longer valid")]
+    Revoked,
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A top-up under way: what the browser needs to confirm it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub payment_intent: String,
+    pub client_secret: String,
+    pub pack: Plan,
+}
+
+/// The order behind an account link, if it is paid (a revoked code is told so).
+pub async fn order_for_link(app: &App, order_id: &str, token: &str) -> Result<Order, TopUpError> {
+    if order_id.len() > 100 || !app.vault.account_token_ok(order_id, token) {
+        return Err(TopUpError::NoSuchCode);
+    }
+    let order = app
+        .store
+        .order(order_id)
+        .await?
+        .ok_or(TopUpError::NoSuchCode)?;
+    match order.status {
+        OrderStatus::Paid => Ok(order),
+        OrderStatus::Revoked => Err(TopUpError::Revoked),
+        OrderStatus::Pending | OrderStatus::Failed => Err(TopUpError::NoSuchCode),
+    }
+}
+
+/// Starts the PaymentIntent for `pack_id` on the order behind the link. The amount and
+/// minutes come from configuration; nothing is stored until the payment succeeds.
+pub async fn start(
+    app: &App,
+    order_id: &str,
+    token: &str,
+    pack_id: &str,
+) -> Result<Started, TopUpError> {
+    let stripe = app.stripe.as_ref().ok_or(TopUpError::NotConfigured)?;
+    let pack = app
+        .config
+        .top_ups
+        .find(pack_id)
+        .ok_or(TopUpError::UnknownPack)?
+        .clone();
+    let order = order_for_link(app, order_id, token).await?;
+    let mut form: Form = vec![
+        param("amount", pack.price.0),
+        param("currency", pack.currency.code()),
+        param("automatic_payment_methods[enabled]", "true"),
+        param(
+            "description",
+            format!("{} ({} more minutes)", pack.name, pack.minutes_included),
+        ),
+        kind_param(PaymentKind::TopUp),
+        param("metadata[order_id]", &order.id),
+        param("metadata[pack_id]", &pack.id),
+        param("metadata[minutes]", pack.minutes_included),
+    ];
+    if let Some(customer) = &order.stripe_customer {
+        form.push(param("customer", customer));
+    }
+    let key = format!("callgate-{}", crate::crypto::random_hex(16));
+    let pi = stripe.create_payment_intent(&form, &key).await?;
+    let client_secret = pi
+        .client_secret
+        .clone()
+        .ok_or_else(|| StripeError::Decode("payment intent without client_secret".into()))?;
+    tracing::info!(order_id = %order.id, payment_intent = %pi.id, pack = %pack.id, "top-up started");
+    Ok(Started {
+        payment_intent: pi.id,
+        client_secret,
+        pack,
+    })
+}
+
+/// What crediting a succeeded top-up did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credited {
+    Now {
+        order_id: String,
+    },
+    Already {
+        order_id: String,
+    },
+    /// Its metadata names no order callgate has (or no minutes): nothing was stored.
+    NoOrder,
+}
+
+/// Credits a succeeded top-up PaymentIntent to its order, once. The minutes are what the
+/// server put in its metadata; the money what Stripe took.
+pub async fn credit(app: &App, pi: &PaymentIntent) -> Result<Credited, StoreError> {
+    let order_id = pi.metadata.get("order_id");
+    let minutes = pi
+        .metadata
+        .get("minutes")
+        .and_then(|m| m.parse::<i64>().ok());
+    let currency = Currency::parse(&pi.currency);
+    let (Some(order_id), Some(minutes), Some(currency)) = (order_id, minutes, currency) else {
+        return Ok(Credited::NoOrder);
+    };
+    if pi.status != IntentStatus::Succeeded {
+        return Ok(Credited::NoOrder);
+    }
+    let entry = Entry::top_up(
+        order_id,
+        &pi.id,
+        Seconds::from_minutes(minutes.max(0)),
+        Cents(pi.amount),
+        currency,
+        app.clock.now(),
+    );
+    let order_id = order_id.clone();
+    Ok(match app.store.record_entry(&entry).await? {
+        Recorded::Now => {
+            tracing::info!(order_id = %order_id, payment_intent = %pi.id, minutes, "top-up credited");
+            Credited::Now { order_id }
+        }
+        Recorded::Already => Credited::Already { order_id },
+        Recorded::NoOrder => Credited::NoOrder,
+    })
+}
+
+/// Whether the top-up paid by `payment_intent` has been credited to the order.
+pub async fn credited(app: &App, order: &Order, payment_intent: &str) -> Result<bool, StoreError> {
+    Ok(app
+        .store
+        .entry_paid_by(payment_intent)
+        .await?
+        .is_some_and(|e| e.order_id == order.id))
+}
