@@ -538,12 +538,12 @@ fn print_orders(orders: &[Order], json: bool) {
         return print_json(orders);
     }
     println!(
-        "{:<24} {:<8} {:<8} {:<6} {:>9} {:>9} {:<7} {:<20}",
-        "ORDER", "STATUS", "SOURCE", "CODE", "MIN", "USED", "OVERAGE", "CREATED"
+        "{:<24} {:<8} {:<8} {:<6} {:>9} {:>9} {:>9} {:<7} {:<20}",
+        "ORDER", "STATUS", "SOURCE", "CODE", "MIN", "USED", "LEFT", "OVERAGE", "CREATED"
     );
     for o in orders {
         println!(
-            "{:<24} {:<8} {:<8} {:<6} {:>9} {:>9} {:<7} {:<20}",
+            "{:<24} {:<8} {:<8} {:<6} {:>9} {:>9} {:>9} {:<7} {:<20}",
             o.id,
             o.status,
             o.source,
@@ -553,6 +553,7 @@ fn print_orders(orders: &[Order], json: bool) {
                 .unwrap_or_else(|| "-".into()),
             o.seconds_included.0 / 60,
             format!("{}:{:02}", o.seconds_used.0 / 60, o.seconds_used.0 % 60),
+            format!("{}:{:02}", o.seconds_left().0 / 60, o.seconds_left().0 % 60),
             if o.overage_consent { "yes" } else { "no" },
             time(Some(o.created_at)),
         );

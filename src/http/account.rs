@@ -22,7 +22,62 @@ use crate::App;
 const ACCOUNT: &str = include_str!("../../web/account.html");
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/account/{order}/{token}", get(page))
+    Router::new()
+        .route("/account/{order}/{token}", get(page))
+        .route("/account", get(find_page))
+}
+
+/// `POST /api/account/find`, inside the API's rate limit.
+pub fn api_router() -> Router<AppState> {
+    Router::new().route("/api/account/find", axum::routing::post(find))
+}
+
+const FIND: &str = include_str!("../../web/find.html");
+
+/// The page where a customer types their code to reach their account.
+async fn find_page() -> Response {
+    super::pages::page(render(
+        FIND,
+        &[("version", env!("CARGO_PKG_VERSION").to_string())],
+    ))
+}
+
+/// `POST /api/account/find` `{ "code" }`: the account's links for a paid code; one 404 for
+/// anything else; 429 once this client (or everyone) has typed too many wrong codes.
+async fn find(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, super::checkout::ApiError> {
+    use super::checkout::ApiError;
+    use crate::orders::account::Found;
+    let client = super::client_ip::ClientIp::of(request.extensions()).to_string();
+    let body = axum::body::to_bytes(request.into_body(), 4096)
+        .await
+        .map_err(|_| ApiError::BadRequest("the body is too large".into()))?;
+    let body: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("the body must be a JSON object".into()))?;
+    let typed = body
+        .get("code")
+        .and_then(serde_json::Value::as_str)
+        .filter(|c| c.len() <= 64)
+        .ok_or_else(|| ApiError::BadRequest("code is missing".into()))?;
+    let answer = match account::find_by_code(&app, typed, &client).await? {
+        Found::Account { account, top_up } => {
+            axum::Json(serde_json::json!({ "account": account, "topUp": top_up })).into_response()
+        }
+        Found::Nothing => return Err(ApiError::NotFound),
+        Found::Throttled => (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(
+                serde_json::json!({ "error": "too many wrong codes; please try again later" }),
+            ),
+        )
+            .into_response(),
+    };
+    let mut resp = answer;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 async fn page(

@@ -68,6 +68,7 @@ pub fn router_with(
                 .merge(checkout::router())
                 .merge(pay::api_router())
                 .merge(top_up::api_router())
+                .merge(account::api_router())
                 .route_layer(axum::middleware::from_fn_with_state(
                     limiter,
                     ratelimit::limit,

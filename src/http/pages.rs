@@ -43,6 +43,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../web/assets/pay.js"),
     ),
     (
+        "find.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/find.js"),
+    ),
+    (
         "top-up.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/assets/top-up.js"),
@@ -241,7 +246,8 @@ mod tests {
     fn pages_reference_only_served_assets() {
         let top_up = include_str!("../../web/top-up.html");
         let account = include_str!("../../web/account.html");
-        for page in [INDEX, SUCCESS, PAY, NOT_FOUND, top_up, account] {
+        let find = include_str!("../../web/find.html");
+        for page in [INDEX, SUCCESS, PAY, NOT_FOUND, top_up, account, find] {
             for part in page.split("/assets/").skip(1) {
                 let name: String = part
                     .chars()

@@ -88,29 +88,6 @@ fn ask_for_rest(app: &App, attempt: u32, sofar: &str) -> String {
 pub fn no_call(app: &App) -> String {
     farewell(app, &[Prompt::AgentUnavailable])
 }
-/// Refuses code entry when this caller (`mine` wrong codes lately), or everyone together,
-/// has failed too often.
-async fn throttled(app: &App, mine: i64) -> Result<bool, StoreError> {
-    let since = app.clock.now() - HOUR;
-    let voice = &app.config.voice;
-    if mine >= voice.failures_per_caller_per_hour {
-        tracing::warn!("caller over the wrong-code limit: refused");
-        return Ok(true);
-    }
-    let all = app
-        .attempts
-        .global_failures(&app.store, since, voice.failures_per_hour)
-        .await?;
-    if all >= voice.failures_per_hour {
-        tracing::warn!(
-            failures = all,
-            "global wrong-code limit reached: code entry paused"
-        );
-        return Ok(true);
-    }
-    Ok(false)
-}
-
 /// Step 1: the call arrives. Greeting at once, inside the Gather so digits can come early.
 pub async fn incoming(app: &App, req: &VoiceRequest) -> String {
     let call = new_call(app, req);
@@ -134,7 +111,7 @@ pub async fn incoming(app: &App, req: &VoiceRequest) -> String {
             return apology(app, &e);
         }
         let throttle = match mine {
-            Ok(mine) => throttled(app, mine).await,
+            Ok(mine) => crate::orders::code_entry_refused(app, mine).await,
             Err(e) => Err(e),
         };
         // A number that opened a call on a code before may still type it: its code alone
@@ -222,7 +199,7 @@ async fn code_step(
     if !facts.call_known {
         app.store.upsert_call(call).await?;
     }
-    if throttled(app, caller_failures).await? {
+    if crate::orders::code_entry_refused(app, caller_failures).await? {
         // During a pause (everyone's, or this number's after a spoofer's guesses) a caller is
         // still admitted with a code their number has opened a call on before. Any other
         // digits hear the same refusal, so a guesser learns nothing.

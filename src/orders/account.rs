@@ -54,3 +54,57 @@ pub async fn open(app: &App, order_id: &str, token: &str) -> Result<Option<Accou
         entries,
     }))
 }
+
+/// What looking an account up by its typed code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The account page's path (and the top-up page's).
+    Account { account: String, top_up: String },
+    /// No paid code is that: the same answer whatever the reason.
+    Nothing,
+    /// Too many wrong codes from this client, or from everyone, lately.
+    Throttled,
+}
+
+/// The account of a code typed on the web by `client` (its address). Every wrong code counts
+/// against the same limits as at the phone menu (the client's, and everyone's together), so
+/// the web is no faster a way to guess than the phone.
+pub async fn find_by_code(app: &App, typed: &str, client: &str) -> Result<Found, StoreError> {
+    let caller = format!("web:{client}");
+    let now = app.clock.now();
+    let mine = app
+        .attempts
+        .failures(
+            &app.store,
+            crate::store::AttemptScope::Caller(&caller),
+            now - 3600,
+            app.config.voice.failures_per_caller_per_hour,
+        )
+        .await?;
+    if super::code_entry_refused(app, mine).await? {
+        return Ok(Found::Throttled);
+    }
+    let code = crate::domain::codes::AccessCode::parse(typed).ok();
+    let order = match &code {
+        Some(code) => super::find_by_code(app, code).await?,
+        None => None,
+    };
+    let order = order.filter(|o| matches!(o.status, OrderStatus::Paid | OrderStatus::Revoked));
+    let attempt = crate::store::CodeAttempt {
+        caller,
+        code_hash: code
+            .as_ref()
+            .map(|c| app.vault.fingerprint(c))
+            .unwrap_or_default(),
+        ok: order.is_some(),
+        at: now,
+    };
+    app.attempts.record(&app.store, attempt).await?;
+    Ok(match order {
+        Some(o) => Found::Account {
+            account: path(app, &o.id),
+            top_up: top_up_path(app, &o.id),
+        },
+        None => Found::Nothing,
+    })
+}

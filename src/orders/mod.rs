@@ -81,6 +81,29 @@ pub fn code_of(app: &App, order: &Order) -> Option<AccessCode> {
     order.code_sealed.as_deref().and_then(|s| app.vault.open(s))
 }
 
+/// Refuses code entry (at the phone menu or on the web) when this caller (`mine` wrong codes
+/// in the last hour), or everyone together, has failed too often.
+pub async fn code_entry_refused(app: &App, mine: i64) -> Result<bool, StoreError> {
+    let since = app.clock.now() - 3600;
+    let voice = &app.config.voice;
+    if mine >= voice.failures_per_caller_per_hour {
+        tracing::warn!("caller over the wrong-code limit: refused");
+        return Ok(true);
+    }
+    let all = app
+        .attempts
+        .global_failures(&app.store, since, voice.failures_per_hour)
+        .await?;
+    if all >= voice.failures_per_hour {
+        tracing::warn!(
+            failures = all,
+            "global wrong-code limit reached: code entry paused"
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Revokes an order so its code stops working; an order already revoked is returned as it is.
 pub async fn revoke(app: &App, order: &Order) -> Result<Order, StoreError> {
     let moved = app

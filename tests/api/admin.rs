@@ -491,6 +491,7 @@ async fn admin_exports_csv(store: DynStore) {
         ("calls.csv", "+15550001111".to_string()),
         ("charges.csv", charge_id.clone()),
         ("plans.csv", format!("{},paid,1,0", order.plan)),
+        ("entries.csv", format!("issued:{}", order.id)),
     ] {
         let resp = client()
             .get(app.url(&format!("/admin/export/{file}")))

@@ -422,6 +422,66 @@ async fn the_top_up_page_adds_minutes_to_the_same_code() {
     browser.close().await;
 }
 
+/// The account finder: a wrong code is told so, the right one (typed with spaces) opens the
+/// account page.
+#[tokio::test]
+async fn a_typed_code_finds_its_account() {
+    let Some((app, _stripe, _db)) = shop().await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    let grant = callgate::orders::OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, code) = callgate::orders::issue_operator_code(&app.app, &grant)
+        .await
+        .unwrap();
+    browser.client.goto(&app.url("/")).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("a[href='/account']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main#find").await;
+    let input = browser.client.find(Locator::Css("#code")).await.unwrap();
+    input.send_keys("1111 2222 3333").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#open"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for_text("#message", "No code matches").await;
+    assert!(browser.accessibility_violations().await.is_empty());
+    browser.screenshots("find").await;
+    input.clear().await.unwrap();
+    input.send_keys(&code.grouped()).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#open"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main#account").await;
+    assert_eq!(
+        browser.text("#last4").await,
+        order.code_last4.clone().unwrap()
+    );
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn success_page_explains_an_unknown_payment() {
     let Some((app, _stripe, _db)) = shop().await else {

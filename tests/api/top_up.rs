@@ -327,7 +327,59 @@ async fn a_refund_before_its_webhook_still_reverses_exactly_once(store: DynStore
     ledger_is_clean(&app).await;
 }
 
+/// The account by its code typed on the web: spaces and dashes allowed; a wrong code, an
+/// unknown one and garbage get one 404; wrong codes count against the phone menu's limits,
+/// so after the client's limit even the right code is refused (429) for the hour.
+async fn a_typed_code_opens_its_account_and_guessing_is_throttled(store: DynStore) {
+    let app = spawn(store, &[("CODE_FAILURES_PER_CALLER_PER_HOUR", "3")]).await;
+    let grant = callgate::orders::OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, code) = callgate::orders::issue_operator_code(&app.app, &grant)
+        .await
+        .unwrap();
+    let find = |typed: String| {
+        let app = &app;
+        async move {
+            app.checkout("/api/account/find", json!({ "code": typed }))
+                .await
+        }
+    };
+    let (status, found) = find(code.grouped()).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        found["account"],
+        callgate::orders::account::path(&app.app, &order.id)
+    );
+    assert_eq!(
+        found["topUp"],
+        callgate::orders::account::top_up_path(&app.app, &order.id)
+    );
+    let mut wrong = code.expose().to_string();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    for typed in [
+        wrong.clone(),
+        "not a code".to_string(),
+        "000000000000".to_string(),
+    ] {
+        let (status, answer) = find(typed.clone()).await;
+        assert_eq!(status, 404, "{typed}: {answer}");
+        assert!(!answer.to_string().contains(&order.id), "nothing leaks");
+    }
+    let (status, answer) = find(code.expose().to_string()).await;
+    assert_eq!(
+        status, 429,
+        "over the limit even the right code waits: {answer}"
+    );
+    assert_eq!(app.checkout("/api/account/find", json!({})).await.0, 400);
+}
+
 on_every_backend!(
     a_top_up_adds_its_minutes_once_and_its_refund_takes_back_only_them,
     a_refund_before_its_webhook_still_reverses_exactly_once,
+    a_typed_code_opens_its_account_and_guessing_is_throttled,
 );

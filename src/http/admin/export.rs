@@ -57,6 +57,7 @@ pub(super) const ORDER_COLUMNS: &[&str] = &[
     "currency",
     "seconds_included",
     "seconds_used",
+    "seconds_left",
     "overage_consent",
     "code_last4",
     "stripe_payment_intent",
@@ -89,6 +90,33 @@ pub(super) const CHARGE_COLUMNS: &[&str] = &[
     "created_at",
     "updated_at",
 ];
+
+/// The ledger's entries (`EntryStore::list_entries`): every credit to a code and its reversals.
+pub(super) const ENTRY_COLUMNS: &[&str] = &[
+    "id",
+    "order_id",
+    "kind",
+    "seconds",
+    "amount_cents",
+    "currency",
+    "reverses",
+    "stripe_payment_intent",
+    "created_at",
+];
+
+pub(super) fn entry_row(e: &crate::store::Entry) -> Vec<String> {
+    vec![
+        e.id.clone(),
+        e.order_id.clone(),
+        e.kind.to_string(),
+        e.seconds.0.to_string(),
+        e.amount.0.to_string(),
+        e.currency.code().to_string(),
+        o(&e.reverses),
+        o(&e.stripe_payment_intent),
+        iso(Some(e.created_at)),
+    ]
+}
 
 /// Orders counted by plan and state (`OrderStore::orders_by_plan`).
 pub(super) const PLAN_COLUMNS: &[&str] = &["plan", "status", "orders", "amount_cents"];
@@ -124,6 +152,11 @@ pub(super) async fn export(
             charge_row,
         ),
         "plans.csv" => csv(PLAN_COLUMNS, &app.store.orders_by_plan().await?, plan_row),
+        "entries.csv" => csv(
+            ENTRY_COLUMNS,
+            &app.store.list_entries(EXPORT_ROWS).await?,
+            entry_row,
+        ),
         _ => return Err(AdminError::NotFound),
     };
     Ok((
@@ -151,6 +184,7 @@ pub(super) fn order_row(r: &Order) -> Vec<String> {
         r.currency.code().to_string(),
         r.seconds_included.0.to_string(),
         r.seconds_used.0.to_string(),
+        r.seconds_left().0.to_string(),
         r.overage_consent.to_string(),
         o(&r.code_last4),
         o(&r.stripe_payment_intent),

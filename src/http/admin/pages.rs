@@ -135,7 +135,7 @@ pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Pa
         }
         let _ = write!(
             rows,
-            "<tr id=\"{}\"><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&o.id),
             when(o.created_at),
             o.status,
@@ -149,6 +149,7 @@ pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Pa
             },
             minutes(o.seconds_used),
             minutes(o.seconds_included),
+            minutes(o.seconds_left()),
             if o.overage_consent { "yes" } else { "no" },
             actions
         );
@@ -156,7 +157,7 @@ pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Pa
     let body = format!(
         "<p><a href=\"/admin/export/orders.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
          <tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Amount</th><th>Used / included</th>\
-         <th>Overage</th><th></th></tr>{rows}</table></div>"
+         <th>Left</th><th>Overage</th><th></th></tr>{rows}</table></div>"
     );
     Ok(html(layout("/admin/orders", "Orders", &body)))
 }
