@@ -4,7 +4,7 @@
 //! keeps it true): `crypto` and `metrics`; `domain` (money, codes, the call's and the
 //! charge's states, the ledger's rules); `config`; `store`, `telephony` (Twilio, ElevenLabs,
 //! audio) and `stripe`; `write_behind` (grouped writes behind the answer); `app` (the
-//! services, built once); the features `orders`, `menu`,
+//! services, built once); the features `orders`, `notify`, `menu`,
 //! `bridge`, `billing`, `import`; `http` (routes only); `demo`; `cli`.
 
 pub mod app;
@@ -20,6 +20,7 @@ pub mod http;
 pub mod import;
 pub mod menu;
 pub mod metrics;
+pub mod notify;
 pub mod orders;
 pub mod settlement;
 pub mod store;

@@ -2,6 +2,7 @@
 //! least once and in any order, and two deliveries may race.
 
 use crate::domain::ledger::{self, NotOurs};
+use crate::domain::message::Address;
 use crate::orders;
 use crate::orders::top_up::Credited;
 use crate::store::{ChargeState, Fulfilled, Fulfilment, OrderStatus, OverageBlock, StoreError};
@@ -186,6 +187,14 @@ async fn credit_top_up(app: &App, pi: &PaymentIntent) -> Result<Outcome, StoreEr
     })
 }
 
+/// Where the customer asked for receipts at checkout (the PaymentIntent's metadata, written
+/// by the server from checked input).
+fn receipt_addresses(pi: &serde_json::Value) -> Vec<Address> {
+    let email = metadata_of(pi, "receipt_email").and_then(|e| Address::email(&e));
+    let phone = metadata_of(pi, "receipt_phone").and_then(|p| Address::sms(&p));
+    email.into_iter().chain(phone).collect()
+}
+
 async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError> {
     let Some(pi_id) = id_of(pi, "id") else {
         return Ok(Outcome::Ignored("no payment intent id"));
@@ -232,12 +241,14 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
         match app.store.fulfil_order(&f).await {
             Ok(Fulfilled::Now(order)) => {
                 orders::ledger::open(app, &order).await?;
+                crate::notify::queue_receipts(app, &order, &receipt_addresses(pi)).await?;
                 tracing::info!(order_id = %order.id, "payment succeeded: order paid, code issued");
                 return Ok(Outcome::Fulfilled { order_id: order.id });
             }
             Ok(Fulfilled::Already(order)) => {
                 // A run cut off between the payment and its entry is finished here.
                 orders::ledger::open(app, &order).await?;
+                crate::notify::queue_receipts(app, &order, &receipt_addresses(pi)).await?;
                 return Ok(Outcome::AlreadyFulfilled { order_id: order.id });
             }
             Ok(Fulfilled::NoOrder) => return Ok(Outcome::Ignored("no order for this payment")),

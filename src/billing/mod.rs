@@ -33,9 +33,12 @@ pub struct RunReport {
     pub charged: Vec<(String, ChargeState)>,
     /// Unpaid orders past `PENDING_ORDER_TTL_HOURS`, cancelled and pruned.
     pub pruned_pending: usize,
+    /// Receipts and lost codes sent (or put off) by this pass.
+    pub messages: crate::notify::SendReport,
 }
 
-/// One pass: settle every ready call, then work through every due charge.
+/// One pass: settle every ready call, work through every due charge, prune expired checkouts,
+/// send the messages due.
 pub async fn run_once(app: &App, owner: &str) -> Result<RunReport, StoreError> {
     run_once_with(app, owner, &crate::app::Progress::default()).await
 }
@@ -72,6 +75,7 @@ pub async fn run_once_with(
         report.charged.push((charge.id.clone(), state));
     }
     report.pruned_pending = pending::prune_stale(app).await?.pruned;
+    report.messages = crate::notify::send_due(app).await?;
     Ok(report)
 }
 

@@ -89,6 +89,14 @@ pub struct TwilioConfig {
     pub api_base: Url,
 }
 
+/// The mail relay receipts and lost codes go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailConfig {
+    /// `smtp://` or `smtps://`, credentials included: a secret.
+    pub smtp_url: Secret,
+    pub from: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElevenLabsConfig {
     pub agent_id: String,
@@ -155,6 +163,7 @@ pub struct Config {
     pub top_ups: Plans,
     pub stripe: Option<StripeConfig>,
     pub twilio: Option<TwilioConfig>,
+    pub mail: Option<MailConfig>,
     pub elevenlabs: Option<ElevenLabsConfig>,
     pub voice: VoiceConfig,
     /// Where the storefront loads Stripe.js from.
@@ -256,6 +265,10 @@ impl Config {
         }
         let stripe = stripe(env)?;
         let twilio = twilio(env)?;
+        let mail = group(env, [&s::SMTP_URL, &s::MAIL_FROM])?.map(|[url, from]| MailConfig {
+            smtp_url: Secret::new(url),
+            from,
+        });
         let elevenlabs = elevenlabs(env)?;
         if twilio.is_some() && base_url.is_none() {
             return Err(ConfigError::Missing {
@@ -274,6 +287,7 @@ impl Config {
             top_ups,
             stripe,
             twilio,
+            mail,
             elevenlabs,
             voice: VoiceConfig {
                 say_voice: s::SAY_VOICE.value(env)?,

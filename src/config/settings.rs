@@ -389,6 +389,27 @@ pub const API_REQUESTS_PER_MINUTE: Var<i64> = Var {
     help: "requests a minute one client address may make to the storefront API, `/api/...` and its old `/.netlify/functions/...` aliases together (429 with `Retry-After` beyond; per instance)",
     parse: whole::<1, 100_000>,
 };
+pub const SMTP_URL: Var<String> = Var {
+    var: "SMTP_URL",
+    unset: Unset::Means("none (no receipts by email)"),
+    help: "the mail relay for receipts and lost codes: `smtps://user:pass@host:465` (TLS) or `smtp://user:pass@host:587?tls=required` (STARTTLS); `smtp://host:port` is unencrypted, for a relay on the same host",
+    parse: |v| match v.split_once("://") {
+        Some(("smtp" | "smtps", rest)) if !rest.is_empty() => Ok(v.to_string()),
+        _ => Err("must start with `smtp://` or `smtps://`".into()),
+    },
+};
+pub const MAIL_FROM: Var<String> = Var {
+    var: "MAIL_FROM",
+    unset: Unset::Means("none; required with `SMTP_URL`"),
+    help: "the sender of receipts, e.g. `Talk time <receipts@example.com>`",
+    parse: |v| {
+        if v.contains('@') && !v.contains(['\r', '\n']) {
+            Ok(v.to_string())
+        } else {
+            Err(format!("`{v}` is not an email address"))
+        }
+    },
+};
 pub const ADMIN_PASSWORD: Var<Secret> = Var {
     var: "ADMIN_PASSWORD",
     unset: Unset::Means("none (no admin view)"),
@@ -492,6 +513,8 @@ pub static SETTINGS: &[&dyn Row] = &[
     &MAX_CALL_MINUTES,
     &SHUTDOWN_GRACE_SECS,
     &API_REQUESTS_PER_MINUTE,
+    &SMTP_URL,
+    &MAIL_FROM,
     &ADMIN_PASSWORD,
     &TRUSTED_PROXIES,
     &HEADER_TIMEOUT_SECS,

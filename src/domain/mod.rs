@@ -14,6 +14,7 @@ pub mod clock;
 pub mod codes;
 pub mod entry;
 pub mod ledger;
+pub mod message;
 pub mod money;
 pub mod order;
 pub mod phone;

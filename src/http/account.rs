@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -85,16 +85,7 @@ async fn page(
     Path((order, token)): Path<(String, String)>,
 ) -> Response {
     match account::open(&app, &order, &token).await {
-        Ok(Some(account)) => {
-            let mut resp = Html(render_account(&app, &account)).into_response();
-            let headers = resp.headers_mut();
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
-            resp
-        }
+        Ok(Some(account)) => super::pages::private_page(render_account(&app, &account)),
         Ok(None) => not_found().await,
         Err(e) => {
             tracing::error!(error = %e, "account page: store failed");

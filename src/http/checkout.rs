@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::domain::message::Address;
 use crate::http::AppState;
 use crate::orders::{self, checkout, CheckoutError, Purchase};
 use crate::store::{OrderStatus, StoreError};
@@ -87,6 +88,7 @@ fn parse_request(body: &[u8]) -> Result<Purchase, ApiError> {
             plan: None,
             overage_accepted: false,
             email: None,
+            phone: None,
         });
     }
     let v: Value = serde_json::from_slice(body)
@@ -110,18 +112,27 @@ fn parse_request(body: &[u8]) -> Result<Purchase, ApiError> {
     let email = match obj.get("email") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            let plausible = s.len() <= 254
-                && s.split_once('@')
-                    .is_some_and(|(a, d)| !a.is_empty() && d.contains('.'))
-                && !s.chars().any(|c| c.is_whitespace() || c.is_control());
-            if !plausible {
-                return Err(ApiError::BadRequest("email is not a valid address".into()));
-            }
-            Some(s.to_string())
-        }
+        Some(Value::String(s)) => Some(
+            Address::email(s)
+                .ok_or_else(|| ApiError::BadRequest("email is not a valid address".into()))?
+                .to,
+        ),
         Some(_) => return Err(ApiError::BadRequest("email must be a string".into())),
+    };
+    let phone = match obj.get("phone") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(
+            Address::sms(s)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "phone must be a mobile number with its country code, like +1 555 010 0200"
+                            .into(),
+                    )
+                })?
+                .to,
+        ),
+        Some(_) => return Err(ApiError::BadRequest("phone must be a string".into())),
     };
     // The plan by its id only: a price or minutes in the body are not read.
     let plan = match obj.get("plan") {
@@ -133,10 +144,12 @@ fn parse_request(body: &[u8]) -> Result<Purchase, ApiError> {
         plan,
         overage_accepted: overage,
         email,
+        phone,
     })
 }
 
-/// `POST /api/create-payment-intent` `{ "plan"?: id, "overage_accepted": bool, "email"?: string }`.
+/// `POST /api/create-payment-intent` `{ "plan"?: id, "overage_accepted": bool, "email"?: string,
+/// "phone"?: string }`.
 /// The amount and minutes come from the configured plan, never from the browser.
 async fn create_payment_intent(
     State(app): State<AppState>,
@@ -231,6 +244,7 @@ mod tests {
             plan: plan.map(String::from),
             overage_accepted,
             email: email.map(String::from),
+            phone: None,
         }
     }
 

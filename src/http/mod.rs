@@ -25,6 +25,7 @@ pub mod admin;
 mod audio;
 pub mod checkout;
 pub mod client_ip;
+mod find_code;
 pub mod media;
 pub mod metrics;
 mod pages;
@@ -78,6 +79,8 @@ pub fn router_with(
         .merge(pages::router())
         .merge(account::router())
         .merge(top_up::page_router())
+        .merge(find_code::page_router())
+        .merge(find_code::api_router())
         .merge(metrics::router())
         .merge(admin::router(&app))
         .route_layer(axum::middleware::from_fn(route_stats));

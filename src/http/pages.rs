@@ -43,6 +43,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../web/assets/pay.js"),
     ),
     (
+        "find-code.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/assets/find-code.js"),
+    ),
+    (
         "find.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/assets/find.js"),
@@ -94,6 +99,19 @@ pub fn render(template: &str, values: &[(&str, String)]) -> String {
         out = out.replace(&format!("{{{{{name}}}}}"), &escape(value));
     }
     out
+}
+
+/// A page behind a private link (the account, its top-ups): never cached, never named in a
+/// `Referer`.
+pub(super) fn private_page(html: String) -> Response {
+    let mut resp = Html(html).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 pub(super) fn page(html: String) -> Response {
@@ -247,7 +265,10 @@ mod tests {
         let top_up = include_str!("../../web/top-up.html");
         let account = include_str!("../../web/account.html");
         let find = include_str!("../../web/find.html");
-        for page in [INDEX, SUCCESS, PAY, NOT_FOUND, top_up, account, find] {
+        let find_code = include_str!("../../web/find-code.html");
+        for page in [
+            INDEX, SUCCESS, PAY, NOT_FOUND, top_up, account, find, find_code,
+        ] {
             for part in page.split("/assets/").skip(1) {
                 let name: String = part
                     .chars()

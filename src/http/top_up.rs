@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::checkout::ApiError;
-use super::pages::{minutes_phrase, not_found, page, plan_choices, publishable_key, render};
+use super::pages::{
+    minutes_phrase, not_found, plan_choices, private_page, publishable_key, render,
+};
 use super::AppState;
 use crate::orders::top_up::{self, TopUpError};
 
@@ -98,14 +100,7 @@ async fn top_up_page(
             ("version", env!("CARGO_PKG_VERSION").to_string()),
         ],
     );
-    let mut resp = page(html.replacen("<!--pack-choices-->", &plan_choices(packs, "pack"), 1));
-    let headers = resp.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    resp
+    private_page(html.replacen("<!--pack-choices-->", &plan_choices(packs, "pack"), 1))
 }
 
 /// A string field of at most `max` bytes, or a clear 400.

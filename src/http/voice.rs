@@ -32,6 +32,32 @@ pub fn router() -> Router<AppState> {
         .route(AFTER_STREAM_PATH, post(after_stream))
         .route(REMEMBER_PATH, post(remember))
         .route(FORGET_PATH, post(forget))
+        .route(SMS_STATUS_PATH, post(sms_status))
+}
+
+/// Where Twilio reports how an SMS (a receipt, a lost code) fared.
+pub const SMS_STATUS_PATH: &str = "/sms/status";
+
+/// `POST /sms/status`: Twilio's signed report on an SMS, recorded on its message.
+async fn sms_status(State(app): State<AppState>, form: TwilioForm) -> Response {
+    let (Some(sid), Some(status)) = (form.get("MessageSid"), form.get("MessageStatus")) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let Some(state) = crate::domain::message::MessageState::from_twilio(status) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let error = form.get("ErrorCode").map(|c| format!("Twilio error {c}"));
+    match app
+        .store
+        .message_delivery(sid, state, error.as_deref(), app.clock.now())
+        .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "SMS status not recorded");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }
 
 /// A TwiML document as an HTTP response.

@@ -27,7 +27,9 @@ pub struct Purchase {
     /// The plan's id; `None` buys the first plan (the storefront before plans, old clients).
     pub plan: Option<String>,
     pub overage_accepted: bool,
+    /// Where the receipts go (checked by the route: an email address, an E.164 number).
     pub email: Option<String>,
+    pub phone: Option<String>,
 }
 
 /// A checkout under way: what the browser needs to confirm the payment.
@@ -94,6 +96,10 @@ pub async fn start(app: &App, purchase: &Purchase) -> Result<Started, CheckoutEr
     }
     if let Some(email) = &purchase.email {
         form.push(param("receipt_email", email));
+        form.push(param("metadata[receipt_email]", email));
+    }
+    if let Some(phone) = &purchase.phone {
+        form.push(param("metadata[receipt_phone]", phone));
     }
     let pi = stripe
         .create_payment_intent(&form, &idempotency_key())

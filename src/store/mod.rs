@@ -19,6 +19,7 @@ mod calls;
 mod charges;
 mod entries;
 mod events;
+mod messages;
 mod money;
 mod orders;
 
@@ -47,6 +48,7 @@ pub use crate::domain::money::{Cents, Currency, Rounding, Seconds};
 pub use crate::domain::order::{Order, OrderSource, OrderStatus};
 
 pub use crate::domain::entry::{Balance, Entry, EntryKind};
+pub use crate::domain::message::{Channel, Message, MessageKind, MessageState};
 pub use attempts::{AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery};
 pub use callers::{CallerStore, RememberedCaller};
 pub use calls::{
@@ -56,13 +58,14 @@ pub use calls::{
 pub use charges::{Charge, ChargeStore, ChargeUpdate, NewCharge};
 pub use entries::{EntryStore, Recorded};
 pub use events::EventStore;
+pub use messages::{MessageStore, NewMessage, SendOutcome};
 pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
 
 /// The aggregates' traits, for calling a store's methods: `use crate::store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, OrderStore,
-        Store,
+        AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, MessageStore,
+        OrderStore, Store,
     };
 }
 
@@ -119,6 +122,7 @@ pub trait Store:
     + EventStore
     + CallerStore
     + EntryStore
+    + MessageStore
     + Send
     + Sync
     + 'static

@@ -23,6 +23,8 @@ const LAYERS: &[&[&str]] = &[
     &["app"],
     // Features that others build on.
     &["orders", "settlement"],
+    // Messages to customers, about their orders.
+    &["notify"],
     // Features.
     &["billing", "import"],
     &["menu", "bridge"],

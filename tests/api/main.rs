@@ -23,6 +23,7 @@ mod observability;
 mod pages;
 mod purchase;
 mod readme;
+mod receipts;
 mod store_conformance;
 mod stripe_webhook;
 mod top_up;

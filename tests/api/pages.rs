@@ -334,19 +334,7 @@ async fn the_top_up_page_adds_minutes_to_the_same_code() {
     };
     let (pi, _secret) = app.start_purchase(false).await;
     assert_eq!(stripe.pay(&pi, "4242424242424242").await.0, 200);
-    let order = loop {
-        let o = app
-            .app
-            .store
-            .order_by_payment_intent(&pi)
-            .await
-            .unwrap()
-            .unwrap();
-        if o.status == callgate::store::OrderStatus::Paid {
-            break o;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let order = app.paid_order(&pi).await;
     browser
         .client
         .goto(&app.url(&callgate::orders::account::path(&app.app, &order.id)))
@@ -479,6 +467,56 @@ async fn a_typed_code_finds_its_account() {
         browser.text("#last4").await,
         order.code_last4.clone().unwrap()
     );
+    browser.close().await;
+}
+
+/// Find my code: the page asks for the address the receipt went to and says the same for
+/// any address, never showing a code; a malformed one is told so.
+#[tokio::test]
+async fn the_find_my_code_page_never_shows_a_code() {
+    let Some((app, _stripe, _db)) = shop().await else {
+        return;
+    };
+    let Some(browser) = crate::support::browser::start().await else {
+        return;
+    };
+    browser.client.goto(&app.url("/account")).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("a[href='/find-code']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main#find-code[data-state='ask']").await;
+    let input = browser.client.find(Locator::Css("#contact")).await.unwrap();
+    input.send_keys("not an address").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#message", "email address or the mobile number")
+        .await;
+    input.clear().await.unwrap();
+    input.send_keys("someone@example.com").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("main#find-code[data-state='sent']").await;
+    assert!(browser.text("#message").await.contains("on its way"));
+    assert!(browser.accessibility_violations().await.is_empty());
+    browser.screenshots("find-code").await;
     browser.close().await;
 }
 

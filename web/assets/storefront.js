@@ -5,6 +5,7 @@
   const root = document.getElementById("storefront");
   const consent = document.getElementById("overage");
   const email = document.getElementById("email");
+  const phone = document.getElementById("phone");
   const cont = document.getElementById("continue");
   const pay = document.getElementById("pay");
   const message = document.getElementById("message");
@@ -65,6 +66,7 @@
           plan: chosen() ? chosen().value : null,
           overage_accepted: consent.checked,
           email: email.value || null,
+          phone: phone.value || null,
         }),
       });
       const body = await resp.json().catch(() => ({}));

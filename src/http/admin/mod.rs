@@ -27,6 +27,7 @@ mod actions;
 mod auth;
 mod chart;
 mod export;
+mod messages;
 mod pages;
 mod timeline;
 
@@ -36,6 +37,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chart::*;
 use export::*;
+use messages::*;
 use pages::*;
 use serde::Deserialize;
 use timeline::*;
@@ -62,6 +64,7 @@ pub fn router(app: &AppState) -> Router<AppState> {
         .route("/admin/calls", get(calls_page))
         .route("/admin/calls/{sid}", get(call_page))
         .route("/admin/charges", get(charges_page))
+        .route("/admin/messages", get(messages_page))
         .route("/admin/export/{what}", get(export))
         .route("/admin/orders/{id}/revoke", post(revoke))
         .route("/admin/orders/{id}/minutes", post(add_minutes))
@@ -117,6 +120,7 @@ pub(super) const SECTIONS: &[(&str, &str)] = &[
     ("/admin/orders", "Orders"),
     ("/admin/calls", "Calls"),
     ("/admin/charges", "Charges"),
+    ("/admin/messages", "Messages"),
 ];
 
 pub(super) fn layout(section: &str, title: &str, body: &str) -> Html<String> {

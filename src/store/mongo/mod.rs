@@ -29,6 +29,7 @@ mod charges;
 mod docs;
 mod entries;
 mod events;
+mod messages;
 mod money;
 mod orders;
 
@@ -354,6 +355,15 @@ impl Store for MongoStore {
                 .await?;
             self.raw("ledger_entries")
                 .create_index(unique(doc! { "reverses": 1 }, true))
+                .await?;
+            self.raw("messages")
+                .create_index(plain(doc! { "state": 1, "next_attempt_at": 1 }))
+                .await?;
+            self.raw("messages")
+                .create_index(plain(doc! { "to_address": 1, "kind": 1, "created_at": 1 }))
+                .await?;
+            self.raw("messages")
+                .create_index(plain(doc! { "provider_id": 1 }))
                 .await?;
             Ok::<_, mongodb::error::Error>(())
         };

@@ -4,7 +4,7 @@
 //! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
 //! neither pays for a runtime-generic driver. One file per aggregate, each holding its
 //! statements and the body of its trait (`orders.rs`, `calls.rs`, `charges.rs`,
-//! `entries.rs`, `attempts.rs`, `events.rs`, `callers.rs`); `hot.rs` is PostgreSQL's side of the money path's writes.
+//! `entries.rs`, `messages.rs`, `attempts.rs`, `events.rs`, `callers.rs`); `hot.rs` is PostgreSQL's side of the money path's writes.
 
 /// A statement built once, its state values taken from the enums' spelling tables: the
 /// template names variants (`'{paid}'` with `paid = OrderStatus::Paid`), never their spellings,
@@ -61,6 +61,7 @@ mod entries;
 mod events;
 #[cfg(feature = "postgres")]
 mod hot;
+mod messages;
 mod orders;
 
 pub(crate) use attempts::*;
@@ -71,6 +72,7 @@ pub(crate) use entries::*;
 pub(crate) use events::*;
 #[cfg(feature = "postgres")]
 pub(crate) use hot::*;
+pub(crate) use messages::*;
 pub(crate) use orders::*;
 
 /// Implements [`crate::store::Store`] and every aggregate's trait for a struct with `pool`
@@ -89,6 +91,7 @@ macro_rules! sql_store {
         $crate::store::sql::sql_events!($store, $db);
         $crate::store::sql::sql_callers!($store, $db);
         $crate::store::sql::sql_entries!($store, $db);
+        $crate::store::sql::sql_messages!($store, $db);
 
         #[async_trait::async_trait]
         impl Store for $store {

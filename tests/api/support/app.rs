@@ -80,6 +80,22 @@ impl TestApp {
             .as_u16()
     }
 
+    /// The order of PaymentIntent `pi` once its webhook has paid it (waits up to 20 s).
+    pub async fn paid_order(&self, pi: &str) -> callgate::store::Order {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let order = self.app.store.order_by_payment_intent(pi).await.unwrap();
+            if let Some(o) = order.filter(|o| o.status == callgate::store::OrderStatus::Paid) {
+                return o;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pi}: its webhook never paid it"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// What SIGTERM does to `callgate serve`.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -155,6 +155,9 @@ macro_rules! on_every_backend {
 pub mod app;
 pub mod browser;
 pub mod calls;
+pub mod logs;
 pub mod mongo;
 pub mod proxy;
+pub mod sms;
+pub mod smtp;
 pub mod stripe;

@@ -1,0 +1,123 @@
+//! A stand-in for Twilio's Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`,
+//! Basic auth with the account SID and auth token): it records each message and answers as
+//! Twilio does, or, when told, with a 503 (Twilio down) or a 400 (a number it refuses).
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use serde_json::{json, Value};
+
+/// How the stand-in answers the next messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Queued,
+    Down,
+    Refused,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sms {
+    pub sid: String,
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub status_callback: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    sent: Vec<Sms>,
+    answer: Option<Answer>,
+}
+
+pub struct MessagesApi {
+    pub base: String,
+    shared: Arc<Mutex<Shared>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl MessagesApi {
+    pub async fn start(account_sid: &'static str, auth_token: &'static str) -> MessagesApi {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let state = (shared.clone(), account_sid, auth_token);
+        let app = Router::new()
+            .route("/2010-04-01/Accounts/{sid}/Messages.json", post(create))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MessagesApi {
+            base,
+            shared,
+            _server: server,
+        }
+    }
+
+    pub fn answer(&self, answer: Answer) {
+        self.shared.lock().unwrap().answer = Some(answer);
+    }
+
+    pub fn sent(&self) -> Vec<Sms> {
+        self.shared.lock().unwrap().sent.clone()
+    }
+}
+
+type St = (Arc<Mutex<Shared>>, &'static str, &'static str);
+
+async fn create(
+    State((shared, account_sid, auth_token)): State<St>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> (StatusCode, Json<Value>) {
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{account_sid}:{auth_token}"))
+    );
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&expected);
+    if !authorized || sid != account_sid {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "code": 20003, "message": "Authenticate", "status": 401 })),
+        );
+    }
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let mut shared = shared.lock().unwrap();
+    match shared.answer.unwrap_or(Answer::Queued) {
+        Answer::Down => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "code": 20500, "message": "Service unavailable", "status": 503 })),
+            )
+        }
+        Answer::Refused => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({ "code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400 }),
+                ),
+            )
+        }
+        Answer::Queued => {}
+    }
+    let message_sid = format!("SM{:032x}", shared.sent.len() + 1);
+    shared.sent.push(Sms {
+        sid: message_sid.clone(),
+        to: get("To").unwrap_or_default(),
+        from: get("From").unwrap_or_default(),
+        body: get("Body").unwrap_or_default(),
+        status_callback: get("StatusCallback"),
+    });
+    (
+        StatusCode::CREATED,
+        Json(
+            json!({ "sid": message_sid, "status": "queued", "to": get("To"), "from": get("From") }),
+        ),
+    )
+}
