@@ -41,10 +41,20 @@ pub enum Outcome {
     Ignored(&'static str),
 }
 
+/// Why an event could not be handled now (Stripe is told to deliver it again).
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Stripe was asked about the event's payment and did not answer.
+    #[error("Stripe: {0}")]
+    Stripe(#[from] StripeError),
+}
+
 /// How many draws of a fresh code to try should one collide with a stored code.
 const CODE_DRAWS: usize = 5;
 
-pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
+pub async fn handle(app: &App, event: &Event) -> Result<Outcome, EventError> {
     let obj = &event.data.object;
     // Overage PaymentIntents are callgate's own charges, not purchases.
     let overage_charge = (kind_of(obj) == Some(PaymentKind::Overage))
@@ -68,7 +78,7 @@ pub async fn handle(app: &App, event: &Event) -> Result<Outcome, StoreError> {
             let Ok(pi) = PaymentIntent::from_json(obj) else {
                 return Ok(Outcome::Ignored("no payment intent id"));
             };
-            credit_top_up(app, &pi).await
+            Ok(credit_top_up(app, &pi).await?)
         }
         "payment_intent.payment_failed" if top_up => {
             Ok(Outcome::Ignored("a top-up not paid: nothing was credited"))
@@ -110,7 +120,7 @@ enum Reversal {
 /// ends, open overage is canceled) and its purchase entry reversed; of an overage charge, the
 /// charge is marked, and a dispute suspends overage on its order; of a top-up, its minutes
 /// are taken back.
-async fn reverse(app: &App, pi: Option<String>, how: Reversal) -> Result<Outcome, StoreError> {
+async fn reverse(app: &App, pi: Option<String>, how: Reversal) -> Result<Outcome, EventError> {
     let Some(pi) = pi else {
         return Ok(Outcome::Ignored("no payment intent"));
     };
@@ -155,7 +165,7 @@ async fn reverse(app: &App, pi: Option<String>, how: Reversal) -> Result<Outcome
 
 /// A full refund or a dispute of a top-up: exactly its minutes taken back. One whose refund
 /// overtook its own webhook is credited first, from Stripe's record of it.
-async fn reverse_top_up(app: &App, pi: &str, disputed: bool) -> Result<Outcome, StoreError> {
+async fn reverse_top_up(app: &App, pi: &str, disputed: bool) -> Result<Outcome, EventError> {
     if app.store.entry_paid_by(pi).await?.is_none() {
         if let Some(stripe) = &app.stripe {
             match stripe.retrieve_payment_intent(pi).await {
@@ -163,7 +173,7 @@ async fn reverse_top_up(app: &App, pi: &str, disputed: bool) -> Result<Outcome, 
                     credit_top_up(app, &intent).await?;
                 }
                 Ok(_) | Err(StripeError::Api { status: 404, .. }) => {}
-                Err(e) => return Err(StoreError::Unavailable(format!("Stripe: {e}"))),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -195,7 +205,7 @@ fn receipt_addresses(pi: &serde_json::Value) -> Vec<Address> {
     email.into_iter().chain(phone).collect()
 }
 
-async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError> {
+async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, EventError> {
     let Some(pi_id) = id_of(pi, "id") else {
         return Ok(Outcome::Ignored("no payment intent id"));
     };
@@ -253,10 +263,8 @@ async fn fulfil(app: &App, pi: &serde_json::Value) -> Result<Outcome, StoreError
             }
             Ok(Fulfilled::NoOrder) => return Ok(Outcome::Ignored("no order for this payment")),
             Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(StoreError::Conflict(
-        "could not draw an unused access code".into(),
-    ))
+    Err(StoreError::Conflict("could not draw an unused access code".into()).into())
 }

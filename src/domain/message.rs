@@ -41,6 +41,25 @@ text_enum!(
 );
 
 impl MessageState {
+    /// Whether a message may move from this state to `next` on Twilio's report: only
+    /// forward (queued or sent, then delivered or failed), whatever order the callbacks
+    /// come in.
+    pub fn may_become(self, next: MessageState) -> bool {
+        use MessageState::*;
+        matches!(
+            (self, next),
+            (Pending, Sent | Delivered | Failed) | (Sent, Delivered | Failed)
+        )
+    }
+
+    /// The states a report may move a message to `next` from.
+    pub fn sources(next: MessageState) -> impl Iterator<Item = MessageState> {
+        MessageState::ALL
+            .iter()
+            .copied()
+            .filter(move |s| s.may_become(next))
+    }
+
     /// What Twilio's `MessageStatus` callback says of an SMS, when it settles it: `delivered`,
     /// or `failed` / `undelivered`; `sent` once the carrier has it. The steps before (queued,
     /// sending) change nothing.
@@ -162,6 +181,18 @@ mod tests {
             Channel::Sms
         );
         assert_eq!(Address::parse("a@b.co").unwrap().channel, Channel::Email);
+    }
+
+    #[test]
+    fn reports_move_a_message_forward_only() {
+        use MessageState::*;
+        assert!(Sent.may_become(Delivered));
+        assert!(
+            !Delivered.may_become(Sent),
+            "a late `sent` after `delivered`"
+        );
+        assert!(!Failed.may_become(Delivered));
+        assert_eq!(MessageState::sources(Sent).collect::<Vec<_>>(), [Pending]);
     }
 
     #[test]

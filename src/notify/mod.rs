@@ -17,7 +17,7 @@ use transport::SendError;
 /// Messages leased per pass, and how long a lease holds.
 const BATCH: i64 = 50;
 const LEASE_SECS: i64 = 120;
-/// Lost-code requests answered per address per hour.
+/// Codes sent again per address per hour, at most (each code of a request counts).
 pub const FINDS_PER_ADDRESS_PER_HOUR: i64 = 3;
 
 /// Queues the purchase's receipt to each address the customer gave, once per address (a
@@ -53,7 +53,7 @@ pub enum Find {
 
 /// A lost code asked for by `raw` (an email address or a mobile number): every code whose
 /// receipt went to that address is sent to it again, never shown. Beyond
-/// [`FINDS_PER_ADDRESS_PER_HOUR`] requests an address gets nothing more that hour; the
+/// [`FINDS_PER_ADDRESS_PER_HOUR`] codes sent again an address gets nothing more that hour; the
 /// answer does not say so, nor whether the address is known.
 pub async fn find_codes(app: &App, raw: &str) -> Result<Find, StoreError> {
     let Some(address) = Address::parse(raw) else {

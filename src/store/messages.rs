@@ -47,7 +47,8 @@ pub trait MessageStore: Send + Sync {
     /// Records how a leased message's send went.
     async fn message_outcome(&self, id: &str, outcome: &SendOutcome<'_>) -> Result<(), StoreError>;
 
-    /// Twilio's later report on an SMS, found by its SID; `false` if no message has it.
+    /// Twilio's later report on an SMS, found by its SID, if [`MessageState::may_become`]
+    /// allows it (callbacks come in any order); `false` if no message moved.
     async fn message_delivery(
         &self,
         provider_id: &str,

@@ -67,7 +67,20 @@ async fn bought(s: &Shop) -> Order {
     assert_eq!(status, 200, "{created}");
     let pi = created["paymentIntent"].as_str().unwrap();
     assert_eq!(s.stripe.pay(pi, "4242424242424242").await.0, 200);
-    s.app.paid_order(pi).await
+    let order = s.app.paid_order(pi).await;
+    // The webhook pays the order first, then queues its receipts: wait for both.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let queued = s.app.app.store.list_messages(100).await.unwrap();
+        if queued.iter().filter(|m| m.order_id == order.id).count() == 2 {
+            return order;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "its receipts were never queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn pass(s: &Shop) -> callgate::notify::SendReport {
@@ -161,6 +174,20 @@ async fn receipts_reach_both_addresses_once_and_a_relay_that_is_down_only_delays
         .await
         .unwrap();
     assert_eq!(signed.status(), 204);
+    // A late `sent` (callbacks come in any order) does not undo `delivered`.
+    let late = vec![
+        ("MessageSid".to_string(), texts[0].sid.clone()),
+        ("MessageStatus".to_string(), "sent".to_string()),
+    ];
+    let signature = callgate::telephony::twilio::signature::compute(AUTH_TOKEN, &callback, &late);
+    let resp = reqwest::Client::new()
+        .post(&callback)
+        .header("X-Twilio-Signature", signature)
+        .form(&late)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
     let states: Vec<(callgate::store::Channel, MessageState)> = s
         .app
         .app

@@ -1915,6 +1915,51 @@ async fn mongodb_settlement_cut_off_before_any_write_is_finished_once() {
     );
 }
 
+/// A top-up's entry cut off before each of its writes (the order's counters, then the entry):
+/// the webhook delivered again finishes it, and the minutes are credited exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_an_entry_cut_off_before_any_write_is_recorded_once() {
+    use callgate::store::{Entry, Recorded};
+    let mut cuts = 0;
+    for writes in 0.. {
+        let Some((store, cut)) = mongo_behind_a_cut().await else {
+            return;
+        };
+        let order = paid_order(&store).await;
+        let entry = Entry::top_up(
+            &order.id,
+            "pi_cut",
+            Seconds(600),
+            Cents(800),
+            order.currency.clone(),
+            NOW + 1,
+        );
+        cut.arm(writes, crate::support::proxy::AtWrite::Cut);
+        let first = store.record_entry(&entry).await;
+        let interrupted = cut.fired();
+        cut.disarm();
+        if interrupted {
+            cuts += 1;
+            assert!(first.is_err(), "cut before write {writes}: {first:?}");
+            assert_eq!(store.record_entry(&entry).await.unwrap(), Recorded::Now);
+        } else {
+            assert_eq!(first.unwrap(), Recorded::Now);
+        }
+        assert_eq!(store.record_entry(&entry).await.unwrap(), Recorded::Already);
+        let after = store.order(&order.id).await.unwrap().unwrap();
+        assert_eq!(
+            after.seconds_included.0,
+            order.seconds_included.0 + 600,
+            "cut before write {writes}: credited once"
+        );
+        assert_eq!(store.entries_for_order(&order.id).await.unwrap(), [entry]);
+        if !interrupted {
+            break;
+        }
+    }
+    assert!(cuts >= 2, "the order, then the entry: {cuts} cuts");
+}
+
 /// The code step's hold (link the call, take the code, store the stream token) cut off before
 /// each of its writes: the caller's next try holds the code, and once the call ends the code is
 /// free for the next caller, whichever write the cut fell before.

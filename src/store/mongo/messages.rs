@@ -124,12 +124,16 @@ impl MessageStore for MongoStore {
         error: Option<&str>,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
+        let sources: Vec<&str> = MessageState::sources(state).map(|s| s.as_str()).collect();
         let mut set = doc! { "state": state.as_str(), "updated_at": now };
         if let Some(e) = error {
             set.insert("last_error", e);
         }
         self.messages()
-            .update_many(doc! { "provider_id": provider_id }, doc! { "$set": set })
+            .update_many(
+                doc! { "provider_id": provider_id, "state": { "$in": sources } },
+                doc! { "$set": set },
+            )
             .await
             .map(|r| r.matched_count > 0)
             .map_err(err)

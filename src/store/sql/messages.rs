@@ -77,10 +77,15 @@ macro_rules! sql_messages {
                 error: Option<&str>,
                 now: UnixTime,
             ) -> Result<bool, StoreError> {
-                sqlx::query::<$db>(
+                let from = spelling_list(MessageState::sources(state).map(|s| s.as_str()));
+                if from.is_empty() {
+                    return Ok(false);
+                }
+                let sql = format!(
                     "UPDATE messages SET state = $2, last_error = COALESCE($3, last_error), \
-                     updated_at = $4 WHERE provider_id = $1",
-                )
+                     updated_at = $4 WHERE provider_id = $1 AND state IN ({from})"
+                );
+                sqlx::query::<$db>(&sql)
                 .bind(provider_id)
                 .bind(state)
                 .bind(error)
