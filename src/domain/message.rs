@@ -130,6 +130,25 @@ impl Address {
     }
 }
 
+/// An address as it may be shown back to whoever holds the order's link: enough to recognise,
+/// not enough to learn (`a•••@example.com`, `+1•••0100`).
+pub fn masked(channel: Channel, to: &str) -> String {
+    match channel {
+        Channel::Email => match to.split_once('@') {
+            Some((local, domain)) => {
+                format!("{}•••@{domain}", local.chars().next().unwrap_or('•'))
+            }
+            None => "•••".into(),
+        },
+        Channel::Sms => {
+            let digits: Vec<char> = to.chars().collect();
+            let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
+            let head: String = digits.iter().take(2).collect();
+            format!("{head}•••{tail}")
+        }
+    }
+}
+
 /// A message in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Message {
@@ -181,6 +200,15 @@ mod tests {
             Channel::Sms
         );
         assert_eq!(Address::parse("a@b.co").unwrap().channel, Channel::Email);
+    }
+
+    #[test]
+    fn addresses_are_shown_masked() {
+        assert_eq!(
+            masked(Channel::Email, "ann@example.com"),
+            "a•••@example.com"
+        );
+        assert_eq!(masked(Channel::Sms, "+15557770100"), "+1•••0100");
     }
 
     #[test]

@@ -230,6 +230,13 @@ async fn order_details(
             body["code"] = json!(code.expose());
             body["codeDisplay"] = json!(code.grouped());
             body["account"] = json!(orders::account::path(&app, &order.id));
+            let receipts = app.store.messages_for_order(&order.id).await?;
+            let sent_to: Vec<String> = receipts
+                .iter()
+                .filter(|m| m.kind == crate::domain::message::MessageKind::Receipt)
+                .map(|m| crate::domain::message::masked(m.channel, &m.to))
+                .collect();
+            body["sentTo"] = json!(sent_to);
         }
     }
     Ok(no_store(Json(body).into_response()))

@@ -57,6 +57,9 @@ pub trait MessageStore: Send + Sync {
         now: UnixTime,
     ) -> Result<bool, StoreError>;
 
+    /// The order's messages, oldest first.
+    async fn messages_for_order(&self, order_id: &str) -> Result<Vec<Message>, StoreError>;
+
     /// Newest first.
     async fn list_messages(&self, limit: i64) -> Result<Vec<Message>, StoreError>;
 

@@ -55,8 +55,9 @@ async fn shop(store: DynStore) -> Option<Shop> {
     })
 }
 
-/// A purchase with both contacts, paid, fulfilled by its webhook.
-async fn bought(s: &Shop) -> Order {
+/// A purchase with both contacts, paid, fulfilled by its webhook: the order and its client
+/// secret (the success page's proof).
+async fn bought(s: &Shop) -> (Order, String) {
     let (status, created) = s
         .app
         .checkout(
@@ -73,7 +74,7 @@ async fn bought(s: &Shop) -> Order {
     loop {
         let queued = s.app.app.store.list_messages(100).await.unwrap();
         if queued.iter().filter(|m| m.order_id == order.id).count() == 2 {
-            return order;
+            return (order, created["clientSecret"].as_str().unwrap().to_string());
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -97,8 +98,25 @@ async fn receipts_reach_both_addresses_once_and_a_relay_that_is_down_only_delays
     // Both relays down when the purchase completes: the purchase stands, the receipts wait.
     s.smtp.set_down(true).await;
     s.sms.answer(Answer::Down);
-    let order = bought(&s).await;
+    let (order, secret) = bought(&s).await;
     let code = callgate::orders::code_of(&s.app.app, &order).unwrap();
+    // The success page says where the receipts went, masked.
+    let details: serde_json::Value = reqwest::Client::new()
+        .get(s.app.url("/api/order-details"))
+        .query(&[
+            (
+                "payment_intent",
+                order.stripe_payment_intent.as_deref().unwrap(),
+            ),
+            ("client_secret", secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(details["sentTo"], json!(["a•••@example.com", "+1•••0100"]));
     let first = pass(&s).await;
     assert_eq!(
         (first.sent, first.retrying, first.failed),
@@ -222,7 +240,7 @@ async fn a_refused_number_fails_without_retrying_and_bad_contacts_are_refused_at
 ) {
     let Some(s) = shop(store).await else { return };
     s.sms.answer(Answer::Refused);
-    let order = bought(&s).await;
+    let (order, _) = bought(&s).await;
     let report = pass(&s).await;
     assert_eq!((report.sent, report.failed), (1, 1), "{report:?}");
     let sms = s
@@ -257,7 +275,7 @@ async fn a_refused_number_fails_without_retrying_and_bad_contacts_are_refused_at
 
 async fn a_lost_code_goes_back_to_its_address_only(store: DynStore) {
     let Some(s) = shop(store).await else { return };
-    let order = bought(&s).await;
+    let (order, _) = bought(&s).await;
     let code = callgate::orders::code_of(&s.app.app, &order).unwrap();
     pass(&s).await;
     assert_eq!(s.smtp.mails().len(), 1);

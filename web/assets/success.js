@@ -38,6 +38,10 @@
       browserPhone.href = order.browserPhone;
       browserPhone.hidden = false;
     }
+    if (order.sentTo && order.sentTo.length) {
+      document.getElementById("sent-to-list").textContent = order.sentTo.join(" and ");
+      document.getElementById("sent-to").hidden = false;
+    }
     if (order.account) {
       document.getElementById("account").href = order.account;
       document.getElementById("account-line").hidden = false;

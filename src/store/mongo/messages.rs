@@ -139,6 +139,19 @@ impl MessageStore for MongoStore {
             .map_err(err)
     }
 
+    async fn messages_for_order(&self, order_id: &str) -> Result<Vec<Message>, StoreError> {
+        query(
+            &self.messages(),
+            doc! { "order_id": order_id },
+            Some(doc! { "created_at": 1, "_id": 1 }),
+            None,
+        )
+        .await?
+        .into_iter()
+        .map(MessageDoc::into_record)
+        .collect()
+    }
+
     async fn list_messages(&self, limit: i64) -> Result<Vec<Message>, StoreError> {
         query(
             &self.messages(),

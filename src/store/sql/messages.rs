@@ -96,6 +96,16 @@ macro_rules! sql_messages {
                 .map_err(classify)
             }
 
+            async fn messages_for_order(&self, order_id: &str) -> Result<Vec<Message>, StoreError> {
+                sqlx::query_as::<$db, Message>(
+                    "SELECT * FROM messages WHERE order_id = $1 ORDER BY created_at, id",
+                )
+                .bind(order_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
             async fn list_messages(&self, limit: i64) -> Result<Vec<Message>, StoreError> {
                 sqlx::query_as::<$db, Message>(
                     "SELECT * FROM messages ORDER BY created_at DESC, id DESC LIMIT $1",
