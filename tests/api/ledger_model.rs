@@ -365,19 +365,7 @@ impl World {
                     return;
                 }
                 let pi = self.buys[b].pi.clone();
-                let (kind, object) = if dispute {
-                    (
-                        "charge.dispute.created",
-                        json!({ "id": "dp_model", "object": "dispute", "payment_intent": pi }),
-                    )
-                } else {
-                    (
-                        "charge.refunded",
-                        json!({ "id": "ch_model", "object": "charge", "refunded": true, "payment_intent": pi }),
-                    )
-                };
-                self.deliver(&callgate::store::new_id("evt"), kind, object)
-                    .await;
+                self.reverse(&pi, dispute).await;
                 // Webhooks come in any order: a reversal that overtakes the payment's own
                 // webhook still revokes the order, which that webhook then cannot fulfil.
                 if !self.buys[b].revoked {
@@ -415,19 +403,7 @@ impl World {
                 }
                 let t = top % self.tops.len();
                 let pi = self.tops[t].pi.clone();
-                let (kind, object) = if dispute {
-                    (
-                        "charge.dispute.created",
-                        json!({ "id": "dp_top", "object": "dispute", "payment_intent": pi }),
-                    )
-                } else {
-                    (
-                        "charge.refunded",
-                        json!({ "id": "ch_top", "object": "charge", "refunded": true, "payment_intent": pi }),
-                    )
-                };
-                self.deliver(&callgate::store::new_id("evt"), kind, object)
-                    .await;
+                self.reverse(&pi, dispute).await;
                 // A reversal that overtakes the top-up's webhook credits it from Stripe first.
                 self.tops[t].credited = true;
                 self.tops[t].reversed = true;
@@ -481,6 +457,23 @@ impl World {
                 self.app = Some(self.spawn().await);
             }
         }
+    }
+
+    /// Stripe reports the payment `pi` fully refunded, or disputed.
+    async fn reverse(&self, pi: &str, dispute: bool) {
+        let (kind, object) = if dispute {
+            (
+                "charge.dispute.created",
+                json!({ "id": "dp_model", "object": "dispute", "payment_intent": pi }),
+            )
+        } else {
+            (
+                "charge.refunded",
+                json!({ "id": "ch_model", "object": "charge", "refunded": true, "payment_intent": pi }),
+            )
+        };
+        self.deliver(&callgate::store::new_id("evt"), kind, object)
+            .await;
     }
 
     /// Starts a web top-up on the purchase's code and pays it; refused unless the code is paid
