@@ -4,7 +4,6 @@
 use std::fmt::Write;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -74,10 +73,7 @@ async fn find(
         )
             .into_response(),
     };
-    let mut resp = answer;
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    Ok(super::checkout::no_store(answer))
 }
 
 async fn page(
@@ -87,12 +83,7 @@ async fn page(
     match account::open(&app, &order, &token).await {
         Ok(Some(account)) => super::pages::private_page(render_account(&app, &account)),
         Ok(None) => not_found().await,
-        Err(e) => {
-            tracing::error!(error = %e, "account page: store failed");
-            let mut resp = not_found().await;
-            *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-            resp
-        }
+        Err(e) => super::pages::unavailable("account page", &e).await,
     }
 }
 

@@ -73,7 +73,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn no_store(mut resp: Response) -> Response {
+/// A JSON answer that must not be cached (it names an order, a code or a secret).
+pub(super) fn no_store(mut resp: Response) -> Response {
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),

@@ -92,6 +92,14 @@ pub async fn not_found() -> Response {
     resp
 }
 
+/// The 404 page's look with a 503, for a page whose store failed (logged as `what`).
+pub async fn unavailable(what: &str, e: &crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, page = what, "store failed");
+    let mut resp = not_found().await;
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    resp
+}
+
 /// Fills `{{name}}` placeholders with HTML-escaped values.
 pub fn render(template: &str, values: &[(&str, String)]) -> String {
     let mut out = template.to_string();

@@ -4,16 +4,15 @@
 //! calls go through the API's rate limit.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::checkout::ApiError;
+use super::checkout::{no_store, ApiError};
 use super::pages::{
-    minutes_phrase, not_found, plan_choices, private_page, publishable_key, render,
+    minutes_phrase, not_found, plan_choices, private_page, publishable_key, render, unavailable,
 };
 use super::AppState;
 use crate::orders::top_up::{self, TopUpError};
@@ -51,12 +50,7 @@ async fn top_up_page(
     let (order, revoked) = match top_up::order_for_link(&app, &order_id, &token).await {
         Ok(order) => (Some(order), false),
         Err(TopUpError::Revoked) => (None, true),
-        Err(TopUpError::Store(e)) => {
-            tracing::error!(error = %e, "top-up page: store failed");
-            let mut resp = not_found().await;
-            *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-            return resp;
-        }
+        Err(TopUpError::Store(e)) => return unavailable("top-up page", &e).await,
         Err(_) => return not_found().await,
     };
     let open = app.config.stripe.is_some() && !revoked;
@@ -123,14 +117,17 @@ async fn start(State(app): State<AppState>, body: axum::body::Bytes) -> Result<R
     );
     let started = top_up::start(&app, order, token, pack).await?;
     let publishable = publishable_key(&app);
-    Ok(no_store(Json(json!({
-        "clientSecret": started.client_secret,
-        "paymentIntent": started.payment_intent,
-        "publishableKey": publishable,
-        "pack": started.pack.name,
-        "minutes": started.pack.minutes_included,
-        "amountDisplay": started.pack.currency.format(started.pack.price),
-    }))))
+    Ok(no_store(
+        Json(json!({
+            "clientSecret": started.client_secret,
+            "paymentIntent": started.payment_intent,
+            "publishableKey": publishable,
+            "pack": started.pack.name,
+            "minutes": started.pack.minutes_included,
+            "amountDisplay": started.pack.currency.format(started.pack.price),
+        }))
+        .into_response(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,16 +148,12 @@ async fn status(
     }
     let order = top_up::order_for_link(&app, &q.order, &q.token).await?;
     let credited = top_up::credited(&app, &order, &q.payment_intent).await?;
-    Ok(no_store(Json(json!({
-        "credited": credited,
-        "left": super::account::duration(order.seconds_left().0),
-        "minutesLeft": order.seconds_left().0 / 60,
-    }))))
-}
-
-fn no_store(body: impl IntoResponse) -> Response {
-    let mut resp = body.into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    Ok(no_store(
+        Json(json!({
+            "credited": credited,
+            "left": super::account::duration(order.seconds_left().0),
+            "minutesLeft": order.seconds_left().0 / 60,
+        }))
+        .into_response(),
+    ))
 }

@@ -19,7 +19,7 @@ use crate::telephony::twilio::{signature, twiml};
 
 pub use crate::telephony::twilio::{
     AFTER_STREAM_PATH, CODE_PATH, FORGET_PATH, INCOMING_PATH, OLD_INCOMING_PATH, OLD_STATUS_PATH,
-    REMEMBER_PATH, STATUS_PATH,
+    REMEMBER_PATH, SMS_STATUS_PATH, STATUS_PATH,
 };
 
 pub fn router() -> Router<AppState> {
@@ -34,9 +34,6 @@ pub fn router() -> Router<AppState> {
         .route(FORGET_PATH, post(forget))
         .route(SMS_STATUS_PATH, post(sms_status))
 }
-
-/// Where Twilio reports how an SMS (a receipt, a lost code) fared.
-pub const SMS_STATUS_PATH: &str = "/sms/status";
 
 /// `POST /sms/status`: Twilio's signed report on an SMS, recorded on its message.
 async fn sms_status(State(app): State<AppState>, form: TwilioForm) -> Response {

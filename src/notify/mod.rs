@@ -169,11 +169,7 @@ async fn send(app: &App, m: &Message) -> Result<Result<Option<String>, SendError
                 .map(|()| None)
         }
         Channel::Sms => {
-            let callback = app
-                .config
-                .base_url
-                .as_ref()
-                .map(|b| format!("{}/sms/status", b.as_str().trim_end_matches('/')));
+            let callback = app.public_url(crate::telephony::twilio::SMS_STATUS_PATH);
             transport::sms(app.config.twilio.as_ref(), callback, &m.to, text.body)
                 .await
                 .map(Some)
@@ -199,11 +195,7 @@ fn text(app: &App, order: &Order, kind: MessageKind) -> Option<Text> {
         .as_ref()
         .map(|t| t.phone_number.clone())
         .unwrap_or_else(|| "our number".into());
-    let link = |path: String| match &app.config.base_url {
-        Some(base) => format!("{}{path}", base.as_str().trim_end_matches('/')),
-        None => path,
-    };
-    let account = link(crate::orders::account::path(app, &order.id));
+    let account = app.public_url(&crate::orders::account::path(app, &order.id));
     let left = order.seconds_left().0 / 60;
     let (subject, opening) = match kind {
         MessageKind::Receipt => ("Your access code", "Thank you for your purchase."),

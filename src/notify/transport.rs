@@ -57,7 +57,7 @@ pub async fn email(
 /// callback; Twilio's message SID once it is queued.
 pub async fn sms(
     twilio: Option<&TwilioConfig>,
-    status_callback: Option<String>,
+    status_callback: String,
     to: &str,
     body: String,
 ) -> Result<String, SendError> {
@@ -67,14 +67,12 @@ pub async fn sms(
         twilio.api_base.as_str().trim_end_matches('/'),
         twilio.account_sid
     );
-    let mut form = vec![
+    let form = [
         ("To", to.to_string()),
         ("From", twilio.phone_number.clone()),
         ("Body", body),
+        ("StatusCallback", status_callback),
     ];
-    if let Some(cb) = status_callback {
-        form.push(("StatusCallback", cb));
-    }
     let resp = reqwest::Client::new()
         .post(url)
         .basic_auth(&twilio.account_sid, Some(twilio.auth_token.expose()))

@@ -30,18 +30,26 @@ pub fn path(app: &App, order_id: &str) -> String {
     format!("/account/{order_id}/{}", app.vault.account_token(order_id))
 }
 
-/// The account behind a link: `None` for an unknown order, a wrong token, and an order not
-/// paid (yet) alike, so a link tells nothing it was not made for.
-pub async fn open(app: &App, order_id: &str, token: &str) -> Result<Option<Account>, StoreError> {
+/// The order behind an account link (the account page's, the top-up page's): `None` for an
+/// unknown order, a wrong token, and an order not paid (yet) alike, so a link tells nothing
+/// it was not made for. A revoked order is returned: its page says so.
+pub async fn order_for_link(
+    app: &App,
+    order_id: &str,
+    token: &str,
+) -> Result<Option<Order>, StoreError> {
     if order_id.len() > 100 || !app.vault.account_token_ok(order_id, token) {
         return Ok(None);
     }
-    let Some(order) = app.store.order(order_id).await? else {
+    let order = app.store.order(order_id).await?;
+    Ok(order.filter(|o| matches!(o.status, OrderStatus::Paid | OrderStatus::Revoked)))
+}
+
+/// The account behind a link (see [`order_for_link`]).
+pub async fn open(app: &App, order_id: &str, token: &str) -> Result<Option<Account>, StoreError> {
+    let Some(order) = order_for_link(app, order_id, token).await? else {
         return Ok(None);
     };
-    if matches!(order.status, OrderStatus::Pending | OrderStatus::Failed) {
-        return Ok(None);
-    }
     let (calls, charges, entries) = tokio::try_join!(
         app.store.calls_for_order(order_id, CALLS_SHOWN),
         app.store.charges_for_order(order_id),

@@ -41,18 +41,10 @@ pub struct Started {
 
 /// The order behind an account link, if it is paid (a revoked code is told so).
 pub async fn order_for_link(app: &App, order_id: &str, token: &str) -> Result<Order, TopUpError> {
-    if order_id.len() > 100 || !app.vault.account_token_ok(order_id, token) {
-        return Err(TopUpError::NoSuchCode);
-    }
-    let order = app
-        .store
-        .order(order_id)
-        .await?
-        .ok_or(TopUpError::NoSuchCode)?;
-    match order.status {
-        OrderStatus::Paid => Ok(order),
-        OrderStatus::Revoked => Err(TopUpError::Revoked),
-        OrderStatus::Pending | OrderStatus::Failed => Err(TopUpError::NoSuchCode),
+    match super::account::order_for_link(app, order_id, token).await? {
+        Some(order) if order.status == OrderStatus::Revoked => Err(TopUpError::Revoked),
+        Some(order) => Ok(order),
+        None => Err(TopUpError::NoSuchCode),
     }
 }
 

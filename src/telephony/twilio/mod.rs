@@ -9,6 +9,8 @@ pub mod webhook;
 pub const INCOMING_PATH: &str = "/voice/incoming";
 pub const CODE_PATH: &str = "/voice/code";
 pub const STATUS_PATH: &str = "/voice/status";
+/// Where Twilio reports how an SMS (a receipt, a lost code) fared.
+pub const SMS_STATUS_PATH: &str = "/sms/status";
 pub const AFTER_STREAM_PATH: &str = "/voice/after-stream";
 /// The key pressed at the offer to remember the caller's number (after the code).
 pub const REMEMBER_PATH: &str = "/voice/remember";
