@@ -45,7 +45,8 @@ pub fn secret_hash(client_secret: &str) -> String {
     crate::crypto::sha256_hex(client_secret)
 }
 
-fn idempotency_key() -> String {
+/// A fresh `Idempotency-Key` for one Stripe creation.
+pub(crate) fn idempotency_key() -> String {
     format!("callgate-{}", crate::crypto::random_hex(16))
 }
 

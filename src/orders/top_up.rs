@@ -80,8 +80,9 @@ pub async fn start(
     if let Some(customer) = &order.stripe_customer {
         form.push(param("customer", customer));
     }
-    let key = format!("callgate-{}", crate::crypto::random_hex(16));
-    let pi = stripe.create_payment_intent(&form, &key).await?;
+    let pi = stripe
+        .create_payment_intent(&form, &super::checkout::idempotency_key())
+        .await?;
     let client_secret = pi
         .client_secret
         .clone()
