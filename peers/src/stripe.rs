@@ -275,6 +275,16 @@ impl FakeStripe {
         self.ledger().intents.get(id).cloned()
     }
 
+    /// The PaymentIntents whose metadata has `key` = `value`.
+    pub fn intents_with(&self, key: &str, value: &str) -> Vec<Value> {
+        self.ledger()
+            .intents
+            .values()
+            .filter(|pi| pi["metadata"][key] == value)
+            .cloned()
+            .collect()
+    }
+
     /// Scripts the outcome of the next confirmed (off-session) PaymentIntents.
     pub fn script(&self, next: &[Next]) {
         self.ledger().script.extend(next.iter().copied());

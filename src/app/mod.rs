@@ -44,8 +44,8 @@ pub struct App {
     pub stripe: Option<StripeClient>,
     /// Timing of the media bridge (tests shorten its seconds).
     pub bridge: BridgeSettings,
-    /// μ-law audio of the one-minute warning.
-    pub warning_audio: Vec<u8>,
+    /// What callgate plays into a live call itself (the warning, paid time, top-ups).
+    pub stream_audio: crate::telephony::audio::StreamAudio,
     /// For outside calls that are not Stripe's (ElevenLabs' signed URLs).
     pub http: reqwest::Client,
     /// Wakes the billing worker when a charge becomes due.
@@ -92,7 +92,7 @@ impl App {
             audio: AudioCatalog::scan(&config.voice.audio_dir),
             stripe: config.stripe.as_ref().map(StripeClient::new),
             bridge: BridgeSettings::default(),
-            warning_audio: crate::telephony::audio::load_warning(&config.voice.audio_dir),
+            stream_audio: crate::telephony::audio::StreamAudio::load(&config.voice.audio_dir),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .timeout(std::time::Duration::from_secs(15))

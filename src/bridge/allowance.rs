@@ -7,20 +7,22 @@ use crate::store::Order;
 /// The limits a call runs under, in metered seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The allowance, when the call must end with it (no chargeable overage).
-    pub allowance: Option<i64>,
+    /// The code's seconds left when the call began (its included time).
+    pub included: i64,
+    /// Whether the call may run past them into paid overage (a saved card, consent).
+    pub overage: bool,
     /// The longest call, allowance or not.
     pub max: i64,
 }
 
 impl Limits {
-    /// An order's limits: its seconds left, unless overage may run; never past `max`.
+    /// An order's limits: its seconds left, and whether overage may run past them; never
+    /// past `max`.
     pub fn for_order(order: &Order, max_call_minutes: i64) -> Limits {
-        let max = max_call_minutes * 60;
-        let overage = ledger::overage_allowed(order).is_ok();
         Limits {
-            allowance: (!overage).then(|| order.seconds_left().0.min(max)),
-            max,
+            included: order.seconds_left().0.max(0),
+            overage: ledger::overage_allowed(order).is_ok(),
+            max: max_call_minutes * 60,
         }
     }
 }
@@ -29,32 +31,40 @@ impl Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tick {
     Continue,
-    /// Warn the caller (once): `left` seconds of the allowance remain.
+    /// Warn the caller: `left` seconds of the included time remain (once per stretch of
+    /// included time: again after a top-up moves its end). `then_paid`: the call would go
+    /// on in paid overage rather than end.
     Warn {
         left: i64,
+        then_paid: bool,
     },
+    /// The included time is used up and the call goes on in paid overage: tell the caller.
+    PaidTime,
     /// The allowance or the longest call is used up: end the call.
     TimeUp,
 }
 
-/// A call's metered seconds against its limits.
+/// A call's metered seconds against its limits, which a top-up during the call extends and
+/// a failed one pins to the included time.
 #[derive(Debug, Clone)]
 pub struct Allowance {
     limits: Limits,
     warn_before: i64,
     elapsed: i64,
     warned: bool,
+    told_paid: bool,
 }
 
 impl Allowance {
-    /// `warn_before`: seconds before the allowance ends that the caller is warned (only when
-    /// the allowance is longer than that: a shorter one would warn at once).
+    /// `warn_before`: seconds before the included time ends that the caller is warned (only
+    /// when the included time is longer than that: a shorter one would warn at once).
     pub fn new(limits: Limits, warn_before: i64) -> Allowance {
         Allowance {
             limits,
             warn_before,
             elapsed: 0,
             warned: false,
+            told_paid: false,
         }
     }
 
@@ -63,22 +73,68 @@ impl Allowance {
         self.elapsed
     }
 
+    /// Included seconds left (never below zero).
+    pub fn included_left(&self) -> i64 {
+        (self.limits.included - self.elapsed).max(0)
+    }
+
+    /// The second the call ends at, as things stand.
+    fn ends_at(&self) -> i64 {
+        if self.limits.overage {
+            self.limits.max
+        } else {
+            self.limits.included.min(self.limits.max)
+        }
+    }
+
+    /// A top-up credited during the call: `seconds` more included time. The caller is warned
+    /// again before the new end, and told again if paid time starts after it.
+    pub fn extend(&mut self, seconds: i64) {
+        self.limits.included += seconds.max(0);
+        if self.included_left() > self.warn_before {
+            self.warned = false;
+        }
+        if self.included_left() > 0 {
+            self.told_paid = false;
+        }
+    }
+
+    /// The card failed during the call: no paid overage from here; the call ends when the
+    /// included time does (at once, if it already has).
+    pub fn end_at_included(&mut self) {
+        self.limits.overage = false;
+    }
+
+    /// Whether the call must end now without another second (the card failed after the
+    /// included time ran out).
+    pub fn is_over(&self) -> bool {
+        self.elapsed >= self.ends_at()
+    }
+
     /// One more metered second.
     pub fn tick(&mut self) -> Tick {
         self.elapsed += 1;
-        let ends_at = match self.limits.allowance {
-            Some(allowance) => allowance.min(self.limits.max),
-            None => self.limits.max,
-        };
-        if self.elapsed >= ends_at {
+        if self.elapsed >= self.ends_at() {
             return Tick::TimeUp;
         }
-        if let Some(allowance) = self.limits.allowance {
-            let left = allowance - self.elapsed;
-            if !self.warned && left <= self.warn_before && allowance > self.warn_before {
-                self.warned = true;
-                return Tick::Warn { left };
-            }
+        let Limits {
+            included, overage, ..
+        } = self.limits;
+        if included >= self.limits.max {
+            // The longest call comes first: nothing to warn of.
+            return Tick::Continue;
+        }
+        let left = included - self.elapsed;
+        if !self.warned && left > 0 && left <= self.warn_before && included > self.warn_before {
+            self.warned = true;
+            return Tick::Warn {
+                left,
+                then_paid: overage,
+            };
+        }
+        if overage && left <= 0 && !self.told_paid {
+            self.told_paid = true;
+            return Tick::PaidTime;
         }
         Tick::Continue
     }
@@ -88,6 +144,14 @@ impl Allowance {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn limits(included: i64, overage: bool, max: i64) -> Limits {
+        Limits {
+            included,
+            overage,
+            max,
+        }
+    }
 
     /// Ticks until time is up (or `limit` seconds): each second's answer.
     fn run(limits: Limits, warn_before: i64, limit: i64) -> Vec<Tick> {
@@ -103,80 +167,119 @@ mod tests {
         out
     }
 
-    #[test]
-    fn two_minutes_warn_once_at_one_minute_left_and_end_at_two() {
-        let ticks = run(
-            Limits {
-                allowance: Some(120),
-                max: 3600,
-            },
-            60,
-            10_000,
-        );
-        assert_eq!(ticks.len(), 120);
-        assert_eq!(ticks[59], Tick::Warn { left: 60 });
-        assert_eq!(ticks[119], Tick::TimeUp);
-        let warnings = ticks
+    fn warnings(ticks: &[Tick]) -> usize {
+        ticks
             .iter()
             .filter(|t| matches!(t, Tick::Warn { .. }))
-            .count();
-        assert_eq!(warnings, 1);
+            .count()
+    }
+
+    #[test]
+    fn two_minutes_warn_once_at_one_minute_left_and_end_at_two() {
+        let ticks = run(limits(120, false, 3600), 60, 10_000);
+        assert_eq!(ticks.len(), 120);
+        assert_eq!(
+            ticks[59],
+            Tick::Warn {
+                left: 60,
+                then_paid: false
+            }
+        );
+        assert_eq!(ticks[119], Tick::TimeUp);
+        assert_eq!(warnings(&ticks), 1);
     }
 
     #[test]
     fn an_allowance_shorter_than_the_warning_is_not_warned() {
-        let ticks = run(
-            Limits {
-                allowance: Some(30),
-                max: 3600,
-            },
-            60,
-            10_000,
-        );
+        let ticks = run(limits(30, false, 3600), 60, 10_000);
         assert_eq!(ticks.len(), 30);
-        assert!(!ticks.iter().any(|t| matches!(t, Tick::Warn { .. })));
+        assert_eq!(warnings(&ticks), 0);
     }
 
     #[test]
-    fn overage_runs_to_the_longest_call_unwarned() {
-        let ticks = run(
-            Limits {
-                allowance: None,
-                max: 600,
-            },
-            60,
-            10_000,
-        );
+    fn overage_is_warned_of_then_announced_and_runs_to_the_longest_call() {
+        let ticks = run(limits(120, true, 600), 60, 10_000);
         assert_eq!(ticks.len(), 600);
+        assert_eq!(
+            ticks[59],
+            Tick::Warn {
+                left: 60,
+                then_paid: true
+            }
+        );
+        assert_eq!(ticks[119], Tick::PaidTime);
         assert_eq!(ticks.last(), Some(&Tick::TimeUp));
-        assert!(!ticks.iter().any(|t| matches!(t, Tick::Warn { .. })));
+        assert_eq!(warnings(&ticks), 1);
+    }
+
+    #[test]
+    fn a_top_up_moves_the_end_and_warns_again_before_it() {
+        let mut a = Allowance::new(limits(120, false, 3600), 60);
+        let mut ticks: Vec<Tick> = (0..100).map(|_| a.tick()).collect();
+        a.extend(300);
+        while ticks.last() != Some(&Tick::TimeUp) {
+            ticks.push(a.tick());
+        }
+        assert_eq!(ticks.len(), 420);
+        assert_eq!(warnings(&ticks), 2);
+        assert!(matches!(ticks[359], Tick::Warn { left: 60, .. }));
+    }
+
+    #[test]
+    fn a_failed_card_past_the_included_time_ends_the_call_at_once() {
+        let mut a = Allowance::new(limits(60, true, 3600), 30);
+        for _ in 0..90 {
+            assert_ne!(a.tick(), Tick::TimeUp);
+        }
+        assert!(!a.is_over());
+        a.end_at_included();
+        assert!(a.is_over());
+        assert_eq!(a.tick(), Tick::TimeUp);
     }
 
     proptest! {
-        /// Whatever the limits: time is up exactly at the smaller of the allowance and the
-        /// longest call, never earlier; a warning comes at most once, before the end, with
-        /// the seconds truly left.
+        /// Whatever the limits and whenever top-ups land: time is up exactly at the smaller
+        /// of the included time (with its top-ups) and the longest call, never earlier, or at
+        /// the longest call with overage; each warning comes before the end it warns of, with
+        /// the seconds truly left, at most once per stretch of included time.
         #[test]
         fn time_is_up_exactly_at_the_limit(
-            allowance in proptest::option::of(0i64..400),
+            included in 0i64..400,
+            overage in any::<bool>(),
             max in 1i64..400,
             warn_before in 0i64..120,
+            top_ups in proptest::collection::vec((0i64..400, 0i64..200), 0..3),
         ) {
-            let limits = Limits { allowance, max };
-            let ticks = run(limits, warn_before, 1_000);
-            let end = allowance.map_or(max, |a| a.min(max)).max(1);
+            let mut a = Allowance::new(limits(included, overage, max), warn_before);
+            let mut total = included;
+            let mut ticks = Vec::new();
+            let mut warned_at = Vec::new();
+            for second in 1..=1_000i64 {
+                for (at, seconds) in &top_ups {
+                    if *at == second - 1 {
+                        a.extend(*seconds);
+                        total += seconds;
+                    }
+                }
+                let t = a.tick();
+                ticks.push(t);
+                if let Tick::Warn { left, then_paid } = t {
+                    prop_assert_eq!(left, total - second);
+                    prop_assert!(left > 0 && left <= warn_before);
+                    prop_assert_eq!(then_paid, overage);
+                    warned_at.push(second);
+                }
+                if t == Tick::PaidTime {
+                    prop_assert!(overage && second >= total);
+                }
+                if t == Tick::TimeUp {
+                    break;
+                }
+            }
+            let end = if overage { max } else { total.min(max) }.max(1);
             prop_assert_eq!(ticks.len() as i64, end);
             prop_assert_eq!(ticks.last(), Some(&Tick::TimeUp));
-            let warns: Vec<(usize, i64)> = ticks.iter().enumerate().filter_map(|(i, t)| match t {
-                Tick::Warn { left } => Some((i, *left)),
-                _ => None,
-            }).collect();
-            prop_assert!(warns.len() <= 1);
-            for (i, left) in warns {
-                let a = allowance.expect("only an allowance warns");
-                prop_assert_eq!(left, a - (i as i64 + 1));
-                prop_assert!(left > 0 && left <= warn_before);
-            }
+            prop_assert!(warned_at.len() <= 1 + top_ups.len());
         }
     }
 }

@@ -2,7 +2,9 @@
 //! with the allowance enforced here (ElevenLabs does not know it).
 
 pub mod allowance;
+mod announce;
 mod handshake;
+pub mod keys;
 pub mod session;
 
 /// Read and write buffer of each WebSocket, per call and side.

@@ -7,8 +7,6 @@
 use std::time::Instant;
 
 use axum::extract::ws::{Message as TwMessage, WebSocket};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -16,10 +14,14 @@ use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::Instrument;
 
 use super::allowance::{Allowance, Limits, Tick};
+use super::announce;
 use super::handshake;
+use super::keys::{KeyAction, Keys};
 use crate::domain::call::{stream_refusal, StreamRefusal};
 use crate::domain::money::Seconds;
+use crate::domain::prompt::Prompt;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
+use crate::orders::top_up::{self, InCall};
 use crate::store::{Call, EndReason, Order, Speaker, StreamOpening, StreamToken, TranscriptLine};
 use crate::telemetry::call_span;
 use crate::telephony::audio::{self, AgentFormat, Base64Audio};
@@ -28,6 +30,7 @@ use crate::telephony::twilio::stream::{self as tw, StreamEvent};
 use crate::App;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::task::JoinHandle;
 /// Malformed Twilio frames tolerated before the stream is dropped.
 const MAX_BAD_FRAMES: u32 = 50;
 /// Longest media payload taken from Twilio, in base64 characters (1 KiB of audio; a 20 ms
@@ -35,6 +38,8 @@ const MAX_BAD_FRAMES: u32 = 50;
 const MAX_TWILIO_PAYLOAD: usize = 1364;
 /// Transcript lines kept per call; a runaway agent cannot grow memory without bound.
 const MAX_TRANSCRIPT_LINES: i64 = 2000;
+/// How long a call's end waits for the outcome of a top-up the caller confirmed.
+const TOP_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Entry point from the WebSocket upgrade. Each socket stays whole (not split into halves
 /// behind a lock): the one loop below reads and writes both.
@@ -175,7 +180,7 @@ async fn bridge(
     let vars = json!({
         "caller_number": caller,
         "minutes_remaining": order.seconds_left().0 / 60,
-        "overage_enabled": limits.allowance.is_none(),
+        "overage_enabled": limits.overage,
     });
     // Boxed: the handshake's state (TLS, the upgrade, the signed URL) is the largest of any
     // step; inline, every live call's task would keep its room (about 11 KiB) for the
@@ -210,17 +215,29 @@ async fn bridge(
         }
     }
     let stopped = app.metering.watch(&call_sid);
-    tracing::info!(allowance = ?limits.allowance, max = limits.max, "call bridged to the agent");
+    tracing::info!(
+        included = limits.included,
+        overage = limits.overage,
+        max = limits.max,
+        "call bridged to the agent"
+    );
 
     let (lines_tx, lines_rx) = mpsc::channel::<TranscriptLine>(64);
     let transcript = tokio::spawn(transcript_writer(app.clone(), call_sid.clone(), lines_rx));
 
-    let (reason, agent_closed, elapsed) = pump(Pump {
+    let can_top_up = top_up::in_call_possible(app, &order);
+    let Pumped {
+        reason,
+        agent_closed,
+        elapsed,
+        buying,
+    } = pump(Pump {
         app,
         twilio: &mut twilio,
         agent: &mut agent,
         stream_sid: &stream_sid,
-        order_id: &order.id,
+        order: &order,
+        can_top_up,
         passthrough,
         agent_in,
         agent_out,
@@ -243,6 +260,16 @@ async fn bridge(
     drop(agent);
     drop(lines_tx);
     let _ = transcript.await;
+    // A top-up confirmed with the keys belongs to this call: its outcome is awaited (bounded)
+    // so the call is settled on the minutes it bought. Past the bound it goes on by itself,
+    // and its webhook credits it.
+    if let Some(buying) = buying {
+        if tokio::time::timeout(TOP_UP_WAIT, buying).await.is_err() {
+            tracing::warn!(
+                "in-call top-up still running at the call's end; its webhook credits it"
+            );
+        }
+    }
     app.metering.forget(&call_sid);
     let seconds = Seconds(elapsed);
     finish(app, &call_sid, seconds, reason).await;
@@ -263,7 +290,9 @@ struct Pump<'a> {
     twilio: &'a mut WebSocket,
     agent: &'a mut handshake::AgentSocket,
     stream_sid: &'a str,
-    order_id: &'a str,
+    order: &'a Order,
+    /// Whether `#` buys a top-up on the saved card.
+    can_top_up: bool,
     passthrough: bool,
     agent_in: AgentFormat,
     agent_out: AgentFormat,
@@ -273,10 +302,20 @@ struct Pump<'a> {
     lines: &'a mpsc::Sender<TranscriptLine>,
 }
 
-/// The socket loop: frames both ways as they arrive, the allowance ticked each second, until
-/// a reason to end. Answers the reason, whether the agent's socket is already gone, and the
-/// seconds metered.
-async fn pump(p: Pump<'_>) -> (EndReason, bool, i64) {
+/// How the socket loop ended.
+struct Pumped {
+    reason: EndReason,
+    /// Whether the agent's socket is already gone.
+    agent_closed: bool,
+    /// Seconds metered.
+    elapsed: i64,
+    /// A top-up the caller confirmed whose outcome had not come yet.
+    buying: Option<JoinHandle<InCall>>,
+}
+
+/// The socket loop: frames both ways as they arrive, the allowance ticked each second, keys
+/// read, until a reason to end.
+async fn pump(p: Pump<'_>) -> Pumped {
     let mut ticks: i64 = 0;
     let mut stop = p.app.lifecycle.stop_signal();
     // A call bridged after the stop was given ends at once.
@@ -311,6 +350,10 @@ async fn pump(p: Pump<'_>) -> (EndReason, bool, i64) {
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     liveness.tick().await;
     let mut last_check = Instant::now();
+    let began = Instant::now();
+    let mut keys = Keys::new(p.can_top_up);
+    let mut buying: Option<JoinHandle<InCall>> = None;
+    let pack = top_up::in_call_pack(p.app);
 
     let reason = loop {
         tokio::select! {
@@ -366,7 +409,24 @@ async fn pump(p: Pump<'_>) -> (EndReason, bool, i64) {
                     }
                     Ok(StreamEvent::Stop) => break EndReason::CallerHungUp,
                     Ok(StreamEvent::Media { .. } | StreamEvent::Mark { .. } | StreamEvent::Connected) => {}
-                    Ok(StreamEvent::Dtmf { digit }) => tracing::debug!(%digit, "keypad during the call"),
+                    Ok(StreamEvent::Dtmf { digit }) => {
+                        let key = digit.chars().next().filter(|_| digit.chars().count() == 1);
+                        match key.map(|k| keys.press(k, began.elapsed().as_secs())) {
+                            Some(KeyAction::AskToConfirm) => {
+                                if announce::play(p.app, p.twilio, p.stream_sid, &[Prompt::TopUpConfirm]).await.is_err() {
+                                    break EndReason::CallerHungUp;
+                                }
+                            }
+                            Some(KeyAction::Buy { nth }) => {
+                                tracing::info!(nth, "the caller confirmed a top-up");
+                                let (app, order_id, call_sid) = (p.app.clone(), p.order.id.clone(), p.call_sid.to_string());
+                                buying = Some(tokio::spawn(async move {
+                                    top_up::charge_in_call(&app, &order_id, &call_sid, nth).await
+                                }));
+                            }
+                            Some(KeyAction::Ignore) | None => tracing::debug!("key not used during the call"),
+                        }
+                    }
                     Ok(StreamEvent::Start { .. }) => tracing::warn!("second start event ignored"),
                     Ok(StreamEvent::Other(kind)) => tracing::debug!(%kind, "unknown Twilio event ignored"),
                     Err(e) => {
@@ -460,8 +520,41 @@ async fn pump(p: Pump<'_>) -> (EndReason, bool, i64) {
                 }
             }
             () = &mut shutdown => break EndReason::Shutdown,
+            outcome = async { buying.as_mut().expect("guarded by the branch condition").await }, if buying.is_some() => {
+                buying = None;
+                let outcome = outcome.unwrap_or(InCall::Unavailable);
+                keys.bought(outcome.card_works());
+                let (prompt, context) = match outcome {
+                    InCall::Added(seconds) => {
+                        allowance.extend(seconds.0);
+                        (Some(Prompt::TopUpAdded), Some(announce::top_up_added(p.order, pack, allowance.included_left())))
+                    }
+                    InCall::Processing => (None, None),
+                    InCall::Declined => {
+                        allowance.end_at_included();
+                        (Some(Prompt::TopUpDeclined), Some(announce::top_up_failed(false)))
+                    }
+                    InCall::NeedsAuthentication => {
+                        allowance.end_at_included();
+                        (Some(Prompt::TopUpConfirmOnline), Some(announce::top_up_failed(true)))
+                    }
+                    InCall::Unavailable => (None, Some(announce::top_up_failed(false))),
+                };
+                if allowance.is_over() {
+                    tracing::info!("the card failed after the included time: the call ends");
+                    break EndReason::TimeUp;
+                }
+                if let Some(prompt) = prompt {
+                    if announce::play(p.app, p.twilio, p.stream_sid, &[prompt]).await.is_err() {
+                        break EndReason::CallerHungUp;
+                    }
+                }
+                if let Some(context) = context {
+                    let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
+                }
+            }
             () = &mut halted => {
-                let revoked = !matches!(p.app.store.order(p.order_id).await, Ok(Some(o)) if o.status == crate::store::OrderStatus::Paid);
+                let revoked = !matches!(p.app.store.order(&p.order.id).await, Ok(Some(o)) if o.status == crate::store::OrderStatus::Paid);
                 tracing::warn!(revoked, "the call must stop: its order was revoked or its hold is gone");
                 break if revoked { EndReason::Revoked } else { EndReason::HoldLost };
             }
@@ -483,31 +576,36 @@ async fn pump(p: Pump<'_>) -> (EndReason, bool, i64) {
                 match allowance.tick() {
                     Tick::Continue => {}
                     Tick::TimeUp => break EndReason::TimeUp,
-                    Tick::Warn { left } => {
-                        tracing::info!(left, "warning the caller: allowance nearly used");
-                        if warn(p.twilio, p.stream_sid, &p.app.warning_audio).await.is_err() {
+                    Tick::Warn { left, then_paid } => {
+                        tracing::info!(left, then_paid, "warning the caller: included time nearly used");
+                        let offer = keys.can_top_up().then_some(pack);
+                        let prompts: &[Prompt] = if offer.is_some() {
+                            &[Prompt::OneMinuteLeft, Prompt::TopUpOffer]
+                        } else {
+                            &[Prompt::OneMinuteLeft]
+                        };
+                        if announce::play(p.app, p.twilio, p.stream_sid, prompts).await.is_err() {
                             break EndReason::CallerHungUp;
                         }
-                        let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(
-                            "The caller has about one minute of talk time left. Help them wrap up.",
-                        ))).await;
+                        let context = announce::warning(p.order, left, then_paid, offer);
+                        let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
+                    }
+                    Tick::PaidTime => {
+                        tracing::info!("paid time starts");
+                        if announce::play(p.app, p.twilio, p.stream_sid, &[Prompt::PaidTime]).await.is_err() {
+                            break EndReason::CallerHungUp;
+                        }
+                        let context = announce::paid_time(p.order);
+                        let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
                     }
                 }
             }
         }
     };
-    (reason, agent_closed, allowance.elapsed())
-}
-
-/// Plays the warning: clears what Twilio has queued, then the warning in 20 ms frames.
-async fn warn(tw_tx: &mut WebSocket, stream_sid: &str, ulaw: &[u8]) -> Result<(), axum::Error> {
-    tw_tx.send(TwMessage::text(tw::clear(stream_sid))).await?;
-    for frame in ulaw.chunks(160) {
-        tw_tx
-            .send(TwMessage::text(tw::media(stream_sid, &B64.encode(frame))))
-            .await?;
+    Pumped {
+        reason,
+        agent_closed,
+        elapsed: allowance.elapsed(),
+        buying,
     }
-    tw_tx
-        .send(TwMessage::text(tw::mark(stream_sid, "one_minute_left")))
-        .await
 }

@@ -23,6 +23,8 @@ text_enum!(
         Receipt = "receipt",
         /// Asked for on the find-my-code page: the codes this address received.
         Codes = "codes",
+        /// A top-up chosen during a call that the bank wants confirmed: the top-up page's link.
+        TopUpLink = "top_up_link",
     }
 );
 

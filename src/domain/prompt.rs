@@ -2,7 +2,8 @@
 //!
 //! Each text can be replaced with `PROMPT_<NAME>` (e.g. `PROMPT_GREETING`); each prompt is
 //! played from `AUDIO_DIR/<name>.mp3` (or `.wav`) when that file exists, else spoken with
-//! `<Say>`.
+//! `<Say>`. The ones played into a live call (the warning, paid time, the in-call top-up)
+//! are played from `AUDIO_DIR/<name>.wav` (8 kHz mono), else as a tone of their own.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Prompt {
@@ -27,6 +28,12 @@ pub enum Prompt {
     WelcomeBack,
     ForgetOffer,
     Forgotten,
+    PaidTime,
+    TopUpOffer,
+    TopUpConfirm,
+    TopUpAdded,
+    TopUpDeclined,
+    TopUpConfirmOnline,
 }
 
 impl Prompt {
@@ -52,6 +59,12 @@ impl Prompt {
         Prompt::WelcomeBack,
         Prompt::ForgetOffer,
         Prompt::Forgotten,
+        Prompt::PaidTime,
+        Prompt::TopUpOffer,
+        Prompt::TopUpConfirm,
+        Prompt::TopUpAdded,
+        Prompt::TopUpDeclined,
+        Prompt::TopUpConfirmOnline,
     ];
 
     /// The file stem under `AUDIO_DIR` and the suffix of `PROMPT_<NAME>`.
@@ -78,6 +91,12 @@ impl Prompt {
             Prompt::WelcomeBack => "welcome_back",
             Prompt::ForgetOffer => "forget_offer",
             Prompt::Forgotten => "forgotten",
+            Prompt::PaidTime => "paid_time",
+            Prompt::TopUpOffer => "top_up_offer",
+            Prompt::TopUpConfirm => "top_up_confirm",
+            Prompt::TopUpAdded => "top_up_added",
+            Prompt::TopUpDeclined => "top_up_declined",
+            Prompt::TopUpConfirmOnline => "top_up_confirm_online",
         }
     }
 
@@ -104,6 +123,12 @@ impl Prompt {
             Prompt::WelcomeBack => "Welcome back. We recognised your number.",
             Prompt::ForgetOffer => "To stop recognising this number, press 9.",
             Prompt::Forgotten => "This number is forgotten. Next time, please enter your code.",
+            Prompt::PaidTime => "You are now in paid time, charged by the minute to your saved card.",
+            Prompt::TopUpOffer => "To add more minutes with your saved card, press the pound key twice.",
+            Prompt::TopUpConfirm => "To buy more minutes with your saved card, press the pound key again.",
+            Prompt::TopUpAdded => "Your minutes have been added. Thank you.",
+            Prompt::TopUpDeclined => "Your card was declined, so no minutes were added. The call ends when your minutes run out.",
+            Prompt::TopUpConfirmOnline => "Your bank asks you to confirm this payment, so no minutes were added. We have sent you a link to add them online.",
         }
     }
 

@@ -42,6 +42,38 @@ pub async fn queue_receipts(app: &App, order: &Order, to: &[Address]) -> Result<
     Ok(())
 }
 
+/// A top-up chosen during a call needs the customer's bank to confirm it: the top-up page's
+/// link goes to each address the receipt went to, once per payment and address.
+pub async fn queue_top_up_link(
+    app: &App,
+    order: &Order,
+    payment_intent: &str,
+) -> Result<(), StoreError> {
+    let mut sent_to: Vec<(Channel, String)> = Vec::new();
+    for m in app.store.messages_for_order(&order.id).await? {
+        if m.kind == MessageKind::Receipt && !sent_to.contains(&(m.channel, m.to.clone())) {
+            sent_to.push((m.channel, m.to));
+        }
+    }
+    for (channel, to) in &sent_to {
+        let message = NewMessage {
+            id: format!("top_up_link:{payment_intent}:{channel}:{to}"),
+            order_id: order.id.clone(),
+            kind: MessageKind::TopUpLink,
+            channel: *channel,
+            to: to.clone(),
+            now: app.clock.now(),
+        };
+        if app.store.queue_message(&message).await? {
+            tracing::info!(order_id = %order.id, %channel, "top-up link queued");
+        }
+    }
+    if !sent_to.is_empty() {
+        app.billing_wakeup.notify_one();
+    }
+    Ok(())
+}
+
 /// What the find-my-code page is told: the same whatever the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Find {
@@ -200,6 +232,17 @@ fn text(app: &App, order: &Order, kind: MessageKind) -> Option<Text> {
     let (subject, opening) = match kind {
         MessageKind::Receipt => ("Your access code", "Thank you for your purchase."),
         MessageKind::Codes => ("Your access code, again", "You asked for your code again."),
+        MessageKind::TopUpLink => {
+            let top_up = app.public_url(&crate::orders::account::top_up_path(app, &order.id));
+            return Some(Text {
+                subject: "Confirm your minutes".into(),
+                body: format!(
+                    "Your bank asked to confirm the minutes you chose during your call, so \
+                     they were not charged. You can add them here, where your bank can ask: \
+                     {top_up}\n"
+                ),
+            });
+        }
     };
     let body = format!(
         "{opening}\n\nYour access code: {}\nCall {number} and type it on the keypad. \

@@ -150,3 +150,150 @@ pub async fn credited(app: &App, order: &Order, payment_intent: &str) -> Result<
         .await?
         .is_some_and(|e| e.order_id == order.id))
 }
+
+/// How a top-up bought during a call went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InCall {
+    /// Charged and credited: this much more time.
+    Added(Seconds),
+    /// Charged, still processing at Stripe: its webhook credits it; the call goes on as it was.
+    Processing,
+    /// The card was declined.
+    Declined,
+    /// The bank asks the customer to confirm the payment: it is not charged, and the top-up
+    /// link goes to the addresses the receipt went to.
+    NeedsAuthentication,
+    /// Not tried, or Stripe could not be reached: nothing was charged.
+    Unavailable,
+}
+
+impl InCall {
+    /// Whether the card can be tried again later in the call.
+    pub fn card_works(&self) -> bool {
+        matches!(
+            self,
+            InCall::Added(_) | InCall::Processing | InCall::Unavailable
+        )
+    }
+}
+
+/// The pack a call's `#` buys: the first configured top-up.
+pub fn in_call_pack(app: &App) -> &Plan {
+    app.config.top_ups.first()
+}
+
+/// Whether a call on `order` may buy a top-up with its keys: a saved card and payments.
+pub fn in_call_possible(app: &App, order: &Order) -> bool {
+    app.stripe.is_some()
+        && order.status == OrderStatus::Paid
+        && order.stripe_customer.is_some()
+        && order.stripe_payment_method.is_some()
+}
+
+/// Buys one pack for the order on its saved card, off-session, during call `call_sid`: its
+/// `nth` top-up, so the idempotency key (`top_up:<call>:<nth>`) makes a repeat of the same
+/// purchase one charge. Credited here when Stripe says it succeeded; the webhook credits
+/// the same entry otherwise (a restart in between, a slow answer), never twice.
+pub async fn charge_in_call(app: &App, order_id: &str, call_sid: &str, nth: u32) -> InCall {
+    match try_charge_in_call(app, order_id, call_sid, nth).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!(error = %e, %order_id, "in-call top-up not charged");
+            InCall::Unavailable
+        }
+    }
+}
+
+async fn try_charge_in_call(
+    app: &App,
+    order_id: &str,
+    call_sid: &str,
+    nth: u32,
+) -> Result<InCall, TopUpError> {
+    let stripe = app.stripe.as_ref().ok_or(TopUpError::NotConfigured)?;
+    let order = app
+        .store
+        .order(order_id)
+        .await?
+        .ok_or(TopUpError::NoSuchCode)?;
+    // Checked before Stripe is asked: a code revoked since the call began buys nothing.
+    if order.status != OrderStatus::Paid {
+        return Err(TopUpError::Revoked);
+    }
+    let (Some(customer), Some(payment_method)) =
+        (&order.stripe_customer, &order.stripe_payment_method)
+    else {
+        return Ok(InCall::Unavailable);
+    };
+    let pack = in_call_pack(app).clone();
+    let form: Form = vec![
+        param("amount", pack.price.0),
+        param("currency", pack.currency.code()),
+        param("customer", customer),
+        param("payment_method", payment_method),
+        param("off_session", "true"),
+        param("confirm", "true"),
+        param(
+            "description",
+            format!(
+                "{} during a call ({} more minutes)",
+                pack.name, pack.minutes_included
+            ),
+        ),
+        kind_param(PaymentKind::TopUp),
+        param("metadata[order_id]", &order.id),
+        param("metadata[pack_id]", &pack.id),
+        param("metadata[minutes]", pack.minutes_included),
+        param("metadata[call_sid]", call_sid),
+    ];
+    let key = format!("top_up:{call_sid}:{nth}");
+    let pi = match stripe.create_payment_intent(&form, &key).await {
+        Ok(pi) => pi,
+        Err(StripeError::Api {
+            status: 402,
+            code,
+            payment_intent,
+            ..
+        }) => {
+            let needs_auth = code.as_deref() == Some("authentication_required");
+            tracing::info!(order_id = %order.id, %call_sid, code = code.as_deref().unwrap_or("card_error"), "in-call top-up refused");
+            if !needs_auth {
+                return Ok(InCall::Declined);
+            }
+            if let Some(pi) = payment_intent {
+                return Ok(needs_authentication(app, &order, &pi.id).await);
+            }
+            return Ok(InCall::NeedsAuthentication);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match pi.status {
+        IntentStatus::Succeeded => {
+            credit(app, &pi).await?;
+            tracing::info!(order_id = %order.id, %call_sid, payment_intent = %pi.id, "in-call top-up charged");
+            Ok(InCall::Added(Seconds::from_minutes(pack.minutes_included)))
+        }
+        IntentStatus::Processing => Ok(InCall::Processing),
+        // Stripe answers 402 for this off-session; a Stripe-compatible server may return the
+        // intent instead.
+        IntentStatus::RequiresAction | IntentStatus::RequiresConfirmation => {
+            Ok(needs_authentication(app, &order, &pi.id).await)
+        }
+        _ => Ok(InCall::Declined),
+    }
+}
+
+/// The bank wants the customer present: the intent is canceled (nothing is left to complete
+/// by surprise later) and the top-up link goes to the customer, who buys on the web page,
+/// where the bank can ask.
+async fn needs_authentication(app: &App, order: &Order, payment_intent: &str) -> InCall {
+    if let Some(stripe) = app.stripe.as_ref() {
+        if let Err(e) = stripe.cancel_payment_intent(payment_intent).await {
+            tracing::warn!(error = %e, %payment_intent, "in-call top-up needing authentication not canceled");
+        }
+    }
+    if let Err(e) = crate::notify::queue_top_up_link(app, order, payment_intent).await {
+        tracing::warn!(error = %e, order_id = %order.id, "top-up link not queued");
+    }
+    InCall::NeedsAuthentication
+}

@@ -1,6 +1,8 @@
 //! Audio for the phone line: G.711 μ-law <-> 16-bit PCM, and resampling between rates.
 //! Used only when the agent's audio format is not `ulaw_8000`; otherwise payloads pass
-//! through untouched.
+//! through untouched. Also what callgate plays into a call itself ([`StreamAudio`]).
+
+use crate::domain::prompt::Prompt;
 
 const BIAS: i32 = 0x84;
 const CLIP: i32 = 32635;
@@ -193,17 +195,79 @@ pub fn wav_to_ulaw(bytes: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// μ-law audio of the one-minute warning: `AUDIO_DIR/one_minute_left.wav` (8 kHz mono PCM
-/// or μ-law) when present, else a two-beep tone.
-pub fn load_warning(dir: &std::path::Path) -> Vec<u8> {
-    let path = dir.join("one_minute_left.wav");
-    match std::fs::read(&path) {
-        Ok(bytes) => wav_to_ulaw(&bytes).unwrap_or_else(|| {
-            tracing::warn!(path = %path.display(), "not an 8 kHz mono WAV: using the warning tone");
-            warning_tone()
-        }),
-        Err(_) => warning_tone(),
+/// What callgate itself plays into a live call (not the agent): each prompt's μ-law audio at
+/// 8 kHz, from `AUDIO_DIR/<name>.wav` (8 kHz mono, 16-bit PCM or μ-law) when recorded, else a
+/// tone of its own, so a caller can tell them apart even unrecorded.
+#[derive(Debug, Clone)]
+pub struct StreamAudio {
+    prompts: std::collections::BTreeMap<Prompt, Vec<u8>>,
+}
+
+impl StreamAudio {
+    /// The prompts played into a call.
+    pub const PROMPTS: &'static [Prompt] = &[
+        Prompt::OneMinuteLeft,
+        Prompt::PaidTime,
+        Prompt::TopUpOffer,
+        Prompt::TopUpConfirm,
+        Prompt::TopUpAdded,
+        Prompt::TopUpDeclined,
+        Prompt::TopUpConfirmOnline,
+    ];
+
+    pub fn load(dir: &std::path::Path) -> StreamAudio {
+        let prompts = Self::PROMPTS
+            .iter()
+            .map(|&prompt| {
+                let path = dir.join(format!("{}.wav", prompt.name()));
+                let audio = match std::fs::read(&path) {
+                    Ok(bytes) => wav_to_ulaw(&bytes).unwrap_or_else(|| {
+                        tracing::warn!(path = %path.display(), "not an 8 kHz mono WAV: using its tone");
+                        tone_of(prompt)
+                    }),
+                    Err(_) => tone_of(prompt),
+                };
+                (prompt, audio)
+            })
+            .collect();
+        StreamAudio { prompts }
     }
+
+    /// A prompt's μ-law audio (empty for one not played into calls).
+    pub fn get(&self, prompt: Prompt) -> &[u8] {
+        self.prompts.get(&prompt).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// `ms` of a sine at `hz` in μ-law (`hz` 0 is silence).
+fn tone(hz: f64, ms: usize) -> Vec<u8> {
+    (0..ms * 8)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            ulaw_encode(((2.0 * std::f64::consts::PI * hz * t).sin() * 8000.0) as i16)
+        })
+        .collect()
+}
+
+/// The tone played for a prompt with no recording: each its own pattern.
+fn tone_of(prompt: Prompt) -> Vec<u8> {
+    let steps: &[(f64, usize)] = match prompt {
+        Prompt::OneMinuteLeft => return warning_tone(),
+        Prompt::PaidTime => &[
+            (880.0, 150),
+            (0.0, 100),
+            (880.0, 150),
+            (0.0, 100),
+            (880.0, 150),
+        ],
+        Prompt::TopUpOffer => &[(0.0, 200), (523.0, 120), (0.0, 80), (523.0, 120)],
+        Prompt::TopUpConfirm => &[(988.0, 200)],
+        Prompt::TopUpAdded => &[(523.0, 150), (659.0, 150), (784.0, 250)],
+        Prompt::TopUpDeclined => &[(494.0, 250), (330.0, 400)],
+        Prompt::TopUpConfirmOnline => &[(494.0, 250), (392.0, 250), (330.0, 400)],
+        _ => &[],
+    };
+    steps.iter().flat_map(|&(hz, ms)| tone(hz, ms)).collect()
 }
 
 #[cfg(test)]

@@ -151,9 +151,14 @@ async fn overage_lets_the_call_run_to_the_maximum(store: DynStore) {
     let got = stream
         .talk_until_closed(&[0x55; 160], Duration::from_secs(30))
         .await;
-    assert!(
-        !got.iter().any(|r| matches!(r, Received::Mark(_))),
-        "no warning with overage"
+    let marks: Vec<&Received> = got
+        .iter()
+        .filter(|r| matches!(r, Received::Mark(_)))
+        .collect();
+    assert_eq!(
+        marks,
+        [&Received::Mark("paid_time".into())],
+        "paid time announced as it starts (a minute is not warned of a minute ahead)"
     );
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(

@@ -3,7 +3,9 @@
 //! proptest draws sequences of what customers, Stripe, Twilio, the billing worker and the
 //! operator's restarts do: purchases, payments, webhooks (duplicated, late, foreign), calls
 //! that hang up early or run into the allowance, calls Twilio already reported ended, refunds
-//! and disputes, billing passes with declines, restarts. Each sequence runs against the real
+//! and disputes, billing passes with declines, restarts, web top-ups, and top-ups bought with
+//! the keys during a call (racing the cut-off, declined, needing authentication, or with the
+//! caller hanging up between the two presses). Each sequence runs against the real
 //! server and store (SQLite, PostgreSQL, MongoDB), the fake agent, the Twilio simulator and a
 //! recording Stripe. After every step the store must agree with a small model:
 //!
@@ -24,7 +26,7 @@ use crate::support::app::{spawn_with, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
 use callgate::store::{DynStore, OrderStatus};
 use callgate_peers::agent::{Behaviour, FakeAgent};
 use callgate_peers::stripe::{FakeStripe, Next};
-use callgate_peers::twilio::{Caller, Ending};
+use callgate_peers::twilio::{Caller, Ending, Received};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -57,6 +59,19 @@ enum Op {
     Call {
         buy: usize,
         seconds: i64,
+    },
+    /// A call whose caller presses `#` once `press_at` seconds are metered, and, when
+    /// `confirm`, again: a top-up on the saved card, which Stripe answers with `outcome`.
+    /// Pressed near the end of the included time, the purchase races the cut-off; without
+    /// `confirm` the caller hangs up between the presses; with `at_once`, right after the
+    /// second.
+    CallTopUp {
+        buy: usize,
+        seconds: i64,
+        press_at: i64,
+        confirm: bool,
+        at_once: bool,
+        outcome: u8,
     },
     /// Twilio reports the call ended, then its code arrives: it must never connect.
     EndedThenCode {
@@ -96,6 +111,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..4usize, any::<bool>()).prop_map(|(buy, again)| Op::Webhook { buy, again }),
         1 => Just(Op::Foreign),
         4 => (0..4usize, 0..100i64).prop_map(|(buy, seconds)| Op::Call { buy, seconds }),
+        2 => (0..4usize, 0..100i64, 40..80i64, any::<bool>(), any::<bool>(), 0..3u8).prop_map(
+            |(buy, seconds, press_at, confirm, at_once, outcome)| Op::CallTopUp { buy, seconds, press_at, confirm, at_once, outcome }
+        ),
         1 => (0..4usize).prop_map(|buy| Op::EndedThenCode { buy }),
         1 => (0..4usize, any::<bool>()).prop_map(|(buy, dispute)| Op::Reverse { buy, dispute }),
         2 => any::<bool>().prop_map(|decline| Op::Billing { decline }),
@@ -109,33 +127,55 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// A few customers who buy (most of them pay and are notified, in some order), then anything.
 fn scenario() -> impl Strategy<Value = Vec<Op>> {
-    let customer = (any::<bool>(), 0..5u8).prop_map(|(overage, path)| {
-        let mut ops = vec![Op::Buy { overage }];
-        match path {
-            // Paid and notified.
-            0 | 1 => ops.extend([
-                Op::Pay { buy: usize::MAX },
-                Op::Webhook {
-                    buy: usize::MAX,
-                    again: false,
-                },
-            ]),
-            // Paid, its webhook still on the way.
-            2 => ops.push(Op::Pay { buy: usize::MAX }),
-            // Paid, notified, then topped up on the web (that top-up's webhook still to come).
-            4 => ops.extend([
-                Op::Pay { buy: usize::MAX },
-                Op::Webhook {
-                    buy: usize::MAX,
-                    again: false,
-                },
-                Op::TopUp { buy: usize::MAX },
-            ]),
-            // Never pays.
-            _ => {}
-        }
-        ops
-    });
+    let customer = (any::<bool>(), 0..7u8, 50..70i64, any::<bool>(), 0..3u8).prop_map(
+        |(overage, path, press_at, at_once, outcome)| {
+            let mut ops = vec![Op::Buy { overage }];
+            match path {
+                // Paid and notified.
+                0 | 1 => ops.extend([
+                    Op::Pay { buy: usize::MAX },
+                    Op::Webhook {
+                        buy: usize::MAX,
+                        again: false,
+                    },
+                ]),
+                // Paid, its webhook still on the way.
+                2 => ops.push(Op::Pay { buy: usize::MAX }),
+                // Paid, notified, then topped up on the web (that top-up's webhook still to come).
+                4 => ops.extend([
+                    Op::Pay { buy: usize::MAX },
+                    Op::Webhook {
+                        buy: usize::MAX,
+                        again: false,
+                    },
+                    Op::TopUp { buy: usize::MAX },
+                ]),
+                // Paid with consent, notified, then calls and buys a top-up with the keys around
+                // the end of its included minute: the purchase races the cut-off.
+                5 | 6 => {
+                    ops[0] = Op::Buy { overage: true };
+                    ops.extend([
+                        Op::Pay { buy: usize::MAX },
+                        Op::Webhook {
+                            buy: usize::MAX,
+                            again: false,
+                        },
+                        Op::CallTopUp {
+                            buy: usize::MAX,
+                            seconds: press_at + 10,
+                            press_at,
+                            confirm: true,
+                            at_once,
+                            outcome,
+                        },
+                    ]);
+                }
+                // Never pays.
+                _ => {}
+            }
+            ops
+        },
+    );
     (
         prop::collection::vec(customer, 1..3),
         prop::collection::vec(op(), 1..12),
@@ -148,6 +188,21 @@ fn scenario() -> impl Strategy<Value = Vec<Op>> {
                     Op::Pay { .. } => Op::Pay { buy: i },
                     Op::Webhook { again, .. } => Op::Webhook { buy: i, again },
                     Op::TopUp { .. } => Op::TopUp { buy: i },
+                    Op::CallTopUp {
+                        buy: usize::MAX,
+                        seconds,
+                        press_at,
+                        confirm,
+                        at_once,
+                        outcome,
+                    } => Op::CallTopUp {
+                        buy: i,
+                        seconds,
+                        press_at,
+                        confirm,
+                        at_once,
+                        outcome,
+                    },
                     other => other,
                 }));
             }
@@ -180,6 +235,33 @@ struct Purchase {
     purchase_reversed: bool,
     /// Seconds the operator gave.
     granted: i64,
+}
+
+/// The keys of a [`Op::CallTopUp`].
+#[derive(Debug, Clone, Copy)]
+struct Keys {
+    press_at: i64,
+    confirm: bool,
+    at_once: bool,
+    outcome: Next,
+}
+
+enum Heard {
+    Mark,
+    Closed,
+}
+
+/// Reads what callgate sends until the mark `name` or the end of the stream.
+async fn heard(stream: &mut callgate_peers::twilio::MediaStream, name: &str) -> Heard {
+    let deadline = tokio::time::Instant::now() + crate::support::calls::WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match stream.next(Duration::from_millis(100)).await {
+            Some(Received::Mark(m)) if m == name => return Heard::Mark,
+            Some(Received::Closed) => return Heard::Closed,
+            _ => {}
+        }
+    }
+    panic!("{name} never played")
 }
 
 /// What the test knows of one web top-up.
@@ -337,7 +419,26 @@ impl World {
             }
             Op::Call { buy, seconds } => {
                 let Some(b) = self.pick(buy) else { return };
-                self.call(b, seconds).await;
+                self.call(b, seconds, None).await;
+            }
+            Op::CallTopUp {
+                buy,
+                seconds,
+                press_at,
+                confirm,
+                at_once,
+                outcome,
+            } => {
+                let Some(b) = self.pick(buy) else { return };
+                let outcome = [Next::Succeed, Next::Decline, Next::AuthenticationRequired]
+                    [outcome as usize % 3];
+                let keys = Keys {
+                    press_at,
+                    confirm,
+                    at_once,
+                    outcome,
+                };
+                self.call(b, seconds, Some(keys)).await;
             }
             Op::EndedThenCode { buy } => {
                 let Some(b) = self.pick(buy) else { return };
@@ -518,7 +619,7 @@ impl World {
         });
     }
 
-    async fn call(&mut self, b: usize, seconds: i64) {
+    async fn call(&mut self, b: usize, seconds: i64, keys: Option<Keys>) {
         let Some(code) = self.code_of(b).await else {
             return;
         };
@@ -549,6 +650,10 @@ impl World {
         };
         assert!(should_connect, "connected a code with nothing left");
         let mut stream = crate::support::calls::open(&caller, &url, &parameters).await;
+        // `#` buys only on a code with a saved card.
+        let card = order.stripe_customer.is_some() && order.stripe_payment_method.is_some();
+        let mut keys = keys;
+        let mut bought: Option<Next> = None;
         // Talk until the bridge has metered `seconds` (or ended the call itself).
         let deadline = tokio::time::Instant::now() + crate::support::calls::WAIT;
         let mut closed = false;
@@ -556,11 +661,36 @@ impl World {
             let got = stream
                 .talk_until_closed(&[0x55; 160], Duration::from_millis(20))
                 .await;
-            if got.contains(&callgate_peers::twilio::Received::Closed) {
+            if got.contains(&Received::Closed) {
                 closed = true;
                 break;
             }
             let c = self.store.call(&caller.call_sid).await.unwrap().unwrap();
+            if let Some(k) = keys.filter(|k| c.seconds_metered.0 >= k.press_at) {
+                keys = None;
+                assert!(stream.send_dtmf('#').await);
+                if card {
+                    // The caller hears the question before pressing again.
+                    match heard(&mut stream, "top_up_confirm").await {
+                        Heard::Closed => {
+                            closed = true;
+                            break;
+                        }
+                        Heard::Mark => {}
+                    }
+                    if !k.confirm {
+                        break;
+                    }
+                    self.stripe.script(&[k.outcome]);
+                    assert!(stream.send_dtmf('#').await);
+                    bought = Some(k.outcome);
+                    if k.at_once {
+                        break;
+                    }
+                } else if !k.confirm {
+                    break;
+                }
+            }
             if c.seconds_metered.0 >= seconds || tokio::time::Instant::now() > deadline {
                 break;
             }
@@ -570,6 +700,38 @@ impl World {
         }
         let call = crate::support::calls::settled_call(self.app(), &caller.call_sid).await;
         assert!(call.settled_at.is_some(), "the bridge settles its call");
+        self.stripe.clear_script();
+        let charged = self.stripe.intents_with("call_sid", &caller.call_sid);
+        let mut topped = 0;
+        match bought {
+            None => assert!(
+                charged.is_empty(),
+                "a top-up without two presses: {charged:?}"
+            ),
+            // The bridge ended the call itself before it read the confirming key.
+            Some(_) if charged.is_empty() => assert_ne!(
+                call.end_reason,
+                Some(callgate::store::EndReason::CallerHungUp),
+                "a confirmed top-up was lost"
+            ),
+            Some(outcome) => {
+                assert_eq!(charged.len(), 1, "one top-up per confirmation");
+                let pi = charged[0]["id"].as_str().unwrap().to_string();
+                let ok = outcome == Next::Succeed;
+                assert_eq!(charged[0]["status"] == "succeeded", ok);
+                if ok {
+                    // Credited before the call was settled: the call's seconds past the old
+                    // allowance are the pack's.
+                    self.tops.push(TopUp {
+                        buy: b,
+                        pi,
+                        credited: true,
+                        ..TopUp::default()
+                    });
+                    topped = TOP_UP_SECONDS;
+                }
+            }
+        }
         caller
             .status_callback(&self.app().url("/voice/status"), "completed", Some("90"))
             .await;
@@ -577,10 +739,11 @@ impl World {
         assert!(metered <= MAX_CALL_SECONDS, "{metered}");
         if !overage {
             assert!(
-                metered <= left,
+                metered <= left + topped,
                 "ran {metered} s past {left} s left without overage"
             );
         }
+
         let allowance = self.allowance(b);
         let p = &mut self.buys[b];
         let before = p.used;
@@ -683,10 +846,21 @@ impl World {
                 assert_eq!(late, 0, "{}: charged after its reversal", order.id);
             }
         }
-        // Every confirmed request of one charge shares its idempotency key.
+        // Every confirmed request of one charge shares its idempotency key; an in-call top-up's
+        // key names its call.
         let mut keys: HashMap<String, Option<String>> = HashMap::new();
         for (key, form) in self.stripe.confirmed() {
-            let charge = form.get("metadata[charge_id]").cloned().unwrap_or_default();
+            let charge = match form.get("metadata[charge_id]") {
+                Some(charge) => charge.clone(),
+                None => {
+                    let call = form
+                        .get("metadata[call_sid]")
+                        .expect("a confirmed request is an overage charge or an in-call top-up");
+                    let key = key.clone().unwrap_or_default();
+                    assert!(key.starts_with(&format!("top_up:{call}:")), "{key}");
+                    key
+                }
+            };
             let seen = keys.entry(charge).or_insert_with(|| key.clone());
             assert_eq!(seen, &key, "one key per charge");
         }

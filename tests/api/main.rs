@@ -17,6 +17,7 @@ mod faults;
 mod fuzz;
 mod health;
 mod import;
+mod in_call_top_up;
 mod ledger;
 mod ledger_model;
 mod observability;

@@ -5,7 +5,7 @@
 //! suite's MongoDB tests also run side by side, on both cores).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use callgate::store::{MongoStore, Store};
@@ -21,7 +21,7 @@ pub fn python() -> String {
 
 struct Server {
     port: u16,
-    _child: Child,
+    _stdin: std::process::ChildStdin,
     _dir: tempfile::TempDir,
 }
 
@@ -50,10 +50,17 @@ fn start() -> Result<Server, String> {
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", python()))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
+    stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+    // The pipe stays read for the server's life: a closed pipe would make its next print
+    // raise (Python ignores SIGPIPE), and a server dying mid-suite would hand its port to the
+    // next one started, whose empty databases the driver would quietly reconnect to.
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            eprintln!("mongoeco: {line}");
+        }
+    });
     let port = line
         .trim()
         .strip_prefix("mongoeco listening on ")
@@ -61,9 +68,20 @@ fn start() -> Result<Server, String> {
         .ok_or_else(|| {
             format!("the launcher did not start (its error is above); it said {line:?}")
         })?;
+    // Held open for the test process's life: the launcher exits when it closes (and
+    // `wait` would close it).
+    let stdin = child.stdin.take().ok_or("no stdin")?;
+    // Every test on a server that died would fail in a puzzling way: stop there, saying why.
+    std::thread::spawn(move || {
+        let status = child.wait();
+        eprintln!(
+            "mongoeco on port {port} exited mid-suite ({status:?}); its tests cannot be trusted"
+        );
+        std::process::abort();
+    });
     Ok(Server {
         port,
-        _child: child,
+        _stdin: stdin,
         _dir: dir,
     })
 }
