@@ -87,10 +87,11 @@ impl Allowance {
         }
     }
 
-    /// A top-up credited during the call: `seconds` more included time. The caller is warned
-    /// again before the new end, and told again if paid time starts after it.
-    pub fn extend(&mut self, seconds: i64) {
-        self.limits.included += seconds.max(0);
+    /// The order's included time as it stands now (a top-up credited, one reversed, a
+    /// grant): the end moves to it. The caller is warned again before a later end, and told
+    /// again if paid time starts after it; an earlier end may be now ([`Allowance::is_over`]).
+    pub fn set_included(&mut self, seconds: i64) {
+        self.limits.included = seconds.max(0);
         if self.included_left() > self.warn_before {
             self.warned = false;
         }
@@ -106,7 +107,7 @@ impl Allowance {
     }
 
     /// Whether the call must end now without another second (the card failed after the
-    /// included time ran out).
+    /// included time ran out, or the included time shrank below what was used).
     pub fn is_over(&self) -> bool {
         self.elapsed >= self.ends_at()
     }
@@ -216,13 +217,33 @@ mod tests {
     fn a_top_up_moves_the_end_and_warns_again_before_it() {
         let mut a = Allowance::new(limits(120, false, 3600), 60);
         let mut ticks: Vec<Tick> = (0..100).map(|_| a.tick()).collect();
-        a.extend(300);
+        a.set_included(420);
         while ticks.last() != Some(&Tick::TimeUp) {
             ticks.push(a.tick());
         }
         assert_eq!(ticks.len(), 420);
         assert_eq!(warnings(&ticks), 2);
         assert!(matches!(ticks[359], Tick::Warn { left: 60, .. }));
+    }
+
+    #[test]
+    fn a_reversal_below_what_was_used_ends_the_call_now() {
+        let mut a = Allowance::new(limits(420, false, 3600), 60);
+        for _ in 0..200 {
+            a.tick();
+        }
+        a.set_included(120);
+        assert!(a.is_over());
+        let mut paid = Allowance::new(limits(420, true, 3600), 60);
+        for _ in 0..200 {
+            paid.tick();
+        }
+        paid.set_included(120);
+        assert!(
+            !paid.is_over(),
+            "with overage the call goes on, in paid time"
+        );
+        assert_eq!(paid.tick(), Tick::PaidTime);
     }
 
     #[test]
@@ -238,48 +259,54 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the limits and whenever top-ups land: time is up exactly at the smaller
-        /// of the included time (with its top-ups) and the longest call, never earlier, or at
-        /// the longest call with overage; each warning comes before the end it warns of, with
-        /// the seconds truly left, at most once per stretch of included time.
+        /// Whatever the limits and whenever the included time changes (top-ups, reversals):
+        /// the call ends the first moment its metered seconds reach the included time as it
+        /// then stands (or the longest call; only the longest call with overage), never
+        /// earlier; each warning comes with the seconds truly left, at most once per change.
         #[test]
         fn time_is_up_exactly_at_the_limit(
             included in 0i64..400,
             overage in any::<bool>(),
             max in 1i64..400,
             warn_before in 0i64..120,
-            top_ups in proptest::collection::vec((0i64..400, 0i64..200), 0..3),
+            changes in proptest::collection::vec((0i64..400, -300i64..300), 0..3),
         ) {
             let mut a = Allowance::new(limits(included, overage, max), warn_before);
             let mut total = included;
-            let mut ticks = Vec::new();
-            let mut warned_at = Vec::new();
-            for second in 1..=1_000i64 {
-                for (at, seconds) in &top_ups {
+            let bound = |total: i64| if overage { max } else { total.min(max) };
+            let mut warned = 0;
+            let mut ended = None;
+            'call: for second in 1..=1_000i64 {
+                for (at, delta) in &changes {
                     if *at == second - 1 {
-                        a.extend(*seconds);
-                        total += seconds;
+                        total = (total + delta).max(0);
+                        a.set_included(total);
+                        if a.is_over() {
+                            prop_assert!(second > bound(total), "ended early");
+                            ended = Some(second - 1);
+                            break 'call;
+                        }
                     }
                 }
-                let t = a.tick();
-                ticks.push(t);
-                if let Tick::Warn { left, then_paid } = t {
-                    prop_assert_eq!(left, total - second);
-                    prop_assert!(left > 0 && left <= warn_before);
-                    prop_assert_eq!(then_paid, overage);
-                    warned_at.push(second);
-                }
-                if t == Tick::PaidTime {
-                    prop_assert!(overage && second >= total);
-                }
-                if t == Tick::TimeUp {
-                    break;
+                prop_assert!(second - 1 < bound(total).max(1), "ran past the limit");
+                match a.tick() {
+                    Tick::TimeUp => {
+                        prop_assert!(second >= bound(total).max(1), "ended early");
+                        ended = Some(second);
+                        break;
+                    }
+                    Tick::Warn { left, then_paid } => {
+                        prop_assert_eq!(left, total - second);
+                        prop_assert!(left > 0 && left <= warn_before);
+                        prop_assert_eq!(then_paid, overage);
+                        warned += 1;
+                    }
+                    Tick::PaidTime => prop_assert!(overage && second >= total),
+                    Tick::Continue => {}
                 }
             }
-            let end = if overage { max } else { total.min(max) }.max(1);
-            prop_assert_eq!(ticks.len() as i64, end);
-            prop_assert_eq!(ticks.last(), Some(&Tick::TimeUp));
-            prop_assert!(warned_at.len() <= 1 + top_ups.len());
+            prop_assert!(ended.is_some());
+            prop_assert!(warned <= 1 + changes.len());
         }
     }
 }

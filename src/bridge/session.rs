@@ -27,6 +27,7 @@ use crate::telemetry::call_span;
 use crate::telephony::audio::{self, AgentFormat, Base64Audio};
 use crate::telephony::elevenlabs::{self, AgentEvent};
 use crate::telephony::twilio::stream::{self as tw, StreamEvent};
+use crate::write_behind::metering::LiveCall;
 use crate::App;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -214,7 +215,17 @@ async fn bridge(
             return agent_failed(app, &call_sid, &mut twilio, None).await;
         }
     }
-    let stopped = app.metering.watch(&call_sid);
+    let live = app.metering.watch(&call_sid, &order.id);
+    // The order's included time, read again when this instance changes it and every
+    // `balance_recheck` (a change made on another instance).
+    let (included_tx, included) = tokio::sync::watch::channel(limits.included);
+    let watcher = tokio::spawn(watch_balance(
+        app.clone(),
+        order.id.clone(),
+        order.seconds_used,
+        live.clone(),
+        included_tx,
+    ));
     tracing::info!(
         included = limits.included,
         overage = limits.overage,
@@ -242,7 +253,8 @@ async fn bridge(
         agent_in,
         agent_out,
         limits,
-        stopped: &stopped,
+        live: &live,
+        included,
         call_sid: &call_sid,
         lines: &lines_tx,
     })
@@ -260,6 +272,7 @@ async fn bridge(
     drop(agent);
     drop(lines_tx);
     let _ = transcript.await;
+    watcher.abort();
     // A top-up confirmed with the keys belongs to this call: its outcome is awaited (bounded)
     // so the call is settled on the minutes it bought. Past the bound it goes on by itself,
     // and its webhook credits it.
@@ -297,9 +310,38 @@ struct Pump<'a> {
     agent_in: AgentFormat,
     agent_out: AgentFormat,
     limits: Limits,
-    stopped: &'a tokio::sync::Notify,
+    live: &'a LiveCall,
+    /// The order's included seconds for this call, as they now stand.
+    included: tokio::sync::watch::Receiver<i64>,
     call_sid: &'a str,
     lines: &'a mpsc::Sender<TranscriptLine>,
+}
+
+/// Reads the order's included seconds for the call (its seconds included less those used
+/// before the call began) when told it changed, or every `balance_recheck`; a new figure is
+/// sent to the socket loop. Ends with the loop.
+async fn watch_balance(
+    app: Arc<App>,
+    order_id: String,
+    used_before: Seconds,
+    live: Arc<LiveCall>,
+    included: tokio::sync::watch::Sender<i64>,
+) {
+    loop {
+        tokio::select! {
+            () = live.changed.notified() => {}
+            () = tokio::time::sleep(app.bridge.balance_recheck) => {}
+            () = included.closed() => return,
+        }
+        match app.store.order(&order_id).await {
+            Ok(Some(order)) => {
+                let now = (order.seconds_included.0 - used_before.0).max(0);
+                included.send_if_modified(|v| std::mem::replace(v, now) != now);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the call's balance not read again"),
+        }
+    }
 }
 
 /// How the socket loop ended.
@@ -330,7 +372,8 @@ async fn pump(p: Pump<'_>) -> Pumped {
         }
     };
     tokio::pin!(shutdown);
-    let halted = p.stopped.notified();
+    let halted = p.live.stop.notified();
+    let mut included = p.included;
     tokio::pin!(halted);
     // The frames of this call, written and checked in place.
     let writer = tw::MediaWriter::new(p.stream_sid);
@@ -526,8 +569,9 @@ async fn pump(p: Pump<'_>) -> Pumped {
                 keys.bought(outcome.card_works());
                 let (prompt, context) = match outcome {
                     InCall::Added(seconds) => {
-                        allowance.extend(seconds.0);
-                        (Some(Prompt::TopUpAdded), Some(announce::top_up_added(p.order, pack, allowance.included_left())))
+                        // Credited through the ledger, which told this call's balance watcher:
+                        // the end moves when it has read the order.
+                        (Some(Prompt::TopUpAdded), Some(announce::top_up_added(p.order, pack, allowance.included_left() + seconds.0)))
                     }
                     InCall::Processing => (None, None),
                     InCall::Declined => {
@@ -551,6 +595,15 @@ async fn pump(p: Pump<'_>) -> Pumped {
                 }
                 if let Some(context) = context {
                     let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
+                }
+            }
+            Ok(()) = included.changed() => {
+                let now = *included.borrow_and_update();
+                allowance.set_included(now);
+                tracing::info!(included = now, "the call's balance changed");
+                if allowance.is_over() {
+                    tracing::info!("its balance no longer carries the call: it ends");
+                    break EndReason::TimeUp;
                 }
             }
             () = &mut halted => {

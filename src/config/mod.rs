@@ -637,6 +637,9 @@ pub struct BridgeSettings {
     /// (sent every quarter of it), is hung: the call ends with an apology. Also the longest a
     /// write to the agent may wait.
     pub agent_silence: Duration,
+    /// A live call reads its order's balance again this often (a change made on this
+    /// instance is told at once; one made on another instance arrives within this).
+    pub balance_recheck: Duration,
 }
 
 impl Default for BridgeSettings {
@@ -647,6 +650,7 @@ impl Default for BridgeSettings {
             setup_timeout: Duration::from_secs(10),
             persist_every_secs: 5,
             agent_silence: Duration::from_secs(20),
+            balance_recheck: Duration::from_secs(30),
         }
     }
 }

@@ -8,6 +8,16 @@ use crate::domain::money::Seconds;
 use crate::store::{new_id, Order, Recorded, StoreError};
 use crate::App;
 
+/// Records `entry` once; when it is new, a live call of its order on this instance reads its
+/// balance again (a top-up moves its end, a reversal may end it). Every entry is recorded here.
+pub async fn record(app: &App, entry: &Entry) -> Result<Recorded, StoreError> {
+    let recorded = app.store.record_entry(entry).await?;
+    if recorded == Recorded::Now {
+        app.metering.order_changed(&entry.order_id);
+    }
+    Ok(recorded)
+}
+
 /// Records the order's opening entry (its purchase or issue) unless it stands.
 pub async fn open(app: &App, order: &Order) -> Result<(), StoreError> {
     if order.paid_at.is_none() {
@@ -20,8 +30,7 @@ pub async fn open(app: &App, order: &Order) -> Result<(), StoreError> {
     {
         return Ok(());
     }
-    app.store
-        .record_entry(&Entry::opening(order, &entries, app.clock.now()))
+    record(app, &Entry::opening(order, &entries, app.clock.now()))
         .await
         .map(|_| ())
 }
@@ -36,7 +45,7 @@ pub async fn grant(
         return Ok(None);
     };
     let entry = Entry::grant(&order, &new_id("grant"), seconds, app.clock.now());
-    match app.store.record_entry(&entry).await? {
+    match record(app, &entry).await? {
         Recorded::NoOrder => Ok(None),
         Recorded::Now | Recorded::Already => app.store.order(order_id).await,
     }
@@ -48,7 +57,7 @@ pub async fn prior_use(app: &App, order: &Order, seconds: Seconds) -> Result<(),
         return Ok(());
     }
     let entry = Entry::prior_use(order, seconds, app.clock.now());
-    app.store.record_entry(&entry).await.map(|_| ())
+    record(app, &entry).await.map(|_| ())
 }
 
 /// Takes back the entry `payment_intent` paid for (refunded, or `disputed`), once; the
@@ -64,7 +73,7 @@ pub async fn reverse_payment(
     let Ok(reversal) = paid.reversal(disputed, app.clock.now()) else {
         return Ok(None);
     };
-    app.store.record_entry(&reversal).await?;
+    record(app, &reversal).await?;
     // A refund after a dispute (or the reverse) finds the first one's reversal.
     Ok(app.store.entry(&reversal.id).await?.or(Some(reversal)))
 }

@@ -132,7 +132,7 @@ pub async fn credit(app: &App, pi: &PaymentIntent) -> Result<Credited, StoreErro
         app.clock.now(),
     );
     let order_id = order_id.clone();
-    Ok(match app.store.record_entry(&entry).await? {
+    Ok(match super::ledger::record(app, &entry).await? {
         Recorded::Now => {
             tracing::info!(order_id = %order_id, payment_intent = %pi.id, minutes, "top-up credited");
             Credited::Now { order_id }

@@ -5,7 +5,9 @@
 //!
 //! The write is also each call's heartbeat: it renews the call's hold on its order, and the
 //! store answers which calls must stop (order revoked, hold gone). Their bridges are told
-//! through [`MeteringBook::watch`], on whichever instance runs them.
+//! through [`MeteringBook::watch`], on whichever instance runs them. A change to a live call's
+//! balance made on this instance (a top-up credited or reversed, a grant) is told to its bridge
+//! at once ([`MeteringBook::order_changed`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -26,8 +28,18 @@ pub struct MeteringBook {
 #[derive(Default)]
 struct Book {
     pending: Mutex<HashMap<String, i64>>,
-    /// Live calls on this instance, told when they must stop.
-    live: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Live calls on this instance, told when they must stop or their order changed.
+    live: Mutex<HashMap<String, Arc<LiveCall>>>,
+}
+
+/// What a live call's bridge is told from outside its loop.
+#[derive(Debug, Default)]
+pub struct LiveCall {
+    order_id: String,
+    /// The store says the call must stop (order revoked, hold gone).
+    pub stop: Notify,
+    /// The order's balance changed: read it again.
+    pub changed: Notify,
 }
 
 impl MeteringBook {
@@ -52,13 +64,26 @@ impl MeteringBook {
         });
     }
 
-    /// Notified when the store says the call must stop (until [`MeteringBook::forget`]).
-    pub fn watch(&self, call_sid: &str) -> Arc<Notify> {
-        let notify = Arc::new(Notify::new());
+    /// Signals for the live call `call_sid` on `order_id` (until [`MeteringBook::forget`]).
+    pub fn watch(&self, call_sid: &str, order_id: &str) -> Arc<LiveCall> {
+        let live = Arc::new(LiveCall {
+            order_id: order_id.to_string(),
+            ..LiveCall::default()
+        });
         self.book
             .live_calls()
-            .insert(call_sid.to_string(), notify.clone());
-        notify
+            .insert(call_sid.to_string(), live.clone());
+        live
+    }
+
+    /// The balance of `order_id` changed: its live call on this instance, if any, reads it
+    /// again.
+    pub fn order_changed(&self, order_id: &str) {
+        for live in self.book.live_calls().values() {
+            if live.order_id == order_id {
+                live.changed.notify_one();
+            }
+        }
     }
 
     /// The call's final figure is written elsewhere: drop any queued one.
@@ -73,7 +98,7 @@ impl Book {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn live_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn live_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveCall>>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -81,7 +106,7 @@ impl Book {
         let live = self.live_calls();
         for sid in call_sids {
             if let Some(n) = live.get(sid) {
-                n.notify_one();
+                n.stop.notify_one();
             }
         }
     }
