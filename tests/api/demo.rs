@@ -138,6 +138,8 @@ async fn a_newcomer_buys_calls_talks_and_pays_overage_in_the_browser() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Paid time was announced into the call, and the phone shows it as callgate's words.
+    b.wait_for_text("#heard", "You are now in paid time").await;
     let phone = b.client.find(Locator::Css("#hangup")).await.unwrap();
     phone.click().await.unwrap();
     b.wait_for_attr("#phone-app", "data-state", "ended").await;

@@ -214,6 +214,8 @@
         ws.send(JSON.stringify({ call_sid: call.sid, url: step.url, parameters: step.parameters }));
         withMic = await startMic();
         talk.hidden = false;
+        // Keys pressed during the conversation go to callgate as Twilio sends them (dtmf).
+        keypad.classList.add("live");
         setState("connected", withMic
           ? "Connected to the agent. Talk, or type below."
           : "Connected to the agent. No microphone here: type below.");
@@ -239,9 +241,19 @@
         } else if (v.event === "account") startMeter(v);
         else if (v.event === "mark" && v.mark) {
           const name = v.mark.name;
-          if (name === "one_minute_left") {
+          // What callgate itself played into the call (the agent did not say it).
+          const told = {
+            one_minute_left: "One minute left.",
+            top_up_offer: "One minute of your minutes left. Press # twice to add minutes with your saved card.",
+            paid_time: "You are now in paid time, charged by the minute to your saved card.",
+            top_up_confirm: "Press # again to buy more minutes.",
+            top_up_added: "Your minutes have been added.",
+            top_up_declined: "Your card was declined: no minutes were added.",
+            top_up_confirm_online: "Your bank asks you to confirm this payment: a link to add minutes was sent to you.",
+          }[name];
+          if (told) {
             clearTimeout(pendingClear);
-            note("One minute left.", "warning");
+            note(told, "warning");
           }
           const ms = audio ? Math.max(0, (playAt - audio.currentTime) * 1000) : 0;
           setTimeout(() => {
@@ -257,6 +269,7 @@
         stopMeter();
         stopMic();
         talk.hidden = true;
+        keypad.classList.remove("live");
         ws = null;
         resolve();
       };
@@ -392,13 +405,18 @@
     endCall("You hung up.");
   });
 
+  function press(key) {
+    if (keyWaiter) keyWaiter(key);
+    else if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ event: "dtmf", digit: key }));
+  }
+
   keypad.addEventListener("click", (e) => {
     const key = e.target && e.target.dataset && e.target.dataset.key;
-    if (key && keyWaiter) keyWaiter(key);
+    if (key) press(key);
   });
 
   document.addEventListener("keydown", (e) => {
-    if (keyWaiter && /^[0-9*#]$/.test(e.key) && document.activeElement !== $("say")) keyWaiter(e.key);
+    if (/^[0-9*#]$/.test(e.key) && document.activeElement !== $("say")) press(e.key);
   });
 
   talk.addEventListener("submit", (e) => {
