@@ -5,6 +5,7 @@ pub mod allowance;
 mod announce;
 mod handshake;
 pub mod keys;
+mod purchase;
 pub mod session;
 
 /// Read and write buffer of each WebSocket, per call and side.

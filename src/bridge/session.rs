@@ -17,6 +17,7 @@ use super::allowance::{Allowance, Limits, Tick};
 use super::announce;
 use super::handshake;
 use super::keys::{KeyAction, Keys};
+use super::purchase;
 use crate::domain::call::{stream_refusal, StreamRefusal};
 use crate::domain::money::Seconds;
 use crate::domain::prompt::Prompt;
@@ -219,7 +220,7 @@ async fn bridge(
     // The order's included time, read again when this instance changes it and every
     // `balance_recheck` (a change made on another instance).
     let (included_tx, included) = tokio::sync::watch::channel(limits.included);
-    let watcher = tokio::spawn(watch_balance(
+    let watcher = tokio::spawn(purchase::watch_balance(
         app.clone(),
         order.id.clone(),
         order.seconds_used,
@@ -315,33 +316,6 @@ struct Pump<'a> {
     included: tokio::sync::watch::Receiver<i64>,
     call_sid: &'a str,
     lines: &'a mpsc::Sender<TranscriptLine>,
-}
-
-/// Reads the order's included seconds for the call (its seconds included less those used
-/// before the call began) when told it changed, or every `balance_recheck`; a new figure is
-/// sent to the socket loop. Ends with the loop.
-async fn watch_balance(
-    app: Arc<App>,
-    order_id: String,
-    used_before: Seconds,
-    live: Arc<LiveCall>,
-    included: tokio::sync::watch::Sender<i64>,
-) {
-    loop {
-        tokio::select! {
-            () = live.changed.notified() => {}
-            () = tokio::time::sleep(app.bridge.balance_recheck) => {}
-            () = included.closed() => return,
-        }
-        match app.store.order(&order_id).await {
-            Ok(Some(order)) => {
-                let now = (order.seconds_included.0 - used_before.0).max(0);
-                included.send_if_modified(|v| std::mem::replace(v, now) != now);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "the call's balance not read again"),
-        }
-    }
 }
 
 /// How the socket loop ended.
@@ -462,10 +436,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
                             }
                             Some(KeyAction::Buy { nth }) => {
                                 tracing::info!(nth, "the caller confirmed a top-up");
-                                let (app, order_id, call_sid) = (p.app.clone(), p.order.id.clone(), p.call_sid.to_string());
-                                buying = Some(tokio::spawn(async move {
-                                    top_up::charge_in_call(&app, &order_id, &call_sid, nth).await
-                                }));
+                                buying = Some(purchase::start(p.app, &p.order.id, p.call_sid, nth));
                             }
                             Some(KeyAction::Ignore) | None => tracing::debug!("key not used during the call"),
                         }
@@ -566,34 +537,17 @@ async fn pump(p: Pump<'_>) -> Pumped {
             outcome = async { buying.as_mut().expect("guarded by the branch condition").await }, if buying.is_some() => {
                 buying = None;
                 let outcome = outcome.unwrap_or(InCall::Unavailable);
-                keys.bought(outcome.card_works());
-                let (prompt, context) = match outcome {
-                    InCall::Added(seconds) => {
-                        // Credited through the ledger, which told this call's balance watcher:
-                        // the end moves when it has read the order.
-                        (Some(Prompt::TopUpAdded), Some(announce::top_up_added(p.order, pack, allowance.included_left() + seconds.0)))
-                    }
-                    InCall::Processing => (None, None),
-                    InCall::Declined => {
-                        allowance.end_at_included();
-                        (Some(Prompt::TopUpDeclined), Some(announce::top_up_failed(false)))
-                    }
-                    InCall::NeedsAuthentication => {
-                        allowance.end_at_included();
-                        (Some(Prompt::TopUpConfirmOnline), Some(announce::top_up_failed(true)))
-                    }
-                    InCall::Unavailable => (None, Some(announce::top_up_failed(false))),
-                };
+                let told = purchase::outcome(outcome, &mut allowance, &mut keys, p.order, pack);
                 if allowance.is_over() {
                     tracing::info!("the card failed after the included time: the call ends");
                     break EndReason::TimeUp;
                 }
-                if let Some(prompt) = prompt {
+                if let Some(prompt) = told.prompt {
                     if announce::play(p.app, p.twilio, p.stream_sid, &[prompt]).await.is_err() {
                         break EndReason::CallerHungUp;
                     }
                 }
-                if let Some(context) = context {
+                if let Some(context) = told.context {
                     let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
                 }
             }

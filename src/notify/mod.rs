@@ -46,11 +46,11 @@ pub async fn queue_receipts(app: &App, order: &Order, to: &[Address]) -> Result<
 /// link goes to each address the receipt went to, once per payment and address.
 pub async fn queue_top_up_link(
     app: &App,
-    order: &Order,
+    order_id: &str,
     payment_intent: &str,
 ) -> Result<(), StoreError> {
     let mut sent_to: Vec<(Channel, String)> = Vec::new();
-    for m in app.store.messages_for_order(&order.id).await? {
+    for m in app.store.messages_for_order(order_id).await? {
         if m.kind == MessageKind::Receipt && !sent_to.contains(&(m.channel, m.to.clone())) {
             sent_to.push((m.channel, m.to));
         }
@@ -58,14 +58,14 @@ pub async fn queue_top_up_link(
     for (channel, to) in &sent_to {
         let message = NewMessage {
             id: format!("top_up_link:{payment_intent}:{channel}:{to}"),
-            order_id: order.id.clone(),
+            order_id: order_id.to_string(),
             kind: MessageKind::TopUpLink,
             channel: *channel,
             to: to.clone(),
             now: app.clock.now(),
         };
         if app.store.queue_message(&message).await? {
-            tracing::info!(order_id = %order.id, %channel, "top-up link queued");
+            tracing::info!(%order_id, %channel, "top-up link queued");
         }
     }
     if !sent_to.is_empty() {

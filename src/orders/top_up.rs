@@ -160,9 +160,9 @@ pub enum InCall {
     Processing,
     /// The card was declined.
     Declined,
-    /// The bank asks the customer to confirm the payment: it is not charged, and the top-up
-    /// link goes to the addresses the receipt went to.
-    NeedsAuthentication,
+    /// The bank asks the customer to confirm the payment: it is not charged (its
+    /// PaymentIntent, if Stripe made one, is canceled); the customer is sent the top-up link.
+    NeedsAuthentication { payment_intent: Option<String> },
     /// Not tried, or Stripe could not be reached: nothing was charged.
     Unavailable,
 }
@@ -260,10 +260,7 @@ async fn try_charge_in_call(
             if !needs_auth {
                 return Ok(InCall::Declined);
             }
-            if let Some(pi) = payment_intent {
-                return Ok(needs_authentication(app, &order, &pi.id).await);
-            }
-            return Ok(InCall::NeedsAuthentication);
+            return Ok(needs_authentication(app, payment_intent.map(|pi| pi.id)).await);
         }
         Err(e) => return Err(e.into()),
     };
@@ -277,23 +274,19 @@ async fn try_charge_in_call(
         // Stripe answers 402 for this off-session; a Stripe-compatible server may return the
         // intent instead.
         IntentStatus::RequiresAction | IntentStatus::RequiresConfirmation => {
-            Ok(needs_authentication(app, &order, &pi.id).await)
+            Ok(needs_authentication(app, Some(pi.id)).await)
         }
         _ => Ok(InCall::Declined),
     }
 }
 
-/// The bank wants the customer present: the intent is canceled (nothing is left to complete
-/// by surprise later) and the top-up link goes to the customer, who buys on the web page,
-/// where the bank can ask.
-async fn needs_authentication(app: &App, order: &Order, payment_intent: &str) -> InCall {
-    if let Some(stripe) = app.stripe.as_ref() {
-        if let Err(e) = stripe.cancel_payment_intent(payment_intent).await {
-            tracing::warn!(error = %e, %payment_intent, "in-call top-up needing authentication not canceled");
+/// The bank wants the customer present: the intent is canceled, so nothing is left to be
+/// completed by surprise later; the customer buys on the web page, where the bank can ask.
+async fn needs_authentication(app: &App, payment_intent: Option<String>) -> InCall {
+    if let (Some(stripe), Some(pi)) = (app.stripe.as_ref(), payment_intent.as_deref()) {
+        if let Err(e) = stripe.cancel_payment_intent(pi).await {
+            tracing::warn!(error = %e, payment_intent = %pi, "in-call top-up needing authentication not canceled");
         }
     }
-    if let Err(e) = crate::notify::queue_top_up_link(app, order, payment_intent).await {
-        tracing::warn!(error = %e, order_id = %order.id, "top-up link not queued");
-    }
-    InCall::NeedsAuthentication
+    InCall::NeedsAuthentication { payment_intent }
 }
