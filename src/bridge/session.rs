@@ -18,7 +18,7 @@ use super::announce;
 use super::handshake;
 use super::keys::{KeyAction, Keys};
 use super::purchase;
-use crate::domain::call::{stream_refusal, StreamRefusal};
+use crate::domain::call::{stream_refusal, waived_after_agent_failure, StreamRefusal};
 use crate::domain::money::Seconds;
 use crate::domain::prompt::Prompt;
 use crate::metrics::{ACTIVE_CALLS, FRAMES, FRAME_LATENCY};
@@ -242,6 +242,7 @@ async fn bridge(
         reason,
         agent_closed,
         elapsed,
+        heard_at,
         buying,
     } = pump(Pump {
         app,
@@ -285,6 +286,21 @@ async fn bridge(
         }
     }
     app.metering.forget(&call_sid);
+    if reason == EndReason::AgentFailed {
+        // Fair billing of a broken call: given back before it is settled.
+        let free = app.config.voice.free_failure_secs;
+        let waived = waived_after_agent_failure(elapsed, heard_at, free);
+        tracing::info!(
+            elapsed,
+            heard_at,
+            waived,
+            "the agent failed: seconds waived"
+        );
+        if let Err(e) = crate::orders::ledger::waive(app, &order, &call_sid, Seconds(waived)).await
+        {
+            tracing::error!(error = %e, "waiver not recorded");
+        }
+    }
     let seconds = Seconds(elapsed);
     finish(app, &call_sid, seconds, reason).await;
     tracing::info!(
@@ -325,6 +341,8 @@ struct Pumped {
     agent_closed: bool,
     /// Seconds metered.
     elapsed: i64,
+    /// Metered seconds when the agent was last heard.
+    heard_at: i64,
     /// A top-up the caller confirmed whose outcome had not come yet.
     buying: Option<JoinHandle<InCall>>,
 }
@@ -370,6 +388,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
     let began = Instant::now();
     let mut keys = Keys::new(p.can_top_up);
     let mut buying: Option<JoinHandle<InCall>> = None;
+    let mut heard_at: i64 = 0;
     let pack = top_up::in_call_pack(p.app);
 
     let reason = loop {
@@ -453,6 +472,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
             msg = p.agent.next() => {
                 let received = Instant::now();
                 last_heard = received;
+                heard_at = allowance.elapsed();
                 let text = match msg {
                     Some(Ok(AgMessage::Text(t))) => t,
                     Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
@@ -613,6 +633,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
         reason,
         agent_closed,
         elapsed: allowance.elapsed(),
+        heard_at,
         buying,
     }
 }

@@ -130,6 +130,8 @@ pub struct VoiceConfig {
     pub failures_per_hour: i64,
     /// The longest a call may last, allowance or not.
     pub max_call_minutes: i64,
+    /// A call whose agent fails within this many seconds costs nothing.
+    pub free_failure_secs: i64,
 }
 
 impl VoiceConfig {
@@ -297,6 +299,7 @@ impl Config {
                 failures_per_caller_per_hour: s::CODE_FAILURES_PER_CALLER_PER_HOUR.value(env)?,
                 failures_per_hour: s::CODE_FAILURES_PER_HOUR.value(env)?,
                 max_call_minutes: s::MAX_CALL_MINUTES.value(env)?,
+                free_failure_secs: s::FREE_FAILURE_SECS.value(env)?,
             },
             stripe_js_url: s::STRIPE_JS_URL.value(env)?,
             billing: BillingConfig {

@@ -376,6 +376,12 @@ pub const MAX_CALL_MINUTES: Var<i64> = Var {
     help: "longest call, with or without overage",
     parse: whole::<1, 1440>,
 };
+pub const FREE_FAILURE_SECS: Var<i64> = Var {
+    var: "FREE_FAILURE_SECS",
+    unset: Unset::Value("15"),
+    help: "a call whose agent fails within this many seconds costs nothing; later, only the seconds until the failure are billed",
+    parse: whole::<0, 3600>,
+};
 pub const SHUTDOWN_GRACE_SECS: Var<i64> = Var {
     var: "SHUTDOWN_GRACE_SECS",
     unset: Unset::Value("60"),
@@ -511,6 +517,7 @@ pub static SETTINGS: &[&dyn Row] = &[
     &CODE_FAILURES_PER_CALLER_PER_HOUR,
     &CODE_FAILURES_PER_HOUR,
     &MAX_CALL_MINUTES,
+    &FREE_FAILURE_SECS,
     &SHUTDOWN_GRACE_SECS,
     &API_REQUESTS_PER_MINUTE,
     &SMTP_URL,

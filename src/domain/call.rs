@@ -189,6 +189,18 @@ impl Call {
     }
 }
 
+/// Seconds of a call whose agent failed that are not billed: all of them when the agent was
+/// last heard within the first `free_secs` (a call that never got going costs nothing), else
+/// those after it was last heard (at `heard_at` metered seconds of `elapsed`).
+pub fn waived_after_agent_failure(elapsed: i64, heard_at: i64, free_secs: i64) -> i64 {
+    let heard_at = heard_at.clamp(0, elapsed.max(0));
+    if heard_at <= free_secs {
+        elapsed.max(0)
+    } else {
+        elapsed - heard_at
+    }
+}
+
 /// Why a media stream may not open, though its token was valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamRefusal {

@@ -30,6 +30,9 @@ text_enum!(
         Grant = "grant",
         /// Seconds an imported code had used before callgate (not calls callgate settled).
         PriorUse = "prior_use",
+        /// Seconds of a call whose agent failed, given back: the whole call when it failed in
+        /// its first `FREE_FAILURE_SECS`, else those after the agent was last heard.
+        Waived = "waived",
         /// A refund taking back one entry.
         Refund = "refund",
         /// A dispute taking back one entry.
@@ -142,6 +145,27 @@ impl Entry {
         }
     }
 
+    /// `seconds` of call `call_sid` given back because its agent failed
+    /// ([`super::call::waived_after_agent_failure`]); one waiver per call.
+    pub fn waiver(order: &Order, call_sid: &str, seconds: Seconds, now: UnixTime) -> Entry {
+        Entry {
+            id: Entry::waiver_id(call_sid),
+            order_id: order.id.clone(),
+            kind: EntryKind::Waived,
+            seconds,
+            amount: Cents(0),
+            currency: order.currency.clone(),
+            reverses: None,
+            stripe_payment_intent: None,
+            created_at: now,
+        }
+    }
+
+    /// The id of call `call_sid`'s waiver, if it has one.
+    pub fn waiver_id(call_sid: &str) -> String {
+        format!("{}:{call_sid}", EntryKind::Waived.as_str())
+    }
+
     /// An imported code's usage before callgate.
     pub fn prior_use(order: &Order, seconds: Seconds, now: UnixTime) -> Entry {
         Entry {
@@ -188,9 +212,11 @@ impl Entry {
     pub fn moves(&self) -> Moves {
         match self.kind {
             EntryKind::Purchase | EntryKind::Issued => Moves::Nothing,
-            EntryKind::TopUp | EntryKind::Grant | EntryKind::Refund | EntryKind::Dispute => {
-                Moves::Included(self.seconds)
-            }
+            EntryKind::TopUp
+            | EntryKind::Grant
+            | EntryKind::Waived
+            | EntryKind::Refund
+            | EntryKind::Dispute => Moves::Included(self.seconds),
             EntryKind::PriorUse => Moves::Used(Seconds(-self.seconds.0)),
         }
     }
@@ -202,7 +228,7 @@ pub fn chronological(entries: &mut [Entry]) {
     let rank = |e: &Entry| match e.kind {
         EntryKind::Purchase | EntryKind::Issued => 0,
         EntryKind::PriorUse => 1,
-        EntryKind::TopUp | EntryKind::Grant => 2,
+        EntryKind::TopUp | EntryKind::Grant | EntryKind::Waived => 2,
         EntryKind::Refund | EntryKind::Dispute => 3,
     };
     entries.sort_by(|a, b| (a.created_at, rank(a), &a.id).cmp(&(b.created_at, rank(b), &b.id)));

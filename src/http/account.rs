@@ -148,6 +148,7 @@ fn render_account(app: &App, account: &Account) -> String {
             EntryKind::Purchase => order.plan.clone(),
             EntryKind::TopUp => format!("Top-up: {minutes}"),
             EntryKind::Grant => format!("{minutes} from us"),
+            EntryKind::Waived => "A call cut short by the assistant: not charged".to_string(),
             EntryKind::Refund => format!("Refunded: {minutes}"),
             EntryKind::Dispute => format!("Disputed: {minutes}"),
             EntryKind::Issued | EntryKind::PriorUse => continue,

@@ -51,6 +51,21 @@ pub async fn grant(
     }
 }
 
+/// Gives back `seconds` of call `call_sid`, whose agent failed, to its order; once per call.
+/// Recorded before the call is settled, so its debit and any overage count without them.
+pub async fn waive(
+    app: &App,
+    order: &Order,
+    call_sid: &str,
+    seconds: Seconds,
+) -> Result<(), StoreError> {
+    if seconds.0 <= 0 {
+        return Ok(());
+    }
+    let entry = Entry::waiver(order, call_sid, seconds, app.clock.now());
+    record(app, &entry).await.map(|_| ())
+}
+
 /// An imported code's usage before callgate.
 pub async fn prior_use(app: &App, order: &Order, seconds: Seconds) -> Result<(), StoreError> {
     if seconds.0 <= 0 {

@@ -102,6 +102,11 @@ enum Op {
     Grant {
         buy: usize,
     },
+    /// A call whose agent drops after `chunks` of the caller's audio: early, it costs nothing.
+    AgentDrops {
+        buy: usize,
+        chunks: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -122,6 +127,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize, any::<bool>()).prop_map(|(top, again)| Op::TopUpWebhook { top, again }),
         2 => (0..4usize, any::<bool>()).prop_map(|(top, dispute)| Op::ReverseTopUp { top, dispute }),
         1 => (0..4usize).prop_map(|buy| Op::Grant { buy }),
+        2 => (0..4usize, 1..30usize).prop_map(|(buy, chunks)| Op::AgentDrops { buy, chunks }),
     ]
 }
 
@@ -235,6 +241,8 @@ struct Purchase {
     purchase_reversed: bool,
     /// Seconds the operator gave.
     granted: i64,
+    /// Seconds given back for calls whose agent failed in their first 15 s.
+    waived: i64,
 }
 
 /// The keys of a [`Op::CallTopUp`].
@@ -364,7 +372,7 @@ impl World {
             .map(|_| TOP_UP_SECONDS)
             .sum();
         let base = if p.purchase_reversed { 0 } else { PLAN_SECONDS };
-        base + topped + p.granted
+        base + topped + p.granted + p.waived
     }
 
     /// Whether the model lets this purchase's calls run past the allowance.
@@ -420,6 +428,12 @@ impl World {
             Op::Call { buy, seconds } => {
                 let Some(b) = self.pick(buy) else { return };
                 self.call(b, seconds, None).await;
+            }
+            Op::AgentDrops { buy, chunks } => {
+                let Some(b) = self.pick(buy) else { return };
+                self.agent.drop_next(Some(chunks));
+                self.call(b, MAX_CALL_SECONDS, None).await;
+                self.agent.drop_next(None);
             }
             Op::CallTopUp {
                 buy,
@@ -737,6 +751,10 @@ impl World {
             .await;
         let metered = call.billable_seconds().0;
         assert!(metered <= MAX_CALL_SECONDS, "{metered}");
+        // An agent that failed early: the call costs nothing (FREE_FAILURE_SECS, 15 s).
+        if call.end_reason == Some(callgate::store::EndReason::AgentFailed) && metered <= 15 {
+            self.buys[b].waived += metered;
+        }
         if !overage {
             assert!(
                 metered <= left + topped,

@@ -10,6 +10,7 @@ mod architecture;
 mod billing;
 mod billing_rules;
 mod bridge;
+mod broken_calls;
 mod call_flow;
 mod cli;
 mod demo;

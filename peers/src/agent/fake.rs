@@ -29,6 +29,8 @@ pub struct Behaviour {
     pub interrupt_after: Option<usize>,
     /// After this many audio chunks: close the socket (a dropped agent).
     pub drop_after: Option<usize>,
+    /// After this many audio chunks: close with code 1011 (an internal error on its side).
+    pub error_after: Option<usize>,
     /// Refuse the WebSocket upgrade (an agent that is down).
     pub refuse: bool,
     /// Require the signed URL's token (a private agent).
@@ -45,6 +47,7 @@ impl Default for Behaviour {
             format: ULAW_8000.into(),
             interrupt_after: None,
             drop_after: None,
+            error_after: None,
             refuse: false,
             private: false,
             stall_after: None,
@@ -75,6 +78,8 @@ struct Shared {
     behaviour: Behaviour,
     log: Arc<Mutex<Log>>,
     base: String,
+    /// Set by [`FakeAgent::drop_next`]: the next conversation's drop.
+    drop_next: Arc<Mutex<Option<usize>>>,
 }
 
 impl Shared {
@@ -87,6 +92,7 @@ pub struct FakeAgent {
     /// `http://127.0.0.1:PORT`: the agent's `ELEVENLABS_API_BASE`.
     pub base: String,
     pub log: Arc<Mutex<Log>>,
+    drop_next: Arc<Mutex<Option<usize>>>,
     _server: tokio::task::JoinHandle<()>,
 }
 
@@ -98,10 +104,12 @@ impl FakeAgent {
             .expect("a loopback port");
         let base = format!("http://{}", listener.local_addr().expect("its address"));
         let log = Arc::new(Mutex::new(Log::default()));
+        let drop_next = Arc::new(Mutex::new(None));
         let shared = Shared {
             behaviour,
             log: log.clone(),
             base: base.clone(),
+            drop_next: drop_next.clone(),
         };
         let app = Router::new()
             .route(CONVERSATION_PATH, get(conversation))
@@ -113,12 +121,19 @@ impl FakeAgent {
         FakeAgent {
             base,
             log,
+            drop_next,
             _server: server,
         }
     }
 
     pub fn log(&self) -> Log {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next conversation opened drops after `chunks` audio chunks, then the behaviour
+    /// applies again (`None`: no longer armed).
+    pub fn drop_next(&self, chunks: Option<usize>) {
+        *self.drop_next.lock().unwrap_or_else(|p| p.into_inner()) = chunks;
     }
 }
 
@@ -166,6 +181,12 @@ async fn talk(s: Shared, socket: WebSocket) {
     if !c.metadata("conv_test_1", &s.behaviour.format).await || !c.ping(1, 5).await {
         return;
     }
+    let drop_after = s
+        .drop_next
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .or(s.behaviour.drop_after);
     let mut chunks = 0usize;
     while let Some(incoming) = c.recv().await {
         match incoming {
@@ -173,8 +194,12 @@ async fn talk(s: Shared, socket: WebSocket) {
                 let bytes = incoming.audio_bytes().unwrap_or_default();
                 chunks += 1;
                 s.log().chunks.push(bytes);
-                if Some(chunks) == s.behaviour.drop_after {
+                if Some(chunks) == drop_after {
                     return; // dropped without a close frame
+                }
+                if Some(chunks) == s.behaviour.error_after {
+                    c.close(1011, "internal error").await;
+                    return;
                 }
                 if Some(chunks) == s.behaviour.stall_after {
                     // Hung: holds the socket, reads nothing more (TCP buffers fill), says nothing.

@@ -112,6 +112,15 @@ impl Conversation {
             .await
     }
 
+    /// Closes the conversation with `code` (1011: an error on the agent's side).
+    pub async fn close(&mut self, code: u16, reason: &str) {
+        let frame = axum::extract::ws::CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = self.socket.send(Message::Close(Some(frame))).await;
+    }
+
     pub async fn send(&mut self, v: Value) -> bool {
         self.send_text(v.to_string()).await
     }

@@ -227,10 +227,19 @@ pub(super) async fn call_page(
         ),
         None => "<span class=\"hint\">none</span>".into(),
     };
+    // Seconds given back because the agent failed (their own ledger entry).
+    let waiver_id = crate::domain::entry::Entry::waiver_id(&call.call_sid);
+    let waived = match app.store.entry(&waiver_id).await? {
+        Some(e) => format!(
+            "<span id=\"waived\">{} given back: the agent failed</span>",
+            minutes(e.seconds)
+        ),
+        None => "<span class=\"hint\">none</span>".into(),
+    };
     let body = format!(
         "<dl><dt>From</dt><dd>{}</dd><dt>Order</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd>\
          <dt>Ended</dt><dd>{}</dd><dt>Agent time</dt><dd>{}</dd><dt>Ended because</dt><dd>{}</dd>\
-         <dt>Overage charge</dt><dd>{charged}</dd>\
+         <dt>Waived</dt><dd>{waived}</dd><dt>Overage charge</dt><dd>{charged}</dd>\
          <dt>Conversation</dt><dd>{}</dd></dl><h2>Timeline</h2>{}\
          <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" tabindex=\"0\" aria-label=\"Transcript\">{said}</ol>",
         escape(&call.from_number),
