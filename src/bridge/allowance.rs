@@ -78,6 +78,11 @@ impl Allowance {
         (self.limits.included - self.elapsed).max(0)
     }
 
+    /// Whether the call now runs in paid overage.
+    pub fn in_paid_time(&self) -> bool {
+        self.limits.overage && self.included_left() == 0
+    }
+
     /// The second the call ends at, as things stand.
     fn ends_at(&self) -> i64 {
         if self.limits.overage {

@@ -22,18 +22,64 @@ pub async fn play(
     stream_sid: &str,
     prompts: &[Prompt],
 ) -> Result<(), axum::Error> {
+    let parts: Vec<&[u8]> = prompts.iter().map(|&p| app.stream_audio.get(p)).collect();
+    let last = prompts.last().map_or("prompt", |p| p.name());
+    play_audio(twilio, stream_sid, &parts, last).await
+}
+
+/// Plays audio `parts` in turn (each in 20 ms frames of its own), then the mark `mark`.
+pub async fn play_audio(
+    twilio: &mut WebSocket,
+    stream_sid: &str,
+    parts: &[&[u8]],
+    mark: &str,
+) -> Result<(), axum::Error> {
     twilio.send(TwMessage::text(tw::clear(stream_sid))).await?;
-    for &prompt in prompts {
-        for frame in app.stream_audio.get(prompt).chunks(160) {
+    for part in parts {
+        for frame in part.chunks(160) {
             twilio
                 .send(TwMessage::text(tw::media(stream_sid, &B64.encode(frame))))
                 .await?;
         }
     }
-    let last = prompts.last().map_or("prompt", |p| p.name());
     twilio
-        .send(TwMessage::text(tw::mark(stream_sid, last)))
+        .send(TwMessage::text(tw::mark(stream_sid, mark)))
         .await
+}
+
+/// What `*` tells: the included minutes left ("<n> minutes left", a started minute counted
+/// whole), or in paid time its price ("You are in paid time, at <d> dollars <c> cents a
+/// minute"): the audio parts, the mark named after the last prompt, and the agent's words.
+pub fn time_left(
+    app: &App,
+    order: &Order,
+    included_left: i64,
+    paid: bool,
+) -> (Vec<Vec<u8>>, &'static str, String) {
+    let audio = &app.stream_audio;
+    let prompt = |p: Prompt| audio.get(p).to_vec();
+    if included_left > 0 || !paid {
+        let minutes = ((included_left.max(0) + 59) / 60) as u32;
+        let parts = vec![audio.number(minutes), prompt(Prompt::TimeLeft)];
+        let words = format!("The caller asked: about {minutes} minutes of included time are left.");
+        return (parts, Prompt::TimeLeft.name(), words);
+    }
+    let price = order.overage_price.0.max(0);
+    let unit = 10i64.pow(order.currency.decimals());
+    let (major, minor) = (price / unit, price % unit);
+    let mut parts = vec![prompt(Prompt::InPaidTime)];
+    if major > 0 || minor == 0 {
+        parts.extend([audio.number(major as u32), prompt(Prompt::CurrencyMajor)]);
+    }
+    if minor > 0 {
+        parts.extend([audio.number(minor as u32), prompt(Prompt::CurrencyMinor)]);
+    }
+    parts.push(prompt(Prompt::PerMinute));
+    let words = format!(
+        "The caller asked: they are in paid time, at {} a minute.",
+        money(order, order.overage_price)
+    );
+    (parts, Prompt::PerMinute.name(), words)
 }
 
 fn money(order: &Order, amount: Cents) -> String {

@@ -11,11 +11,21 @@ pub const CONFIRM_WITHIN_SECS: u64 = 10;
 /// The key that buys a top-up.
 pub const TOP_UP_KEY: char = '#';
 
+/// The key that tells the time left.
+pub const TIME_KEY: char = '*';
+
+/// The key that transfers the caller to a person.
+pub const OPERATOR_KEY: char = '0';
+
 /// What a key means now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAction {
     /// Nothing: a key this call does not use, or one pressed while a purchase runs.
     Ignore,
+    /// `*`: tell the caller the time left (or the price of paid time).
+    TellTime,
+    /// `0`, with an operator's number set: end the conversation and dial the operator.
+    Transfer,
     /// The first `#`: ask the caller to press it again.
     AskToConfirm,
     /// The confirming `#`: buy one pack (the `nth` of this call, from 1).
@@ -37,14 +47,17 @@ enum State {
 pub struct Keys {
     /// Whether this call may buy a top-up (a saved card, a pack, payments configured).
     can_top_up: bool,
+    /// Whether `0` transfers (an operator's number is set).
+    can_transfer: bool,
     state: State,
     bought: u32,
 }
 
 impl Keys {
-    pub fn new(can_top_up: bool) -> Keys {
+    pub fn new(can_top_up: bool, can_transfer: bool) -> Keys {
         Keys {
             can_top_up,
+            can_transfer,
             state: State::Idle,
             bought: 0,
         }
@@ -57,6 +70,16 @@ impl Keys {
 
     /// `digit` pressed at `now` (seconds since the call began, any monotonic clock).
     pub fn press(&mut self, digit: char, now: u64) -> KeyAction {
+        if digit == TIME_KEY {
+            return KeyAction::TellTime;
+        }
+        if digit == OPERATOR_KEY {
+            return if self.can_transfer {
+                KeyAction::Transfer
+            } else {
+                KeyAction::Ignore
+            };
+        }
         if digit != TOP_UP_KEY || !self.can_top_up {
             return KeyAction::Ignore;
         }
@@ -91,10 +114,10 @@ mod tests {
 
     #[test]
     fn two_presses_buy_once_and_other_keys_do_nothing() {
-        let mut k = Keys::new(true);
+        let mut k = Keys::new(true, false);
         assert_eq!(k.press('5', 0), KeyAction::Ignore);
         assert_eq!(k.press('#', 1), KeyAction::AskToConfirm);
-        assert_eq!(k.press('*', 2), KeyAction::Ignore);
+        assert_eq!(k.press('*', 2), KeyAction::TellTime);
         assert_eq!(k.press('#', 3), KeyAction::Buy { nth: 1 });
         assert_eq!(k.press('#', 4), KeyAction::Ignore);
         k.bought(true);
@@ -103,8 +126,14 @@ mod tests {
     }
 
     #[test]
+    fn zero_transfers_only_with_an_operator() {
+        assert_eq!(Keys::new(true, false).press('0', 0), KeyAction::Ignore);
+        assert_eq!(Keys::new(false, true).press('0', 0), KeyAction::Transfer);
+    }
+
+    #[test]
     fn a_late_second_press_asks_again() {
-        let mut k = Keys::new(true);
+        let mut k = Keys::new(true, false);
         assert_eq!(k.press('#', 0), KeyAction::AskToConfirm);
         assert_eq!(
             k.press('#', CONFIRM_WITHIN_SECS + 1),
@@ -114,10 +143,10 @@ mod tests {
 
     #[test]
     fn without_a_card_or_after_a_refusal_nothing_is_bought() {
-        let mut k = Keys::new(false);
+        let mut k = Keys::new(false, false);
         assert_eq!(k.press('#', 0), KeyAction::Ignore);
         assert_eq!(k.press('#', 1), KeyAction::Ignore);
-        let mut k = Keys::new(true);
+        let mut k = Keys::new(true, false);
         k.press('#', 0);
         k.press('#', 1);
         k.bought(false);
@@ -132,7 +161,7 @@ mod tests {
         fn a_purchase_needs_two_presses_and_never_overlaps(
             presses in proptest::collection::vec((prop_oneof![Just('#'), Just('*'), Just('1')], 0u64..15, any::<bool>()), 0..40)
         ) {
-            let mut k = Keys::new(true);
+            let mut k = Keys::new(true, false);
             let mut now = 0;
             let mut running = false;
             let mut last_hash: Option<u64> = None;

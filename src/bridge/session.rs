@@ -386,7 +386,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
     liveness.tick().await;
     let mut last_check = Instant::now();
     let began = Instant::now();
-    let mut keys = Keys::new(p.can_top_up);
+    let mut keys = Keys::new(p.can_top_up, p.app.config.voice.operator_number.is_some());
     let mut buying: Option<JoinHandle<InCall>> = None;
     let mut heard_at: i64 = 0;
     let pack = top_up::in_call_pack(p.app);
@@ -456,6 +456,18 @@ async fn pump(p: Pump<'_>) -> Pumped {
                             Some(KeyAction::Buy { nth }) => {
                                 tracing::info!(nth, "the caller confirmed a top-up");
                                 buying = Some(purchase::start(p.app, &p.order.id, p.call_sid, nth));
+                            }
+                            Some(KeyAction::Transfer) => {
+                                tracing::info!("the caller asked for a person: the conversation ends");
+                                break EndReason::Transferred;
+                            }
+                            Some(KeyAction::TellTime) => {
+                                let (parts, mark, words) = announce::time_left(p.app, p.order, allowance.included_left(), allowance.in_paid_time());
+                                let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                                if announce::play_audio(p.twilio, p.stream_sid, &parts, mark).await.is_err() {
+                                    break EndReason::CallerHungUp;
+                                }
+                                let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&words))).await;
                             }
                             Some(KeyAction::Ignore) | None => tracing::debug!("key not used during the call"),
                         }

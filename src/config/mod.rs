@@ -132,6 +132,10 @@ pub struct VoiceConfig {
     pub max_call_minutes: i64,
     /// A call whose agent fails within this many seconds costs nothing.
     pub free_failure_secs: i64,
+    /// Where `0` during the conversation transfers the caller.
+    pub operator_number: Option<String>,
+    /// Whether the time with the operator comes off the included minutes.
+    pub transfer_metered: bool,
 }
 
 impl VoiceConfig {
@@ -300,6 +304,8 @@ impl Config {
                 failures_per_hour: s::CODE_FAILURES_PER_HOUR.value(env)?,
                 max_call_minutes: s::MAX_CALL_MINUTES.value(env)?,
                 free_failure_secs: s::FREE_FAILURE_SECS.value(env)?,
+                operator_number: s::OPERATOR_NUMBER.get(env)?,
+                transfer_metered: s::TRANSFER_METERED.value(env)?,
             },
             stripe_js_url: s::STRIPE_JS_URL.value(env)?,
             billing: BillingConfig {

@@ -382,6 +382,18 @@ pub const FREE_FAILURE_SECS: Var<i64> = Var {
     help: "a call whose agent fails within this many seconds costs nothing; later, only the seconds until the failure are billed",
     parse: whole::<0, 3600>,
 };
+pub const OPERATOR_NUMBER: Var<String> = Var {
+    var: "OPERATOR_NUMBER",
+    unset: Unset::Means("none (`0` during a call does nothing)"),
+    help: "a person's number, E.164: `0` during the conversation ends the stream and dials it",
+    parse: parse::e164,
+};
+pub const TRANSFER_METERED: Var<bool> = Var {
+    var: "TRANSFER_METERED",
+    unset: Unset::Value("off"),
+    help: "`on`: the time with the operator comes off the code's included minutes (the transfer is limited to what is left, never charged as overage); `off`: it is free",
+    parse: on_off,
+};
 pub const SHUTDOWN_GRACE_SECS: Var<i64> = Var {
     var: "SHUTDOWN_GRACE_SECS",
     unset: Unset::Value("60"),
@@ -518,6 +530,8 @@ pub static SETTINGS: &[&dyn Row] = &[
     &CODE_FAILURES_PER_HOUR,
     &MAX_CALL_MINUTES,
     &FREE_FAILURE_SECS,
+    &OPERATOR_NUMBER,
+    &TRANSFER_METERED,
     &SHUTDOWN_GRACE_SECS,
     &API_REQUESTS_PER_MINUTE,
     &SMTP_URL,

@@ -80,6 +80,8 @@ text_enum!(
         Revoked = "revoked",
         /// The call lost its hold on the order (its heartbeat lapsed and another call settled it).
         HoldLost = "hold_lost",
+        /// The caller pressed `0`: the conversation ended and the operator is dialled.
+        Transferred = "transferred",
         TwilioCompleted = "twilio_completed",
         TwilioBusy = "twilio_busy",
         TwilioFailed = "twilio_failed",
@@ -109,6 +111,7 @@ impl EndReason {
                 Farewell::AgentUnavailable
             }
             EndReason::Revoked => Farewell::CodeRevoked,
+            EndReason::Transferred => Farewell::Transfer,
             EndReason::CallerHungUp
             | EndReason::TwilioCompleted
             | EndReason::TwilioBusy
@@ -123,6 +126,8 @@ impl EndReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Farewell {
     TimeUp,
+    /// Dial the operator.
+    Transfer,
     AgentUnavailable,
     CodeRevoked,
     Goodbye,

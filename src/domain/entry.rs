@@ -33,6 +33,9 @@ text_enum!(
         /// Seconds of a call whose agent failed, given back: the whole call when it failed in
         /// its first `FREE_FAILURE_SECS`, else those after the agent was last heard.
         Waived = "waived",
+        /// Seconds the caller spent with the operator after `0`, when `TRANSFER_METERED` is on:
+        /// used from the included minutes (never overage).
+        Transfer = "transfer",
         /// A refund taking back one entry.
         Refund = "refund",
         /// A dispute taking back one entry.
@@ -161,6 +164,21 @@ impl Entry {
         }
     }
 
+    /// `seconds` call `call_sid` spent with the operator, taken from the included minutes.
+    pub fn transfer(order: &Order, call_sid: &str, seconds: Seconds, now: UnixTime) -> Entry {
+        Entry {
+            id: format!("{}:{call_sid}", EntryKind::Transfer.as_str()),
+            order_id: order.id.clone(),
+            kind: EntryKind::Transfer,
+            seconds: Seconds(-seconds.0.max(0)),
+            amount: Cents(0),
+            currency: order.currency.clone(),
+            reverses: None,
+            stripe_payment_intent: None,
+            created_at: now,
+        }
+    }
+
     /// The id of call `call_sid`'s waiver, if it has one.
     pub fn waiver_id(call_sid: &str) -> String {
         format!("{}:{call_sid}", EntryKind::Waived.as_str())
@@ -217,7 +235,7 @@ impl Entry {
             | EntryKind::Waived
             | EntryKind::Refund
             | EntryKind::Dispute => Moves::Included(self.seconds),
-            EntryKind::PriorUse => Moves::Used(Seconds(-self.seconds.0)),
+            EntryKind::PriorUse | EntryKind::Transfer => Moves::Used(Seconds(-self.seconds.0)),
         }
     }
 }
@@ -228,6 +246,7 @@ pub fn chronological(entries: &mut [Entry]) {
     let rank = |e: &Entry| match e.kind {
         EntryKind::Purchase | EntryKind::Issued => 0,
         EntryKind::PriorUse => 1,
+        EntryKind::Transfer => 4,
         EntryKind::TopUp | EntryKind::Grant | EntryKind::Waived => 2,
         EntryKind::Refund | EntryKind::Dispute => 3,
     };

@@ -3,7 +3,8 @@
 //! Each text can be replaced with `PROMPT_<NAME>` (e.g. `PROMPT_GREETING`); each prompt is
 //! played from `AUDIO_DIR/<name>.mp3` (or `.wav`) when that file exists, else spoken with
 //! `<Say>`. The ones played into a live call (the warning, paid time, the in-call top-up)
-//! are played from `AUDIO_DIR/<name>.wav` (8 kHz mono), else as a tone of their own.
+//! are played from `AUDIO_DIR/<name>.wav` (8 kHz mono), else as a tone of their own; the
+//! time told with `*` joins them with the numbers `AUDIO_DIR/number_<n>.wav` (0 to 99).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Prompt {
@@ -34,6 +35,12 @@ pub enum Prompt {
     TopUpAdded,
     TopUpDeclined,
     TopUpConfirmOnline,
+    TimeLeft,
+    InPaidTime,
+    CurrencyMajor,
+    CurrencyMinor,
+    PerMinute,
+    Transferring,
 }
 
 impl Prompt {
@@ -65,6 +72,12 @@ impl Prompt {
         Prompt::TopUpAdded,
         Prompt::TopUpDeclined,
         Prompt::TopUpConfirmOnline,
+        Prompt::TimeLeft,
+        Prompt::InPaidTime,
+        Prompt::CurrencyMajor,
+        Prompt::CurrencyMinor,
+        Prompt::PerMinute,
+        Prompt::Transferring,
     ];
 
     /// The file stem under `AUDIO_DIR` and the suffix of `PROMPT_<NAME>`.
@@ -97,6 +110,12 @@ impl Prompt {
             Prompt::TopUpAdded => "top_up_added",
             Prompt::TopUpDeclined => "top_up_declined",
             Prompt::TopUpConfirmOnline => "top_up_confirm_online",
+            Prompt::TimeLeft => "time_left",
+            Prompt::InPaidTime => "in_paid_time",
+            Prompt::CurrencyMajor => "currency_major",
+            Prompt::CurrencyMinor => "currency_minor",
+            Prompt::PerMinute => "per_minute",
+            Prompt::Transferring => "transferring",
         }
     }
 
@@ -129,6 +148,12 @@ impl Prompt {
             Prompt::TopUpAdded => "Your minutes have been added. Thank you.",
             Prompt::TopUpDeclined => "Your card was declined, so no minutes were added. The call ends when your minutes run out.",
             Prompt::TopUpConfirmOnline => "Your bank asks you to confirm this payment, so no minutes were added. We have sent you a link to add them online.",
+            Prompt::TimeLeft => "minutes left.",
+            Prompt::InPaidTime => "You are in paid time, at",
+            Prompt::CurrencyMajor => "dollars",
+            Prompt::CurrencyMinor => "cents",
+            Prompt::PerMinute => "a minute.",
+            Prompt::Transferring => "Connecting you to a person. Please hold.",
         }
     }
 

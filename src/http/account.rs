@@ -151,7 +151,7 @@ fn render_account(app: &App, account: &Account) -> String {
             EntryKind::Waived => "A call cut short by the assistant: not charged".to_string(),
             EntryKind::Refund => format!("Refunded: {minutes}"),
             EntryKind::Dispute => format!("Disputed: {minutes}"),
-            EntryKind::Issued | EntryKind::PriorUse => continue,
+            EntryKind::Issued | EntryKind::PriorUse | EntryKind::Transfer => continue,
         };
         let amount = if e.amount.0 < 0 {
             format!("−{}", currency.format(Cents(-e.amount.0)))

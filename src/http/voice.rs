@@ -19,7 +19,7 @@ use crate::telephony::twilio::{signature, twiml};
 
 pub use crate::telephony::twilio::{
     AFTER_STREAM_PATH, CODE_PATH, FORGET_PATH, INCOMING_PATH, OLD_INCOMING_PATH, OLD_STATUS_PATH,
-    REMEMBER_PATH, SMS_STATUS_PATH, STATUS_PATH,
+    REMEMBER_PATH, SMS_STATUS_PATH, STATUS_PATH, TRANSFER_ENDED_PATH,
 };
 
 pub fn router() -> Router<AppState> {
@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route(STATUS_PATH, post(status))
         .route(OLD_STATUS_PATH, post(status))
         .route(AFTER_STREAM_PATH, post(after_stream))
+        .route(TRANSFER_ENDED_PATH, post(transfer_ended))
         .route(REMEMBER_PATH, post(remember))
         .route(FORGET_PATH, post(forget))
         .route(SMS_STATUS_PATH, post(sms_status))
@@ -183,6 +184,11 @@ async fn status(State(app): State<AppState>, Status(callback): Status) -> Respon
 
 async fn after_stream(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {
     TwimlResponse(flow::after_stream(&app, &req).await)
+}
+
+/// `POST /voice/transfer-ended`: the `<Dial>` to the operator ended.
+async fn transfer_ended(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {
+    TwimlResponse(flow::transfer_ended(&app, &req).await)
 }
 
 async fn remember(State(app): State<AppState>, Voice(req): Voice) -> TwimlResponse {

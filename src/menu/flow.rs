@@ -17,12 +17,15 @@ use super::answer::{
 use super::returning;
 use crate::domain::call::{EndReason, Farewell};
 use crate::domain::codes::AccessCode;
+use crate::domain::money::Seconds;
 use crate::domain::prompt::Prompt;
-use crate::store::{AttemptScope, CodeAttempt, CodeCheckQuery, EndCall, NewCall, StoreError};
+use crate::store::{
+    AttemptScope, CodeAttempt, CodeCheckQuery, EndCall, NewCall, Order, StoreError,
+};
 use crate::telemetry::call_span;
 use crate::telephony::twilio::twiml::{Gather, Speech, Twiml};
 use crate::telephony::twilio::webhook::{StatusCallback, VoiceRequest};
-use crate::telephony::twilio::CODE_PATH;
+use crate::telephony::twilio::{CODE_PATH, TRANSFER_ENDED_PATH};
 use crate::App;
 
 /// Wrong codes allowed in one call.
@@ -280,12 +283,70 @@ pub async fn after_stream(app: &App, req: &VoiceRequest) -> String {
         }
     };
     let prompts: &[Prompt] = match reason.map(EndReason::farewell) {
+        Some(Farewell::Transfer) => return transfer(app, req).await,
         Some(Farewell::TimeUp) => &[Prompt::TimeUp, Prompt::Goodbye],
         Some(Farewell::AgentUnavailable) => &[Prompt::AgentUnavailable, Prompt::Goodbye],
         Some(Farewell::CodeRevoked) => &[Prompt::CodeRevoked, Prompt::Goodbye],
         Some(Farewell::Goodbye) | None => &[Prompt::Goodbye],
     };
     farewell(app, prompts)
+}
+
+/// The caller pressed `0`: dial the operator. With `TRANSFER_METERED` the time with them is
+/// limited to the code's included minutes left and taken from them when Twilio reports it
+/// ([`transfer_ended`]); otherwise it is free.
+async fn transfer(app: &App, req: &VoiceRequest) -> String {
+    let Some(number) = app.config.voice.operator_number.as_deref() else {
+        return farewell(app, &[Prompt::Goodbye]);
+    };
+    if !app.config.voice.transfer_metered {
+        return Twiml::new()
+            .speak(&speech(app, Prompt::Transferring))
+            .dial(number, None, None)
+            .hangup()
+            .finish();
+    }
+    let left = match order_of_call(app, req.call_sid.as_str()).await {
+        Ok(Some(order)) => order.seconds_left().0,
+        Ok(None) => 0,
+        Err(e) => return apology(app, &e),
+    };
+    if left <= 0 {
+        return farewell(app, &[Prompt::NoMinutesLeft, Prompt::Goodbye]);
+    }
+    let action = app.public_url(TRANSFER_ENDED_PATH);
+    Twiml::new()
+        .speak(&speech(app, Prompt::Transferring))
+        .dial(number, Some(left), Some(&action))
+        .finish()
+}
+
+/// Twilio's report that the `<Dial>` to the operator ended: with `TRANSFER_METERED`, its
+/// `DialCallDuration` comes off the code's included minutes, once per call.
+pub async fn transfer_ended(app: &App, req: &VoiceRequest) -> String {
+    if let (true, Some(seconds)) = (app.config.voice.transfer_metered, req.dial_call_duration) {
+        match order_of_call(app, req.call_sid.as_str()).await {
+            Ok(Some(order)) => {
+                let call_sid = req.call_sid.as_str();
+                if let Err(e) =
+                    crate::orders::ledger::transfer_time(app, &order, call_sid, Seconds(seconds))
+                        .await
+                {
+                    tracing::error!(error = %e, "transfer time not recorded");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "transfer time not recorded"),
+        }
+    }
+    Twiml::new().hangup().finish()
+}
+
+async fn order_of_call(app: &App, call_sid: &str) -> Result<Option<Order>, StoreError> {
+    let Some(order_id) = app.store.call(call_sid).await?.and_then(|c| c.order_id) else {
+        return Ok(None);
+    };
+    app.store.order(&order_id).await
 }
 
 /// Twilio's status callback: records progress, and on a final status closes the call, which

@@ -66,6 +66,22 @@ pub async fn waive(
     record(app, &entry).await.map(|_| ())
 }
 
+/// Takes `seconds` the caller of `call_sid` spent with the operator from the included
+/// minutes (`TRANSFER_METERED`); once per call, never beyond what is left.
+pub async fn transfer_time(
+    app: &App,
+    order: &Order,
+    call_sid: &str,
+    seconds: Seconds,
+) -> Result<(), StoreError> {
+    let seconds = Seconds(seconds.0.min(order.seconds_left().0).max(0));
+    if seconds.0 == 0 {
+        return Ok(());
+    }
+    let entry = Entry::transfer(order, call_sid, seconds, app.clock.now());
+    record(app, &entry).await.map(|_| ())
+}
+
 /// An imported code's usage before callgate.
 pub async fn prior_use(app: &App, order: &Order, seconds: Seconds) -> Result<(), StoreError> {
     if seconds.0 <= 0 {

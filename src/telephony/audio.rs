@@ -201,6 +201,8 @@ pub fn wav_to_ulaw(bytes: &[u8]) -> Option<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub struct StreamAudio {
     prompts: std::collections::BTreeMap<Prompt, Vec<u8>>,
+    /// `number_<n>.wav` for 0 to 99, where recorded.
+    numbers: Vec<Option<Vec<u8>>>,
 }
 
 impl StreamAudio {
@@ -213,7 +215,15 @@ impl StreamAudio {
         Prompt::TopUpAdded,
         Prompt::TopUpDeclined,
         Prompt::TopUpConfirmOnline,
+        Prompt::TimeLeft,
+        Prompt::InPaidTime,
+        Prompt::CurrencyMajor,
+        Prompt::CurrencyMinor,
+        Prompt::PerMinute,
     ];
+
+    /// The numbers that can be spoken (0 to this).
+    pub const LARGEST_NUMBER: u32 = 99;
 
     pub fn load(dir: &std::path::Path) -> StreamAudio {
         let prompts = Self::PROMPTS
@@ -230,7 +240,25 @@ impl StreamAudio {
                 (prompt, audio)
             })
             .collect();
-        StreamAudio { prompts }
+        let numbers = (0..=Self::LARGEST_NUMBER)
+            .map(|n| {
+                let path = dir.join(format!("number_{n}.wav"));
+                std::fs::read(&path).ok().and_then(|b| wav_to_ulaw(&b))
+            })
+            .collect();
+        StreamAudio { prompts, numbers }
+    }
+
+    /// `n` spoken from its recording (`n` at most [`Self::LARGEST_NUMBER`]); unrecorded, as
+    /// `n` short beeps (at most 20).
+    pub fn number(&self, n: u32) -> Vec<u8> {
+        let n = n.min(Self::LARGEST_NUMBER);
+        match self.numbers.get(n as usize) {
+            Some(Some(audio)) => audio.clone(),
+            _ => (0..n.min(20))
+                .flat_map(|_| [tone(740.0, 90), tone(0.0, 110)].concat())
+                .collect(),
+        }
     }
 
     /// A prompt's μ-law audio (empty for one not played into calls).
@@ -265,6 +293,8 @@ fn tone_of(prompt: Prompt) -> Vec<u8> {
         Prompt::TopUpAdded => &[(523.0, 150), (659.0, 150), (784.0, 250)],
         Prompt::TopUpDeclined => &[(494.0, 250), (330.0, 400)],
         Prompt::TopUpConfirmOnline => &[(494.0, 250), (392.0, 250), (330.0, 400)],
+        Prompt::TimeLeft | Prompt::PerMinute => &[(0.0, 150)],
+        Prompt::InPaidTime => &[(880.0, 150), (0.0, 150)],
         _ => &[],
     };
     steps.iter().flat_map(|&(hz, ms)| tone(hz, ms)).collect()

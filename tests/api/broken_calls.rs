@@ -59,6 +59,17 @@ async fn settled_order(app: &TestApp, call_sid: &str) -> Order {
     }
 }
 
+/// Sends one frame and waits for the agent's echo, then the caller talks at real-time pace:
+/// frames sent while the bridge still sets up would reach the agent all at once, before a
+/// second is metered.
+async fn heard_the_agent(stream: &mut callgate_peers::twilio::MediaStream) {
+    assert!(stream.send_media(&[0x42; 160]).await);
+    while !matches!(
+        stream.next(Duration::from_secs(10)).await,
+        Some(Received::Media(_))
+    ) {}
+}
+
 async fn admin_call_page(app: &TestApp, call_sid: &str) -> String {
     let resp = reqwest::Client::new()
         .get(app.url(&format!("/admin/calls/{call_sid}")))
@@ -86,13 +97,7 @@ async fn an_agent_failing_in_the_first_seconds_costs_nothing(store: DynStore) {
     .await;
     let (mut caller, url, params, after) = connected_call(&app, 5, false).await;
     let mut stream = open(&caller, &url, &params).await;
-    // Talk once the agent is heard (frames sent while the bridge still sets up would reach
-    // the agent all at once, before a second is metered).
-    assert!(stream.send_media(&[0x42; 160]).await);
-    while !matches!(
-        stream.next(Duration::from_secs(10)).await,
-        Some(Received::Media(_))
-    ) {}
+    heard_the_agent(&mut stream).await;
     let got = stream
         .talk_until_closed(&[0x42; 160], Duration::from_secs(30))
         .await;
@@ -149,6 +154,7 @@ async fn a_later_failure_is_billed_only_until_the_agent_was_last_heard(store: Dy
     let app = app(store, &agent, TICK, Duration::from_millis(300)).await;
     let (caller, url, params, _) = connected_call(&app, 5, false).await;
     let mut stream = open(&caller, &url, &params).await;
+    heard_the_agent(&mut stream).await;
     let got = stream
         .talk_until_closed(&[0x42; 160], Duration::from_secs(30))
         .await;

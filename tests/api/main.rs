@@ -12,6 +12,7 @@ mod billing_rules;
 mod bridge;
 mod broken_calls;
 mod call_flow;
+mod call_keys;
 mod cli;
 mod demo;
 mod faults;

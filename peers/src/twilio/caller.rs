@@ -48,6 +48,8 @@ pub struct Caller {
     pub requests: Vec<(String, u16)>,
     /// Parameters Twilio adds to this call's requests beyond the usual ones (`StirVerstat`).
     pub extra: Vec<(String, String)>,
+    /// The last `<Dial>` followed: its number, `timeLimit` and `action`.
+    pub dialled: Option<(String, Option<i64>, Option<String>)>,
 }
 
 enum Step {
@@ -69,6 +71,7 @@ impl Caller {
             heard: Vec::new(),
             requests: Vec::new(),
             extra: Vec::new(),
+            dialled: None,
         }
     }
 
@@ -213,7 +216,14 @@ impl Caller {
                     return Step::Request(url.clone(), self.call_params("in-progress"));
                 }
                 Verb::Hangup => return Step::End(Ending::HungUp),
-                Verb::Dial { number } => return Step::End(Ending::Dialled(number.clone())),
+                Verb::Dial {
+                    number,
+                    time_limit,
+                    action,
+                } => {
+                    self.dialled = Some((number.clone(), *time_limit, action.clone()));
+                    return Step::End(Ending::Dialled(number.clone()));
+                }
                 Verb::Stream { url, parameters } => {
                     assert!(
                         !url.contains('?'),
@@ -257,6 +267,24 @@ impl Caller {
     }
 
     /// Twilio's status callback for this call.
+    /// The dialled call ended after `seconds` (capped at the `<Dial>`'s `timeLimit`, as
+    /// Twilio cuts it there): Twilio posts the dial's outcome to its `action` and follows the
+    /// answer. Without an action, the call goes on to the verbs after `<Dial>` (here: ends).
+    pub async fn dial_ended(&mut self, seconds: i64) -> Ending {
+        let Some((_, limit, action)) = self.dialled.clone() else {
+            panic!("nothing was dialled");
+        };
+        let Some(action) = action else {
+            return Ending::HungUp;
+        };
+        let seconds = limit.map_or(seconds, |l| seconds.min(l));
+        let mut params = self.call_params("in-progress");
+        params.push(("DialCallStatus".into(), "completed".into()));
+        params.push(("DialCallSid".into(), super::new_sid("CA")));
+        params.push(("DialCallDuration".into(), seconds.to_string()));
+        self.fetch_and_follow(&action, params).await
+    }
+
     pub async fn status_callback(
         &mut self,
         url: &str,

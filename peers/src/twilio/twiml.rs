@@ -37,9 +37,12 @@ pub enum Verb {
         #[serde(serialize_with = "as_map")]
         parameters: Vec<(String, String)>,
     },
-    /// `<Dial>` a number.
+    /// `<Dial>` a number: its `timeLimit` in seconds, and the `action` Twilio posts to when
+    /// the dialled call ends (then follows that TwiML; without one it goes on after `<Dial>`).
     Dial {
         number: String,
+        time_limit: Option<i64>,
+        action: Option<String>,
     },
     Hangup,
 }
@@ -109,6 +112,8 @@ pub fn parse(twiml: &str) -> Result<Vec<Verb>, TwimlError> {
             },
             "Hangup" => Verb::Hangup,
             "Dial" => Verb::Dial {
+                time_limit: verb.attribute("timeLimit").and_then(|t| t.parse().ok()),
+                action: verb.attribute("action").map(String::from),
                 number: verb
                     .children()
                     .find(|n| n.has_tag_name("Number"))

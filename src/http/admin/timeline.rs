@@ -110,6 +110,7 @@ pub(super) fn ending(call: &Call) -> String {
         Shutdown => "server restarting",
         Revoked => "code revoked during the call",
         HoldLost => "lost its hold on the code",
+        Transferred => "caller asked for a person (transferred)",
         TwilioCompleted if at_menu && call.order_id.is_none() => {
             "hung up at the menu (no valid code)"
         }

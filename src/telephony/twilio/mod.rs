@@ -12,6 +12,8 @@ pub const STATUS_PATH: &str = "/voice/status";
 /// Where Twilio reports how an SMS (a receipt, a lost code) fared.
 pub const SMS_STATUS_PATH: &str = "/sms/status";
 pub const AFTER_STREAM_PATH: &str = "/voice/after-stream";
+/// Twilio's report that the `<Dial>` to the operator ended (`DialCallDuration`).
+pub const TRANSFER_ENDED_PATH: &str = "/voice/transfer-ended";
 /// The key pressed at the offer to remember the caller's number (after the code).
 pub const REMEMBER_PATH: &str = "/voice/remember";
 /// The key pressed at the offer to forget it (a recognised caller).

@@ -124,6 +124,25 @@ impl Twiml {
         self
     }
 
+    /// `<Dial>` to `number`; `time_limit_secs` caps the call with it, and `action` is told
+    /// how it went (`DialCallDuration`) when it ends.
+    pub fn dial(
+        mut self,
+        number: &str,
+        time_limit_secs: Option<i64>,
+        action: Option<&str>,
+    ) -> Twiml {
+        self.body.push_str("<Dial");
+        if let Some(limit) = time_limit_secs {
+            let _ = write!(self.body, " timeLimit=\"{limit}\"");
+        }
+        if let Some(url) = action {
+            let _ = write!(self.body, " action=\"{}\" method=\"POST\"", escape(url));
+        }
+        let _ = write!(self.body, ">{}</Dial>", escape(number));
+        self
+    }
+
     pub fn hangup(mut self) -> Twiml {
         self.body.push_str("<Hangup/>");
         self

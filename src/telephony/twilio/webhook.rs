@@ -66,6 +66,8 @@ pub struct VoiceRequest {
     pub digits: Option<String>,
     /// How the caller ID was verified (SHAKEN/STIR), when Twilio says: `StirVerstat`.
     pub stir_verstat: Option<String>,
+    /// Seconds of a `<Dial>`ed call, when this is its action: `DialCallDuration`.
+    pub dial_call_duration: Option<i64>,
 }
 
 impl VoiceRequest {
@@ -84,6 +86,10 @@ impl VoiceRequest {
             stir_verstat: form
                 .get("StirVerstat")
                 .map(|v| v.chars().take(64).collect()),
+            dial_call_duration: form
+                .get("DialCallDuration")
+                .and_then(|d| d.parse::<i64>().ok())
+                .filter(|d| (0..=86_400).contains(d)),
         })
     }
 }
