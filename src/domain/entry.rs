@@ -133,12 +133,18 @@ impl Entry {
         }
     }
 
-    /// The operator's grant of `seconds`; `id` makes one grant one entry.
-    pub fn grant(order: &Order, id: &str, seconds: Seconds, now: UnixTime) -> Entry {
+    /// An entry of seconds only (no money, no payment).
+    fn seconds_only(
+        order: &Order,
+        id: String,
+        kind: EntryKind,
+        seconds: Seconds,
+        now: UnixTime,
+    ) -> Entry {
         Entry {
-            id: format!("{}:{id}", EntryKind::Grant.as_str()),
+            id,
             order_id: order.id.clone(),
-            kind: EntryKind::Grant,
+            kind,
             seconds,
             amount: Cents(0),
             currency: order.currency.clone(),
@@ -146,37 +152,40 @@ impl Entry {
             stripe_payment_intent: None,
             created_at: now,
         }
+    }
+
+    /// The operator's grant of `seconds`; `id` makes one grant one entry.
+    pub fn grant(order: &Order, id: &str, seconds: Seconds, now: UnixTime) -> Entry {
+        Entry::seconds_only(
+            order,
+            format!("{}:{id}", EntryKind::Grant.as_str()),
+            EntryKind::Grant,
+            seconds,
+            now,
+        )
     }
 
     /// `seconds` of call `call_sid` given back because its agent failed
     /// ([`super::call::waived_after_agent_failure`]); one waiver per call.
     pub fn waiver(order: &Order, call_sid: &str, seconds: Seconds, now: UnixTime) -> Entry {
-        Entry {
-            id: Entry::waiver_id(call_sid),
-            order_id: order.id.clone(),
-            kind: EntryKind::Waived,
+        Entry::seconds_only(
+            order,
+            Entry::waiver_id(call_sid),
+            EntryKind::Waived,
             seconds,
-            amount: Cents(0),
-            currency: order.currency.clone(),
-            reverses: None,
-            stripe_payment_intent: None,
-            created_at: now,
-        }
+            now,
+        )
     }
 
     /// `seconds` call `call_sid` spent with the operator, taken from the included minutes.
     pub fn transfer(order: &Order, call_sid: &str, seconds: Seconds, now: UnixTime) -> Entry {
-        Entry {
-            id: format!("{}:{call_sid}", EntryKind::Transfer.as_str()),
-            order_id: order.id.clone(),
-            kind: EntryKind::Transfer,
-            seconds: Seconds(-seconds.0.max(0)),
-            amount: Cents(0),
-            currency: order.currency.clone(),
-            reverses: None,
-            stripe_payment_intent: None,
-            created_at: now,
-        }
+        Entry::seconds_only(
+            order,
+            format!("{}:{call_sid}", EntryKind::Transfer.as_str()),
+            EntryKind::Transfer,
+            Seconds(-seconds.0.max(0)),
+            now,
+        )
     }
 
     /// The id of call `call_sid`'s waiver, if it has one.
@@ -186,17 +195,14 @@ impl Entry {
 
     /// An imported code's usage before callgate.
     pub fn prior_use(order: &Order, seconds: Seconds, now: UnixTime) -> Entry {
-        Entry {
-            id: format!("{}:{}", EntryKind::PriorUse.as_str(), order.id),
-            order_id: order.id.clone(),
-            kind: EntryKind::PriorUse,
-            seconds: Seconds(-seconds.0.max(0)),
-            amount: Cents(0),
-            currency: order.currency.clone(),
-            reverses: None,
-            stripe_payment_intent: None,
-            created_at: now,
-        }
+        let id = format!("{}:{}", EntryKind::PriorUse.as_str(), order.id);
+        Entry::seconds_only(
+            order,
+            id,
+            EntryKind::PriorUse,
+            Seconds(-seconds.0.max(0)),
+            now,
+        )
     }
 
     /// The refund (or, `disputed`, the dispute) of this entry: exactly its seconds and its

@@ -669,33 +669,7 @@ async fn localstripe_card(
     stripe: &crate::support::stripe::LocalStripe,
     number: &str,
 ) -> (String, String) {
-    let (s, cus) = stripe
-        .post("/v1/customers", &[("email", "caller@example.com")])
-        .await;
-    assert_eq!(s, 200, "{cus}");
-    let cus = cus["id"].as_str().unwrap().to_string();
-    let (s, pm) = stripe
-        .post(
-            "/v1/payment_methods",
-            &[
-                ("type", "card"),
-                ("card[number]", number),
-                ("card[exp_month]", "12"),
-                ("card[exp_year]", "2034"),
-                ("card[cvc]", "123"),
-            ],
-        )
-        .await;
-    assert_eq!(s, 200, "{pm}");
-    let pm = pm["id"].as_str().unwrap().to_string();
-    let (s, body) = stripe
-        .post(
-            &format!("/v1/payment_methods/{pm}/attach"),
-            &[("customer", &cus)],
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-    (cus, pm)
+    stripe.saved_card(number).await
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::calls::{connected_call, ended_call, open, TICK};
+use crate::support::calls::{connected_call, ended_call, open, order_of, TICK};
 use callgate::store::DynStore;
 use callgate_peers::agent::{Behaviour, FakeAgent};
 use callgate_peers::twilio::{Ending, MediaStream, Received};
@@ -105,11 +105,19 @@ async fn star_tells_the_minutes_left(store: DynStore) {
         [vec![0x12; 240], vec![0x34; 240]].concat(),
         "\"two\" then \"minutes left\", from the recordings"
     );
-    let told = agent.log().contextual_updates;
-    assert!(
-        told.iter().any(|t| t.contains("2 minutes")),
-        "the agent is told too: {told:?}"
-    );
+    // The agent is told too (sent just after the audio; it arrives a moment later).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let told = agent.log().contextual_updates;
+        if told.iter().any(|t| t.contains("2 minutes")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent is told too: {told:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stream.hang_up().await;
 }
 
@@ -125,14 +133,7 @@ async fn star_in_paid_time_tells_its_price(store: DynStore) {
     ];
     let (app, _audio) = app_with_recordings(store, &agent, &files).await;
     let (caller, url, params, _) = connected_call(&app, 1, true).await;
-    let c = app.app.store.call(&caller.call_sid).await.unwrap().unwrap();
-    let order = app
-        .app
-        .store
-        .order(c.order_id.as_deref().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let order = order_of(&app, &caller.call_sid).await;
     assert_eq!(order.overage_price.0, 100, "the test's price");
     let mut stream = open(&caller, &url, &params).await;
     heard_the_agent(&mut stream).await;
@@ -190,13 +191,7 @@ async fn zero_transfers_to_the_operator_for_free(store: DynStore) {
         "unmetered: no limit, nothing reported back"
     );
     assert_eq!(caller.dial_ended(600).await, Ending::HungUp);
-    let order = app
-        .app
-        .store
-        .order(call.order_id.as_deref().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let order = order_of(&app, &caller.call_sid).await;
     assert_eq!(
         order.seconds_used, call.seconds_metered,
         "only the conversation is used"
@@ -227,13 +222,7 @@ async fn a_metered_transfer_takes_its_time_from_the_minutes_once(store: DynStore
     // Twilio cuts the operator's call at the limit and reports it; a repeat changes nothing.
     assert_eq!(caller.dial_ended(600).await, Ending::HungUp);
     assert_eq!(caller.dial_ended(600).await, Ending::HungUp);
-    let order = app
-        .app
-        .store
-        .order(call.order_id.as_deref().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let order = order_of(&app, &caller.call_sid).await;
     assert_eq!(
         order.seconds_left().0,
         0,

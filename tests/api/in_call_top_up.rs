@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::support::app::{spawn_with, TestApp};
-use crate::support::calls::{connected_call_with, ended_call, open, settled_call, TICK};
+use crate::support::calls::{connected_call_with, ended_call, open, order_of, settled_call, TICK};
 use crate::support::stripe::{LocalStripe, WEBHOOK_SECRET};
 use callgate::domain::message::{Address, MessageKind};
 use callgate::orders::OperatorGrant;
@@ -53,37 +53,6 @@ async fn shop(store: DynStore) -> Option<Shop> {
     })
 }
 
-/// A customer with `card` saved, as a consented purchase leaves it.
-async fn saved_card(stripe: &LocalStripe, card: &str) -> (String, String) {
-    let (s, cus) = stripe
-        .post("/v1/customers", &[("email", "caller@example.com")])
-        .await;
-    assert_eq!(s, 200, "{cus}");
-    let cus = cus["id"].as_str().unwrap().to_string();
-    let (s, pm) = stripe
-        .post(
-            "/v1/payment_methods",
-            &[
-                ("type", "card"),
-                ("card[number]", card),
-                ("card[exp_month]", "12"),
-                ("card[exp_year]", "2034"),
-                ("card[cvc]", "123"),
-            ],
-        )
-        .await;
-    assert_eq!(s, 200, "{pm}");
-    let pm = pm["id"].as_str().unwrap().to_string();
-    let (s, body) = stripe
-        .post(
-            &format!("/v1/payment_methods/{pm}/attach"),
-            &[("customer", &cus)],
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-    (cus, pm)
-}
-
 /// A call on a fresh code of `minutes` with overage consent and `card` saved, its stream open
 /// and the first caller audio sent (metering runs from there).
 async fn call(
@@ -91,7 +60,7 @@ async fn call(
     minutes: i64,
     card: &str,
 ) -> (callgate_peers::twilio::Caller, MediaStream, Order) {
-    let (customer, payment_method) = saved_card(&shop.stripe, card).await;
+    let (customer, payment_method) = shop.stripe.saved_card(card).await;
     let grant = OperatorGrant {
         minutes,
         overage: true,
@@ -101,22 +70,7 @@ async fn call(
     let (caller, url, params, _) = connected_call_with(&shop.app, &grant).await;
     let mut stream = open(&caller, &url, &params).await;
     assert!(stream.send_media(&[0x55; 160]).await);
-    let c = shop
-        .app
-        .app
-        .store
-        .call(&caller.call_sid)
-        .await
-        .unwrap()
-        .unwrap();
-    let order = shop
-        .app
-        .app
-        .store
-        .order(c.order_id.as_deref().expect("the call's order"))
-        .await
-        .unwrap()
-        .unwrap();
+    let order = order_of(&shop.app, &caller.call_sid).await;
     (caller, stream, order)
 }
 
@@ -413,15 +367,7 @@ async fn a_live_call_learns_of_a_web_top_up_and_of_its_refund(store: DynStore) {
     let (caller, url, params, _) = connected_call_with(&shop.app, &grant).await;
     let mut stream = open(&caller, &url, &params).await;
     assert!(stream.send_media(&[0x55; 160]).await);
-    let c = shop
-        .app
-        .app
-        .store
-        .call(&caller.call_sid)
-        .await
-        .unwrap()
-        .unwrap();
-    let order_id = c.order_id.clone().unwrap();
+    let order_id = order_of(&shop.app, &caller.call_sid).await.id;
     past(&shop, &mut stream, &caller.call_sid, 5).await;
 
     // Ten minutes bought on the web while the call runs: it goes on past its old minute.

@@ -88,6 +88,13 @@ pub async fn ended_call(app: &TestApp, sid: &str) -> callgate::store::Call {
 
 /// Waits for the call to be settled: its seconds debited and its code freed (the bridge
 /// settles right after recording its end).
+/// The order a call holds (or held).
+pub async fn order_of(app: &TestApp, call_sid: &str) -> callgate::store::Order {
+    let call = app.app.store.call(call_sid).await.unwrap().unwrap();
+    let order_id = call.order_id.expect("the call has an order");
+    app.app.store.order(&order_id).await.unwrap().unwrap()
+}
+
 pub async fn settled_call(app: &TestApp, sid: &str) -> callgate::store::Call {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

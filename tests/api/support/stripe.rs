@@ -126,15 +126,14 @@ impl LocalStripe {
             .unwrap()
     }
 
-    /// What Stripe.js does when the customer pays with a card: a PaymentMethod, attached to
-    /// the PaymentIntent, confirmed. Returns the confirm call's status and body.
-    pub async fn pay(&self, payment_intent: &str, card: &str) -> (u16, Value) {
+    /// A PaymentMethod for the card `number`: its id.
+    pub async fn card(&self, number: &str) -> String {
         let (status, pm) = self
             .post(
                 "/v1/payment_methods",
                 &[
                     ("type", "card"),
-                    ("card[number]", card),
+                    ("card[number]", number),
                     ("card[exp_month]", "12"),
                     ("card[exp_year]", "2034"),
                     ("card[cvc]", "123"),
@@ -142,7 +141,32 @@ impl LocalStripe {
             )
             .await;
         assert_eq!(status, 200, "payment method: {pm}");
-        let pm_id = pm["id"].as_str().unwrap().to_string();
+        pm["id"].as_str().unwrap().to_string()
+    }
+
+    /// A customer with the card `number` saved, as a consented purchase leaves it:
+    /// (customer, payment method).
+    pub async fn saved_card(&self, number: &str) -> (String, String) {
+        let (s, cus) = self
+            .post("/v1/customers", &[("email", "caller@example.com")])
+            .await;
+        assert_eq!(s, 200, "{cus}");
+        let cus = cus["id"].as_str().unwrap().to_string();
+        let pm = self.card(number).await;
+        let (s, body) = self
+            .post(
+                &format!("/v1/payment_methods/{pm}/attach"),
+                &[("customer", &cus)],
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        (cus, pm)
+    }
+
+    /// What Stripe.js does when the customer pays with a card: a PaymentMethod, attached to
+    /// the PaymentIntent, confirmed. Returns the confirm call's status and body.
+    pub async fn pay(&self, payment_intent: &str, card: &str) -> (u16, Value) {
+        let pm_id = self.card(card).await;
         let (status, body) = self
             .post(
                 &format!("/v1/payment_intents/{payment_intent}"),
