@@ -4,7 +4,7 @@
 //! keeps it true): `crypto` and `metrics`; `domain` (money, codes, the call's and the
 //! charge's states, the ledger's rules); `config`; `store`, `telephony` (Twilio, ElevenLabs,
 //! audio) and `stripe`; `write_behind` (grouped writes behind the answer); `app` (the
-//! services, built once); the features `orders`, `notify`, `menu`,
+//! services, built once); the features `orders`, `memory`, `notify`, `menu`,
 //! `bridge`, `billing`, `import`; `http` (routes only); `demo`; `cli`.
 
 pub mod app;
@@ -18,6 +18,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod memory;
 pub mod menu;
 pub mod metrics;
 pub mod notify;

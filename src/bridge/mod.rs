@@ -3,6 +3,7 @@
 
 pub mod allowance;
 mod announce;
+mod ending;
 mod handshake;
 pub mod keys;
 mod purchase;

@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message as TwMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as AgMessage;
 use tracing::Instrument;
 
 use super::allowance::{Allowance, Limits, Tick};
 use super::announce;
+use super::ending;
 use super::handshake;
 use super::keys::{KeyAction, Keys};
 use super::purchase;
@@ -171,19 +172,12 @@ async fn bridge(
     stream_sid: String,
     mut twilio: WebSocket,
 ) {
-    let Call {
-        call_sid,
-        from_number: caller,
-        ..
-    } = call;
     let limits = Limits::for_order(&order, app.config.voice.max_call_minutes);
+    // What the agent knows of the caller as it opens: time left, an earlier call, its summary.
+    let vars = crate::memory::opening_variables(app, &call, &order, limits.overage).await;
+    let Call { call_sid, .. } = call;
 
     // Open the agent and agree on formats; any failure ends the call with an apology.
-    let vars = json!({
-        "caller_number": caller,
-        "minutes_remaining": order.seconds_left().0 / 60,
-        "overage_enabled": limits.overage,
-    });
     // Boxed: the handshake's state (TLS, the upgrade, the signed URL) is the largest of any
     // step; inline, every live call's task would keep its room (about 11 KiB) for the
     // whole call. Boxed, it is allocated for the handshake and freed after.
@@ -467,7 +461,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
                                 if announce::play_audio(p.twilio, p.stream_sid, &parts, mark).await.is_err() {
                                     break EndReason::CallerHungUp;
                                 }
-                                let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&words))).await;
+                                let _ = p.agent.send(AgMessage::text(elevenlabs::time_update(&words))).await;
                             }
                             Some(KeyAction::Ignore) | None => tracing::debug!("key not used during the call"),
                         }
@@ -487,6 +481,12 @@ async fn pump(p: Pump<'_>) -> Pumped {
                 heard_at = allowance.elapsed();
                 let text = match msg {
                     Some(Ok(AgMessage::Text(t))) => t,
+                    // A normal close is how ElevenLabs ends a conversation its agent ended.
+                    Some(Ok(AgMessage::Close(Some(frame)))) if frame.code == CloseCode::Normal => {
+                        tracing::info!("the agent closed the conversation");
+                        agent_closed = true;
+                        break EndReason::AgentEnded;
+                    }
                     Some(Ok(AgMessage::Close(_))) | None | Some(Err(_)) => {
                         tracing::warn!("agent socket closed mid-call");
                         crate::metrics::AGENT_ERRORS.add("dropped");
@@ -500,16 +500,9 @@ async fn pump(p: Pump<'_>) -> Pumped {
                         // Audio older than the last interruption was cut off by the caller.
                         if event_id <= last_interruption { continue; }
                         metering = true;
-                        // Passed on only if it is base64: the caller's line gets nothing else.
-                        let Some((checked, bytes)) = Base64Audio::decode(&audio, &mut scratch) else {
+                        let Some(frame) = ending::phone_frame(&writer, p.passthrough, p.agent_out, &audio, &mut scratch) else {
                             tracing::warn!("agent audio that is not base64 dropped");
                             continue;
-                        };
-                        let frame = if p.passthrough {
-                            writer.media(checked)
-                        } else {
-                            let mut encoded = String::new();
-                            writer.media(Base64Audio::encode(&audio::to_phone(bytes, p.agent_out), &mut encoded))
                         };
                         if p.twilio.send(TwMessage::text(frame)).await.is_err() {
                             break EndReason::CallerHungUp;
@@ -540,6 +533,11 @@ async fn pump(p: Pump<'_>) -> Pumped {
                         seq += 1;
                         let _ = p.lines.try_send(TranscriptLine { seq, speaker: Speaker::Caller, text, at: p.app.clock.now() });
                     }
+                    Ok(AgentEvent::ToolResponse { tool_name }) if tool_name == elevenlabs::END_CALL_TOOL => {
+                        tracing::info!("the agent ended the conversation");
+                        break EndReason::AgentEnded;
+                    }
+                    Ok(AgentEvent::ToolResponse { tool_name }) => tracing::debug!(%tool_name, "agent tool ran"),
                     Ok(AgentEvent::Error(e)) => tracing::warn!(error = %e, "agent reported an error"),
                     Ok(AgentEvent::Metadata { .. } | AgentEvent::Other(_)) => {}
                     Err(e) => tracing::warn!(error = %e, "malformed agent message ignored"),
@@ -580,7 +578,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
                     }
                 }
                 if let Some(context) = told.context {
-                    let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
+                    let _ = p.agent.send(AgMessage::text(elevenlabs::time_update(&context))).await;
                 }
             }
             Ok(()) = included.changed() => {
@@ -627,7 +625,7 @@ async fn pump(p: Pump<'_>) -> Pumped {
                             break EndReason::CallerHungUp;
                         }
                         let context = announce::warning(p.order, left, then_paid, offer);
-                        let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
+                        let _ = p.agent.send(AgMessage::text(elevenlabs::time_update(&context))).await;
                     }
                     Tick::PaidTime => {
                         tracing::info!("paid time starts");
@@ -635,16 +633,33 @@ async fn pump(p: Pump<'_>) -> Pumped {
                             break EndReason::CallerHungUp;
                         }
                         let context = announce::paid_time(p.order);
-                        let _ = p.agent.send(AgMessage::text(elevenlabs::contextual_update(&context))).await;
+                        let _ = p.agent.send(AgMessage::text(elevenlabs::time_update(&context))).await;
                     }
                 }
             }
         }
     };
+    // The call's length is fixed here; what follows lets the agent finish, unmetered.
+    let elapsed = allowance.elapsed();
+    if reason.lets_agent_finish() {
+        let finished = ending::let_agent_finish(ending::Finish {
+            twilio: p.twilio,
+            agent: (!agent_closed).then_some(p.agent),
+            stream_sid: p.stream_sid,
+            writer: &writer,
+            passthrough: p.passthrough,
+            agent_out: p.agent_out,
+            last_interruption,
+            limit: p.app.bridge.finish_limit,
+            quiet: p.app.bridge.finish_quiet,
+        })
+        .await;
+        tracing::info!(?finished, "the agent's last words were let through");
+    }
     Pumped {
         reason,
         agent_closed,
-        elapsed: allowance.elapsed(),
+        elapsed,
         heard_at,
         buying,
     }

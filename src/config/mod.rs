@@ -103,6 +103,10 @@ pub struct ElevenLabsConfig {
     /// Present for a private agent: used to fetch a signed conversation URL.
     pub api_key: Option<Secret>,
     pub api_base: Url,
+    /// The post-call webhook's secret; without it the webhook is refused.
+    pub webhook_secret: Option<Secret>,
+    /// The voice prompts are generated in; the agent's own when unset.
+    pub voice_id: Option<String>,
 }
 
 /// How overage is billed.
@@ -447,6 +451,8 @@ fn elevenlabs(env: &dyn Env) -> Result<Option<ElevenLabsConfig>, ConfigError> {
         agent_id,
         api_key,
         api_base: s::ELEVENLABS_API_BASE.value(env)?,
+        webhook_secret: s::ELEVENLABS_WEBHOOK_SECRET.get(env)?,
+        voice_id: s::ELEVENLABS_VOICE_ID.get(env)?,
     }))
 }
 
@@ -649,6 +655,11 @@ pub struct BridgeSettings {
     /// A live call reads its order's balance again this often (a change made on this
     /// instance is told at once; one made on another instance arrives within this).
     pub balance_recheck: Duration,
+    /// The longest a call's end waits for the agent to finish what it is saying (its audio
+    /// already sent, and any still coming, played to the caller).
+    pub finish_limit: Duration,
+    /// How long the agent must stay quiet, once all its audio was played, to be done.
+    pub finish_quiet: Duration,
 }
 
 impl Default for BridgeSettings {
@@ -660,6 +671,8 @@ impl Default for BridgeSettings {
             persist_every_secs: 5,
             agent_silence: Duration::from_secs(20),
             balance_recheck: Duration::from_secs(30),
+            finish_limit: Duration::from_secs(4),
+            finish_quiet: Duration::from_millis(500),
         }
     }
 }

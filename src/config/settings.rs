@@ -312,6 +312,18 @@ pub const ELEVENLABS_API_BASE: Var<Url> = Var {
     help: "ElevenLabs base URL; the agent WebSocket uses the same host",
     parse: parse::http_url,
 };
+pub const ELEVENLABS_WEBHOOK_SECRET: Var<Secret> = Var {
+    var: "ELEVENLABS_WEBHOOK_SECRET",
+    unset: Unset::Means("none"),
+    help: "the post-call webhook's HMAC secret: enables `/webhooks/elevenlabs` (summaries the agent remembers)",
+    parse: |v| Ok(Secret::new(v)),
+};
+pub const ELEVENLABS_VOICE_ID: Var<String> = Var {
+    var: "ELEVENLABS_VOICE_ID",
+    unset: Unset::Means("the agent's own voice"),
+    help: "the voice `callgate prompts generate` speaks the prompts in",
+    parse: |v| Ok(v.to_string()),
+};
 pub const OVERAGE_ROUNDING: Var<Rounding> = Var {
     var: "OVERAGE_ROUNDING",
     unset: Unset::Value("minute"),
@@ -519,6 +531,8 @@ pub static SETTINGS: &[&dyn Row] = &[
     &ELEVENLABS_AGENT_ID,
     &ELEVENLABS_API_KEY,
     &ELEVENLABS_API_BASE,
+    &ELEVENLABS_WEBHOOK_SECRET,
+    &ELEVENLABS_VOICE_ID,
     &OVERAGE_ROUNDING,
     &BILLING_INTERVAL_SECS,
     &BILLING_WORKER,

@@ -82,6 +82,8 @@ text_enum!(
         HoldLost = "hold_lost",
         /// The caller pressed `0`: the conversation ended and the operator is dialled.
         Transferred = "transferred",
+        /// The agent ended the conversation (its `end_call` tool, or a normal close).
+        AgentEnded = "agent_ended",
         TwilioCompleted = "twilio_completed",
         TwilioBusy = "twilio_busy",
         TwilioFailed = "twilio_failed",
@@ -103,6 +105,20 @@ impl EndReason {
         })
     }
 
+    /// Whether the agent may finish what it is saying before the stream ends: when callgate
+    /// or the agent ends the call, not when the caller did, the agent is gone, or the
+    /// caller asked for a person (they pressed `0` to leave the agent).
+    pub fn lets_agent_finish(self) -> bool {
+        matches!(
+            self,
+            EndReason::TimeUp
+                | EndReason::Shutdown
+                | EndReason::Revoked
+                | EndReason::HoldLost
+                | EndReason::AgentEnded
+        )
+    }
+
     /// What the caller hears as the stream closes (the menu's farewell picks its prompt).
     pub fn farewell(self) -> Farewell {
         match self {
@@ -112,6 +128,7 @@ impl EndReason {
             }
             EndReason::Revoked => Farewell::CodeRevoked,
             EndReason::Transferred => Farewell::Transfer,
+            EndReason::AgentEnded => Farewell::Silent,
             EndReason::CallerHungUp
             | EndReason::TwilioCompleted
             | EndReason::TwilioBusy
@@ -131,6 +148,8 @@ pub enum Farewell {
     AgentUnavailable,
     CodeRevoked,
     Goodbye,
+    /// Nothing: the agent said goodbye itself.
+    Silent,
 }
 
 text_enum!(

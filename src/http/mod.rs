@@ -22,6 +22,7 @@ use crate::{App, StartError};
 
 mod account;
 pub mod admin;
+mod agent_webhook;
 mod audio;
 pub mod checkout;
 pub mod client_ip;
@@ -63,6 +64,7 @@ pub fn router_with(
         .merge(voice::router())
         .merge(media::router())
         .merge(webhook::router())
+        .merge(agent_webhook::router())
         .merge(pay::page_router())
         .merge(
             Router::new()

@@ -288,6 +288,7 @@ pub async fn after_stream(app: &App, req: &VoiceRequest) -> String {
         Some(Farewell::AgentUnavailable) => &[Prompt::AgentUnavailable, Prompt::Goodbye],
         Some(Farewell::CodeRevoked) => &[Prompt::CodeRevoked, Prompt::Goodbye],
         Some(Farewell::Goodbye) | None => &[Prompt::Goodbye],
+        Some(Farewell::Silent) => &[],
     };
     farewell(app, prompts)
 }

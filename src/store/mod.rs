@@ -22,6 +22,7 @@ mod events;
 mod messages;
 mod money;
 mod orders;
+mod reports;
 
 #[cfg(feature = "mongodb")]
 mod mongo;
@@ -60,12 +61,13 @@ pub use entries::{EntryStore, Recorded};
 pub use events::EventStore;
 pub use messages::{MessageStore, NewMessage, SendOutcome};
 pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
+pub use reports::{ConversationReport, ReportStore};
 
 /// The aggregates' traits, for calling a store's methods: `use crate::store::prelude::*`.
 pub mod prelude {
     pub use super::{
         AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, MessageStore,
-        OrderStore, Store,
+        OrderStore, ReportStore, Store,
     };
 }
 
@@ -123,6 +125,7 @@ pub trait Store:
     + CallerStore
     + EntryStore
     + MessageStore
+    + ReportStore
     + Send
     + Sync
     + 'static

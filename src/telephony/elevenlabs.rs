@@ -43,6 +43,11 @@ pub enum AgentEvent<'a> {
     },
     AgentResponse(String),
     UserTranscript(String),
+    /// The agent ran one of its tools (`agent_tool_response`, sent when the agent's client
+    /// events include it); `end_call` means it ended the conversation.
+    ToolResponse {
+        tool_name: String,
+    },
     Error(String),
     /// Any other type: logged at debug level and ignored.
     Other(String),
@@ -64,6 +69,12 @@ struct Raw<'a> {
     agent_response_event: Option<Value>,
     #[serde(default)]
     user_transcription_event: Option<Value>,
+    /// The tool event's body: `agent_tool_response` as the schema spells it (some servers
+    /// have sent `agent_tool_response_event`, the other events' pattern: both are read).
+    #[serde(default)]
+    agent_tool_response: Option<Value>,
+    #[serde(default)]
+    agent_tool_response_event: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +154,15 @@ pub fn parse(text: &str) -> Result<AgentEvent<'_>, AgentError> {
         "user_transcript" => {
             AgentEvent::UserTranscript(field(&raw.user_transcription_event, "user_transcript"))
         }
+        "agent_tool_response" => {
+            let body = raw.agent_tool_response.or(raw.agent_tool_response_event);
+            if body.is_none() {
+                return Err(missing("agent_tool_response"));
+            }
+            AgentEvent::ToolResponse {
+                tool_name: field(&body, "tool_name"),
+            }
+        }
         "error" => AgentEvent::Error(text.chars().take(500).collect()),
         other => AgentEvent::Other(other.to_string()),
     })
@@ -174,9 +194,18 @@ pub fn initiation(dynamic_variables: &Value) -> String {
     .to_string()
 }
 
-/// Something the agent should know mid-call (for example, that time is nearly up).
-pub fn contextual_update(text: &str) -> String {
-    serde_json::json!({ "type": "contextual_update", "text": text }).to_string()
+/// The `context_id` of what the agent is told about the caller's time and balance: each
+/// update replaces the one before in the agent's context, so only the latest stands.
+pub const TIME_CONTEXT: &str = "callgate_time";
+
+/// The tool the agent ends the conversation with.
+pub const END_CALL_TOOL: &str = "end_call";
+
+/// What the agent should know mid-call about the caller's time (that it is nearly up, that
+/// paid time started, that minutes were bought): under [`TIME_CONTEXT`].
+pub fn time_update(text: &str) -> String {
+    serde_json::json!({ "type": "contextual_update", "text": text, "context_id": TIME_CONTEXT })
+        .to_string()
 }
 
 /// The WebSocket base for the configured API base: `https` -> `wss`, `http` -> `ws`.
@@ -273,6 +302,15 @@ mod tests {
                 .unwrap(),
             AgentEvent::AgentResponse("hi".into())
         );
+        let end = r#"{"type":"agent_tool_response","agent_tool_response":{"tool_name":"end_call","tool_call_id":"t1","tool_type":"system","is_error":false}}"#;
+        assert_eq!(
+            parse(end).unwrap(),
+            AgentEvent::ToolResponse {
+                tool_name: END_CALL_TOOL.into()
+            }
+        );
+        let other_spelling = r#"{"type":"agent_tool_response","agent_tool_response_event":{"tool_name":"end_call"}}"#;
+        assert_eq!(parse(other_spelling).unwrap(), parse(end).unwrap());
         assert_eq!(
             parse(r#"{"type":"vad_score","vad_score_event":{"vad_score":0.5}}"#).unwrap(),
             AgentEvent::Other("vad_score".into())
@@ -288,6 +326,7 @@ mod tests {
             r#"{"no_type":1}"#,
             r#"{"type":"audio"}"#,
             r#"{"type":"ping"}"#,
+            r#"{"type":"agent_tool_response"}"#,
             r#"{"type":"audio","audio_event":{"audio_base_64":5}}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
@@ -306,5 +345,10 @@ mod tests {
             serde_json::from_str(&initiation(&serde_json::json!({"caller_number":"+1"}))).unwrap();
         assert_eq!(init["type"], "conversation_initiation_client_data");
         assert_eq!(init["dynamic_variables"]["caller_number"], "+1");
+        let update: Value = serde_json::from_str(&time_update("two minutes")).unwrap();
+        assert_eq!(
+            update,
+            serde_json::json!({"type":"contextual_update","text":"two minutes","context_id":TIME_CONTEXT})
+        );
     }
 }

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     // The services, built once.
     &["app"],
     // Features that others build on.
-    &["orders", "settlement"],
+    &["orders", "settlement", "memory"],
     // Messages to customers, about their orders.
     &["notify"],
     // Features.

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::support::app::{spawn_with, TestApp};
-use crate::support::calls::{connected_call, ended_call, open, TICK};
+use crate::support::calls::{
+    admin_call_page, connected_call, ended_call, heard_the_agent, open, TICK,
+};
 use callgate::domain::entry::Entry;
 use callgate::store::{DynStore, EntryKind, Order};
 use callgate_peers::agent::{Behaviour, FakeAgent};
@@ -57,28 +59,6 @@ async fn settled_order(app: &TestApp, call_sid: &str) -> Order {
         assert!(tokio::time::Instant::now() < deadline, "never settled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Sends one frame and waits for the agent's echo, then the caller talks at real-time pace:
-/// frames sent while the bridge still sets up would reach the agent all at once, before a
-/// second is metered.
-async fn heard_the_agent(stream: &mut callgate_peers::twilio::MediaStream) {
-    assert!(stream.send_media(&[0x42; 160]).await);
-    while !matches!(
-        stream.next(Duration::from_secs(10)).await,
-        Some(Received::Media(_))
-    ) {}
-}
-
-async fn admin_call_page(app: &TestApp, call_sid: &str) -> String {
-    let resp = reqwest::Client::new()
-        .get(app.url(&format!("/admin/calls/{call_sid}")))
-        .basic_auth("admin", Some(PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.text().await.unwrap()
 }
 
 async fn an_agent_failing_in_the_first_seconds_costs_nothing(store: DynStore) {
@@ -136,7 +116,7 @@ async fn an_agent_failing_in_the_first_seconds_costs_nothing(store: DynStore) {
         "{}",
         caller.transcript()
     );
-    let page = admin_call_page(&app, &caller.call_sid).await;
+    let page = admin_call_page(&app, PASSWORD, &caller.call_sid).await;
     if metered > 0 {
         assert!(page.contains("id=\"waived\""), "{page}");
         assert!(page.contains("given back: the agent failed"));

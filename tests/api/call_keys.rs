@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::calls::{connected_call, ended_call, open, order_of, TICK};
+use crate::support::calls::{connected_call, ended_call, heard_the_agent, open, order_of, TICK};
 use callgate::store::DynStore;
 use callgate_peers::agent::{Behaviour, FakeAgent};
 use callgate_peers::twilio::{Ending, MediaStream, Received};
@@ -65,15 +65,6 @@ async fn app_with(
     (app, audio)
 }
 
-/// Sends one frame and waits until the agent's echo comes back: the bridge is pumping.
-async fn heard_the_agent(stream: &mut MediaStream) {
-    assert!(stream.send_media(&[0x55; 160]).await);
-    while !matches!(
-        stream.next(Duration::from_secs(10)).await,
-        Some(Received::Media(_))
-    ) {}
-}
-
 /// What callgate played after its last `clear`, up to the mark `name`, as one stream of bytes
 /// (the agent's echoes, bytes of 0x55, left out).
 async fn played(stream: &mut MediaStream, name: &str) -> Vec<u8> {
@@ -110,6 +101,12 @@ async fn star_tells_the_minutes_left(store: DynStore) {
     loop {
         let told = agent.log().contextual_updates;
         if told.iter().any(|t| t.contains("2 minutes")) {
+            // Every word on the time goes under one context id: only the latest stays.
+            let ids = agent.log().context_ids;
+            assert!(
+                !ids.is_empty() && ids.iter().all(|id| id.as_deref() == Some("callgate_time")),
+                "{ids:?}"
+            );
             break;
         }
         assert!(

@@ -13,6 +13,8 @@ mod bridge;
 mod broken_calls;
 mod call_flow;
 mod call_keys;
+mod caller_memory;
+mod clean_endings;
 mod cli;
 mod demo;
 mod faults;

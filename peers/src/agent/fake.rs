@@ -39,7 +39,18 @@ pub struct Behaviour {
     pub stall_after: Option<usize>,
     /// On the first audio chunk: send this many 1-second audio events as fast as possible.
     pub flood: Option<usize>,
+    /// After this many audio chunks: say a sentence of this many 20 ms frames of
+    /// [`SENTENCE`] audio at once, as a real agent's speech arrives faster than it plays.
+    pub speak_after: Option<(usize, usize)>,
+    /// After this many audio chunks: say goodbye ([`GOODBYE`] audio, 50 frames: one second),
+    /// run the `end_call` tool, and close the conversation normally soon after.
+    pub end_call_after: Option<usize>,
 }
+
+/// The byte of the fake agent's sentence audio ([`Behaviour::speak_after`]).
+pub const SENTENCE: u8 = 0x44;
+/// The byte of the fake agent's goodbye audio ([`Behaviour::end_call_after`]).
+pub const GOODBYE: u8 = 0x47;
 
 impl Default for Behaviour {
     fn default() -> Self {
@@ -52,6 +63,8 @@ impl Default for Behaviour {
             private: false,
             stall_after: None,
             flood: None,
+            speak_after: None,
+            end_call_after: None,
         }
     }
 }
@@ -59,11 +72,16 @@ impl Default for Behaviour {
 /// What the agent saw.
 #[derive(Debug, Default, Clone)]
 pub struct Log {
+    /// The latest conversation's initiation.
     pub initiation: Option<Value>,
+    /// Every conversation's initiation, in order.
+    pub initiations: Vec<Value>,
     /// Decoded bytes of each user audio chunk.
     pub chunks: Vec<Vec<u8>>,
     pub pongs: Vec<i64>,
     pub contextual_updates: Vec<String>,
+    /// The `context_id` of each contextual update, in the same order.
+    pub context_ids: Vec<Option<String>>,
     pub user_messages: Vec<String>,
     pub connections: usize,
     pub closed_by_client: bool,
@@ -71,6 +89,8 @@ pub struct Log {
     pub stalled: bool,
     /// Audio events sent in the flood.
     pub flooded: usize,
+    /// The agent ran `end_call`.
+    pub ended_call: bool,
 }
 
 #[derive(Clone)]
@@ -177,8 +197,14 @@ async fn talk(s: Shared, socket: WebSocket) {
     let Some(mut c) = Conversation::accept(socket).await else {
         return;
     };
-    s.log().initiation = Some(c.initiation.clone());
-    if !c.metadata("conv_test_1", &s.behaviour.format).await || !c.ping(1, 5).await {
+    // Each conversation its own id: `conv_test_<n>`, n counting connections from 1.
+    let conversation_id = {
+        let mut log = s.log();
+        log.initiation = Some(c.initiation.clone());
+        log.initiations.push(c.initiation.clone());
+        format!("conv_test_{}", log.connections)
+    };
+    if !c.metadata(&conversation_id, &s.behaviour.format).await || !c.ping(1, 5).await {
         return;
     }
     let drop_after = s
@@ -222,6 +248,35 @@ async fn talk(s: Shared, socket: WebSocket) {
                 if !c.audio(chunk).await {
                     return;
                 }
+                if let Some((after, frames)) = s.behaviour.speak_after {
+                    if chunks == after {
+                        c.agent_response("let me finish this sentence").await;
+                        for _ in 0..frames {
+                            if !c.audio_bytes(&[SENTENCE; 160]).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if Some(chunks) == s.behaviour.end_call_after {
+                    c.agent_response("goodbye").await;
+                    for _ in 0..50 {
+                        if !c.audio_bytes(&[GOODBYE; 160]).await {
+                            return;
+                        }
+                    }
+                    c.send(
+                        json!({ "type": "agent_tool_response", "agent_tool_response": {
+                        "tool_name": "end_call", "tool_call_id": "toolu_1", "tool_type": "system",
+                        "is_error": false } }),
+                    )
+                    .await;
+                    s.log().ended_call = true;
+                    // ElevenLabs closes normally shortly after; its last audio is on its way.
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                    c.close(1000, "end_call").await;
+                    return;
+                }
                 if Some(chunks) == s.behaviour.interrupt_after {
                     c.interrupt().await;
                     // Stale audio from before the interruption, then fresh audio after it.
@@ -230,7 +285,11 @@ async fn talk(s: Shared, socket: WebSocket) {
                 }
             }
             Incoming::Pong(id) => s.log().pongs.push(id),
-            Incoming::ContextualUpdate(text) => s.log().contextual_updates.push(text),
+            Incoming::ContextualUpdate(text, id) => {
+                let mut log = s.log();
+                log.contextual_updates.push(text);
+                log.context_ids.push(id);
+            }
             Incoming::UserMessage(text) => s.log().user_messages.push(text),
             Incoming::Other(_) => {}
         }

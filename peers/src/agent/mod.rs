@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-pub use fake::{Behaviour, FakeAgent, Log, API_KEY};
+pub use fake::{Behaviour, FakeAgent, Log, API_KEY, GOODBYE, SENTENCE};
 
 /// The agent's WebSocket path.
 pub const CONVERSATION_PATH: &str = "/v1/convai/conversation";
@@ -32,8 +32,9 @@ pub enum Incoming {
     Audio(String),
     /// `pong` to the ping with this `event_id`.
     Pong(i64),
-    /// `contextual_update`: text added to the agent's context without a reply.
-    ContextualUpdate(String),
+    /// `contextual_update`: text added to the agent's context without a reply, and its
+    /// `context_id` (a later update under the same id replaces it).
+    ContextualUpdate(String, Option<String>),
     /// `user_message`: text the agent answers as if spoken.
     UserMessage(String),
     /// Any other JSON message.
@@ -59,7 +60,9 @@ impl Incoming {
         let text_of = |v: &Value| v["text"].as_str().unwrap_or_default().to_string();
         Some(match wire.kind.as_deref() {
             Some("pong") => Incoming::Pong(v["event_id"].as_i64().unwrap_or(-1)),
-            Some("contextual_update") => Incoming::ContextualUpdate(text_of(&v)),
+            Some("contextual_update") => {
+                Incoming::ContextualUpdate(text_of(&v), v["context_id"].as_str().map(String::from))
+            }
             Some("user_message") => Incoming::UserMessage(text_of(&v)),
             _ => Incoming::Other(v),
         })
@@ -227,7 +230,7 @@ mod tests {
         );
         assert_eq!(
             Incoming::parse(r#"{"type":"contextual_update","text":"2 minutes left"}"#),
-            Some(Incoming::ContextualUpdate("2 minutes left".into()))
+            Some(Incoming::ContextualUpdate("2 minutes left".into(), None))
         );
         assert_eq!(
             Incoming::parse(r#"{"type":"user_message","text":"hi"}"#),

@@ -2,6 +2,10 @@
 //! upgrade, `connected`, `start` with the custom parameters, then `media` frames of μ-law at
 //! 8 kHz, `dtmf` for keys pressed, `mark` when audio callgate sent has been played, and `stop`.
 //! From callgate it takes `media`, `clear` and `mark`.
+//!
+//! Like Twilio, it plays the audio it is sent at 8 kHz real time, and echoes each `mark`
+//! once the audio sent before it has been played (at once on `clear`). Echoes go out while
+//! the test reads the stream ([`MediaStream::next`]).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -43,6 +47,12 @@ pub struct MediaStream {
     sequence: u64,
     /// Milliseconds of caller audio sent (the `timestamp` of the next frame).
     sent_ms: u64,
+    /// When the audio callgate sent so far will have been played.
+    played_until: tokio::time::Instant,
+    /// Marks to echo, each when the audio before it has been played, in order.
+    marks: std::collections::VecDeque<(tokio::time::Instant, String)>,
+    /// The marks echoed so far, in order.
+    pub echoed: Vec<String>,
 }
 
 impl MediaStream {
@@ -79,6 +89,9 @@ impl MediaStream {
             ws,
             sequence: 0,
             sent_ms: 0,
+            played_until: tokio::time::Instant::now(),
+            marks: Default::default(),
+            echoed: Vec::new(),
         };
         stream
             .send_json(json!({ "event": "connected", "protocol": "Call", "version": "1.0.0" }))
@@ -181,11 +194,59 @@ impl MediaStream {
     /// The next message from callgate, or `None` after `wait`. As a test's peer it panics
     /// on what Twilio would refuse (a binary frame, malformed JSON, an unknown event).
     pub async fn next(&mut self, wait: std::time::Duration) -> Option<Received> {
-        match tokio::time::timeout(wait, self.recv_text()).await {
-            Err(_) => None,
-            Ok(None) => Some(Received::Closed),
-            Ok(Some(Ok(text))) => Some(decode(&text)),
-            Ok(Some(Err(_))) => panic!("callgate sent a binary frame (Twilio error 31950)"),
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.echo_played_marks().await;
+            let wake = self
+                .marks
+                .front()
+                .map_or(deadline, |(at, _)| (*at).min(deadline));
+            match tokio::time::timeout_at(wake, self.recv_text()).await {
+                Err(_) if tokio::time::Instant::now() >= deadline => return None,
+                Err(_) => continue,
+                Ok(None) => return Some(Received::Closed),
+                Ok(Some(Ok(text))) => {
+                    let received = decode(&text);
+                    self.play(&received);
+                    return Some(received);
+                }
+                Ok(Some(Err(_))) => panic!("callgate sent a binary frame (Twilio error 31950)"),
+            }
+        }
+    }
+
+    /// Plays what callgate sent: audio takes its length in real time; a mark waits for the
+    /// audio before it; `clear` drops what was queued, and its marks are echoed at once.
+    fn play(&mut self, received: &Received) {
+        let now = tokio::time::Instant::now();
+        match received {
+            Received::Media(bytes) => {
+                let length = std::time::Duration::from_micros(bytes.len() as u64 * 125);
+                self.played_until = self.played_until.max(now) + length;
+            }
+            Received::Mark(name) => {
+                self.marks
+                    .push_back((self.played_until.max(now), name.clone()));
+            }
+            Received::Clear => {
+                self.played_until = now;
+                for mark in self.marks.iter_mut() {
+                    mark.0 = now;
+                }
+            }
+            Received::Closed => {}
+        }
+    }
+
+    /// Echoes the marks whose audio has been played.
+    async fn echo_played_marks(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.marks.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, name)) = self.marks.pop_front() else {
+                break;
+            };
+            self.send_mark(&name).await;
+            self.echoed.push(name);
         }
     }
 
@@ -196,6 +257,21 @@ impl MediaStream {
         frame: &[u8],
         limit: std::time::Duration,
     ) -> Vec<Received> {
+        self.talk_timed(frame, limit, |_| false)
+            .await
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// [`talk_until_closed`](Self::talk_until_closed), each message with when it arrived,
+    /// stopping early (without waiting for the close) after a message `until` accepts.
+    pub async fn talk_timed(
+        &mut self,
+        frame: &[u8],
+        limit: std::time::Duration,
+        until: impl Fn(&Received) -> bool,
+    ) -> Vec<(tokio::time::Instant, Received)> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut pace = tokio::time::interval(std::time::Duration::from_millis(20));
         let mut got = Vec::new();
@@ -203,13 +279,22 @@ impl MediaStream {
             tokio::select! {
                 _ = pace.tick() => {
                     if !self.send_media(frame).await {
-                        got.push(Received::Closed);
+                        got.push((tokio::time::Instant::now(), Received::Closed));
                         return got;
                     }
                 }
                 r = self.next(std::time::Duration::from_secs(30)) => match r {
-                    Some(Received::Closed) | None => { got.push(Received::Closed); return got; }
-                    Some(r) => got.push(r),
+                    Some(Received::Closed) | None => {
+                        got.push((tokio::time::Instant::now(), Received::Closed));
+                        return got;
+                    }
+                    Some(r) => {
+                        let stop = until(&r);
+                        got.push((tokio::time::Instant::now(), r));
+                        if stop {
+                            return got;
+                        }
+                    }
                 },
                 _ = tokio::time::sleep_until(deadline) => return got,
             }

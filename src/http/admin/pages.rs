@@ -236,11 +236,23 @@ pub(super) async fn call_page(
         ),
         None => "<span class=\"hint\">none</span>".into(),
     };
+    // What the agent made of it (ElevenLabs' post-call webhook), when it came.
+    let report = match app.store.report_for_call(&call.call_sid).await? {
+        Some(r) => format!(
+            "<section id=\"report\" aria-label=\"The agent's report\"><h2>The agent's report</h2>\
+             <p id=\"summary\">{}</p><p>Outcome: <strong id=\"outcome\">{}</strong></p>\
+             <details><summary>Analysis as sent</summary><pre class=\"wrap\">{}</pre></details></section>",
+            escape(&r.summary),
+            escape(r.outcome.as_deref().unwrap_or("not judged")),
+            escape(&r.analysis)
+        ),
+        None => String::new(),
+    };
     let body = format!(
         "<dl><dt>From</dt><dd>{}</dd><dt>Order</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd>\
          <dt>Ended</dt><dd>{}</dd><dt>Agent time</dt><dd>{}</dd><dt>Ended because</dt><dd>{}</dd>\
          <dt>Waived</dt><dd>{waived}</dd><dt>Overage charge</dt><dd>{charged}</dd>\
-         <dt>Conversation</dt><dd>{}</dd></dl><h2>Timeline</h2>{}\
+         <dt>Conversation</dt><dd>{}</dd></dl>{report}<h2>Timeline</h2>{}\
          <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" tabindex=\"0\" aria-label=\"Transcript\">{said}</ol>",
         escape(&call.from_number),
         order_link(call.order_id.as_deref()),

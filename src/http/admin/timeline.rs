@@ -111,6 +111,7 @@ pub(super) fn ending(call: &Call) -> String {
         Revoked => "code revoked during the call",
         HoldLost => "lost its hold on the code",
         Transferred => "caller asked for a person (transferred)",
+        AgentEnded => "the agent ended the conversation",
         TwilioCompleted if at_menu && call.order_id.is_none() => {
             "hung up at the menu (no valid code)"
         }

@@ -32,6 +32,7 @@ mod events;
 mod messages;
 mod money;
 mod orders;
+mod reports;
 
 pub struct MongoStore {
     db: Database,
@@ -364,6 +365,12 @@ impl Store for MongoStore {
                 .await?;
             self.raw("messages")
                 .create_index(plain(doc! { "provider_id": 1 }))
+                .await?;
+            self.raw("conversation_reports")
+                .create_index(plain(doc! { "call_sid": 1 }))
+                .await?;
+            self.raw("conversation_reports")
+                .create_index(plain(doc! { "caller": 1, "received_at": -1 }))
                 .await?;
             Ok::<_, mongodb::error::Error>(())
         };

@@ -4,7 +4,8 @@
 //! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
 //! neither pays for a runtime-generic driver. One file per aggregate, each holding its
 //! statements and the body of its trait (`orders.rs`, `calls.rs`, `charges.rs`,
-//! `entries.rs`, `messages.rs`, `attempts.rs`, `events.rs`, `callers.rs`); `hot.rs` is PostgreSQL's side of the money path's writes.
+//! `entries.rs`, `messages.rs`, `attempts.rs`, `events.rs`, `callers.rs`, `reports.rs`); `hot.rs`
+//! is PostgreSQL's side of the money path's writes.
 
 /// A statement built once, its state values taken from the enums' spelling tables: the
 /// template names variants (`'{paid}'` with `paid = OrderStatus::Paid`), never their spellings,
@@ -63,6 +64,7 @@ mod events;
 mod hot;
 mod messages;
 mod orders;
+mod reports;
 
 pub(crate) use attempts::*;
 pub(crate) use callers::*;
@@ -74,6 +76,7 @@ pub(crate) use events::*;
 pub(crate) use hot::*;
 pub(crate) use messages::*;
 pub(crate) use orders::*;
+pub(crate) use reports::*;
 
 /// Implements [`crate::store::Store`] and every aggregate's trait for a struct with `pool`
 /// and `writer` fields (both `sqlx::Pool<$db>`): reads go to `pool`, writes to `writer` (today
@@ -92,6 +95,7 @@ macro_rules! sql_store {
         $crate::store::sql::sql_callers!($store, $db);
         $crate::store::sql::sql_entries!($store, $db);
         $crate::store::sql::sql_messages!($store, $db);
+        $crate::store::sql::sql_reports!($store, $db);
 
         #[async_trait::async_trait]
         impl Store for $store {

@@ -105,3 +105,25 @@ pub async fn settled_call(app: &TestApp, sid: &str) -> callgate::store::Call {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Sends one frame and waits until the agent's echo comes back: the bridge is pumping (frames
+/// sent while it still sets up would reach the agent all at once, before a second is metered).
+pub async fn heard_the_agent(stream: &mut MediaStream) {
+    assert!(stream.send_media(&[0x55; 160]).await);
+    while !matches!(
+        stream.next(WAIT).await,
+        Some(callgate_peers::twilio::Received::Media(_))
+    ) {}
+}
+
+/// The admin page of a call, as the operator (`password`) sees it.
+pub async fn admin_call_page(app: &TestApp, password: &str, call_sid: &str) -> String {
+    let resp = reqwest::Client::new()
+        .get(app.url(&format!("/admin/calls/{call_sid}")))
+        .basic_auth("admin", Some(password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
