@@ -63,6 +63,9 @@ pub enum Command {
     /// Check the ledger: the store reconciled with Stripe and with itself.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// The prompts in the agent's voice (ElevenLabs text-to-speech into AUDIO_DIR).
+    #[command(subcommand)]
+    Prompts(PromptsCommand),
     /// Import the old deployment's orders (with their access codes) into this store.
     Import {
         /// The old MongoDB, e.g. mongodb+srv://user:pass@cluster/DATABASE.
@@ -92,6 +95,21 @@ pub enum Command {
         /// only; never an existing file). Default: callgate-reissued-codes-UNIXTIME.csv.
         #[arg(long)]
         reissued_file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PromptsCommand {
+    /// Speak every prompt (and the numbers 0 to 99) with ElevenLabs text-to-speech, in
+    /// ELEVENLABS_VOICE_ID or the agent's own voice: `<name>.mp3` and a μ-law `<name>.wav`
+    /// in AUDIO_DIR. Prompts whose words did not change are skipped; files you recorded
+    /// yourself are kept.
+    Generate {
+        /// Replace files recorded by hand too.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         output: Output,
     },
@@ -209,6 +227,45 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `prompts generate`: one line per prompt as it is done, then the counts.
+async fn prompts_generate(config: &Config, force: bool, json: bool) -> Result<(), CliError> {
+    use crate::recordings::{generate, Outcome};
+    let outcomes = generate(config, force, |done, total, name, outcome| {
+        if json {
+            return;
+        }
+        let said = match outcome {
+            Outcome::Written => "written".to_string(),
+            Outcome::Unchanged => "unchanged".to_string(),
+            Outcome::KeptRecording { file } => {
+                format!("kept: {file} was recorded by hand (--force replaces it)")
+            }
+            Outcome::Failed { reason } => format!("FAILED: {reason}"),
+        };
+        println!("[{done}/{total}] {name}: {said}");
+    })
+    .await
+    .map_err(|e| CliError::Input(e.to_string()))?;
+    let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
+    let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+    if json {
+        print_json(&outcomes);
+    } else {
+        println!(
+            "{} written, {} unchanged, {} recorded by hand kept, {failed} failed",
+            count(|o| matches!(o, Outcome::Written)),
+            count(|o| matches!(o, Outcome::Unchanged)),
+            count(|o| matches!(o, Outcome::KeptRecording { .. })),
+        );
+    }
+    if failed > 0 {
+        return Err(CliError::Input(format!(
+            "{failed} prompts failed; run it again to retry them"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     #[cfg(feature = "demo")]
@@ -257,6 +314,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         #[cfg(feature = "demo")]
         Command::Demo { .. } => Ok(()),
         Command::Billing(cmd) => billing(App::build(config).await?, cmd).await,
+        Command::Prompts(PromptsCommand::Generate { force, output }) => {
+            prompts_generate(&config, force, output.json).await
+        }
         Command::Ledger(LedgerCommand::Check { output }) => {
             let app = App::build(config).await?;
             let report = crate::billing::reconcile::check(&app)

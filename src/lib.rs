@@ -5,7 +5,7 @@
 //! charge's states, the ledger's rules); `config`; `store`, `telephony` (Twilio, ElevenLabs,
 //! audio) and `stripe`; `write_behind` (grouped writes behind the answer); `app` (the
 //! services, built once); the features `orders`, `memory`, `notify`, `menu`,
-//! `bridge`, `billing`, `import`; `http` (routes only); `demo`; `cli`.
+//! `bridge`, `billing`, `import`, `recordings`; `http` (routes only); `demo`; `cli`.
 
 pub mod app;
 pub mod billing;
@@ -23,6 +23,7 @@ pub mod menu;
 pub mod metrics;
 pub mod notify;
 pub mod orders;
+pub mod recordings;
 pub mod settlement;
 pub mod store;
 pub mod stripe;

@@ -161,6 +161,26 @@ pub fn warning_tone() -> Vec<u8> {
     [beep(2000), silence, beep(2000)].concat()
 }
 
+/// An 8 kHz mono μ-law WAV of `ulaw` (what [`wav_to_ulaw`] reads back unchanged).
+pub fn ulaw_wav(ulaw: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(ulaw.len()).unwrap_or(u32::MAX - 44);
+    let mut wav = Vec::with_capacity(ulaw.len() + 44);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&7u16.to_le_bytes()); // μ-law
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&8000u32.to_le_bytes());
+    wav.extend_from_slice(&8000u32.to_le_bytes()); // bytes a second
+    wav.extend_from_slice(&1u16.to_le_bytes()); // block
+    wav.extend_from_slice(&8u16.to_le_bytes()); // bits
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&len.to_le_bytes());
+    wav.extend_from_slice(ulaw);
+    wav
+}
+
 /// Reads an 8 kHz mono WAV (16-bit PCM or μ-law) into μ-law bytes; `None` for anything else.
 pub fn wav_to_ulaw(bytes: &[u8]) -> Option<Vec<u8>> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
@@ -381,6 +401,13 @@ mod tests {
         );
         assert_eq!(AgentFormat::parse("mp3_44100"), None);
         assert_eq!(AgentFormat::parse("pcm_abc"), None);
+    }
+
+    #[test]
+    fn ulaw_wav_reads_back() {
+        let ulaw: Vec<u8> = (0..=255).collect();
+        assert_eq!(wav_to_ulaw(&ulaw_wav(&ulaw)), Some(ulaw));
+        assert_eq!(ulaw_wav(&[]).len(), 44);
     }
 
     #[test]

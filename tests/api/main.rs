@@ -26,6 +26,7 @@ mod ledger;
 mod ledger_model;
 mod observability;
 mod pages;
+mod prompts_generate;
 mod purchase;
 mod readme;
 mod receipts;
