@@ -153,6 +153,8 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         ),
         ("TWILIO_AUTH_TOKEN", crate::crypto::random_hex(16)),
         ("TWILIO_PHONE_NUMBER", "+15550100000".into()),
+        // `0` during the conversation shows the transfer (no one answers it in the demo).
+        ("OPERATOR_NUMBER", "+15550100999".into()),
         ("ELEVENLABS_AGENT_ID", "demo_agent".into()),
         ("ELEVENLABS_API_BASE", agent_base),
         ("BILLING_INTERVAL_SECS", "2".into()),

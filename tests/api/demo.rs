@@ -384,6 +384,23 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
     b.screenshots("tour-phone-time-up").await;
     let time_up_call = demo.app.store.list_calls(1).await.unwrap().remove(0);
 
+    // Keys during the conversation: `*` tells the time left, `0` hands over to a person.
+    let code = buy(b, &demo.url, false).await;
+    call_with(b, &demo.url, &code).await;
+    click(b, "#keypad button[data-key='*']").await;
+    b.wait_for_content("#heard", "told you the minutes you have left")
+        .await;
+    click(b, "#keypad button[data-key='0']").await;
+    b.wait_for_content("#heard", "Transferring you to +15550100999")
+        .await;
+    look_at(b, "tour-phone-transfer").await;
+    b.wait_for_attr("#phone-app", "data-state", "ended").await;
+    let transferred = demo.app.store.list_calls(1).await.unwrap().remove(0);
+    assert_eq!(
+        transferred.end_reason.map(|r| r.as_str()),
+        Some("transferred")
+    );
+
     let admin = demo
         .url
         .replace("http://", &format!("http://admin:{}@", demo.admin_password));

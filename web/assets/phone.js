@@ -250,6 +250,8 @@
             top_up_added: "Your minutes have been added.",
             top_up_declined: "Your card was declined: no minutes were added.",
             top_up_confirm_online: "Your bank asks you to confirm this payment: a link to add minutes was sent to you.",
+            time_left: "Callgate told you the minutes you have left.",
+            per_minute: "Callgate told you the price of a minute of paid time.",
           }[name];
           if (told) {
             clearTimeout(pendingClear);
@@ -337,6 +339,11 @@
         setState("connecting", "Connecting you to the agent…");
         await openStream(step);
         setState("menu", "The agent part has ended.");
+      } else if (step.kind === "dial") {
+        // The caller pressed 0: callgate hands the call to a person (Twilio <Dial>).
+        setState("transfer", "Transferring you to a person…");
+        note("Transferring you to " + step.number + ". A person would answer here: the demo has no operator line.", "warning");
+        await wait(1500);
       } else if (step.kind === "hangup") {
         break;
       } else {
