@@ -58,6 +58,58 @@ pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
     mac.finalize().into_bytes().into()
 }
 
+/// What is wrong with a timestamped signature header ([`verify_timestamped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampedError {
+    /// No timestamp, or no signature under the scheme's name.
+    Malformed,
+    /// No signature matches.
+    Mismatch,
+}
+
+/// The hex HMAC-SHA256 under `secret` of `TIMESTAMP.BODY`: how Stripe (`v1`) and ElevenLabs
+/// (`v0`) sign their webhooks.
+pub fn sign_timestamped(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    hex::encode(hmac_sha256(
+        secret.as_bytes(),
+        &[timestamp.to_string().as_bytes(), b".", body],
+    ))
+}
+
+/// Checks a `t=TIMESTAMP,<scheme>=HEX[,<scheme>=HEX...]` header against the raw body; every
+/// signature under `scheme` is compared in constant time (a rolled secret's two both work).
+/// Answers the signed timestamp, whose age the caller judges.
+pub fn verify_timestamped(
+    header: &str,
+    scheme: &str,
+    body: &[u8],
+    secret: &str,
+) -> Result<i64, TimestampedError> {
+    let mut timestamp = None;
+    let mut candidates = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some((name, sig)) if name == scheme => candidates.push(sig),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(TimestampedError::Malformed)?;
+    if candidates.is_empty() {
+        return Err(TimestampedError::Malformed);
+    }
+    let expected = sign_timestamped(secret, timestamp, body);
+    let mut matched = false;
+    for sig in candidates {
+        matched |= constant_time_eq(expected.as_bytes(), sig.as_bytes());
+    }
+    if matched {
+        Ok(timestamp)
+    } else {
+        Err(TimestampedError::Mismatch)
+    }
+}
+
 /// Whether `given` equals the configured `secret`, in time that depends on neither: both are
 /// hashed to equal length first, so not even the secret's length leaks.
 pub fn secrets_equal(given: &str, secret: &str) -> bool {

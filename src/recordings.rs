@@ -19,14 +19,12 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::crypto::sha256_hex;
 use crate::domain::prompt::Prompt;
-use crate::telephony::audio::ulaw_wav;
+use crate::telephony::audio::{ulaw_wav, StreamAudio};
 
 /// The manifest's file name in `AUDIO_DIR`.
 pub const MANIFEST: &str = "prompts-manifest.json";
 /// The text-to-speech model.
 pub const MODEL_ID: &str = "eleven_multilingual_v2";
-/// The numbers recorded (`number_<n>`), as the time is told.
-const NUMBERS: std::ops::RangeInclusive<u32> = 0..=99;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -52,7 +50,7 @@ pub fn lines(config: &Config) -> Vec<Line> {
         name: p.name().to_string(),
         text: config.voice.text(*p).to_string(),
     });
-    let numbers = NUMBERS.map(|n| Line {
+    let numbers = (0..=StreamAudio::LARGEST_NUMBER).map(|n| Line {
         name: format!("number_{n}"),
         text: n.to_string(),
     });

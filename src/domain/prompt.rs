@@ -44,6 +44,27 @@ pub enum Prompt {
 }
 
 impl Prompt {
+    /// Whether callgate plays it into a live call itself (from `<name>.wav`, else a tone),
+    /// beside the menu's `<Play>`.
+    pub fn plays_in_stream(self) -> bool {
+        use Prompt::*;
+        matches!(
+            self,
+            OneMinuteLeft
+                | PaidTime
+                | TopUpOffer
+                | TopUpConfirm
+                | TopUpAdded
+                | TopUpDeclined
+                | TopUpConfirmOnline
+                | TimeLeft
+                | InPaidTime
+                | CurrencyMajor
+                | CurrencyMinor
+                | PerMinute
+        )
+    }
+
     pub const ALL: &'static [Prompt] = &[
         Prompt::Greeting,
         Prompt::EnterCode,

@@ -226,28 +226,13 @@ pub struct StreamAudio {
 }
 
 impl StreamAudio {
-    /// The prompts played into a call.
-    pub const PROMPTS: &'static [Prompt] = &[
-        Prompt::OneMinuteLeft,
-        Prompt::PaidTime,
-        Prompt::TopUpOffer,
-        Prompt::TopUpConfirm,
-        Prompt::TopUpAdded,
-        Prompt::TopUpDeclined,
-        Prompt::TopUpConfirmOnline,
-        Prompt::TimeLeft,
-        Prompt::InPaidTime,
-        Prompt::CurrencyMajor,
-        Prompt::CurrencyMinor,
-        Prompt::PerMinute,
-    ];
-
     /// The numbers that can be spoken (0 to this).
     pub const LARGEST_NUMBER: u32 = 99;
 
     pub fn load(dir: &std::path::Path) -> StreamAudio {
-        let prompts = Self::PROMPTS
+        let prompts = Prompt::ALL
             .iter()
+            .filter(|p| p.plays_in_stream())
             .map(|&prompt| {
                 let path = dir.join(format!("{}.wav", prompt.name()));
                 let audio = match std::fs::read(&path) {

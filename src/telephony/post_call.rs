@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::crypto::{constant_time_eq, hmac_sha256};
+use crate::crypto::{sign_timestamped, verify_timestamped, TimestampedError};
 
 /// How old a signature's timestamp may be: ElevenLabs' own libraries refuse one older than
 /// 30 minutes (deliveries may be retried that late). One from the future is refused too.
@@ -33,13 +33,10 @@ pub enum SignatureError {
 
 /// The `v0` signature of `body` at `timestamp` (what ElevenLabs sends; tests sign with it).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    hex::encode(hmac_sha256(
-        secret.as_bytes(),
-        &[timestamp.to_string().as_bytes(), b".", body],
-    ))
+    sign_timestamped(secret, timestamp, body)
 }
 
-/// Checks the header against the raw body (in constant time), then the timestamp.
+/// Checks the header against the raw body (in constant time), then the timestamp's age.
 pub fn verify(
     header: Option<&str>,
     body: &[u8],
@@ -47,27 +44,10 @@ pub fn verify(
     now: i64,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let mut timestamp = None;
-    let mut candidates = Vec::new();
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
-            Some(("v0", sig)) => candidates.push(sig),
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
-    if candidates.is_empty() {
-        return Err(SignatureError::Malformed);
-    }
-    let expected = sign(secret, timestamp, body);
-    let mut matched = false;
-    for sig in candidates {
-        matched |= constant_time_eq(expected.as_bytes(), sig.as_bytes());
-    }
-    if !matched {
-        return Err(SignatureError::Mismatch);
-    }
+    let timestamp = verify_timestamped(header, "v0", body, secret).map_err(|e| match e {
+        TimestampedError::Malformed => SignatureError::Malformed,
+        TimestampedError::Mismatch => SignatureError::Mismatch,
+    })?;
     if now - timestamp > TOLERANCE_SECS || timestamp - now > 300 {
         return Err(SignatureError::Stale);
     }
