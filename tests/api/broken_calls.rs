@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::support::app::{spawn_with, TestApp};
 use crate::support::calls::{
-    admin_call_page, connected_call, ended_call, heard_the_agent, open, TICK,
+    admin_call_page, connected_call, ended_call, heard_the_agent, open, settled_order, TICK,
 };
 use callgate::domain::entry::Entry;
-use callgate::store::{DynStore, EntryKind, Order};
+use callgate::store::{DynStore, EntryKind};
 use callgate_peers::agent::{Behaviour, FakeAgent};
 use callgate_peers::twilio::Received;
 
@@ -30,35 +30,6 @@ async fn app(store: DynStore, agent: &FakeAgent, tick: Duration, silence: Durati
         },
     )
     .await
-}
-
-/// The call's order once its settlement is finished (the hold released, nothing claimed).
-async fn settled_order(app: &TestApp, call_sid: &str) -> Order {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let call = app.app.store.call(call_sid).await.unwrap().unwrap();
-        let order = app
-            .app
-            .store
-            .order(call.order_id.as_deref().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let unfinished = app
-            .app
-            .store
-            .calls_to_settle(1000, app.app.clock.now())
-            .await
-            .unwrap();
-        if call.settled_at.is_some()
-            && order.active_call_sid.is_none()
-            && !unfinished.iter().any(|c| c == call_sid)
-        {
-            return order;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never settled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn an_agent_failing_in_the_first_seconds_costs_nothing(store: DynStore) {

@@ -10,7 +10,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::support::app::{spawn_with, TestApp};
-use crate::support::calls::{connected_call_with, ended_call, open, order_of, settled_call, TICK};
+use crate::support::calls::{
+    connected_call_with, ended_call, open, order_of, settled_call, settled_order, TICK,
+};
 use crate::support::stripe::{LocalStripe, WEBHOOK_SECRET};
 use callgate::domain::message::{Address, MessageKind};
 use callgate::orders::OperatorGrant;
@@ -90,23 +92,6 @@ async fn heard(stream: &mut MediaStream, name: &str) -> Vec<Received> {
     panic!("{name} never played")
 }
 
-/// The order once its call's settlement is finished. (On MongoDB a settlement is a few
-/// single-document steps: the call is marked settled first, then the order debited and freed,
-/// then any charge inserted; a claimed, unfinished one is still listed to settle.)
-async fn released(app: &TestApp, order_id: &str, call_sid: &str) -> Order {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let order = app.app.store.order(order_id).await.unwrap().unwrap();
-        let now = app.app.clock.now();
-        let unfinished = app.app.store.calls_to_settle(1000, now).await.unwrap();
-        if order.active_call_sid.is_none() && !unfinished.iter().any(|c| c == call_sid) {
-            return order;
-        }
-        assert!(Instant::now() < deadline, "the settlement never finished");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The PaymentIntents Stripe holds for this call's top-ups.
 async fn intents_of_call(stripe: &LocalStripe, call_sid: &str) -> Vec<Value> {
     let list = stripe.get("/v1/payment_intents?limit=100").await;
@@ -162,7 +147,7 @@ async fn two_hashes_buy_a_pack_while_the_call_goes_on(store: DynStore) {
     stream.hang_up().await;
     let settled = settled_call(&shop.app, &caller.call_sid).await;
     assert!(settled.seconds_metered.0 > 120);
-    let now = released(&shop.app, &order.id, &caller.call_sid).await;
+    let now = settled_order(&shop.app, &caller.call_sid).await;
     assert_eq!(
         now.seconds_included.0,
         120 + 600,
@@ -319,7 +304,7 @@ async fn a_hang_up_between_the_presses_buys_nothing_and_one_after_loses_nothing(
         1,
         "bought, credited"
     );
-    let now = released(&shop.app, &order.id, &caller.call_sid).await;
+    let now = settled_order(&shop.app, &caller.call_sid).await;
     assert_eq!(now.seconds_included.0, 60 + 600);
     assert!(now.seconds_used.0 > 65, "hung up in paid time");
     assert!(

@@ -147,6 +147,9 @@ pub(super) struct CallDoc {
     pub(super) twilio_status: Option<String>,
     #[serde(default)]
     pub(super) settled_at: Option<i64>,
+    /// Where a settlement stands ([`SettleStep`]): a claimed one is not settled yet.
+    #[serde(default)]
+    pub(super) settle_step: Option<String>,
     #[serde(default)]
     pub(super) bridge_ended_at: Option<i64>,
     #[serde(default)]
@@ -171,7 +174,12 @@ impl CallDoc {
             end_reason: parse_opt(self.end_reason)?,
             updated_at: self.updated_at,
             twilio_status: parse_opt(self.twilio_status)?,
-            settled_at: self.settled_at,
+            // Settled once every step is written, as SQL readers see it (its claim, debit and
+            // charge commit together there): a claim still under way shows as unsettled.
+            settled_at: match parse_opt::<SettleStep>(self.settle_step)? {
+                Some(SettleStep::Claimed) => None,
+                Some(SettleStep::Done) | None => self.settled_at,
+            },
             bridge_ended_at: self.bridge_ended_at,
             conversation_id: self.conversation_id,
             settled_seconds: self.settled_seconds,

@@ -95,6 +95,15 @@ pub async fn order_of(app: &TestApp, call_sid: &str) -> callgate::store::Order {
     app.app.store.order(&order_id).await.unwrap().unwrap()
 }
 
+/// The call's order once the call's settlement is finished (debited, its hold released).
+pub async fn settled_order(app: &TestApp, call_sid: &str) -> callgate::store::Order {
+    let call = settled_call(app, call_sid).await;
+    assert!(call.settled_at.is_some(), "never settled");
+    order_of(app, call_sid).await
+}
+
+/// The call once its settlement is finished (on every engine a call shows settled only once
+/// its debit and charge are written).
 pub async fn settled_call(app: &TestApp, sid: &str) -> callgate::store::Call {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -7,6 +7,15 @@ accepts connections; exits when stdin closes (the test process is gone).
 One adaptation, where mongoeco differs from MongoDB: MongoDB always sends a cursor's id as a
 64-bit integer; mongoeco sends small ids (0) as 32-bit, which the official Rust driver rejects.
 The launcher makes them 64-bit, as MongoDB does. callgate's own code is not told about it.
+
+A second, a safety net: MongoDB makes every acknowledged write visible to every later read.
+mongoeco writes through one SQLite connection and reads lists through separate ones, each
+seeing only what that connection committed; were a write ever left inside an open transaction
+after it was acknowledged, single-document reads (on the writing connection) would find it and
+list reads would not, for every database on that server at once, which is what two CI runs saw
+(stops 33 and 34). After each engine job the launcher commits any transaction still open on the
+writing connection that no session owns, and says so on stderr ("mongoeco: ... committed"), so
+a run shows whether it ever happened.
 """
 
 import asyncio
@@ -33,6 +42,34 @@ def _int64_cursor_ids(method):
 
 WireCursorStore.materialize_command_result = _int64_cursor_ids(WireCursorStore.materialize_command_result)
 WireCursorStore.get_more = _int64_cursor_ids(WireCursorStore.get_more)
+
+
+def _commit_stray_transaction(engine, job):
+    conn = engine._connection
+    if conn is None or not conn.in_transaction or engine._transaction_owner_session_id is not None:
+        return
+    state = engine._session_runtime._write_states.get(conn)
+    if state is not None and state.frames:
+        return  # a write scope still open: not ours to end
+    name = getattr(job, "__qualname__", None) or getattr(getattr(job, "func", None), "__qualname__", repr(job))
+    print(f"mongoeco: a transaction was left open after {name}; committed", file=sys.stderr, flush=True)
+    conn.commit()
+
+
+_run_blocking = SQLiteEngine._run_blocking
+
+
+async def _run_blocking_committed(self, func, /, *args, **kwargs):
+    def job(*a, **k):
+        try:
+            return func(*a, **k)
+        finally:
+            _commit_stray_transaction(self, func)
+
+    return await _run_blocking(self, job, *args, **kwargs)
+
+
+SQLiteEngine._run_blocking = _run_blocking_committed
 
 
 def _exit_with_parent():
