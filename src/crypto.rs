@@ -58,13 +58,25 @@ pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
     mac.finalize().into_bytes().into()
 }
 
-/// What is wrong with a timestamped signature header ([`verify_timestamped`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestampedError {
-    /// No timestamp, or no signature under the scheme's name.
+/// Why a webhook's timestamped signature was refused ([`verify_timestamped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("no signature header")]
+    Missing,
+    #[error("the signature header has no timestamp, or no signature of its scheme")]
     Malformed,
-    /// No signature matches.
+    #[error("the signature's timestamp is outside the tolerance")]
+    Stale,
+    #[error("no signature matches")]
     Mismatch,
+}
+
+/// How far from now a signature's timestamp may be: `max_age` seconds behind, `max_ahead`
+/// seconds ahead (a clock a little fast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerance {
+    pub max_age: i64,
+    pub max_ahead: i64,
 }
 
 /// The hex HMAC-SHA256 under `secret` of `TIMESTAMP.BODY`: how Stripe (`v1`) and ElevenLabs
@@ -76,15 +88,18 @@ pub fn sign_timestamped(secret: &str, timestamp: i64, body: &[u8]) -> String {
     ))
 }
 
-/// Checks a `t=TIMESTAMP,<scheme>=HEX[,<scheme>=HEX...]` header against the raw body; every
-/// signature under `scheme` is compared in constant time (a rolled secret's two both work).
-/// Answers the signed timestamp, whose age the caller judges.
+/// Checks a `t=TIMESTAMP,<scheme>=HEX[,<scheme>=HEX...]` header against the raw body: every
+/// signature under `scheme` is compared in constant time (a rolled secret's two both work),
+/// then the timestamp against `now` and the tolerance.
 pub fn verify_timestamped(
-    header: &str,
+    header: Option<&str>,
     scheme: &str,
     body: &[u8],
     secret: &str,
-) -> Result<i64, TimestampedError> {
+    now: i64,
+    tolerance: Tolerance,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
     let mut timestamp = None;
     let mut candidates = Vec::new();
     for part in header.split(',') {
@@ -94,20 +109,22 @@ pub fn verify_timestamped(
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or(TimestampedError::Malformed)?;
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
     if candidates.is_empty() {
-        return Err(TimestampedError::Malformed);
+        return Err(SignatureError::Malformed);
     }
     let expected = sign_timestamped(secret, timestamp, body);
     let mut matched = false;
     for sig in candidates {
         matched |= constant_time_eq(expected.as_bytes(), sig.as_bytes());
     }
-    if matched {
-        Ok(timestamp)
-    } else {
-        Err(TimestampedError::Mismatch)
+    if !matched {
+        return Err(SignatureError::Mismatch);
     }
+    if now - timestamp > tolerance.max_age || timestamp - now > tolerance.max_ahead {
+        return Err(SignatureError::Stale);
+    }
+    Ok(())
 }
 
 /// Whether `given` equals the configured `secret`, in time that depends on neither: both are

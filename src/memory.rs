@@ -14,15 +14,17 @@ const MAX_SUMMARY_CHARS: usize = 1_000;
 /// The `dynamic_variables` a conversation opens with. Every variable is always present (an
 /// agent's prompt that names a missing one fails to start), empty when there is nothing.
 pub async fn opening_variables(app: &App, call: &Call, order: &Order, overage: bool) -> Value {
-    let called_before = app
-        .store
-        .caller_has_used_code(&call.from_number, Some(&order.id), &call.call_sid)
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot tell whether the caller called before");
-            false
-        });
-    let last_summary = match app.store.last_report_from(&call.from_number).await {
+    // Both read at once: the caller is waiting for the agent.
+    let (called_before, last_report) = tokio::join!(
+        app.store
+            .caller_has_used_code(&call.from_number, Some(&order.id), &call.call_sid),
+        app.store.last_report_from(&call.from_number),
+    );
+    let called_before = called_before.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot tell whether the caller called before");
+        false
+    });
+    let last_summary = match last_report {
         Ok(Some(report)) => report.summary.chars().take(MAX_SUMMARY_CHARS).collect(),
         Ok(None) => String::new(),
         Err(e) => {

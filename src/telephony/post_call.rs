@@ -5,7 +5,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::crypto::{sign_timestamped, verify_timestamped, TimestampedError};
+pub use crate::crypto::SignatureError;
+use crate::crypto::{sign_timestamped, verify_timestamped, Tolerance};
 
 /// How old a signature's timestamp may be: ElevenLabs' own libraries refuse one older than
 /// 30 minutes (deliveries may be retried that late). One from the future is refused too.
@@ -19,39 +20,23 @@ pub const CALL_VARIABLE: &str = "callgate_call_sid";
 /// The dynamic variable holding the caller's number.
 pub const CALLER_VARIABLE: &str = "caller_number";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SignatureError {
-    #[error("no ElevenLabs-Signature header")]
-    Missing,
-    #[error("ElevenLabs-Signature has no timestamp or no v0 signature")]
-    Malformed,
-    #[error("ElevenLabs-Signature timestamp is outside the tolerance")]
-    Stale,
-    #[error("the v0 signature does not match")]
-    Mismatch,
-}
-
 /// The `v0` signature of `body` at `timestamp` (what ElevenLabs sends; tests sign with it).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     sign_timestamped(secret, timestamp, body)
 }
 
-/// Checks the header against the raw body (in constant time), then the timestamp's age.
+/// Checks the `ElevenLabs-Signature` header against the raw body, then its timestamp.
 pub fn verify(
     header: Option<&str>,
     body: &[u8],
     secret: &str,
     now: i64,
 ) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let timestamp = verify_timestamped(header, "v0", body, secret).map_err(|e| match e {
-        TimestampedError::Malformed => SignatureError::Malformed,
-        TimestampedError::Mismatch => SignatureError::Mismatch,
-    })?;
-    if now - timestamp > TOLERANCE_SECS || timestamp - now > 300 {
-        return Err(SignatureError::Stale);
-    }
-    Ok(())
+    let tolerance = Tolerance {
+        max_age: TOLERANCE_SECS,
+        max_ahead: 300,
+    };
+    verify_timestamped(header, "v0", body, secret, now, tolerance)
 }
 
 /// What callgate keeps of a `post_call_transcription`.
