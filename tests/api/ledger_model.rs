@@ -682,7 +682,11 @@ impl World {
             let c = self.store.call(&caller.call_sid).await.unwrap().unwrap();
             if let Some(k) = keys.filter(|k| c.seconds_metered.0 >= k.press_at) {
                 keys = None;
-                assert!(stream.send_dtmf('#').await);
+                if !stream.send_dtmf('#').await {
+                    // The bridge ended the call (its cut-off) before the key: none pressed.
+                    closed = true;
+                    break;
+                }
                 if card {
                     // The caller hears the question before pressing again.
                     match heard(&mut stream, "top_up_confirm").await {
@@ -696,7 +700,11 @@ impl World {
                         break;
                     }
                     self.stripe.script(&[k.outcome]);
-                    assert!(stream.send_dtmf('#').await);
+                    if !stream.send_dtmf('#').await {
+                        // Ended before the confirming key: nothing may be bought.
+                        closed = true;
+                        break;
+                    }
                     bought = Some(k.outcome);
                     if k.at_once {
                         break;
