@@ -161,6 +161,23 @@ async fn overage_lets_the_call_run_to_the_maximum(store: DynStore) {
         [&Received::Mark("paid_time".into())],
         "paid time announced as it starts (a minute is not warned of a minute ahead)"
     );
+    // Heard as audio played into the call (its own tone unrecorded), after a clear.
+    let mark = got
+        .iter()
+        .position(|r| r == &Received::Mark("paid_time".into()))
+        .unwrap_or_default();
+    let clear = got[..mark]
+        .iter()
+        .rposition(|r| r == &Received::Clear)
+        .expect("queued audio cleared before the notice");
+    let notice_frames = got[clear..mark]
+        .iter()
+        .filter(|r| matches!(r, Received::Media(m) if m != &vec![0x55; 160]))
+        .count();
+    assert!(
+        notice_frames > 10,
+        "the notice in 20 ms frames: {notice_frames}"
+    );
     let call = ended_call(&app, &caller.call_sid).await;
     assert_eq!(
         call.seconds_metered.0, 120,
