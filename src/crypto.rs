@@ -33,10 +33,11 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
-/// SHA-256 of `text`, hex: how tokens and client secrets are stored.
-pub fn sha256_hex(text: &str) -> String {
+/// SHA-256 of `data` (text or bytes), hex: how tokens and client secrets are stored, and
+/// how generated recordings are recognised.
+pub fn sha256_hex(data: impl AsRef<[u8]>) -> String {
     use sha2::Digest;
-    hex::encode(Sha256::digest(text.as_bytes()))
+    hex::encode(Sha256::digest(data.as_ref()))
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`.

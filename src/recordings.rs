@@ -160,7 +160,7 @@ pub async fn generate(
     let total = lines.len();
     let mut outcomes = Vec::with_capacity(total);
     for (i, line) in lines.iter().enumerate() {
-        let source = sha256_hex(&format!("{voice}\n{MODEL_ID}\n{}", line.text));
+        let source = sha256_hex(format!("{voice}\n{MODEL_ID}\n{}", line.text));
         let (mp3_path, wav_path) = (
             dir.join(format!("{}.mp3", line.name)),
             dir.join(format!("{}.wav", line.name)),
@@ -246,8 +246,8 @@ async fn render(
     write(wav_path, &wav)?;
     Ok(Rendered {
         source: String::new(),
-        mp3: bytes_hash(&mp3),
-        wav: bytes_hash(&wav),
+        mp3: sha256_hex(&mp3),
+        wav: sha256_hex(&wav),
     })
 }
 
@@ -286,13 +286,8 @@ async fn speak(
     Ok(bytes.to_vec())
 }
 
-fn bytes_hash(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn file_hash(path: &Path) -> Option<String> {
-    std::fs::read(path).ok().map(|b| bytes_hash(&b))
+    std::fs::read(path).ok().map(|b| sha256_hex(&b))
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {

@@ -12,23 +12,9 @@ use callgate::store::DynStore;
 use callgate_peers::agent::{Behaviour, FakeAgent};
 use callgate_peers::twilio::{Ending, MediaStream, Received};
 
-/// An 8 kHz mono μ-law WAV of `ulaw`.
+/// An 8 kHz mono μ-law WAV of `ulaw`, as callgate writes them.
 fn write_wav(dir: &Path, name: &str, ulaw: &[u8]) {
-    let mut wav = Vec::new();
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(4 + 8 + 16 + 8 + ulaw.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&7u16.to_le_bytes()); // μ-law
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&8000u32.to_le_bytes());
-    wav.extend_from_slice(&8000u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&8u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(ulaw.len() as u32).to_le_bytes());
-    wav.extend_from_slice(ulaw);
-    std::fs::write(dir.join(name), wav).unwrap();
+    std::fs::write(dir.join(name), callgate::telephony::audio::ulaw_wav(ulaw)).unwrap();
 }
 
 /// The app with recordings in its `AUDIO_DIR`: each file's bytes are its own value, so what
