@@ -18,6 +18,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod liveness;
 pub mod memory;
 pub mod menu;
 pub mod metrics;

@@ -229,6 +229,8 @@ pub static FRAME_LATENCY: Histogram = Histogram::new();
 pub static ACTIVE_CALLS: AtomicI64 = AtomicI64::new(0);
 /// Frames forwarded, both directions.
 pub static FRAMES: AtomicU64 = AtomicU64::new(0);
+/// Calls this instance settled because the instance carrying them was gone.
+pub static ORPHANED_CALLS: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,8 @@ pub struct App {
     pub arrivals: crate::write_behind::arrivals::ArrivalLog,
     /// Live calls' metering, written in batches.
     pub metering: crate::write_behind::metering::MeteringBook,
+    /// This run's own id: the calls it bridges carry it (see `liveness`).
+    pub instance_id: String,
 }
 
 impl App {
@@ -103,6 +105,7 @@ impl App {
             attempts: Default::default(),
             arrivals: Default::default(),
             metering: Default::default(),
+            instance_id: crate::store::new_id("run"),
             config,
             store,
             clock,

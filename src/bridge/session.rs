@@ -193,7 +193,13 @@ async fn bridge(
     let hold_until = now + crate::domain::ledger::HOLD_LEASE_SECS;
     match app
         .store
-        .bridge_started(&call_sid, conversation_id.as_deref(), hold_until, now)
+        .bridge_started(
+            &call_sid,
+            conversation_id.as_deref(),
+            hold_until,
+            now,
+            &app.instance_id,
+        )
         .await
     {
         Ok(true) => {}
@@ -344,7 +350,6 @@ struct Pumped {
 /// The socket loop: frames both ways as they arrive, the allowance ticked each second, keys
 /// read, until a reason to end.
 async fn pump(p: Pump<'_>) -> Pumped {
-    let mut ticks: i64 = 0;
     let mut stop = p.app.lifecycle.stop_signal();
     // A call bridged after the stop was given ends at once.
     stop.mark_changed();
@@ -596,19 +601,9 @@ async fn pump(p: Pump<'_>) -> Pumped {
                 break if revoked { EndReason::Revoked } else { EndReason::HoldLost };
             }
             _ = ticker.tick() => {
-                // Persisted every interval, metering or not: the write renews the hold.
-                ticks += 1;
-                if ticks % p.app.bridge.persist_every_secs == 0 {
-                    // Noted in the metering book (a map under a lock); its one task writes
-                    // every live call's figure in one transaction.
-                    p.app.metering.report(
-                        &p.app.store,
-                        &p.app.clock,
-                        p.app.bridge.tick * p.app.bridge.persist_every_secs.max(1) as u32,
-                        p.call_sid,
-                        allowance.elapsed(),
-                    );
-                }
+                // The instance's flush writes this figure with every live call's, each
+                // interval, metering or not: the write renews the hold.
+                p.live.meter(allowance.elapsed());
                 if !metering { continue; }
                 match allowance.tick() {
                     Tick::Continue => {}

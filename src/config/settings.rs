@@ -413,6 +413,12 @@ pub const SHUTDOWN_GRACE_SECS: Var<i64> = Var {
         "on SIGTERM, how long live calls may go on before they are ended (metered, with an apology)",
     parse: whole::<0, 86_400>,
 };
+pub const INSTANCE_NAME: Var<String> = Var {
+    var: "INSTANCE_NAME",
+    unset: Unset::Means("this host's name and the port it listens on"),
+    help: "this instance's place among several: a restart under the same name settles at once the calls its earlier run carried (give each instance its own)",
+    parse: text,
+};
 pub const API_REQUESTS_PER_MINUTE: Var<i64> = Var {
     var: "API_REQUESTS_PER_MINUTE",
     unset: Unset::Value("60"),
@@ -547,6 +553,7 @@ pub static SETTINGS: &[&dyn Row] = &[
     &OPERATOR_NUMBER,
     &TRANSFER_METERED,
     &SHUTDOWN_GRACE_SECS,
+    &INSTANCE_NAME,
     &API_REQUESTS_PER_MINUTE,
     &SMTP_URL,
     &MAIL_FROM,

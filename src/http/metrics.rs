@@ -15,7 +15,7 @@ use axum::Router;
 use super::AppState;
 use crate::metrics::{
     ErrorCounts, Histogram, ACTIVE_CALLS, AGENT_ERRORS, FRAMES, FRAME_LATENCY, HTTP,
-    IGNORED_PAYMENTS, STRIPE_ERRORS,
+    IGNORED_PAYMENTS, ORPHANED_CALLS, STRIPE_ERRORS,
 };
 
 pub fn router() -> Router<AppState> {
@@ -162,6 +162,16 @@ async fn render(app: AppState) -> Response {
         "callgate_bridge_frames_total",
         &[],
         FRAMES.load(Ordering::Relaxed),
+    );
+    t.family(
+        "callgate_orphaned_calls_total",
+        "counter",
+        "Calls settled here because the instance carrying them was gone (crashed, cut off, restarted).",
+    );
+    t.sample(
+        "callgate_orphaned_calls_total",
+        &[],
+        ORPHANED_CALLS.load(Ordering::Relaxed),
     );
     t.family(
         "callgate_bridge_frame_latency_seconds",

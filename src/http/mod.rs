@@ -131,6 +131,17 @@ pub async fn serve_router(
         }
         None => None,
     };
+    // This instance beats in the store from now on; what an earlier run of it carried is
+    // settled before the first request.
+    let port = listener.local_addr().map_err(StartError::Serve)?.port();
+    let me = crate::liveness::instance(&app, crate::liveness::name(&app, port));
+    let beating = crate::liveness::start(&app, me).await;
+    // Live calls' metering, flushed on one clock for the whole instance.
+    app.metering.start(crate::write_behind::metering::Flush {
+        store: app.store.clone(),
+        clock: app.clock.clone(),
+        every: app.bridge.tick * app.bridge.persist_every_secs.max(1) as u32,
+    });
     let worker = app
         .config
         .billing
@@ -142,6 +153,9 @@ pub async fn serve_router(
     let drained = async move {
         shutdown.await;
         app.lifecycle.drain(grace).await;
+        // Drained: no call of this run remains to be carried.
+        beating.abort();
+        crate::liveness::stopped(&app).await;
     };
     let served = server::run(listener, router, &limits, drained)
         .await

@@ -275,7 +275,13 @@ async fn code_step(
 /// After the media stream closes: the closing words depend on why it closed.
 pub async fn after_stream(app: &App, req: &VoiceRequest) -> String {
     let reason = match app.store.call(req.call_sid.as_str()).await {
-        Ok(Some(call)) => call.end_reason,
+        Ok(Some(call)) => {
+            // Twilio moved on: a bridge that has not ended may have died with its instance.
+            if let Err(e) = crate::liveness::twilio_moved_on(app, &call).await {
+                tracing::warn!(error = %e, "cannot cut the hold of a bridge that did not end");
+            }
+            call.end_reason
+        }
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read call after stream");
@@ -395,6 +401,8 @@ async fn end_step(app: &App, cb: &StatusCallback) -> Result<(), StoreError> {
     // Settled at once if the call is ready; otherwise the billing worker's next pass does it.
     let ended = crate::settlement::end_and_settle(app, &end).await?;
     tracing::info!(%status, duration = ?ended.twilio_duration, "call ended");
+    // Its bridge, if it has not ended, may have died with its instance.
+    crate::liveness::twilio_moved_on(app, &ended).await?;
     Ok(())
 }
 

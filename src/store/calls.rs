@@ -226,15 +226,16 @@ pub trait CallStore: Send + Sync {
     /// missing one.
     async fn end_call(&self, end: &EndCall) -> Result<Call, StoreError>;
 
-    /// The media bridge is up: the call is `bridged` and its hold renewed to `hold_until`, if
-    /// the call has not ended, is not settled and still holds its order. `false` otherwise:
-    /// the bridge must not run.
+    /// The media bridge is up on instance `carrier`: the call is `bridged`, carried by it, and
+    /// its hold renewed to `hold_until`, if the call has not ended, is not settled and still
+    /// holds its order. `false` otherwise: the bridge must not run.
     async fn bridge_started(
         &self,
         call_sid: &str,
         conversation_id: Option<&str>,
         hold_until: UnixTime,
         now: UnixTime,
+        carrier: &str,
     ) -> Result<bool, StoreError>;
 
     /// Records agent seconds metered so far (never lowers the figure).

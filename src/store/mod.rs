@@ -19,6 +19,7 @@ mod calls;
 mod charges;
 mod entries;
 mod events;
+mod instances;
 mod messages;
 mod money;
 mod orders;
@@ -59,6 +60,7 @@ pub use calls::{
 pub use charges::{Charge, ChargeStore, ChargeUpdate, NewCharge};
 pub use entries::{EntryStore, Recorded};
 pub use events::EventStore;
+pub use instances::{Instance, InstanceStore};
 pub use messages::{MessageStore, NewMessage, SendOutcome};
 pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
 pub use reports::{ConversationReport, ReportStore};
@@ -66,8 +68,8 @@ pub use reports::{ConversationReport, ReportStore};
 /// The aggregates' traits, for calling a store's methods: `use crate::store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, MessageStore,
-        OrderStore, ReportStore, Store,
+        AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, InstanceStore,
+        MessageStore, OrderStore, ReportStore, Store,
     };
 }
 
@@ -126,6 +128,7 @@ pub trait Store:
     + EntryStore
     + MessageStore
     + ReportStore
+    + InstanceStore
     + Send
     + Sync
     + 'static

@@ -1,15 +1,20 @@
-//! Metering persistence for every live call at once: each bridge reports its running figure
-//! here, and one task writes all of them in a single transaction per interval. A thousand calls
-//! cost one database write an interval instead of a thousand competing ones (SQLite has one
-//! writer at a time). The final figure of a call is written by its bridge directly.
+//! Metering persistence for every live call at once: each bridge keeps its running figure in
+//! its [`LiveCall`] (an atomic, set every metered second), and one task per instance writes
+//! every live call's figure as it stands, in a single transaction per interval. A thousand
+//! calls cost one database write an interval instead of a thousand competing ones (SQLite has
+//! one writer at a time), and a crash loses at most the seconds since the last write began:
+//! one interval, whatever the phase of the call's own clock. The final figure of a call is
+//! written by its bridge directly.
 //!
 //! The write is also each call's heartbeat: it renews the call's hold on its order, and the
 //! store answers which calls must stop (order revoked, hold gone). Their bridges are told
 //! through [`MeteringBook::watch`], on whichever instance runs them. A change to a live call's
-//! balance made on this instance (a top-up credited or reversed, a grant) is told to its bridge
-//! at once ([`MeteringBook::order_changed`]).
+//! order (a top-up credited or reversed, a grant, a revocation) is told to its bridge
+//! ([`MeteringBook::order_changed`]): at once when it was made on this instance, and through
+//! the store's signals when it was made on another.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -27,44 +32,54 @@ pub struct MeteringBook {
 
 #[derive(Default)]
 struct Book {
-    pending: Mutex<HashMap<String, i64>>,
-    /// Live calls on this instance, told when they must stop or their order changed.
+    /// Live calls on this instance: their figures, and how they are told to stop or look again.
     live: Mutex<HashMap<String, Arc<LiveCall>>>,
 }
 
-/// What a live call's bridge is told from outside its loop.
+/// A live call as its bridge and the rest of the instance share it.
 #[derive(Debug, Default)]
 pub struct LiveCall {
     order_id: String,
+    /// Seconds metered so far; the next flush writes what it holds then.
+    elapsed: AtomicI64,
     /// The store says the call must stop (order revoked, hold gone).
     pub stop: Notify,
-    /// The order's balance changed: read it again.
+    /// The order changed (its balance, its status): read it again.
     pub changed: Notify,
 }
 
+impl LiveCall {
+    /// The call's metering so far (never lowered).
+    pub fn meter(&self, seconds: i64) {
+        self.elapsed.fetch_max(seconds, Ordering::Relaxed);
+    }
+
+    /// What the next flush would write.
+    pub fn metered(&self) -> i64 {
+        self.elapsed.load(Ordering::Relaxed)
+    }
+}
+
+/// Where the flush writes, and how often.
+pub struct Flush {
+    pub store: DynStore,
+    pub clock: Arc<dyn Clock>,
+    pub every: Duration,
+}
+
 impl MeteringBook {
-    /// Notes a call's metering so far; written with the next batch, every `every`.
-    pub fn report(
-        &self,
-        store: &DynStore,
-        clock: &Arc<dyn Clock>,
-        every: Duration,
-        call_sid: &str,
-        seconds: i64,
-    ) {
-        {
-            let mut pending = self.book.lock();
-            let slot = pending.entry(call_sid.to_string()).or_insert(0);
-            *slot = (*slot).max(seconds);
-        }
+    /// Starts the instance's one flush (once; later calls do nothing). It writes every live
+    /// call's figure every `flush.every`, for as long as the book lives.
+    pub fn start(&self, flush: Flush) {
         self.flusher.get_or_init(|| {
-            let every = every.max(Duration::from_millis(10));
+            let every = flush.every.max(Duration::from_millis(10));
             let book = Arc::downgrade(&self.book);
-            tokio::spawn(flush_loop(book, store.clone(), clock.clone(), every));
+            tokio::spawn(flush_loop(book, flush.store, flush.clock, every));
         });
     }
 
-    /// Signals for the live call `call_sid` on `order_id` (until [`MeteringBook::forget`]).
+    /// Signals and the running figure for the live call `call_sid` on `order_id`, written by
+    /// each flush until [`MeteringBook::forget`].
     pub fn watch(&self, call_sid: &str, order_id: &str) -> Arc<LiveCall> {
         let live = Arc::new(LiveCall {
             order_id: order_id.to_string(),
@@ -76,8 +91,12 @@ impl MeteringBook {
         live
     }
 
-    /// The balance of `order_id` changed: its live call on this instance, if any, reads it
-    /// again.
+    /// What the next flush would write for `call_sid`, if it is live here.
+    pub fn metered(&self, call_sid: &str) -> Option<i64> {
+        self.book.live_calls().get(call_sid).map(|l| l.metered())
+    }
+
+    /// `order_id` changed: its live call on this instance, if any, reads it again.
     pub fn order_changed(&self, order_id: &str) {
         for live in self.book.live_calls().values() {
             if live.order_id == order_id {
@@ -86,18 +105,13 @@ impl MeteringBook {
         }
     }
 
-    /// The call's final figure is written elsewhere: drop any queued one.
+    /// The call's final figure is written elsewhere: no flush writes it again.
     pub fn forget(&self, call_sid: &str) {
-        self.book.lock().remove(call_sid);
         self.book.live_calls().remove(call_sid);
     }
 }
 
 impl Book {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn live_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveCall>>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -111,31 +125,24 @@ impl Book {
         }
     }
 
-    fn take(&self) -> Vec<(String, Seconds)> {
-        self.lock()
-            .drain()
-            .map(|(sid, s)| (sid, Seconds(s)))
+    /// Every live call's figure as it stands now.
+    fn figures(&self) -> Vec<(String, Seconds)> {
+        self.live_calls()
+            .iter()
+            .map(|(sid, live)| (sid.clone(), Seconds(live.metered())))
             .collect()
-    }
-
-    /// Puts figures back after a failed write, unless newer ones arrived meanwhile.
-    fn restore(&self, figures: Vec<(String, Seconds)>) {
-        let mut pending = self.lock();
-        for (sid, s) in figures {
-            let slot = pending.entry(sid).or_insert(0);
-            *slot = (*slot).max(s.0);
-        }
     }
 }
 
-/// Writes the queued figures every interval, for as long as the book lives.
+/// Writes the live calls' figures every interval, for as long as the book lives. A failed
+/// write is not queued: the next one writes the newer figures.
 async fn flush_loop(book: Weak<Book>, store: DynStore, clock: Arc<dyn Clock>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let Some(book) = book.upgrade() else { return };
-        let figures = book.take();
+        let figures = book.figures();
         if figures.is_empty() {
             continue;
         }
@@ -146,8 +153,7 @@ async fn flush_loop(book: Weak<Book>, store: DynStore, clock: Arc<dyn Clock>, ev
         {
             Ok(stop) => book.stop(&stop),
             Err(e) => {
-                tracing::warn!(error = %e, calls = figures.len(), "metering not persisted; will retry");
-                book.restore(figures);
+                tracing::warn!(error = %e, calls = figures.len(), "metering not persisted; the next interval writes it");
             }
         }
     }

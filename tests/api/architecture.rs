@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     // Messages to customers, about their orders.
     &["notify"],
     // Features.
-    &["billing", "import", "recordings"],
+    &["billing", "import", "recordings", "liveness"],
     &["menu", "bridge"],
     // Routes only.
     &["http"],

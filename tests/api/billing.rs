@@ -85,7 +85,7 @@ async fn bridged_call(app: &App, order: &Order, seconds: i64) -> String {
         Hold::Held(_)
     ));
     assert!(store
-        .bridge_started(&sid, None, now + 30, now)
+        .bridge_started(&sid, None, now + 30, now, "inst_test")
         .await
         .unwrap());
     store
@@ -224,7 +224,7 @@ async fn a_crashed_bridge_is_settled_from_its_metering_once_its_hold_lapses(stor
         .unwrap();
     assert!(app
         .store
-        .bridge_started(&sid, None, T0 + 40, T0 + 10)
+        .bridge_started(&sid, None, T0 + 40, T0 + 10, "inst_test")
         .await
         .unwrap());
     // The last heartbeat: 40 s metered, the hold renewed to T0 + 80.

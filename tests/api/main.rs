@@ -22,6 +22,7 @@ mod fuzz;
 mod health;
 mod import;
 mod in_call_top_up;
+mod instances;
 mod ledger;
 mod ledger_model;
 mod observability;

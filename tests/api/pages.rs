@@ -250,7 +250,7 @@ async fn the_account_page_shows_minutes_calls_and_payments() {
         .await
         .unwrap();
     assert!(store
-        .bridge_started("CA_acct", None, now + 40, now + 1)
+        .bridge_started("CA_acct", None, now + 40, now + 1, "inst_test")
         .await
         .unwrap());
     store

@@ -7,8 +7,8 @@ use callgate::domain::codes::{AccessCode, CodeVault};
 use callgate::domain::money::{Cents, Rounding, Seconds};
 use callgate::store::{
     new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, CodeCheckFacts, CodeCheckQuery,
-    DynStore, EndCall, Fulfilled, Fulfilment, Hold, NewCall, NewCharge, NewOrder, OrderSource,
-    OrderStatus, Settlement, StoreError, StreamGrant, TranscriptLine,
+    DynStore, EndCall, EndReason, Fulfilled, Fulfilment, Hold, NewCall, NewCharge, NewOrder,
+    OrderSource, OrderStatus, Settlement, StoreError, StreamGrant, TranscriptLine,
 };
 
 const NOW: i64 = 1_790_000_000;
@@ -149,7 +149,7 @@ async fn daily_figures_sum_every_matching_row(store: DynStore) {
                     .unwrap()
             ));
             assert!(store
-                .bridge_started(sid, None, start + 35, start + 1)
+                .bridge_started(sid, None, start + 35, start + 1, "inst_test")
                 .await
                 .unwrap());
             store
@@ -839,7 +839,7 @@ async fn an_ended_call_never_holds_a_code(store: DynStore) {
     let o = store.order(&order.id).await.unwrap().unwrap();
     assert_eq!(o.active_call_sid, None, "no hold left behind");
     assert!(!store
-        .bridge_started("CA_over", None, NOW + 40, NOW + 7)
+        .bridge_started("CA_over", None, NOW + 40, NOW + 7, "inst_test")
         .await
         .unwrap());
 
@@ -866,7 +866,7 @@ async fn an_ended_call_never_holds_a_code(store: DynStore) {
     );
     assert!(
         !store
-            .bridge_started("CA_late", None, NOW + 40, NOW + 12)
+            .bridge_started("CA_late", None, NOW + 40, NOW + 12, "inst_test")
             .await
             .unwrap(),
         "its stream token must not open a bridge"
@@ -890,7 +890,7 @@ async fn settlement_debits_and_frees_the_code_in_one_step(store: DynStore) {
             .unwrap()
     ));
     assert!(store
-        .bridge_started("CA_talk", None, NOW + 40, NOW + 10)
+        .bridge_started("CA_talk", None, NOW + 40, NOW + 10, "inst_test")
         .await
         .unwrap());
     // Its heartbeat renews the hold while it talks.
@@ -956,7 +956,7 @@ async fn metering_renews_holds_and_names_calls_to_stop(store: DynStore) {
                 .unwrap()
         ));
         assert!(store
-            .bridge_started(sid, None, NOW + 30, NOW)
+            .bridge_started(sid, None, NOW + 30, NOW, "inst_test")
             .await
             .unwrap());
     }
@@ -1386,7 +1386,7 @@ async fn bridge_bookkeeping_and_transcript(store: DynStore) {
             .unwrap()
     ));
     assert!(store
-        .bridge_started("CA_b", Some("conv_1"), NOW + 35, NOW + 5)
+        .bridge_started("CA_b", Some("conv_1"), NOW + 35, NOW + 5, "inst_test")
         .await
         .unwrap());
     store
@@ -1611,7 +1611,7 @@ async fn call_states_and_settlement_follow_the_domain_rules(store: DynStore) {
                 }
                 1 => {
                     let _ = store
-                        .bridge_started(sid, None, now + 40, now)
+                        .bridge_started(sid, None, now + 40, now, "inst_test")
                         .await
                         .unwrap();
                 }
@@ -1741,7 +1741,103 @@ async fn callers_are_remembered_for_one_code(store: DynStore) {
     assert_eq!(store.remembered_order(ann).await.unwrap(), None);
 }
 
+/// Instances: a call carried by an instance that is silent, gone, or an earlier run under the
+/// same name is orphaned; one carried by a live instance, by this one, or whose bridge ended
+/// or was settled is not; a hold is only ever cut shorter.
+async fn instances_and_the_calls_they_carry(store: DynStore) {
+    use callgate::store::Instance;
+    let me = Instance {
+        id: "run_me".into(),
+        name: "host:1".into(),
+    };
+    let at = |id: &str, name: &str| Instance {
+        id: id.into(),
+        name: name.into(),
+    };
+    store.beat(&at("run_old", "host:1"), NOW - 1).await.unwrap();
+    store
+        .beat(&at("run_live", "host:2"), NOW - 1)
+        .await
+        .unwrap();
+    store
+        .beat(&at("run_silent", "host:3"), NOW - 10)
+        .await
+        .unwrap();
+    store
+        .beat(&at("run_silent", "host:3"), NOW - 9)
+        .await
+        .unwrap();
+    store
+        .beat(&at("run_gone", "host:4"), NOW - 1)
+        .await
+        .unwrap();
+    store.instance_stopped("run_gone").await.unwrap();
+    store.beat(&me, NOW).await.unwrap();
+    let carriers = [
+        ("CA_old", "run_old"),
+        ("CA_live", "run_live"),
+        ("CA_silent", "run_silent"),
+        ("CA_gone", "run_gone"),
+        ("CA_mine", "run_me"),
+        ("CA_ended", "run_old"),
+    ];
+    for (sid, carrier) in carriers {
+        let order = paid_order(&store).await;
+        call(&store, sid).await;
+        assert!(held(
+            store
+                .hold_order_for_call(&order.id, sid, NOW + 150, NOW - 20)
+                .await
+                .unwrap()
+        ));
+        assert!(store
+            .bridge_started(sid, None, NOW + 30, NOW - 20, carrier)
+            .await
+            .unwrap());
+    }
+    store
+        .bridge_finished("CA_ended", Seconds(3), EndReason::CallerHungUp, NOW - 5)
+        .await
+        .unwrap();
+    let mut orphaned = store.orphaned_calls(&me, NOW - 4).await.unwrap();
+    orphaned.sort();
+    assert_eq!(orphaned, ["CA_gone", "CA_old", "CA_silent"]);
+
+    assert!(
+        store.cap_hold("CA_old", NOW + 2).await.unwrap(),
+        "cut short"
+    );
+    assert!(
+        !store.cap_hold("CA_old", NOW + 20).await.unwrap(),
+        "never lengthened"
+    );
+    let order_of = |sid: &'static str| {
+        let store = store.clone();
+        async move {
+            let id = store.call(sid).await.unwrap().unwrap().order_id.unwrap();
+            store.order(&id).await.unwrap().unwrap()
+        }
+    };
+    assert_eq!(order_of("CA_old").await.active_call_until, Some(NOW + 2));
+    assert!(!store.cap_hold("CA_nobody", NOW).await.unwrap());
+    // Lapsed, the call is ready to settle, and settling it frees its code.
+    store.cap_hold("CA_old", NOW - 1).await.unwrap();
+    store
+        .settle_call("CA_old", Rounding::default(), "chg_old", NOW)
+        .await
+        .unwrap();
+    assert_eq!(order_of("CA_old").await.active_call_sid, None);
+    let mut orphaned = store.orphaned_calls(&me, NOW - 4).await.unwrap();
+    orphaned.sort();
+    assert_eq!(
+        orphaned,
+        ["CA_gone", "CA_silent"],
+        "a settled call is no one's"
+    );
+}
+
 on_every_backend!(
+    instances_and_the_calls_they_carry,
     callers_are_remembered_for_one_code,
     daily_figures_sum_every_matching_row,
     a_stream_token_is_stored_only_with_its_hold,
@@ -1837,7 +1933,7 @@ async fn mongodb_settlement_cut_off_before_any_write_is_finished_once() {
                 .unwrap()
         ));
         assert!(store
-            .bridge_started("CA_cut", None, NOW + 40, NOW + 10)
+            .bridge_started("CA_cut", None, NOW + 40, NOW + 10, "inst_test")
             .await
             .unwrap());
         let hung_up = callgate::store::EndReason::CallerHungUp;

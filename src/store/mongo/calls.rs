@@ -95,12 +95,13 @@ impl CallStore for MongoStore {
         conversation_id: Option<&str>,
         hold_until: UnixTime,
         now: UnixTime,
+        carrier: &str,
     ) -> Result<bool, StoreError> {
         let started = self
             .calls()
             .update_one(
                 doc! { "_id": call_sid, "status": { "$ne": CallState::Ended.as_str() }, "settled_at": Bson::Null },
-                doc! { "$set": { "status": CallState::Bridged.as_str(), "updated_at": now } },
+                doc! { "$set": { "status": CallState::Bridged.as_str(), "instance_id": carrier, "updated_at": now } },
             )
             .await
             .map_err(err)?

@@ -29,6 +29,7 @@ mod charges;
 mod docs;
 mod entries;
 mod events;
+mod instances;
 mod messages;
 mod money;
 mod orders;
@@ -371,6 +372,9 @@ impl Store for MongoStore {
                 .await?;
             self.raw("conversation_reports")
                 .create_index(plain(doc! { "caller": 1, "received_at": -1 }))
+                .await?;
+            self.raw("calls")
+                .create_index(plain(doc! { "instance_id": 1, "bridge_ended_at": 1 }))
                 .await?;
             Ok::<_, mongodb::error::Error>(())
         };

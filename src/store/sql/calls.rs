@@ -86,11 +86,11 @@ pub(crate) const ORDER_DEBIT: &str = "UPDATE orders SET seconds_used = $2, \
      active_call_sid = CASE WHEN active_call_sid = $3 THEN NULL ELSE active_call_sid END, \
      updated_at = $4 WHERE id = $1 AND seconds_used = $5";
 
-/// The bridge is up: `$1` call, `$2` now, `$3` conversation id. Not for a call that ended or
-/// was settled.
+/// The bridge is up: `$1` call, `$2` now, `$3` conversation id, `$4` the instance carrying
+/// it. Not for a call that ended or was settled.
 pub(crate) static CALL_BRIDGED: LazyLock<String> = statement!(
     "UPDATE calls SET status = '{bridged}', bridged_at = COALESCE(bridged_at, $2), \
-     conversation_id = COALESCE($3, conversation_id), updated_at = $2 \
+     conversation_id = COALESCE($3, conversation_id), instance_id = $4, updated_at = $2 \
      WHERE call_sid = $1 AND status <> '{ended}' AND settled_at IS NULL",
     bridged = CallState::Bridged,
     ended = CallState::Ended,
@@ -147,12 +147,14 @@ macro_rules! sql_calls {
                 conversation_id: Option<&str>,
                 hold_until: UnixTime,
                 now: UnixTime,
+                carrier: &str,
             ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await.map_err(classify)?;
                 let started = sqlx::query::<$db>(&CALL_BRIDGED)
                 .bind(call_sid)
                 .bind(now)
                 .bind(conversation_id)
+                .bind(carrier)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?

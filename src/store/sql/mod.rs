@@ -4,7 +4,7 @@
 //! both; `sql_store!` expands the same method bodies once per driver, with concrete types, so
 //! neither pays for a runtime-generic driver. One file per aggregate, each holding its
 //! statements and the body of its trait (`orders.rs`, `calls.rs`, `charges.rs`,
-//! `entries.rs`, `messages.rs`, `attempts.rs`, `events.rs`, `callers.rs`, `reports.rs`); `hot.rs`
+//! `entries.rs`, `messages.rs`, `attempts.rs`, `events.rs`, `callers.rs`, `reports.rs`, `instances.rs`); `hot.rs`
 //! is PostgreSQL's side of the money path's writes.
 
 /// A statement built once, its state values taken from the enums' spelling tables: the
@@ -62,6 +62,7 @@ mod entries;
 mod events;
 #[cfg(feature = "postgres")]
 mod hot;
+mod instances;
 mod messages;
 mod orders;
 mod reports;
@@ -74,6 +75,7 @@ pub(crate) use entries::*;
 pub(crate) use events::*;
 #[cfg(feature = "postgres")]
 pub(crate) use hot::*;
+pub(crate) use instances::*;
 pub(crate) use messages::*;
 pub(crate) use orders::*;
 pub(crate) use reports::*;
@@ -96,6 +98,7 @@ macro_rules! sql_store {
         $crate::store::sql::sql_entries!($store, $db);
         $crate::store::sql::sql_messages!($store, $db);
         $crate::store::sql::sql_reports!($store, $db);
+        $crate::store::sql::sql_instances!($store, $db);
 
         #[async_trait::async_trait]
         impl Store for $store {

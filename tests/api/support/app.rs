@@ -19,6 +19,8 @@ pub struct TestApp {
     pub app: Arc<App>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _audio: tempfile::TempDir,
+    /// The instance's own runtime, when it can crash ([`spawn_crashable`]).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TestApp {
@@ -104,10 +106,24 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Kills the instance as `kill -9` would: every task of its runtime stops where it is
+    /// (sockets closed, nothing more written; what reached the database stays).
+    pub fn crash(&mut self) {
+        self.shutdown.take();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -173,5 +189,60 @@ pub async fn spawn_with(
         app,
         shutdown: Some(tx),
         _audio: audio,
+        runtime: None,
+    }
+}
+
+/// An instance that can crash ([`TestApp::crash`]): on a runtime of its own, with its own
+/// connection to the database (`db`), as a process of its own would be.
+pub async fn spawn_crashable(
+    db: &crate::support::Again,
+    extra: &[(&str, &str)],
+    adjust: impl FnOnce(&mut App) + Send + 'static,
+) -> TestApp {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let audio = tempfile::tempdir().unwrap();
+    let dir = audio.path().to_path_buf();
+    let db = db.clone();
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (base, app, tx) = runtime
+        .spawn(async move {
+            let store = db.open().await;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let extra: Vec<(&str, &str)> = extra
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut app =
+                App::with_store(config(&base, &dir, &extra), store, Arc::new(SystemClock))
+                    .expect("app");
+            adjust(&mut app);
+            let app = Arc::new(app);
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let served = app.clone();
+            tokio::spawn(async move {
+                let _ = callgate::http::serve(served, listener, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+            (base, app, tx)
+        })
+        .await
+        .expect("instance started");
+    TestApp {
+        base,
+        app,
+        shutdown: Some(tx),
+        _audio: audio,
+        runtime: Some(runtime),
     }
 }

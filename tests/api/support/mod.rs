@@ -26,6 +26,30 @@ pub struct TestDb {
     pub store: DynStore,
     _dir: Option<TempDir>,
     pg: Option<(PgPool, String)>,
+    /// How another process would reach the same database.
+    again: Option<Again>,
+}
+
+/// Where a test database is, for a second connection to it.
+#[derive(Clone)]
+pub enum Again {
+    Sqlite(std::path::PathBuf),
+    Postgres(Box<PgConnectOptions>),
+}
+
+impl Again {
+    /// Another store on the same database, as another process would open it (migrations
+    /// already run).
+    pub async fn open(&self) -> DynStore {
+        match self {
+            Again::Sqlite(path) => Arc::new(SqliteStore::open(path).await.expect("open sqlite")),
+            Again::Postgres(options) => Arc::new(
+                PostgresStore::connect((**options).clone())
+                    .await
+                    .expect("connect postgres"),
+            ),
+        }
+    }
 }
 
 impl TestDb {
@@ -35,7 +59,13 @@ impl TestDb {
             store,
             _dir: None,
             pg: None,
+            again: None,
         }
+    }
+
+    /// How to open this database again (SQLite and PostgreSQL).
+    pub fn again(&self) -> Again {
+        self.again.clone().expect("SQLite or PostgreSQL")
     }
 
     /// Drops a PostgreSQL test schema (a failed test leaves its schema for inspection).
@@ -51,14 +81,14 @@ impl TestDb {
 /// A new SQLite file in a temporary folder.
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("test.db"))
-        .await
-        .expect("open sqlite");
+    let path = dir.path().join("test.db");
+    let store = SqliteStore::open(&path).await.expect("open sqlite");
     store.migrate().await.expect("migrate sqlite");
     TestDb {
         store: Arc::new(store),
         _dir: Some(dir),
         pg: None,
+        again: Some(Again::Sqlite(path)),
     }
 }
 
@@ -105,7 +135,7 @@ async fn postgres_with(route: impl FnOnce(&str) -> String) -> Option<TestDb> {
         .host(host)
         .port(port.parse().expect("port"))
         .options([("search_path", schema.as_str())]);
-    let store = PostgresStore::connect(options)
+    let store = PostgresStore::connect(options.clone())
         .await
         .expect("connect postgres");
     store.migrate().await.expect("migrate postgres");
@@ -113,6 +143,7 @@ async fn postgres_with(route: impl FnOnce(&str) -> String) -> Option<TestDb> {
         store: Arc::new(store),
         _dir: None,
         pg: Some((admin, schema)),
+        again: Some(Again::Postgres(Box::new(options))),
     })
 }
 

@@ -1,0 +1,283 @@
+//! Instances that die (issue 28): a crash loses at most one metering interval, whatever the
+//! phase of the timers; a restarted instance settles at start-up what its earlier run
+//! carried; another instance settles the calls of one that is gone, at once when Twilio
+//! reports the call moved on, else when the instance has been silent for a few seconds.
+//!
+//! Each instance here runs on a runtime of its own with its own connection to the database;
+//! its crash stops every task where it stands (`TestApp::crash`), as `kill -9` does.
+
+use std::time::Duration;
+
+use callgate::orders::{self, OperatorGrant};
+use callgate::store::{DynStore, Order};
+use callgate_peers::agent::{Behaviour, FakeAgent};
+use callgate_peers::twilio::{Caller, Ending, MediaStream};
+use tokio::time::Instant;
+
+use crate::support::app::{spawn_crashable, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
+use crate::support::calls::{heard_the_agent, open, settled_call, WAIT};
+use crate::support::Again;
+
+/// One metered second here.
+const TICK: Duration = Duration::from_millis(20);
+/// Metered seconds per flush (`BridgeSettings::persist_every_secs`, the default 5).
+const PERSIST: i64 = 5;
+
+async fn instance(db: &Again, agent: &FakeAgent, name: &str) -> TestApp {
+    spawn_crashable(
+        db,
+        &[
+            ("ELEVENLABS_API_BASE", agent.base.as_str()),
+            ("INSTANCE_NAME", name),
+        ],
+        |app| {
+            app.bridge.tick = TICK;
+            app.bridge.setup_timeout = Duration::from_secs(5);
+        },
+    )
+    .await
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// A code of `minutes` issued on `app`.
+async fn code(app: &TestApp, minutes: i64) -> (Order, &'static str) {
+    let grant = OperatorGrant {
+        minutes,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, code) = orders::issue_operator_code(&app.app, &grant).await.unwrap();
+    (order, leak(code.expose().to_string()))
+}
+
+/// Dials `app` and types `code`.
+async fn dial(app: &TestApp, code: &'static str) -> (Caller, Ending) {
+    let mut caller =
+        Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880001", PHONE).types([Some(code)]);
+    let ending = caller.dial(&app.url("/voice/incoming")).await;
+    (caller, ending)
+}
+
+/// Dials and types `code`; the call is bridged and metering.
+async fn live_call(app: &TestApp, code: &'static str) -> (Caller, MediaStream, String) {
+    let (caller, ending) = dial(app, code).await;
+    let Ending::Stream {
+        url,
+        parameters,
+        after,
+    } = ending
+    else {
+        panic!("not connected: {ending:?}")
+    };
+    let mut stream = open(&caller, &url, &parameters).await;
+    heard_the_agent(&mut stream).await;
+    (caller, stream, after.expect("a Redirect after Connect"))
+}
+
+/// Waits until the call on `app` has metered `seconds`.
+async fn metered(app: &TestApp, call_sid: &str, seconds: i64) {
+    let deadline = Instant::now() + WAIT;
+    while app.app.metering.metered(call_sid).unwrap_or(0) < seconds {
+        assert!(
+            Instant::now() < deadline,
+            "the call never metered {seconds} s"
+        );
+        tokio::time::sleep(TICK / 4).await;
+    }
+}
+
+/// The figure the store holds for a call.
+async fn stored_seconds(store: &DynStore, call_sid: &str) -> i64 {
+    store
+        .call(call_sid)
+        .await
+        .unwrap()
+        .unwrap()
+        .seconds_metered
+        .0
+}
+
+/// Kills the instance carrying a live call at ten phases: of the call's start against the
+/// instance's flush (the flush runs on the instance's clock, the call's seconds on its own),
+/// and of the crash within an interval. Each time the store holds the call's figure as of
+/// at most one interval before the crash (plus the write's own time: one second here), never
+/// more than was metered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_at_most_one_metering_interval_at_every_phase() {
+    const PHASES: u32 = 10;
+    let interval = TICK * PERSIST as u32;
+    let mut worst = 0;
+    for phase in 0..PHASES {
+        let db = crate::support::sqlite().await;
+        let agent = FakeAgent::start(Behaviour::default()).await;
+        let mut app = instance(&db.again(), &agent, "box-1").await;
+        // The flush started with the instance: the call starts this far into its interval.
+        tokio::time::sleep(interval * phase / PHASES).await;
+        let (_, code) = code(&app, 10).await;
+        let (caller, _stream, _) = live_call(&app, code).await;
+        metered(&app, &caller.call_sid, 3 * PERSIST).await;
+        // And the crash comes this far into a later interval.
+        tokio::time::sleep(interval * ((phase * 7) % PHASES) / PHASES).await;
+        app.crash();
+        let at_crash = app.app.metering.metered(&caller.call_sid).unwrap();
+        let stored = stored_seconds(&db.store, &caller.call_sid).await;
+        assert!(
+            stored <= at_crash,
+            "phase {phase}: {stored} s stored of {at_crash} s metered"
+        );
+        let lost = at_crash - stored;
+        assert!(
+            lost <= PERSIST + 1,
+            "phase {phase}: {lost} s lost ({stored} s stored of {at_crash} s metered), more than one interval of {PERSIST} s"
+        );
+        worst = worst.max(lost);
+        db.cleanup().await;
+    }
+    eprintln!("worst loss over {PHASES} phases: {worst} s (interval {PERSIST} s)");
+}
+
+/// `kill -9`, then the same instance again on the same SQLite file at once: before it
+/// answers anything, the call its earlier run carried is settled on what was flushed, so the
+/// caller's next call with the code connects (not "in use" until a hold lapses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_settles_what_its_last_run_carried_before_answering() {
+    let db = crate::support::sqlite().await;
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let mut first = instance(&db.again(), &agent, "box-1").await;
+    let (order, code) = code(&first, 10).await;
+    let (caller, _stream, _) = live_call(&first, code).await;
+    metered(&first, &caller.call_sid, 2 * PERSIST + 1).await;
+    first.crash();
+    let flushed = stored_seconds(&db.store, &caller.call_sid).await;
+    assert!(flushed >= PERSIST, "something was flushed before the crash");
+
+    let again = instance(&db.again(), &agent, "box-1").await;
+    let (_, ending) = dial(&again, code).await;
+    assert!(
+        matches!(ending, Ending::Stream { .. }),
+        "the code connects on the restarted instance at once: {ending:?}"
+    );
+    let call = db.store.call(&caller.call_sid).await.unwrap().unwrap();
+    assert!(call.settled_at.is_some(), "the crashed call was settled");
+    assert_eq!(call.settled_seconds, Some(flushed), "on what was flushed");
+    let order = db.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used.0, flushed, "debited once, as flushed");
+    db.cleanup().await;
+}
+
+/// Two instances on one PostgreSQL database. The one carrying a live call dies; Twilio, as
+/// it does when the stream's socket drops, goes on with the call on the other (the verbs
+/// after the stream, then the status callback). The caller can call again within five
+/// seconds of the crash, and the dead call is debited once, what was flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_frees_the_code_of_a_dead_ones_call_when_twilio_moves_on() {
+    let Some(db) = crate::support::postgres().await else {
+        return;
+    };
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let mut dying = instance(&db.again(), &agent, "box-1").await;
+    let living = instance(&db.again(), &agent, "box-2").await;
+    let (order, code) = code(&dying, 10).await;
+    let (mut caller, mut stream, after) = live_call(&dying, code).await;
+    metered(&dying, &caller.call_sid, 2 * PERSIST + 1).await;
+    dying.crash();
+    let crashed = Instant::now();
+    // Its heartbeat still looks fresh (it died a moment ago): kept so here, so that only
+    // Twilio's word can free the code within the five seconds.
+    let ghost = callgate::store::Instance {
+        id: dying.app.instance_id.clone(),
+        name: "box-1".into(),
+    };
+    let store = db.store.clone();
+    let beating = tokio::spawn(async move {
+        loop {
+            {
+                use callgate::domain::clock::Clock;
+                let now = callgate::domain::clock::SystemClock.now();
+                store.beat(&ghost, now).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // Twilio sees the socket close and carries on with the call where the balancer sends it.
+    loop {
+        match stream.next(WAIT).await {
+            Some(callgate_peers::twilio::Received::Closed) => break,
+            Some(_) => continue,
+            None => panic!("the dead instance's socket never closed"),
+        }
+    }
+    let after = after.replace(&dying.base, &living.base);
+    let goodbye = caller.after_stream(&after).await;
+    assert!(matches!(goodbye, Ending::HungUp), "{goodbye:?}");
+    let status = caller
+        .status_callback(&living.url("/voice/status"), "completed", Some("9"))
+        .await;
+    assert_eq!(status, 200);
+
+    // The caller redials at once, and again until the code connects.
+    let redialled = loop {
+        let (_, ending) = dial(&living, code).await;
+        if matches!(ending, Ending::Stream { .. }) {
+            break crashed.elapsed();
+        }
+        assert!(
+            crashed.elapsed() < Duration::from_secs(5),
+            "the code still refused 5 s after its instance died: {ending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("the code connected again {redialled:?} after its instance died");
+    beating.abort();
+    let call = settled_call(&living, &caller.call_sid).await;
+    let flushed = call.seconds_metered.0;
+    assert!(
+        flushed >= PERSIST,
+        "what was flushed before the crash counts"
+    );
+    assert_eq!(call.settled_seconds, Some(flushed));
+    let order = db.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used.0, flushed, "debited once");
+    db.cleanup().await;
+}
+
+/// Without any word from Twilio (the instance cut off, its callers' sockets still open),
+/// the other instance settles the call once the dead one has been silent for a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_settles_the_calls_of_a_silent_one() {
+    let Some(db) = crate::support::postgres().await else {
+        return;
+    };
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let mut dying = instance(&db.again(), &agent, "box-1").await;
+    let living = instance(&db.again(), &agent, "box-2").await;
+    let (order, code) = code(&dying, 10).await;
+    let (caller, _stream, _) = live_call(&dying, code).await;
+    metered(&dying, &caller.call_sid, 2 * PERSIST + 1).await;
+    dying.crash();
+    let crashed = Instant::now();
+    let deadline = crashed + Duration::from_secs(10);
+    let call = loop {
+        let call = db.store.call(&caller.call_sid).await.unwrap().unwrap();
+        if call.settled_at.is_some() {
+            break call;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never settled by the living instance"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("settled {:?} after its instance died", crashed.elapsed());
+    assert!(call.seconds_metered.0 >= PERSIST, "what was flushed counts");
+    assert_eq!(call.settled_seconds, Some(call.seconds_metered.0));
+    let (_, ending) = dial(&living, code).await;
+    assert!(matches!(ending, Ending::Stream { .. }), "{ending:?}");
+    let order = db.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used, call.seconds_metered);
+    db.cleanup().await;
+}
