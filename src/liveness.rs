@@ -1,4 +1,5 @@
-//! Instances that die, and the calls they carried.
+//! Instances among several: the word they pass one another (an order changed: its live call,
+//! wherever it runs, reads it again), and those that die, with the calls they carried.
 //!
 //! Every instance beats in the store each [`BEAT`] and sweeps: a call carried by an instance
 //! that has been silent for [`SILENT_AFTER_SECS`], or by an earlier run of this one (the same
@@ -67,6 +68,25 @@ pub async fn start(app: &Arc<App>, me: Instance) -> tokio::task::JoinHandle<()> 
             }
         }
     })
+}
+
+/// Relays what other instances say changed to this instance's live calls, where the store
+/// carries such word (PostgreSQL); `None` where it does not.
+pub async fn relay_signals(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+    let mut changes = match app.store.order_changes().await {
+        Ok(Some(changes)) => changes,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "no signals from other instances: live calls re-check");
+            return None;
+        }
+    };
+    let app = app.clone();
+    Some(tokio::spawn(async move {
+        while let Some(order_id) = changes.recv().await {
+            app.metering.order_changed(&order_id);
+        }
+    }))
 }
 
 /// One beat, then the calls of gone instances settled; how many were.

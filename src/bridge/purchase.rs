@@ -100,6 +100,11 @@ pub async fn watch_balance(
             () = included.closed() => return,
         }
         match app.store.order(&order_id).await {
+            Ok(Some(order)) if order.status != crate::store::OrderStatus::Paid => {
+                // Revoked (a refund, a dispute, the operator): the call stops.
+                live.stop.notify_one();
+                return;
+            }
             Ok(Some(order)) => {
                 let now = (order.seconds_included.0 - used_before.0).max(0);
                 included.send_if_modified(|v| std::mem::replace(v, now) != now);

@@ -136,6 +136,7 @@ pub async fn serve_router(
     let port = listener.local_addr().map_err(StartError::Serve)?.port();
     let me = crate::liveness::instance(&app, crate::liveness::name(&app, port));
     let beating = crate::liveness::start(&app, me).await;
+    let signals = crate::liveness::relay_signals(&app).await;
     // Live calls' metering, flushed on one clock for the whole instance.
     app.metering.start(crate::write_behind::metering::Flush {
         store: app.store.clone(),
@@ -155,6 +156,9 @@ pub async fn serve_router(
         app.lifecycle.drain(grace).await;
         // Drained: no call of this run remains to be carried.
         beating.abort();
+        if let Some(signals) = signals {
+            signals.abort();
+        }
         crate::liveness::stopped(&app).await;
     };
     let served = server::run(listener, router, &limits, drained)

@@ -8,12 +8,13 @@ use crate::domain::money::Seconds;
 use crate::store::{new_id, Order, Recorded, StoreError};
 use crate::App;
 
-/// Records `entry` once; when it is new, a live call of its order on this instance reads its
-/// balance again (a top-up moves its end, a reversal may end it). Every entry is recorded here.
+/// Records `entry` once; when it is new, a live call of its order, on whichever instance,
+/// reads its balance again (a top-up moves its end, a reversal may end it). Every entry is
+/// recorded here.
 pub async fn record(app: &App, entry: &Entry) -> Result<Recorded, StoreError> {
     let recorded = app.store.record_entry(entry).await?;
     if recorded == Recorded::Now {
-        app.metering.order_changed(&entry.order_id);
+        super::changed(app, &entry.order_id).await;
     }
     Ok(recorded)
 }

@@ -110,5 +110,18 @@ pub async fn revoke(app: &App, order: &Order) -> Result<Order, StoreError> {
         .store
         .move_order(&order.id, OrderStatus::Revoked, app.clock.now())
         .await?;
+    if moved.is_some() {
+        changed(app, &order.id).await;
+    }
     Ok(moved.unwrap_or_else(|| order.clone()))
+}
+
+/// `order_id` changed (its balance or its status): its live call reads it again, at once on
+/// this instance and, through the store's signals, on any other (PostgreSQL's `NOTIFY`;
+/// elsewhere the call's periodic re-check).
+pub async fn changed(app: &App, order_id: &str) {
+    app.metering.order_changed(order_id);
+    if let Err(e) = app.store.publish_order_changed(order_id).await {
+        tracing::warn!(error = %e, "other instances not told of the order's change; they re-check");
+    }
 }

@@ -4,6 +4,7 @@
 //! the store ([`crate::liveness`]).
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use super::{StoreError, UnixTime};
 
@@ -35,4 +36,22 @@ pub trait InstanceStore: Send + Sync {
 
     /// The hold `call_sid` has on its order lasts until `until` at most; `true` if shortened.
     async fn cap_hold(&self, call_sid: &str, until: UnixTime) -> Result<bool, StoreError>;
+}
+
+/// Word between instances that an order changed (its balance, its status), so the one
+/// carrying its live call reads it again at once. Where an engine has no such word, nothing is
+/// sent and nothing arrives: its instances read a live call's order again every
+/// `balance_recheck` instead (SQLite is one instance, told in process).
+#[async_trait]
+pub trait Signals: Send + Sync {
+    /// Tells every instance listening that `order_id` changed.
+    async fn publish_order_changed(&self, _order_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The orders other instances (and this one) say changed, as they are told; `None` where
+    /// the engine carries no such word.
+    async fn order_changes(&self) -> Result<Option<mpsc::Receiver<String>>, StoreError> {
+        Ok(None)
+    }
 }

@@ -60,7 +60,7 @@ pub use calls::{
 pub use charges::{Charge, ChargeStore, ChargeUpdate, NewCharge};
 pub use entries::{EntryStore, Recorded};
 pub use events::EventStore;
-pub use instances::{Instance, InstanceStore};
+pub use instances::{Instance, InstanceStore, Signals};
 pub use messages::{MessageStore, NewMessage, SendOutcome};
 pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
 pub use reports::{ConversationReport, ReportStore};
@@ -69,7 +69,7 @@ pub use reports::{ConversationReport, ReportStore};
 pub mod prelude {
     pub use super::{
         AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, InstanceStore,
-        MessageStore, OrderStore, ReportStore, Store,
+        MessageStore, OrderStore, ReportStore, Signals, Store,
     };
 }
 
@@ -129,6 +129,7 @@ pub trait Store:
     + MessageStore
     + ReportStore
     + InstanceStore
+    + Signals
     + Send
     + Sync
     + 'static

@@ -14,6 +14,55 @@ pub struct PostgresStore {
     writer: PgPool,
 }
 
+/// The channel instances tell each other on that an order changed; the payload is its id.
+const ORDERS_CHANNEL: &str = "callgate_orders";
+
+/// Instances tell each other through PostgreSQL itself: `NOTIFY` on one, `LISTEN` on a
+/// connection of its own on each. A notification sent while a listener reconnects is lost;
+/// the live call's periodic re-check covers that gap.
+#[async_trait::async_trait]
+impl super::Signals for PostgresStore {
+    async fn publish_order_changed(&self, order_id: &str) -> Result<(), super::StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(ORDERS_CHANNEL)
+            .bind(order_id)
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(super::classify)
+    }
+
+    async fn order_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, super::StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(super::classify)?;
+        listener
+            .listen(ORDERS_CHANNEL)
+            .await
+            .map_err(super::classify)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                // `recv` reconnects (and listens again) by itself after a lost connection.
+                match listener.recv().await {
+                    Ok(n) => {
+                        if tx.send(n.payload().to_string()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "order signals interrupted; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+}
+
 impl PostgresStore {
     /// Connects to the server named by a `postgres://` URL.
     pub async fn open(url: &str) -> Result<PostgresStore, super::StoreError> {

@@ -281,3 +281,85 @@ async fn another_instance_settles_the_calls_of_a_silent_one() {
     assert_eq!(order.seconds_used, call.seconds_metered);
     db.cleanup().await;
 }
+
+/// Two instances on one PostgreSQL database, whose live calls would otherwise learn of a
+/// change only at their flush or re-check (both far off here): the word passes through
+/// PostgreSQL's `NOTIFY`.
+async fn signalled_pair(db: &Again, agent: &FakeAgent) -> (TestApp, TestApp) {
+    let adjust = |app: &mut callgate::App| {
+        app.bridge.tick = TICK;
+        app.bridge.setup_timeout = Duration::from_secs(5);
+        app.bridge.persist_every_secs = 100_000;
+        app.bridge.finish_quiet = Duration::from_millis(50);
+    };
+    let extra = |name: &'static str| {
+        [
+            ("ELEVENLABS_API_BASE", leak(agent.base.clone())),
+            ("INSTANCE_NAME", name),
+        ]
+    };
+    (
+        spawn_crashable(db, &extra("box-1"), adjust).await,
+        spawn_crashable(db, &extra("box-2"), adjust).await,
+    )
+}
+
+/// A refund's revocation arriving at another instance ends the live call within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_another_instance_ends_the_call_within_a_second() {
+    let Some(db) = crate::support::postgres().await else {
+        return;
+    };
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let (carrying, other) = signalled_pair(&db.again(), &agent).await;
+    let (order, code) = code(&carrying, 10).await;
+    let (caller, mut stream, _) = live_call(&carrying, code).await;
+    metered(&carrying, &caller.call_sid, 5).await;
+    let revoked = Instant::now();
+    orders::revoke(&other.app, &order).await.unwrap();
+    loop {
+        match stream.next(WAIT).await {
+            Some(callgate_peers::twilio::Received::Closed) => break,
+            Some(_) => continue,
+            None => panic!("the call went on after its revocation"),
+        }
+    }
+    let took = revoked.elapsed();
+    eprintln!("the call ended {took:?} after its revocation on the other instance");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let call = settled_call(&carrying, &caller.call_sid).await;
+    assert_eq!(call.end_reason, Some(callgate::store::EndReason::Revoked));
+    db.cleanup().await;
+}
+
+/// Minutes granted on another instance move the live call's end at once: it runs on past the
+/// allowance it started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minutes_granted_on_another_instance_reach_the_live_call() {
+    let Some(db) = crate::support::postgres().await else {
+        return;
+    };
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let (carrying, other) = signalled_pair(&db.again(), &agent).await;
+    let (order, code) = code(&carrying, 1).await;
+    let (caller, mut stream, _) = live_call(&carrying, code).await;
+    metered(&carrying, &caller.call_sid, 5).await;
+    callgate::orders::ledger::grant(&other.app, &order.id, callgate::store::Seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    loop {
+        match stream.next(WAIT).await {
+            Some(callgate_peers::twilio::Received::Closed) => break,
+            Some(_) => continue,
+            None => panic!("the call never ended"),
+        }
+    }
+    let call = settled_call(&carrying, &caller.call_sid).await;
+    assert_eq!(call.end_reason, Some(callgate::store::EndReason::TimeUp));
+    assert_eq!(
+        call.seconds_metered.0, 120,
+        "the call ran to the two minutes it had once the grant arrived"
+    );
+    db.cleanup().await;
+}

@@ -87,3 +87,6 @@ impl InstanceStore for MongoStore {
             .map_err(err)
     }
 }
+
+/// Instances on MongoDB read a live call's order again every `balance_recheck`.
+impl Signals for MongoStore {}

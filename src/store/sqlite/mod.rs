@@ -257,6 +257,9 @@ impl InlineReads {
     }
 }
 
+/// One instance: its own changes are told in process.
+impl crate::store::Signals for SqliteStore {}
+
 crate::store::sql::sql_store!(
     SqliteStore,
     sqlx::Sqlite,
