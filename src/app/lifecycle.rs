@@ -11,6 +11,8 @@ const CLOSING_WORDS: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct Lifecycle {
+    /// Readiness fails: the shutdown began.
+    leaving: AtomicBool,
     draining: AtomicBool,
     live: AtomicI64,
     stop_calls: watch::Sender<bool>,
@@ -19,6 +21,7 @@ pub struct Lifecycle {
 impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
+            leaving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             live: AtomicI64::new(0),
             stop_calls: watch::channel(false).0,
@@ -36,7 +39,12 @@ impl Drop for LiveCall<'_> {
 }
 
 impl Lifecycle {
-    /// New calls are refused and readiness fails, so a load balancer moves traffic away.
+    /// Readiness fails, so a load balancer moves traffic away: the shutdown has begun.
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// New calls are refused (after the hand-over that lets the balancer move them).
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
@@ -55,9 +63,19 @@ impl Lifecycle {
         self.stop_calls.subscribe()
     }
 
-    /// Drains: refuses new calls, waits up to `grace` for live calls to end, then ends the
-    /// rest and waits (briefly) for them to record their metering.
-    pub async fn drain(&self, grace: Duration) {
+    /// Drains: readiness fails at once; for `handover` new calls are still taken (a load
+    /// balancer has not yet seen the failed check, and refusing them would refuse calls
+    /// another instance would take); then new calls are refused, live calls have up to
+    /// `grace` to end, and the rest are ended and wait (briefly) to record their metering.
+    pub async fn drain(&self, handover: Duration, grace: Duration) {
+        self.leaving.store(true, Ordering::SeqCst);
+        if !handover.is_zero() {
+            tracing::info!(
+                ?handover,
+                "leaving: readiness fails; new calls still taken meanwhile"
+            );
+            tokio::time::sleep(handover).await;
+        }
         self.draining.store(true, Ordering::SeqCst);
         tracing::info!(live = self.live_calls(), ?grace, "draining: no new calls");
         let step = Duration::from_millis(100);

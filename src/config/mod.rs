@@ -181,6 +181,8 @@ pub struct Config {
     pub billing: BillingConfig,
     /// On shutdown, how long live calls may go on before they are ended.
     pub shutdown_grace_secs: u64,
+    /// On shutdown, how long new calls are still taken once readiness fails.
+    pub shutdown_handover_secs: u64,
     /// This instance's place among several (`INSTANCE_NAME`); host and port when unset.
     pub instance_name: Option<String>,
     /// Requests a minute one client IP may make to `/api/...`.
@@ -320,6 +322,7 @@ impl Config {
                 worker: s::BILLING_WORKER.value(env)?,
             },
             shutdown_grace_secs: s::SHUTDOWN_GRACE_SECS.value(env)? as u64,
+            shutdown_handover_secs: s::SHUTDOWN_HANDOVER_SECS.value(env)? as u64,
             instance_name: s::INSTANCE_NAME.get(env)?,
             api_requests_per_minute: s::API_REQUESTS_PER_MINUTE.value(env)? as u32,
             log_format: s::LOG_FORMAT.value(env)?,

@@ -413,6 +413,12 @@ pub const SHUTDOWN_GRACE_SECS: Var<i64> = Var {
         "on SIGTERM, how long live calls may go on before they are ended (metered, with an apology)",
     parse: whole::<0, 86_400>,
 };
+pub const SHUTDOWN_HANDOVER_SECS: Var<i64> = Var {
+    var: "SHUTDOWN_HANDOVER_SECS",
+    unset: Unset::Value("2"),
+    help: "on SIGTERM, how long new calls are still taken after `/readyz` turns 503, so a load balancer moves them elsewhere before this instance refuses any (at least its health-check interval times its fall count)",
+    parse: whole::<0, 600>,
+};
 pub const INSTANCE_NAME: Var<String> = Var {
     var: "INSTANCE_NAME",
     unset: Unset::Means("this host's name and the port it listens on"),
@@ -553,6 +559,7 @@ pub static SETTINGS: &[&dyn Row] = &[
     &OPERATOR_NUMBER,
     &TRANSFER_METERED,
     &SHUTDOWN_GRACE_SECS,
+    &SHUTDOWN_HANDOVER_SECS,
     &INSTANCE_NAME,
     &API_REQUESTS_PER_MINUTE,
     &SMTP_URL,

@@ -151,9 +151,10 @@ pub async fn serve_router(
     let attempts_of = app.clone();
     let limits = app.config.http.clone();
     let grace = std::time::Duration::from_secs(app.config.shutdown_grace_secs);
+    let handover = std::time::Duration::from_secs(app.config.shutdown_handover_secs);
     let drained = async move {
         shutdown.await;
-        app.lifecycle.drain(grace).await;
+        app.lifecycle.drain(handover, grace).await;
         // Drained: no call of this run remains to be carried.
         beating.abort();
         if let Some(signals) = signals {
@@ -245,7 +246,7 @@ async fn healthz() -> Json<serde_json::Value> {
 /// The database answers within two seconds.
 async fn readyz(State(app): State<AppState>) -> Response {
     let backend = app.store.backend();
-    if app.lifecycle.draining() {
+    if app.lifecycle.leaving() {
         return unavailable(backend, "draining");
     }
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {

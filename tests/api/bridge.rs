@@ -471,7 +471,15 @@ on_every_backend!(
 async fn shutdown_drains_live_calls_then_ends_them_politely() {
     let db = crate::support::sqlite().await;
     let agent = FakeAgent::start(Behaviour::default()).await;
-    let mut app = app_with_agent(db.store.clone(), &agent, &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    let mut app = app_with_agent(
+        db.store.clone(),
+        &agent,
+        &[
+            ("SHUTDOWN_GRACE_SECS", "1"),
+            ("SHUTDOWN_HANDOVER_SECS", "0"),
+        ],
+    )
+    .await;
     let (mut caller, url, params, after) = connected_call(&app, 5, false).await;
     let mut stream = open(&caller, &url, &params).await;
     stream.send_media(&[4; 160]).await;

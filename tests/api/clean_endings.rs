@@ -21,6 +21,7 @@ async fn app(store: DynStore, agent: &FakeAgent, finish_limit: Duration) -> Test
         &[
             ("ELEVENLABS_API_BASE", agent.base.as_str()),
             ("SHUTDOWN_GRACE_SECS", "1"),
+            ("SHUTDOWN_HANDOVER_SECS", "0"),
         ],
         move |app| {
             app.bridge.tick = TICK;

@@ -63,6 +63,11 @@ impl TestDb {
         }
     }
 
+    /// The PostgreSQL schema this test's tables are in.
+    pub fn pg_schema(&self) -> Option<&str> {
+        self.pg.as_ref().map(|(_, schema)| schema.as_str())
+    }
+
     /// How to open this database again (SQLite and PostgreSQL).
     pub fn again(&self) -> Again {
         self.again.clone().expect("SQLite or PostgreSQL")
@@ -186,6 +191,7 @@ macro_rules! on_every_backend {
 pub mod app;
 pub mod browser;
 pub mod calls;
+pub mod cluster;
 pub mod logs;
 pub mod mongo;
 pub mod proxy;
