@@ -4,7 +4,8 @@
 //! Rules:
 //! - Three wrong codes in one call end the call.
 //! - Across calls, wrong codes are counted in the database per caller number, per code typed
-//!   and for everyone; past a limit the menu refuses before looking at the code.
+//!   and for everyone; past a limit the menu refuses before looking at the code. The caller's
+//!   and the code's limits are exact under concurrent attempts (`limits`).
 //! - One live call per code: a second call with a code that is in use hears so and is ended.
 //!   The hold lapses by itself after the longest possible call, should Twilio's end-of-call
 //!   callback never arrive.
@@ -14,6 +15,7 @@ use tracing::Instrument;
 use super::answer::{
     apology, farewell, judge, new_call, refusal, speech, Verdict, FAILURES_PER_CODE_PER_HOUR,
 };
+use super::limits::{self, Gate};
 use super::returning;
 use crate::domain::call::{EndReason, Farewell};
 use crate::domain::codes::AccessCode;
@@ -202,7 +204,18 @@ async fn code_step(
     if !facts.call_known {
         app.store.upsert_call(call).await?;
     }
-    if crate::orders::code_entry_refused(app, caller_failures).await? {
+    // The counts read refuse a caller already over a limit; under them, the attempt takes
+    // its slots, the exact gate (see `limits`).
+    let mut gate = None;
+    let mut refused = crate::orders::code_entry_refused(app, caller_failures).await?;
+    if !refused {
+        let hash = well_formed.then_some(hash.as_str());
+        match limits::take(app, &call.from_number, hash, call.now).await? {
+            Gate::CallerFull => refused = true,
+            taken => gate = Some(taken),
+        }
+    }
+    if refused {
         // During a pause (everyone's, or this number's after a spoofer's guesses) a caller is
         // still admitted with a code their number has opened a call on before. Any other
         // digits hear the same refusal, so a guesser learns nothing.
@@ -236,11 +249,21 @@ async fn code_step(
             .await?;
         return Ok(ask_for_rest(app, attempt, typed));
     }
+    // A code whose own limit is reached is judged locked, as past its counted failures.
+    let code_failures = match gate {
+        Some(Gate::CodeFull(_)) => code_failures.max(FAILURES_PER_CODE_PER_HOUR),
+        _ => code_failures,
+    };
     let verdict = match facts.order {
         Some(order) => judge(app, code_failures, order, call).await?,
         None => Verdict::Wrong,
     };
     let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
+    if ok {
+        if let Some(Gate::Open(taken) | Gate::CodeFull(taken)) = gate {
+            limits::give_back(app, taken).await?;
+        }
+    }
     let typed = CodeAttempt {
         caller: call.from_number.clone(),
         code_hash: hash,

@@ -3,4 +3,5 @@
 
 mod answer;
 pub mod flow;
+mod limits;
 pub mod returning;

@@ -72,6 +72,26 @@ pub trait AttemptStore: Send + Sync {
         up_to: i64,
     ) -> Result<i64, StoreError>;
 
-    /// Forgets attempts older than `before`; returns how many.
+    /// Forgets attempts older than `before`; returns how many. Slots whose every failure is
+    /// older go too.
     async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError>;
+
+    /// Takes one of the `limit` slots of `key` for an attempt at `now`, the limits' exact
+    /// gate across instances: a slot is free when it was never taken, or last taken before
+    /// `since`. A compare-and-set: two takers never share a slot, so however many attempts
+    /// arrive at once, at most `limit` hold one. Its number, or `None` when all are taken.
+    async fn take_slot(
+        &self,
+        key: &str,
+        limit: i64,
+        since: UnixTime,
+        now: UnixTime,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Frees slot `slot` of `key` (the attempt it was taken for was right).
+    async fn free_slot(&self, key: &str, slot: i64) -> Result<(), StoreError>;
 }
+
+/// How often a slot is sought again after another taker won the race for it (each lost race
+/// means a slot changed hands, so a few suffice).
+pub(crate) const SLOT_TRIES: usize = 16;

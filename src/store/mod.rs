@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::config::DatabaseConfig;
 use async_trait::async_trait;
 
-mod attempts;
+pub(crate) mod attempts;
 mod callers;
 mod calls;
 mod charges;

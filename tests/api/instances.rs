@@ -375,3 +375,81 @@ async fn minutes_granted_on_another_instance_reach_the_live_call() {
     );
     db.cleanup().await;
 }
+
+/// Nine calls from one number type nine wrong codes at the same instant (each call's code
+/// step posted together, after all nine were greeted), spread over `apps`: with the limit at
+/// five, how many were judged ("not valid", asked again) and how many refused ("try again
+/// later").
+pub async fn nine_wrong_codes_at_once(bases: &[String], app: &callgate::App) -> (usize, usize) {
+    let mut callers: Vec<Caller> = (0..9)
+        .map(|_| Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558887777", PHONE))
+        .collect();
+    for (i, caller) in callers.iter_mut().enumerate() {
+        let base = &bases[i % bases.len()];
+        let params = caller.call_params("ringing");
+        let (status, _) = caller
+            .post(&format!("{base}/voice/incoming"), &params)
+            .await;
+        assert_eq!(status, 200);
+    }
+    let posts = callers.iter_mut().enumerate().map(|(i, caller)| {
+        let base = bases[(i + 1) % bases.len()].clone();
+        let (wrong, _) = orders::fresh_code(app);
+        let mut params = caller.call_params("in-progress");
+        params.push(("Digits".into(), wrong.expose().to_string()));
+        async move {
+            let (status, twiml) = caller
+                .post(&format!("{base}/voice/code?try=1"), &params)
+                .await;
+            assert_eq!(status, 200);
+            twiml
+        }
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let judged = answers
+        .iter()
+        .filter(|t| t.contains("That code is not valid"))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|t| t.contains("Too many incorrect codes have been entered"))
+        .count();
+    assert_eq!(judged + refused, 9, "{answers:?}");
+    (judged, refused)
+}
+
+async fn limits_hold_at_once(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let app = crate::support::app::spawn(
+        store,
+        &[
+            ("ELEVENLABS_API_BASE", agent.base.as_str()),
+            ("CODE_FAILURES_PER_CALLER_PER_HOUR", "5"),
+        ],
+    )
+    .await;
+    let (judged, refused) =
+        nine_wrong_codes_at_once(std::slice::from_ref(&app.base), &app.app).await;
+    assert_eq!((judged, refused), (5, 4), "five judged, four refused");
+}
+
+crate::on_every_backend!(limits_hold_at_once);
+
+/// The same across two instances on one PostgreSQL database, the nine spread over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_code_limit_holds_across_instances_at_once() {
+    let Some(db) = crate::support::postgres().await else {
+        return;
+    };
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let extra = [
+        ("ELEVENLABS_API_BASE", agent.base.as_str()),
+        ("CODE_FAILURES_PER_CALLER_PER_HOUR", "5"),
+    ];
+    let one = spawn_crashable(&db.again(), &extra, |_| {}).await;
+    let two = spawn_crashable(&db.again(), &extra, |_| {}).await;
+    let (judged, refused) =
+        nine_wrong_codes_at_once(&[one.base.clone(), two.base.clone()], &one.app).await;
+    assert_eq!((judged, refused), (5, 4), "five judged, four refused");
+    db.cleanup().await;
+}

@@ -622,3 +622,20 @@ async fn the_billing_workers_of_three_instances_charge_each_overage_once() {
     drop(cluster);
     db.cleanup().await;
 }
+
+/// Nine wrong codes from one number at the same instant, through the balancer to three
+/// instances: with the limit at five, five are judged and four refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_code_limit_holds_across_three_instances() {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let Some((db, cluster, app)) =
+        three(&agent, None, &[("CODE_FAILURES_PER_CALLER_PER_HOUR", "5")]).await
+    else {
+        return;
+    };
+    let (judged, refused) =
+        crate::instances::nine_wrong_codes_at_once(std::slice::from_ref(&cluster.base), &app).await;
+    assert_eq!((judged, refused), (5, 4), "five judged, four refused");
+    drop(cluster);
+    db.cleanup().await;
+}

@@ -1836,7 +1836,71 @@ async fn instances_and_the_calls_they_carry(store: DynStore) {
     );
 }
 
+/// The wrong-code limits' slots: however many take at once, at most `limit` get one, each its
+/// own; a freed slot, or one whose failure aged out of the window, is taken again.
+async fn attempt_slots_admit_at_most_the_limit_at_once(store: DynStore) {
+    let takes = (0..9).map(|_| store.take_slot("caller:+1555", 5, NOW - 3600, NOW));
+    let taken: Vec<Option<i64>> = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut slots: Vec<i64> = taken.iter().flatten().copied().collect();
+    slots.sort();
+    assert_eq!(
+        slots,
+        [0, 1, 2, 3, 4],
+        "five of nine, each its own: {taken:?}"
+    );
+    assert_eq!(
+        store
+            .take_slot("caller:+1555", 5, NOW - 3600, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_slot("caller:+1666", 5, NOW - 3600, NOW)
+            .await
+            .unwrap(),
+        Some(0),
+        "another key's slots are its own"
+    );
+    store.free_slot("caller:+1555", 3).await.unwrap();
+    assert_eq!(
+        store
+            .take_slot("caller:+1555", 5, NOW - 3600, NOW + 1)
+            .await
+            .unwrap(),
+        Some(3),
+        "a freed slot is taken again"
+    );
+    assert_eq!(
+        store
+            .take_slot("caller:+1555", 5, NOW - 3600, NOW + 1)
+            .await
+            .unwrap(),
+        None
+    );
+    // An hour on, every failure has aged out: the slots are free, and still only five.
+    let later = NOW + 3602;
+    let takes = (0..7).map(|_| store.take_slot("caller:+1555", 5, later - 3600, later));
+    let again = futures_util::future::join_all(takes).await;
+    assert_eq!(again.iter().filter(|t| matches!(t, Ok(Some(_)))).count(), 5);
+    // Pruned once all of a key's slots are old; a later take starts again from 0.
+    store.prune_attempts(later + 1).await.unwrap();
+    assert_eq!(
+        store
+            .take_slot("caller:+1555", 5, later, later + 2)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+}
+
 on_every_backend!(
+    attempt_slots_admit_at_most_the_limit_at_once,
     instances_and_the_calls_they_carry,
     callers_are_remembered_for_one_code,
     daily_figures_sum_every_matching_row,

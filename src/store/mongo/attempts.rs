@@ -66,10 +66,89 @@ impl AttemptStore for MongoStore {
     }
 
     async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError> {
-        self.raw("code_attempts")
+        let pruned = self
+            .raw("code_attempts")
             .delete_many(doc! { "at": { "$lt": before } })
             .await
             .map(|r| r.deleted_count)
+            .map_err(err)?;
+        // A key's slots go together, once all are old: numbers stay without gaps.
+        let live: Vec<Document> = self
+            .raw("attempt_slots")
+            .find(doc! { "at": { "$gte": before } })
+            .projection(doc! { "key": 1 })
+            .await
+            .map_err(err)?
+            .try_collect()
+            .await
+            .map_err(err)?;
+        let live: Vec<&str> = live.iter().filter_map(|d| d.get_str("key").ok()).collect();
+        self.raw("attempt_slots")
+            .delete_many(doc! { "key": { "$nin": live } })
+            .await
+            .map_err(err)?;
+        Ok(pruned)
+    }
+
+    /// Slots are documents `key#slot`: an expired one is taken by one atomic
+    /// find-and-update; a new one by an insert whose `_id` two takers cannot share.
+    async fn take_slot(
+        &self,
+        key: &str,
+        limit: i64,
+        since: UnixTime,
+        now: UnixTime,
+    ) -> Result<Option<i64>, StoreError> {
+        let slots = self.raw("attempt_slots");
+        for _ in 0..crate::store::attempts::SLOT_TRIES {
+            let reused = slots
+                .find_one_and_update(
+                    doc! { "key": key, "at": { "$lt": since } },
+                    doc! { "$set": { "at": now } },
+                )
+                .sort(doc! { "slot": 1 })
+                .await
+                .map_err(err)?;
+            if let Some(d) = reused {
+                return Ok(Some(whole(&d, "slot")?));
+            }
+            let n = slots
+                .count_documents(doc! { "key": key })
+                .await
+                .map_err(err)? as i64;
+            if n >= limit {
+                let taken = slots
+                    .count_documents(doc! { "key": key, "at": { "$gte": since } })
+                    .await
+                    .map_err(err)? as i64;
+                if taken >= limit {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let added = slots
+                .insert_one(doc! { "_id": format!("{key}#{n}"), "key": key, "slot": n, "at": now })
+                .await
+                .map_err(err);
+            match added {
+                Ok(_) => return Ok(Some(n)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "attempt slots: too much contention".into(),
+        ))
+    }
+
+    async fn free_slot(&self, key: &str, slot: i64) -> Result<(), StoreError> {
+        self.raw("attempt_slots")
+            .update_one(
+                doc! { "key": key, "slot": slot },
+                doc! { "$set": { "at": 0_i64 } },
+            )
+            .await
+            .map(|_| ())
             .map_err(err)
     }
 }

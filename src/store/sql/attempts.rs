@@ -40,6 +40,19 @@ pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&s
     }
 }
 
+/// Takes the first expired slot of `$1` (last taken before `$2`) at `$3`, if it is still
+/// expired when its row is written (PostgreSQL re-reads a row a concurrent writer changed).
+pub(crate) const SLOT_REUSE: &str = "UPDATE attempt_slots SET at = $3 \
+     WHERE key = $1 AND at < $2 AND slot = \
+     (SELECT MIN(slot) FROM attempt_slots WHERE key = $1 AND at < $2) RETURNING slot";
+
+/// Adds slot number N (the count of `$1`'s slots: they are numbered from 0 without gaps)
+/// taken at `$2`, while there are fewer than `$3`; a concurrent taker of the same number
+/// makes it a no-op.
+pub(crate) const SLOT_ADD: &str = "INSERT INTO attempt_slots (key, slot, at) \
+     SELECT $1, COUNT(*), $2 FROM attempt_slots WHERE key = $1 HAVING COUNT(*) < $3 \
+     ON CONFLICT (key, slot) DO NOTHING RETURNING slot";
+
 /// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id, the caller's
 /// remembered order id.
 pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>, Option<String>);
@@ -80,9 +93,74 @@ macro_rules! sql_attempts {
                     .rows_affected();
                     pruned += deleted;
                     if deleted < PRUNE_CHUNK as u64 {
-                        return Ok(pruned);
+                        break;
                     }
                 }
+                // A key's slots go together, once all are old: numbers stay without gaps.
+                sqlx::query::<$db>(
+                    "DELETE FROM attempt_slots WHERE key IN \
+                     (SELECT key FROM attempt_slots GROUP BY key HAVING MAX(at) < $1)",
+                )
+                .bind(before)
+                .execute(&self.writer)
+                .await
+                .map_err(classify)?;
+                Ok(pruned)
+            }
+
+            async fn take_slot(
+                &self,
+                key: &str,
+                limit: i64,
+                since: UnixTime,
+                now: UnixTime,
+            ) -> Result<Option<i64>, StoreError> {
+                for _ in 0..crate::store::attempts::SLOT_TRIES {
+                    let reused: Option<i64> = sqlx::query_scalar::<$db, i64>(SLOT_REUSE)
+                        .bind(key)
+                        .bind(since)
+                        .bind(now)
+                        .fetch_optional(&self.writer)
+                        .await
+                        .map_err(classify)?;
+                    if reused.is_some() {
+                        return Ok(reused);
+                    }
+                    let added: Option<i64> = sqlx::query_scalar::<$db, i64>(SLOT_ADD)
+                        .bind(key)
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_optional(&self.writer)
+                        .await
+                        .map_err(classify)?;
+                    if added.is_some() {
+                        return Ok(added);
+                    }
+                    let taken: i64 = sqlx::query_scalar::<$db, i64>(
+                        "SELECT COUNT(*) FROM attempt_slots WHERE key = $1 AND at >= $2",
+                    )
+                    .bind(key)
+                    .bind(since)
+                    .fetch_one(&self.writer)
+                    .await
+                    .map_err(classify)?;
+                    if taken >= limit {
+                        return Ok(None);
+                    }
+                }
+                Err(StoreError::Unavailable(
+                    "attempt slots: too much contention".into(),
+                ))
+            }
+
+            async fn free_slot(&self, key: &str, slot: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE attempt_slots SET at = 0 WHERE key = $1 AND slot = $2")
+                    .bind(key)
+                    .bind(slot)
+                    .execute(&self.writer)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
             }
         }
     };

@@ -9,3 +9,12 @@ CREATE TABLE instances (
 ALTER TABLE calls ADD COLUMN instance_id TEXT;
 CREATE INDEX calls_carried ON calls (instance_id)
     WHERE bridged_at IS NOT NULL AND bridge_ended_at IS NULL AND settled_at IS NULL;
+
+-- The wrong-code limits, exact across instances: one row per failure a key (a caller, a
+-- code) may have in the window; a row is free again once its failure ages out of it.
+CREATE TABLE attempt_slots (
+    key TEXT NOT NULL,
+    slot BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (key, slot)
+);
