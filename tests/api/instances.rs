@@ -8,14 +8,16 @@
 
 use std::time::Duration;
 
-use callgate::orders::{self, OperatorGrant};
+use callgate::orders;
 use callgate::store::{DynStore, Order};
 use callgate_peers::agent::{Behaviour, FakeAgent};
 use callgate_peers::twilio::{Caller, Ending, MediaStream};
 use tokio::time::Instant;
 
 use crate::support::app::{spawn_crashable, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHONE};
-use crate::support::calls::{heard_the_agent, open, settled_call, WAIT};
+use crate::support::calls::{
+    dial_at, leak, live_call_at, operator_code, settled_call, until_closed, WAIT,
+};
 use crate::support::Again;
 
 /// One metered second here.
@@ -38,44 +40,19 @@ async fn instance(db: &Again, agent: &FakeAgent, name: &str) -> TestApp {
     .await
 }
 
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
+/// The number every call here comes from.
+const FROM: &str = "+15558880001";
 
-/// A code of `minutes` issued on `app`.
 async fn code(app: &TestApp, minutes: i64) -> (Order, &'static str) {
-    let grant = OperatorGrant {
-        minutes,
-        overage: false,
-        customer: None,
-        payment_method: None,
-    };
-    let (order, code) = orders::issue_operator_code(&app.app, &grant).await.unwrap();
-    (order, leak(code.expose().to_string()))
+    operator_code(&app.app, minutes).await
 }
 
-/// Dials `app` and types `code`.
 async fn dial(app: &TestApp, code: &'static str) -> (Caller, Ending) {
-    let mut caller =
-        Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880001", PHONE).types([Some(code)]);
-    let ending = caller.dial(&app.url("/voice/incoming")).await;
-    (caller, ending)
+    dial_at(&app.base, FROM, code).await
 }
 
-/// Dials and types `code`; the call is bridged and metering.
 async fn live_call(app: &TestApp, code: &'static str) -> (Caller, MediaStream, String) {
-    let (caller, ending) = dial(app, code).await;
-    let Ending::Stream {
-        url,
-        parameters,
-        after,
-    } = ending
-    else {
-        panic!("not connected: {ending:?}")
-    };
-    let mut stream = open(&caller, &url, &parameters).await;
-    heard_the_agent(&mut stream).await;
-    (caller, stream, after.expect("a Redirect after Connect"))
+    live_call_at(&app.base, FROM, code).await
 }
 
 /// Waits until the call on `app` has metered `seconds`.
@@ -216,13 +193,10 @@ async fn another_instance_frees_the_code_of_a_dead_ones_call_when_twilio_moves_o
         }
     });
     // Twilio sees the socket close and carries on with the call where the balancer sends it.
-    loop {
-        match stream.next(WAIT).await {
-            Some(callgate_peers::twilio::Received::Closed) => break,
-            Some(_) => continue,
-            None => panic!("the dead instance's socket never closed"),
-        }
-    }
+    assert!(
+        until_closed(&mut stream, WAIT).await,
+        "the dead instance's socket never closed"
+    );
     let after = after.replace(&dying.base, &living.base);
     let goodbye = caller.after_stream(&after).await;
     assert!(matches!(goodbye, Ending::HungUp), "{goodbye:?}");
@@ -329,13 +303,10 @@ async fn a_revocation_on_another_instance_ends_the_call_within_a_second() {
     metered(&carrying, &caller.call_sid, 5).await;
     let revoked = Instant::now();
     orders::revoke(&other.app, &order).await.unwrap();
-    loop {
-        match stream.next(WAIT).await {
-            Some(callgate_peers::twilio::Received::Closed) => break,
-            Some(_) => continue,
-            None => panic!("the call went on after its revocation"),
-        }
-    }
+    assert!(
+        until_closed(&mut stream, WAIT).await,
+        "the call went on after its revocation"
+    );
     let took = revoked.elapsed();
     eprintln!("the call ended {took:?} after its revocation on the other instance");
     assert!(took < Duration::from_secs(1), "{took:?}");
@@ -360,13 +331,10 @@ async fn minutes_granted_on_another_instance_reach_the_live_call() {
         .await
         .unwrap()
         .unwrap();
-    loop {
-        match stream.next(WAIT).await {
-            Some(callgate_peers::twilio::Received::Closed) => break,
-            Some(_) => continue,
-            None => panic!("the call never ended"),
-        }
-    }
+    assert!(
+        until_closed(&mut stream, WAIT).await,
+        "the call never ended"
+    );
     let call = settled_call(&carrying, &caller.call_sid).await;
     assert_eq!(call.end_reason, Some(callgate::store::EndReason::TimeUp));
     assert_eq!(

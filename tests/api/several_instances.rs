@@ -7,15 +7,17 @@
 use std::time::Duration;
 
 use callgate::orders::{self, OperatorGrant};
-use callgate::store::{Call, DynStore, EndReason, Order, OrderStatus};
+use callgate::store::{Call, DynStore, EndReason, OrderStatus};
 use callgate::App;
 use callgate_peers::agent::{Behaviour, FakeAgent};
-use callgate_peers::twilio::{Caller, Ending, MediaStream, Received};
+use callgate_peers::twilio::{Caller, Ending, MediaStream};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::support::app::{ACCOUNT_SID, AUTH_TOKEN, PHONE};
-use crate::support::calls::{heard_the_agent, WAIT};
+use crate::support::calls::{
+    dial_at, heard_the_agent, leak, live_call_at, operator_code, until_closed, WAIT,
+};
 use crate::support::cluster::Cluster;
 use crate::support::stripe::{LocalStripe, WEBHOOK_SECRET};
 use crate::support::TestDb;
@@ -61,67 +63,6 @@ async fn three(
     let (db, app) = database(&env).await?;
     let cluster = Cluster::start(db.pg_schema().unwrap(), 3, &env).await?;
     Some((db, cluster, app))
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-/// An operator's code of `minutes`.
-async fn code(app: &App, minutes: i64) -> (Order, &'static str) {
-    let grant = OperatorGrant {
-        minutes,
-        overage: false,
-        customer: None,
-        payment_method: None,
-    };
-    let (order, code) = orders::issue_operator_code(app, &grant).await.unwrap();
-    (order, leak(code.expose().to_string()))
-}
-
-/// A caller from `from` dials the balancer and types `code`.
-async fn dial(cluster: &Cluster, from: &str, code: &'static str) -> (Caller, Ending) {
-    let mut caller = Caller::new(AUTH_TOKEN, ACCOUNT_SID, from, PHONE).types([Some(code)]);
-    let ending = caller.dial(&cluster.url("/voice/incoming")).await;
-    (caller, ending)
-}
-
-/// Dials, types `code`, opens the stream through the balancer: the call is bridged and the
-/// agent heard. The caller, its stream, and the URL Twilio goes on to after the stream.
-async fn live_call(
-    cluster: &Cluster,
-    from: &str,
-    code: &'static str,
-) -> (Caller, MediaStream, String) {
-    let (caller, ending) = dial(cluster, from, code).await;
-    let Ending::Stream {
-        url,
-        parameters,
-        after,
-    } = ending
-    else {
-        panic!("not connected: {ending:?}\n{}", caller.transcript())
-    };
-    let mut stream = MediaStream::open(&url, &caller.account(), &caller.call_sid, &parameters)
-        .await
-        .expect("stream accepted");
-    heard_the_agent(&mut stream).await;
-    (caller, stream, after.expect("a Redirect after Connect"))
-}
-
-/// Reads until callgate closes the stream (or `wait` passes without it).
-async fn until_closed(stream: &mut MediaStream, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        match stream
-            .next(deadline.saturating_duration_since(Instant::now()))
-            .await
-        {
-            Some(Received::Closed) => return true,
-            Some(_) => continue,
-            None => return false,
-        }
-    }
 }
 
 /// The caller hangs up: the socket closes, then Twilio's final status callback.
@@ -262,7 +203,7 @@ async fn a_purchase_and_its_calls_cross_three_instances() {
         .iter()
         .enumerate()
     {
-        let (mut caller, mut stream, _) = live_call(&cluster, from, code).await;
+        let (mut caller, mut stream, _) = live_call_at(&cluster.base, from, code).await;
         let bridged_on = cluster.nodes[carrier(&cluster, &caller.call_sid)]
             .name
             .clone();
@@ -307,8 +248,8 @@ async fn kill_9_of_the_carrying_instance() {
     let Some((db, mut cluster, app)) = three(&agent, None, &[]).await else {
         return;
     };
-    let (order, code) = code(&app, 10).await;
-    let (mut caller, mut stream, after) = live_call(&cluster, "+15558880201", code).await;
+    let (order, code) = operator_code(&app, 10).await;
+    let (mut caller, mut stream, after) = live_call_at(&cluster.base, "+15558880201", code).await;
     let talking = Instant::now();
     // At least one flush has written the call (every 5 s of the instance's clock).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -342,7 +283,7 @@ async fn kill_9_of_the_carrying_instance() {
         200
     );
     let redialled = loop {
-        let (_, ending) = dial(&cluster, "+15558880201", code).await;
+        let (_, ending) = dial_at(&cluster.base, "+15558880201", code).await;
         if matches!(ending, Ending::Stream { .. }) {
             break killed.elapsed();
         }
@@ -383,7 +324,7 @@ async fn a_refund_at_another_instance_ends_the_live_call() {
         .register_webhook(&cluster.url("/webhooks/stripe"))
         .await;
     let (pi, code) = purchase(&cluster, &stripe).await;
-    let (_caller, mut stream, _) = live_call(&cluster, "+15558880301", code).await;
+    let (_caller, mut stream, _) = live_call_at(&cluster.base, "+15558880301", code).await;
     let call_sid = _caller.call_sid.clone();
     let on = carrier(&cluster, &call_sid);
     let elsewhere = format!("http://{}", cluster.nodes[(on + 1) % 3].addr);
@@ -444,7 +385,7 @@ async fn a_rolling_restart_refuses_no_call() {
     let done = Arc::new(AtomicBool::new(false));
     let mut callers = Vec::new();
     for (i, from) in ["+15558880401", "+15558880402"].into_iter().enumerate() {
-        let (order, code) = code(&app, 60).await;
+        let (order, code) = operator_code(&app, 60).await;
         let (done, store, base) = (done.clone(), db.store.clone(), cluster_base.clone());
         callers.push(tokio::spawn(async move {
             let mut placed = Vec::new();
@@ -485,7 +426,7 @@ async fn a_rolling_restart_refuses_no_call() {
     }
     let mut burst = Vec::new();
     for _ in 0..18 {
-        burst.push(code(&app, 10).await);
+        burst.push(operator_code(&app, 10).await);
     }
     let burst_calls = Arc::new(std::sync::Mutex::new(Vec::new()));
     for i in 0..3 {
@@ -498,7 +439,7 @@ async fn a_rolling_restart_refuses_no_call() {
                 let burst_calls = burst_calls.clone();
                 async move {
                     let from = format!("+1555889{i}{k:03}");
-                    let (mut caller, stream, _) = live_call(cluster, &from, code).await;
+                    let (mut caller, stream, _) = live_call_at(&cluster.base, &from, code).await;
                     hang_up(cluster, &mut caller, stream, 1).await;
                     burst_calls.lock().unwrap().push(caller.call_sid.clone());
                 }

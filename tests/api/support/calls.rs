@@ -23,10 +23,6 @@ pub async fn app_with_agent(store: DynStore, agent: &FakeAgent, extra: &[(&str, 
     .await
 }
 
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
 /// Issues a code, dials, types it: the caller and the stream Twilio is told to open.
 pub async fn connected_call(
     app: &TestApp,
@@ -135,4 +131,65 @@ pub async fn admin_call_page(app: &TestApp, password: &str, call_sid: &str) -> S
         .unwrap();
     assert_eq!(resp.status(), 200);
     resp.text().await.unwrap()
+}
+
+/// A `'static` copy of `s` (a code typed by a scripted caller).
+pub fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// An operator's code of `minutes`, without overage: its order and the digits.
+pub async fn operator_code(
+    app: &callgate::App,
+    minutes: i64,
+) -> (callgate::store::Order, &'static str) {
+    let grant = OperatorGrant {
+        minutes,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, code) = orders::issue_operator_code(app, &grant).await.unwrap();
+    (order, leak(code.expose().to_string()))
+}
+
+/// A caller from `from` dials callgate at `base` and types `code`.
+pub async fn dial_at(base: &str, from: &str, code: &'static str) -> (Caller, Ending) {
+    let mut caller = Caller::new(AUTH_TOKEN, ACCOUNT_SID, from, PHONE).types([Some(code)]);
+    let ending = caller.dial(&format!("{base}/voice/incoming")).await;
+    (caller, ending)
+}
+
+/// Dials `base`, types `code`, opens the stream: the call is bridged and the agent heard.
+/// The caller, its stream, and the URL Twilio goes on to after the stream.
+pub async fn live_call_at(
+    base: &str,
+    from: &str,
+    code: &'static str,
+) -> (Caller, MediaStream, String) {
+    let (caller, ending) = dial_at(base, from, code).await;
+    let Ending::Stream {
+        url,
+        parameters,
+        after,
+    } = ending
+    else {
+        panic!("not connected: {ending:?}\n{}", caller.transcript())
+    };
+    let mut stream = open(&caller, &url, &parameters).await;
+    heard_the_agent(&mut stream).await;
+    (caller, stream, after.expect("a Redirect after Connect"))
+}
+
+/// Reads until callgate closes the stream; `false` if `wait` passes first.
+pub async fn until_closed(stream: &mut MediaStream, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match stream.next(left).await {
+            Some(callgate_peers::twilio::Received::Closed) => return true,
+            Some(_) => continue,
+            None => return false,
+        }
+    }
 }
