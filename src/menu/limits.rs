@@ -1,12 +1,12 @@
 //! The wrong-code limits' exact gate. The counts the menu reads first (`write_behind::attempts`)
 //! refuse a caller already over a limit without a write; under it, before the digits are
 //! judged, the attempt takes a slot of its caller's limit, and of its code's, in the store
-//! (`AttemptStore::take_slot`, a compare-and-set). However many attempts arrive at once, on
+//! (`AttemptStore::take_slots`, a compare-and-set per key). However many attempts arrive at once, on
 //! however many instances, no more are judged than the limits allow. A right code gives its
 //! slots back; a wrong one keeps them until they age out of the hour.
 
 use super::answer::FAILURES_PER_CODE_PER_HOUR;
-use crate::store::{StoreError, UnixTime};
+use crate::store::{SlotWant, StoreError, UnixTime};
 use crate::App;
 
 const HOUR: i64 = 3600;
@@ -28,7 +28,8 @@ pub(super) enum Gate {
     CodeFull(Taken),
 }
 
-/// Takes a slot of `caller`'s limit and, for digits that can be a code, of `code_hash`'s.
+/// Takes a slot of `caller`'s limit and, for digits that can be a code, of `code_hash`'s, in
+/// one round trip to the store.
 pub(super) async fn take(
     app: &App,
     caller: &str,
@@ -37,32 +38,42 @@ pub(super) async fn take(
 ) -> Result<Gate, StoreError> {
     let since = now - HOUR;
     let caller_key = format!("caller:{caller}");
-    let limit = app.config.voice.failures_per_caller_per_hour;
-    let Some(slot) = app.store.take_slot(&caller_key, limit, since, now).await? else {
+    let code_key = code_hash.map(|hash| format!("code:{hash}"));
+    let mut wants = vec![SlotWant {
+        key: &caller_key,
+        limit: app.config.voice.failures_per_caller_per_hour,
+    }];
+    if let Some(key) = &code_key {
+        wants.push(SlotWant {
+            key,
+            limit: FAILURES_PER_CODE_PER_HOUR,
+        });
+    }
+    let got = app.store.take_slots(&wants, since, now).await?;
+    let code = match (code_key, got.get(1).copied().flatten()) {
+        (Some(key), Some(slot)) => Some((key, slot)),
+        _ => None,
+    };
+    let Some(slot) = got.first().copied().flatten() else {
         tracing::warn!("caller over the wrong-code limit: refused");
+        // Refused before the digits count: the code's slot, if taken, is not spent.
+        if let Some(code) = code {
+            app.store.free_slots(&[code]).await?;
+        }
         return Ok(Gate::CallerFull);
     };
     let mut taken = Taken {
         slots: vec![(caller_key, slot)],
     };
-    if let Some(hash) = code_hash {
-        let code_key = format!("code:{hash}");
-        match app
-            .store
-            .take_slot(&code_key, FAILURES_PER_CODE_PER_HOUR, since, now)
-            .await?
-        {
-            Some(slot) => taken.slots.push((code_key, slot)),
-            None => return Ok(Gate::CodeFull(taken)),
-        }
+    match code {
+        Some(code) => taken.slots.push(code),
+        None if code_hash.is_some() => return Ok(Gate::CodeFull(taken)),
+        None => {}
     }
     Ok(Gate::Open(taken))
 }
 
 /// The attempt was right: its slots are free again.
 pub(super) async fn give_back(app: &App, taken: Taken) -> Result<(), StoreError> {
-    for (key, slot) in taken.slots {
-        app.store.free_slot(&key, slot).await?;
-    }
-    Ok(())
+    app.store.free_slots(&taken.slots).await
 }

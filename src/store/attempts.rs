@@ -76,20 +76,28 @@ pub trait AttemptStore: Send + Sync {
     /// older go too.
     async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError>;
 
-    /// Takes one of the `limit` slots of `key` for an attempt at `now`, the limits' exact
-    /// gate across instances: a slot is free when it was never taken, or last taken before
-    /// `since`. A compare-and-set: two takers never share a slot, so however many attempts
-    /// arrive at once, at most `limit` hold one. Its number, or `None` when all are taken.
-    async fn take_slot(
+    /// Takes one of the `limit` slots of each wanted key for an attempt at `now`, the limits'
+    /// exact gate across instances: a slot is free when it was never taken, or last taken
+    /// before `since`. A compare-and-set per key: two takers never share a slot, so however
+    /// many attempts arrive at once, at most `limit` hold one. Each key's slot number, or
+    /// `None` when all of its slots are taken (the keys are independent: a full one does not
+    /// stop the others). The keys are distinct.
+    async fn take_slots(
         &self,
-        key: &str,
-        limit: i64,
+        wants: &[SlotWant<'_>],
         since: UnixTime,
         now: UnixTime,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Vec<Option<i64>>, StoreError>;
 
-    /// Frees slot `slot` of `key` (the attempt it was taken for was right).
-    async fn free_slot(&self, key: &str, slot: i64) -> Result<(), StoreError>;
+    /// Frees each slot (a key and a slot number; the attempt it was taken for was right).
+    async fn free_slots(&self, slots: &[(String, i64)]) -> Result<(), StoreError>;
+}
+
+/// A key whose slot an attempt wants, and how many slots the key has.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotWant<'a> {
+    pub key: &'a str,
+    pub limit: i64,
 }
 
 /// How often a slot is sought again after another taker won the race for it (each lost race

@@ -51,7 +51,9 @@ pub use crate::domain::order::{Order, OrderSource, OrderStatus};
 
 pub use crate::domain::entry::{Balance, Entry, EntryKind};
 pub use crate::domain::message::{Channel, Message, MessageKind, MessageState};
-pub use attempts::{AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery};
+pub use attempts::{
+    AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery, SlotWant,
+};
 pub use callers::{CallerStore, RememberedCaller};
 pub use calls::{
     CallStore, EndCall, Hold, NewCall, Settlement, StreamGrant, StreamOpening, StreamToken,

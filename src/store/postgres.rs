@@ -12,7 +12,20 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The same pool: PostgreSQL runs concurrent writers itself.
     writer: PgPool,
+    /// Writes whose loss in a crash of the database server costs no money (the wrong-code
+    /// gate's slots, code attempts, calls' first rows): connections with
+    /// `synchronous_commit = off`, so such a commit does not wait for the WAL to reach the
+    /// disk. Other sessions see it at once, as any commit (the gate stays exact across
+    /// instances); only a crash of PostgreSQL itself can lose the last few hundred
+    /// milliseconds of them (`wal_writer_delay` three times over), never a payment or a debit.
+    lax: PgPool,
 }
+
+/// Connections each instance opens for reads and durable writes.
+const CONNECTIONS: u32 = 10;
+
+/// Connections for the writes that need not wait for the disk (see `PostgresStore::lax`).
+const LAX_CONNECTIONS: u32 = 4;
 
 /// The channel instances tell each other on that an order changed; the payload is its id.
 const ORDERS_CHANNEL: &str = "callgate_orders";
@@ -73,8 +86,12 @@ impl PostgresStore {
 
     /// Connects with ready-made options (tests use this to pick a schema).
     pub async fn connect(options: PgConnectOptions) -> Result<PostgresStore, super::StoreError> {
+        let lax = PgPoolOptions::new()
+            .max_connections(LAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
@@ -82,6 +99,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             writer: pool.clone(),
             pool,
+            lax,
         })
     }
 }

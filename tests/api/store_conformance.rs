@@ -8,7 +8,7 @@ use callgate::domain::money::{Cents, Rounding, Seconds};
 use callgate::store::{
     new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, CodeCheckFacts, CodeCheckQuery,
     DynStore, EndCall, EndReason, Fulfilled, Fulfilment, Hold, NewCall, NewCharge, NewOrder,
-    OrderSource, OrderStatus, Settlement, StoreError, StreamGrant, TranscriptLine,
+    OrderSource, OrderStatus, Settlement, SlotWant, StoreError, StreamGrant, TranscriptLine,
 };
 
 const NOW: i64 = 1_790_000_000;
@@ -1838,8 +1838,22 @@ async fn instances_and_the_calls_they_carry(store: DynStore) {
 
 /// The wrong-code limits' slots: however many take at once, at most `limit` get one, each its
 /// own; a freed slot, or one whose failure aged out of the window, is taken again.
+/// One key's slot through `take_slots`.
+async fn take_slot(
+    store: &DynStore,
+    key: &str,
+    limit: i64,
+    since: i64,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    let taken = store
+        .take_slots(&[SlotWant { key, limit }], since, now)
+        .await?;
+    Ok(taken[0])
+}
+
 async fn attempt_slots_admit_at_most_the_limit_at_once(store: DynStore) {
-    let takes = (0..9).map(|_| store.take_slot("caller:+1555", 5, NOW - 3600, NOW));
+    let takes = (0..9).map(|_| take_slot(&store, "caller:+1555", 5, NOW - 3600, NOW));
     let taken: Vec<Option<i64>> = futures_util::future::join_all(takes)
         .await
         .into_iter()
@@ -1853,49 +1867,84 @@ async fn attempt_slots_admit_at_most_the_limit_at_once(store: DynStore) {
         "five of nine, each its own: {taken:?}"
     );
     assert_eq!(
-        store
-            .take_slot("caller:+1555", 5, NOW - 3600, NOW)
+        take_slot(&store, "caller:+1555", 5, NOW - 3600, NOW)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        store
-            .take_slot("caller:+1666", 5, NOW - 3600, NOW)
+        take_slot(&store, "caller:+1666", 5, NOW - 3600, NOW)
             .await
             .unwrap(),
         Some(0),
         "another key's slots are its own"
     );
-    store.free_slot("caller:+1555", 3).await.unwrap();
+    store
+        .free_slots(&[("caller:+1555".into(), 3)])
+        .await
+        .unwrap();
     assert_eq!(
-        store
-            .take_slot("caller:+1555", 5, NOW - 3600, NOW + 1)
+        take_slot(&store, "caller:+1555", 5, NOW - 3600, NOW + 1)
             .await
             .unwrap(),
         Some(3),
         "a freed slot is taken again"
     );
     assert_eq!(
-        store
-            .take_slot("caller:+1555", 5, NOW - 3600, NOW + 1)
+        take_slot(&store, "caller:+1555", 5, NOW - 3600, NOW + 1)
             .await
             .unwrap(),
         None
     );
     // An hour on, every failure has aged out: the slots are free, and still only five.
     let later = NOW + 3602;
-    let takes = (0..7).map(|_| store.take_slot("caller:+1555", 5, later - 3600, later));
+    let takes = (0..7).map(|_| take_slot(&store, "caller:+1555", 5, later - 3600, later));
     let again = futures_util::future::join_all(takes).await;
     assert_eq!(again.iter().filter(|t| matches!(t, Ok(Some(_)))).count(), 5);
     // Pruned once all of a key's slots are old; a later take starts again from 0.
     store.prune_attempts(later + 1).await.unwrap();
     assert_eq!(
-        store
-            .take_slot("caller:+1555", 5, later, later + 2)
+        take_slot(&store, "caller:+1555", 5, later, later + 2)
             .await
             .unwrap(),
         Some(0)
+    );
+    // Two keys in one take: each its own compare-and-set, a full one does not stop the other.
+    let both = |caller: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .take_slots(
+                    &[
+                        SlotWant {
+                            key: caller,
+                            limit: 2,
+                        },
+                        SlotWant {
+                            key: "code:abc",
+                            limit: 3,
+                        },
+                    ],
+                    later,
+                    later + 2,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let takes = futures_util::future::join_all((0..5).map(|_| both("caller:+1777"))).await;
+    let callers = takes.iter().filter(|t| t[0].is_some()).count();
+    let codes = takes.iter().filter(|t| t[1].is_some()).count();
+    assert_eq!((callers, codes), (2, 3), "{takes:?}");
+    assert_eq!(both("caller:+1888").await, [Some(0), None]);
+    store
+        .free_slots(&[("code:abc".into(), 1), ("caller:+1777".into(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        both("caller:+1777").await,
+        [Some(0), Some(1)],
+        "both freed at once"
     );
 }
 

@@ -90,6 +90,34 @@ impl AttemptStore for MongoStore {
         Ok(pruned)
     }
 
+    async fn take_slots(
+        &self,
+        wants: &[SlotWant<'_>],
+        since: UnixTime,
+        now: UnixTime,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut taken = Vec::with_capacity(wants.len());
+        for want in wants {
+            taken.push(self.take_slot(want.key, want.limit, since, now).await?);
+        }
+        Ok(taken)
+    }
+
+    async fn free_slots(&self, slots: &[(String, i64)]) -> Result<(), StoreError> {
+        for (key, slot) in slots {
+            self.raw("attempt_slots")
+                .update_one(
+                    doc! { "key": key, "slot": slot },
+                    doc! { "$set": { "at": 0_i64 } },
+                )
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+impl MongoStore {
     /// Slots are documents `key#slot`: an expired one is taken by one atomic
     /// find-and-update; a new one by an insert whose `_id` two takers cannot share.
     async fn take_slot(
@@ -139,16 +167,5 @@ impl AttemptStore for MongoStore {
         Err(StoreError::Unavailable(
             "attempt slots: too much contention".into(),
         ))
-    }
-
-    async fn free_slot(&self, key: &str, slot: i64) -> Result<(), StoreError> {
-        self.raw("attempt_slots")
-            .update_one(
-                doc! { "key": key, "slot": slot },
-                doc! { "$set": { "at": 0_i64 } },
-            )
-            .await
-            .map(|_| ())
-            .map_err(err)
     }
 }

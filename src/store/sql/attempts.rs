@@ -40,24 +40,47 @@ pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&s
     }
 }
 
-/// Takes the first expired slot of `$1` (last taken before `$2`) at `$3`, if it is still
-/// expired when its row is written (PostgreSQL re-reads a row a concurrent writer changed).
-pub(crate) const SLOT_REUSE: &str = "UPDATE attempt_slots SET at = $3 \
-     WHERE key = $1 AND at < $2 AND slot = \
-     (SELECT MIN(slot) FROM attempt_slots WHERE key = $1 AND at < $2) RETURNING slot";
+/// Takes a slot of each of `n` keys in one statement (`$1` the hour's start, `$2` now, then
+/// each key and its limit): the key's first expired slot (last taken before `$1`, or freed),
+/// else slot number N (the count of its slots: they are numbered from 0 without gaps) while
+/// there are fewer than its limit. A compare-and-set per key: a key whose slot a concurrent
+/// taker got first (it is no longer expired, or number N exists) returns no row; PostgreSQL
+/// re-reads the conflicting row under its lock before the `WHERE`.
+pub(crate) fn slot_take(n: usize) -> String {
+    let keys: Vec<String> = (0..n)
+        .map(|i| format!("SELECT ${} AS key, ${} AS lim", 3 + 2 * i, 4 + 2 * i))
+        .collect();
+    format!(
+        "INSERT INTO attempt_slots (key, slot, at) \
+         SELECT k.key, COALESCE(\
+         (SELECT MIN(s.slot) FROM attempt_slots s WHERE s.key = k.key AND s.at < $1), \
+         (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key)), $2 \
+         FROM ({}) AS k \
+         WHERE EXISTS (SELECT 1 FROM attempt_slots s WHERE s.key = k.key AND s.at < $1) \
+         OR (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key) < k.lim \
+         ON CONFLICT (key, slot) DO UPDATE SET at = excluded.at WHERE attempt_slots.at < $1 \
+         RETURNING key, slot",
+        keys.join(" UNION ALL ")
+    )
+}
 
-/// Adds slot number N (the count of `$1`'s slots: they are numbered from 0 without gaps)
-/// taken at `$2`, while there are fewer than `$3`; a concurrent taker of the same number
-/// makes it a no-op.
-pub(crate) const SLOT_ADD: &str = "INSERT INTO attempt_slots (key, slot, at) \
-     SELECT $1, COUNT(*), $2 FROM attempt_slots WHERE key = $1 HAVING COUNT(*) < $3 \
-     ON CONFLICT (key, slot) DO NOTHING RETURNING slot";
+/// Frees `n` slots in one statement (each a key and a slot number).
+pub(crate) fn slot_free(n: usize) -> String {
+    let slots: Vec<String> = (0..n)
+        .map(|i| format!("(key = ${} AND slot = ${})", 1 + 2 * i, 2 + 2 * i))
+        .collect();
+    format!(
+        "UPDATE attempt_slots SET at = 0 WHERE {}",
+        slots.join(" OR ")
+    )
+}
 
 /// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id, the caller's
 /// remembered order id.
 pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>, Option<String>);
 
-/// `AttemptStore` for an engine's store (`pool` for reads, `writer` for writes); expanded by
+/// `AttemptStore` for an engine's store (`pool` for reads, `writer` for writes, `lax` for the
+/// gate's slots, whose loss costs no money); expanded by
 /// `sql_store!` where the store's names are in scope.
 macro_rules! sql_attempts {
     ($store:ty, $db:ty) => {
@@ -108,59 +131,66 @@ macro_rules! sql_attempts {
                 Ok(pruned)
             }
 
-            async fn take_slot(
+            async fn take_slots(
                 &self,
-                key: &str,
-                limit: i64,
+                wants: &[SlotWant<'_>],
                 since: UnixTime,
                 now: UnixTime,
-            ) -> Result<Option<i64>, StoreError> {
+            ) -> Result<Vec<Option<i64>>, StoreError> {
+                let mut taken: Vec<Option<i64>> = vec![None; wants.len()];
+                let mut open: Vec<usize> = (0..wants.len()).collect();
                 for _ in 0..crate::store::attempts::SLOT_TRIES {
-                    let reused: Option<i64> = sqlx::query_scalar::<$db, i64>(SLOT_REUSE)
-                        .bind(key)
+                    if open.is_empty() {
+                        break;
+                    }
+                    let sql = slot_take(open.len());
+                    let mut take = sqlx::query_as::<$db, (String, i64)>(&sql)
                         .bind(since)
-                        .bind(now)
-                        .fetch_optional(&self.writer)
+                        .bind(now);
+                    for &i in &open {
+                        take = take.bind(wants[i].key).bind(wants[i].limit);
+                    }
+                    let rows = take.fetch_all(&self.lax).await.map_err(classify)?;
+                    for (key, slot) in rows {
+                        if let Some(i) = wants.iter().position(|w| w.key == key) {
+                            taken[i] = Some(slot);
+                        }
+                    }
+                    // A key without a slot is full, or lost a race: another try tells which.
+                    let mut again = Vec::new();
+                    for i in open.into_iter().filter(|&i| taken[i].is_none()) {
+                        let held: i64 = sqlx::query_scalar::<$db, i64>(
+                            "SELECT COUNT(*) FROM attempt_slots WHERE key = $1 AND at >= $2",
+                        )
+                        .bind(wants[i].key)
+                        .bind(since)
+                        .fetch_one(&self.writer)
                         .await
                         .map_err(classify)?;
-                    if reused.is_some() {
-                        return Ok(reused);
+                        if held < wants[i].limit {
+                            again.push(i);
+                        }
                     }
-                    let added: Option<i64> = sqlx::query_scalar::<$db, i64>(SLOT_ADD)
-                        .bind(key)
-                        .bind(now)
-                        .bind(limit)
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(classify)?;
-                    if added.is_some() {
-                        return Ok(added);
-                    }
-                    let taken: i64 = sqlx::query_scalar::<$db, i64>(
-                        "SELECT COUNT(*) FROM attempt_slots WHERE key = $1 AND at >= $2",
-                    )
-                    .bind(key)
-                    .bind(since)
-                    .fetch_one(&self.writer)
-                    .await
-                    .map_err(classify)?;
-                    if taken >= limit {
-                        return Ok(None);
-                    }
+                    open = again;
                 }
-                Err(StoreError::Unavailable(
-                    "attempt slots: too much contention".into(),
-                ))
+                if !open.is_empty() {
+                    return Err(StoreError::Unavailable(
+                        "attempt slots: too much contention".into(),
+                    ));
+                }
+                Ok(taken)
             }
 
-            async fn free_slot(&self, key: &str, slot: i64) -> Result<(), StoreError> {
-                sqlx::query::<$db>("UPDATE attempt_slots SET at = 0 WHERE key = $1 AND slot = $2")
-                    .bind(key)
-                    .bind(slot)
-                    .execute(&self.writer)
-                    .await
-                    .map(|_| ())
-                    .map_err(classify)
+            async fn free_slots(&self, slots: &[(String, i64)]) -> Result<(), StoreError> {
+                if slots.is_empty() {
+                    return Ok(());
+                }
+                let sql = slot_free(slots.len());
+                let mut free = sqlx::query::<$db>(&sql);
+                for (key, slot) in slots {
+                    free = free.bind(key).bind(*slot);
+                }
+                free.execute(&self.lax).await.map(|_| ()).map_err(classify)
             }
         }
     };

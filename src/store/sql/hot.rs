@@ -21,7 +21,8 @@ macro_rules! sqlx_hot_writes {
                 bind: impl Fn(&mut sqlx::query_builder::Separated<'_, 'a, $db, &'static str>, &'a T),
                 tail: &str,
             ) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await.map_err(classify)?;
+                // Groups hold only writes whose loss costs no money (attempts, first rows).
+                let mut tx = self.lax.begin().await.map_err(classify)?;
                 for chunk in rows.chunks(ATTEMPTS_PER_INSERT) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(head);
                     insert.push_values(chunk, |mut row, r| bind(&mut row, r));

@@ -28,6 +28,9 @@ pub struct SqliteStore {
     /// retry, so a burst of writes costs milliseconds each. One connection makes them queue
     /// in order instead, and the hot writes come in groups (code attempts, live metering).
     pub(super) writer: SqlitePool,
+    /// Writes whose loss in a crash costs no money (throttling data): on SQLite the same
+    /// connection as `writer` (its commits are already `synchronous = NORMAL`).
+    lax: SqlitePool,
     /// The hot writes, run back to back on `writer`'s connection by a thread of their own.
     writes: writer::Writer,
     /// The code check's read, on the calling thread.
@@ -134,6 +137,7 @@ impl SqliteStore {
             checkpoints: std::sync::OnceLock::new(),
             pool,
             writes: writer::Writer::start(writer.clone())?,
+            lax: writer.clone(),
             writer,
             inline: InlineReads {
                 path: path.to_path_buf(),
