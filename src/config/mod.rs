@@ -48,7 +48,8 @@ pub enum DatabaseConfig {
     /// A SQLite file (the default: `callgate.db` in the working directory).
     Sqlite { path: PathBuf },
     /// A PostgreSQL server; the URL may carry credentials, so it is kept secret.
-    Postgres { url: Secret },
+    /// `connections`: the pool each instance opens (`DATABASE_CONNECTIONS`).
+    Postgres { url: Secret, connections: u32 },
     /// MongoDB, from the old deployment's `MONGODB_URI`.
     Mongo { uri: Secret },
 }
@@ -264,12 +265,15 @@ impl Config {
         s::check_all(env)?;
 
         let base_url = s::BASE_URL.get(env)?;
-        let database = match (s::DATABASE_URL.get(env)?, s::MONGODB_URI.get(env)?) {
+        let mut database = match (s::DATABASE_URL.get(env)?, s::MONGODB_URI.get(env)?) {
             (Some(db), _) | (None, Some(db)) => db,
             (None, None) => DatabaseConfig::Sqlite {
                 path: PathBuf::from("callgate.db"),
             },
         };
+        if let DatabaseConfig::Postgres { connections, .. } = &mut database {
+            *connections = s::DATABASE_CONNECTIONS.value(env)? as u32;
+        }
         let secret = s::CALLGATE_SECRET.get(env)?;
         if secret.is_none() && !matches!(database, DatabaseConfig::Sqlite { .. }) {
             return Err(ConfigError::Missing {

@@ -58,6 +58,7 @@ pub fn database_url(value: &str) -> Result<DatabaseConfig, String> {
         }
         return Ok(DatabaseConfig::Postgres {
             url: Secret::new(value),
+            connections: super::settings::DEFAULT_DATABASE_CONNECTIONS,
         });
     }
     if value.starts_with("mongodb://") || value.starts_with("mongodb+srv://") {

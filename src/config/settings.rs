@@ -178,6 +178,14 @@ pub const DATABASE_URL: Var<DatabaseConfig> = Var {
     help: "`sqlite:PATH` or `postgres://user@host/db`",
     parse: parse::database_url,
 };
+/// PostgreSQL connections per instance when `DATABASE_CONNECTIONS` is unset.
+pub const DEFAULT_DATABASE_CONNECTIONS: u32 = 10;
+pub const DATABASE_CONNECTIONS: Var<i64> = Var {
+    var: "DATABASE_CONNECTIONS",
+    unset: Unset::Value("10"),
+    help: "PostgreSQL only: the connections each instance keeps for requests (as many again for throttling writes, which do not wait for the disk, and 1 to listen); instances times this stays under the server's `max_connections`, or goes through a pooler (see docs/instances.md)",
+    parse: whole::<1, 1000>,
+};
 pub const MONGODB_URI: Var<DatabaseConfig> = Var {
     var: "MONGODB_URI",
     unset: Unset::Means("none"),
@@ -521,6 +529,7 @@ pub static SETTINGS: &[&dyn Row] = &[
     &LISTEN_ADDR,
     &BASE_URL,
     &DATABASE_URL,
+    &DATABASE_CONNECTIONS,
     &MONGODB_URI,
     &CALLGATE_SECRET,
     &ACCESS_CODE_DIGITS,

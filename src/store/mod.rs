@@ -190,7 +190,9 @@ pub async fn open(db: &DatabaseConfig) -> Result<DynStore, StoreError> {
         #[cfg(feature = "sqlite")]
         DatabaseConfig::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
         #[cfg(feature = "postgres")]
-        DatabaseConfig::Postgres { url } => Ok(Arc::new(PostgresStore::open(url.expose()).await?)),
+        DatabaseConfig::Postgres { url, connections } => Ok(Arc::new(
+            PostgresStore::open(url.expose(), *connections).await?,
+        )),
         #[cfg(feature = "mongodb")]
         DatabaseConfig::Mongo { uri } => Ok(Arc::new(MongoStore::open(uri.expose()).await?)),
         #[allow(unreachable_patterns)]

@@ -13,7 +13,7 @@ pub struct PostgresStore {
     /// The same pool: PostgreSQL runs concurrent writers itself.
     writer: PgPool,
     /// Writes whose loss in a crash of the database server costs no money (the wrong-code
-    /// gate's slots, code attempts, calls' first rows): connections with
+    /// gate's slots, code attempts, calls' first rows, heartbeats): connections with
     /// `synchronous_commit = off`, so such a commit does not wait for the WAL to reach the
     /// disk. Other sessions see it at once, as any commit (the gate stays exact across
     /// instances); only a crash of PostgreSQL itself can lose the last few hundred
@@ -21,11 +21,8 @@ pub struct PostgresStore {
     lax: PgPool,
 }
 
-/// Connections each instance opens for reads and durable writes.
-const CONNECTIONS: u32 = 10;
-
-/// Connections for the writes that need not wait for the disk (see `PostgresStore::lax`).
-const LAX_CONNECTIONS: u32 = 4;
+/// Connections each instance opens for reads and durable writes, unless configured.
+const CONNECTIONS: u32 = crate::config::settings::DEFAULT_DATABASE_CONNECTIONS;
 
 /// The channel instances tell each other on that an order changed; the payload is its id.
 const ORDERS_CHANNEL: &str = "callgate_orders";
@@ -77,21 +74,30 @@ impl super::Signals for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the server named by a `postgres://` URL.
-    pub async fn open(url: &str) -> Result<PostgresStore, super::StoreError> {
+    /// Connects to the server named by a `postgres://` URL, with a pool of `connections`.
+    pub async fn open(url: &str, connections: u32) -> Result<PostgresStore, super::StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| super::StoreError::Open(format!("DATABASE_URL: {e}")))?;
-        PostgresStore::connect(options).await
+        PostgresStore::connect_sized(options, connections).await
     }
 
     /// Connects with ready-made options (tests use this to pick a schema).
     pub async fn connect(options: PgConnectOptions) -> Result<PostgresStore, super::StoreError> {
+        PostgresStore::connect_sized(options, CONNECTIONS).await
+    }
+
+    async fn connect_sized(
+        options: PgConnectOptions,
+        connections: u32,
+    ) -> Result<PostgresStore, super::StoreError> {
         let lax = PgPoolOptions::new()
-            .max_connections(LAX_CONNECTIONS)
+            // As many as for requests: under a guessing attack every code check takes slots
+            // here (with 4, they queued for these connections at 4,000 checks a second).
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let pool = PgPoolOptions::new()
-            .max_connections(CONNECTIONS)
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await

@@ -211,8 +211,11 @@ pub async fn run(bench: WebhookBench) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
     let audio = dir.path().join("no-audio").display().to_string();
+    // The pool size is the operator's knob: `DATABASE_CONNECTIONS=20 callgate-tools ...`.
+    let connections = std::env::var("DATABASE_CONNECTIONS").unwrap_or_else(|_| "10".into());
     let env: std::collections::HashMap<String, String> = [
         ("DATABASE_URL", database.as_str()),
+        ("DATABASE_CONNECTIONS", connections.as_str()),
         ("CALLGATE_SECRET", "bench-secret-0123456789abcdef0123456789"),
         ("BASE_URL", base.as_str()),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
