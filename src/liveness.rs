@@ -13,8 +13,9 @@
 //! closed with the call); the hold of one that died lapses, and the caller's next call
 //! settles it and goes through.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::app::App;
 use tracing::Instrument;
@@ -27,6 +28,13 @@ pub const BEAT: Duration = Duration::from_secs(1);
 pub const SILENT_AFTER_SECS: i64 = 4;
 /// Once Twilio reports a call over, its bridge has this long to record its end.
 pub const BRIDGE_GRACE_SECS: i64 = 2;
+/// An instance whose beats have not reached the store for this long stops its own live calls
+/// (it fences itself): a second before the others may take it for dead and settle them.
+/// The others judge by the store's wall-clock beat times, at whole seconds: silent for more
+/// than [`SILENT_AFTER_SECS`] there is at least 4 s here, against at most 3.25 s for this.
+pub const CUT_OFF_AFTER: Duration = Duration::from_secs(SILENT_AFTER_SECS as u64 - 1);
+/// How often an instance asks itself whether it is cut off.
+const FENCE_CHECK: Duration = Duration::from_millis(250);
 
 /// This instance as the store knows it: the app's run id, and `name`.
 pub fn instance(app: &App, name: String) -> Instance {
@@ -51,23 +59,116 @@ pub fn name(app: &App, port: u16) -> String {
 }
 
 /// The first beat and sweep (what an earlier run of this instance carried is settled), then
-/// the same every [`BEAT`] in the background, until the task is aborted.
+/// the same every [`BEAT`] in the background, until the task is aborted. Where other
+/// instances may share the store, a watch beside the beats fences this one off when they stop
+/// landing (see [`CUT_OFF_AFTER_SECS`]).
 pub async fn start(app: &Arc<App>, me: Instance) -> tokio::task::JoinHandle<()> {
-    if let Err(e) = beat_and_sweep(app, &me).await {
+    let landed = Arc::new(Landed::new());
+    if let Err(e) = beat_and_sweep(app, &me, &landed).await {
         tracing::warn!(error = %e, "first heartbeat not recorded; retrying in the background");
     }
     let app = app.clone();
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(BEAT);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            if let Err(e) = beat_and_sweep(&app, &me).await {
-                tracing::warn!(error = %e, "heartbeat not recorded");
-            }
+        let mut beats = AbortOnDrop(tokio::spawn(beat_loop(app.clone(), me, landed.clone())));
+        if app.store.backend() == "sqlite" {
+            // One instance: nobody else would settle its calls.
+            let _ = (&mut beats.0).await;
+        } else {
+            fence(&app, &landed).await;
         }
     })
+}
+
+/// When the last beat that the store took was sent, on this machine's monotonic clock (a step
+/// of the wall clock must not fence an instance off).
+struct Landed {
+    base: Instant,
+    /// Milliseconds from `base` to the sending of the last beat that landed.
+    at_ms: AtomicU64,
+}
+
+impl Landed {
+    fn new() -> Landed {
+        Landed {
+            base: Instant::now(),
+            at_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn land(&self, sent: Instant) {
+        let ms = sent.saturating_duration_since(self.base).as_millis() as u64;
+        self.at_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// The last landed beat's time, in milliseconds from `base`.
+    fn last(&self) -> u64 {
+        self.at_ms.load(Ordering::Acquire)
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last()))
+    }
+}
+
+/// Aborts the task when dropped (the beats stop with the task that watches them).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Beats every [`BEAT`]; `landed` is the time of the last beat the store took. A beat that
+/// does not land within a beat is given up (a store that hangs must not stop the clock), and
+/// so is a sweep that takes longer than an instance may stay silent.
+async fn beat_loop(app: Arc<App>, me: Instance, landed: Arc<Landed>) {
+    let mut ticker = tokio::time::interval(BEAT);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let limit = BEAT * SILENT_AFTER_SECS as u32;
+        match tokio::time::timeout(limit, beat_and_sweep(&app, &me, &landed)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not recorded"),
+            Err(_) => tracing::warn!("heartbeat or sweep timed out"),
+        }
+    }
+}
+
+/// Stops every live call on this instance once its beats have not landed for
+/// [`CUT_OFF_AFTER`]: the others take it for dead a second later and settle its calls on
+/// what was flushed, so a call that went on here would be talked for free, its code free for
+/// a second call. Ends only with its task.
+async fn fence(app: &App, landed: &Landed) {
+    let mut ticker = tokio::time::interval(FENCE_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fenced_since = None;
+    loop {
+        ticker.tick().await;
+        let silent = landed.silent_for();
+        if silent < CUT_OFF_AFTER {
+            fenced_since = None;
+            continue;
+        }
+        let last = landed.last();
+        if fenced_since != Some(last) {
+            fenced_since = Some(last);
+            crate::metrics::CUT_OFF.fetch_add(1, Ordering::Relaxed);
+            let calls = app.metering.cut_off_all();
+            tracing::error!(
+                calls,
+                silent_ms = silent.as_millis() as u64,
+                "cut off from the database: live calls ended before another instance settles them"
+            );
+        } else {
+            // Calls bridged meanwhile stop too (none should: a bridge writes before it starts).
+            app.metering.cut_off_all();
+        }
+    }
 }
 
 /// Relays what other instances say changed to this instance's live calls, where the store
@@ -89,10 +190,15 @@ pub async fn relay_signals(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>
     }))
 }
 
-/// One beat, then the calls of gone instances settled; how many were.
-pub async fn beat_and_sweep(app: &App, me: &Instance) -> Result<usize, StoreError> {
+/// One beat (`landed` moves to its time once the store has it), then the calls of gone
+/// instances settled; how many were.
+async fn beat_and_sweep(app: &App, me: &Instance, landed: &Landed) -> Result<usize, StoreError> {
     let now = app.clock.now();
-    app.store.beat(me, now).await?;
+    let sent = Instant::now();
+    tokio::time::timeout(BEAT, app.store.beat(me, now))
+        .await
+        .map_err(|_| StoreError::Unavailable("heartbeat: the store did not answer".into()))??;
+    landed.land(sent);
     let orphaned = app
         .store
         .orphaned_calls(me, now - SILENT_AFTER_SECS)
@@ -108,7 +214,7 @@ pub async fn beat_and_sweep(app: &App, me: &Instance) -> Result<usize, StoreErro
 async fn settle_orphan(app: &App, call_sid: &str, now: UnixTime) -> Result<(), StoreError> {
     tracing::warn!("its instance is gone: settling the call on what was flushed");
     app.store.cap_hold(call_sid, now - 1).await?;
-    crate::metrics::ORPHANED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::ORPHANED_CALLS.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = crate::settlement::settle(app, call_sid).await {
         tracing::warn!(error = %e, "settlement deferred to the billing worker");
     }

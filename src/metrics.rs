@@ -231,6 +231,8 @@ pub static ACTIVE_CALLS: AtomicI64 = AtomicI64::new(0);
 pub static FRAMES: AtomicU64 = AtomicU64::new(0);
 /// Calls this instance settled because the instance carrying them was gone.
 pub static ORPHANED_CALLS: AtomicU64 = AtomicU64::new(0);
+/// Times this instance lost the store long enough to stop its own live calls.
+pub static CUT_OFF: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {

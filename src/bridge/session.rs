@@ -133,6 +133,9 @@ async fn transcript_writer(
     }
 }
 
+/// How long a call ended by a lost store waits for each of its last records.
+const CUT_OFF_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn close_twilio(tw_tx: &mut WebSocket) {
     let _ = tw_tx.send(TwMessage::Close(None)).await;
 }
@@ -263,7 +266,13 @@ async fn bridge(
     .await;
 
     // Close the agent first (it must not keep talking), record, then release Twilio so its
-    // next TwiML (the closing words) can read why the call ended.
+    // next TwiML (the closing words) can read why the call ended. Cut off from the store,
+    // Twilio is released at once (its next request goes to an instance that can answer) and
+    // the records are tried within a bound.
+    let cut_off = live.is_cut_off();
+    if cut_off {
+        close_twilio(&mut twilio).await;
+    }
     if !agent_closed {
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(2),
@@ -273,7 +282,11 @@ async fn bridge(
     }
     drop(agent);
     drop(lines_tx);
-    let _ = transcript.await;
+    if cut_off {
+        let _ = tokio::time::timeout(CUT_OFF_WAIT, transcript).await;
+    } else {
+        let _ = transcript.await;
+    }
     watcher.abort();
     // A top-up confirmed with the keys belongs to this call: its outcome is awaited (bounded)
     // so the call is settled on the minutes it bought. Past the bound it goes on by itself,
@@ -302,6 +315,15 @@ async fn bridge(
         }
     }
     let seconds = Seconds(elapsed);
+    if cut_off {
+        if tokio::time::timeout(CUT_OFF_WAIT, finish(app, &call_sid, seconds, reason))
+            .await
+            .is_err()
+        {
+            tracing::warn!("final metering not stored: the store is out of reach");
+        }
+        return;
+    }
     finish(app, &call_sid, seconds, reason).await;
     tracing::info!(
         seconds = seconds.0,
@@ -596,6 +618,11 @@ async fn pump(p: Pump<'_>) -> Pumped {
                 }
             }
             () = &mut halted => {
+                if p.live.is_cut_off() {
+                    // The store is out of reach: nothing to read, and another instance
+                    // settles this call on what was flushed.
+                    break EndReason::HoldLost;
+                }
                 let revoked = !matches!(p.app.store.order(&p.order.id).await, Ok(Some(o)) if o.status == crate::store::OrderStatus::Paid);
                 tracing::warn!(revoked, "the call must stop: its order was revoked or its hold is gone");
                 break if revoked { EndReason::Revoked } else { EndReason::HoldLost };

@@ -14,7 +14,7 @@ use axum::Router;
 
 use super::AppState;
 use crate::metrics::{
-    ErrorCounts, Histogram, ACTIVE_CALLS, AGENT_ERRORS, FRAMES, FRAME_LATENCY, HTTP,
+    ErrorCounts, Histogram, ACTIVE_CALLS, AGENT_ERRORS, CUT_OFF, FRAMES, FRAME_LATENCY, HTTP,
     IGNORED_PAYMENTS, ORPHANED_CALLS, STRIPE_ERRORS,
 };
 
@@ -172,6 +172,16 @@ async fn render(app: AppState) -> Response {
         "callgate_orphaned_calls_total",
         &[],
         ORPHANED_CALLS.load(Ordering::Relaxed),
+    );
+    t.family(
+        "callgate_cut_off_total",
+        "counter",
+        "Times this instance lost the database long enough to end its own live calls (others then settle them).",
+    );
+    t.sample(
+        "callgate_cut_off_total",
+        &[],
+        CUT_OFF.load(Ordering::Relaxed),
     );
     t.family(
         "callgate_bridge_frame_latency_seconds",

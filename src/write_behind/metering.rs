@@ -42,8 +42,11 @@ pub struct LiveCall {
     order_id: String,
     /// Seconds metered so far; the next flush writes what it holds then.
     elapsed: AtomicI64,
-    /// The store says the call must stop (order revoked, hold gone).
+    /// The store says the call must stop (order revoked, hold gone), or the instance is cut
+    /// off from the store ([`LiveCall::is_cut_off`]).
     pub stop: Notify,
+    /// The instance lost the store long enough for others to take it for dead.
+    cut_off: std::sync::atomic::AtomicBool,
     /// The order changed (its balance, its status): read it again.
     pub changed: Notify,
 }
@@ -57,6 +60,12 @@ impl LiveCall {
     /// What the next flush would write.
     pub fn metered(&self) -> i64 {
         self.elapsed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the call was stopped because its instance lost the store (see
+    /// [`MeteringBook::cut_off_all`]): nothing about it can be read or written now.
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off.load(Ordering::Acquire)
     }
 }
 
@@ -103,6 +112,17 @@ impl MeteringBook {
                 live.changed.notify_one();
             }
         }
+    }
+
+    /// The instance has lost the store for so long that another will settle its calls: every
+    /// live call stops now, before it would go on unmetered beside its settlement.
+    pub fn cut_off_all(&self) -> usize {
+        let live = self.book.live_calls();
+        for call in live.values() {
+            call.cut_off.store(true, Ordering::Release);
+            call.stop.notify_one();
+        }
+        live.len()
     }
 
     /// The call's final figure is written elsewhere: no flush writes it again.

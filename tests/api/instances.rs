@@ -18,6 +18,7 @@ use crate::support::app::{spawn_crashable, TestApp, ACCOUNT_SID, AUTH_TOKEN, PHO
 use crate::support::calls::{
     dial_at, leak, live_call_at, operator_code, settled_call, until_closed, WAIT,
 };
+use crate::support::proxy::Proxy;
 use crate::support::Again;
 
 /// One metered second here.
@@ -265,6 +266,62 @@ async fn another_instance_settles_the_calls_of_a_silent_one() {
     assert!(matches!(ending, Ending::Stream { .. }), "{ending:?}");
     let order = db.store.order(&order.id).await.unwrap().unwrap();
     assert_eq!(order.seconds_used, call.seconds_metered);
+    db.cleanup().await;
+}
+
+/// An instance cut off from the database while its callers are still connected (the link
+/// drops: no error, only silence, so its writes hang rather than fail) stops its own calls
+/// before another instance, taking it for dead, settles them: no call goes on unmetered beside
+/// its settlement. The debit is what was flushed before the cut, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_the_database_ends_its_calls_before_another_settles_them() {
+    let Some(db) = crate::support::postgres().await else {
+        return;
+    };
+    let again = db.again();
+    let link = Proxy::start(again.pg_target()).await;
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let cut_off = instance(&again.via(link.addr), &agent, "box-1").await;
+    let living = instance(&again, &agent, "box-2").await;
+    let (order, code) = code(&cut_off, 30).await;
+    let (caller, mut stream, _) = live_call(&cut_off, code).await;
+    flushed(&db.store, &caller.call_sid, PERSIST).await;
+    link.blackhole();
+    let dropped = Instant::now();
+    let flushed_then = stored_seconds(&db.store, &caller.call_sid).await;
+    assert!(
+        until_closed(&mut stream, Duration::from_secs(15)).await,
+        "the call went on with its instance cut off from the database"
+    );
+    let closed = dropped.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let call = loop {
+        let call = db.store.call(&caller.call_sid).await.unwrap().unwrap();
+        if call.settled_at.is_some() {
+            break call;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never settled by the living instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let settled = dropped.elapsed();
+    eprintln!("cut off: the stream closed {closed:?} and the call was settled {settled:?} after the link dropped");
+    assert!(
+        closed < settled,
+        "the caller was still talking when the call was settled ({closed:?} against {settled:?})"
+    );
+    assert!(
+        call.seconds_metered.0 >= flushed_then,
+        "what was flushed counts"
+    );
+    assert_eq!(call.settled_seconds, Some(call.seconds_metered.0));
+    let (_, ending) = dial(&living, code).await;
+    assert!(matches!(ending, Ending::Stream { .. }), "{ending:?}");
+    let order = db.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used, call.seconds_metered, "debited once");
+    link.restore();
     db.cleanup().await;
 }
 

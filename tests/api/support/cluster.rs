@@ -43,6 +43,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     env: Vec<(String, String)>,
     haproxy: Child,
+    /// HAProxy's own lines (its warnings: servers going down, a bind that failed).
+    haproxy_log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -112,7 +114,12 @@ impl Cluster {
         // fd 3 is inherited (dup2 clears close-on-exec), and HAProxy listens on it.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
+                if fd == 3 {
+                    // dup2 onto itself keeps close-on-exec: clear it by hand.
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -127,6 +134,7 @@ impl Cluster {
             nodes,
             env,
             haproxy: proxy,
+            haproxy_log: log,
             _dir: dir,
         };
         cluster.wait_until_all_up().await;
@@ -143,13 +151,15 @@ impl Cluster {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = http.get(self.url("/readyz")).send().await;
-            if ok.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
+            let answer = http.get(self.url("/readyz")).send().await;
+            let last = match answer {
+                Ok(r) if r.status() == 200 => break,
+                Ok(r) => format!("status {}", r.status()),
+                Err(e) => format!("{e}"),
+            };
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the balancer never answered"
+                "the balancer never answered: {last}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -220,12 +230,18 @@ impl Cluster {
             .collect()
     }
 
-    /// Every node's log, for a failure's message.
+    /// Every node's log and HAProxy's, for a failure's message.
     pub fn logs(&self) -> String {
-        self.nodes
+        let mut logs: String = self
+            .nodes
             .iter()
             .map(|n| format!("--- {}\n{}\n", n.name, n.log.lock().unwrap().join("\n")))
-            .collect()
+            .collect();
+        logs += &format!(
+            "--- haproxy\n{}\n",
+            self.haproxy_log.lock().unwrap().join("\n")
+        );
+        logs
     }
 }
 

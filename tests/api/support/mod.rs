@@ -38,6 +38,27 @@ pub enum Again {
 }
 
 impl Again {
+    /// PostgreSQL's `host:port` as this database reaches it.
+    pub fn pg_target(&self) -> String {
+        match self {
+            Again::Postgres(options) => format!("{}:{}", options.get_host(), options.get_port()),
+            Again::Sqlite(_) => panic!("PostgreSQL only"),
+        }
+    }
+
+    /// The same PostgreSQL database reached through `addr` (a proxy in front of it).
+    pub fn via(&self, addr: std::net::SocketAddr) -> Again {
+        match self {
+            Again::Postgres(options) => Again::Postgres(Box::new(
+                (**options)
+                    .clone()
+                    .host(&addr.ip().to_string())
+                    .port(addr.port()),
+            )),
+            Again::Sqlite(_) => panic!("PostgreSQL only"),
+        }
+    }
+
     /// Another store on the same database, as another process would open it (migrations
     /// already run).
     pub async fn open(&self) -> DynStore {

@@ -11,6 +11,8 @@ pub struct Proxy {
     up: Arc<AtomicBool>,
     hanging: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    /// Open connections stop carrying bytes, both ways, and stay open (a dropped link).
+    frozen: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -21,7 +23,9 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let hanging = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
-        let (flag, hang, cuts) = (up.clone(), hanging.clone(), cut.clone());
+        let (frozen, _) = watch::channel(false);
+        let (flag, hang, cuts, freezes) =
+            (up.clone(), hanging.clone(), cut.clone(), frozen.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
@@ -38,6 +42,7 @@ impl Proxy {
                 }
                 let target = target.clone();
                 let mut cut_rx = cuts.subscribe();
+                let mut freeze_rx = freezes.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(&target).await else {
                         return;
@@ -45,6 +50,10 @@ impl Proxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut_rx.changed() => {}
+                        _ = async { freeze_rx.wait_for(|frozen| *frozen).await.is_ok() } => {
+                            // Silence both ways, the sockets held open until the next change.
+                            let _ = cut_rx.changed().await;
+                        }
                     }
                 });
             }
@@ -54,12 +63,20 @@ impl Proxy {
             up,
             hanging,
             cut,
+            frozen,
         }
     }
 
     /// New connections are accepted and never answered (a hung server).
     pub fn hang(&self) {
         self.hanging.store(true, Ordering::SeqCst);
+    }
+
+    /// The link drops: open connections go silent both ways (nothing closes them, as when
+    /// packets are dropped), and new ones are accepted and never answered.
+    pub fn blackhole(&self) {
+        self.hanging.store(true, Ordering::SeqCst);
+        self.frozen.send_replace(true);
     }
 
     /// Closes every open connection and refuses new ones.
@@ -71,6 +88,7 @@ impl Proxy {
     /// Accepts connections again.
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+        self.frozen.send_replace(false);
         if self.hanging.swap(false, Ordering::SeqCst) {
             // Let go of the connections held while hanging.
             self.cut.send_modify(|n| *n += 1);
