@@ -1948,7 +1948,29 @@ async fn attempt_slots_admit_at_most_the_limit_at_once(store: DynStore) {
     );
 }
 
+/// An engine that offers word between instances delivers it: every change published reaches
+/// a listener, in order, within a second (PostgreSQL's NOTIFY; MongoDB's change stream where
+/// the server has them, none on mongoeco; none on SQLite, one instance).
+async fn order_signals_reach_a_listener_when_the_engine_has_them(store: DynStore) {
+    let Some(mut heard) = store.order_changes().await.unwrap() else {
+        // Publishing still succeeds: the instance making a change cannot know who listens.
+        store.publish_order_changed("ord_nobody").await.unwrap();
+        assert_ne!(store.backend(), "postgres", "PostgreSQL carries signals");
+        return;
+    };
+    for id in ["ord_1", "ord_2", "ord_1"] {
+        store.publish_order_changed(id).await.unwrap();
+    }
+    for id in ["ord_1", "ord_2", "ord_1"] {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(1), heard.recv())
+            .await
+            .expect("a published change reaches the listener within a second");
+        assert_eq!(got.as_deref(), Some(id));
+    }
+}
+
 on_every_backend!(
+    order_signals_reach_a_listener_when_the_engine_has_them,
     attempt_slots_admit_at_most_the_limit_at_once,
     instances_and_the_calls_they_carry,
     callers_are_remembered_for_one_code,

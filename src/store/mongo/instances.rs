@@ -88,5 +88,69 @@ impl InstanceStore for MongoStore {
     }
 }
 
-/// Instances on MongoDB read a live call's order again every `balance_recheck`.
-impl Signals for MongoStore {}
+/// Instances on MongoDB tell each other through a change stream on `order_signals` (each
+/// changed order one inserted document), where the server has change streams (a replica set
+/// or a sharded cluster); elsewhere, as on a standalone server, each live call reads its order
+/// again every `balance_recheck`, and its hold renewal refuses a revoked order at the next
+/// metering flush.
+#[async_trait]
+impl Signals for MongoStore {
+    async fn publish_order_changed(&self, order_id: &str) -> Result<(), StoreError> {
+        self.raw(SIGNALS)
+            .insert_one(doc! { "order_id": order_id, "at": mongodb::bson::DateTime::now() })
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn order_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
+        let signals = self.raw(SIGNALS);
+        let inserts = vec![doc! { "$match": { "operationType": "insert" } }];
+        let stream = match signals.watch().pipeline(inserts.clone()).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::info!(error = %e, "no change streams on this MongoDB: live calls re-check");
+                return Ok(None);
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut stream = stream;
+            loop {
+                while let Some(event) = stream.next().await {
+                    let Ok(event) = event else { break };
+                    let order_id = event
+                        .full_document
+                        .as_ref()
+                        .and_then(|d| d.get_str("order_id").ok())
+                        .map(str::to_string);
+                    if let Some(order_id) = order_id {
+                        if tx.send(order_id).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Interrupted: open it again (what was said meanwhile is covered by the
+                // re-check).
+                tracing::warn!("order signals interrupted; reopening the change stream");
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if tx.is_closed() {
+                        return;
+                    }
+                    if let Ok(reopened) = signals.watch().pipeline(inserts.clone()).await {
+                        stream = reopened;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+}
+
+/// The collection of changed orders' signals; each expires after an hour.
+pub(super) const SIGNALS: &str = "order_signals";

@@ -376,6 +376,19 @@ impl Store for MongoStore {
             self.raw("calls")
                 .create_index(plain(doc! { "instance_id": 1, "bridge_ended_at": 1 }))
                 .await?;
+            // A signal matters for the seconds it takes to reach the live calls.
+            self.raw(instances::SIGNALS)
+                .create_index(
+                    IndexModel::builder()
+                        .keys(doc! { "at": 1 })
+                        .options(
+                            IndexOptions::builder()
+                                .expire_after(std::time::Duration::from_secs(3600))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .await?;
             Ok::<_, mongodb::error::Error>(())
         };
         created
