@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use callgate::orders;
-use callgate::store::{DynStore, Order};
+use callgate::store::{Call, DynStore, Order};
 use callgate_peers::agent::{Behaviour, FakeAgent};
 use callgate_peers::twilio::{Caller, Ending, MediaStream};
 use tokio::time::Instant;
@@ -88,6 +88,39 @@ async fn stored_seconds(store: &DynStore, call_sid: &str) -> i64 {
         .0
 }
 
+/// Waits (up to 10 s) until another instance has settled the call, and returns it.
+async fn settled_elsewhere(store: &DynStore, call_sid: &str) -> Call {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let call = store.call(call_sid).await.unwrap().unwrap();
+        if call.settled_at.is_some() {
+            return call;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never settled by the living instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The call was settled on what was flushed (at least `flushed`), and its order debited
+/// that, once.
+async fn debited_once_as_flushed(store: &DynStore, order_id: &str, call: &Call, flushed: i64) {
+    let metered = call.seconds_metered.0;
+    assert!(
+        metered >= flushed,
+        "what was flushed counts: {metered} < {flushed}"
+    );
+    assert_eq!(
+        call.settled_seconds,
+        Some(metered),
+        "settled on what was flushed"
+    );
+    let order = store.order(order_id).await.unwrap().unwrap();
+    assert_eq!(order.seconds_used.0, metered, "debited once");
+}
+
 /// Kills the instance carrying a live call at ten phases: of the call's start against the
 /// instance's flush (the flush runs on the instance's clock, the call's seconds on its own),
 /// and of the crash within an interval. Each time the store holds the call's figure as of
@@ -148,14 +181,7 @@ async fn a_restarted_instance_settles_what_its_last_run_carried_before_answering
     );
     let call = db.store.call(&caller.call_sid).await.unwrap().unwrap();
     assert!(call.settled_at.is_some(), "the crashed call was settled");
-    let flushed = call.seconds_metered.0;
-    assert!(
-        flushed >= PERSIST,
-        "what was flushed before the crash counts"
-    );
-    assert_eq!(call.settled_seconds, Some(flushed), "on what was flushed");
-    let order = db.store.order(&order.id).await.unwrap().unwrap();
-    assert_eq!(order.seconds_used.0, flushed, "debited once, as flushed");
+    debited_once_as_flushed(&db.store, &order.id, &call, PERSIST).await;
     db.cleanup().await;
 }
 
@@ -221,14 +247,7 @@ async fn another_instance_frees_the_code_of_a_dead_ones_call_when_twilio_moves_o
     eprintln!("the code connected again {redialled:?} after its instance died");
     beating.abort();
     let call = settled_call(&living, &caller.call_sid).await;
-    let flushed = call.seconds_metered.0;
-    assert!(
-        flushed >= PERSIST,
-        "what was flushed before the crash counts"
-    );
-    assert_eq!(call.settled_seconds, Some(flushed));
-    let order = db.store.order(&order.id).await.unwrap().unwrap();
-    assert_eq!(order.seconds_used.0, flushed, "debited once");
+    debited_once_as_flushed(&db.store, &order.id, &call, PERSIST).await;
     db.cleanup().await;
 }
 
@@ -247,25 +266,11 @@ async fn another_instance_settles_the_calls_of_a_silent_one() {
     flushed(&db.store, &caller.call_sid, PERSIST).await;
     dying.crash();
     let crashed = Instant::now();
-    let deadline = crashed + Duration::from_secs(10);
-    let call = loop {
-        let call = db.store.call(&caller.call_sid).await.unwrap().unwrap();
-        if call.settled_at.is_some() {
-            break call;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never settled by the living instance"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let call = settled_elsewhere(&db.store, &caller.call_sid).await;
     eprintln!("settled {:?} after its instance died", crashed.elapsed());
-    assert!(call.seconds_metered.0 >= PERSIST, "what was flushed counts");
-    assert_eq!(call.settled_seconds, Some(call.seconds_metered.0));
     let (_, ending) = dial(&living, code).await;
     assert!(matches!(ending, Ending::Stream { .. }), "{ending:?}");
-    let order = db.store.order(&order.id).await.unwrap().unwrap();
-    assert_eq!(order.seconds_used, call.seconds_metered);
+    debited_once_as_flushed(&db.store, &order.id, &call, PERSIST).await;
     db.cleanup().await;
 }
 
@@ -294,33 +299,16 @@ async fn an_instance_cut_off_from_the_database_ends_its_calls_before_another_set
         "the call went on with its instance cut off from the database"
     );
     let closed = dropped.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let call = loop {
-        let call = db.store.call(&caller.call_sid).await.unwrap().unwrap();
-        if call.settled_at.is_some() {
-            break call;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never settled by the living instance"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let call = settled_elsewhere(&db.store, &caller.call_sid).await;
     let settled = dropped.elapsed();
     eprintln!("cut off: the stream closed {closed:?} and the call was settled {settled:?} after the link dropped");
     assert!(
         closed < settled,
         "the caller was still talking when the call was settled ({closed:?} against {settled:?})"
     );
-    assert!(
-        call.seconds_metered.0 >= flushed_then,
-        "what was flushed counts"
-    );
-    assert_eq!(call.settled_seconds, Some(call.seconds_metered.0));
     let (_, ending) = dial(&living, code).await;
     assert!(matches!(ending, Ending::Stream { .. }), "{ending:?}");
-    let order = db.store.order(&order.id).await.unwrap().unwrap();
-    assert_eq!(order.seconds_used, call.seconds_metered, "debited once");
+    debited_once_as_flushed(&db.store, &order.id, &call, flushed_then).await;
     link.restore();
     db.cleanup().await;
 }
