@@ -289,9 +289,10 @@ async fn confirm(
     }
 }
 
-const BANNER: &str = "<div class=\"demo-banner\" role=\"note\"><strong>Demo</strong> \
+const BANNER: &str =
+    "<aside class=\"demo-banner\" aria-label=\"About this demo\"><strong>Demo</strong> \
     Payments, phone calls and the agent are local stand-ins: nothing is charged and no one is \
-    called. <a href=\"/\">Storefront</a> · <a href=\"/demo/phone\">Browser phone</a></div>";
+    called. <a href=\"/\">Storefront</a> · <a href=\"/demo/phone\">Browser phone</a></aside>";
 
 /// Marks every HTML page as the demo.
 pub async fn mark_pages(req: Request, next: Next) -> Response {

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::checkout::display_phone;
 use super::pages::{minutes_phrase, not_found, render};
 use super::AppState;
 use crate::domain::clock::utc_date;
@@ -203,18 +202,15 @@ fn render_account(app: &App, account: &Account) -> String {
             ("revoked_hidden", hidden(!revoked)),
             ("call_hidden", hidden(revoked)),
             ("top_up", account::top_up_path(app, &order.id)),
-            (
-                "phone",
-                number
-                    .as_deref()
-                    .map(display_phone)
-                    .unwrap_or_else(|| "our number".into()),
-            ),
-            ("phone_e164", number.unwrap_or_default()),
             ("plan_line", plan_line),
             ("version", env!("CARGO_PKG_VERSION").to_string()),
         ],
     );
     html.replacen("<!--calls-->", &calls, 1)
+        .replacen(
+            "<!--call-link-->",
+            &super::pages::call_link(number.as_deref()),
+            1,
+        )
         .replacen("<!--payments-->", &payments, 1)
 }

@@ -100,6 +100,19 @@ pub async fn unavailable(what: &str, e: &crate::store::StoreError) -> Response {
     resp
 }
 
+/// The number to call as a `tel:` link, or the words "our number" when none is configured
+/// (a link to an empty `tel:` dials nothing).
+pub(super) fn call_link(number: Option<&str>) -> String {
+    match number {
+        Some(e164) => format!(
+            "<a class=\"tel\" href=\"tel:{}\">{}</a>",
+            escape(e164),
+            escape(&display_phone(e164))
+        ),
+        None => "our number".into(),
+    }
+}
+
 /// Fills `{{name}}` placeholders with HTML-escaped values.
 pub fn render(template: &str, values: &[(&str, String)]) -> String {
     let mut out = template.to_string();
@@ -133,10 +146,6 @@ async fn storefront(State(app): State<AppState>) -> Response {
     let plans = &app.config.plans;
     let plan = plans.first();
     let number = app.config.twilio.as_ref().map(|t| t.phone_number.clone());
-    let phone = number
-        .as_deref()
-        .map(display_phone)
-        .unwrap_or_else(|| "our number".into());
     // Without Stripe the shop is closed: it says so, and loads nothing of Stripe's.
     let open = app.config.stripe.is_some();
     let hidden = |hide: bool| if hide { "hidden" } else { "" }.to_string();
@@ -157,8 +166,6 @@ async fn storefront(State(app): State<AppState>) -> Response {
                 "overage_price",
                 plan.currency.format(plan.overage_per_minute),
             ),
-            ("phone", phone),
-            ("phone_e164", number.unwrap_or_default()),
             ("publishable_key", publishable_key(&app)),
             (
                 "stripe_js_url",
@@ -173,7 +180,10 @@ async fn storefront(State(app): State<AppState>) -> Response {
             ("version", env!("CARGO_PKG_VERSION").to_string()),
         ],
     );
-    page(html.replacen("<!--plan-choices-->", &plan_choices(plans, "plan"), 1))
+    page(
+        html.replacen("<!--plan-choices-->", &plan_choices(plans, "plan"), 1)
+            .replacen("<!--call-link-->", &call_link(number.as_deref()), 1),
+    )
 }
 
 /// The storefront's choice of plans (and the top-up page's of packs, as `field`): one radio

@@ -284,7 +284,7 @@ async fn look_at(b: &crate::support::browser::Browser, name: &str) {
     assert!(failed.is_empty(), "{name}: {failed:?}");
     let violations = b.accessibility_violations().await;
     assert!(violations.is_empty(), "{name}: {violations:#?}");
-    b.screenshots(name).await;
+    b.fits_and_screenshots(name).await;
 }
 
 /// Buys in the demo's stand-in card form, with or without overage; returns the 12-digit code.
@@ -359,10 +359,10 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
             .is_ok(),
         "the code's dots are gone once the call is connected"
     );
-    b.screenshots("tour-phone-in-call").await;
+    b.fits_and_screenshots("tour-phone-in-call").await;
     b.wait_for("#meter.overage").await;
     b.wait_for_content("#heard", "extra minutes now cost").await;
-    b.screenshots("tour-phone-overage").await;
+    b.fits_and_screenshots("tour-phone-overage").await;
     click(b, "#hangup").await;
     b.wait_for_attr("#phone-app", "data-state", "ended").await;
     let ended = b.wait_for_text("#status", "Talked").await;
@@ -378,10 +378,10 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
         !heard.ends_with("(you interrupted the agent)One minute left."),
         "the warning's clear is not an interruption: {heard}"
     );
-    b.screenshots("tour-phone-warning").await;
+    b.fits_and_screenshots("tour-phone-warning").await;
     b.wait_for_attr("#phone-app", "data-state", "ended").await;
     b.wait_for_text("#status", "Talked").await;
-    b.screenshots("tour-phone-time-up").await;
+    b.fits_and_screenshots("tour-phone-time-up").await;
     let time_up_call = demo.app.store.list_calls(1).await.unwrap().remove(0);
 
     // Keys during the conversation: `*` tells the time left, `0` hands over to a person.
@@ -451,7 +451,7 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
         .unwrap();
     b.wait_for_text("h1", "Page not found").await;
     b.wait_for("a.button[href='/']").await;
-    b.screenshots("tour-not-found").await;
+    b.fits_and_screenshots("tour-not-found").await;
     browser.close().await;
 }
 
@@ -488,7 +488,7 @@ async fn a_spoken_microphone_reaches_the_agent_and_its_reply_is_shown() {
     b.wait_for_text("#status", "Talk, or type below").await;
     let heard = b.wait_for_content("#heard", "I heard").await;
     assert!(heard.contains("s of speech)"), "{heard}");
-    b.screenshots("tour-phone-microphone").await;
+    b.fits_and_screenshots("tour-phone-microphone").await;
     click(b, "#hangup").await;
     b.wait_for_attr("#phone-app", "data-state", "ended").await;
     browser.close().await;

@@ -99,7 +99,7 @@ async fn the_storefront_offers_each_plan() {
     assert_eq!(browser.text("#plans").await.matches(" minutes").count(), 3);
     assert_eq!(browser.text("#price").await, "$5.00");
     assert!(browser.text("#plans").await.contains("Quarter hour"));
-    browser.screenshots("storefront-plans").await;
+    browser.fits_and_screenshots("storefront-plans").await;
 
     browser
         .client
@@ -111,7 +111,8 @@ async fn the_storefront_offers_each_plan() {
         .unwrap();
     browser.wait_for_text("#price", "$20.00").await;
     assert_eq!(browser.text("#minutes").await, "30 minutes");
-    assert!(browser.accessibility_violations().await.is_empty());
+    let violations = browser.accessibility_violations().await;
+    assert!(violations.is_empty(), "{violations:#?}");
     browser
         .client
         .find(Locator::Css("#continue"))
@@ -316,8 +317,9 @@ async fn the_account_page_shows_minutes_calls_and_payments() {
         "the page never shows the whole code"
     );
     assert!(browser.failed_resources().await.is_empty());
-    assert!(browser.accessibility_violations().await.is_empty());
-    browser.screenshots("account").await;
+    let violations = browser.accessibility_violations().await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    browser.fits_and_screenshots("account").await;
     browser.close().await;
 }
 
@@ -357,8 +359,9 @@ async fn the_top_up_page_adds_minutes_to_the_same_code() {
         .await
         .unwrap();
     assert_eq!(choices.len(), 2);
-    assert!(browser.accessibility_violations().await.is_empty());
-    browser.screenshots("top-up").await;
+    let violations = browser.accessibility_violations().await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    browser.fits_and_screenshots("top-up").await;
 
     browser
         .client
@@ -400,7 +403,7 @@ async fn the_top_up_page_adds_minutes_to_the_same_code() {
     assert_eq!(browser.text("#left").await, "35 min 00 s");
     assert!(browser.text("#done").await.contains("Minutes added"));
     assert!(browser.failed_resources().await.is_empty());
-    browser.screenshots("top-up-done").await;
+    browser.fits_and_screenshots("top-up-done").await;
     let order = app.app.store.order(&order.id).await.unwrap().unwrap();
     assert_eq!(
         order.seconds_included.0,
@@ -450,8 +453,9 @@ async fn a_typed_code_finds_its_account() {
         .await
         .unwrap();
     browser.wait_for_text("#message", "No code matches").await;
-    assert!(browser.accessibility_violations().await.is_empty());
-    browser.screenshots("find").await;
+    let violations = browser.accessibility_violations().await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    browser.fits_and_screenshots("find").await;
     input.clear().await.unwrap();
     input.send_keys(&code.grouped()).await.unwrap();
     browser
@@ -515,8 +519,9 @@ async fn the_find_my_code_page_never_shows_a_code() {
         .unwrap();
     browser.wait_for("main#find-code[data-state='sent']").await;
     assert!(browser.text("#message").await.contains("on its way"));
-    assert!(browser.accessibility_violations().await.is_empty());
-    browser.screenshots("find-code").await;
+    let violations = browser.accessibility_violations().await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    browser.fits_and_screenshots("find-code").await;
     browser.close().await;
 }
 
@@ -542,8 +547,10 @@ async fn success_page_explains_an_unknown_payment() {
             .text("#problem-title")
             .await
             .contains("could not find this payment"));
+        // A way back to the storefront, demo or not.
+        browser.wait_for("#problem a.button[href='/']").await;
     }
-    browser.screenshot("success-unknown").await;
+    browser.fits_and_screenshots("success-unknown").await;
     browser.close().await;
 }
 
@@ -552,7 +559,13 @@ async fn success_page_explains_an_unknown_payment() {
 #[tokio::test]
 async fn a_shop_without_stripe_says_it_is_closed() {
     let db = crate::support::sqlite().await;
-    let app = spawn(db.store.clone(), &[]).await;
+    // A shop set up as far as its agent: no Stripe and no Twilio number yet.
+    let unset = [
+        ("TWILIO_ACCOUNT_SID", ""),
+        ("TWILIO_AUTH_TOKEN", ""),
+        ("TWILIO_PHONE_NUMBER", ""),
+    ];
+    let app = spawn(db.store.clone(), &unset).await;
     let page = reqwest::get(app.url("/"))
         .await
         .unwrap()
@@ -560,6 +573,9 @@ async fn a_shop_without_stripe_says_it_is_closed() {
         .await
         .unwrap();
     assert!(!page.contains("stripe.com"), "{page}");
+    // No Twilio number either: no link that would dial nothing.
+    assert!(!page.contains("tel:"), "{page}");
+    assert!(page.contains("Call our number and type"), "{page}");
     let (status, _) = app
         .checkout("/api/create-payment-intent", serde_json::json!({}))
         .await;
@@ -580,8 +596,9 @@ async fn a_shop_without_stripe_says_it_is_closed() {
         "no purchase form"
     );
     assert!(browser.failed_resources().await.is_empty());
-    assert!(browser.accessibility_violations().await.is_empty());
-    browser.screenshots("tour-storefront-closed").await;
+    let violations = browser.accessibility_violations().await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    browser.fits_and_screenshots("tour-storefront-closed").await;
     browser.close().await;
 }
 

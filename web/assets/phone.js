@@ -69,14 +69,13 @@
   }
 
   // The newest line stays in view, also when the page is resized.
-  if (window.ResizeObserver) new ResizeObserver(() => { heard.scrollTop = heard.scrollHeight; }).observe(heard);
 
   function note(text, cls) {
     const li = document.createElement("li");
     li.textContent = text;
     if (cls) li.className = cls;
     heard.appendChild(li);
-    heard.scrollTop = heard.scrollHeight;
+    li.scrollIntoView({ block: "nearest" });
   }
 
   function speak(text) {

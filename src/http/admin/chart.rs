@@ -2,17 +2,20 @@
 
 use super::*;
 
-/// A bar chart of `(label, value)` as inline SVG: a value axis (zero, half, the top), a date
-/// under every seventh bar, each day's value above its bar when it has one, and on hover.
+/// A bar chart of `(label, value)` as inline SVG at its own size (text of 12 px, never scaled
+/// down: a narrow screen scrolls the chart's frame sideways, not the page): a value axis
+/// (zero, half, the top, with its unit), a date under every seventh bar, each day's value
+/// above its bar when it has one, and on hover.
 pub(super) fn bars(points: &[(String, f64)], unit: &str) -> String {
     let top = points.iter().map(|p| p.1).fold(0.0, f64::max);
     let max = nice_ceiling(top);
-    let (w, h, gap, left, above) = (24.0, 120.0, 4.0, 44.0, 14.0);
+    let (w, h, gap, left, above) = (26.0, 150.0, 6.0, 64.0, 18.0);
     let width = left + points.len() as f64 * (w + gap);
+    let height = h + above + 24.0;
     let mut svg = format!(
-        "<svg class=\"chart\" role=\"img\" viewBox=\"0 0 {width} {}\" aria-label=\"{} per day, \
+        "<div class=\"chart-frame\" tabindex=\"0\"><svg class=\"chart\" role=\"img\" width=\"{width}\" \
+         height=\"{height}\" viewBox=\"0 0 {width} {height}\" aria-label=\"{} per day, \
          last {} days, top of scale {} {}\">",
-        h + above + 20.0,
         escape(unit),
         points.len(),
         fmt_value(max),
@@ -23,10 +26,15 @@ pub(super) fn bars(points: &[(String, f64)], unit: &str) -> String {
         let _ = write!(
             svg,
             "<line class=\"axis\" x1=\"{left}\" x2=\"{width}\" y1=\"{y}\" y2=\"{y}\"></line>\
-             <text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            left - 4.0,
-            y + 3.0,
-            fmt_value(max * frac)
+             <text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}{}</text>",
+            left - 6.0,
+            y + 4.0,
+            fmt_value(max * frac),
+            if frac == 1.0 {
+                format!(" {}", escape(unit))
+            } else {
+                String::new()
+            }
         );
     }
     for (i, (label, v)) in points.iter().enumerate() {
@@ -44,20 +52,23 @@ pub(super) fn bars(points: &[(String, f64)], unit: &str) -> String {
                 svg,
                 "<text class=\"value\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
                 x + w / 2.0,
-                above + h - bh - 3.0,
+                above + h - bh - 4.0,
                 fmt_value(*v)
             );
         }
-        if (i % 7 == 0 && i + 3 < points.len()) || i + 1 == points.len() {
+        let last = i + 1 == points.len();
+        if (i % 7 == 0 && i + 3 < points.len()) || last {
+            // The last date ends at its bar's right edge, inside the chart.
+            let (at, anchor) = if last { (x + w, "end") } else { (x, "start") };
             let _ = write!(
                 svg,
-                "<text x=\"{x}\" y=\"{}\">{}</text>",
-                above + h + 15.0,
+                "<text x=\"{at}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
+                above + h + 18.0,
                 escape(label.get(5..).unwrap_or(label))
             );
         }
     }
-    svg.push_str("</svg>");
+    svg.push_str("</svg></div>");
     svg
 }
 

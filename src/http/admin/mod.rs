@@ -258,11 +258,11 @@ mod tests {
             &[("2026-11-01".into(), 0.0), ("2026-11-02".into(), 10.0)],
             "usd",
         );
-        assert!(svg.contains("height=\"120\""), "{svg}");
+        assert!(svg.contains("height=\"150\""), "{svg}");
         assert!(svg.contains("height=\"0\""), "{svg}");
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        // The axis names zero, half and the top; the day with a value shows it.
-        for tick in [">0<", ">5<", ">10<"] {
+        assert!(svg.starts_with("<div class=\"chart-frame\"") && svg.ends_with("</svg></div>"));
+        // The axis names zero, half and the top with its unit; the day with a value shows it.
+        for tick in [">0<", ">5<", ">10 usd<", ">10<"] {
             assert!(svg.contains(tick), "{tick}: {svg}");
         }
         assert_eq!(nice_ceiling(0.0), 1.0);

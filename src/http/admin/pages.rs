@@ -135,7 +135,7 @@ pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Pa
         }
         let _ = write!(
             rows,
-            "<tr id=\"{}\"><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"><td class=\"when\">{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&o.id),
             when(o.created_at),
             o.status,
@@ -157,7 +157,7 @@ pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Pa
     let body = format!(
         "<p><a href=\"/admin/export/orders.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
          <tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Amount</th><th>Used / included</th>\
-         <th>Left</th><th>Overage</th><th></th></tr>{rows}</table></div>"
+         <th>Left</th><th>Overage</th><th>Actions</th></tr>{rows}</table></div>"
     );
     Ok(html(layout("/admin/orders", "Orders", &body)))
 }
@@ -168,7 +168,7 @@ pub(super) async fn calls_page(State(app): State<AppState>, _admin: Admin) -> Pa
     for c in &calls {
         let _ = write!(
             rows,
-            "<tr><td><a href=\"/admin/calls/{sid}\">{sid}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/admin/calls/{sid}\">{sid}</a></td><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             when(c.started_at),
             escape(&c.from_number),
             order_link(c.order_id.as_deref()),
@@ -253,7 +253,7 @@ pub(super) async fn call_page(
          <dt>Ended</dt><dd>{}</dd><dt>Agent time</dt><dd>{}</dd><dt>Ended because</dt><dd>{}</dd>\
          <dt>Waived</dt><dd>{waived}</dd><dt>Overage charge</dt><dd>{charged}</dd>\
          <dt>Conversation</dt><dd>{}</dd></dl>{report}<h2>Timeline</h2>{}\
-         <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" tabindex=\"0\" aria-label=\"Transcript\">{said}</ol>",
+         <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" aria-label=\"Transcript\">{said}</ol>",
         escape(&call.from_number),
         order_link(call.order_id.as_deref()),
         when(call.started_at),
@@ -281,7 +281,7 @@ pub(super) async fn charges_page(State(app): State<AppState>, admin: Admin) -> P
         };
         let _ = write!(
             rows,
-            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"><td class=\"when\">{}</td><td class=\"id\">{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"id\">{}</td><td>{}</td></tr>",
             escape(&c.id),
             when(c.created_at),
             escape(&c.id),
@@ -301,7 +301,7 @@ pub(super) async fn charges_page(State(app): State<AppState>, admin: Admin) -> P
          new payment; after running out of tries it waits until Stripe has forgotten the last \
          attempt's key (24 h), so a payment that did go through is never made twice.</p>\
          <div class=\"scroll\"><table><tr><th>Created</th><th>Charge</th><th>Order</th><th>Call</th><th>Amount</th><th>State</th>\
-         <th>Tries</th><th>Last error</th><th>PaymentIntent</th><th></th></tr>{rows}</table></div>"
+         <th>Tries</th><th>Last error</th><th>PaymentIntent</th><th>Actions</th></tr>{rows}</table></div>"
     );
     Ok(html(layout("/admin/charges", "Overage charges", &body)))
 }

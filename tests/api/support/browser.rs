@@ -224,8 +224,9 @@ impl Browser {
         serde_json::from_value(found).unwrap_or_default()
     }
 
-    /// axe-core's WCAG 2 A and AA violations on the current page, as `rule: nodes`. Empty
-    /// when axe-core is not there (outside `./scripts/test`), except under `CI=true`.
+    /// axe-core's WCAG 2 A and AA violations and best practices on the current page, as
+    /// `rule: nodes`. Empty when axe-core is not there (outside `./scripts/test`), except
+    /// under `CI=true`.
     pub async fn accessibility_violations(&self) -> Vec<String> {
         let Some(axe) = axe_source() else {
             return Vec::new();
@@ -235,13 +236,107 @@ impl Browser {
             .client
             .execute_async(
                 "const done = arguments[arguments.length - 1];\
-                 axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] }).then(r => done(\
+                 axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'best-practice'] }).then(r => done(\
                    r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))));",
                 vec![],
             )
             .await
             .unwrap();
         serde_json::from_value(found).unwrap_or_default()
+    }
+
+    /// What does not fit the current window, as lines: the document wider than the viewport
+    /// (the page scrolls sideways), text smaller than 11 px (SVG text at its rendered size),
+    /// and a line of text that a scrolling (or clipping) box cuts through its letters (each
+    /// line's box against the visible part of the box that scrolls it). With `desktop`, a box
+    /// that scrolls sideways is one too (a table cut at its card's edge).
+    pub async fn layout_faults(&self, desktop: bool) -> Vec<String> {
+        let found = self
+            .client
+            .execute(
+                r#"
+const faults = [];
+const root = document.documentElement;
+const vw = root.clientWidth;
+if (root.scrollWidth > vw + 1) {
+  const wide = [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > vw + 1 && getComputedStyle(e).position !== 'fixed')
+    .slice(-3).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && e.className.baseVal === undefined ? '.' + e.className : ''));
+  faults.push(`document ${root.scrollWidth} px wide in a ${vw} px window: ${wide.join(', ')}`);
+}
+const shown = el => {
+  for (let e = el; e; e = e.parentElement) {
+    const cs = getComputedStyle(e);
+    if (cs.display === 'none' || cs.visibility === 'hidden' || e.hidden) return false;
+  }
+  const r = el.getBoundingClientRect();
+  return r.width > 0 && r.height > 0;
+};
+const small = new Set();
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n; (n = walker.nextNode()); ) {
+  const text = n.textContent.trim();
+  const el = n.parentElement;
+  if (!text || !el || el.closest('svg, script, style, noscript, .visually-hidden, .sr-only') || !shown(el)) continue;
+  const px = parseFloat(getComputedStyle(el).fontSize);
+  if (px < 11) small.add(`${el.tagName.toLowerCase()} ${px} px: "${text.slice(0, 30)}"`);
+}
+for (const t of document.querySelectorAll('svg text')) {
+  if (!shown(t) || !t.textContent.trim()) continue;
+  const m = t.getScreenCTM();
+  const px = parseFloat(getComputedStyle(t).fontSize) * (m ? Math.hypot(m.a, m.b) : 1);
+  if (px < 11) small.add(`svg text ${px.toFixed(1)} px: "${t.textContent.trim().slice(0, 30)}"`);
+}
+for (const s of small) faults.push('text smaller than 11 px: ' + s);
+const clipped = new Set();
+for (const box of document.querySelectorAll('body *')) {
+  const cs = getComputedStyle(box);
+  if (!/(auto|scroll|hidden)/.test(cs.overflowY) || box.scrollHeight <= box.clientHeight + 1 || !shown(box)) continue;
+  const r = box.getBoundingClientRect();
+  const top = r.top + box.clientTop, bottom = top + box.clientHeight;
+  const lines = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+  for (let n; (n = lines.nextNode()); ) {
+    if (!n.textContent.trim() || !n.parentElement || !shown(n.parentElement)) continue;
+    const range = document.createRange();
+    range.selectNodeContents(n);
+    for (const line of range.getClientRects()) {
+      const cut = (line.top < top - 0.5 && line.bottom > top + 0.5) || (line.top < bottom - 0.5 && line.bottom > bottom + 0.5);
+      if (cut) clipped.add(`${box.tagName.toLowerCase()}${box.id ? '#' + box.id : ''}: "${n.textContent.trim().slice(0, 30)}"`);
+    }
+  }
+}
+for (const c of clipped) faults.push('a line cut through its letters by a scrolling box: ' + c);
+if (arguments[0]) {
+  for (const box of document.querySelectorAll('body *')) {
+    if (/(auto|scroll)/.test(getComputedStyle(box).overflowX) && box.scrollWidth > box.clientWidth + 1 && shown(box))
+      faults.push(`${box.tagName.toLowerCase()}${box.id ? '#' + box.id : ''}.${box.className} scrolls sideways: ${box.scrollWidth} px in ${box.clientWidth}`);
+  }
+}
+return faults;
+"#,
+                vec![serde_json::json!(desktop)],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(found).unwrap_or_default()
+    }
+
+    /// Every page state the tests look at, at a desktop and a phone size: the page fits
+    /// (see [`Browser::layout_faults`]), then its screenshots are saved.
+    pub async fn fits_and_screenshots(&self, name: &str) {
+        let mut faults = Vec::new();
+        for (size, w, h) in [("desktop", 1280, 900), ("phone", 390, 844)] {
+            self.client.set_window_size(w, h).await.unwrap();
+            let _ = self.client.execute("window.scrollTo(0, 0);", vec![]).await;
+            faults.extend(
+                self.layout_faults(size == "desktop")
+                    .await
+                    .into_iter()
+                    .map(|f| format!("{size}: {f}")),
+            );
+            self.screenshot(&format!("{name}-{size}")).await;
+        }
+        assert!(faults.is_empty(), "{name} does not fit: {faults:#?}");
     }
 
     pub async fn close(self) {
