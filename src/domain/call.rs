@@ -92,6 +92,33 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Why the menu refused a code that matched an order, as the caller was told it.
+    Refusal {
+        /// "This code has no minutes left."
+        NoMinutes = "no_minutes",
+        /// The order was refunded, disputed or revoked.
+        Revoked = "revoked",
+        /// Overage charges are suspended after a declined card.
+        OverageSuspended = "overage_suspended",
+        /// Another call holds the code.
+        InUse = "in_use",
+    }
+);
+
+impl Refusal {
+    /// The prompt the caller heard.
+    pub fn prompt(self) -> super::prompt::Prompt {
+        use super::prompt::Prompt;
+        match self {
+            Refusal::NoMinutes => Prompt::NoMinutesLeft,
+            Refusal::Revoked => Prompt::CodeRevoked,
+            Refusal::OverageSuspended => Prompt::OverageSuspended,
+            Refusal::InUse => Prompt::CodeInUse,
+        }
+    }
+}
+
 impl EndReason {
     /// The reason for a call Twilio reported over with `status`, if it is final.
     pub fn from_twilio(status: TwilioStatus) -> Option<EndReason> {
@@ -186,6 +213,10 @@ pub struct Call {
     pub conversation_id: Option<String>,
     /// Seconds this call took from its order's allowance (set by settlement).
     pub settled_seconds: Option<i64>,
+    /// The menu refused the code typed on this call, and why (what the caller was told).
+    pub refused: Option<Refusal>,
+    /// The order whose code was refused (the call never held it).
+    pub refused_order_id: Option<String>,
 }
 
 impl Call {
@@ -287,6 +318,8 @@ mod tests {
             bridge_ended_at: None,
             conversation_id: None,
             settled_seconds: None,
+            refused: None,
+            refused_order_id: None,
         }
     }
 

@@ -6,7 +6,9 @@
 use crate::domain::ledger::{self, NoOverage};
 use crate::domain::money::Seconds;
 use crate::domain::prompt::Prompt;
-use crate::store::{Hold, NewCall, Order, OrderStatus, StoreError, StreamToken, TokenIssue};
+use crate::store::{
+    Hold, NewCall, Order, OrderStatus, Refusal, StoreError, StreamToken, TokenIssue,
+};
 use crate::telephony::twilio::twiml::{Speech, Twiml};
 use crate::telephony::twilio::webhook::VoiceRequest;
 use crate::telephony::twilio::AFTER_STREAM_PATH;
@@ -65,16 +67,25 @@ pub(super) enum Verdict {
     Connect(Box<Order>, StreamToken),
 }
 
+impl Verdict {
+    /// What the caller is told for a code that matched an order but may not connect.
+    pub(super) fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Verdict::Revoked => Some(Refusal::Revoked),
+            Verdict::NoMinutes => Some(Refusal::NoMinutes),
+            Verdict::OverageSuspended => Some(Refusal::OverageSuspended),
+            Verdict::InUse => Some(Refusal::InUse),
+            Verdict::Wrong | Verdict::Unavailable | Verdict::Connect(..) => None,
+        }
+    }
+}
+
 /// The goodbye for a code that may not connect (a wrong one is asked again by the caller of
 /// this).
 pub(super) fn refusal(app: &App, verdict: Verdict) -> String {
-    let why = match verdict {
-        Verdict::Revoked => Prompt::CodeRevoked,
-        Verdict::NoMinutes => Prompt::NoMinutesLeft,
-        Verdict::OverageSuspended => Prompt::OverageSuspended,
-        Verdict::InUse => Prompt::CodeInUse,
-        Verdict::Wrong | Verdict::Unavailable | Verdict::Connect(..) => Prompt::AgentUnavailable,
-    };
+    let why = verdict
+        .refusal()
+        .map_or(Prompt::AgentUnavailable, Refusal::prompt);
     farewell(app, &[why, Prompt::Goodbye])
 }
 

@@ -254,10 +254,18 @@ async fn code_step(
         Some(Gate::CodeFull(_)) => code_failures.max(FAILURES_PER_CODE_PER_HOUR),
         _ => code_failures,
     };
+    let typed_order = facts.order.as_ref().map(|o| o.id.clone());
     let verdict = match facts.order {
         Some(order) => judge(app, code_failures, order, call).await?,
         None => Verdict::Wrong,
     };
+    // A code that matched an order it cannot open: the console says what the caller heard,
+    // and which order's code it was.
+    if let (Some(why), Some(order_id)) = (verdict.refusal(), &typed_order) {
+        app.store
+            .record_refusal(&call.call_sid, order_id, why, call.now)
+            .await?;
+    }
     let ok = !matches!(verdict, Verdict::Wrong | Verdict::Revoked);
     if ok {
         if let Some(Gate::Open(taken) | Gate::CodeFull(taken)) = gate {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::{
-    Call, Charge, DayTotal, EndReason, Order, Speaker, StoreError, TwilioStatus, UnixTime,
+    Call, Charge, DayTotal, EndReason, Order, Refusal, Speaker, StoreError, TwilioStatus, UnixTime,
 };
 use crate::domain::money::{Rounding, Seconds};
 
@@ -346,4 +346,14 @@ pub trait CallStore: Send + Sync {
         order_id: Option<&str>,
         except_call: &str,
     ) -> Result<bool, StoreError>;
+
+    /// The menu refused the code typed on `call_sid` (it matched `order_id`), and told the
+    /// caller `why`.
+    async fn record_refusal(
+        &self,
+        call_sid: &str,
+        order_id: &str,
+        why: Refusal,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
 }

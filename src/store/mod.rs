@@ -42,7 +42,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Unix time in whole seconds, from one clock.
-pub use crate::domain::call::{Call, CallState, EndReason, Speaker, TwilioStatus};
+pub use crate::domain::call::{Call, CallState, EndReason, Refusal, Speaker, TwilioStatus};
 pub use crate::domain::charge::{ChargeState, OverageBlock};
 pub use crate::domain::clock::UnixTime;
 pub use crate::domain::codes::StoredCode;

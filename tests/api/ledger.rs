@@ -18,6 +18,9 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
+/// The operator's password where a test reads the console.
+const ADMIN: &str = "ledger-admin-pass";
+
 async fn order_of_call(app: &TestApp, call_sid: &str) -> Order {
     let call = app.app.store.call(call_sid).await.unwrap().unwrap();
     let id = call.order_id.expect("the call names its order");
@@ -28,7 +31,12 @@ async fn order_of_call(app: &TestApp, call_sid: &str) -> Order {
 /// (before any status callback or billing pass): the code has no minutes left.
 async fn a_redial_right_after_the_cut_finds_the_allowance_spent(store: DynStore) {
     let agent = FakeAgent::start(Behaviour::default()).await;
-    let app = app_with_agent(store, &agent, &[("BILLING_WORKER", "off")]).await;
+    let app = app_with_agent(
+        store,
+        &agent,
+        &[("BILLING_WORKER", "off"), ("ADMIN_PASSWORD", ADMIN)],
+    )
+    .await;
     let (caller, url, params, _) = connected_call(&app, 1, false).await;
     let code = {
         let order = order_of_call(&app, &caller.call_sid).await;
@@ -61,6 +69,22 @@ async fn a_redial_right_after_the_cut_finds_the_allowance_spent(store: DynStore)
         "{}",
         redial.transcript()
     );
+    // The console says what the caller was told, and links the order whose code was typed.
+    let refused = app.app.store.call(&redial.call_sid).await.unwrap().unwrap();
+    assert_eq!(refused.refused, Some(callgate::store::Refusal::NoMinutes));
+    assert_eq!(refused.refused_order_id.as_deref(), Some(order.id.as_str()));
+    assert_eq!(
+        refused.order_id, None,
+        "the refused call never held the order"
+    );
+    let page = crate::support::calls::admin_call_page(&app, ADMIN, &redial.call_sid).await;
+    assert!(
+        page.contains("Code refused: no minutes left")
+            && page.contains("This code has no minutes left.")
+            && page.contains(&format!("href=\"/admin/orders#{}\"", order.id)),
+        "{page}"
+    );
+    assert!(!page.contains("no valid code"), "{page}");
 }
 
 /// Point 1, the other half: a caller who hangs up early and redials gets only the rest of

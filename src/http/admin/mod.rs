@@ -231,6 +231,8 @@ mod tests {
             bridge_ended_at: None,
             conversation_id: None,
             settled_seconds: None,
+            refused: None,
+            refused_order_id: None,
         }
     }
 
@@ -250,6 +252,14 @@ mod tests {
             "minutes used up"
         );
         assert!(!ending(&call(None, false, Some(TwilioNoAnswer))).contains('_'));
+        let mut refused = call(None, false, Some(TwilioCompleted));
+        refused.refused = Some(crate::domain::call::Refusal::InUse);
+        refused.refused_order_id = Some("ord_9".into());
+        assert_eq!(
+            ending(&refused),
+            "Code refused: in use on another call; the caller heard: \u{201c}This code is in use on another call. Please call again when that call has ended.\u{201d}"
+        );
+        assert_eq!(super::timeline::call_order(&refused), Some("ord_9"));
     }
 
     #[test]

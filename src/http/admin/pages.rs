@@ -171,7 +171,7 @@ pub(super) async fn calls_page(State(app): State<AppState>, _admin: Admin) -> Pa
             "<tr><td><a href=\"/admin/calls/{sid}\">{sid}</a></td><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             when(c.started_at),
             escape(&c.from_number),
-            order_link(c.order_id.as_deref()),
+            order_link(call_order(c)),
             minutes(c.billable_seconds()),
             c.status,
             ending(c),
@@ -255,7 +255,7 @@ pub(super) async fn call_page(
          <dt>Conversation</dt><dd>{}</dd></dl>{report}<h2>Timeline</h2>{}\
          <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" aria-label=\"Transcript\">{said}</ol>",
         escape(&call.from_number),
-        order_link(call.order_id.as_deref()),
+        order_link(call_order(&call)),
         when(call.started_at),
         opt_when(call.ended_at),
         minutes(call.billable_seconds()),

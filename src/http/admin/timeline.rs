@@ -10,6 +10,16 @@ pub(super) fn timeline(call: &Call, charge: Option<&Charge>, warn_before: i64) -
         "Call arrived at the phone menu".into(),
         "start",
     )];
+    if let Some(why) = call.refused {
+        // At the code step, before any end: what the caller heard (stamped with the call's
+        // last change, the moment of the refusal or later).
+        events.push((
+            call.ended_at
+                .map_or(call.updated_at, |e| e.min(call.updated_at)),
+            format!("{} ({})", refusal_words(why), why.prompt().default_text()),
+            "warn",
+        ));
+    }
     let talked = call.billable_seconds().0;
     // Worked-out times fall inside the agent part (its metered seconds are wall seconds, but
     // a clock may drift a little from the bridge's).
@@ -57,15 +67,17 @@ pub(super) fn timeline(call: &Call, charge: Option<&Charge>, warn_before: i64) -
         let status = call.twilio_status.map(|s| s.as_str()).unwrap_or("reported");
         events.push((ended, format!("Twilio: call {status}"), "end"));
     }
+    let never_bridged = call.bridged_at.is_none();
     if let (Some(settled), Some(seconds)) = (call.settled_at, call.settled_seconds) {
-        events.push((
-            settled,
+        let what = if never_bridged && seconds == 0 {
+            "Settled: nothing taken (never connected to the agent)".to_string()
+        } else {
             format!(
                 "Settled: {} taken from the allowance",
                 minutes(Seconds(seconds))
-            ),
-            "settle",
-        ));
+            )
+        };
+        events.push((settled, what, "settle"));
     }
     events.sort_by_key(|(at, _, _)| *at);
     let mut out = String::from("<ol class=\"timeline\">");
@@ -93,9 +105,36 @@ pub(super) fn order_link(order_id: Option<&str>) -> String {
     }
 }
 
+/// A refused code, in the operator's words.
+fn refusal_words(why: crate::domain::call::Refusal) -> &'static str {
+    use crate::domain::call::Refusal::*;
+    match why {
+        NoMinutes => "Code refused: no minutes left",
+        Revoked => "Code refused: the order was refunded or revoked",
+        OverageSuspended => "Code refused: overage suspended after a declined card",
+        InUse => "Code refused: in use on another call",
+    }
+}
+
+/// The order a call belongs to: the one it held, or the one whose code it was refused.
+pub(super) fn call_order(call: &Call) -> Option<&str> {
+    call.order_id
+        .as_deref()
+        .or(call.refused_order_id.as_deref())
+}
+
 /// Why a call ended, in the operator's words.
 pub(super) fn ending(call: &Call) -> String {
     use crate::domain::call::EndReason::*;
+    if let Some(why) = call.refused {
+        if call.bridged_at.is_none() {
+            return format!(
+                "{}; the caller heard: \u{201c}{}\u{201d}",
+                refusal_words(why),
+                why.prompt().default_text()
+            );
+        }
+    }
     let Some(reason) = call.end_reason else {
         return match call.status {
             crate::domain::call::CallState::Ended => "ended".into(),

@@ -337,4 +337,23 @@ impl CallStore for MongoStore {
         };
         first(&self.raw("calls"), filter).await.map(|d| d.is_some())
     }
+
+    async fn record_refusal(
+        &self,
+        call_sid: &str,
+        order_id: &str,
+        why: Refusal,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.raw("calls")
+            .update_one(
+                doc! { "_id": call_sid },
+                doc! { "$set": {
+                    "refused": why.as_str(), "refused_order_id": order_id, "updated_at": now,
+                } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
 }

@@ -156,6 +156,10 @@ pub(super) struct CallDoc {
     pub(super) conversation_id: Option<String>,
     #[serde(default)]
     pub(super) settled_seconds: Option<i64>,
+    #[serde(default)]
+    pub(super) refused: Option<String>,
+    #[serde(default)]
+    pub(super) refused_order_id: Option<String>,
 }
 
 impl CallDoc {
@@ -183,6 +187,8 @@ impl CallDoc {
             bridge_ended_at: self.bridge_ended_at,
             conversation_id: self.conversation_id,
             settled_seconds: self.settled_seconds,
+            refused: parse_opt(self.refused)?,
+            refused_order_id: self.refused_order_id,
         })
     }
 }

@@ -424,6 +424,27 @@ macro_rules! sql_calls {
                 .map(|n| n > 0)
                 .map_err(classify)
             }
+
+            async fn record_refusal(
+                &self,
+                call_sid: &str,
+                order_id: &str,
+                why: Refusal,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE calls SET refused = $2, refused_order_id = $3, updated_at = $4 \
+                     WHERE call_sid = $1",
+                )
+                .bind(call_sid)
+                .bind(why)
+                .bind(order_id)
+                .bind(now)
+                .execute(&self.writer)
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
         }
     };
 }

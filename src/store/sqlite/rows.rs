@@ -65,6 +65,8 @@ pub(super) fn call_row(row: &Row<'_>) -> rusqlite::Result<Call> {
         bridge_ended_at: row.get("bridge_ended_at")?,
         conversation_id: row.get("conversation_id")?,
         settled_seconds: row.get("settled_seconds")?,
+        refused: parsed_opt(row, "refused")?,
+        refused_order_id: row.get("refused_order_id")?,
     })
 }
 
