@@ -529,7 +529,121 @@ async fn admin_exports_csv(store: DynStore) {
     assert_eq!(get(&app, "/admin/export/orders.csv", None).await.0, 401);
 }
 
+/// Posts an action; its status and where it leads.
+async fn act(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let resp = client()
+        .post(app.url(path))
+        .basic_auth("admin", Some(PASSWORD))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let to = resp
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (resp.status().as_u16(), to)
+}
+
+/// Revoking asks first, on a page of its own that works without scripts (a GET changes
+/// nothing; its form posts the action); every action then ends on its list with a line
+/// saying what happened and the changed row marked. A made-up outcome in the address shows
+/// nothing it was not built to show.
+async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: DynStore) {
+    let app = admin_app(store).await;
+    let grant = OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let token = csrf(&app).await;
+
+    let (_, list) = get(&app, "/admin/orders", Some(PASSWORD)).await;
+    let ask = format!("/admin/orders/{}/revoke", order.id);
+    assert!(list.contains(&format!("href=\"{ask}\"")), "{list}");
+    assert!(
+        !list.contains(&format!("action=\"{ask}\"")),
+        "no one-click revoke on the list"
+    );
+    let (status, confirm) = get(&app, &ask, Some(PASSWORD)).await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("Revoke this code?"), "{confirm}");
+    assert!(
+        confirm.contains(&format!("<form method=\"post\" action=\"{ask}\">")),
+        "{confirm}"
+    );
+    assert!(confirm.contains("name=\"csrf\""), "{confirm}");
+    assert!(
+        confirm.contains(&format!("href=\"/admin/orders#{}\">Cancel", order.id)),
+        "{confirm}"
+    );
+    assert_eq!(
+        status_of(&app, &order.id).await,
+        OrderStatus::Paid,
+        "asking changes nothing"
+    );
+
+    let (status, to) = act(
+        &app,
+        &format!("/admin/orders/{}/minutes", order.id),
+        &[("csrf", &token), ("minutes", "7")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, after) = get(&app, &to, Some(PASSWORD)).await;
+    assert!(
+        after.contains(&format!("Order {}: 7 minutes added.", order.id)),
+        "{to}: {after}"
+    );
+    assert!(
+        after.contains(&format!("<tr id=\"{}\" class=\"changed\">", order.id)),
+        "{after}"
+    );
+
+    let (status, to) = act(&app, &ask, &[("csrf", &token)]).await;
+    assert_eq!(status, 303);
+    assert_eq!(status_of(&app, &order.id).await, OrderStatus::Revoked);
+    let (_, after) = get(&app, &to, Some(PASSWORD)).await;
+    assert!(
+        after.contains(&format!("Order {}: code revoked.", order.id)),
+        "{to}: {after}"
+    );
+    // Revoked, the order has nothing to confirm any more.
+    let (status, _) = get(&app, &ask, Some(PASSWORD)).await;
+    assert_eq!(status, 303);
+
+    let charge_id = declined_charge(&app, &order.id).await;
+    let (status, to) = act(
+        &app,
+        &format!("/admin/charges/{charge_id}/retry"),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, after) = get(&app, &to, Some(PASSWORD)).await;
+    assert!(
+        after.contains(&format!("Charge {charge_id}: back in the queue")),
+        "{after}"
+    );
+    assert!(after.contains("class=\"changed\""), "{after}");
+
+    let (_, forged) = get(
+        &app,
+        "/admin/orders?done=revoked&id=%3Cscript%3Ealert(1)%3C/script%3E",
+        Some(PASSWORD),
+    )
+    .await;
+    assert!(!forged.contains("<script>alert(1)"), "{forged}");
+    let (_, unknown) = get(&app, "/admin/orders?done=refunded&id=x", Some(PASSWORD)).await;
+    assert!(!unknown.contains("class=\"flash\""), "{unknown}");
+}
+
 on_every_backend!(
+    destructive_actions_ask_first_and_every_action_says_what_it_did,
     guessing_never_locks_the_operator_out,
     admin_needs_the_password_and_limits_guessing,
     admin_pages_show_orders_calls_transcripts_and_charges,

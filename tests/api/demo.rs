@@ -404,6 +404,7 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
     let admin = demo
         .url
         .replace("http://", &format!("http://admin:{}@", demo.admin_password));
+    let paid_order = overage_call.order_id.clone().expect("the call's order");
     for (path, name, shows) in [
         ("/admin".to_string(), "tour-admin-overview", "svg.chart"),
         ("/admin/orders".into(), "tour-admin-orders", "table"),
@@ -413,6 +414,17 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
             "tour-admin-call",
             ".timeline",
         ),
+        (
+            format!("/admin/orders/{paid_order}/revoke"),
+            "tour-admin-confirm-revoke",
+            "form button.danger",
+        ),
+        (
+            format!("/admin/orders?done=minutes&minutes=5&id={paid_order}"),
+            "tour-admin-orders-done",
+            "tr.changed",
+        ),
+        // Last: the charges table is read again below.
         ("/admin/charges".into(), "tour-admin-charges", "table"),
     ] {
         b.client.goto(&format!("{admin}{path}")).await.unwrap();

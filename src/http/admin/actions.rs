@@ -1,6 +1,104 @@
-//! What the operator may do: revoke a code, add minutes, retry a refused charge.
+//! What the operator may do: revoke a code, add minutes, retry a refused charge. A
+//! destructive action asks once, on a page of its own; every action ends on its list with a
+//! line saying what happened and the changed row marked.
 
 use super::*;
+
+/// What an action did, as its list says it (a closed set: the query names one of these and
+/// the row; nothing else from the address is shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Done {
+    Revoked,
+    MinutesAdded(i64),
+    Forgot,
+    Requeued,
+}
+
+impl Done {
+    fn query(self) -> (&'static str, Option<i64>) {
+        match self {
+            Done::Revoked => ("revoked", None),
+            Done::MinutesAdded(n) => ("minutes", Some(n)),
+            Done::Forgot => ("forgot", None),
+            Done::Requeued => ("requeued", None),
+        }
+    }
+
+    /// Where the action ends: `list` with this outcome named for row `id`.
+    fn redirect(self, list: &str, id: &str) -> Response {
+        let (done, minutes) = self.query();
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("done", done).append_pair("id", id);
+        if let Some(n) = minutes {
+            q.append_pair("minutes", &n.to_string());
+        }
+        let fragment: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        Redirect::to(&format!("{list}?{}#{fragment}", q.finish())).into_response()
+    }
+}
+
+/// The outcome named in a list's address, if any.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DoneQuery {
+    done: Option<String>,
+    id: Option<String>,
+    minutes: Option<i64>,
+}
+
+impl DoneQuery {
+    /// The row changed and the line saying how, when the address names an outcome.
+    pub(super) fn outcome(&self) -> Option<(&str, String)> {
+        let id = self.id.as_deref()?;
+        let done = match (self.done.as_deref()?, self.minutes) {
+            ("revoked", _) => Done::Revoked,
+            ("minutes", Some(n)) if (1..=600).contains(&n) => Done::MinutesAdded(n),
+            ("forgot", _) => Done::Forgot,
+            ("requeued", _) => Done::Requeued,
+            _ => return None,
+        };
+        let said = match done {
+            Done::Revoked => format!(
+                "Order {}: code revoked. It no longer connects, and a call live on it was ended.",
+                escape(id)
+            ),
+            Done::MinutesAdded(n) => format!("Order {}: {n} minutes added.", escape(id)),
+            Done::Forgot => format!(
+                "Order {}: the remembered number was forgotten; its next call is asked for the code.",
+                escape(id)
+            ),
+            Done::Requeued => format!(
+                "Charge {}: back in the queue; the billing worker charges it again.",
+                escape(id)
+            ),
+        };
+        Some((id, format!("<p class=\"flash\" role=\"status\">{said}</p>")))
+    }
+}
+
+/// Asks once before revoking: what revoking does, the order as it stands, and the button.
+pub(super) async fn confirm_revoke(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    admin: Admin,
+) -> Page {
+    let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
+    if order.status != OrderStatus::Paid {
+        return Ok(Redirect::to(&format!("/admin/orders#{}", escape(&order.id))).into_response());
+    }
+    let body = format!(
+        "<p>Order <strong>{id}</strong> ({status}, {left} left). Revoking stops its code for good: \
+         the next call with it is refused, and a call live on it now ends at once. Nothing is \
+         refunded by this; refund in Stripe if money should go back.</p>\
+         <form method=\"post\" action=\"/admin/orders/{id}/revoke\">{h}\
+         <button class=\"danger\">Revoke code</button></form>\
+         <a class=\"button secondary\" href=\"/admin/orders#{id}\">Cancel</a>",
+        id = escape(&order.id),
+        status = order.status,
+        left = minutes(order.seconds_left()),
+        h = hidden(&admin),
+    );
+    Ok(html(layout("/admin/orders", "Revoke this code?", &body)))
+}
 
 pub(super) async fn revoke(
     State(app): State<AppState>,
@@ -10,7 +108,7 @@ pub(super) async fn revoke(
     let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
     crate::orders::revoke(&app, &order).await?;
     tracing::info!(order_id = %id, "admin revoked a code");
-    Ok(Redirect::to(&format!("/admin/orders#{id}")).into_response())
+    Ok(Done::Revoked.redirect("/admin/orders", &id))
 }
 
 /// Forgets a number remembered for the order's code: its next call is asked for the code.
@@ -29,7 +127,7 @@ pub(super) async fn forget_caller(
         return Err(AdminError::NotFound);
     }
     tracing::info!(order_id = %id, "admin forgot a remembered number");
-    Ok(Redirect::to(&format!("/admin/orders#{id}")).into_response())
+    Ok(Done::Forgot.redirect("/admin/orders", &id))
 }
 
 pub(super) async fn add_minutes(
@@ -49,7 +147,7 @@ pub(super) async fn add_minutes(
         .await?
         .ok_or(AdminError::NotFound)?;
     tracing::info!(order_id = %id, minutes, "admin added minutes");
-    Ok(Redirect::to(&format!("/admin/orders#{id}")).into_response())
+    Ok(Done::MinutesAdded(minutes).redirect("/admin/orders", &id))
 }
 
 pub(super) async fn retry(
@@ -58,7 +156,7 @@ pub(super) async fn retry(
     _checked: Action,
 ) -> Page {
     match crate::billing::retry::retry(&app, &id).await {
-        Ok(_) => Ok(Redirect::to(&format!("/admin/charges#{id}")).into_response()),
+        Ok(_) => Ok(Done::Requeued.redirect("/admin/charges", &id)),
         Err(NoRetry::NotFound) => Err(AdminError::NotFound),
         Err(NoRetry::Store(e)) => Err(e.into()),
         Err(NoRetry::TooSoon { failed_at, until }) => Err(AdminError::Refused(format!(

@@ -16,7 +16,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -66,7 +66,10 @@ pub fn router(app: &AppState) -> Router<AppState> {
         .route("/admin/charges", get(charges_page))
         .route("/admin/messages", get(messages_page))
         .route("/admin/export/{what}", get(export))
-        .route("/admin/orders/{id}/revoke", post(revoke))
+        .route(
+            "/admin/orders/{id}/revoke",
+            get(confirm_revoke).post(revoke),
+        )
         .route("/admin/orders/{id}/minutes", post(add_minutes))
         .route("/admin/orders/{id}/forget", post(forget_caller))
         .route("/admin/charges/{id}/retry", post(retry))

@@ -103,7 +103,12 @@ fn by_plan(app: &App, totals: &[crate::store::PlanTotal]) -> String {
     )
 }
 
-pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Page {
+pub(super) async fn orders_page(
+    State(app): State<AppState>,
+    admin: Admin,
+    Query(done): Query<DoneQuery>,
+) -> Page {
+    let outcome = done.outcome();
     let (orders, remembered) = tokio::try_join!(
         app.store.list_orders(ROWS),
         app.store.remembered_callers(None),
@@ -128,15 +133,16 @@ pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Pa
                 "<form method=\"post\" action=\"/admin/orders/{id}/minutes\">{h}\
                  <label class=\"inline\">Minutes <input name=\"minutes\" type=\"number\" min=\"1\" max=\"600\" value=\"5\"></label>\
                  <button>Add minutes</button></form>\
-                 <form method=\"post\" action=\"/admin/orders/{id}/revoke\">{h}<button class=\"danger\">Revoke code</button></form>",
+                 <a class=\"action danger\" href=\"/admin/orders/{id}/revoke\">Revoke code…</a>",
                 id = escape(&o.id),
                 h = hidden(&admin)
             );
         }
         let _ = write!(
             rows,
-            "<tr id=\"{}\"><td class=\"when\">{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"{}><td class=\"when\">{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td class=\"when\">…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&o.id),
+            changed(outcome.as_ref(), &o.id),
             when(o.created_at),
             o.status,
             o.status,
@@ -154,8 +160,9 @@ pub(super) async fn orders_page(State(app): State<AppState>, admin: Admin) -> Pa
             actions
         );
     }
+    let flash = outcome.map(|(_, said)| said).unwrap_or_default();
     let body = format!(
-        "<p><a href=\"/admin/export/orders.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
+        "{flash}<p><a href=\"/admin/export/orders.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
          <tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Amount</th><th>Used / included</th>\
          <th>Left</th><th>Overage</th><th>Actions</th></tr>{rows}</table></div>"
     );
@@ -266,7 +273,12 @@ pub(super) async fn call_page(
     Ok(html(layout("/admin/calls", &format!("Call {sid}"), &body)))
 }
 
-pub(super) async fn charges_page(State(app): State<AppState>, admin: Admin) -> Page {
+pub(super) async fn charges_page(
+    State(app): State<AppState>,
+    admin: Admin,
+    Query(done): Query<DoneQuery>,
+) -> Page {
+    let outcome = done.outcome();
     let charges = app.store.list_charges(None, ROWS).await?;
     let mut rows = String::new();
     for c in &charges {
@@ -281,8 +293,9 @@ pub(super) async fn charges_page(State(app): State<AppState>, admin: Admin) -> P
         };
         let _ = write!(
             rows,
-            "<tr id=\"{}\"><td class=\"when\">{}</td><td class=\"id\">{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"id\">{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"{}><td class=\"when\">{}</td><td class=\"id\">{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"id\">{}</td><td>{}</td></tr>",
             escape(&c.id),
+            changed(outcome.as_ref(), &c.id),
             when(c.created_at),
             escape(&c.id),
             order_link(Some(&c.order_id)),
@@ -295,8 +308,9 @@ pub(super) async fn charges_page(State(app): State<AppState>, admin: Admin) -> P
             call = escape(&c.call_sid),
         );
     }
+    let flash = outcome.map(|(_, said)| said).unwrap_or_default();
     let body = format!(
-        "<p><a href=\"/admin/export/charges.csv\">Download CSV</a></p>\
+        "{flash}<p><a href=\"/admin/export/charges.csv\">Download CSV</a></p>\
          <p class=\"hint\">Retry puts a refused charge back in the queue. After a decline it runs as a \
          new payment; after running out of tries it waits until Stripe has forgotten the last \
          attempt's key (24 h), so a payment that did go through is never made twice.</p>\
@@ -304,4 +318,12 @@ pub(super) async fn charges_page(State(app): State<AppState>, admin: Admin) -> P
          <th>Tries</th><th>Last error</th><th>PaymentIntent</th><th>Actions</th></tr>{rows}</table></div>"
     );
     Ok(html(layout("/admin/charges", "Overage charges", &body)))
+}
+
+/// Marks the row an action just changed.
+fn changed(outcome: Option<&(&str, String)>, id: &str) -> &'static str {
+    match outcome {
+        Some((changed, _)) if *changed == id => " class=\"changed\"",
+        _ => "",
+    }
 }
