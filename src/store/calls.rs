@@ -305,6 +305,9 @@ pub trait CallStore: Send + Sync {
     /// The calls made on an order's code, newest first.
     async fn calls_for_order(&self, order_id: &str, limit: i64) -> Result<Vec<Call>, StoreError>;
 
+    /// The calls from a number, newest first.
+    async fn calls_from(&self, from: &str, limit: i64) -> Result<Vec<Call>, StoreError>;
+
     /// Settles a call exactly once, applying [`crate::domain::ledger::debit`] atomically: its metered
     /// seconds are added to the order's used allowance, the order's hold is released in the
     /// same step, and the charge due (if any) is recorded. A call is ready once its bridge has

@@ -642,7 +642,60 @@ async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: 
     assert!(!unknown.contains("class=\"flash\""), "{unknown}");
 }
 
+/// The search box on every page finds an order by its id or its PaymentIntent, a call by
+/// its sid or the caller's number (however it is typed), a charge by its id or its
+/// PaymentIntent; an access code finds nothing.
+async fn one_search_finds_orders_calls_and_charges_but_never_by_code(store: DynStore) {
+    let app = admin_app(store).await;
+    let grant = OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    let (order, code) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let charge_id = declined_charge(&app, &order.id).await;
+    let charge = app.app.store.charge(&charge_id).await.unwrap().unwrap();
+    for page in ["/admin", "/admin/orders", "/admin/calls", "/admin/charges"] {
+        let (_, html) = get(&app, page, Some(PASSWORD)).await;
+        assert!(html.contains("role=\"search\""), "{page}");
+    }
+    let find = |q: &str| {
+        let q: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+        format!("/admin/search?q={q}")
+    };
+    let call_link = format!("href=\"/admin/calls/{}\"", charge.call_sid);
+    let charge_link = format!("href=\"/admin/charges#{charge_id}\"");
+    for (q, expect) in [
+        (
+            order.id.as_str(),
+            format!("href=\"/admin/orders#{}\"", order.id),
+        ),
+        (charge.call_sid.as_str(), call_link.clone()),
+        ("+1 555 000-1111", call_link.clone()),
+        ("15550001111", call_link),
+        ("pi_declined", charge_link.clone()),
+        (charge_id.as_str(), charge_link),
+    ] {
+        let (status, page) = get(&app, &find(q), Some(PASSWORD)).await;
+        assert_eq!(status, 200);
+        assert!(page.contains(&expect), "{q}: {page}");
+        assert!(!page.contains("Nothing found"), "{q}: {page}");
+    }
+    let (status, page) = get(&app, &find(code.expose()), Some(PASSWORD)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Nothing found"), "{page}");
+    assert!(
+        !page.contains(&order.id),
+        "an access code finds nothing: {page}"
+    );
+    let (_, page) = get(&app, &find("<b>x</b>"), Some(PASSWORD)).await;
+    assert!(!page.contains("<b>x</b>"), "{page}");
+    assert_eq!(get(&app, &find(&order.id), None).await.0, 401);
+}
+
 on_every_backend!(
+    one_search_finds_orders_calls_and_charges_but_never_by_code,
     destructive_actions_ask_first_and_every_action_says_what_it_did,
     guessing_never_locks_the_operator_out,
     admin_needs_the_password_and_limits_guessing,

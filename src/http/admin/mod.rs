@@ -29,6 +29,7 @@ mod chart;
 mod export;
 mod messages;
 mod pages;
+mod search;
 mod timeline;
 
 use actions::*;
@@ -39,6 +40,7 @@ use chart::*;
 use export::*;
 use messages::*;
 use pages::*;
+use search::*;
 use serde::Deserialize;
 use timeline::*;
 
@@ -65,6 +67,7 @@ pub fn router(app: &AppState) -> Router<AppState> {
         .route("/admin/calls/{sid}", get(call_page))
         .route("/admin/charges", get(charges_page))
         .route("/admin/messages", get(messages_page))
+        .route("/admin/search", get(search))
         .route("/admin/export/{what}", get(export))
         .route(
             "/admin/orders/{id}/revoke",
@@ -127,6 +130,11 @@ pub(super) const SECTIONS: &[(&str, &str)] = &[
 ];
 
 pub(super) fn layout(section: &str, title: &str, body: &str) -> Html<String> {
+    layout_with(section, title, body, "")
+}
+
+/// [`layout`], with `q` in the search box.
+pub(super) fn layout_with(section: &str, title: &str, body: &str, q: &str) -> Html<String> {
     let mut nav = String::new();
     for (href, name) in SECTIONS {
         let current = if *href == section {
@@ -143,9 +151,10 @@ pub(super) fn layout(section: &str, title: &str, body: &str) -> Html<String> {
          <link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
          <link rel=\"stylesheet\" href=\"/assets/style.css?v={v}\"></head>\
          <body class=\"admin-page\"><main class=\"card wide admin\"><header class=\"admin-head\">\
-         <p class=\"brand\">callgate admin</p><nav aria-label=\"Admin sections\">{nav}</nav></header>\
+         <p class=\"brand\">callgate admin</p><nav aria-label=\"Admin sections\">{nav}</nav>{find}</header>\
          <h1>{t}</h1>{body}</main></body></html>",
         t = escape(title),
+        find = search_box(q),
         v = env!("CARGO_PKG_VERSION"),
     ))
 }

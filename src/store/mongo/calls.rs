@@ -281,6 +281,10 @@ impl CallStore for MongoStore {
         self.calls_where(doc! { "order_id": order_id }, limit).await
     }
 
+    async fn calls_from(&self, from: &str, limit: i64) -> Result<Vec<Call>, StoreError> {
+        self.calls_where(doc! { "from_number": from }, limit).await
+    }
+
     async fn settle_call(
         &self,
         call_sid: &str,

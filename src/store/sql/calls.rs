@@ -382,6 +382,18 @@ macro_rules! sql_calls {
                 .map_err(classify)
             }
 
+            async fn calls_from(&self, from: &str, limit: i64) -> Result<Vec<Call>, StoreError> {
+                sqlx::query_as::<$db, Call>(
+                    "SELECT * FROM calls WHERE from_number = $1 \
+                     ORDER BY started_at DESC, call_sid DESC LIMIT $2",
+                )
+                .bind(from)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)
+            }
+
             async fn settle_call(
                 &self,
                 call_sid: &str,
