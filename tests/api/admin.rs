@@ -47,6 +47,19 @@ async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String)
     (status, resp.text().await.unwrap())
 }
 
+/// An operator's code for five minutes, without overage.
+async fn five_minute_code(
+    app: &TestApp,
+) -> (callgate::store::Order, callgate::domain::codes::AccessCode) {
+    let grant = OperatorGrant {
+        minutes: 5,
+        overage: false,
+        customer: None,
+        payment_method: None,
+    };
+    issue_operator_code(&app.app, &grant).await.unwrap()
+}
+
 /// The form token, as the orders page embeds it.
 async fn csrf(app: &TestApp) -> String {
     let (_, page) = get(app, "/admin/charges", Some(PASSWORD)).await;
@@ -329,13 +342,7 @@ async fn admin_pages_show_orders_calls_transcripts_and_charges(store: DynStore) 
 
 async fn admin_actions_need_the_form_token(store: DynStore) {
     let app = admin_app(store).await;
-    let grant = OperatorGrant {
-        minutes: 5,
-        overage: false,
-        customer: None,
-        payment_method: None,
-    };
-    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let (order, _) = five_minute_code(&app).await;
     let token = csrf(&app).await;
 
     // Without the token (another site's form), nothing happens.
@@ -478,13 +485,7 @@ async fn admin_actions_need_the_form_token(store: DynStore) {
 
 async fn admin_exports_csv(store: DynStore) {
     let app = admin_app(store).await;
-    let grant = OperatorGrant {
-        minutes: 5,
-        overage: false,
-        customer: None,
-        payment_method: None,
-    };
-    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let (order, _) = five_minute_code(&app).await;
     let charge_id = declined_charge(&app, &order.id).await;
     for (file, expect) in [
         ("orders.csv", order.id.clone()),
@@ -553,13 +554,7 @@ async fn act(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String) 
 /// nothing it was not built to show.
 async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: DynStore) {
     let app = admin_app(store).await;
-    let grant = OperatorGrant {
-        minutes: 5,
-        overage: false,
-        customer: None,
-        payment_method: None,
-    };
-    let (order, _) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let (order, _) = five_minute_code(&app).await;
     let token = csrf(&app).await;
 
     let (_, list) = get(&app, "/admin/orders", Some(PASSWORD)).await;
@@ -647,13 +642,7 @@ async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: 
 /// PaymentIntent; an access code finds nothing.
 async fn one_search_finds_orders_calls_and_charges_but_never_by_code(store: DynStore) {
     let app = admin_app(store).await;
-    let grant = OperatorGrant {
-        minutes: 5,
-        overage: false,
-        customer: None,
-        payment_method: None,
-    };
-    let (order, code) = issue_operator_code(&app.app, &grant).await.unwrap();
+    let (order, code) = five_minute_code(&app).await;
     let charge_id = declined_charge(&app, &order.id).await;
     let charge = app.app.store.charge(&charge_id).await.unwrap().unwrap();
     for page in ["/admin", "/admin/orders", "/admin/calls", "/admin/charges"] {
