@@ -98,8 +98,8 @@ fn by_plan(app: &App, totals: &[crate::store::PlanTotal]) -> String {
         })
         .collect();
     format!(
-        "<table id=\"by-plan\"><thead><tr><th>Plan</th><th>Paid</th><th>Paid amount</th>\
-         <th>Revoked</th><th>Unpaid</th></tr></thead><tbody>{body}</tbody></table>"
+        "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Orders by plan\"><table id=\"by-plan\"><thead><tr><th>Plan</th><th>Paid</th><th>Paid amount</th>\
+         <th>Revoked</th><th>Unpaid</th></tr></thead><tbody>{body}</tbody></table></div>"
     )
 }
 

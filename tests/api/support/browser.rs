@@ -288,6 +288,24 @@ for (const t of document.querySelectorAll('svg text')) {
   if (px < 11) small.add(`svg text ${px.toFixed(1)} px: "${t.textContent.trim().slice(0, 30)}"`);
 }
 for (const s of small) faults.push('text smaller than 11 px: ' + s);
+// Nothing spills past the right edge of its card's content (a box that scrolls sideways
+// holds what is wider than it; the box itself must fit).
+for (const card of document.querySelectorAll('main')) {
+  const cs = getComputedStyle(card);
+  const edge = card.getBoundingClientRect().right - parseFloat(cs.paddingRight) - parseFloat(cs.borderRightWidth);
+  for (const el of card.querySelectorAll('*')) {
+    if (!shown(el) || el.closest('svg') && el.tagName.toLowerCase() !== 'svg') continue;
+    let framed = false;
+    for (let a = el.parentElement; a && a !== card; a = a.parentElement) {
+      if (/(auto|scroll|hidden)/.test(getComputedStyle(a).overflowX)) { framed = true; break; }
+    }
+    const right = el.getBoundingClientRect().right;
+    const parentSpills = el.parentElement && el.parentElement !== card
+      && el.parentElement.getBoundingClientRect().right > edge + 1;
+    if (!framed && !parentSpills && right > edge + 1)
+      faults.push(`${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''} spills ${Math.round(right - edge)} px past its card`);
+  }
+}
 const clipped = new Set();
 for (const box of document.querySelectorAll('body *')) {
   const cs = getComputedStyle(box);
