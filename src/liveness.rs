@@ -61,7 +61,7 @@ pub fn name(app: &App, port: u16) -> String {
 /// The first beat and sweep (what an earlier run of this instance carried is settled), then
 /// the same every [`BEAT`] in the background, until the task is aborted. Where other
 /// instances may share the store, a watch beside the beats fences this one off when they stop
-/// landing (see [`CUT_OFF_AFTER_SECS`]).
+/// landing (see [`CUT_OFF_AFTER`]).
 pub async fn start(app: &Arc<App>, me: Instance) -> tokio::task::JoinHandle<()> {
     let landed = Arc::new(Landed::new());
     if let Err(e) = beat_and_sweep(app, &me, &landed).await {
@@ -100,15 +100,9 @@ impl Landed {
         self.at_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
-    /// The last landed beat's time, in milliseconds from `base`.
-    fn last(&self) -> u64 {
-        self.at_ms.load(Ordering::Acquire)
-    }
-
     fn silent_for(&self) -> Duration {
-        self.base
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last()))
+        let last = Duration::from_millis(self.at_ms.load(Ordering::Acquire));
+        self.base.elapsed().saturating_sub(last)
     }
 }
 
@@ -146,27 +140,25 @@ async fn beat_loop(app: Arc<App>, me: Instance, landed: Arc<Landed>) {
 async fn fence(app: &App, landed: &Landed) {
     let mut ticker = tokio::time::interval(FENCE_CHECK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut fenced_since = None;
+    let mut fenced = false;
     loop {
         ticker.tick().await;
         let silent = landed.silent_for();
         if silent < CUT_OFF_AFTER {
-            fenced_since = None;
+            fenced = false;
             continue;
         }
-        let last = landed.last();
-        if fenced_since != Some(last) {
-            fenced_since = Some(last);
+        // Every check while silent: calls bridged meanwhile stop too (none should: a bridge
+        // writes before it starts). Counted and told once per silence.
+        let calls = app.metering.cut_off_all();
+        if !fenced {
+            fenced = true;
             crate::metrics::CUT_OFF.fetch_add(1, Ordering::Relaxed);
-            let calls = app.metering.cut_off_all();
             tracing::error!(
                 calls,
                 silent_ms = silent.as_millis() as u64,
                 "cut off from the database: live calls ended before another instance settles them"
             );
-        } else {
-            // Calls bridged meanwhile stop too (none should: a bridge writes before it starts).
-            app.metering.cut_off_all();
         }
     }
 }

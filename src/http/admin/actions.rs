@@ -15,12 +15,40 @@ pub(super) enum Done {
 }
 
 impl Done {
+    /// The outcome as the address names it, and back.
     fn query(self) -> (&'static str, Option<i64>) {
         match self {
             Done::Revoked => ("revoked", None),
             Done::MinutesAdded(n) => ("minutes", Some(n)),
             Done::Forgot => ("forgot", None),
             Done::Requeued => ("requeued", None),
+        }
+    }
+
+    fn from_query(done: &str, minutes: Option<i64>) -> Option<Done> {
+        Some(match (done, minutes) {
+            ("revoked", _) => Done::Revoked,
+            ("minutes", Some(n)) if (1..=600).contains(&n) => Done::MinutesAdded(n),
+            ("forgot", _) => Done::Forgot,
+            ("requeued", _) => Done::Requeued,
+            _ => return None,
+        })
+    }
+
+    /// What the list says the action did to row `id`.
+    fn said(self, id: &str) -> String {
+        let id = escape(id);
+        match self {
+            Done::Revoked => format!(
+                "Order {id}: code revoked. It no longer connects, and a call live on it was ended."
+            ),
+            Done::MinutesAdded(n) => format!("Order {id}: {n} minutes added."),
+            Done::Forgot => format!(
+                "Order {id}: the remembered number was forgotten; its next call is asked for the code."
+            ),
+            Done::Requeued => {
+                format!("Charge {id}: back in the queue; the billing worker charges it again.")
+            }
         }
     }
 
@@ -49,29 +77,11 @@ impl DoneQuery {
     /// The row changed and the line saying how, when the address names an outcome.
     pub(super) fn outcome(&self) -> Option<(&str, String)> {
         let id = self.id.as_deref()?;
-        let done = match (self.done.as_deref()?, self.minutes) {
-            ("revoked", _) => Done::Revoked,
-            ("minutes", Some(n)) if (1..=600).contains(&n) => Done::MinutesAdded(n),
-            ("forgot", _) => Done::Forgot,
-            ("requeued", _) => Done::Requeued,
-            _ => return None,
-        };
-        let said = match done {
-            Done::Revoked => format!(
-                "Order {}: code revoked. It no longer connects, and a call live on it was ended.",
-                escape(id)
-            ),
-            Done::MinutesAdded(n) => format!("Order {}: {n} minutes added.", escape(id)),
-            Done::Forgot => format!(
-                "Order {}: the remembered number was forgotten; its next call is asked for the code.",
-                escape(id)
-            ),
-            Done::Requeued => format!(
-                "Charge {}: back in the queue; the billing worker charges it again.",
-                escape(id)
-            ),
-        };
-        Some((id, format!("<p class=\"flash\" role=\"status\">{said}</p>")))
+        let done = Done::from_query(self.done.as_deref()?, self.minutes)?;
+        Some((
+            id,
+            format!("<p class=\"flash\" role=\"status\">{}</p>", done.said(id)),
+        ))
     }
 }
 
@@ -83,7 +93,7 @@ pub(super) async fn confirm_revoke(
 ) -> Page {
     let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
     if order.status != OrderStatus::Paid {
-        return Ok(Redirect::to(&format!("/admin/orders#{}", escape(&order.id))).into_response());
+        return Ok(Redirect::to(&format!("/admin/orders#{}", order.id)).into_response());
     }
     let body = format!(
         "<p>Order <strong>{id}</strong> ({status}, {left} left). Revoking stops its code for good: \

@@ -104,16 +104,18 @@ impl AttemptStore for MongoStore {
     }
 
     async fn free_slots(&self, slots: &[(String, i64)]) -> Result<(), StoreError> {
-        for (key, slot) in slots {
-            self.raw("attempt_slots")
-                .update_one(
-                    doc! { "key": key, "slot": slot },
-                    doc! { "$set": { "at": 0_i64 } },
-                )
-                .await
-                .map_err(err)?;
+        if slots.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let each: Vec<Document> = slots
+            .iter()
+            .map(|(key, slot)| doc! { "key": key, "slot": slot })
+            .collect();
+        self.raw("attempt_slots")
+            .update_many(doc! { "$or": each }, doc! { "$set": { "at": 0_i64 } })
+            .await
+            .map(|_| ())
+            .map_err(err)
     }
 }
 
