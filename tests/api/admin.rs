@@ -36,15 +36,20 @@ async fn get(app: &TestApp, path: &str, password: Option<&str>) -> (u16, String)
 }
 
 async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let resp = client()
+    let resp = send_form(app, path, form).await;
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// An action's form posted as the operator.
+async fn send_form(app: &TestApp, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    client()
         .post(app.url(path))
         .basic_auth("admin", Some(PASSWORD))
         .form(form)
         .send()
         .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap())
+        .unwrap()
 }
 
 /// An operator's code for five minutes, without overage.
@@ -532,13 +537,7 @@ async fn admin_exports_csv(store: DynStore) {
 
 /// Posts an action; its status and where it leads.
 async fn act(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let resp = client()
-        .post(app.url(path))
-        .basic_auth("admin", Some(PASSWORD))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = send_form(app, path, form).await;
     let to = resp
         .headers()
         .get("location")

@@ -45,16 +45,24 @@ pub async fn connected_call_with(
     grant: &OperatorGrant,
 ) -> (Caller, String, Vec<(String, String)>, String) {
     let (_, code) = orders::issue_operator_code(&app.app, grant).await.unwrap();
-    let mut caller = Caller::new(AUTH_TOKEN, ACCOUNT_SID, "+15558880001", PHONE)
-        .types([Some(leak(code.expose().to_string()))]);
-    let ending = caller.dial(&app.url("/voice/incoming")).await;
+    connected_at(&app.base, "+15558880001", leak(code.expose().to_string())).await
+}
+
+/// A caller from `from` dials `base` and types `code`, which connects: the caller, the
+/// stream Twilio is told to open (its URL and parameters), and where Twilio goes after it.
+pub async fn connected_at(
+    base: &str,
+    from: &str,
+    code: &'static str,
+) -> (Caller, String, Vec<(String, String)>, String) {
+    let (caller, ending) = dial_at(base, from, code).await;
     let Ending::Stream {
         url,
         parameters,
         after,
     } = ending
     else {
-        panic!("not connected: {ending:?}")
+        panic!("not connected: {ending:?}\n{}", caller.transcript())
     };
     (
         caller,
@@ -167,18 +175,10 @@ pub async fn live_call_at(
     from: &str,
     code: &'static str,
 ) -> (Caller, MediaStream, String) {
-    let (caller, ending) = dial_at(base, from, code).await;
-    let Ending::Stream {
-        url,
-        parameters,
-        after,
-    } = ending
-    else {
-        panic!("not connected: {ending:?}\n{}", caller.transcript())
-    };
+    let (caller, url, parameters, after) = connected_at(base, from, code).await;
     let mut stream = open(&caller, &url, &parameters).await;
     heard_the_agent(&mut stream).await;
-    (caller, stream, after.expect("a Redirect after Connect"))
+    (caller, stream, after)
 }
 
 /// Reads until callgate closes the stream; `false` if `wait` passes first.
