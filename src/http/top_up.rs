@@ -146,8 +146,12 @@ async fn status(
     if q.payment_intent.len() > 200 {
         return Err(ApiError::NotFound);
     }
+    // The credit is read before the order: an entry and the minutes it adds are written in
+    // one step, so a credited answer always comes with those minutes (read the other way
+    // round, a credit landing between the two reads said "credited" with the old time left).
+    // Nothing is answered unless the link is the order's.
+    let credited = top_up::credited(&app, &q.order, &q.payment_intent).await?;
     let order = top_up::order_for_link(&app, &q.order, &q.token).await?;
-    let credited = top_up::credited(&app, &order, &q.payment_intent).await?;
     Ok(no_store(
         Json(json!({
             "credited": credited,

@@ -143,12 +143,12 @@ pub async fn credit(app: &App, pi: &PaymentIntent) -> Result<Credited, StoreErro
 }
 
 /// Whether the top-up paid by `payment_intent` has been credited to the order.
-pub async fn credited(app: &App, order: &Order, payment_intent: &str) -> Result<bool, StoreError> {
+pub async fn credited(app: &App, order_id: &str, payment_intent: &str) -> Result<bool, StoreError> {
     Ok(app
         .store
         .entry_paid_by(payment_intent)
         .await?
-        .is_some_and(|e| e.order_id == order.id))
+        .is_some_and(|e| e.order_id == order_id))
 }
 
 /// How a top-up bought during a call went.
