@@ -60,6 +60,16 @@ pub fn utc_date(at: UnixTime) -> (String, i64) {
     (format!("{year:04}-{month:02}-{day:02}"), secs)
 }
 
+/// The first second (UTC) of a calendar date written `2026-12-03`; `None` for anything else.
+pub fn parse_date(date: &str) -> Option<UnixTime> {
+    if date.len() != 10 {
+        return None;
+    }
+    let at = humantime::parse_rfc3339(&format!("{date}T00:00:00Z")).ok()?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
 /// `2026-12-03T09:15:00Z`: a stored time as ISO 8601 in UTC.
 pub fn iso8601(at: UnixTime) -> String {
     let (date, secs) = utc_date(at);
@@ -73,7 +83,25 @@ pub fn iso8601(at: UnixTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::iso8601;
+    use super::{iso8601, parse_date, utc_date};
+
+    #[test]
+    fn dates_parse_back_to_their_first_second() {
+        for at in [0, 86_400 * 365, 1_795_547_498 - 1_795_547_498 % 86_400] {
+            assert_eq!(parse_date(&utc_date(at).0), Some(at));
+        }
+        assert_eq!(parse_date("2000-02-29"), Some(951_782_400));
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-1-01",
+            "2026-12-03T00:00:00Z",
+            "x",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn times_print_as_iso_8601_utc() {

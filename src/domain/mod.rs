@@ -7,6 +7,7 @@
 //! default). Records derive `sqlx::FromRow` so rows map onto them without a copy: that is
 //! the only thing the domain knows of a database.
 
+pub mod audit;
 pub mod call;
 pub mod caller;
 pub mod charge;

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod checkout;
 pub mod ledger;
+pub mod refund;
 pub mod top_up;
 
 pub use checkout::{CheckoutError, Purchase};

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::{
-    Call, Charge, DayTotal, EndReason, Order, Refusal, Speaker, StoreError, TwilioStatus, UnixTime,
+    Call, CallState, Charge, DayTotal, EndReason, Listing, Order, Refusal, Speaker, StoreError,
+    TwilioStatus, UnixTime,
 };
 use crate::domain::money::{Rounding, Seconds};
 
@@ -299,8 +300,12 @@ pub trait CallStore: Send + Sync {
     async fn count_live_calls(&self) -> Result<i64, StoreError>;
     async fn call(&self, call_sid: &str) -> Result<Option<Call>, StoreError>;
 
-    /// Newest first.
-    async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError>;
+    /// A page of calls, newest first by when they started (see [`Listing`]).
+    async fn page_calls(&self, listing: &Listing<CallState>) -> Result<Vec<Call>, StoreError>;
+    /// The newest `limit` calls.
+    async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError> {
+        self.page_calls(&Listing::newest(limit)).await
+    }
 
     /// The calls made on an order's code, newest first.
     async fn calls_for_order(&self, order_id: &str, limit: i64) -> Result<Vec<Call>, StoreError>;

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{ChargeState, DayTotal, StoreError, UnixTime};
+use super::{ChargeState, DayTotal, Listing, StoreError, UnixTime};
 use crate::domain::money::{Cents, Currency, Seconds};
 
 /// How a charge attempt ended, for [`ChargeStore::finish_charge`].
@@ -124,10 +124,19 @@ pub trait ChargeStore: Send + Sync {
 
     /// What succeeded overage charges brought in, per day they succeeded, from `since` on.
     async fn succeeded_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError>;
-    /// Newest first, optionally only those in one state.
+    /// A page of charges, newest first by creation (see [`Listing`]).
+    async fn page_charges(&self, listing: &Listing<ChargeState>)
+        -> Result<Vec<Charge>, StoreError>;
+    /// The newest `limit` charges, optionally only those in one state.
     async fn list_charges(
         &self,
         state: Option<ChargeState>,
         limit: i64,
-    ) -> Result<Vec<Charge>, StoreError>;
+    ) -> Result<Vec<Charge>, StoreError> {
+        self.page_charges(&Listing {
+            state,
+            ..Listing::newest(limit)
+        })
+        .await
+    }
 }

@@ -14,12 +14,14 @@ use crate::config::DatabaseConfig;
 use async_trait::async_trait;
 
 pub(crate) mod attempts;
+mod audit;
 mod callers;
 mod calls;
 mod charges;
 mod entries;
 mod events;
 mod instances;
+mod listing;
 mod messages;
 mod money;
 mod orders;
@@ -54,6 +56,7 @@ pub use crate::domain::message::{Channel, Message, MessageKind, MessageState};
 pub use attempts::{
     AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery, SlotWant,
 };
+pub use audit::{AuditAction, AuditEntry, AuditResult, AuditStore};
 pub use callers::{CallerStore, RememberedCaller};
 pub use calls::{
     CallStore, EndCall, Hold, NewCall, Settlement, StreamGrant, StreamOpening, StreamToken,
@@ -63,6 +66,7 @@ pub use charges::{Charge, ChargeStore, ChargeUpdate, NewCharge};
 pub use entries::{EntryStore, Recorded};
 pub use events::EventStore;
 pub use instances::{Instance, InstanceStore, Signals};
+pub use listing::{Cursor, Listing};
 pub use messages::{MessageStore, NewMessage, SendOutcome};
 pub use orders::{Fulfilled, Fulfilment, NewOrder, OrderStore, PlanTotal};
 pub use reports::{ConversationReport, ReportStore};
@@ -70,8 +74,8 @@ pub use reports::{ConversationReport, ReportStore};
 /// The aggregates' traits, for calling a store's methods: `use crate::store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AttemptStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore, InstanceStore,
-        MessageStore, OrderStore, ReportStore, Signals, Store,
+        AttemptStore, AuditStore, CallStore, CallerStore, ChargeStore, EntryStore, EventStore,
+        InstanceStore, MessageStore, OrderStore, ReportStore, Signals, Store,
     };
 }
 
@@ -131,6 +135,7 @@ pub trait Store:
     + MessageStore
     + ReportStore
     + InstanceStore
+    + AuditStore
     + Signals
     + Send
     + Sync

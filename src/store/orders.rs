@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use super::{DayTotal, Order, OrderSource, OrderStatus, OverageBlock, StoreError, UnixTime};
+use super::{
+    DayTotal, Listing, Order, OrderSource, OrderStatus, OverageBlock, StoreError, UnixTime,
+};
 use crate::domain::codes::StoredCode;
 use crate::domain::money::{Cents, Currency, Seconds};
 
@@ -91,8 +93,12 @@ pub trait OrderStore: Send + Sync {
     async fn paid_per_day(&self, since: UnixTime) -> Result<Vec<DayTotal>, StoreError>;
     /// Every order counted by the plan it recorded and its state, with the sum of its prices.
     async fn orders_by_plan(&self) -> Result<Vec<PlanTotal>, StoreError>;
-    /// Newest first.
-    async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError>;
+    /// A page of orders, newest first by creation (see [`Listing`]).
+    async fn page_orders(&self, listing: &Listing<OrderStatus>) -> Result<Vec<Order>, StoreError>;
+    /// The newest `limit` orders.
+    async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
+        self.page_orders(&Listing::newest(limit)).await
+    }
 
     /// Remembers the client secret's hash for an order that lacked it.
     async fn set_client_secret_hash(&self, id: &str, hash: &str) -> Result<(), StoreError>;

@@ -5,7 +5,8 @@ use crate::support::app::{spawn, TestApp};
 use callgate::domain::money::{Cents, Seconds};
 use callgate::orders::{issue_operator_code, OperatorGrant};
 use callgate::store::{
-    new_id, ChargeState, ChargeUpdate, DynStore, NewCall, NewCharge, OrderStatus, TranscriptLine,
+    new_id, AuditAction, AuditResult, ChargeState, ChargeUpdate, DynStore, NewCall, NewCharge,
+    OrderStatus, TranscriptLine,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -65,11 +66,18 @@ async fn five_minute_code(
     issue_operator_code(&app.app, &grant).await.unwrap()
 }
 
-/// The form token, as the orders page embeds it.
+/// The form token, as the newest order's page (or the charges page) embeds it.
 async fn csrf(app: &TestApp) -> String {
-    let (_, page) = get(app, "/admin/charges", Some(PASSWORD)).await;
-    let (_, orders) = get(app, "/admin/orders", Some(PASSWORD)).await;
-    [page, orders]
+    let (_, charges) = get(app, "/admin/charges", Some(PASSWORD)).await;
+    let mut pages = vec![charges];
+    if let Some(order) = app.app.store.list_orders(1).await.unwrap().pop() {
+        pages.push(
+            get(app, &format!("/admin/orders/{}", order.id), Some(PASSWORD))
+                .await
+                .1,
+        );
+    }
+    pages
         .iter()
         .find_map(|p| {
             p.split("name=\"csrf\" value=\"")
@@ -435,7 +443,7 @@ async fn admin_actions_need_the_form_token(store: DynStore) {
         .remember_caller(number, &order.id, now)
         .await
         .unwrap();
-    let (_, page) = get(&app, "/admin/orders", Some(PASSWORD)).await;
+    let (_, page) = get(&app, &format!("/admin/orders/{}", order.id), Some(PASSWORD)).await;
     assert!(page.contains(&format!("Remembers {number}")), "{page}");
     let forget = format!("/admin/orders/{}/forget", order.id);
     assert_eq!(
@@ -548,21 +556,26 @@ async fn act(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, String) 
 }
 
 /// Revoking asks first, on a page of its own that works without scripts (a GET changes
-/// nothing; its form posts the action); every action then ends on its list with a line
-/// saying what happened and the changed row marked. A made-up outcome in the address shows
-/// nothing it was not built to show.
+/// nothing; its form posts the action); every action then ends on the order's page with a
+/// line saying what happened and the changed row marked. A made-up outcome in the address
+/// shows nothing it was not built to show.
 async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: DynStore) {
     let app = admin_app(store).await;
     let (order, _) = five_minute_code(&app).await;
     let token = csrf(&app).await;
+    let page = format!("/admin/orders/{}", order.id);
 
     let (_, list) = get(&app, "/admin/orders", Some(PASSWORD)).await;
+    assert!(list.contains(&format!("href=\"{page}\"")), "{list}");
+    let (_, shown) = get(&app, &page, Some(PASSWORD)).await;
     let ask = format!("/admin/orders/{}/revoke", order.id);
-    assert!(list.contains(&format!("href=\"{ask}\"")), "{list}");
-    assert!(
-        !list.contains(&format!("action=\"{ask}\"")),
-        "no one-click revoke on the list"
-    );
+    assert!(shown.contains(&format!("href=\"{ask}\"")), "{shown}");
+    for html in [&list, &shown] {
+        assert!(
+            !html.contains(&format!("action=\"{ask}\"")),
+            "no one-click revoke"
+        );
+    }
     let (status, confirm) = get(&app, &ask, Some(PASSWORD)).await;
     assert_eq!(status, 200);
     assert!(confirm.contains("Revoke this code?"), "{confirm}");
@@ -572,7 +585,7 @@ async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: 
     );
     assert!(confirm.contains("name=\"csrf\""), "{confirm}");
     assert!(
-        confirm.contains(&format!("href=\"/admin/orders#{}\">Cancel", order.id)),
+        confirm.contains(&format!("href=\"{page}\">Cancel")),
         "{confirm}"
     );
     assert_eq!(
@@ -594,7 +607,10 @@ async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: 
         "{to}: {after}"
     );
     assert!(
-        after.contains(&format!("<tr id=\"{}\" class=\"changed\">", order.id)),
+        after.contains(&format!(
+            "<section id=\"{}\" class=\"summary changed\"",
+            order.id
+        )),
         "{after}"
     );
 
@@ -623,17 +639,59 @@ async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: 
         after.contains(&format!("Charge {charge_id}: back in the queue")),
         "{after}"
     );
-    assert!(after.contains("class=\"changed\""), "{after}");
+    assert!(
+        after.contains(&format!("<tr id=\"{charge_id}\" class=\"changed\">")),
+        "{after}"
+    );
 
     let (_, forged) = get(
         &app,
-        "/admin/orders?done=revoked&id=%3Cscript%3Ealert(1)%3C/script%3E",
+        &format!("{page}?done=revoked&id=%3Cscript%3Ealert(1)%3C/script%3E"),
         Some(PASSWORD),
     )
     .await;
     assert!(!forged.contains("<script>alert(1)"), "{forged}");
-    let (_, unknown) = get(&app, "/admin/orders?done=refunded&id=x", Some(PASSWORD)).await;
+    let (_, unknown) = get(&app, &format!("{page}?done=bogus&id=x"), Some(PASSWORD)).await;
     assert!(!unknown.contains("class=\"flash\""), "{unknown}");
+
+    // Every action is in the audit log: who, what, how it ended; on the order's page, on
+    // the log's page and in its CSV. A refused one too.
+    let (status, _) = act(
+        &app,
+        &format!("/admin/orders/{}/minutes", order.id),
+        &[("csrf", &token), ("minutes", "0")],
+    )
+    .await;
+    assert_eq!(status, 409, "no minutes to add");
+    let audit = app.app.store.audit_about(&order.id, 50).await.unwrap();
+    let actions: Vec<(AuditAction, AuditResult)> =
+        audit.iter().rev().map(|e| (e.action, e.result)).collect();
+    assert_eq!(
+        actions,
+        [
+            (AuditAction::AddMinutes, AuditResult::Done),
+            (AuditAction::Revoke, AuditResult::Done),
+            (AuditAction::RetryCharge, AuditResult::Done),
+            (AuditAction::AddMinutes, AuditResult::Refused),
+        ]
+    );
+    assert!(
+        audit.iter().all(|e| e.actor.starts_with("device ")),
+        "{audit:?}"
+    );
+    let (_, shown) = get(&app, &page, Some(PASSWORD)).await;
+    assert!(
+        shown.contains("add 7 minutes") && shown.contains(">refused<"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("minutes must be a whole number from 1 to 600"),
+        "{shown}"
+    );
+    let (_, log) = get(&app, "/admin/audit?state=refused", Some(PASSWORD)).await;
+    assert_eq!(log.matches("<td>add_minutes</td>").count(), 1, "{log}");
+    let (_, csv) = get(&app, "/admin/export/audit.csv", Some(PASSWORD)).await;
+    assert_eq!(csv.lines().count(), 5, "{csv}");
 }
 
 /// The search box on every page finds an order by its id or its PaymentIntent, a call by
@@ -653,11 +711,11 @@ async fn one_search_finds_orders_calls_and_charges_but_never_by_code(store: DynS
         format!("/admin/search?q={q}")
     };
     let call_link = format!("href=\"/admin/calls/{}\"", charge.call_sid);
-    let charge_link = format!("href=\"/admin/charges#{charge_id}\"");
+    let charge_link = format!("href=\"/admin/orders/{}#{charge_id}\"", order.id);
     for (q, expect) in [
         (
             order.id.as_str(),
-            format!("href=\"/admin/orders#{}\"", order.id),
+            format!("href=\"/admin/orders/{}\"", order.id),
         ),
         (charge.call_sid.as_str(), call_link.clone()),
         ("+1 555 000-1111", call_link.clone()),

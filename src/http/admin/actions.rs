@@ -1,17 +1,23 @@
-//! What the operator may do: revoke a code, add minutes, retry a refused charge. A
-//! destructive action asks once, on a page of its own; every action ends on its list with a
-//! line saying what happened and the changed row marked.
+//! What the operator may do: revoke a code, add minutes, forget a remembered number, retry a
+//! refused charge, refund a purchase or an overage charge. A destructive action asks once,
+//! on a page of its own; every action is recorded in the audit log (who, when, what, how it
+//! ended) and ends on the order's page with a line saying what happened and the changed row
+//! marked.
 
 use super::*;
+use crate::orders::refund::{self, NoRefund};
+use crate::store::{AuditAction, AuditEntry, AuditResult};
 
-/// What an action did, as its list says it (a closed set: the query names one of these and
-/// the row; nothing else from the address is shown).
+/// What an action did, as the order's page says it (a closed set: the query names one of
+/// these and the row; nothing else from the address is shown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Done {
     Revoked,
     MinutesAdded(i64),
     Forgot,
     Requeued,
+    PurchaseRefunded,
+    ChargeRefunded,
 }
 
 impl Done {
@@ -22,6 +28,8 @@ impl Done {
             Done::MinutesAdded(n) => ("minutes", Some(n)),
             Done::Forgot => ("forgot", None),
             Done::Requeued => ("requeued", None),
+            Done::PurchaseRefunded => ("refunded", None),
+            Done::ChargeRefunded => ("charge-refunded", None),
         }
     }
 
@@ -31,13 +39,14 @@ impl Done {
             ("minutes", Some(n)) if (1..=600).contains(&n) => Done::MinutesAdded(n),
             ("forgot", _) => Done::Forgot,
             ("requeued", _) => Done::Requeued,
+            ("refunded", _) => Done::PurchaseRefunded,
+            ("charge-refunded", _) => Done::ChargeRefunded,
             _ => return None,
         })
     }
 
-    /// What the list says the action did to row `id`.
+    /// What the page says the action did to row `id` (plain text; escaped where shown).
     fn said(self, id: &str) -> String {
-        let id = escape(id);
         match self {
             Done::Revoked => format!(
                 "Order {id}: code revoked. It no longer connects, and a call live on it was ended."
@@ -49,23 +58,33 @@ impl Done {
             Done::Requeued => {
                 format!("Charge {id}: back in the queue; the billing worker charges it again.")
             }
+            Done::PurchaseRefunded => format!(
+                "Order {id}: Stripe accepted the refund of the purchase. When Stripe's \
+                 charge.refunded event arrives (seconds, as for a refund made in Stripe) the code \
+                 is revoked, a call live on it ends and open overage is canceled."
+            ),
+            Done::ChargeRefunded => format!(
+                "Charge {id}: Stripe accepted the refund; the charge reads refunded when Stripe's \
+                 charge.refunded event arrives."
+            ),
         }
     }
 
-    /// Where the action ends: `list` with this outcome named for row `id`.
-    fn redirect(self, list: &str, id: &str) -> Response {
+    /// Where the action ends: order `order`'s page with this outcome named for row `id`.
+    fn redirect(self, order: &str, id: &str) -> Response {
         let (done, minutes) = self.query();
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("done", done).append_pair("id", id);
         if let Some(n) = minutes {
             q.append_pair("minutes", &n.to_string());
         }
+        let path: String = url::form_urlencoded::byte_serialize(order.as_bytes()).collect();
         let fragment: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-        Redirect::to(&format!("{list}?{}#{fragment}", q.finish())).into_response()
+        Redirect::to(&format!("/admin/orders/{path}?{}#{fragment}", q.finish())).into_response()
     }
 }
 
-/// The outcome named in a list's address, if any.
+/// The outcome named in a page's address, if any.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct DoneQuery {
     done: Option<String>,
@@ -80,9 +99,69 @@ impl DoneQuery {
         let done = Done::from_query(self.done.as_deref()?, self.minutes)?;
         Some((
             id,
-            format!("<p class=\"flash\" role=\"status\">{}</p>", done.said(id)),
+            format!(
+                "<p class=\"flash\" role=\"status\">{}</p>",
+                escape(&done.said(id))
+            ),
         ))
     }
+}
+
+/// What an action is about, for the audit log.
+struct Subject<'a> {
+    action: AuditAction,
+    order_id: Option<&'a str>,
+    id: &'a str,
+    detail: String,
+}
+
+/// An audit entry's id: in the order entries were made (their times are whole seconds, and
+/// the log reads newest first by time, then id).
+fn audit_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "aud_{:020}_{}",
+        nanos % 10u128.pow(20),
+        crate::crypto::random_hex(3)
+    )
+}
+
+/// Records how an action ended, then answers with its page: the order's page naming the
+/// outcome, or the problem. A log that cannot be written is logged, never hides the answer.
+async fn audited(
+    app: &App,
+    admin: &Admin,
+    about: Subject<'_>,
+    ended: Result<Done, AdminError>,
+) -> Page {
+    let (result, outcome) = match &ended {
+        Ok(done) => (AuditResult::Done, done.said(about.id)),
+        Err(e @ (AdminError::Refused(_) | AdminError::NotFound)) => {
+            (AuditResult::Refused, e.to_string())
+        }
+        Err(e) => (AuditResult::Failed, e.to_string()),
+    };
+    let entry = AuditEntry {
+        id: audit_id(),
+        at: app.clock.now(),
+        actor: admin.device.clone(),
+        action: about.action,
+        order_id: about.order_id.map(String::from),
+        subject: about.id.to_string(),
+        detail: about.detail,
+        result,
+        outcome,
+    };
+    if let Err(e) = app.store.record_audit(&entry).await {
+        tracing::error!(error = %e, action = %entry.action, "an admin action was not written to the audit log");
+    }
+    let order = about.order_id.unwrap_or(about.id);
+    Ok(match ended {
+        Ok(done) => done.redirect(order, about.id),
+        Err(e) => e.page(Some((&order_href(order), &format!("order {order}")))),
+    })
 }
 
 /// Asks once before revoking: what revoking does, the order as it stands, and the button.
@@ -93,19 +172,20 @@ pub(super) async fn confirm_revoke(
 ) -> Page {
     let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
     if order.status != OrderStatus::Paid {
-        return Ok(Redirect::to(&format!("/admin/orders#{}", order.id)).into_response());
+        return Ok(Redirect::to(&order_href(&order.id)).into_response());
     }
     let body = format!(
         "<p>Order <strong>{id}</strong> ({status}, {left} left). Revoking stops its code for good: \
          the next call with it is refused, and a call live on it now ends at once. Nothing is \
-         refunded by this; refund in Stripe if money should go back.</p>\
+         refunded by this; refund from the order's page if money should go back.</p>\
          <form method=\"post\" action=\"/admin/orders/{id}/revoke\">{h}\
          <button class=\"danger\">Revoke code</button></form>\
-         <a class=\"button secondary\" href=\"/admin/orders#{id}\">Cancel</a>",
+         <a class=\"button secondary\" href=\"{back}\">Cancel</a>",
         id = escape(&order.id),
         status = order.status,
         left = minutes(order.seconds_left()),
         h = hidden(&admin),
+        back = escape(&order_href(&order.id)),
     );
     Ok(html(layout("/admin/orders", "Revoke this code?", &body)))
 }
@@ -113,60 +193,94 @@ pub(super) async fn confirm_revoke(
 pub(super) async fn revoke(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    _checked: Action,
+    Action(_, admin): Action,
 ) -> Page {
-    let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
-    crate::orders::revoke(&app, &order).await?;
-    tracing::info!(order_id = %id, "admin revoked a code");
-    Ok(Done::Revoked.redirect("/admin/orders", &id))
+    let ended = async {
+        let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
+        crate::orders::revoke(&app, &order).await?;
+        tracing::info!(order_id = %id, "admin revoked a code");
+        Ok(Done::Revoked)
+    }
+    .await;
+    let about = Subject {
+        action: AuditAction::Revoke,
+        order_id: Some(&id),
+        id: &id,
+        detail: "revoke the code".into(),
+    };
+    audited(&app, &admin, about, ended).await
 }
 
 /// Forgets a number remembered for the order's code: its next call is asked for the code.
 pub(super) async fn forget_caller(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Action(form): Action,
+    Action(form, admin): Action,
 ) -> Page {
     let caller = form
         .caller
         .as_deref()
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.len() <= 64)
-        .ok_or_else(|| AdminError::Refused("which number?".into()))?;
-    if !app.store.forget_caller(caller, Some(&id)).await? {
-        return Err(AdminError::NotFound);
+        .filter(|c| !c.is_empty() && c.len() <= 64);
+    let ended = async {
+        let caller = caller.ok_or_else(|| AdminError::Refused("which number?".into()))?;
+        if !app.store.forget_caller(caller, Some(&id)).await? {
+            return Err(AdminError::NotFound);
+        }
+        tracing::info!(order_id = %id, "admin forgot a remembered number");
+        Ok(Done::Forgot)
     }
-    tracing::info!(order_id = %id, "admin forgot a remembered number");
-    Ok(Done::Forgot.redirect("/admin/orders", &id))
+    .await;
+    let about = Subject {
+        action: AuditAction::ForgetCaller,
+        order_id: Some(&id),
+        id: &id,
+        detail: format!("forget {}", caller.unwrap_or("")),
+    };
+    audited(&app, &admin, about, ended).await
 }
 
 pub(super) async fn add_minutes(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Action(form): Action,
+    Action(form, admin): Action,
 ) -> Page {
-    let minutes = form
+    let asked = form
         .minutes
         .as_deref()
         .and_then(|m| m.trim().parse::<i64>().ok())
-        .filter(|m| (1..=600).contains(m))
-        .ok_or_else(|| {
+        .filter(|m| (1..=600).contains(m));
+    let ended = async {
+        let minutes = asked.ok_or_else(|| {
             AdminError::Refused("minutes must be a whole number from 1 to 600".into())
         })?;
-    crate::orders::ledger::grant(&app, &id, Seconds::from_minutes(minutes))
-        .await?
-        .ok_or(AdminError::NotFound)?;
-    tracing::info!(order_id = %id, minutes, "admin added minutes");
-    Ok(Done::MinutesAdded(minutes).redirect("/admin/orders", &id))
+        crate::orders::ledger::grant(&app, &id, Seconds::from_minutes(minutes))
+            .await?
+            .ok_or(AdminError::NotFound)?;
+        tracing::info!(order_id = %id, minutes, "admin added minutes");
+        Ok(Done::MinutesAdded(minutes))
+    }
+    .await;
+    let about = Subject {
+        action: AuditAction::AddMinutes,
+        order_id: Some(&id),
+        id: &id,
+        detail: match asked {
+            Some(n) => format!("add {n} minutes"),
+            None => "add minutes (not a number from 1 to 600)".into(),
+        },
+    };
+    audited(&app, &admin, about, ended).await
 }
 
 pub(super) async fn retry(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    _checked: Action,
+    Action(_, admin): Action,
 ) -> Page {
-    match crate::billing::retry::retry(&app, &id).await {
-        Ok(_) => Ok(Done::Requeued.redirect("/admin/charges", &id)),
+    let order = app.store.charge(&id).await?.map(|c| c.order_id);
+    let ended = match crate::billing::retry::retry(&app, &id).await {
+        Ok(_) => Ok(Done::Requeued),
         Err(NoRetry::NotFound) => Err(AdminError::NotFound),
         Err(NoRetry::Store(e)) => Err(e.into()),
         Err(NoRetry::TooSoon { failed_at, until }) => Err(AdminError::Refused(format!(
@@ -176,5 +290,130 @@ pub(super) async fn retry(
             when(until)
         ))),
         Err(refused) => Err(AdminError::Refused(refused.to_string())),
+    };
+    let about = Subject {
+        action: AuditAction::RetryCharge,
+        order_id: order.as_deref(),
+        id: &id,
+        detail: "retry the charge".into(),
+    };
+    audited(&app, &admin, about, ended).await
+}
+
+/// A refund's answer as the console shows it: refused (nothing changed) or not known.
+fn refund_problem(e: NoRefund) -> AdminError {
+    match e {
+        NoRefund::NotFound => AdminError::NotFound,
+        NoRefund::Store(e) => AdminError::Store(e),
+        e if e.refused() => AdminError::Refused(e.to_string()),
+        e => AdminError::Unknown(e.to_string()),
     }
+}
+
+/// Asks once before refunding the purchase of order `id`, or (`charge`) one of its
+/// overage charges: what the refund does, the amount, and the button.
+pub(super) async fn confirm_refund(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    admin: Admin,
+) -> Page {
+    let (order, charge) = match app.store.charge(&id).await? {
+        Some(c) => (app.store.order(&c.order_id).await?, Some(c)),
+        None => (app.store.order(&id).await?, None),
+    };
+    let order = order.ok_or(AdminError::NotFound)?;
+    let (what, amount, pi, action) = match &charge {
+        Some(c) => (
+            format!(
+                "overage charge <strong>{}</strong> of order {}",
+                escape(&c.id),
+                escape(&order.id)
+            ),
+            c.amount.0,
+            c.stripe_payment_intent.clone(),
+            format!("/admin/charges/{}/refund", escape(&c.id)),
+        ),
+        None => (
+            format!(
+                "the purchase of order <strong>{}</strong> ({})",
+                escape(&order.id),
+                order.status
+            ),
+            order.amount.0,
+            order.stripe_payment_intent.clone(),
+            format!("/admin/orders/{}/refund", escape(&order.id)),
+        ),
+    };
+    let effect = match charge {
+        Some(_) => "The charge is marked refunded when Stripe confirms; the order's code and minutes stay as they are.",
+        None => "When Stripe confirms, the code is revoked for good: a call live on it ends at once, and open overage charges are canceled. Overage charges already paid are refunded separately.",
+    };
+    let body = format!(
+        "<p>Refund {what}: <strong>{amount}</strong> back to the customer's card through Stripe \
+         (PaymentIntent <span class=\"id\">{pi}</span>).</p><p>{effect} Asking twice refunds once.</p>\
+         <form method=\"post\" action=\"{action}\">{h}<button class=\"danger\">Refund {amount}</button></form>\
+         <a class=\"button secondary\" href=\"{back}\">Cancel</a>",
+        amount = money(&app, amount),
+        pi = escape(pi.as_deref().unwrap_or("none")),
+        h = hidden(&admin),
+        back = escape(&order_href(&order.id)),
+    );
+    Ok(html(layout("/admin/orders", "Refund this payment?", &body)))
+}
+
+/// Refunds the purchase of order `id` through Stripe.
+pub(super) async fn refund_purchase(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Action(_, admin): Action,
+) -> Page {
+    let asked = refund::purchase(&app, &id).await;
+    let detail = match &asked {
+        Ok((order, refund)) => format!(
+            "refund the purchase ({}), {}: Stripe refund {} {}",
+            money(&app, order.amount.0),
+            order.stripe_payment_intent.as_deref().unwrap_or(""),
+            refund.id,
+            refund.status
+        ),
+        Err(_) => "refund the purchase".into(),
+    };
+    let ended = asked
+        .map(|_| Done::PurchaseRefunded)
+        .map_err(refund_problem);
+    let about = Subject {
+        action: AuditAction::Refund,
+        order_id: Some(&id),
+        id: &id,
+        detail,
+    };
+    audited(&app, &admin, about, ended).await
+}
+
+/// Refunds overage charge `id` through Stripe.
+pub(super) async fn refund_charge(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Action(_, admin): Action,
+) -> Page {
+    let order = app.store.charge(&id).await?.map(|c| c.order_id);
+    let asked = refund::overage(&app, &id).await;
+    let detail = match &asked {
+        Ok((charge, refund)) => format!(
+            "refund the overage charge ({}), {}: Stripe refund {} {}",
+            money(&app, charge.amount.0),
+            charge.stripe_payment_intent.as_deref().unwrap_or(""),
+            refund.id,
+            refund.status
+        ),
+        Err(_) => "refund the overage charge".into(),
+    };
+    let ended = asked.map(|_| Done::ChargeRefunded).map_err(refund_problem);
+    let about = Subject {
+        action: AuditAction::Refund,
+        order_id: order.as_deref(),
+        id: &id,
+        detail,
+    };
+    audited(&app, &admin, about, ended).await
 }

@@ -13,10 +13,22 @@ impl Default for LoginGuard {
     }
 }
 
-/// Proof that the request carries the admin password.
+/// Proof that the request carries the admin password, and which device sent it.
 #[derive(Clone)]
 pub struct Admin {
     pub(super) csrf: String,
+    /// The device cookie's id (the audit log's "who"); `password` without a cookie.
+    pub(super) device: String,
+}
+
+/// How long a device's id is in the audit log: enough to tell devices apart; the cookie's
+/// signature, never recorded, is what proves one.
+const DEVICE_ID_LEN: usize = 12;
+
+/// The id a device cookie's body carries (`expires.nonce`).
+fn device_id(body: &str) -> String {
+    let nonce = body.split_once('.').map_or("", |(_, n)| n);
+    format!("device {}", &nonce[..nonce.len().min(DEVICE_ID_LEN)])
 }
 
 pub enum Refusal {
@@ -62,33 +74,43 @@ pub(super) fn device_mac(password: &str, body: &str) -> String {
     hex::encode(hmac_sha256(&key, &[body.as_bytes()]))
 }
 
-pub(super) fn new_device_cookie(password: &str, now: i64, secure: bool) -> Option<HeaderValue> {
+/// A new device cookie, and the id of the device it names.
+pub(super) fn new_device_cookie(
+    password: &str,
+    now: i64,
+    secure: bool,
+) -> Option<(HeaderValue, String)> {
     let body = format!("{}.{:032x}", now + DEVICE_SECS, rand::random::<u128>());
     let mac = device_mac(password, &body);
     let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
+    let cookie = HeaderValue::from_str(&format!(
         "{DEVICE_COOKIE}={body}.{mac}; Path=/admin; Max-Age={DEVICE_SECS}; HttpOnly; SameSite=Strict{secure}"
     ))
-    .ok()
+    .ok()?;
+    Some((cookie, device_id(&body)))
 }
 
-/// Whether the request carries a device cookie this server signed and that has not expired.
-pub(super) fn has_device_cookie(headers: &axum::http::HeaderMap, password: &str, now: i64) -> bool {
+/// The id of the device cookie the request carries, if this server signed it and it has not
+/// expired.
+pub(super) fn device_cookie(
+    headers: &axum::http::HeaderMap,
+    password: &str,
+    now: i64,
+) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(DEVICE_COOKIE)?.strip_prefix('='))
-        .any(|value| {
-            let Some((body, mac)) = value.rsplit_once('.') else {
-                return false;
-            };
+        .find_map(|value| {
+            let (body, mac) = value.rsplit_once('.')?;
             let fresh = body
                 .split_once('.')
                 .and_then(|(expires, _)| expires.parse::<i64>().ok())
                 .is_some_and(|expires| expires > now);
-            fresh && constant_time_eq(mac.as_bytes(), device_mac(password, body).as_bytes())
+            (fresh && constant_time_eq(mac.as_bytes(), device_mac(password, body).as_bytes()))
+                .then(|| device_id(body))
         })
 }
 
@@ -104,7 +126,8 @@ pub(super) async fn gate(
     };
     let ip = ClientIp::of(req.extensions());
     let now = app.clock.now();
-    let known_device = has_device_cookie(req.headers(), password.expose(), now);
+    let device = device_cookie(req.headers(), password.expose(), now);
+    let known_device = device.is_some();
     let guard = &logins.0;
     if !known_device {
         if let Some(wait) = guard.wait(ip, Instant::now()) {
@@ -128,19 +151,26 @@ pub(super) async fn gate(
         let _ = guard.check(ip, Instant::now());
         return Refusal::Unauthorized.into_response();
     }
+    // A browser without a cookie gets one now, and this request already counts as its.
+    let secure = app
+        .config
+        .base_url
+        .as_ref()
+        .is_some_and(|u| u.scheme() == "https");
+    let minted = match device {
+        Some(_) => None,
+        None => new_device_cookie(password.expose(), now, secure),
+    };
+    let device = device
+        .or_else(|| minted.as_ref().map(|(_, id)| id.clone()))
+        .unwrap_or_else(|| "password".into());
     req.extensions_mut().insert(Admin {
         csrf: csrf_token(password.expose()),
+        device,
     });
     let mut resp = next.run(req).await;
-    if !known_device {
-        let secure = app
-            .config
-            .base_url
-            .as_ref()
-            .is_some_and(|u| u.scheme() == "https");
-        if let Some(cookie) = new_device_cookie(password.expose(), now, secure) {
-            resp.headers_mut().append(header::SET_COOKIE, cookie);
-        }
+    if let Some((cookie, _)) = minted {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     resp
 }
@@ -168,8 +198,8 @@ pub(super) struct ActionForm {
     pub(super) caller: Option<String>,
 }
 
-/// An admin action's form, its CSRF token checked against the admin's.
-pub(super) struct Action(pub(super) ActionForm);
+/// An admin action's form, its CSRF token checked against the admin's; and the admin.
+pub(super) struct Action(pub(super) ActionForm, pub(super) Admin);
 
 impl FromRequest<AppState> for Action {
     type Rejection = Response;
@@ -184,7 +214,7 @@ impl FromRequest<AppState> for Action {
                 .await
                 .map_err(IntoResponse::into_response)?;
         if constant_time_eq(admin.csrf.as_bytes(), form.csrf.as_bytes()) {
-            Ok(Action(form))
+            Ok(Action(form, admin))
         } else {
             Err(AdminError::Forged.into_response())
         }

@@ -1,5 +1,7 @@
 //! The lists as CSV, each cell quoted and defused against spreadsheet formulas.
 
+use axum::body::Body;
+
 use super::*;
 
 /// One CSV field: quoted when needed; a leading `=`, `@`, or a sign not followed by digits
@@ -130,33 +132,75 @@ pub(super) fn plan_row(r: &crate::store::PlanTotal) -> Vec<String> {
     ]
 }
 
+/// A list as CSV: orders, calls and charges whole (every row the list's filters match, read
+/// a page at a time); the plans' totals; the ledger's newest entries; the audit log.
 pub(super) async fn export(
     State(app): State<AppState>,
     _admin: Admin,
     Path(what): Path<String>,
+    Query(filters): Query<ListQuery>,
 ) -> Page {
-    let out = match what.as_str() {
-        "orders.csv" => csv(
-            ORDER_COLUMNS,
-            &app.store.list_orders(EXPORT_ROWS).await?,
-            order_row,
-        ),
-        "calls.csv" => csv(
-            CALL_COLUMNS,
-            &app.store.list_calls(EXPORT_ROWS).await?,
-            call_row,
-        ),
-        "charges.csv" => csv(
-            CHARGE_COLUMNS,
-            &app.store.list_charges(None, EXPORT_ROWS).await?,
-            charge_row,
-        ),
-        "plans.csv" => csv(PLAN_COLUMNS, &app.store.orders_by_plan().await?, plan_row),
+    let refused = AdminError::Refused;
+    let out: Body = match what.as_str() {
+        "orders.csv" => {
+            let store = app.store.clone();
+            csv_pages(
+                ORDER_COLUMNS,
+                filters.listing(0).map_err(refused)?,
+                move |l| {
+                    let store = store.clone();
+                    async move { store.page_orders(&l).await }
+                },
+                order_key,
+                order_row,
+            )
+        }
+        "calls.csv" => {
+            let store = app.store.clone();
+            csv_pages(
+                CALL_COLUMNS,
+                filters.listing(0).map_err(refused)?,
+                move |l| {
+                    let store = store.clone();
+                    async move { store.page_calls(&l).await }
+                },
+                call_key,
+                call_row,
+            )
+        }
+        "charges.csv" => {
+            let store = app.store.clone();
+            csv_pages(
+                CHARGE_COLUMNS,
+                filters.listing(0).map_err(refused)?,
+                move |l| {
+                    let store = store.clone();
+                    async move { store.page_charges(&l).await }
+                },
+                charge_key,
+                charge_row,
+            )
+        }
+        "audit.csv" => {
+            let store = app.store.clone();
+            csv_pages(
+                AUDIT_COLUMNS,
+                filters.listing(0).map_err(refused)?,
+                move |l| {
+                    let store = store.clone();
+                    async move { store.page_audit(&l).await }
+                },
+                audit_key,
+                audit_row,
+            )
+        }
+        "plans.csv" => csv(PLAN_COLUMNS, &app.store.orders_by_plan().await?, plan_row).into(),
         "entries.csv" => csv(
             ENTRY_COLUMNS,
             &app.store.list_entries(EXPORT_ROWS).await?,
             entry_row,
-        ),
+        )
+        .into(),
         _ => return Err(AdminError::NotFound),
     };
     Ok((
@@ -171,6 +215,25 @@ pub(super) async fn export(
         out,
     )
         .into_response())
+}
+
+/// The audit log (`AuditStore`): every operator action.
+pub(super) const AUDIT_COLUMNS: &[&str] = &[
+    "id", "at", "actor", "action", "order_id", "subject", "detail", "result", "outcome",
+];
+
+pub(super) fn audit_row(e: &crate::store::AuditEntry) -> Vec<String> {
+    vec![
+        e.id.clone(),
+        iso(Some(e.at)),
+        e.actor.clone(),
+        e.action.to_string(),
+        o(&e.order_id),
+        e.subject.clone(),
+        e.detail.clone(),
+        e.result.to_string(),
+        e.outcome.clone(),
+    ]
 }
 
 pub(super) fn order_row(r: &Order) -> Vec<String> {

@@ -27,7 +27,9 @@ mod actions;
 mod auth;
 mod chart;
 mod export;
+mod listing;
 mod messages;
+mod order;
 mod pages;
 mod search;
 mod timeline;
@@ -38,7 +40,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chart::*;
 use export::*;
+use listing::*;
 use messages::*;
+use order::*;
 use pages::*;
 use search::*;
 use serde::Deserialize;
@@ -56,7 +60,7 @@ use crate::App;
 
 /// Rows shown per table.
 const ROWS: i64 = 200;
-/// Rows an export reads at most (newest first).
+/// Ledger entries an export reads at most (newest first).
 const EXPORT_ROWS: i64 = 5000;
 
 pub fn router(app: &AppState) -> Router<AppState> {
@@ -75,7 +79,17 @@ pub fn router(app: &AppState) -> Router<AppState> {
         )
         .route("/admin/orders/{id}/minutes", post(add_minutes))
         .route("/admin/orders/{id}/forget", post(forget_caller))
+        .route("/admin/orders/{id}", get(order_page))
+        .route(
+            "/admin/orders/{id}/refund",
+            get(confirm_refund).post(refund_purchase),
+        )
         .route("/admin/charges/{id}/retry", post(retry))
+        .route(
+            "/admin/charges/{id}/refund",
+            get(confirm_refund).post(refund_charge),
+        )
+        .route("/admin/audit", get(audit_page))
         .route_layer(axum::middleware::from_fn_with_state(
             (app.clone(), Arc::new(LoginGuard::default())),
             gate,
@@ -93,10 +107,14 @@ pub enum AdminError {
     Refused(String),
     #[error("the form is stale or came from another site; reload the page and try again")]
     Forged,
+    /// An outside service did not answer; what happened there is not known.
+    #[error("{0}")]
+    Unknown(String),
 }
 
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
+impl AdminError {
+    /// The problem's page; with `back` (an address and its name), a link back there.
+    pub(super) fn page(self, back: Option<(&str, &str)>) -> Response {
         let status = match &self {
             AdminError::Store(e) => {
                 tracing::error!(error = %e, "admin page failed");
@@ -105,16 +123,25 @@ impl IntoResponse for AdminError {
             AdminError::NotFound => StatusCode::NOT_FOUND,
             AdminError::Refused(_) => StatusCode::CONFLICT,
             AdminError::Forged => StatusCode::FORBIDDEN,
+            AdminError::Unknown(_) => StatusCode::BAD_GATEWAY,
         };
-        (
-            status,
-            layout(
-                "",
-                "Problem",
-                &format!("<p>{}</p>", escape(&self.to_string())),
-            ),
-        )
-            .into_response()
+        let back = back
+            .map(|(href, name)| {
+                format!(
+                    "<p><a href=\"{}\">Back to {}</a></p>",
+                    escape(href),
+                    escape(name)
+                )
+            })
+            .unwrap_or_default();
+        let body = format!("<p role=\"alert\">{}</p>{back}", escape(&self.to_string()));
+        html_with(status, layout("", "Problem", &body))
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        self.page(None)
     }
 }
 
@@ -127,6 +154,7 @@ pub(super) const SECTIONS: &[(&str, &str)] = &[
     ("/admin/calls", "Calls"),
     ("/admin/charges", "Charges"),
     ("/admin/messages", "Messages"),
+    ("/admin/audit", "Audit"),
 ];
 
 pub(super) fn layout(section: &str, title: &str, body: &str) -> Html<String> {
@@ -160,7 +188,12 @@ pub(super) fn layout_with(section: &str, title: &str, body: &str, q: &str) -> Ht
 }
 
 pub(super) fn html(page: Html<String>) -> Response {
-    let mut resp = page.into_response();
+    html_with(StatusCode::OK, page)
+}
+
+/// [`html`] with another status.
+pub(super) fn html_with(status: StatusCode, page: Html<String>) -> Response {
+    let mut resp = (status, page).into_response();
     // Operator data: never cached by the browser or a proxy.
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

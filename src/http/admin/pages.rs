@@ -103,50 +103,45 @@ fn by_plan(app: &App, totals: &[crate::store::PlanTotal]) -> String {
     )
 }
 
+/// Reads one page of a list for `q` (one row beyond the page, to know whether there is a
+/// next); a filter that does not parse is said, and the newest rows are shown.
+fn page_for<S: std::str::FromStr>(q: &ListQuery) -> (crate::store::Listing<S>, Option<String>) {
+    match q.listing::<S>(ROWS + 1) {
+        Ok(l) => (l, None),
+        Err(p) => (crate::store::Listing::newest(ROWS + 1), Some(p)),
+    }
+}
+
+fn spellings<S: Copy>(all: &[S], spell: fn(S) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|s| spell(*s)).collect()
+}
+
+/// A list's table, or a line saying nothing matched.
+fn table_or_none(rows: &str, head: &str, what: &str) -> String {
+    if rows.is_empty() {
+        format!("<p class=\"hint\">No {what} match.</p>")
+    } else {
+        format!("<div class=\"scroll\"><table>{head}{rows}</table></div>")
+    }
+}
+
 pub(super) async fn orders_page(
     State(app): State<AppState>,
-    admin: Admin,
-    Query(done): Query<DoneQuery>,
+    _admin: Admin,
+    Query(q): Query<ListQuery>,
 ) -> Page {
-    let outcome = done.outcome();
-    let (orders, remembered) = tokio::try_join!(
-        app.store.list_orders(ROWS),
-        app.store.remembered_callers(None),
-    )?;
+    let (listing, problem) = page_for::<OrderStatus>(&q);
+    let orders = app.store.page_orders(&listing).await?;
+    let (orders, next) = split_page(orders, ROWS, order_key);
     let mut rows = String::new();
     for o in &orders {
-        let mut actions = String::new();
-        for r in remembered.iter().filter(|r| r.order_id == o.id) {
-            let _ = write!(
-                actions,
-                "<form method=\"post\" action=\"/admin/orders/{id}/forget\">{h}\
-                 <input type=\"hidden\" name=\"caller\" value=\"{caller}\">\
-                 <span class=\"remembered\">Remembers {caller}</span> <button>Forget number</button></form>",
-                id = escape(&o.id),
-                caller = escape(&r.caller),
-                h = hidden(&admin)
-            );
-        }
-        if o.status == OrderStatus::Paid {
-            let _ = write!(
-                actions,
-                "<form method=\"post\" action=\"/admin/orders/{id}/minutes\">{h}\
-                 <label class=\"inline\">Minutes <input name=\"minutes\" type=\"number\" min=\"1\" max=\"600\" value=\"5\"></label>\
-                 <button>Add minutes</button></form>\
-                 <a class=\"action danger\" href=\"/admin/orders/{id}/revoke\">Revoke code…</a>",
-                id = escape(&o.id),
-                h = hidden(&admin)
-            );
-        }
         let _ = write!(
             rows,
-            "<tr id=\"{}\"{}><td class=\"when\">{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td class=\"when\">…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&o.id),
-            changed(outcome.as_ref(), &o.id),
+            "<tr id=\"{id}\"><td class=\"when\">{}</td><td><span class=\"badge {}\">{}</span></td><td><a href=\"{}\">{id}</a></td><td class=\"when\">…{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
             when(o.created_at),
             o.status,
             o.status,
-            escape(&o.id),
+            escape(&order_href(&o.id)),
             escape(o.code_last4.as_deref().unwrap_or("")),
             match o.status {
                 OrderStatus::Paid | OrderStatus::Revoked => money(&app, o.amount.0),
@@ -157,20 +152,31 @@ pub(super) async fn orders_page(
             minutes(o.seconds_included),
             minutes(o.seconds_left()),
             if o.overage_consent { "yes" } else { "no" },
-            actions
+            id = escape(&o.id),
         );
     }
-    let flash = outcome.map(|(_, said)| said).unwrap_or_default();
     let body = format!(
-        "{flash}<p><a href=\"/admin/export/orders.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
-         <tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Amount</th><th>Used / included</th>\
-         <th>Left</th><th>Overage</th><th>Actions</th></tr>{rows}</table></div>"
+        "<p class=\"hint\">Open an order to add minutes, revoke its code or refund it.</p>{}{}{}",
+        q.form("/admin/orders", &spellings(OrderStatus::ALL, OrderStatus::as_str), problem.as_deref()),
+        table_or_none(
+            &rows,
+            "<tr><th>Created</th><th>Status</th><th>Order</th><th>Code</th><th>Amount</th><th>Used / included</th>\
+             <th>Left</th><th>Overage</th></tr>",
+            "orders"
+        ),
+        q.pager("/admin/orders", "/admin/export/orders.csv", next.as_ref()),
     );
     Ok(html(layout("/admin/orders", "Orders", &body)))
 }
 
-pub(super) async fn calls_page(State(app): State<AppState>, _admin: Admin) -> Page {
-    let calls = app.store.list_calls(ROWS).await?;
+pub(super) async fn calls_page(
+    State(app): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<ListQuery>,
+) -> Page {
+    let (listing, problem) = page_for::<crate::store::CallState>(&q);
+    let calls = app.store.page_calls(&listing).await?;
+    let (calls, next) = split_page(calls, ROWS, call_key);
     let mut rows = String::new();
     for c in &calls {
         let _ = write!(
@@ -185,10 +191,16 @@ pub(super) async fn calls_page(State(app): State<AppState>, _admin: Admin) -> Pa
             sid = escape(&c.call_sid),
         );
     }
+    use crate::store::CallState;
     let body = format!(
-        "<p><a href=\"/admin/export/calls.csv\">Download CSV</a></p><div class=\"scroll\"><table>\
-         <tr><th>Call</th><th>Started</th><th>From</th><th>Order</th><th>Agent time</th><th>Status</th><th>Ended because</th></tr>\
-         {rows}</table></div>"
+        "{}{}{}",
+        q.form("/admin/calls", &spellings(CallState::ALL, CallState::as_str), problem.as_deref()),
+        table_or_none(
+            &rows,
+            "<tr><th>Call</th><th>Started</th><th>From</th><th>Order</th><th>Agent time</th><th>Status</th><th>Ended because</th></tr>",
+            "calls"
+        ),
+        q.pager("/admin/calls", "/admin/export/calls.csv", next.as_ref()),
     );
     Ok(html(layout("/admin/calls", "Calls", &body)))
 }
@@ -276,26 +288,34 @@ pub(super) async fn call_page(
 pub(super) async fn charges_page(
     State(app): State<AppState>,
     admin: Admin,
-    Query(done): Query<DoneQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Page {
-    let outcome = done.outcome();
-    let charges = app.store.list_charges(None, ROWS).await?;
+    use crate::store::ChargeState;
+    let (listing, problem) = page_for::<ChargeState>(&q);
+    let charges = app.store.page_charges(&listing).await?;
+    let (charges, next) = split_page(charges, ROWS, charge_key);
     let mut rows = String::new();
     for c in &charges {
-        let action = if c.state.retryable() {
-            format!(
+        let mut action = String::new();
+        if c.state.retryable() {
+            let _ = write!(
+                action,
                 "<form method=\"post\" action=\"/admin/charges/{}/retry\">{}<button>Retry</button></form>",
                 escape(&c.id),
                 hidden(&admin)
-            )
-        } else {
-            String::new()
-        };
+            );
+        }
+        if c.state == ChargeState::Succeeded && c.stripe_payment_intent.is_some() {
+            let _ = write!(
+                action,
+                "<a class=\"action danger\" href=\"/admin/charges/{}/refund\">Refund…</a>",
+                escape(&c.id)
+            );
+        }
         let _ = write!(
             rows,
-            "<tr id=\"{}\"{}><td class=\"when\">{}</td><td class=\"id\">{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"id\">{}</td><td>{}</td></tr>",
+            "<tr id=\"{}\"><td class=\"when\">{}</td><td class=\"id\">{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"id\">{}</td><td>{}</td></tr>",
             escape(&c.id),
-            changed(outcome.as_ref(), &c.id),
             when(c.created_at),
             escape(&c.id),
             order_link(Some(&c.order_id)),
@@ -308,20 +328,24 @@ pub(super) async fn charges_page(
             call = escape(&c.call_sid),
         );
     }
-    let flash = outcome.map(|(_, said)| said).unwrap_or_default();
     let body = format!(
-        "{flash}<p><a href=\"/admin/export/charges.csv\">Download CSV</a></p>\
-         <p class=\"hint\">Retry puts a refused charge back in the queue. After a decline it runs as a \
+        "<p class=\"hint\">Retry puts a refused charge back in the queue. After a decline it runs as a \
          new payment; after running out of tries it waits until Stripe has forgotten the last \
-         attempt's key (24 h), so a payment that did go through is never made twice.</p>\
-         <div class=\"scroll\"><table><tr><th>Created</th><th>Charge</th><th>Order</th><th>Call</th><th>Amount</th><th>State</th>\
-         <th>Tries</th><th>Last error</th><th>PaymentIntent</th><th>Actions</th></tr>{rows}</table></div>"
+         attempt's key (24 h), so a payment that did go through is never made twice.</p>{}{}{}",
+        q.form("/admin/charges", &spellings(ChargeState::ALL, ChargeState::as_str), problem.as_deref()),
+        table_or_none(
+            &rows,
+            "<tr><th>Created</th><th>Charge</th><th>Order</th><th>Call</th><th>Amount</th><th>State</th>\
+             <th>Tries</th><th>Last error</th><th>PaymentIntent</th><th>Actions</th></tr>",
+            "charges"
+        ),
+        q.pager("/admin/charges", "/admin/export/charges.csv", next.as_ref()),
     );
     Ok(html(layout("/admin/charges", "Overage charges", &body)))
 }
 
 /// Marks the row an action just changed.
-fn changed(outcome: Option<&(&str, String)>, id: &str) -> &'static str {
+pub(super) fn changed(outcome: Option<&(&str, String)>, id: &str) -> &'static str {
     match outcome {
         Some((changed, _)) if *changed == id => " class=\"changed\"",
         _ => "",

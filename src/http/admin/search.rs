@@ -90,7 +90,7 @@ pub(super) async fn search(
         for o in &orders {
             let _ = write!(
                 body,
-                "<li><a href=\"/admin/orders#{id}\">{id}</a> <span class=\"badge {s}\">{s}</span> \
+                "<li><a href=\"{href}\">{id}</a> <span class=\"badge {s}\">{s}</span> \
                  {} · {} used of {}, {} left · created {}</li>",
                 money(&app, o.amount.0),
                 minutes(o.seconds_used),
@@ -98,6 +98,7 @@ pub(super) async fn search(
                 minutes(o.seconds_left()),
                 when(o.created_at),
                 id = escape(&o.id),
+                href = escape(&order_href(&o.id)),
                 s = o.status,
             );
         }
@@ -122,7 +123,7 @@ pub(super) async fn search(
         for c in &charges {
             let _ = write!(
                 body,
-                "<li><a href=\"/admin/charges#{id}\">{id}</a> {} {} · order {} · {}</li>",
+                "<li><a href=\"{href}#{id}\">{id}</a> {} {} · order {} · {}</li>",
                 money(&app, c.amount.0),
                 c.state,
                 order_link(Some(&c.order_id)),
@@ -132,6 +133,7 @@ pub(super) async fn search(
                         .unwrap_or("no PaymentIntent yet")
                 ),
                 id = escape(&c.id),
+                href = escape(&order_href(&c.order_id)),
             );
         }
         body.push_str("</ul>");

@@ -100,7 +100,11 @@ pub(super) fn timeline(call: &Call, charge: Option<&Charge>, warn_before: i64) -
 /// A link to an order's row, or a dash for a call that never had one.
 pub(super) fn order_link(order_id: Option<&str>) -> String {
     match order_id {
-        Some(id) => format!("<a href=\"/admin/orders#{id}\">{id}</a>", id = escape(id)),
+        Some(id) => format!(
+            "<a href=\"{}\">{}</a>",
+            escape(&super::order_href(id)),
+            escape(id)
+        ),
         None => "<span class=\"hint\">none</span>".into(),
     }
 }

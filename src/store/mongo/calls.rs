@@ -273,8 +273,17 @@ impl CallStore for MongoStore {
             .transpose()
     }
 
-    async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError> {
-        self.calls_where(doc! {}, limit).await
+    async fn page_calls(&self, l: &Listing<CallState>) -> Result<Vec<Call>, StoreError> {
+        page(
+            &self.calls(),
+            l,
+            ("status", l.state.map(|s| s.as_str())),
+            "started_at",
+        )
+        .await?
+        .into_iter()
+        .map(CallDoc::into_record)
+        .collect()
     }
 
     async fn calls_for_order(&self, order_id: &str, limit: i64) -> Result<Vec<Call>, StoreError> {

@@ -198,20 +198,12 @@ impl ChargeStore for MongoStore {
         .await
     }
 
-    async fn list_charges(
-        &self,
-        state: Option<ChargeState>,
-        limit: i64,
-    ) -> Result<Vec<Charge>, StoreError> {
-        let filter = match state {
-            Some(s) => doc! { "state": s.as_str() },
-            None => doc! {},
-        };
-        query(
+    async fn page_charges(&self, l: &Listing<ChargeState>) -> Result<Vec<Charge>, StoreError> {
+        page(
             &self.charges(),
-            filter,
-            Some(doc! { "created_at": -1, "_id": -1 }),
-            Some(limit),
+            l,
+            ("state", l.state.map(|s| s.as_str())),
+            "created_at",
         )
         .await?
         .into_iter()

@@ -23,6 +23,7 @@ use crate::store::*;
 use docs::{CallDoc, ChargeDoc, OrderDoc};
 
 mod attempts;
+mod audit;
 mod callers;
 mod calls;
 mod charges;
@@ -100,9 +101,6 @@ fn opt<T: Into<Bson>>(v: Option<T>) -> Bson {
     v.map(Into::into).unwrap_or(Bson::Null)
 }
 
-/// Documents matching `filter`, sorted, at most `limit`: an aggregation whose `$limit` is a
-/// 32-bit integer, which every server speaking the wire protocol accepts (some refuse the
-/// 64-bit `limit` the driver's `find` sends).
 /// Sums the whole number `amount` (never below zero) per day of `at`, over every document of
 /// `coll` that `filter` finds: read through a cursor with just those two fields, so every
 /// matching document counts, however many there are.
@@ -127,6 +125,9 @@ async fn day_totals(
         .collect())
 }
 
+/// Documents matching `filter`, sorted, at most `limit`: an aggregation whose `$limit` is a
+/// 32-bit integer, which every server speaking the wire protocol accepts (some refuse the
+/// 64-bit `limit` the driver's `find` sends).
 async fn query<T>(
     coll: &Collection<T>,
     filter: Document,
@@ -154,6 +155,49 @@ where
     docs.into_iter()
         .map(|d| mongodb::bson::from_document(d).map_err(|e| StoreError::Corrupt(e.to_string())))
         .collect()
+}
+
+/// A page of `coll` (see [`Listing`]) newest first by the time field `at`, then `_id`;
+/// `state` (already spelled) is matched against the field `state_field`.
+async fn page<T, S>(
+    coll: &Collection<T>,
+    l: &Listing<S>,
+    (state_field, state): (&str, Option<&str>),
+    at: &str,
+) -> Result<Vec<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    let mut filter = doc! {};
+    if let Some(state) = state {
+        filter.insert(state_field, state);
+    }
+    let mut range = doc! {};
+    if let Some(from) = l.from {
+        range.insert("$gte", from);
+    }
+    if let Some(until) = l.until {
+        range.insert("$lt", until);
+    }
+    if !range.is_empty() {
+        filter.insert(at, range);
+    }
+    if let Some(c) = &l.after {
+        filter.insert(
+            "$or",
+            vec![
+                doc! { at: { "$lt": c.at } },
+                doc! { at: c.at, "_id": { "$lt": &c.id } },
+            ],
+        );
+    }
+    query(
+        coll,
+        filter,
+        Some(doc! { at: -1, "_id": -1 }),
+        Some(l.limit),
+    )
+    .await
 }
 
 /// callgate's collections carry a prefix: during a cut-over callgate may share a database
@@ -349,6 +393,22 @@ impl Store for MongoStore {
             self.raw("remembered_callers")
                 .create_index(plain(doc! { "order_id": 1 }))
                 .await?;
+            self.raw("orders")
+                .create_index(plain(doc! { "created_at": -1, "_id": -1 }))
+                .await?;
+            self.raw("calls")
+                .create_index(plain(doc! { "started_at": -1, "_id": -1 }))
+                .await?;
+            self.raw("charges")
+                .create_index(plain(doc! { "created_at": -1, "_id": -1 }))
+                .await?;
+            for keys in [
+                doc! { "order_id": 1, "at": -1 },
+                doc! { "subject": 1, "at": -1 },
+                doc! { "at": -1, "_id": -1 },
+            ] {
+                self.raw("audit_log").create_index(plain(keys)).await?;
+            }
             self.raw("ledger_entries")
                 .create_index(plain(doc! { "order_id": 1, "created_at": 1 }))
                 .await?;

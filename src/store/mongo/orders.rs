@@ -99,12 +99,12 @@ impl OrderStore for MongoStore {
             .collect()
     }
 
-    async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
-        query(
+    async fn page_orders(&self, l: &Listing<OrderStatus>) -> Result<Vec<Order>, StoreError> {
+        page(
             &self.orders(),
-            doc! {},
-            Some(doc! { "created_at": -1, "_id": -1 }),
-            Some(limit),
+            l,
+            ("status", l.state.map(|s| s.as_str())),
+            "created_at",
         )
         .await?
         .into_iter()

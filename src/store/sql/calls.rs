@@ -5,6 +5,10 @@ use std::sync::LazyLock;
 
 use crate::domain::{call::CallState, order::OrderStatus};
 
+/// A page of calls (`store::Listing`), by when they started.
+pub(crate) static CALLS_PAGE: LazyLock<String> =
+    LazyLock::new(|| super::listing("calls", "started_at", "call_sid", "status"));
+
 /// Inserts a call, or leaves the stored one as it is; either way returns the stored row, in
 /// one statement (the no-op update is what lets `RETURNING` see an existing row). It writes
 /// back a column no key or index holds: writing the key itself, even unchanged, has SQLite
@@ -360,11 +364,8 @@ macro_rules! sql_calls {
                     .map_err(classify)
             }
 
-            async fn list_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError> {
-                sqlx::query_as::<$db, Call>(
-                    "SELECT * FROM calls ORDER BY started_at DESC, call_sid DESC LIMIT $1",
-                )
-                .bind(limit)
+            async fn page_calls(&self, l: &Listing<CallState>) -> Result<Vec<Call>, StoreError> {
+                bind_listing!(sqlx::query_as::<$db, Call>(&CALLS_PAGE), l)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(classify)

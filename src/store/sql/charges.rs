@@ -12,6 +12,10 @@ pub(crate) static CHARGE_INSERT: LazyLock<String> = statement!(
     pending = ChargeState::Pending,
 );
 
+/// A page of charges (`store::Listing`).
+pub(crate) static CHARGES_PAGE: LazyLock<String> =
+    LazyLock::new(|| super::listing("charges", "created_at", "id", "state"));
+
 /// Leases the next due pending charge: `$1` owner, `$2` lease until, `$3` now.
 pub(crate) static CHARGE_CLAIM: LazyLock<String> = statement!(
     "UPDATE charges SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
@@ -256,17 +260,8 @@ macro_rules! sql_charges {
                 day_totals::<$db>(&self.pool, &SUCCEEDED_PER_DAY, since).await
             }
 
-            async fn list_charges(
-                &self,
-                state: Option<ChargeState>,
-                limit: i64,
-            ) -> Result<Vec<Charge>, StoreError> {
-                sqlx::query_as::<$db, Charge>(
-                    "SELECT * FROM charges WHERE ($1 IS NULL OR state = $1) \
-                     ORDER BY created_at DESC, id DESC LIMIT $2",
-                )
-                .bind(state.map(|s| s.as_str()))
-                .bind(limit)
+            async fn page_charges(&self, l: &Listing<ChargeState>) -> Result<Vec<Charge>, StoreError> {
+                bind_listing!(sqlx::query_as::<$db, Charge>(&CHARGES_PAGE), l)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(classify)

@@ -26,6 +26,31 @@ pub(crate) fn spelling_list<'a>(spellings: impl Iterator<Item = &'a str>) -> Str
         .join(", ")
 }
 
+/// A page of `table` newest first (see `store::Listing`): `$1` the state, `$2` from, `$3`
+/// until, `$4` and `$5` the cursor's time and id, `$6` the limit; bound by [`bind_listing`].
+pub(crate) fn listing(table: &str, at: &str, id: &str, state: &str) -> String {
+    format!(
+        "SELECT * FROM {table} WHERE ($1 IS NULL OR {state} = $1) \
+         AND ($2 IS NULL OR {at} >= $2) AND ($3 IS NULL OR {at} < $3) \
+         AND ($4 IS NULL OR {at} < $4 OR ({at} = $4 AND {id} < $5)) \
+         ORDER BY {at} DESC, {id} DESC LIMIT $6"
+    )
+}
+
+/// Binds a `store::Listing` to a [`listing`] statement.
+macro_rules! bind_listing {
+    ($query:expr, $l:expr) => {
+        $query
+            .bind($l.state.map(|s| s.as_str()))
+            .bind($l.from)
+            .bind($l.until)
+            .bind($l.after_at())
+            .bind($l.after_id())
+            .bind($l.limit)
+    };
+}
+pub(crate) use bind_listing;
+
 /// Runs a `day, total` statement whose `$1` is the first time counted.
 pub(crate) async fn day_totals<DB>(
     pool: &sqlx::Pool<DB>,
@@ -55,6 +80,7 @@ where
 pub(crate) struct SqlxTx<'c, C>(pub &'c mut C);
 
 mod attempts;
+mod audit;
 mod callers;
 mod calls;
 mod charges;
@@ -68,6 +94,7 @@ mod orders;
 mod reports;
 
 pub(crate) use attempts::*;
+pub(crate) use audit::*;
 pub(crate) use callers::*;
 pub(crate) use calls::*;
 pub(crate) use charges::*;
@@ -99,6 +126,7 @@ macro_rules! sql_store {
         $crate::store::sql::sql_messages!($store, $db);
         $crate::store::sql::sql_reports!($store, $db);
         $crate::store::sql::sql_instances!($store, $db);
+        $crate::store::sql::sql_audit!($store, $db);
 
         #[async_trait::async_trait]
         impl Store for $store {

@@ -19,6 +19,10 @@ pub(crate) static ORDER_FULFIL: LazyLock<String> = statement!(
     payable = super::spelling_list(OrderStatus::sources(OrderStatus::Paid).map(|s| s.as_str())),
 );
 
+/// A page of orders (`store::Listing`).
+pub(crate) static ORDERS_PAGE: LazyLock<String> =
+    LazyLock::new(|| super::listing("orders", "created_at", "id", "status"));
+
 /// Unpaid orders created before `$1`, oldest first, at most `$2`.
 pub(crate) static ORDERS_STALE_PENDING: LazyLock<String> = statement!(
     "SELECT * FROM orders WHERE status = '{pending}' AND created_at < $1 \
@@ -134,11 +138,8 @@ macro_rules! sql_orders {
                 .map_err(classify)
             }
 
-            async fn list_orders(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
-                sqlx::query_as::<$db, Order>(
-                    "SELECT * FROM orders ORDER BY created_at DESC, id DESC LIMIT $1",
-                )
-                .bind(limit)
+            async fn page_orders(&self, l: &Listing<OrderStatus>) -> Result<Vec<Order>, StoreError> {
+                bind_listing!(sqlx::query_as::<$db, Order>(&ORDERS_PAGE), l)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(classify)
