@@ -5,7 +5,7 @@
 //! marked refunded). Asking twice is one refund: the request's idempotency key is the
 //! PaymentIntent's, and Stripe refuses to refund a payment already refunded.
 
-use crate::store::{Charge, ChargeState, Order, OrderStatus, StoreError};
+use crate::store::{Charge, ChargeState, EntryKind, Order, OrderStatus, StoreError};
 use crate::stripe::client::{Refund, StripeError};
 use crate::App;
 
@@ -20,6 +20,9 @@ pub enum NoRefund {
     NotPaidThroughStripe,
     #[error("a {0} order has no payment to refund")]
     OrderNotPaid(OrderStatus),
+    /// Stripe's word of a refund or dispute of this payment has come already.
+    #[error("this payment was {0} already (Stripe said so at {1} UTC)")]
+    AlreadyReversed(&'static str, String),
     #[error("a {0} charge has no payment to refund")]
     ChargeNotPaid(ChargeState),
     /// Stripe answered and refused (already refunded, disputed, ...): its words.
@@ -51,6 +54,26 @@ pub async fn purchase(app: &App, order_id: &str) -> Result<(Order, Refund), NoRe
     match order.status {
         OrderStatus::Paid | OrderStatus::Revoked => {}
         other => return Err(NoRefund::OrderNotPaid(other)),
+    }
+    let reversed = app
+        .store
+        .entries_for_order(order_id)
+        .await?
+        .into_iter()
+        .find(|e| {
+            matches!(e.kind, EntryKind::Refund | EntryKind::Dispute)
+                && e.stripe_payment_intent.as_deref() == Some(pi.as_str())
+        });
+    if let Some(e) = reversed {
+        let how = if e.kind == EntryKind::Dispute {
+            "disputed"
+        } else {
+            "refunded"
+        };
+        return Err(NoRefund::AlreadyReversed(
+            how,
+            crate::domain::clock::iso8601(e.created_at),
+        ));
     }
     let refund = ask_stripe(app, &pi).await?;
     tracing::info!(order_id, refund_id = %refund.id, status = %refund.status, "purchase refund asked of Stripe");

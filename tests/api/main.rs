@@ -31,6 +31,7 @@ mod prompts_generate;
 mod purchase;
 mod readme;
 mod receipts;
+mod refunds;
 mod several_instances;
 mod store_conformance;
 mod stripe_webhook;

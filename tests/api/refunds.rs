@@ -1,0 +1,264 @@
+//! Refunds from the console, end to end against localstripe: the operator asks once on a
+//! page of its own, callgate asks Stripe's Refunds API, and the refund comes back as Stripe's
+//! signed `charge.refunded`, the same path as a refund made in Stripe's dashboard.
+
+use crate::support::app::TestApp;
+use crate::support::calls::{app_with_agent, heard_the_agent, open, until_closed, WAIT};
+use crate::support::stripe::LocalStripe;
+use callgate::store::{AuditAction, AuditResult, DynStore, EndReason, Order, OrderStatus};
+use callgate_peers::agent::{Behaviour, FakeAgent};
+use serde_json::Value;
+
+const PASSWORD: &str = "refund desk password";
+
+async fn shop(store: DynStore, agent: &FakeAgent) -> Option<(TestApp, LocalStripe)> {
+    let stripe = crate::support::stripe::start().await?;
+    let mut env = stripe.env();
+    env.push(("ADMIN_PASSWORD", PASSWORD.to_string()));
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = app_with_agent(store, agent, &vars).await;
+    stripe.register_webhook(&app.url("/webhooks/stripe")).await;
+    Some((app, stripe))
+}
+
+/// A purchase paid with a card at Stripe and fulfilled by its webhook: the order and code.
+async fn bought(app: &TestApp, stripe: &LocalStripe) -> (Order, &'static str) {
+    let (pi, secret) = app.start_purchase(false).await;
+    let (status, paid) = stripe.pay(&pi, "4242424242424242").await;
+    assert_eq!(status, 200, "{paid}");
+    let order = app.paid_order(&pi).await;
+    let details: Value = reqwest::Client::new()
+        .get(app.url("/api/order-details"))
+        .query(&[("payment_intent", pi.as_str()), ("client_secret", &secret)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = details["code"].as_str().expect("a code").to_string();
+    (order, Box::leak(code.into_boxed_str()))
+}
+
+/// The operator's browser: the device cookie its first page set, sent with every request
+/// after; redirects not followed.
+struct Operator {
+    http: reqwest::Client,
+    cookie: String,
+}
+
+async fn operator(app: &TestApp) -> Operator {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http
+        .get(app.url("/admin"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    Operator { http, cookie }
+}
+
+impl Operator {
+    fn request(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        req.basic_auth("admin", Some(PASSWORD))
+            .header("cookie", &self.cookie)
+    }
+}
+
+async fn get(op: &Operator, app: &TestApp, path: &str) -> (u16, String) {
+    let resp = op.request(op.http.get(app.url(path))).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Posts the form of the page at `page` whose action is `action`: its status and where it
+/// leads (or its page).
+async fn submit(http: &Operator, app: &TestApp, page: &str, action: &str) -> (u16, String) {
+    let (status, html) = get(http, app, page).await;
+    assert_eq!(status, 200, "{page}: {html}");
+    assert!(
+        html.contains(&format!("<form method=\"post\" action=\"{action}\">")),
+        "{page} has no form for {action}: {html}"
+    );
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form token")
+        .to_string();
+    let resp = http
+        .request(http.http.post(app.url(action)))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let to = resp
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(String::from);
+    match to {
+        Some(to) => (status, to),
+        None => (status, resp.text().await.unwrap()),
+    }
+}
+
+/// Stripe's refunds of PaymentIntent `pi`.
+async fn refunds_at_stripe(stripe: &LocalStripe, pi: &str) -> usize {
+    let list = stripe
+        .get(&format!("/v1/refunds?payment_intent={pi}"))
+        .await;
+    list["data"].as_array().map_or(0, Vec::len)
+}
+
+/// The operator refunds a purchase whose code is on a live call: asked once (the page's GET
+/// changes nothing), then refunded at Stripe; a second click at once is the same refund
+/// (one at Stripe). Stripe's `charge.refunded` then ends the call, revokes the code and
+/// charges nothing after; a later click is refused, saying the payment was refunded. The
+/// order's page and the audit log show each step, by the same device.
+async fn a_console_refund_ends_the_live_call_and_refunds_once(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let Some((app, stripe)) = shop(store, &agent).await else {
+        return;
+    };
+    let (order, code) = bought(&app, &stripe).await;
+    let (caller, url, params, _) =
+        crate::support::calls::connected_at(&app.base, "+15558880701", code).await;
+    let mut stream = open(&caller, &url, &params).await;
+    heard_the_agent(&mut stream).await;
+
+    let http = operator(&app).await;
+    let page = format!("/admin/orders/{}", order.id);
+    let ask = format!("/admin/orders/{}/refund", order.id);
+    let (_, shown) = get(&http, &app, &page).await;
+    assert!(shown.contains(&format!("href=\"{ask}\"")), "{shown}");
+    let (status, confirm) = get(&http, &app, &ask).await;
+    assert_eq!(status, 200);
+    assert!(
+        confirm.contains("Refund this payment?") && confirm.contains("$10.00"),
+        "{confirm}"
+    );
+    let pi = order.stripe_payment_intent.clone().unwrap();
+    assert_eq!(
+        refunds_at_stripe(&stripe, &pi).await,
+        0,
+        "asking refunds nothing"
+    );
+
+    let (status, to) = submit(&http, &app, &ask, &ask).await;
+    assert_eq!(status, 303, "{to}");
+    let (status, again) = submit(&http, &app, &ask, &ask).await;
+    assert_eq!(
+        status, 303,
+        "a second click at once: the same refund ({again})"
+    );
+    assert_eq!(refunds_at_stripe(&stripe, &pi).await, 1, "refunded once");
+    let (_, after) = get(&http, &app, &to).await;
+    assert!(
+        after.contains("Stripe accepted the refund of the purchase"),
+        "{after}"
+    );
+
+    assert!(
+        until_closed(&mut stream, WAIT).await,
+        "the refund never ended the call"
+    );
+    let call = crate::support::calls::settled_call(&app, &caller.call_sid).await;
+    assert_eq!(call.end_reason, Some(EndReason::Revoked));
+    let now = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(now.status, OrderStatus::Revoked);
+    assert!(app
+        .app
+        .store
+        .charges_for_order(&order.id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let (status, refused) = submit(&http, &app, &ask, &ask).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused.contains("refunded already"), "{refused}");
+    assert_eq!(refunds_at_stripe(&stripe, &pi).await, 1);
+
+    let (_, shown) = get(&http, &app, &page).await;
+    assert!(
+        shown.contains("<span class=\"badge revoked\">revoked</span>"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("<td>refund</td>"),
+        "the ledger's reversal: {shown}"
+    );
+    let audit = app.app.store.audit_about(&order.id, 10).await.unwrap();
+    let steps: Vec<(AuditAction, AuditResult)> =
+        audit.iter().rev().map(|e| (e.action, e.result)).collect();
+    assert_eq!(
+        steps,
+        [
+            (AuditAction::Refund, AuditResult::Done),
+            (AuditAction::Refund, AuditResult::Done),
+            (AuditAction::Refund, AuditResult::Refused),
+        ]
+    );
+    assert!(audit.iter().all(|e| e.actor == audit[0].actor), "{audit:?}");
+    assert!(audit[2].detail.contains("Stripe refund re_"), "{audit:?}");
+}
+
+/// A refund Stripe refuses is shown, and nothing changes: the payment was refunded in
+/// Stripe's dashboard while callgate's webhook endpoint was unreachable, so callgate still
+/// holds it paid; the console's refund meets Stripe's refusal, says it, records it, and the
+/// code still connects.
+async fn a_refund_stripe_refuses_is_shown_and_changes_nothing(store: DynStore) {
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let Some((app, stripe)) = shop(store, &agent).await else {
+        return;
+    };
+    let (order, code) = bought(&app, &stripe).await;
+    let pi = order.stripe_payment_intent.clone().unwrap();
+    // The endpoint moves away; the dashboard's refund is never delivered to callgate.
+    stripe.register_webhook("http://127.0.0.1:9/gone").await;
+    let (status, body) = stripe.post("/v1/refunds", &[("payment_intent", &pi)]).await;
+    assert_eq!(status, 200, "{body}");
+
+    let http = operator(&app).await;
+    let ask = format!("/admin/orders/{}/refund", order.id);
+    let (status, refused) = submit(&http, &app, &ask, &ask).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused.contains("Stripe refused the refund") && refused.contains("already been refunded"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!("href=\"/admin/orders/{}\"", order.id)),
+        "a way back: {refused}"
+    );
+    assert_eq!(refunds_at_stripe(&stripe, &pi).await, 1);
+    let now = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(now.status, OrderStatus::Paid, "nothing changed");
+    let audit = app.app.store.audit_about(&order.id, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].action, audit[0].result),
+        (AuditAction::Refund, AuditResult::Refused)
+    );
+    let (caller, url, params, _) =
+        crate::support::calls::connected_at(&app.base, "+15558880702", code).await;
+    let mut stream = open(&caller, &url, &params).await;
+    heard_the_agent(&mut stream).await;
+    stream.hang_up().await;
+}
+
+crate::on_every_backend!(
+    a_console_refund_ends_the_live_call_and_refunds_once,
+    a_refund_stripe_refuses_is_shown_and_changes_nothing,
+);
