@@ -689,7 +689,7 @@ async fn destructive_actions_ask_first_and_every_action_says_what_it_did(store: 
         "{shown}"
     );
     let (_, log) = get(&app, "/admin/audit?state=refused", Some(PASSWORD)).await;
-    assert_eq!(log.matches("<td>add_minutes</td>").count(), 1, "{log}");
+    assert_eq!(log.matches("<td>add minutes</td>").count(), 1, "{log}");
     let (_, csv) = get(&app, "/admin/export/audit.csv", Some(PASSWORD)).await;
     assert_eq!(csv.lines().count(), 5, "{csv}");
 }

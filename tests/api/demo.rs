@@ -405,6 +405,35 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
         .url
         .replace("http://", &format!("http://admin:{}@", demo.admin_password));
     let paid_order = overage_call.order_id.clone().expect("the call's order");
+    // Two operator actions in the log, as the console records them.
+    use callgate::store::{AuditAction, AuditResult};
+    for (action, detail, result, outcome) in [
+        (
+            AuditAction::AddMinutes,
+            "add 5 minutes",
+            AuditResult::Done,
+            "Order: 5 minutes added.",
+        ),
+        (
+            AuditAction::Refund,
+            "refund the purchase",
+            AuditResult::Refused,
+            "Stripe refused the refund: Charge ch_3Q has already been refunded.",
+        ),
+    ] {
+        let entry = callgate::store::AuditEntry {
+            id: callgate::store::new_id("aud"),
+            at: demo.app.clock.now(),
+            actor: "device 5f0c2a9d41be".into(),
+            action,
+            order_id: Some(paid_order.clone()),
+            subject: paid_order.clone(),
+            detail: detail.into(),
+            result,
+            outcome: outcome.into(),
+        };
+        demo.app.store.record_audit(&entry).await.unwrap();
+    }
     for (path, name, shows) in [
         ("/admin".to_string(), "tour-admin-overview", "svg.chart"),
         ("/admin/orders".into(), "tour-admin-orders", "table"),
@@ -420,10 +449,21 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
             "form button.danger",
         ),
         (
-            format!("/admin/orders?done=minutes&minutes=5&id={paid_order}"),
-            "tour-admin-orders-done",
-            "tr.changed",
+            format!("/admin/orders/{paid_order}?done=minutes&minutes=5&id={paid_order}"),
+            "tour-admin-order-done",
+            ".summary.changed",
         ),
+        (
+            format!("/admin/orders/{paid_order}/refund"),
+            "tour-admin-confirm-refund",
+            "form button.danger",
+        ),
+        (
+            "/admin/orders?state=paid&from=2020-01-01".into(),
+            "tour-admin-orders-filtered",
+            "form.filters",
+        ),
+        ("/admin/audit".into(), "tour-admin-audit", "table#audit"),
         (
             format!(
                 "/admin/search?q={}",
@@ -443,6 +483,15 @@ async fn every_page_and_state_at_desktop_and_phone_size() {
         look_at(b, name).await;
     }
     b.wait_for_text("table", "succeeded").await;
+    // A problem page (its own answer is the 404 the resource check would count).
+    b.client
+        .goto(&format!("{admin}/admin/orders/ord_missing"))
+        .await
+        .unwrap();
+    b.wait_for_text("p[role='alert']", "not found").await;
+    let violations = b.accessibility_violations().await;
+    assert!(violations.is_empty(), "tour-admin-problem: {violations:#?}");
+    b.fits_and_screenshots("tour-admin-problem").await;
     for (call, events) in [
         (
             &overage_call,

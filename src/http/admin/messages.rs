@@ -33,9 +33,10 @@ pub(super) async fn messages_page(State(app): State<AppState>, _admin: Admin) ->
          again, by email (<code>SMTP_URL</code>) and SMS (Twilio). A send that fails is tried \
          again after 30 s, doubling, 6 times in all; the text is made at each send, so no code \
          is stored here.</p>\
-         <div class=\"scroll\"><table id=\"messages\"><tr><th>Queued</th><th>Kind</th><th>Order</th>\
+         {}<table id=\"messages\"><tr><th>Queued</th><th>Kind</th><th>Order</th>\
          <th>Channel</th><th>To</th><th>State</th><th>Tries</th><th>Next try</th><th>Last error</th></tr>\
-         {rows}</table></div>"
+         {rows}</table></div>",
+        scroll_frame("Messages")
     );
     Ok(html(layout("/admin/messages", "Messages", &body)))
 }

@@ -187,6 +187,15 @@ pub(super) fn layout_with(section: &str, title: &str, body: &str, q: &str) -> Ht
     ))
 }
 
+/// The opening of a table's frame, which scrolls sideways when the table is wider than the
+/// page: focusable and named, so it can be scrolled from the keyboard.
+pub(super) fn scroll_frame(label: &str) -> String {
+    format!(
+        "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"{}\">",
+        escape(label)
+    )
+}
+
 pub(super) fn html(page: Html<String>) -> Response {
     html_with(StatusCode::OK, page)
 }

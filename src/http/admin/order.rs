@@ -139,9 +139,10 @@ pub(super) async fn order_page(
         "<p class=\"hint\">No overage charges.</p>".to_string()
     } else {
         format!(
-            "<div class=\"scroll\"><table id=\"order-charges\"><tr><th>Created</th><th>Charge</th><th>Call</th>\
+            "{}<table id=\"order-charges\"><tr><th>Created</th><th>Charge</th><th>Call</th>\
              <th>Amount</th><th>State</th><th>Last error</th><th>PaymentIntent</th><th>Actions</th></tr>\
-             {charge_rows}</table></div>"
+             {charge_rows}</table></div>",
+            scroll_frame("Overage charges")
         )
     };
 
@@ -162,8 +163,9 @@ pub(super) async fn order_page(
         "<p class=\"hint\">No calls on this code yet.</p>".to_string()
     } else {
         format!(
-            "<div class=\"scroll\"><table id=\"order-calls\"><tr><th>Call</th><th>Started</th><th>From</th>\
-             <th>Agent time</th><th>Ended because</th></tr>{call_rows}</table></div>"
+            "{}<table id=\"order-calls\"><tr><th>Call</th><th>Started</th><th>From</th>\
+             <th>Agent time</th><th>Ended because</th></tr>{call_rows}</table></div>",
+            scroll_frame("Calls")
         )
     };
 
@@ -183,8 +185,9 @@ pub(super) async fn order_page(
         "<p class=\"hint\">No ledger entries.</p>".to_string()
     } else {
         format!(
-            "<div class=\"scroll\"><table id=\"order-ledger\"><tr><th>When</th><th>Entry</th><th>Minutes</th>\
-             <th>Amount</th><th>PaymentIntent</th></tr>{entry_rows}</table></div>"
+            "{}<table id=\"order-ledger\"><tr><th>When</th><th>Entry</th><th>Minutes</th>\
+             <th>Amount</th><th>PaymentIntent</th></tr>{entry_rows}</table></div>",
+            scroll_frame("Ledger")
         )
     };
 
@@ -221,15 +224,16 @@ pub(super) fn audit_table(entries: &[AuditEntry], id: &str) -> String {
              <td><span class=\"badge {result}\">{result}</span></td><td>{}</td></tr>",
             when(e.at),
             escape(&e.actor),
-            e.action,
+            e.action.as_str().replace('_', " "),
             escape(&e.detail),
             escape(&e.outcome),
             result = e.result,
         );
     }
     format!(
-        "<div class=\"scroll\"><table id=\"{id}\"><tr><th>When</th><th>Who</th><th>Action</th>\
-         <th>Asked</th><th>Result</th><th>What came of it</th></tr>{rows}</table></div>"
+        "{}<table id=\"{id}\"><tr><th>When</th><th>Who</th><th>Action</th>\
+         <th>Asked</th><th>Result</th><th>What came of it</th></tr>{rows}</table></div>",
+        scroll_frame("Operator actions")
     )
 }
 

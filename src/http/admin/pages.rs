@@ -98,8 +98,9 @@ fn by_plan(app: &App, totals: &[crate::store::PlanTotal]) -> String {
         })
         .collect();
     format!(
-        "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Orders by plan\"><table id=\"by-plan\"><thead><tr><th>Plan</th><th>Paid</th><th>Paid amount</th>\
-         <th>Revoked</th><th>Unpaid</th></tr></thead><tbody>{body}</tbody></table></div>"
+        "{}<table id=\"by-plan\"><thead><tr><th>Plan</th><th>Paid</th><th>Paid amount</th>\
+         <th>Revoked</th><th>Unpaid</th></tr></thead><tbody>{body}</tbody></table></div>",
+        scroll_frame("Orders by plan")
     )
 }
 
@@ -121,7 +122,10 @@ fn table_or_none(rows: &str, head: &str, what: &str) -> String {
     if rows.is_empty() {
         format!("<p class=\"hint\">No {what} match.</p>")
     } else {
-        format!("<div class=\"scroll\"><table>{head}{rows}</table></div>")
+        format!(
+            "{}<table>{head}{rows}</table></div>",
+            scroll_frame(&format!("The {what}"))
+        )
     }
 }
 
