@@ -14,6 +14,7 @@ text_enum!(
         ForgetCaller = "forget_caller",
         RetryCharge = "retry_charge",
         Refund = "refund",
+        EndCall = "end_call",
     }
 );
 

@@ -61,46 +61,22 @@ pub async fn sms(
     to: &str,
     body: String,
 ) -> Result<String, SendError> {
+    use crate::telephony::twilio::rest::{self, TwilioApiError};
     let twilio = twilio.ok_or(SendError::NotConfigured("SMS (Twilio)"))?;
-    let url = format!(
-        "{}/2010-04-01/Accounts/{}/Messages.json",
-        twilio.api_base.as_str().trim_end_matches('/'),
-        twilio.account_sid
-    );
     let form = [
         ("To", to.to_string()),
         ("From", twilio.phone_number.clone()),
         ("Body", body),
         ("StatusCallback", status_callback),
     ];
-    let resp = reqwest::Client::new()
-        .post(url)
-        .basic_auth(&twilio.account_sid, Some(twilio.auth_token.expose()))
-        .form(&form)
-        .timeout(std::time::Duration::from_secs(20))
-        .send()
+    let body = rest::post(twilio, "Messages.json", &form)
         .await
-        .map_err(|e| SendError::Transient(e.to_string()))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if status.is_success() {
-        return body
-            .get("sid")
-            .and_then(|s| s.as_str())
-            .map(String::from)
-            .ok_or_else(|| SendError::Transient("Twilio answered without a message SID".into()));
-    }
-    let why = format!(
-        "Twilio {} (error {}): {}",
-        status.as_u16(),
-        body.get("code")
-            .and_then(|c| c.as_i64())
-            .unwrap_or_default(),
-        body.get("message").and_then(|m| m.as_str()).unwrap_or("")
-    );
-    if status.is_server_error() || status.as_u16() == 429 {
-        Err(SendError::Transient(why))
-    } else {
-        Err(SendError::Permanent(why))
-    }
+        .map_err(|e| match e {
+            TwilioApiError::Transient(why) => SendError::Transient(why),
+            TwilioApiError::Refused(why) => SendError::Permanent(why),
+        })?;
+    body.get("sid")
+        .and_then(|s| s.as_str())
+        .map(String::from)
+        .ok_or_else(|| SendError::Transient("Twilio answered without a message SID".into()))
 }

@@ -6,7 +6,8 @@
 
 use super::*;
 use crate::orders::refund::{self, NoRefund};
-use crate::store::{AuditAction, AuditEntry, AuditResult};
+use crate::store::{AuditAction, AuditEntry, AuditResult, CallState};
+use crate::telephony::twilio::rest::TwilioApiError;
 
 /// What an action did, as the order's page says it (a closed set: the query names one of
 /// these and the row; nothing else from the address is shown).
@@ -18,6 +19,7 @@ pub(super) enum Done {
     Requeued,
     PurchaseRefunded,
     ChargeRefunded,
+    CallEnded,
 }
 
 impl Done {
@@ -30,6 +32,7 @@ impl Done {
             Done::Requeued => ("requeued", None),
             Done::PurchaseRefunded => ("refunded", None),
             Done::ChargeRefunded => ("charge-refunded", None),
+            Done::CallEnded => ("ended", None),
         }
     }
 
@@ -41,6 +44,7 @@ impl Done {
             ("requeued", _) => Done::Requeued,
             ("refunded", _) => Done::PurchaseRefunded,
             ("charge-refunded", _) => Done::ChargeRefunded,
+            ("ended", _) => Done::CallEnded,
             _ => return None,
         })
     }
@@ -67,20 +71,23 @@ impl Done {
                 "Charge {id}: Stripe accepted the refund; the charge reads refunded when Stripe's \
                  charge.refunded event arrives."
             ),
+            Done::CallEnded => format!(
+                "Call {id}: Twilio was asked to hang up. The call ends as if the caller hung \
+                 up: metered to that second and settled."
+            ),
         }
     }
 
-    /// Where the action ends: order `order`'s page with this outcome named for row `id`.
-    fn redirect(self, order: &str, id: &str) -> Response {
+    /// Where the action ends: `page` with this outcome named for row `id`.
+    fn redirect(self, page: &str, id: &str) -> Response {
         let (done, minutes) = self.query();
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("done", done).append_pair("id", id);
         if let Some(n) = minutes {
             q.append_pair("minutes", &n.to_string());
         }
-        let path: String = url::form_urlencoded::byte_serialize(order.as_bytes()).collect();
         let fragment: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-        Redirect::to(&format!("/admin/orders/{path}?{}#{fragment}", q.finish())).into_response()
+        Redirect::to(&format!("{page}?{}#{fragment}", q.finish())).into_response()
     }
 }
 
@@ -107,12 +114,33 @@ impl DoneQuery {
     }
 }
 
-/// What an action is about, for the audit log.
+/// What an action is about, for the audit log, and the page it ends on.
 struct Subject<'a> {
     action: AuditAction,
     order_id: Option<&'a str>,
     id: &'a str,
     detail: String,
+    /// The page the action ends on (and a problem links back to), and its name.
+    page: (String, String),
+}
+
+impl Subject<'_> {
+    /// An action on order `order` (or on a row of it): it ends on the order's page.
+    fn on_order<'a>(
+        action: AuditAction,
+        order: Option<&'a str>,
+        id: &'a str,
+        detail: String,
+    ) -> Subject<'a> {
+        let order_page = order.unwrap_or(id);
+        Subject {
+            action,
+            order_id: order,
+            id,
+            detail,
+            page: (order_href(order_page), format!("order {order_page}")),
+        }
+    }
 }
 
 /// An audit entry's id: in the order entries were made (their times are whole seconds, and
@@ -157,10 +185,10 @@ async fn audited(
     if let Err(e) = app.store.record_audit(&entry).await {
         tracing::error!(error = %e, action = %entry.action, "an admin action was not written to the audit log");
     }
-    let order = about.order_id.unwrap_or(about.id);
+    let (page, name) = &about.page;
     Ok(match ended {
-        Ok(done) => done.redirect(order, about.id),
-        Err(e) => e.page(Some((&order_href(order), &format!("order {order}")))),
+        Ok(done) => done.redirect(page, about.id),
+        Err(e) => e.page(Some((page, name))),
     })
 }
 
@@ -202,12 +230,12 @@ pub(super) async fn revoke(
         Ok(Done::Revoked)
     }
     .await;
-    let about = Subject {
-        action: AuditAction::Revoke,
-        order_id: Some(&id),
-        id: &id,
-        detail: "revoke the code".into(),
-    };
+    let about = Subject::on_order(
+        AuditAction::Revoke,
+        Some(&id),
+        &id,
+        "revoke the code".into(),
+    );
     audited(&app, &admin, about, ended).await
 }
 
@@ -231,12 +259,12 @@ pub(super) async fn forget_caller(
         Ok(Done::Forgot)
     }
     .await;
-    let about = Subject {
-        action: AuditAction::ForgetCaller,
-        order_id: Some(&id),
-        id: &id,
-        detail: format!("forget {}", caller.unwrap_or("")),
-    };
+    let about = Subject::on_order(
+        AuditAction::ForgetCaller,
+        Some(&id),
+        &id,
+        format!("forget {}", caller.unwrap_or("")),
+    );
     audited(&app, &admin, about, ended).await
 }
 
@@ -261,15 +289,15 @@ pub(super) async fn add_minutes(
         Ok(Done::MinutesAdded(minutes))
     }
     .await;
-    let about = Subject {
-        action: AuditAction::AddMinutes,
-        order_id: Some(&id),
-        id: &id,
-        detail: match asked {
+    let about = Subject::on_order(
+        AuditAction::AddMinutes,
+        Some(&id),
+        &id,
+        match asked {
             Some(n) => format!("add {n} minutes"),
             None => "add minutes (not a number from 1 to 600)".into(),
         },
-    };
+    );
     audited(&app, &admin, about, ended).await
 }
 
@@ -291,12 +319,12 @@ pub(super) async fn retry(
         ))),
         Err(refused) => Err(AdminError::Refused(refused.to_string())),
     };
-    let about = Subject {
-        action: AuditAction::RetryCharge,
-        order_id: order.as_deref(),
-        id: &id,
-        detail: "retry the charge".into(),
-    };
+    let about = Subject::on_order(
+        AuditAction::RetryCharge,
+        order.as_deref(),
+        &id,
+        "retry the charge".into(),
+    );
     audited(&app, &admin, about, ended).await
 }
 
@@ -381,12 +409,7 @@ pub(super) async fn refund_purchase(
     let ended = asked
         .map(|_| Done::PurchaseRefunded)
         .map_err(refund_problem);
-    let about = Subject {
-        action: AuditAction::Refund,
-        order_id: Some(&id),
-        id: &id,
-        detail,
-    };
+    let about = Subject::on_order(AuditAction::Refund, Some(&id), &id, detail);
     audited(&app, &admin, about, ended).await
 }
 
@@ -409,11 +432,75 @@ pub(super) async fn refund_charge(
         Err(_) => "refund the overage charge".into(),
     };
     let ended = asked.map(|_| Done::ChargeRefunded).map_err(refund_problem);
+    let about = Subject::on_order(AuditAction::Refund, order.as_deref(), &id, detail);
+    audited(&app, &admin, about, ended).await
+}
+
+/// Asks once before ending a live call: who is on it, what ending does, and the button.
+pub(super) async fn confirm_end_call(
+    State(app): State<AppState>,
+    Path(sid): Path<String>,
+    admin: Admin,
+) -> Page {
+    let call = app.store.call(&sid).await?.ok_or(AdminError::NotFound)?;
+    let back = format!("/admin/calls/{}", escape(&call.call_sid));
+    if call.status == CallState::Ended {
+        return Ok(Redirect::to(&back).into_response());
+    }
+    let body = format!(
+        "<p>Call <strong>{sid}</strong> from {from} ({status}, started {started} UTC). Ending it \
+         has Twilio hang up now: the caller hears nothing more, and the call is metered to \
+         that second and settled like any other. The code stays valid.</p>\
+         <form method=\"post\" action=\"{back}/end\">{h}<button class=\"danger\">End call</button></form>\
+         <a class=\"button secondary\" href=\"{back}\">Cancel</a>",
+        sid = escape(&call.call_sid),
+        from = escape(&call.from_number),
+        status = call.status,
+        started = when(call.started_at),
+        h = hidden(&admin),
+    );
+    Ok(html(layout("/admin/calls", "End this call?", &body)))
+}
+
+/// Ends a live call through Twilio's API (Twilio then closes its stream and reports its end).
+pub(super) async fn end_call(
+    State(app): State<AppState>,
+    Path(sid): Path<String>,
+    Action(_, admin): Action,
+) -> Page {
+    let call = app.store.call(&sid).await?;
+    let ended = async {
+        let call = call.as_ref().ok_or(AdminError::NotFound)?;
+        if call.status == CallState::Ended {
+            return Err(AdminError::Refused("this call has ended already".into()));
+        }
+        let twilio = app.config.twilio.as_ref().ok_or_else(|| {
+            AdminError::Refused("Twilio's API is not configured here (TWILIO_ACCOUNT_SID)".into())
+        })?;
+        match crate::telephony::twilio::rest::end_call(twilio, &call.call_sid).await {
+            Ok(()) => {
+                tracing::info!(call_sid = %call.call_sid, "admin ended a live call");
+                Ok(Done::CallEnded)
+            }
+            Err(TwilioApiError::Refused(why)) => Err(AdminError::Refused(why)),
+            Err(TwilioApiError::Transient(why)) => Err(AdminError::Unknown(format!(
+                "Twilio could not be reached ({why}); the call may go on: try again"
+            ))),
+        }
+    }
+    .await;
     let about = Subject {
-        action: AuditAction::Refund,
-        order_id: order.as_deref(),
-        id: &id,
-        detail,
+        action: AuditAction::EndCall,
+        order_id: call.as_ref().and_then(|c| c.order_id.as_deref()),
+        id: &sid,
+        detail: "end the live call".into(),
+        page: (
+            format!(
+                "/admin/calls/{}",
+                url::form_urlencoded::byte_serialize(sid.as_bytes()).collect::<String>()
+            ),
+            format!("call {sid}"),
+        ),
     };
     audited(&app, &admin, about, ended).await
 }

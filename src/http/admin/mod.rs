@@ -69,6 +69,10 @@ pub fn router(app: &AppState) -> Router<AppState> {
         .route("/admin/orders", get(orders_page))
         .route("/admin/calls", get(calls_page))
         .route("/admin/calls/{sid}", get(call_page))
+        .route(
+            "/admin/calls/{sid}/end",
+            get(confirm_end_call).post(end_call),
+        )
         .route("/admin/charges", get(charges_page))
         .route("/admin/messages", get(messages_page))
         .route("/admin/search", get(search))

@@ -213,8 +213,19 @@ pub(super) async fn call_page(
     State(app): State<AppState>,
     _admin: Admin,
     Path(sid): Path<String>,
+    Query(done): Query<DoneQuery>,
 ) -> Page {
     let call = app.store.call(&sid).await?.ok_or(AdminError::NotFound)?;
+    let audit = app.store.audit_about(&call.call_sid, 50).await?;
+    let flash = done.outcome().map(|(_, said)| said).unwrap_or_default();
+    let end = if call.status == crate::store::CallState::Ended {
+        String::new()
+    } else {
+        format!(
+            "<p><a class=\"action danger\" href=\"/admin/calls/{}/end\">End call…</a></p>",
+            escape(&call.call_sid)
+        )
+    };
     let lines = app.store.transcript(&sid).await?;
     let mut said = String::new();
     for l in &lines {
@@ -272,11 +283,12 @@ pub(super) async fn call_page(
         None => String::new(),
     };
     let body = format!(
-        "<dl><dt>From</dt><dd>{}</dd><dt>Order</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd>\
+        "{flash}{end}<dl><dt>From</dt><dd>{}</dd><dt>Order</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd>\
          <dt>Ended</dt><dd>{}</dd><dt>Agent time</dt><dd>{}</dd><dt>Ended because</dt><dd>{}</dd>\
          <dt>Waived</dt><dd>{waived}</dd><dt>Overage charge</dt><dd>{charged}</dd>\
          <dt>Conversation</dt><dd>{}</dd></dl>{report}<h2>Timeline</h2>{}\
-         <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" aria-label=\"Transcript\">{said}</ol>",
+         <h2>Transcript</h2><ol class=\"heard\" id=\"transcript\" aria-label=\"Transcript\">{said}</ol>\
+         <h2>What operators did</h2>{}",
         escape(&call.from_number),
         order_link(call_order(&call)),
         when(call.started_at),
@@ -285,6 +297,7 @@ pub(super) async fn call_page(
         ending(&call),
         escape(call.conversation_id.as_deref().unwrap_or("")),
         timeline(&call, charge.as_ref(), app.bridge.warn_before_secs),
+        audit_table(&audit, "call-audit"),
     );
     Ok(html(layout("/admin/calls", &format!("Call {sid}"), &body)))
 }

@@ -1,5 +1,6 @@
 //! Twilio: the signed webhook form, TwiML and the media stream.
 
+pub mod rest;
 pub mod signature;
 pub mod stream;
 pub mod twiml;

@@ -1,6 +1,9 @@
-//! A stand-in for Twilio's Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`,
-//! Basic auth with the account SID and auth token): it records each message and answers as
-//! Twilio does, or, when told, with a 503 (Twilio down) or a 400 (a number it refuses).
+//! A stand-in for Twilio's REST API, Basic auth with the account SID and auth token: the
+//! Messages API (`POST /2010-04-01/Accounts/{sid}/Messages.json`), which records each message
+//! and answers as Twilio does, or, when told, with a 503 (Twilio down) or a 400 (a number it
+//! refuses); and a call's update (`POST .../Calls/{CallSid}.json` with `Status=completed`),
+//! which records the call asked to end. Twilio then ends the call's media stream and sends
+//! its status callback: the test, playing Twilio's part on the call, does that.
 
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +34,8 @@ pub struct Sms {
 struct Shared {
     sent: Vec<Sms>,
     answer: Option<Answer>,
+    /// Calls asked to end (`Status=completed`), in order.
+    ended: Vec<String>,
 }
 
 pub struct MessagesApi {
@@ -45,6 +50,7 @@ impl MessagesApi {
         let state = (shared.clone(), account_sid, auth_token);
         let app = Router::new()
             .route("/2010-04-01/Accounts/{sid}/Messages.json", post(create))
+            .route("/2010-04-01/Accounts/{sid}/Calls/{call}", post(update_call))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -64,6 +70,11 @@ impl MessagesApi {
 
     pub fn sent(&self) -> Vec<Sms> {
         self.shared.lock().unwrap().sent.clone()
+    }
+
+    /// The calls Twilio was asked to end.
+    pub fn ended(&self) -> Vec<String> {
+        self.shared.lock().unwrap().ended.clone()
     }
 }
 
@@ -119,5 +130,50 @@ async fn create(
         Json(
             json!({ "sid": message_sid, "status": "queued", "to": get("To"), "from": get("From") }),
         ),
+    )
+}
+
+/// `POST .../Calls/{CallSid}.json`: `Status=completed` ends a call in progress (Twilio answers
+/// the call's resource); a call it does not know is a 404, as Twilio's.
+async fn update_call(
+    State((shared, account_sid, auth_token)): State<St>,
+    Path((sid, call)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> (StatusCode, Json<Value>) {
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{account_sid}:{auth_token}"))
+    );
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&expected);
+    if !authorized || sid != account_sid {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "code": 20003, "message": "Authenticate", "status": 401 })),
+        );
+    }
+    let Some(call_sid) = call.strip_suffix(".json").filter(|c| c.starts_with("CA")) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({ "code": 20404, "message": "The requested resource was not found", "status": 404 }),
+            ),
+        );
+    };
+    let status = form
+        .iter()
+        .find(|(n, _)| n == "Status")
+        .map(|(_, v)| v.as_str());
+    if status != Some("completed") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "code": 21218, "message": "Invalid Status", "status": 400 })),
+        );
+    }
+    shared.lock().unwrap().ended.push(call_sid.to_string());
+    (
+        StatusCode::OK,
+        Json(json!({ "sid": call_sid, "status": "completed" })),
     )
 }

@@ -1,6 +1,7 @@
-//! Refunds from the console, end to end against localstripe: the operator asks once on a
-//! page of its own, callgate asks Stripe's Refunds API, and the refund comes back as Stripe's
-//! signed `charge.refunded`, the same path as a refund made in Stripe's dashboard.
+//! The console's actions on money and live calls, end to end. Refunds against localstripe:
+//! the operator asks once on a page of its own, callgate asks Stripe's Refunds API, and the
+//! refund comes back as Stripe's signed `charge.refunded`, the same path as a refund made in
+//! Stripe's dashboard. Ending a live call through Twilio's API, Twilio played by the test.
 
 use crate::support::app::TestApp;
 use crate::support::calls::{app_with_agent, heard_the_agent, open, until_closed, WAIT};
@@ -111,6 +112,22 @@ async fn submit(http: &Operator, app: &TestApp, page: &str, action: &str) -> (u1
         Some(to) => (status, to),
         None => (status, resp.text().await.unwrap()),
     }
+}
+
+/// Posts the form a page showed earlier (`html`), as a second tab would after the page changed.
+async fn submit_blind(op: &Operator, app: &TestApp, action: &str, html: &str) -> (u16, String) {
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form token");
+    let resp = op
+        .request(op.http.post(app.url(action)))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
 /// Stripe's refunds of PaymentIntent `pi`.
@@ -258,7 +275,83 @@ async fn a_refund_stripe_refuses_is_shown_and_changes_nothing(store: DynStore) {
     stream.hang_up().await;
 }
 
+/// The operator ends a live call: asked once (the GET changes nothing, Twilio is not asked),
+/// then Twilio's API is asked to hang up; Twilio ends the stream and reports the call
+/// completed, and the call is metered and settled like any other. The call's page says what
+/// happened and offers no second ending; a second post is refused; the log has both.
+async fn the_console_ends_a_live_call_through_twilio(store: DynStore) {
+    use crate::support::app::{ACCOUNT_SID, AUTH_TOKEN};
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let twilio = crate::support::sms::MessagesApi::start(ACCOUNT_SID, AUTH_TOKEN).await;
+    let app = app_with_agent(
+        store,
+        &agent,
+        &[
+            ("ADMIN_PASSWORD", PASSWORD),
+            ("TWILIO_API_BASE", &twilio.base),
+        ],
+    )
+    .await;
+    let (mut caller, url, params, _) = crate::support::calls::connected_call(&app, 5, false).await;
+    let mut stream = open(&caller, &url, &params).await;
+    heard_the_agent(&mut stream).await;
+    let sid = caller.call_sid.clone();
+
+    let op = operator(&app).await;
+    let page = format!("/admin/calls/{sid}");
+    let ask = format!("{page}/end");
+    let (_, shown) = get(&op, &app, &page).await;
+    assert!(shown.contains(&format!("href=\"{ask}\"")), "{shown}");
+    let (status, confirm) = get(&op, &app, &ask).await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("End this call?"), "{confirm}");
+    assert!(twilio.ended().is_empty(), "asking ends nothing");
+
+    let (status, to) = submit(&op, &app, &ask, &ask).await;
+    assert_eq!(status, 303, "{to}");
+    assert_eq!(twilio.ended(), [sid.clone()]);
+    // Twilio's part: the stream stops, then the call's final status.
+    stream.hang_up().await;
+    let status = caller
+        .status_callback(&app.url("/voice/status"), "completed", Some("9"))
+        .await;
+    assert_eq!(status, 200);
+    let call = crate::support::calls::settled_call(&app, &sid).await;
+    assert!(
+        call.ended_at.is_some() && call.settled_at.is_some(),
+        "{call:?}"
+    );
+    assert!(call.seconds_metered.0 >= 1, "metered: {call:?}");
+    let order = app
+        .app
+        .store
+        .order(call.order_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Paid, "the code stays valid");
+
+    let (_, after) = get(&op, &app, &to).await;
+    assert!(after.contains("Twilio was asked to hang up"), "{after}");
+    assert!(after.contains("<td>end call</td>"), "{after}");
+    assert!(!after.contains(&format!("href=\"{ask}\"")), "{after}");
+    let (status, refused) = submit_blind(&op, &app, &ask, &confirm).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused.contains("ended already"), "{refused}");
+    let audit = app.app.store.audit_about(&sid, 10).await.unwrap();
+    let steps: Vec<(AuditAction, AuditResult)> =
+        audit.iter().rev().map(|e| (e.action, e.result)).collect();
+    assert_eq!(
+        steps,
+        [
+            (AuditAction::EndCall, AuditResult::Done),
+            (AuditAction::EndCall, AuditResult::Refused),
+        ]
+    );
+}
+
 crate::on_every_backend!(
+    the_console_ends_a_live_call_through_twilio,
     a_console_refund_ends_the_live_call_and_refunds_once,
     a_refund_stripe_refuses_is_shown_and_changes_nothing,
 );
