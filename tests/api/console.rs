@@ -309,7 +309,7 @@ async fn the_console_ends_a_live_call_through_twilio(store: DynStore) {
 
     let (status, to) = submit(&op, &app, &ask, &ask).await;
     assert_eq!(status, 303, "{to}");
-    assert_eq!(twilio.ended(), [sid.clone()]);
+    assert_eq!(twilio.ended(), vec![sid.clone()]);
     // Twilio's part: the stream stops, then the call's final status.
     stream.hang_up().await;
     let status = caller
