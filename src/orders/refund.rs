@@ -102,9 +102,10 @@ pub async fn overage(app: &App, charge_id: &str) -> Result<(Charge, Refund), NoR
 async fn ask_stripe(app: &App, pi: &str) -> Result<Refund, NoRefund> {
     let stripe = app.stripe.as_ref().ok_or(NoRefund::NoStripe)?;
     match stripe.refund_payment_intent(pi).await {
-        Ok(refund) if refund.status == "failed" || refund.status == "canceled" => Err(
-            NoRefund::Refused(format!("the refund {} {}", refund.id, refund.status)),
-        ),
+        Ok(refund) if refund.status.refused() => Err(NoRefund::Refused(format!(
+            "the refund {} {}",
+            refund.id, refund.status
+        ))),
         Ok(refund) => Ok(refund),
         Err(e) if e.is_transient() => Err(NoRefund::Unreachable(e.to_string())),
         Err(StripeError::Api { message, .. }) => Err(NoRefund::Refused(message)),

@@ -342,7 +342,7 @@ impl StripeClient {
         let text = |k: &str| body.get(k).and_then(Value::as_str).map(String::from);
         Ok(Refund {
             id: text("id").ok_or_else(|| StripeError::Decode("a refund without an id".into()))?,
-            status: text("status").unwrap_or_default(),
+            status: crate::stripe::intent::RefundStatus::parse(&text("status").unwrap_or_default()),
             amount: body.get("amount").and_then(Value::as_i64).unwrap_or(0),
         })
     }
@@ -352,8 +352,7 @@ impl StripeClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refund {
     pub id: String,
-    /// `succeeded`, `pending`, `requires_action`, `failed` or `canceled`.
-    pub status: String,
+    pub status: crate::stripe::intent::RefundStatus,
     /// In the payment's smallest unit.
     pub amount: i64,
 }

@@ -55,6 +55,58 @@ impl std::fmt::Display for IntentStatus {
     }
 }
 
+/// Where a refund stands at Stripe (`status`); a spelling Stripe adds later is kept as
+/// [`RefundStatus::Other`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundStatus {
+    Succeeded,
+    Pending,
+    RequiresAction,
+    Failed,
+    Canceled,
+    Other(String),
+}
+
+const REFUND_SPELLINGS: &[(RefundStatus, &str)] = &[
+    (RefundStatus::Succeeded, "succeeded"),
+    (RefundStatus::Pending, "pending"),
+    (RefundStatus::RequiresAction, "requires_action"),
+    (RefundStatus::Failed, "failed"),
+    (RefundStatus::Canceled, "canceled"),
+];
+
+impl RefundStatus {
+    pub fn parse(text: &str) -> RefundStatus {
+        REFUND_SPELLINGS
+            .iter()
+            .find(|(_, s)| *s == text)
+            .map(|(status, _)| status.clone())
+            .unwrap_or_else(|| RefundStatus::Other(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RefundStatus::Other(text) => text,
+            known => REFUND_SPELLINGS
+                .iter()
+                .find(|(status, _)| status == known)
+                .map(|(_, s)| *s)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether Stripe gave up on the refund (nothing goes back to the card).
+    pub fn refused(&self) -> bool {
+        matches!(self, RefundStatus::Failed | RefundStatus::Canceled)
+    }
+}
+
+impl std::fmt::Display for RefundStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,7 +81,7 @@ async fn a_redial_right_after_the_cut_finds_the_allowance_spent(store: DynStore)
     assert!(
         page.contains("Code refused: no minutes left")
             && page.contains("This code has no minutes left.")
-            && page.contains(&format!("href=\"/admin/orders#{}\"", order.id)),
+            && page.contains(&format!("href=\"/admin/orders/{}\"", order.id)),
         "{page}"
     );
     assert!(!page.contains("no valid code"), "{page}");
