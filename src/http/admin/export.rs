@@ -132,6 +132,24 @@ pub(super) fn plan_row(r: &crate::store::PlanTotal) -> Vec<String> {
     ]
 }
 
+/// Every row a list's filters match, as CSV (see [`csv_pages`]): the store's page method
+/// for the list, its cursor and its row.
+macro_rules! whole {
+    ($app:expr, $filters:expr, $columns:expr, $page:ident, $key:expr, $row:expr) => {{
+        let store = $app.store.clone();
+        csv_pages(
+            $columns,
+            $filters.listing(0).map_err(AdminError::Refused)?,
+            move |l| {
+                let store = store.clone();
+                async move { store.$page(&l).await }
+            },
+            $key,
+            $row,
+        )
+    }};
+}
+
 /// A list as CSV: orders, calls and charges whole (every row the list's filters match, read
 /// a page at a time); the plans' totals; the ledger's newest entries; the audit log.
 pub(super) async fn export(
@@ -140,60 +158,32 @@ pub(super) async fn export(
     Path(what): Path<String>,
     Query(filters): Query<ListQuery>,
 ) -> Page {
-    let refused = AdminError::Refused;
     let out: Body = match what.as_str() {
-        "orders.csv" => {
-            let store = app.store.clone();
-            csv_pages(
-                ORDER_COLUMNS,
-                filters.listing(0).map_err(refused)?,
-                move |l| {
-                    let store = store.clone();
-                    async move { store.page_orders(&l).await }
-                },
-                order_key,
-                order_row,
-            )
-        }
-        "calls.csv" => {
-            let store = app.store.clone();
-            csv_pages(
-                CALL_COLUMNS,
-                filters.listing(0).map_err(refused)?,
-                move |l| {
-                    let store = store.clone();
-                    async move { store.page_calls(&l).await }
-                },
-                call_key,
-                call_row,
-            )
-        }
-        "charges.csv" => {
-            let store = app.store.clone();
-            csv_pages(
-                CHARGE_COLUMNS,
-                filters.listing(0).map_err(refused)?,
-                move |l| {
-                    let store = store.clone();
-                    async move { store.page_charges(&l).await }
-                },
-                charge_key,
-                charge_row,
-            )
-        }
-        "audit.csv" => {
-            let store = app.store.clone();
-            csv_pages(
-                AUDIT_COLUMNS,
-                filters.listing(0).map_err(refused)?,
-                move |l| {
-                    let store = store.clone();
-                    async move { store.page_audit(&l).await }
-                },
-                audit_key,
-                audit_row,
-            )
-        }
+        "orders.csv" => whole!(
+            app,
+            filters,
+            ORDER_COLUMNS,
+            page_orders,
+            order_key,
+            order_row
+        ),
+        "calls.csv" => whole!(app, filters, CALL_COLUMNS, page_calls, call_key, call_row),
+        "charges.csv" => whole!(
+            app,
+            filters,
+            CHARGE_COLUMNS,
+            page_charges,
+            charge_key,
+            charge_row
+        ),
+        "audit.csv" => whole!(
+            app,
+            filters,
+            AUDIT_COLUMNS,
+            page_audit,
+            audit_key,
+            audit_row
+        ),
         "plans.csv" => csv(PLAN_COLUMNS, &app.store.orders_by_plan().await?, plan_row).into(),
         "entries.csv" => csv(
             ENTRY_COLUMNS,

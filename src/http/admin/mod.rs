@@ -105,7 +105,7 @@ pub fn router(app: &AppState) -> Router<AppState> {
 pub enum AdminError {
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("not found")]
+    #[error("not found: no order, call or charge has that id")]
     NotFound,
     #[error("{0}")]
     Refused(String),
@@ -129,15 +129,12 @@ impl AdminError {
             AdminError::Forged => StatusCode::FORBIDDEN,
             AdminError::Unknown(_) => StatusCode::BAD_GATEWAY,
         };
-        let back = back
-            .map(|(href, name)| {
-                format!(
-                    "<p><a href=\"{}\">Back to {}</a></p>",
-                    escape(href),
-                    escape(name)
-                )
-            })
-            .unwrap_or_default();
+        let (href, name) = back.unwrap_or(("/admin", "the overview"));
+        let back = format!(
+            "<p><a href=\"{}\">Back to {}</a></p>",
+            escape(href),
+            escape(name)
+        );
         let body = format!("<p role=\"alert\">{}</p>{back}", escape(&self.to_string()));
         html_with(status, layout("", "Problem", &body))
     }

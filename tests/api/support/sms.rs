@@ -86,17 +86,8 @@ async fn create(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> (StatusCode, Json<Value>) {
-    use base64::Engine;
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{account_sid}:{auth_token}"))
-    );
-    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&expected);
-    if !authorized || sid != account_sid {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "code": 20003, "message": "Authenticate", "status": 401 })),
-        );
+    if let Err(refused) = authenticate(&headers, &sid, account_sid, auth_token) {
+        return refused;
     }
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let mut shared = shared.lock().unwrap();
@@ -141,17 +132,8 @@ async fn update_call(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> (StatusCode, Json<Value>) {
-    use base64::Engine;
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{account_sid}:{auth_token}"))
-    );
-    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&expected);
-    if !authorized || sid != account_sid {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "code": 20003, "message": "Authenticate", "status": 401 })),
-        );
+    if let Err(refused) = authenticate(&headers, &sid, account_sid, auth_token) {
+        return refused;
     }
     let Some(call_sid) = call.strip_suffix(".json").filter(|c| c.starts_with("CA")) else {
         return (
@@ -176,4 +158,27 @@ async fn update_call(
         StatusCode::OK,
         Json(json!({ "sid": call_sid, "status": "completed" })),
     )
+}
+
+/// Twilio's Basic auth: the account SID and auth token, for the account in the path.
+fn authenticate(
+    headers: &HeaderMap,
+    sid: &str,
+    account_sid: &str,
+    auth_token: &str,
+) -> Result<(), (StatusCode, Json<Value>)> {
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{account_sid}:{auth_token}"))
+    );
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&expected);
+    if authorized && sid == account_sid {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "code": 20003, "message": "Authenticate", "status": 401 })),
+        ))
+    }
 }
