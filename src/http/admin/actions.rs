@@ -338,18 +338,48 @@ fn refund_problem(e: NoRefund) -> AdminError {
     }
 }
 
-/// Asks once before refunding the purchase of order `id`, or (`charge`) one of its
-/// overage charges: what the refund does, the amount, and the button.
-pub(super) async fn confirm_refund(
+/// Asks once before refunding the purchase of order `id` (one the console may refund; else
+/// back to the order's page).
+pub(super) async fn confirm_refund_purchase(
     State(app): State<AppState>,
     Path(id): Path<String>,
     admin: Admin,
 ) -> Page {
-    let (order, charge) = match app.store.charge(&id).await? {
-        Some(c) => (app.store.order(&c.order_id).await?, Some(c)),
-        None => (app.store.order(&id).await?, None),
-    };
-    let order = order.ok_or(AdminError::NotFound)?;
+    let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
+    if !refundable_purchase(&order) {
+        return Ok(Redirect::to(&order_href(&order.id)).into_response());
+    }
+    confirm_refund(&app, &admin, order, None)
+}
+
+/// Asks once before refunding overage charge `id` (a succeeded one; else back to its order).
+pub(super) async fn confirm_refund_charge(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    admin: Admin,
+) -> Page {
+    let charge = app.store.charge(&id).await?.ok_or(AdminError::NotFound)?;
+    let order = app
+        .store
+        .order(&charge.order_id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    if charge.state != crate::store::ChargeState::Succeeded
+        || charge.stripe_payment_intent.is_none()
+    {
+        return Ok(Redirect::to(&order_href(&order.id)).into_response());
+    }
+    confirm_refund(&app, &admin, order, Some(charge))
+}
+
+/// The refund's confirmation: what it refunds (the purchase, or `charge`), what the refund
+/// does, the amount, and the button.
+fn confirm_refund(
+    app: &App,
+    admin: &Admin,
+    order: crate::store::Order,
+    charge: Option<crate::store::Charge>,
+) -> Page {
     let (what, amount, pi, action) = match &charge {
         Some(c) => (
             format!(
@@ -381,9 +411,9 @@ pub(super) async fn confirm_refund(
          (PaymentIntent <span class=\"id\">{pi}</span>).</p><p>{effect} Asking twice refunds once.</p>\
          <form method=\"post\" action=\"{action}\">{h}<button class=\"danger\">Refund {amount}</button></form>\
          <a class=\"button secondary\" href=\"{back}\">Cancel</a>",
-        amount = money(&app, amount),
+        amount = money(app, amount),
         pi = escape(pi.as_deref().unwrap_or("none")),
-        h = hidden(&admin),
+        h = hidden(admin),
         back = escape(&order_href(&order.id)),
     );
     Ok(html(layout("/admin/orders", "Refund this payment?", &body)))

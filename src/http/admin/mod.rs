@@ -86,12 +86,12 @@ pub fn router(app: &AppState) -> Router<AppState> {
         .route("/admin/orders/{id}", get(order_page))
         .route(
             "/admin/orders/{id}/refund",
-            get(confirm_refund).post(refund_purchase),
+            get(confirm_refund_purchase).post(refund_purchase),
         )
         .route("/admin/charges/{id}/retry", post(retry))
         .route(
             "/admin/charges/{id}/refund",
-            get(confirm_refund).post(refund_charge),
+            get(confirm_refund_charge).post(refund_charge),
         )
         .route("/admin/audit", get(audit_page))
         .route_layer(axum::middleware::from_fn_with_state(
