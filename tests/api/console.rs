@@ -350,7 +350,138 @@ async fn the_console_ends_a_live_call_through_twilio(store: DynStore) {
     );
 }
 
+/// An overage charge Stripe paid (off-session, on the saved card), in the store as the
+/// billing worker leaves it: its id.
+async fn paid_overage(app: &TestApp, stripe: &LocalStripe, order: &Order) -> String {
+    use callgate::store::{ChargeState, ChargeUpdate, NewCall, NewCharge};
+    let (customer, card) = stripe.saved_card("4242424242424242").await;
+    let (status, pi) = stripe
+        .post(
+            "/v1/payment_intents",
+            &[
+                ("amount", "200"),
+                ("currency", "usd"),
+                ("customer", &customer),
+                ("payment_method", &card),
+                ("off_session", "true"),
+                ("confirm", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, pi["status"].as_str()),
+        (200, Some("succeeded")),
+        "{pi}"
+    );
+    let store = &app.app.store;
+    let now = app.app.clock.now();
+    let sid = format!(
+        "CA{}",
+        callgate::store::new_id("x").trim_start_matches("x_")
+    );
+    store
+        .upsert_call(&NewCall {
+            call_sid: sid.clone(),
+            from_number: "+15558880703".into(),
+            to_number: "+15550002222".into(),
+            now,
+        })
+        .await
+        .unwrap();
+    let (charge, _) = store
+        .insert_charge(&NewCharge {
+            id: callgate::store::new_id("chg"),
+            call_sid: sid,
+            order_id: order.id.clone(),
+            amount: callgate::domain::money::Cents(200),
+            currency: Default::default(),
+            seconds_billed: callgate::domain::money::Seconds(120),
+            now: now - 10,
+        })
+        .await
+        .unwrap();
+    store
+        .claim_charge("test", now + 60, now)
+        .await
+        .unwrap()
+        .expect("the charge is due");
+    let update = ChargeUpdate {
+        state: ChargeState::Succeeded,
+        stripe_payment_intent: pi["id"].as_str().map(String::from),
+        last_error: None,
+        next_attempt_at: None,
+        pay_token: None,
+    };
+    store
+        .finish_charge(&charge.id, "test", &update, now)
+        .await
+        .unwrap();
+    charge.id
+}
+
+/// An overage charge refunded from the order's page: asked once, refunded at Stripe, marked
+/// refunded when Stripe's `charge.refunded` comes back; the order and its code stay as they
+/// are; the charge is then offered no second refund.
+async fn an_overage_charge_is_refunded_on_its_own(store: DynStore) {
+    use callgate::store::ChargeState;
+    let agent = FakeAgent::start(Behaviour::default()).await;
+    let Some((app, stripe)) = shop(store, &agent).await else {
+        return;
+    };
+    let (order, _) = bought(&app, &stripe).await;
+    let charge_id = paid_overage(&app, &stripe, &order).await;
+    let op = operator(&app).await;
+    let page = format!("/admin/orders/{}", order.id);
+    let ask = format!("/admin/charges/{charge_id}/refund");
+    let (_, shown) = get(&op, &app, &page).await;
+    assert!(shown.contains(&format!("href=\"{ask}\"")), "{shown}");
+    let (status, to) = submit(&op, &app, &ask, &ask).await;
+    assert_eq!(status, 303, "{to}");
+    assert!(to.starts_with(&page), "{to}");
+    let pi = app
+        .app
+        .store
+        .charge(&charge_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .stripe_payment_intent
+        .unwrap();
+    assert_eq!(refunds_at_stripe(&stripe, &pi).await, 1);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let charge = app.app.store.charge(&charge_id).await.unwrap().unwrap();
+        if charge.state == ChargeState::Refunded {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never marked refunded: {charge:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let now = app.app.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(now.status, OrderStatus::Paid, "the code stays valid");
+    let (status, _) = get(&op, &app, &ask).await;
+    assert_eq!(status, 303, "a refunded charge has nothing left to confirm");
+    let audit = app.app.store.audit_about(&charge_id, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].action,
+            audit[0].result,
+            audit[0].order_id.as_deref()
+        ),
+        (
+            AuditAction::Refund,
+            AuditResult::Done,
+            Some(order.id.as_str())
+        )
+    );
+}
+
 crate::on_every_backend!(
+    an_overage_charge_is_refunded_on_its_own,
     the_console_ends_a_live_call_through_twilio,
     a_console_refund_ends_the_live_call_and_refunds_once,
     a_refund_stripe_refuses_is_shown_and_changes_nothing,
