@@ -62,13 +62,13 @@ pub fn name(app: &App, port: u16) -> String {
 /// the same every [`BEAT`] in the background, until the task is aborted. Where other
 /// instances may share the store, a watch beside the beats fences this one off when they stop
 /// landing (see [`CUT_OFF_AFTER`]).
-pub async fn start(app: &Arc<App>, me: Instance) -> tokio::task::JoinHandle<()> {
+pub async fn start(app: &Arc<App>, me: Instance) -> Background {
     let landed = Arc::new(Landed::new());
     if let Err(e) = beat_and_sweep(app, &me, &landed).await {
         tracing::warn!(error = %e, "first heartbeat not recorded; retrying in the background");
     }
     let app = app.clone();
-    tokio::spawn(async move {
+    Background(Some(tokio::spawn(async move {
         let mut beats = AbortOnDrop(tokio::spawn(beat_loop(app.clone(), me, landed.clone())));
         if app.store.backend() == "sqlite" {
             // One instance: nobody else would settle its calls.
@@ -76,7 +76,7 @@ pub async fn start(app: &Arc<App>, me: Instance) -> tokio::task::JoinHandle<()> 
         } else {
             fence(&app, &landed).await;
         }
-    })
+    })))
 }
 
 /// When the last beat that the store took was sent, on this machine's monotonic clock (a step
@@ -112,6 +112,29 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// A task that writes to the store in the background (the beats, the signals' relay): it
+/// stops when dropped, so a server whose future is dropped leaves nothing writing behind it;
+/// [`Background::stop`] also waits until it has.
+pub struct Background(Option<tokio::task::JoinHandle<()>>);
+
+impl Background {
+    /// Stops the task and waits until it is gone: no write of it lands after this.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -165,7 +188,7 @@ async fn fence(app: &App, landed: &Landed) {
 
 /// Relays what other instances say changed to this instance's live calls, where the store
 /// carries such word (PostgreSQL); `None` where it does not.
-pub async fn relay_signals(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+pub async fn relay_signals(app: &Arc<App>) -> Option<Background> {
     let mut changes = match app.store.order_changes().await {
         Ok(Some(changes)) => changes,
         Ok(None) => return None,
@@ -175,11 +198,11 @@ pub async fn relay_signals(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>
         }
     };
     let app = app.clone();
-    Some(tokio::spawn(async move {
+    Some(Background(Some(tokio::spawn(async move {
         while let Some(order_id) = changes.recv().await {
             app.metering.order_changed(&order_id);
         }
-    }))
+    }))))
 }
 
 /// One beat (`landed` moves to its time once the store has it), then the calls of gone

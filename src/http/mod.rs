@@ -156,9 +156,9 @@ pub async fn serve_router(
         shutdown.await;
         app.lifecycle.drain(handover, grace).await;
         // Drained: no call of this run remains to be carried.
-        beating.abort();
+        beating.stop().await;
         if let Some(signals) = signals {
-            signals.abort();
+            signals.stop().await;
         }
         crate::liveness::stopped(&app).await;
     };

@@ -225,21 +225,22 @@ pub async fn run(bench: WebhookBench) -> anyhow::Result<()> {
         ("BILLING_WORKER", "off"),
         ("CODE_FAILURES_PER_HOUR", "1000000"),
         ("AUDIO_DIR", audio.as_str()),
+        ("SHUTDOWN_HANDOVER_SECS", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let app = Arc::new(App::build(Config::from_env(&env)?).await?);
-    let server = tokio::spawn(callgate::http::serve(
-        app.clone(),
-        listener,
-        std::future::pending::<()>(),
-    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(callgate::http::serve(app.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
     let result = passes(&app, addr, &bench).await;
-    // Stop the server, then let the attempt writer (which writes behind the answers) finish,
-    // before the schema goes: dropping it under the writer made it fail with
-    // `relation "code_attempts" does not exist` at the end of a PostgreSQL run.
-    server.abort();
+    // Shut the server down as SIGTERM does (its heartbeats and the attempt writer, which
+    // write behind the answers, stop and finish) before the schema goes: dropping it under
+    // them made them fail with `relation "code_attempts"` (then `"instances"`) `does not
+    // exist` at the end of a PostgreSQL run.
+    let _ = stop.send(());
     let _ = server.await;
     app.attempts.flush().await;
     drop(app);
