@@ -5,7 +5,7 @@
 //! marked refunded). Asking twice is one refund: the request's idempotency key is the
 //! PaymentIntent's, and Stripe refuses to refund a payment already refunded.
 
-use crate::store::{Charge, ChargeState, EntryKind, Order, OrderStatus, StoreError};
+use crate::store::{Charge, ChargeState, Entry, EntryKind, Order, OrderStatus, StoreError};
 use crate::stripe::client::{Refund, StripeError};
 use crate::App;
 
@@ -55,16 +55,8 @@ pub async fn purchase(app: &App, order_id: &str) -> Result<(Order, Refund), NoRe
         OrderStatus::Paid | OrderStatus::Revoked => {}
         other => return Err(NoRefund::OrderNotPaid(other)),
     }
-    let reversed = app
-        .store
-        .entries_for_order(order_id)
-        .await?
-        .into_iter()
-        .find(|e| {
-            matches!(e.kind, EntryKind::Refund | EntryKind::Dispute)
-                && e.stripe_payment_intent.as_deref() == Some(pi.as_str())
-        });
-    if let Some(e) = reversed {
+    let entries = app.store.entries_for_order(order_id).await?;
+    if let Some(e) = reversal_of(&entries, &pi) {
         let how = if e.kind == EntryKind::Dispute {
             "disputed"
         } else {
@@ -97,6 +89,15 @@ pub async fn overage(app: &App, charge_id: &str) -> Result<(Charge, Refund), NoR
     let refund = ask_stripe(app, &pi).await?;
     tracing::info!(charge_id, refund_id = %refund.id, status = %refund.status, "overage refund asked of Stripe");
     Ok((charge, refund))
+}
+
+/// The ledger's refund or dispute of the payment `pi`, among an order's `entries`: once it is
+/// there, Stripe has said the payment went back, and the console offers no refund of it.
+pub fn reversal_of<'a>(entries: &'a [Entry], pi: &str) -> Option<&'a Entry> {
+    entries.iter().find(|e| {
+        matches!(e.kind, EntryKind::Refund | EntryKind::Dispute)
+            && e.stripe_payment_intent.as_deref() == Some(pi)
+    })
 }
 
 async fn ask_stripe(app: &App, pi: &str) -> Result<Refund, NoRefund> {

@@ -216,6 +216,10 @@ async fn a_console_refund_ends_the_live_call_and_refunds_once(store: DynStore) {
         shown.contains("<td>refund</td>"),
         "the ledger's reversal: {shown}"
     );
+    assert!(
+        !shown.contains(&format!("href=\"{ask}\"")),
+        "a refunded purchase offers no second refund: {shown}"
+    );
     let audit = app.app.store.audit_about(&order.id, 10).await.unwrap();
     let steps: Vec<(AuditAction, AuditResult)> =
         audit.iter().rev().map(|e| (e.action, e.result)).collect();

@@ -57,7 +57,11 @@ pub(super) async fn order_page(
              <a class=\"action danger\" href=\"/admin/orders/{oid}/revoke\">Revoke code…</a>"
         );
     }
-    if refundable_purchase(&order) {
+    let reversed = order
+        .stripe_payment_intent
+        .as_deref()
+        .and_then(|pi| crate::orders::refund::reversal_of(&entries, pi));
+    if refundable_purchase(&order) && reversed.is_none() {
         let _ = write!(
             actions,
             " <a class=\"action danger\" href=\"/admin/orders/{oid}/refund\">Refund purchase…</a>"
