@@ -47,14 +47,7 @@ impl NoRefund {
 /// Refunds the purchase of order `order_id`: a paid order, or one revoked without a refund.
 pub async fn purchase(app: &App, order_id: &str) -> Result<(Order, Refund), NoRefund> {
     let order = app.store.order(order_id).await?.ok_or(NoRefund::NotFound)?;
-    let pi = order
-        .stripe_payment_intent
-        .clone()
-        .ok_or(NoRefund::NotPaidThroughStripe)?;
-    match order.status {
-        OrderStatus::Paid | OrderStatus::Revoked => {}
-        other => return Err(NoRefund::OrderNotPaid(other)),
-    }
+    let pi = purchase_payment(&order)?.to_string();
     let entries = app.store.entries_for_order(order_id).await?;
     if let Some(e) = reversal_of(&entries, &pi) {
         let how = if e.kind == EntryKind::Dispute {
@@ -79,16 +72,32 @@ pub async fn overage(app: &App, charge_id: &str) -> Result<(Charge, Refund), NoR
         .charge(charge_id)
         .await?
         .ok_or(NoRefund::NotFound)?;
-    if charge.state != ChargeState::Succeeded {
-        return Err(NoRefund::ChargeNotPaid(charge.state));
-    }
-    let pi = charge
-        .stripe_payment_intent
-        .clone()
-        .ok_or(NoRefund::ChargeNotPaid(charge.state))?;
+    let pi = charge_payment(&charge)?.to_string();
     let refund = ask_stripe(app, &pi).await?;
     tracing::info!(charge_id, refund_id = %refund.id, status = %refund.status, "overage refund asked of Stripe");
     Ok((charge, refund))
+}
+
+/// The PaymentIntent of an order's purchase, when it is one to refund: paid through Stripe,
+/// and paid or revoked (a revoked order may not have been refunded; the ledger says whether
+/// it was, see [`reversal_of`]).
+pub fn purchase_payment(order: &Order) -> Result<&str, NoRefund> {
+    let pi = order
+        .stripe_payment_intent
+        .as_deref()
+        .ok_or(NoRefund::NotPaidThroughStripe)?;
+    match order.status {
+        OrderStatus::Paid | OrderStatus::Revoked => Ok(pi),
+        other => Err(NoRefund::OrderNotPaid(other)),
+    }
+}
+
+/// The PaymentIntent of an overage charge, when it is one to refund: Stripe paid it.
+pub fn charge_payment(charge: &Charge) -> Result<&str, NoRefund> {
+    match (charge.state, charge.stripe_payment_intent.as_deref()) {
+        (ChargeState::Succeeded, Some(pi)) => Ok(pi),
+        (state, _) => Err(NoRefund::ChargeNotPaid(state)),
+    }
 }
 
 /// The ledger's refund or dispute of the payment `pi`, among an order's `entries`: once it is

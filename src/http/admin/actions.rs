@@ -346,7 +346,7 @@ pub(super) async fn confirm_refund_purchase(
     admin: Admin,
 ) -> Page {
     let order = app.store.order(&id).await?.ok_or(AdminError::NotFound)?;
-    if !refundable_purchase(&order) {
+    if refund::purchase_payment(&order).is_err() {
         return Ok(Redirect::to(&order_href(&order.id)).into_response());
     }
     confirm_refund(&app, &admin, order, None)
@@ -364,9 +364,7 @@ pub(super) async fn confirm_refund_charge(
         .order(&charge.order_id)
         .await?
         .ok_or(AdminError::NotFound)?;
-    if charge.state != crate::store::ChargeState::Succeeded
-        || charge.stripe_payment_intent.is_none()
-    {
+    if refund::charge_payment(&charge).is_err() {
         return Ok(Redirect::to(&order_href(&order.id)).into_response());
     }
     confirm_refund(&app, &admin, order, Some(charge))

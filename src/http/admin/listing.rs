@@ -142,6 +142,20 @@ impl ListQuery {
     }
 }
 
+/// Reads one page of a list for `q` (one row beyond the page, to know whether there is a
+/// next); a filter that does not parse is said, and the newest rows are shown.
+pub(super) fn page_for<S: FromStr>(q: &ListQuery) -> (Listing<S>, Option<String>) {
+    match q.listing::<S>(ROWS + 1) {
+        Ok(l) => (l, None),
+        Err(p) => (Listing::newest(ROWS + 1), Some(p)),
+    }
+}
+
+/// A state table's spellings, for a filter's choices.
+pub(super) fn spellings<S: Copy>(all: &[S], spell: fn(S) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|s| spell(*s)).collect()
+}
+
 /// Splits a page read one row beyond `limit`: the rows to show, and where the next page
 /// starts when there is one.
 pub(super) fn split_page<T>(
@@ -176,6 +190,13 @@ pub(super) fn charge_key(c: &Charge) -> Cursor {
     Cursor {
         at: c.created_at,
         id: c.id.clone(),
+    }
+}
+
+pub(super) fn audit_key(e: &crate::store::AuditEntry) -> Cursor {
+    Cursor {
+        at: e.at,
+        id: e.id.clone(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! and the audit log as a whole.
 
 use super::*;
-use crate::store::{AuditEntry, AuditResult, Listing};
+use crate::orders::refund;
+use crate::store::{AuditEntry, AuditResult};
 
 /// Audit entries shown on an order's or call's page.
 const AUDIT_ROWS: i64 = 50;
@@ -57,11 +58,9 @@ pub(super) async fn order_page(
              <a class=\"action danger\" href=\"/admin/orders/{oid}/revoke\">Revoke code…</a>"
         );
     }
-    let reversed = order
-        .stripe_payment_intent
-        .as_deref()
-        .and_then(|pi| crate::orders::refund::reversal_of(&entries, pi));
-    if refundable_purchase(&order) && reversed.is_none() {
+    let refundable = refund::purchase_payment(&order)
+        .is_ok_and(|pi| refund::reversal_of(&entries, pi).is_none());
+    if refundable {
         let _ = write!(
             actions,
             " <a class=\"action danger\" href=\"/admin/orders/{oid}/refund\">Refund purchase…</a>"
@@ -109,21 +108,7 @@ pub(super) async fn order_page(
 
     let mut charge_rows = String::new();
     for c in &charges {
-        let mut act = String::new();
-        if c.state.retryable() {
-            let _ = write!(
-                act,
-                "<form method=\"post\" action=\"/admin/charges/{}/retry\">{h}<button>Retry</button></form>",
-                escape(&c.id)
-            );
-        }
-        if c.state == crate::store::ChargeState::Succeeded && c.stripe_payment_intent.is_some() {
-            let _ = write!(
-                act,
-                "<a class=\"action danger\" href=\"/admin/charges/{}/refund\">Refund…</a>",
-                escape(&c.id)
-            );
-        }
+        let act = charge_actions(c, &admin);
         let _ = write!(
             charge_rows,
             "<tr id=\"{id}\"{mark}><td class=\"when\">{}</td><td class=\"id\">{id}</td>\
@@ -207,12 +192,25 @@ pub(super) async fn order_page(
     )))
 }
 
-/// Whether the console offers to refund an order's purchase: paid through Stripe, and paid
-/// or revoked (a revoked order may not have been refunded; Stripe refuses if it was).
-pub(super) fn refundable_purchase(order: &Order) -> bool {
-    order.stripe_payment_intent.is_some()
-        && order.source == crate::store::OrderSource::Stripe
-        && matches!(order.status, OrderStatus::Paid | OrderStatus::Revoked)
+/// A charge's actions, wherever it is listed: retry a refused one, refund a paid one.
+pub(super) fn charge_actions(c: &crate::store::Charge, admin: &Admin) -> String {
+    let mut act = String::new();
+    if c.state.retryable() {
+        let _ = write!(
+            act,
+            "<form method=\"post\" action=\"/admin/charges/{}/retry\">{}<button>Retry</button></form>",
+            escape(&c.id),
+            hidden(admin)
+        );
+    }
+    if refund::charge_payment(c).is_ok() {
+        let _ = write!(
+            act,
+            "<a class=\"action danger\" href=\"/admin/charges/{}/refund\">Refund…</a>",
+            escape(&c.id)
+        );
+    }
+    act
 }
 
 /// Audit entries as a table (newest first), or a line saying there are none.
@@ -247,13 +245,10 @@ pub(super) async fn audit_page(
     _admin: Admin,
     Query(q): Query<ListQuery>,
 ) -> Page {
-    let (listing, problem) = match q.listing::<AuditResult>(ROWS + 1) {
-        Ok(l) => (l, None),
-        Err(p) => (Listing::newest(ROWS + 1), Some(p)),
-    };
+    let (listing, problem) = page_for::<AuditResult>(&q);
     let entries = app.store.page_audit(&listing).await?;
     let (entries, next) = split_page(entries, ROWS, audit_key);
-    let states: Vec<&str> = AuditResult::ALL.iter().map(|s| s.as_str()).collect();
+    let states = spellings(AuditResult::ALL, AuditResult::as_str);
     let body = format!(
         "<p class=\"hint\">Every action taken in this console: who (the admin device, from its \
          signed cookie), when (UTC), what was asked and what came of it.</p>{}{}{}",
@@ -262,11 +257,4 @@ pub(super) async fn audit_page(
         q.pager("/admin/audit", "/admin/export/audit.csv", next.as_ref()),
     );
     Ok(html(layout("/admin/audit", "Audit log", &body)))
-}
-
-pub(super) fn audit_key(e: &AuditEntry) -> crate::store::Cursor {
-    crate::store::Cursor {
-        at: e.at,
-        id: e.id.clone(),
-    }
 }

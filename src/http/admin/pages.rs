@@ -104,19 +104,6 @@ fn by_plan(app: &App, totals: &[crate::store::PlanTotal]) -> String {
     )
 }
 
-/// Reads one page of a list for `q` (one row beyond the page, to know whether there is a
-/// next); a filter that does not parse is said, and the newest rows are shown.
-fn page_for<S: std::str::FromStr>(q: &ListQuery) -> (crate::store::Listing<S>, Option<String>) {
-    match q.listing::<S>(ROWS + 1) {
-        Ok(l) => (l, None),
-        Err(p) => (crate::store::Listing::newest(ROWS + 1), Some(p)),
-    }
-}
-
-fn spellings<S: Copy>(all: &[S], spell: fn(S) -> &'static str) -> Vec<&'static str> {
-    all.iter().map(|s| spell(*s)).collect()
-}
-
 /// A list's table, or a line saying nothing matched.
 fn table_or_none(rows: &str, head: &str, what: &str) -> String {
     if rows.is_empty() {
@@ -313,22 +300,7 @@ pub(super) async fn charges_page(
     let (charges, next) = split_page(charges, ROWS, charge_key);
     let mut rows = String::new();
     for c in &charges {
-        let mut action = String::new();
-        if c.state.retryable() {
-            let _ = write!(
-                action,
-                "<form method=\"post\" action=\"/admin/charges/{}/retry\">{}<button>Retry</button></form>",
-                escape(&c.id),
-                hidden(&admin)
-            );
-        }
-        if c.state == ChargeState::Succeeded && c.stripe_payment_intent.is_some() {
-            let _ = write!(
-                action,
-                "<a class=\"action danger\" href=\"/admin/charges/{}/refund\">Refund…</a>",
-                escape(&c.id)
-            );
-        }
+        let action = charge_actions(c, &admin);
         let _ = write!(
             rows,
             "<tr id=\"{}\"><td class=\"when\">{}</td><td class=\"id\">{}</td><td>{}</td><td><a href=\"/admin/calls/{call}\">{call}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"id\">{}</td><td>{}</td></tr>",

@@ -357,9 +357,6 @@ impl Store for MongoStore {
             self.raw("orders")
                 .create_index(unique(doc! { "code_hash": 1 }, true))
                 .await?;
-            self.raw("orders")
-                .create_index(plain(doc! { "created_at": -1 }))
-                .await?;
             self.raw("calls")
                 .create_index(plain(doc! { "settled_at": 1, "status": 1 }))
                 .await?;
@@ -393,9 +390,11 @@ impl Store for MongoStore {
             self.raw("remembered_callers")
                 .create_index(plain(doc! { "order_id": 1 }))
                 .await?;
+            // Replaces the index on `created_at` alone, which every insert kept up beside it.
             self.raw("orders")
                 .create_index(plain(doc! { "created_at": -1, "_id": -1 }))
                 .await?;
+            let _ = self.raw("orders").drop_index("created_at_-1").await;
             self.raw("calls")
                 .create_index(plain(doc! { "started_at": -1, "_id": -1 }))
                 .await?;
