@@ -183,39 +183,37 @@ async fn code_step(
         return Ok(ask_for_rest(app, attempt, typed));
     }
     let hash = app.vault.fingerprint_digits(typed);
-    // Everything to judge the digits, read in one round trip.
-    let facts = app
-        .attempts
-        .code_check(
-            &app.store,
-            &CodeCheckQuery {
-                call_sid: &call.call_sid,
-                caller: &call.from_number,
-                code_hash: well_formed.then_some(hash.as_str()),
-                since: call.now - HOUR,
-                caller_up_to: app.config.voice.failures_per_caller_per_hour,
-                code_up_to: FAILURES_PER_CODE_PER_HOUR,
-            },
-        )
-        .await?;
+    let query = CodeCheckQuery {
+        call_sid: &call.call_sid,
+        caller: &call.from_number,
+        code_hash: well_formed.then_some(hash.as_str()),
+        since: call.now - HOUR,
+        caller_up_to: app.config.voice.failures_per_caller_per_hour,
+        code_up_to: FAILURES_PER_CODE_PER_HOUR,
+    };
+    // Everything to judge the digits read, and the attempt's slots of the exact gate (see
+    // `limits`) taken, in one round trip; while code entry is paused for everyone, only read.
+    let paused = crate::orders::code_entry_paused(app).await?;
+    let (facts, mut gate) = if paused {
+        (app.attempts.code_check(&app.store, &query).await?, None)
+    } else {
+        let (facts, gate) = limits::check_and_take(app, &query, call.now).await?;
+        (facts, Some(gate))
+    };
     let (caller_failures, code_failures) = (facts.caller_failures, facts.code_failures);
     let remembered = facts.remembered_order_id.clone();
     // The incoming webhook stored the call; a write only if it did not (a lost request).
     if !facts.call_known {
         app.store.upsert_call(call).await?;
     }
-    // The counts read refuse a caller already over a limit; under them, the attempt takes
-    // its slots, the exact gate (see `limits`).
-    let mut gate = None;
-    let mut refused = crate::orders::code_entry_refused(app, caller_failures).await?;
-    if !refused {
-        let hash = well_formed.then_some(hash.as_str());
-        match limits::take(app, &call.from_number, hash, call.now).await? {
-            Gate::CallerFull => refused = true,
-            taken => gate = Some(taken),
-        }
-    }
+    let refused = paused
+        || matches!(gate, Some(Gate::CallerFull))
+        || crate::orders::caller_over_limit(app, caller_failures);
     if refused {
+        // Refused before the digits count: slots taken are not spent.
+        if let Some(Gate::Open(taken) | Gate::CodeFull(taken)) = gate.take() {
+            limits::give_back(app, taken).await?;
+        }
         // During a pause (everyone's, or this number's after a spoofer's guesses) a caller is
         // still admitted with a code their number has opened a call on before. Any other
         // digits hear the same refusal, so a guesser learns nothing.

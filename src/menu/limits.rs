@@ -1,15 +1,14 @@
-//! The wrong-code limits' exact gate. The counts the menu reads first (`write_behind::attempts`)
-//! refuse a caller already over a limit without a write; under it, before the digits are
-//! judged, the attempt takes a slot of its caller's limit, and of its code's, in the store
-//! (`AttemptStore::take_slots`, a compare-and-set per key). However many attempts arrive at once, on
-//! however many instances, no more are judged than the limits allow. A right code gives its
-//! slots back; a wrong one keeps them until they age out of the hour.
+//! The wrong-code limits' exact gate. Before the digits are judged, the attempt takes a slot
+//! of its caller's limit, and of its code's, in the store (`AttemptStore::take_slots`, a
+//! compare-and-set per key), in the round trip that reads the code check's facts
+//! (`Store::check_and_take`; while code entry is paused for everyone, the facts are read
+//! alone). However many attempts arrive at once, on however many instances, no more are
+//! judged than the limits allow. A right code gives its slots back; a wrong one keeps them
+//! until they age out of the hour, and one refused before judging gives them back at once.
 
 use super::answer::FAILURES_PER_CODE_PER_HOUR;
-use crate::store::{SlotWant, StoreError, UnixTime};
+use crate::store::{CodeCheckFacts, CodeCheckQuery, SlotWant, StoreError, UnixTime};
 use crate::App;
-
-const HOUR: i64 = 3600;
 
 /// What the gate let through.
 #[derive(Debug, Default)]
@@ -28,17 +27,15 @@ pub(super) enum Gate {
     CodeFull(Taken),
 }
 
-/// Takes a slot of `caller`'s limit and, for digits that can be a code, of `code_hash`'s, in
-/// one round trip to the store.
-pub(super) async fn take(
+/// Reads what the code check needs (`query`) and takes a slot of the caller's limit and, for
+/// digits that can be a code, of `query.code_hash`'s, in one round trip to the store.
+pub(super) async fn check_and_take(
     app: &App,
-    caller: &str,
-    code_hash: Option<&str>,
+    query: &CodeCheckQuery<'_>,
     now: UnixTime,
-) -> Result<Gate, StoreError> {
-    let since = now - HOUR;
-    let caller_key = format!("caller:{caller}");
-    let code_key = code_hash.map(|hash| format!("code:{hash}"));
+) -> Result<(CodeCheckFacts, Gate), StoreError> {
+    let caller_key = format!("caller:{}", query.caller);
+    let code_key = query.code_hash.map(|hash| format!("code:{hash}"));
     let mut wants = vec![SlotWant {
         key: &caller_key,
         limit: app.config.voice.failures_per_caller_per_hour,
@@ -49,7 +46,10 @@ pub(super) async fn take(
             limit: FAILURES_PER_CODE_PER_HOUR,
         });
     }
-    let got = app.store.take_slots(&wants, since, now).await?;
+    let (facts, got) = app
+        .attempts
+        .check_and_take(&app.store, query, &wants, now)
+        .await?;
     let code = match (code_key, got.get(1).copied().flatten()) {
         (Some(key), Some(slot)) => Some((key, slot)),
         _ => None,
@@ -60,17 +60,20 @@ pub(super) async fn take(
         if let Some(code) = code {
             app.store.free_slots(&[code]).await?;
         }
-        return Ok(Gate::CallerFull);
+        return Ok((facts, Gate::CallerFull));
     };
     let mut taken = Taken {
         slots: vec![(caller_key, slot)],
     };
-    match code {
-        Some(code) => taken.slots.push(code),
-        None if code_hash.is_some() => return Ok(Gate::CodeFull(taken)),
-        None => {}
-    }
-    Ok(Gate::Open(taken))
+    let gate = match code {
+        Some(code) => {
+            taken.slots.push(code);
+            Gate::Open(taken)
+        }
+        None if query.code_hash.is_some() => Gate::CodeFull(taken),
+        None => Gate::Open(taken),
+    };
+    Ok((facts, gate))
 }
 
 /// The attempt was right: its slots are free again.

@@ -85,12 +85,23 @@ pub fn code_of(app: &App, order: &Order) -> Option<AccessCode> {
 /// Refuses code entry (at the phone menu or on the web) when this caller (`mine` wrong codes
 /// in the last hour), or everyone together, has failed too often.
 pub async fn code_entry_refused(app: &App, mine: i64) -> Result<bool, StoreError> {
+    Ok(caller_over_limit(app, mine) || code_entry_paused(app).await?)
+}
+
+/// Whether a caller with `mine` wrong codes in the last hour is over their limit.
+pub fn caller_over_limit(app: &App, mine: i64) -> bool {
+    let over = mine >= app.config.voice.failures_per_caller_per_hour;
+    if over {
+        tracing::warn!("caller over the wrong-code limit: refused");
+    }
+    over
+}
+
+/// Whether code entry is paused for everyone: too many wrong codes in the last hour, all
+/// callers together.
+pub async fn code_entry_paused(app: &App) -> Result<bool, StoreError> {
     let since = app.clock.now() - 3600;
     let voice = &app.config.voice;
-    if mine >= voice.failures_per_caller_per_hour {
-        tracing::warn!("caller over the wrong-code limit: refused");
-        return Ok(true);
-    }
     let all = app
         .attempts
         .global_failures(&app.store, since, voice.failures_per_hour)

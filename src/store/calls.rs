@@ -97,7 +97,9 @@ pub struct EndCall {
 }
 
 impl EndCall {
-    /// The call as first reported, for storing it if its earlier webhooks never arrived.
+    /// The call as first reported, for storing it if its earlier webhooks never arrived (the
+    /// SQL engines store it in the statement that ends it).
+    #[cfg(feature = "mongodb")]
     pub(crate) fn as_new_call(&self) -> NewCall {
         NewCall {
             call_sid: self.call_sid.clone(),

@@ -184,6 +184,20 @@ pub trait Store:
             remembered_order_id: remembered.map(|o| o.id),
         })
     }
+
+    /// The code check's reads and the wrong-code gate's slots for `wants` (taken at `now`, an
+    /// hour after `q.since`; see [`AttemptStore::take_slots`]) in one step, for the attempt
+    /// about to be judged. PostgreSQL answers in one statement; this composition of the two
+    /// is what it must equal. The slots are taken whatever the facts say: a caller that then
+    /// refuses the attempt gives them back.
+    async fn check_and_take(
+        &self,
+        q: &CodeCheckQuery<'_>,
+        wants: &[SlotWant<'_>],
+        now: UnixTime,
+    ) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
+        tokio::try_join!(self.code_check(q), self.take_slots(wants, q.since, now))
+    }
 }
 
 /// A shared handle to whichever backend the configuration names.

@@ -13,9 +13,7 @@
 //! [`MoneyTx::ISOLATED`], and the looking again is skipped. MongoDB runs them as they are,
 //! one single-document write per step (`store::mongo::money`).
 
-use super::{
-    Call, Charge, EndCall, Hold, NewCall, NewCharge, Order, Settlement, TokenIssue, UnixTime,
-};
+use super::{Call, Charge, EndCall, Hold, NewCharge, Order, Settlement, TokenIssue, UnixTime};
 use crate::domain::ledger;
 use crate::domain::money::{Rounding, Seconds};
 
@@ -55,8 +53,6 @@ pub(crate) trait MoneyTx {
     /// A settlement's debit kept losing its compare-and-set to other writes on the order.
     fn contended(order_id: &str) -> Self::Error;
 
-    /// `CALL_UPSERT`: the call's row, stored if missing.
-    async fn upsert_call(&mut self, call: &NewCall) -> Result<(), Self::Error>;
     /// `CALL_LINK_ORDER`: links a live, unsettled call to the order; `false` if the call is over.
     async fn link_call(
         &mut self,
@@ -86,7 +82,8 @@ pub(crate) trait MoneyTx {
     ) -> Result<(), Self::Error>;
     async fn order(&mut self, id: &str) -> Result<Option<Order>, Self::Error>;
     async fn call(&mut self, call_sid: &str) -> Result<Option<Call>, Self::Error>;
-    /// `CALL_END`: the call marked ended, its first facts kept.
+    /// `CALL_END`: the call marked ended, its first facts kept; stored ended if its start was
+    /// never seen.
     async fn mark_ended(&mut self, end: &EndCall) -> Result<Call, Self::Error>;
     /// `ORDER_RELEASE`: the order's hold, if this call has it.
     async fn release_hold(&mut self, order_id: &str, call_sid: &str) -> Result<(), Self::Error>;
@@ -173,7 +170,6 @@ pub(crate) async fn hold<T: MoneyTx>(
 /// agent gives its hold back at once. Each step can be repeated: an end interrupted half-way
 /// is finished by the next report, or its hold by the call's settlement.
 pub(crate) async fn end<T: MoneyTx>(tx: &mut T, end: &EndCall) -> Result<Step<Call>, T::Error> {
-    tx.upsert_call(&end.as_new_call()).await?;
     let call = tx.mark_ended(end).await?;
     if let Some(order_id) = call.releases_hold() {
         tx.release_hold(order_id, &call.call_sid).await?;

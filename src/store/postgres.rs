@@ -132,7 +132,7 @@ impl PostgresStore {
         &self,
         q: &super::CodeCheckQuery<'_>,
     ) -> Result<super::sql::CodeCheckRow, super::StoreError> {
-        sqlx::query_as(super::sql::CODE_CHECK)
+        let row = sqlx::query(super::sql::CODE_CHECK)
             .bind(q.call_sid)
             .bind(q.caller)
             .bind(q.code_hash)
@@ -141,7 +141,57 @@ impl PostgresStore {
             .bind(q.code_up_to.max(0))
             .fetch_one(&self.pool)
             .await
-            .map_err(super::classify)
+            .map_err(super::classify)?;
+        code_check_columns(&row).map_err(super::classify)
+    }
+
+    /// The code check and the gate's slots in one statement, on the connections whose writes
+    /// cost no money if lost (the slots'). A key that lost a race for its slot (none taken,
+    /// fewer held than its limit) is sought again as `take_slots` does.
+    async fn check_and_take_here(
+        &self,
+        q: &super::CodeCheckQuery<'_>,
+        wants: &[super::SlotWant<'_>],
+        now: super::UnixTime,
+    ) -> Result<(super::sql::CodeCheckRow, Vec<Option<i64>>), super::StoreError> {
+        use sqlx::Row;
+        let sql = super::sql::code_check_taking(wants.len());
+        let mut query = sqlx::query(&sql)
+            .bind(q.call_sid)
+            .bind(q.caller)
+            .bind(q.code_hash)
+            .bind(q.since)
+            .bind(q.caller_up_to.max(0))
+            .bind(q.code_up_to.max(0))
+            .bind(now);
+        for want in wants {
+            query = query.bind(want.key).bind(want.limit);
+        }
+        let row = query.fetch_one(&self.lax).await.map_err(super::classify)?;
+        let facts = code_check_columns(&row).map_err(super::classify)?;
+        let mut taken = Vec::with_capacity(wants.len());
+        let mut raced = Vec::new();
+        for (i, want) in wants.iter().enumerate() {
+            let slot: Option<i64> = row
+                .try_get(format!("slot_{i}").as_str())
+                .map_err(super::classify)?;
+            let held: i64 = row
+                .try_get(format!("held_{i}").as_str())
+                .map_err(super::classify)?;
+            if slot.is_none() && held < want.limit {
+                raced.push(i);
+            }
+            taken.push(slot);
+        }
+        if !raced.is_empty() {
+            use super::AttemptStore;
+            let again: Vec<super::SlotWant<'_>> = raced.iter().map(|&i| wants[i]).collect();
+            let got = self.take_slots(&again, q.since, now).await?;
+            for (&i, slot) in raced.iter().zip(got) {
+                taken[i] = slot;
+            }
+        }
+        Ok((facts, taken))
     }
 
     async fn count_failures_row(
@@ -161,5 +211,39 @@ impl PostgresStore {
     }
 }
 
-super::sql::sql_store!(PostgresStore, sqlx::Postgres, "postgres", MIGRATOR);
+/// A [`super::sql::CODE_CHECK`] row's columns (in [`super::sql::code_check_taking`]'s too).
+fn code_check_columns(
+    row: &sqlx::postgres::PgRow,
+) -> Result<super::sql::CodeCheckRow, sqlx::Error> {
+    use sqlx::{FromRow, Row};
+    let order = match row.try_get::<Option<String>, _>(super::sql::CODE_CHECK_ORDER_ID)? {
+        Some(_) => Some(super::Order::from_row(row)?),
+        None => None,
+    };
+    Ok((
+        row.try_get("call_known")?,
+        row.try_get("caller_failures")?,
+        row.try_get("code_failures")?,
+        order,
+        row.try_get("remembered_order_id")?,
+    ))
+}
+
+super::sql::sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    "postgres",
+    MIGRATOR,
+    // The status callback's end and settlement go together, in one transaction.
+    async fn end_and_settle(
+        &self,
+        end: &super::EndCall,
+        rounding: crate::domain::money::Rounding,
+        charge_id: &str,
+    ) -> Result<(super::Call, Result<super::Settlement, super::StoreError>), super::StoreError>
+    {
+        self.write_end_and_settlement(end, rounding, charge_id)
+            .await
+    }
+);
 super::sql::sqlx_hot_writes!(PostgresStore, sqlx::Postgres);

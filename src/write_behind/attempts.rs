@@ -23,7 +23,8 @@ use tokio::sync::{RwLock, RwLockReadGuard};
 use super::group::{GroupQueue, TRIES};
 
 use crate::store::{
-    AttemptScope, CodeAttempt, CodeCheckFacts, CodeCheckQuery, DynStore, StoreError, UnixTime,
+    AttemptScope, CodeAttempt, CodeCheckFacts, CodeCheckQuery, DynStore, SlotWant, StoreError,
+    UnixTime,
 };
 
 /// How long attempts are kept (the throttles look back one hour).
@@ -90,6 +91,15 @@ impl Counted<'_> {
     /// Wrong attempts in `scope` that the store does not have yet.
     pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
         lock(&self.log.pending).count(scope)
+    }
+
+    /// The code check's failure counts with this instance's unwritten attempts added.
+    fn add_to(&self, mut facts: CodeCheckFacts, query: &CodeCheckQuery<'_>) -> CodeCheckFacts {
+        facts.caller_failures += self.pending(AttemptScope::Caller(query.caller));
+        if let Some(hash) = query.code_hash {
+            facts.code_failures += self.pending(AttemptScope::Code(hash));
+        }
+        facts
     }
 
     /// How many wrong attempts this instance has written so far.
@@ -179,12 +189,22 @@ impl AttemptLog {
         query: &CodeCheckQuery<'_>,
     ) -> Result<CodeCheckFacts, StoreError> {
         let counted = self.counted().await;
-        let mut facts = store.code_check(query).await?;
-        facts.caller_failures += counted.pending(AttemptScope::Caller(query.caller));
-        if let Some(hash) = query.code_hash {
-            facts.code_failures += counted.pending(AttemptScope::Code(hash));
-        }
-        Ok(facts)
+        let facts = store.code_check(query).await?;
+        Ok(counted.add_to(facts, query))
+    }
+
+    /// [`AttemptLog::code_check`] with the wrong-code gate's slots taken in the same round
+    /// trip (see `Store::check_and_take`).
+    pub async fn check_and_take(
+        &self,
+        store: &DynStore,
+        query: &CodeCheckQuery<'_>,
+        wants: &[SlotWant<'_>],
+        now: UnixTime,
+    ) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
+        let counted = self.counted().await;
+        let (facts, taken) = store.check_and_take(query, wants, now).await?;
+        Ok((counted.add_to(facts, query), taken))
     }
 
     /// Wrong attempts in `scope` that the store does not have yet, read alone (a test's view;

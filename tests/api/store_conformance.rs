@@ -1948,6 +1948,81 @@ async fn attempt_slots_admit_at_most_the_limit_at_once(store: DynStore) {
     );
 }
 
+/// The code check with the gate's slots taken in the same step (one statement on PostgreSQL)
+/// reads what the check alone reads and takes what `take_slots` takes: nine at once against a
+/// caller's limit of five and a code's of three get five and three slots, each its own.
+async fn check_and_take_reads_and_takes_what_each_alone_does(store: DynStore) {
+    let order = paid_order(&store).await;
+    let hash = order.code_hash.clone().expect("paid order has a code");
+    call(&store, "CA_take").await;
+    store
+        .record_attempts(&[CodeAttempt {
+            caller: "+15550001111".into(),
+            code_hash: hash.clone(),
+            ok: false,
+            at: NOW - 10,
+        }])
+        .await
+        .unwrap();
+    let query = |code_hash| CodeCheckQuery {
+        call_sid: "CA_take",
+        caller: "+15550001111",
+        code_hash,
+        since: NOW - 3600,
+        caller_up_to: 10,
+        code_up_to: 10,
+    };
+    let alone = store.code_check(&query(Some(&hash))).await.unwrap();
+    assert_eq!(alone.order, Some(order.clone()));
+    let wants = [
+        SlotWant {
+            key: "caller:+15550001111",
+            limit: 5,
+        },
+        SlotWant {
+            key: "code:take",
+            limit: 3,
+        },
+    ];
+    let code = query(Some(&hash));
+    let takes = (0..9).map(|_| store.check_and_take(&code, &wants, NOW));
+    let answers: Vec<_> = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for (facts, _) in &answers {
+        assert_eq!(facts, &alone, "the facts are the check's");
+    }
+    let mut callers: Vec<i64> = answers.iter().filter_map(|(_, t)| t[0]).collect();
+    let mut codes: Vec<i64> = answers.iter().filter_map(|(_, t)| t[1]).collect();
+    callers.sort();
+    codes.sort();
+    assert_eq!((callers, codes), (vec![0, 1, 2, 3, 4], vec![0, 1, 2]));
+    // Full: nothing taken, no error; the facts still read.
+    let (facts, taken) = store
+        .check_and_take(&query(Some(&hash)), &wants, NOW)
+        .await
+        .unwrap();
+    assert_eq!((facts, taken), (alone, vec![None, None]));
+    // Digits that cannot be a code: the caller's slot alone, the facts without an order.
+    let (facts, taken) = store
+        .check_and_take(
+            &query(None),
+            &[SlotWant {
+                key: "caller:short",
+                limit: 2,
+            }],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (facts.order, facts.caller_failures, taken),
+        (None, 1, vec![Some(0)])
+    );
+}
+
 /// An engine that offers word between instances delivers it: every change published reaches
 /// a listener, in order, within a second (PostgreSQL's NOTIFY; MongoDB's change stream where
 /// the server has them, none on mongoeco; none on SQLite, one instance).
@@ -1971,6 +2046,7 @@ async fn order_signals_reach_a_listener_when_the_engine_has_them(store: DynStore
 
 on_every_backend!(
     order_signals_reach_a_listener_when_the_engine_has_them,
+    check_and_take_reads_and_takes_what_each_alone_does,
     attempt_slots_admit_at_most_the_limit_at_once,
     instances_and_the_calls_they_carry,
     callers_are_remembered_for_one_code,

@@ -116,10 +116,6 @@ impl MoneyTx for MongoSteps<'_> {
         ))
     }
 
-    async fn upsert_call(&mut self, call: &NewCall) -> Result<(), StoreError> {
-        self.0.upsert_call(call).await.map(|_| ())
-    }
-
     async fn link_call(
         &mut self,
         call_sid: &str,
@@ -198,6 +194,8 @@ impl MoneyTx for MongoSteps<'_> {
     async fn mark_ended(&mut self, end: &EndCall) -> Result<Call, StoreError> {
         let store = self.0;
         let sid = end.call_sid.as_str();
+        // Stored first if its start was never seen; each step below keeps the first facts.
+        store.upsert_call(&end.as_new_call()).await?;
         store
             .set_once("calls", sid, "ended_at", end.now.into())
             .await?;

@@ -1,22 +1,58 @@
 //! Code attempts in SQL: the code check's one statement, the bounded failure counts, and
 //! `AttemptStore` for both engines.
 
-use crate::store::AttemptScope;
+use crate::store::{AttemptScope, CodeCheckFacts, Order};
 
 /// Attempts deleted by one statement when old ones are pruned.
 pub(crate) const PRUNE_CHUNK: i64 = 5000;
 
+/// The columns and the source of [`CODE_CHECK`] (after its `SELECT`), shared with
+/// [`code_check_taking`].
+macro_rules! code_check_facts {
+    () => {
+        "EXISTS (SELECT 1 FROM calls WHERE call_sid = $1) AS call_known, \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+             WHERE caller = $2 AND ok = FALSE AND at >= $4 LIMIT $5) AS c) AS caller_failures, \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+             WHERE code_hash = $3 AND ok = FALSE AND at >= $4 LIMIT $6) AS h) AS code_failures, \
+         (SELECT order_id FROM remembered_callers WHERE caller = $2) AS remembered_order_id, \
+         o.* FROM (SELECT 1 AS one) AS q LEFT JOIN orders o ON o.code_hash = $3"
+    };
+}
+
 /// Everything the code check reads, in one statement: whether the call is stored, the
 /// caller's and the code's recent failures (each counted up to its limit, `$5` and `$6`: the
-/// index walk stops there however many are stored), the id of the code's order (NULL when
-/// none), and the id of the order the caller's number is remembered for (NULL when none).
-pub(crate) const CODE_CHECK: &str = "SELECT EXISTS (SELECT 1 FROM calls WHERE call_sid = $1), \
-     (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-         WHERE caller = $2 AND ok = FALSE AND at >= $4 LIMIT $5) AS c), \
-     (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-         WHERE code_hash = $3 AND ok = FALSE AND at >= $4 LIMIT $6) AS h), \
-     (SELECT id FROM orders WHERE code_hash = $3), \
-     (SELECT order_id FROM remembered_callers WHERE caller = $2)";
+/// index walk stops there however many are stored), the id of the order the caller's number
+/// is remembered for (NULL when none), and the code's whole order row beside them (its
+/// columns NULL when no order has the code: read with [`CODE_CHECK_ORDER_ID`]).
+pub(crate) const CODE_CHECK: &str = concat!("SELECT ", code_check_facts!());
+
+/// [`CODE_CHECK`] and [`slot_take`] for `n` keys in one statement (PostgreSQL: the slots are
+/// taken in a data-modifying `WITH`): `$1` to `$6` as in the code check, `$7` now, then each
+/// key and its limit from `$8`. Before the code check's columns, for each key `i`: `slot_i`,
+/// the slot taken (NULL when none), and `held_i`, how many of its slots were held before (a
+/// key without a slot is full, or lost a race, as in `take_slots`).
+#[cfg(feature = "postgres")]
+pub(crate) fn code_check_taking(n: usize) -> String {
+    let slots: Vec<String> = (0..n)
+        .map(|i| {
+            let key = 8 + 2 * i;
+            format!(
+                "(SELECT slot FROM taken WHERE key = ${key}) AS slot_{i}, \
+                 (SELECT COUNT(*) FROM attempt_slots WHERE key = ${key} AND at >= $4) AS held_{i}"
+            )
+        })
+        .collect();
+    format!(
+        "WITH taken AS ({}) SELECT {}, {}",
+        slot_take_from(4, 7, 8, n),
+        slots.join(", "),
+        code_check_facts!()
+    )
+}
+
+/// The [`CODE_CHECK`] column that is NULL exactly when no order has the code.
+pub(crate) const CODE_CHECK_ORDER_ID: &str = "id";
 
 /// Wrong attempts in a scope since `$1`, counted up to `$3`: the statement and the value
 /// bound to `$2` (the caller, the code's hash, or NULL for everyone's).
@@ -47,18 +83,27 @@ pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&s
 /// taker got first (it is no longer expired, or number N exists) returns no row; PostgreSQL
 /// re-reads the conflicting row under its lock before the `WHERE`.
 pub(crate) fn slot_take(n: usize) -> String {
+    slot_take_from(1, 2, 3, n)
+}
+
+/// [`slot_take`] with its parameters numbered from elsewhere: `$since` the hour's start, `$now`,
+/// and each key and its limit from `$first_key`.
+fn slot_take_from(since: usize, now: usize, first_key: usize, n: usize) -> String {
     let keys: Vec<String> = (0..n)
-        .map(|i| format!("SELECT ${} AS key, ${} AS lim", 3 + 2 * i, 4 + 2 * i))
+        .map(|i| {
+            let key = first_key + 2 * i;
+            format!("SELECT ${key} AS key, ${} AS lim", key + 1)
+        })
         .collect();
     format!(
         "INSERT INTO attempt_slots (key, slot, at) \
          SELECT k.key, COALESCE(\
-         (SELECT MIN(s.slot) FROM attempt_slots s WHERE s.key = k.key AND s.at < $1), \
-         (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key)), $2 \
+         (SELECT MIN(s.slot) FROM attempt_slots s WHERE s.key = k.key AND s.at < ${since}), \
+         (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key)), ${now} \
          FROM ({}) AS k \
-         WHERE EXISTS (SELECT 1 FROM attempt_slots s WHERE s.key = k.key AND s.at < $1) \
+         WHERE EXISTS (SELECT 1 FROM attempt_slots s WHERE s.key = k.key AND s.at < ${since}) \
          OR (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key) < k.lim \
-         ON CONFLICT (key, slot) DO UPDATE SET at = excluded.at WHERE attempt_slots.at < $1 \
+         ON CONFLICT (key, slot) DO UPDATE SET at = excluded.at WHERE attempt_slots.at < ${since} \
          RETURNING key, slot",
         keys.join(" UNION ALL ")
     )
@@ -75,9 +120,21 @@ pub(crate) fn slot_free(n: usize) -> String {
     )
 }
 
-/// A [`CODE_CHECK`] row: call known, caller failures, code failures, order id, the caller's
-/// remembered order id.
-pub(crate) type CodeCheckRow = (bool, i64, i64, Option<String>, Option<String>);
+/// A [`CODE_CHECK`] row: call known, caller failures, code failures, the code's order, the
+/// caller's remembered order id.
+pub(crate) type CodeCheckRow = (bool, i64, i64, Option<Order>, Option<String>);
+
+/// A [`CodeCheckRow`] as the store answers it.
+pub(crate) fn code_check_facts(row: CodeCheckRow) -> CodeCheckFacts {
+    let (call_known, caller_failures, code_failures, order, remembered_order_id) = row;
+    CodeCheckFacts {
+        call_known,
+        caller_failures,
+        code_failures,
+        order,
+        remembered_order_id,
+    }
+}
 
 /// `AttemptStore` for an engine's store (`pool` for reads, `writer` for writes, `lax` for the
 /// gate's slots, whose loss costs no money); expanded by

@@ -51,12 +51,17 @@ pub(crate) static CALL_LINK_ORDER: LazyLock<String> = statement!(
 pub(crate) const ORDER_HOLD: &str = "UPDATE orders SET active_call_sid = $2, active_call_until = $3, \
      updated_at = $4 WHERE id = $1 AND (active_call_sid IS NULL OR active_call_sid = $2) RETURNING *";
 
-/// Marks a call ended, keeping the first report's facts: `$1` call, `$2` now, `$3` Twilio's
-/// duration, `$4` its status, `$5` the reason.
+/// Marks a call ended, keeping the first report's facts, and stores it ended if its start was
+/// never seen (one statement: the status callback's first write): `$1` call, `$2` now, `$3`
+/// Twilio's duration, `$4` its status, `$5` the reason, `$6` from, `$7` to.
 pub(crate) static CALL_END: LazyLock<String> = statement!(
-    "UPDATE calls SET status = '{ended}', ended_at = COALESCE(ended_at, $2), \
-     twilio_duration = COALESCE(twilio_duration, $3), twilio_status = $4, \
-     end_reason = COALESCE(end_reason, $5), updated_at = $2 WHERE call_sid = $1 RETURNING *",
+    "INSERT INTO calls (call_sid, from_number, to_number, status, started_at, updated_at, \
+     ended_at, twilio_duration, twilio_status, end_reason) \
+     VALUES ($1, $6, $7, '{ended}', $2, $2, $2, $3, $4, $5) \
+     ON CONFLICT (call_sid) DO UPDATE SET status = '{ended}', \
+     ended_at = COALESCE(calls.ended_at, $2), \
+     twilio_duration = COALESCE(calls.twilio_duration, $3), twilio_status = $4, \
+     end_reason = COALESCE(calls.end_reason, $5), updated_at = $2 RETURNING *",
     ended = CallState::Ended,
 );
 

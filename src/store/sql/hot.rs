@@ -145,6 +145,47 @@ macro_rules! sqlx_hot_writes {
             }
         }
 
+        impl $store {
+            /// The status callback's end and settlement in one transaction (one commit, one
+            /// wait for the disk). The end stands whatever the settlement does: a settlement
+            /// that fails, or is not ready and rolls back, leaves the end written alone.
+            async fn write_end_and_settlement(
+                &self,
+                end: &EndCall,
+                rounding: Rounding,
+                charge_id: &str,
+            ) -> Result<(Call, Result<Settlement, StoreError>), StoreError> {
+                use $crate::store::money::{self, Step};
+                let mut tx = self.writer.begin().await.map_err(classify)?;
+                let call = match money::end(&mut SqlxTx(&mut *tx), end).await? {
+                    Step::Commit(call) => call,
+                    Step::Rollback(_) => {
+                        tx.rollback().await.map_err(classify)?;
+                        return Ok((self.write_end(end).await?, Err(StoreError::Unavailable(
+                            "the call's end was rolled back".into(),
+                        ))));
+                    }
+                };
+                let settled =
+                    money::settle(&mut SqlxTx(&mut *tx), &end.call_sid, rounding, charge_id, end.now)
+                        .await;
+                match settled {
+                    Ok(Step::Commit(outcome)) => {
+                        tx.commit().await.map_err(classify)?;
+                        Ok((call, Ok(outcome)))
+                    }
+                    Ok(Step::Rollback(outcome)) => {
+                        tx.rollback().await.map_err(classify)?;
+                        Ok((self.write_end(end).await?, Ok(outcome)))
+                    }
+                    Err(e) => {
+                        tx.rollback().await.map_err(classify)?;
+                        Ok((self.write_end(end).await?, Err(e)))
+                    }
+                }
+            }
+        }
+
         /// Commits or rolls back as the money path's sequence said.
         async fn finish_tx<T>(
             tx: sqlx::Transaction<'_, $db>,
@@ -169,18 +210,6 @@ macro_rules! sqlx_hot_writes {
 
             fn contended(order_id: &str) -> StoreError {
                 StoreError::Unavailable(format!("order {order_id} kept changing under its debit"))
-            }
-
-            async fn upsert_call(&mut self, call: &NewCall) -> Result<(), StoreError> {
-                sqlx::query::<$db>(&CALL_UPSERT)
-                    .bind(&call.call_sid)
-                    .bind(&call.from_number)
-                    .bind(&call.to_number)
-                    .bind(call.now)
-                    .execute(&mut *self.0)
-                    .await
-                    .map(|_| ())
-                    .map_err(classify)
             }
 
             async fn link_call(&mut self, call_sid: &str, order_id: &str, now: UnixTime) -> Result<bool, StoreError> {
@@ -251,6 +280,8 @@ macro_rules! sqlx_hot_writes {
                     .bind(end.duration)
                     .bind(&end.twilio_status)
                     .bind(&end.reason)
+                    .bind(&end.from_number)
+                    .bind(&end.to_number)
                     .fetch_one(&mut *self.0)
                     .await
                     .map_err(classify)

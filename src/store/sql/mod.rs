@@ -152,19 +152,17 @@ macro_rules! sql_store {
             }
 
             async fn code_check(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckFacts, StoreError> {
-                let (call_known, caller_failures, code_failures, order_id, remembered_order_id) =
-                    self.code_check_row(q).await?;
-                let order = match order_id {
-                    Some(id) => self.order(&id).await?,
-                    None => None,
-                };
-                Ok(CodeCheckFacts {
-                    call_known,
-                    caller_failures,
-                    code_failures,
-                    order,
-                    remembered_order_id,
-                })
+                Ok(code_check_facts(self.code_check_row(q).await?))
+            }
+
+            async fn check_and_take(
+                &self,
+                q: &CodeCheckQuery<'_>,
+                wants: &[SlotWant<'_>],
+                now: UnixTime,
+            ) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
+                let (row, taken) = self.check_and_take_here(q, wants, now).await?;
+                Ok((code_check_facts(row), taken))
             }
         }
     };

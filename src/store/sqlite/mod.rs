@@ -11,7 +11,7 @@ mod money;
 mod rows;
 mod writer;
 
-use crate::store::sql::{failure_count, CodeCheckRow, CODE_CHECK};
+use crate::store::sql::{failure_count, CodeCheckRow, CODE_CHECK, CODE_CHECK_ORDER_ID};
 use crate::store::{AttemptScope, CodeCheckQuery, Order, StoreError, UnixTime};
 use rows::sqlite_error;
 
@@ -165,20 +165,36 @@ impl SqliteStore {
                     "$6": q.code_up_to.max(0),
                 },
                 |row| {
+                    let order = match row.get::<_, Option<String>>(CODE_CHECK_ORDER_ID)? {
+                        Some(_) => Some(rows::order_row(row)?),
+                        None => None,
+                    };
                     Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
+                        row.get("call_known")?,
+                        row.get("caller_failures")?,
+                        row.get("code_failures")?,
+                        order,
+                        row.get("remembered_order_id")?,
                     ))
                 },
             )
         })
     }
 
+    /// The code check and the gate's slots: the check read in place, the slots taken on the
+    /// writer thread, both at once.
+    async fn check_and_take_here(
+        &self,
+        q: &CodeCheckQuery<'_>,
+        wants: &[crate::store::SlotWant<'_>],
+        now: UnixTime,
+    ) -> Result<(CodeCheckRow, Vec<Option<i64>>), StoreError> {
+        use crate::store::AttemptStore;
+        tokio::try_join!(self.code_check_row(q), self.take_slots(wants, q.since, now))
+    }
+
     /// The order whose `column` (one of callgate's own column names) is `value`, read in place
-    /// like the code check's facts (the code check reads its order next).
+    /// like the code check's facts (a few index entries).
     async fn order_where(&self, column: &str, value: &str) -> Result<Option<Order>, StoreError> {
         use rusqlite::OptionalExtension;
         let sql = format!("SELECT * FROM orders WHERE {column} = $1");

@@ -219,15 +219,6 @@ impl MoneyTx for Rusqlite<'_> {
         )
     }
 
-    async fn upsert_call(&mut self, call: &NewCall) -> rusqlite::Result<()> {
-        self.0.prepare_cached(&CALL_UPSERT)?.query_row(
-            named_params! {
-                "$1": call.call_sid, "$2": call.from_number, "$3": call.to_number, "$4": call.now,
-            },
-            |_| Ok(()),
-        )
-    }
-
     async fn link_call(
         &mut self,
         call_sid: &str,
@@ -290,6 +281,8 @@ impl MoneyTx for Rusqlite<'_> {
                 "$3": end.duration,
                 "$4": end.twilio_status.as_str(),
                 "$5": end.reason.as_str(),
+                "$6": end.from_number,
+                "$7": end.to_number,
             },
             call_row,
         )
