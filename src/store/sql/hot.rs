@@ -11,8 +11,8 @@ pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
 macro_rules! sqlx_hot_writes {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Inserts `rows` in one transaction, one multi-row INSERT per chunk: each page
-            /// touched is written once for the whole group. `head` names the table and its
+            /// Inserts `rows` in one transaction, one multi-row INSERT per chunk (one INSERT
+            /// alone when they fit in one): each page touched is written once for the whole group. `head` names the table and its
             /// columns, `bind` binds one row's values in that order, `tail` ends each INSERT.
             async fn insert_group<'a, T>(
                 &self,
@@ -22,12 +22,29 @@ macro_rules! sqlx_hot_writes {
                 tail: &str,
             ) -> Result<(), StoreError> {
                 // Groups hold only writes whose loss costs no money (attempts, first rows).
-                let mut tx = self.lax.begin().await.map_err(classify)?;
-                for chunk in rows.chunks(ATTEMPTS_PER_INSERT) {
+                let insert = |chunk: &'a [T]| {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(head);
                     insert.push_values(chunk, |mut row, r| bind(&mut row, r));
                     insert.push(tail);
                     insert
+                };
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                if rows.len() <= ATTEMPTS_PER_INSERT {
+                    // One INSERT is atomic alone: sent without BEGIN and COMMIT, one round trip
+                    // (the attempts' readers wait while a group is written).
+                    return insert(rows)
+                        .build()
+                        .persistent(rows.len() == 1)
+                        .execute(&self.lax)
+                        .await
+                        .map(|_| ())
+                        .map_err(classify);
+                }
+                let mut tx = self.lax.begin().await.map_err(classify)?;
+                for chunk in rows.chunks(ATTEMPTS_PER_INSERT) {
+                    insert(chunk)
                         .build()
                         .persistent(chunk.len() == 1)
                         .execute(&mut *tx)
