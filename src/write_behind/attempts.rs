@@ -5,7 +5,7 @@
 //! caller's number, the code's hash): on SQLite that is a WAL commit of a few whole pages per
 //! attempt, tens of megabytes a second, and the writer stalls whenever the kernel throttles the
 //! writes. Here the code check answers at once and one task writes what has queued every
-//! `group::WINDOW`, in one transaction, so a page touched by many attempts is written once.
+//! [`ATTEMPTS_WINDOW`], in one transaction, so a page touched by many attempts is written once.
 //!
 //! The throttles stay exact: until an attempt is written, this instance counts it itself
 //! ([`Counted::pending`]), and the code check adds that to what the store counts. The two are
@@ -69,8 +69,13 @@ impl Pending {
     }
 }
 
+/// How long the attempts' groups gather. Longer than the calls' [`super::group::WINDOW`]: each
+/// group's write holds the counts' readers off (see [`AttemptLog::counted`]), and under load a
+/// greeting that waits for one shows in its p99 (`docs/performance.md`). A crash forgets at
+/// most this much of the attempts: throttling data, never money.
+pub const ATTEMPTS_WINDOW: Duration = Duration::from_millis(250);
+
 /// The menu's memory of codes typed: every count the throttles read comes from here.
-#[derive(Default)]
 pub struct AttemptLog {
     /// Everyone's failures, cached.
     gauge: FailureGauge,
@@ -79,6 +84,17 @@ pub struct AttemptLog {
     /// Readers of the store's counts hold it shared; the writer holds it while a group is
     /// committed and taken off `pending`.
     commit: Arc<RwLock<()>>,
+}
+
+impl Default for AttemptLog {
+    fn default() -> Self {
+        AttemptLog {
+            gauge: FailureGauge::default(),
+            queue: GroupQueue::with_window(ATTEMPTS_WINDOW),
+            pending: Arc::default(),
+            commit: Arc::default(),
+        }
+    }
 }
 
 /// Held while a reader adds the store's counts to this instance's pending ones.

@@ -28,12 +28,21 @@ enum Entry<T> {
 /// A queue whose writer task starts with its first item.
 pub struct GroupQueue<T> {
     queue: OnceLock<mpsc::Sender<Entry<T>>>,
+    window: Duration,
 }
 
 impl<T> Default for GroupQueue<T> {
     fn default() -> Self {
+        GroupQueue::with_window(WINDOW)
+    }
+}
+
+impl<T> GroupQueue<T> {
+    /// A queue whose groups gather for `window` instead of [`WINDOW`].
+    pub fn with_window(window: Duration) -> Self {
         GroupQueue {
             queue: OnceLock::new(),
+            window,
         }
     }
 }
@@ -48,7 +57,7 @@ impl<T: Send + 'static> GroupQueue<T> {
     {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(rx, write()));
+            tokio::spawn(run(rx, write(), self.window));
             tx
         });
         queue.send(Entry::Item(item)).await.map_err(|e| match e.0 {
@@ -70,7 +79,7 @@ impl<T: Send + 'static> GroupQueue<T> {
 }
 
 /// Runs until the queue's owner (which holds the sender) is dropped.
-async fn run<T, F, Fut>(mut queue: mpsc::Receiver<Entry<T>>, mut write: F)
+async fn run<T, F, Fut>(mut queue: mpsc::Receiver<Entry<T>>, mut write: F, window: Duration)
 where
     F: FnMut(Vec<T>) -> Fut,
     Fut: Future<Output = ()>,
@@ -93,7 +102,7 @@ where
             let _ = done.send(());
         }
         if wrote {
-            tokio::time::sleep(WINDOW).await;
+            tokio::time::sleep(window).await;
         }
     }
 }

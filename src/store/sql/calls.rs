@@ -81,10 +81,10 @@ pub(crate) static CALL_CLAIM_SETTLEMENT: LazyLock<String> = statement!(
 pub(crate) const CALL_SETTLED_SECONDS: &str =
     "UPDATE calls SET settled_seconds = $2 WHERE call_sid = $1";
 
-/// Reads an order for its debit. A no-op write, so that on PostgreSQL it locks the order's row
-/// until the debit commits: `$1` order.
-pub(crate) const ORDER_FOR_DEBIT: &str =
-    "UPDATE orders SET updated_at = updated_at WHERE id = $1 RETURNING *";
+/// Reads an order for its debit, its row locked until the debit commits (PostgreSQL; SQLite's
+/// money path reads it on the writer's one thread, which is the lock there): `$1` order.
+#[cfg(feature = "postgres")]
+pub(crate) const ORDER_FOR_DEBIT: &str = "SELECT * FROM orders WHERE id = $1 FOR UPDATE";
 
 /// The debit and the release of this call's hold, in one write, if the order's usage is what
 /// the debit read: `$1` order, `$2` seconds used after, `$3` call, `$4` now, `$5` seconds used

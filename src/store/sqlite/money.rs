@@ -15,7 +15,7 @@ use crate::domain::money::Rounding;
 use crate::store::money::{self, MoneyTx};
 use crate::store::sql::{
     CALL_CLAIM_SETTLEMENT, CALL_END, CALL_LINK_ORDER, CALL_SETTLED_SECONDS, CALL_UPSERT,
-    CHARGE_INSERT, ORDER_DEBIT, ORDER_FOR_DEBIT, ORDER_HOLD, ORDER_RELEASE, STREAM_TOKEN_INSERT,
+    CHARGE_INSERT, ORDER_DEBIT, ORDER_HOLD, ORDER_RELEASE, STREAM_TOKEN_INSERT,
 };
 use crate::store::{
     Call, Charge, CodeAttempt, EndCall, Hold, NewCall, NewCharge, Order, Seconds, Settlement,
@@ -323,9 +323,8 @@ impl MoneyTx for Rusqlite<'_> {
         _call_sid: &str,
         _seconds: Seconds,
     ) -> rusqlite::Result<Order> {
-        self.0
-            .prepare_cached(ORDER_FOR_DEBIT)?
-            .query_row(named_params! { "$1": order_id }, order_row)
+        // The writer's one thread keeps other writes off until the debit commits.
+        order_by_id(self.0, order_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
     }
 
     async fn debit_order(
