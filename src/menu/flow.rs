@@ -190,6 +190,8 @@ async fn code_step(
         since: call.now - HOUR,
         caller_up_to: app.config.voice.failures_per_caller_per_hour,
         code_up_to: FAILURES_PER_CODE_PER_HOUR,
+        // Filled in by the attempt log, which knows what it has not written yet.
+        written_up_to: None,
     };
     // Everything to judge the digits read, and the attempt's slots of the exact gate (see
     // `limits`) taken, in one round trip; while code entry is paused for everyone, only read.

@@ -14,6 +14,14 @@ pub struct CodeAttempt {
     pub at: UnixTime,
 }
 
+/// A group of attempts written together by one process's attempt writer (`writer`, drawn at
+/// random when the process starts), numbered from 1 in the order its groups are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptGroup {
+    pub writer: i64,
+    pub number: i64,
+}
+
 /// Whose failed attempts to count.
 #[derive(Debug, Clone, Copy)]
 pub enum AttemptScope<'a> {
@@ -35,6 +43,9 @@ pub struct CodeCheckQuery<'a> {
     pub caller_up_to: i64,
     /// The code's failures are counted up to this many.
     pub code_up_to: i64,
+    /// Attempts left out of the counts: the groups of this writer numbered above this one
+    /// (its attempt log counts them from memory).
+    pub written_up_to: Option<AttemptGroup>,
 }
 
 /// The answer to a [`CodeCheckQuery`].
@@ -54,23 +65,44 @@ pub struct CodeCheckFacts {
 #[async_trait]
 pub trait AttemptStore: Send + Sync {
     /// Records attempts, several in one write where the engine allows (the voice webhooks'
-    /// attempts are grouped by [`crate::write_behind::attempts::AttemptLog`]).
-    async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError>;
+    /// attempts are grouped by [`crate::write_behind::attempts::AttemptLog`]), marked with
+    /// their group when they are one.
+    async fn record_group(
+        &self,
+        attempts: &[CodeAttempt],
+        group: Option<AttemptGroup>,
+    ) -> Result<(), StoreError>;
+
+    async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
+        self.record_group(attempts, None).await
+    }
 
     async fn record_attempt(&self, attempt: &CodeAttempt) -> Result<(), StoreError> {
         self.record_attempts(std::slice::from_ref(attempt)).await
     }
 
     /// Failed attempts in the scope at or after `since`, counted up to `up_to` (a larger
-    /// count reads as `up_to`). The throttles only ask whether a limit is reached, so the
-    /// count stops there: its cost is bounded by the limit, not by the attempts stored for a
-    /// code or a caller, which an attacker can pile up.
+    /// count reads as `up_to`), leaving out the groups of `written_up_to`'s writer numbered
+    /// above it. The throttles only ask whether a limit is reached, so the count stops there:
+    /// its cost is bounded by the limit, not by the attempts stored for a code or a caller,
+    /// which an attacker can pile up.
+    async fn count_failures_written(
+        &self,
+        scope: AttemptScope<'_>,
+        since: UnixTime,
+        up_to: i64,
+        written_up_to: Option<AttemptGroup>,
+    ) -> Result<i64, StoreError>;
+
+    /// Every stored failed attempt in the scope at or after `since`, counted up to `up_to`.
     async fn count_failures(
         &self,
         scope: AttemptScope<'_>,
         since: UnixTime,
         up_to: i64,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<i64, StoreError> {
+        self.count_failures_written(scope, since, up_to, None).await
+    }
 
     /// Forgets attempts older than `before`; returns how many. Slots whose every failure is
     /// older go too.

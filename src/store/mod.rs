@@ -54,7 +54,7 @@ pub use crate::domain::order::{Order, OrderSource, OrderStatus};
 pub use crate::domain::entry::{Balance, Entry, EntryKind};
 pub use crate::domain::message::{Channel, Message, MessageKind, MessageState};
 pub use attempts::{
-    AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery, SlotWant,
+    AttemptGroup, AttemptScope, AttemptStore, CodeAttempt, CodeCheckFacts, CodeCheckQuery, SlotWant,
 };
 pub use audit::{AuditAction, AuditEntry, AuditResult, AuditStore};
 pub use callers::{CallerStore, RememberedCaller};
@@ -157,8 +157,13 @@ pub trait Store:
         let code_failures = async {
             match q.code_hash {
                 Some(h) => {
-                    self.count_failures(AttemptScope::Code(h), q.since, q.code_up_to)
-                        .await
+                    self.count_failures_written(
+                        AttemptScope::Code(h),
+                        q.since,
+                        q.code_up_to,
+                        q.written_up_to,
+                    )
+                    .await
                 }
                 None => Ok(0),
             }
@@ -171,7 +176,12 @@ pub trait Store:
         };
         let (call, caller_failures, code_failures, order, remembered) = tokio::try_join!(
             self.call(q.call_sid),
-            self.count_failures(AttemptScope::Caller(q.caller), q.since, q.caller_up_to),
+            self.count_failures_written(
+                AttemptScope::Caller(q.caller),
+                q.since,
+                q.caller_up_to,
+                q.written_up_to
+            ),
             code_failures,
             order,
             self.remembered_order(q.caller),

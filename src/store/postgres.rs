@@ -139,6 +139,8 @@ impl PostgresStore {
             .bind(q.since)
             .bind(q.caller_up_to.max(0))
             .bind(q.code_up_to.max(0))
+            .bind(q.written_up_to.map(|g| g.writer))
+            .bind(q.written_up_to.map(|g| g.number))
             .fetch_one(&self.pool)
             .await
             .map_err(super::classify)?;
@@ -163,6 +165,8 @@ impl PostgresStore {
             .bind(q.since)
             .bind(q.caller_up_to.max(0))
             .bind(q.code_up_to.max(0))
+            .bind(q.written_up_to.map(|g| g.writer))
+            .bind(q.written_up_to.map(|g| g.number))
             .bind(now);
         for want in wants {
             query = query.bind(want.key).bind(want.limit);
@@ -199,12 +203,15 @@ impl PostgresStore {
         scope: super::AttemptScope<'_>,
         since: super::UnixTime,
         up_to: i64,
+        written_up_to: Option<super::AttemptGroup>,
     ) -> Result<i64, super::StoreError> {
         let (sql, value) = super::sql::failure_count(scope);
         sqlx::query_scalar(sql)
             .bind(since)
             .bind(value)
             .bind(up_to.max(0))
+            .bind(written_up_to.map(|g| g.writer))
+            .bind(written_up_to.map(|g| g.number))
             .fetch_one(&self.pool)
             .await
             .map_err(super::classify)

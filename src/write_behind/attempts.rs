@@ -7,24 +7,25 @@
 //! writes. Here the code check answers at once and one task writes what has queued every
 //! [`ATTEMPTS_WINDOW`], in one transaction, so a page touched by many attempts is written once.
 //!
-//! The throttles stay exact: until an attempt is written, this instance counts it itself
-//! ([`Counted::pending`]), and the code check adds that to what the store counts. The two are
-//! read under [`AttemptLog::counted`], which holds the writer off: a group is committed and
-//! taken off the pending counts in one step that no reader sees half of, so an attempt is
-//! always in exactly one of the two. A crash loses at most one window of attempts (throttling
-//! data, never money); a graceful shutdown writes them ([`AttemptLog::flush`]).
+//! The throttles stay exact without a lock between the readers and the writer: until an
+//! attempt is written, this instance counts it itself (`Pending`), and each group is written
+//! marked with this process's writer id and the group's number. A reader takes this instance's
+//! pending counts and the number of the last group taken off them first, then asks the store
+//! to count without this writer's later groups: a group taken off the pending counts was
+//! committed before it was taken off, so the store counts it; a later one is counted from
+//! memory whether or not its commit is visible yet. An attempt is always in exactly one of the
+//! two. A crash loses at most one window of attempts (throttling data, never money); a
+//! graceful shutdown writes them ([`AttemptLog::flush`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{RwLock, RwLockReadGuard};
-
 use super::group::{GroupQueue, TRIES};
 
 use crate::store::{
-    AttemptScope, CodeAttempt, CodeCheckFacts, CodeCheckQuery, DynStore, SlotWant, StoreError,
-    UnixTime,
+    AttemptGroup, AttemptScope, CodeAttempt, CodeCheckFacts, CodeCheckQuery, DynStore, SlotWant,
+    StoreError, UnixTime,
 };
 
 /// How long attempts are kept (the throttles look back one hour).
@@ -40,6 +41,8 @@ struct Pending {
     total: i64,
     /// Wrong attempts this instance has written, ever (lets a cached store count move on).
     written: i64,
+    /// The number of the last group taken off these counts (written, or given up on).
+    written_group: i64,
 }
 
 impl Pending {
@@ -69,9 +72,9 @@ impl Pending {
     }
 }
 
-/// How long the attempts' groups gather. Longer than the calls' [`super::group::WINDOW`]: each
-/// group's write holds the counts' readers off (see [`AttemptLog::counted`]), and under load a
-/// greeting that waits for one shows in its p99 (`docs/performance.md`). A crash forgets at
+/// How long the attempts' groups gather. Longer than the calls' [`super::group::WINDOW`]: under
+/// a guessing attack a group is then one large INSERT four times a second, which PostgreSQL
+/// takes in far less time than fifty small ones (`docs/performance.md`). A crash forgets at
 /// most this much of the attempts: throttling data, never money.
 pub const ATTEMPTS_WINDOW: Duration = Duration::from_millis(250);
 
@@ -81,9 +84,8 @@ pub struct AttemptLog {
     gauge: FailureGauge,
     queue: GroupQueue<CodeAttempt>,
     pending: Arc<Mutex<Pending>>,
-    /// Readers of the store's counts hold it shared; the writer holds it while a group is
-    /// committed and taken off `pending`.
-    commit: Arc<RwLock<()>>,
+    /// This process's writer id, marked on every group it writes.
+    writer: i64,
 }
 
 impl Default for AttemptLog {
@@ -92,36 +94,18 @@ impl Default for AttemptLog {
             gauge: FailureGauge::default(),
             queue: GroupQueue::with_window(ATTEMPTS_WINDOW),
             pending: Arc::default(),
-            commit: Arc::default(),
+            writer: rand::random::<i64>(),
         }
     }
 }
 
-/// Held while a reader adds the store's counts to this instance's pending ones.
-struct Counted<'a> {
-    log: &'a AttemptLog,
-    _commits_held: RwLockReadGuard<'a, ()>,
-}
-
-impl Counted<'_> {
-    /// Wrong attempts in `scope` that the store does not have yet.
-    pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
-        lock(&self.log.pending).count(scope)
-    }
-
-    /// The code check's failure counts with this instance's unwritten attempts added.
-    fn add_to(&self, mut facts: CodeCheckFacts, query: &CodeCheckQuery<'_>) -> CodeCheckFacts {
-        facts.caller_failures += self.pending(AttemptScope::Caller(query.caller));
-        if let Some(hash) = query.code_hash {
-            facts.code_failures += self.pending(AttemptScope::Code(hash));
-        }
-        facts
-    }
-
-    /// How many wrong attempts this instance has written so far.
-    pub fn written(&self) -> i64 {
-        lock(&self.log.pending).written
-    }
+/// This instance's side of a count, read before the store's: wrong attempts it has not
+/// written yet in up to two scopes, and where the store's count must stop.
+struct Unwritten {
+    counts: [i64; 2],
+    written_up_to: AttemptGroup,
+    /// Wrong attempts this instance had written by then.
+    written: i64,
 }
 
 fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
@@ -134,18 +118,20 @@ impl AttemptLog {
     pub async fn record(&self, store: &DynStore, attempt: CodeAttempt) -> Result<(), StoreError> {
         lock(&self.pending).change(&attempt, 1);
         let writer = || {
-            let (store, pending, commit) =
-                (store.clone(), self.pending.clone(), self.commit.clone());
+            let (store, pending, writer) = (store.clone(), self.pending.clone(), self.writer);
             let mut pruned_at: Option<tokio::time::Instant> = None;
+            let mut number = 0;
             move |attempts: Vec<CodeAttempt>| {
+                number += 1;
+                let group = AttemptGroup { writer, number };
                 // Old attempts go, at most every PRUNE_EVERY, measured by the attempts' clock.
                 let prune = pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
                 if prune {
                     pruned_at = Some(tokio::time::Instant::now());
                 }
-                let (store, pending, commit) = (store.clone(), pending.clone(), commit.clone());
+                let (store, pending) = (store.clone(), pending.clone());
                 async move {
-                    write(&store, &attempts, &pending, &commit).await;
+                    write(&store, &attempts, &pending, group).await;
                     if prune {
                         let newest = attempts.iter().map(|a| a.at).max().unwrap_or_default();
                         match store.prune_attempts(newest - KEEP_SECS).await {
@@ -163,13 +149,32 @@ impl AttemptLog {
         })
     }
 
-    /// Holds commits off while the caller reads the store's counts; the guard then gives the
-    /// pending counts that go with them. Hold it only across one store read: a writer waits.
-    async fn counted(&self) -> Counted<'_> {
-        Counted {
-            log: self,
-            _commits_held: self.commit.read().await,
+    /// This instance's unwritten wrong attempts in `scopes`, with the last group taken off
+    /// them, read together. Read it before the store's count it goes with.
+    fn unwritten(&self, scopes: [Option<AttemptScope<'_>>; 2]) -> Unwritten {
+        let pending = lock(&self.pending);
+        Unwritten {
+            counts: scopes.map(|scope| scope.map_or(0, |scope| pending.count(scope))),
+            written_up_to: AttemptGroup {
+                writer: self.writer,
+                number: pending.written_group,
+            },
+            written: pending.written,
         }
+    }
+
+    /// The code check's query as the store must answer it, and this instance's unwritten
+    /// failures of its caller and its code.
+    fn code_check_query<'a>(&self, query: &CodeCheckQuery<'a>) -> (CodeCheckQuery<'a>, [i64; 2]) {
+        let unwritten = self.unwritten([
+            Some(AttemptScope::Caller(query.caller)),
+            query.code_hash.map(AttemptScope::Code),
+        ]);
+        let query = CodeCheckQuery {
+            written_up_to: Some(unwritten.written_up_to),
+            ..*query
+        };
+        (query, unwritten.counts)
     }
 
     /// Wrong codes in `scope` since `since`: the store's count (up to `up_to`, the limit the
@@ -181,9 +186,11 @@ impl AttemptLog {
         since: UnixTime,
         up_to: i64,
     ) -> Result<i64, StoreError> {
-        let counted = self.counted().await;
-        let stored = store.count_failures(scope, since, up_to).await?;
-        Ok(stored + counted.pending(scope))
+        let unwritten = self.unwritten([Some(scope), None]);
+        let stored = store
+            .count_failures_written(scope, since, up_to, Some(unwritten.written_up_to))
+            .await?;
+        Ok(stored + unwritten.counts[0])
     }
 
     /// Everyone's wrong codes since `since`, the store's count (up to `up_to`) read at most
@@ -198,15 +205,17 @@ impl AttemptLog {
     }
 
     /// What the code check needs, read in one round trip, its failure counts with this
-    /// instance's unwritten attempts added (under the same guard: none missed or counted twice).
+    /// instance's unwritten attempts added (none missed or counted twice: see the module).
     pub async fn code_check(
         &self,
         store: &DynStore,
         query: &CodeCheckQuery<'_>,
     ) -> Result<CodeCheckFacts, StoreError> {
-        let counted = self.counted().await;
-        let facts = store.code_check(query).await?;
-        Ok(counted.add_to(facts, query))
+        let (query, [caller, code]) = self.code_check_query(query);
+        let mut facts = store.code_check(&query).await?;
+        facts.caller_failures += caller;
+        facts.code_failures += code;
+        Ok(facts)
     }
 
     /// [`AttemptLog::code_check`] with the wrong-code gate's slots taken in the same round
@@ -218,13 +227,15 @@ impl AttemptLog {
         wants: &[SlotWant<'_>],
         now: UnixTime,
     ) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
-        let counted = self.counted().await;
-        let (facts, taken) = store.check_and_take(query, wants, now).await?;
-        Ok((counted.add_to(facts, query), taken))
+        let (query, [caller, code]) = self.code_check_query(query);
+        let (mut facts, taken) = store.check_and_take(&query, wants, now).await?;
+        facts.caller_failures += caller;
+        facts.code_failures += code;
+        Ok((facts, taken))
     }
 
     /// Wrong attempts in `scope` that the store does not have yet, read alone (a test's view;
-    /// the throttles read it under [`AttemptLog::counted`]).
+    /// the throttles read it with the store's count, see [`AttemptLog::failures`]).
     pub fn pending(&self, scope: AttemptScope<'_>) -> i64 {
         lock(&self.pending).count(scope)
     }
@@ -280,34 +291,33 @@ impl FailureGauge {
                     .swap(true, std::sync::atomic::Ordering::AcqRel)
             };
             if at.elapsed() < Self::FRESH || busy() {
-                let counted = log.counted().await;
-                return Ok(stored
-                    + (counted.written() - written_then)
-                    + counted.pending(AttemptScope::Global));
+                let unwritten = log.unwritten([Some(AttemptScope::Global), None]);
+                return Ok(stored + (unwritten.written - written_then) + unwritten.counts[0]);
             }
         }
         let _refreshing = Refreshing(&self.refreshing);
-        let counted = log.counted().await;
+        let unwritten = log.unwritten([Some(AttemptScope::Global), None]);
         let stored = store
-            .count_failures(AttemptScope::Global, since, up_to)
+            .count_failures_written(
+                AttemptScope::Global,
+                since,
+                up_to,
+                Some(unwritten.written_up_to),
+            )
             .await?;
-        let written = counted.written();
-        let n = stored + counted.pending(AttemptScope::Global);
-        drop(counted);
-        *self.lock() = Some((std::time::Instant::now(), stored, written));
-        Ok(n)
+        *self.lock() = Some((std::time::Instant::now(), stored, unwritten.written));
+        Ok(stored + unwritten.counts[0])
     }
 }
 
 /// Writes one group, retrying while the database is unavailable; after [`TRIES`] the group is
-/// dropped with an error in the log (the throttles then forget it, as after a crash). Each try
-/// holds readers off until its outcome is in `pending`, so none counts an attempt twice or not
-/// at all.
+/// dropped with an error in the log (the throttles then forget it, as after a crash). Once
+/// written, it is taken off `pending` and becomes the last group readers leave to the store.
 async fn write(
     store: &DynStore,
     attempts: &[CodeAttempt],
     pending: &Mutex<Pending>,
-    commit: &RwLock<()>,
+    group: AttemptGroup,
 ) {
     let settle = |written: bool| {
         let mut pending = lock(pending);
@@ -317,14 +327,13 @@ async fn write(
         if written {
             pending.written += attempts.iter().filter(|a| !a.ok).count() as i64;
         }
+        pending.written_group = group.number;
     };
     for tried in 1..=TRIES {
-        let held = commit.write().await;
-        let outcome = store.record_attempts(attempts).await;
+        let outcome = store.record_group(attempts, Some(group)).await;
         if outcome.is_ok() || tried == TRIES {
             settle(outcome.is_ok());
         }
-        drop(held);
         match outcome {
             Ok(()) => return,
             Err(e) if tried < TRIES => {

@@ -6,9 +6,10 @@ use callgate::config::Secret;
 use callgate::domain::codes::{AccessCode, CodeVault};
 use callgate::domain::money::{Cents, Rounding, Seconds};
 use callgate::store::{
-    new_id, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, CodeCheckFacts, CodeCheckQuery,
-    DynStore, EndCall, EndReason, Fulfilled, Fulfilment, Hold, NewCall, NewCharge, NewOrder,
-    OrderSource, OrderStatus, Settlement, SlotWant, StoreError, StreamGrant, TranscriptLine,
+    new_id, AttemptGroup, AttemptScope, ChargeState, ChargeUpdate, CodeAttempt, CodeCheckFacts,
+    CodeCheckQuery, DynStore, EndCall, EndReason, Fulfilled, Fulfilment, Hold, NewCall, NewCharge,
+    NewOrder, OrderSource, OrderStatus, Settlement, SlotWant, StoreError, StreamGrant,
+    TranscriptLine,
 };
 
 const NOW: i64 = 1_790_000_000;
@@ -646,6 +647,7 @@ async fn code_check_reads_what_the_single_reads_do(store: DynStore) {
         since: NOW - 3600,
         caller_up_to: i64::MAX,
         code_up_to: i64::MAX,
+        written_up_to: None,
     };
     let facts = store
         .code_check(&query("CA_check", "+15550001111", Some(&hash)))
@@ -1948,6 +1950,131 @@ async fn attempt_slots_admit_at_most_the_limit_at_once(store: DynStore) {
     );
 }
 
+/// A count can leave out one writer's groups after a given one (its log counts them from
+/// memory): every other writer's, and attempts written without a group, still count.
+async fn counts_leave_out_a_writers_later_groups(store: DynStore) {
+    let wrong = |code_hash: &str| CodeAttempt {
+        caller: "+15558880000".into(),
+        code_hash: code_hash.into(),
+        ok: false,
+        at: NOW,
+    };
+    let group = |writer, number| Some(AttemptGroup { writer, number });
+    store.record_attempts(&[wrong("x")]).await.unwrap();
+    store
+        .record_group(&[wrong("x"), wrong("y")], group(7, 1))
+        .await
+        .unwrap();
+    store
+        .record_group(&[wrong("x"), wrong("x")], group(7, 2))
+        .await
+        .unwrap();
+    store
+        .record_group(&[wrong("x")], group(8, 5))
+        .await
+        .unwrap();
+    let caller = AttemptScope::Caller("+15558880000");
+    let count = |scope, up_to| {
+        let store = store.clone();
+        async move {
+            store
+                .count_failures_written(scope, NOW - 3600, i64::MAX, up_to)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(caller, None).await, 6);
+    assert_eq!(
+        count(caller, group(7, 1)).await,
+        4,
+        "writer 7's group 2 left out"
+    );
+    assert_eq!(
+        count(caller, group(7, 0)).await,
+        2,
+        "all of writer 7's left out"
+    );
+    assert_eq!(
+        count(caller, group(8, 4)).await,
+        5,
+        "writer 8's group 5 left out"
+    );
+    assert_eq!(count(AttemptScope::Code("x"), group(7, 1)).await, 3);
+    assert_eq!(count(AttemptScope::Global, group(7, 1)).await, 4);
+    let facts = store
+        .code_check(&CodeCheckQuery {
+            call_sid: "CA_none",
+            caller: "+15558880000",
+            code_hash: Some("x"),
+            since: NOW - 3600,
+            caller_up_to: i64::MAX,
+            code_up_to: i64::MAX,
+            written_up_to: group(7, 1),
+        })
+        .await
+        .unwrap();
+    assert_eq!((facts.caller_failures, facts.code_failures), (4, 3));
+}
+
+/// The attempt log's counts stay exact while its groups are written, without a lock between
+/// its readers and its writer: however a read and a group's commit (on the log's own task)
+/// interleave, every read counts each recorded attempt once. Reads go on until the store has
+/// taken several groups under them.
+async fn attempt_counts_stay_exact_while_groups_are_written(store: DynStore) {
+    use callgate::write_behind::attempts::AttemptLog;
+    let log = AttemptLog::default();
+    let caller = AttemptScope::Caller("+15557770000");
+    let query = CodeCheckQuery {
+        call_sid: "CA_none",
+        caller: "+15557770000",
+        code_hash: Some("guess0"),
+        since: NOW - 3600,
+        caller_up_to: i64::MAX,
+        code_up_to: i64::MAX,
+        written_up_to: None,
+    };
+    let (mut recorded, mut reads, mut groups, mut stored) = (0, 0, 0, 0);
+    while groups < 4 {
+        let attempt = CodeAttempt {
+            caller: "+15557770000".into(),
+            code_hash: format!("guess{}", recorded % 3),
+            ok: false,
+            at: NOW,
+        };
+        log.record(&store, attempt).await.unwrap();
+        recorded += 1;
+        let counted = log
+            .failures(&store, caller, NOW - 3600, i64::MAX)
+            .await
+            .unwrap();
+        let checked = log.code_check(&store, &query).await.unwrap();
+        assert_eq!(
+            (counted, checked.caller_failures, checked.code_failures),
+            (recorded, recorded, (recorded + 2) / 3),
+            "read {reads}: every attempt once"
+        );
+        let now_stored = store
+            .count_failures(caller, NOW - 3600, i64::MAX)
+            .await
+            .unwrap();
+        if now_stored > stored {
+            groups += 1;
+            stored = now_stored;
+        }
+        reads += 1;
+    }
+    log.flush().await;
+    assert_eq!(log.pending(AttemptScope::Global), 0);
+    assert_eq!(
+        store
+            .count_failures(caller, NOW - 3600, i64::MAX)
+            .await
+            .unwrap(),
+        recorded,
+        "all written, each once"
+    );
+}
+
 /// The code check with the gate's slots taken in the same step (one statement on PostgreSQL)
 /// reads what the check alone reads and takes what `take_slots` takes: nine at once against a
 /// caller's limit of five and a code's of three get five and three slots, each its own.
@@ -1971,6 +2098,7 @@ async fn check_and_take_reads_and_takes_what_each_alone_does(store: DynStore) {
         since: NOW - 3600,
         caller_up_to: 10,
         code_up_to: 10,
+        written_up_to: None,
     };
     let alone = store.code_check(&query(Some(&hash))).await.unwrap();
     assert_eq!(alone.order, Some(order.clone()));
@@ -2047,6 +2175,8 @@ async fn order_signals_reach_a_listener_when_the_engine_has_them(store: DynStore
 on_every_backend!(
     order_signals_reach_a_listener_when_the_engine_has_them,
     check_and_take_reads_and_takes_what_each_alone_does,
+    attempt_counts_stay_exact_while_groups_are_written,
+    counts_leave_out_a_writers_later_groups,
     attempt_slots_admit_at_most_the_limit_at_once,
     instances_and_the_calls_they_carry,
     callers_are_remembered_for_one_code,

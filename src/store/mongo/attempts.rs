@@ -8,13 +8,23 @@ use super::*;
 
 #[async_trait]
 impl AttemptStore for MongoStore {
-    async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
+    async fn record_group(
+        &self,
+        attempts: &[CodeAttempt],
+        group: Option<AttemptGroup>,
+    ) -> Result<(), StoreError> {
         if attempts.is_empty() {
             return Ok(());
         }
-        let docs = attempts.iter().map(
-            |a| doc! { "caller": &a.caller, "code_hash": &a.code_hash, "ok": a.ok, "at": a.at },
-        );
+        let docs = attempts.iter().map(|a| {
+            let mut d =
+                doc! { "caller": &a.caller, "code_hash": &a.code_hash, "ok": a.ok, "at": a.at };
+            if let Some(g) = group {
+                d.insert("writer", g.writer);
+                d.insert("batch", g.number);
+            }
+            d
+        });
         self.raw("code_attempts")
             .insert_many(docs)
             .await
@@ -22,16 +32,27 @@ impl AttemptStore for MongoStore {
             .map_err(err)
     }
 
-    async fn count_failures(
+    async fn count_failures_written(
         &self,
         scope: AttemptScope<'_>,
         since: UnixTime,
         up_to: i64,
+        written_up_to: Option<AttemptGroup>,
     ) -> Result<i64, StoreError> {
         if up_to <= 0 {
             return Ok(0);
         }
         let mut filter = doc! { "ok": false, "at": { "$gte": since } };
+        if let Some(g) = written_up_to {
+            // Not one of that writer's later groups (an attempt without a writer never is).
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "writer": { "$ne": g.writer } },
+                    doc! { "batch": { "$lte": g.number } },
+                ],
+            );
+        }
         match scope {
             AttemptScope::Caller(c) => {
                 filter.insert("caller", c);

@@ -12,9 +12,11 @@ macro_rules! code_check_facts {
     () => {
         "EXISTS (SELECT 1 FROM calls WHERE call_sid = $1) AS call_known, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE caller = $2 AND ok = FALSE AND at >= $4 LIMIT $5) AS c) AS caller_failures, \
+             WHERE caller = $2 AND ok = FALSE AND at >= $4 \
+             AND NOT COALESCE(writer = $7 AND batch > $8, FALSE) LIMIT $5) AS c) AS caller_failures, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE code_hash = $3 AND ok = FALSE AND at >= $4 LIMIT $6) AS h) AS code_failures, \
+             WHERE code_hash = $3 AND ok = FALSE AND at >= $4 \
+             AND NOT COALESCE(writer = $7 AND batch > $8, FALSE) LIMIT $6) AS h) AS code_failures, \
          (SELECT order_id FROM remembered_callers WHERE caller = $2) AS remembered_order_id, \
          o.* FROM (SELECT 1 AS one) AS q LEFT JOIN orders o ON o.code_hash = $3"
     };
@@ -22,21 +24,22 @@ macro_rules! code_check_facts {
 
 /// Everything the code check reads, in one statement: whether the call is stored, the
 /// caller's and the code's recent failures (each counted up to its limit, `$5` and `$6`: the
-/// index walk stops there however many are stored), the id of the order the caller's number
+/// index walk stops there however many are stored; leaving out writer `$7`'s groups numbered
+/// above `$8`, which its attempt log counts from memory), the id of the order the caller's number
 /// is remembered for (NULL when none), and the code's whole order row beside them (its
 /// columns NULL when no order has the code: read with [`CODE_CHECK_ORDER_ID`]).
 pub(crate) const CODE_CHECK: &str = concat!("SELECT ", code_check_facts!());
 
 /// [`CODE_CHECK`] and [`slot_take`] for `n` keys in one statement (PostgreSQL: the slots are
-/// taken in a data-modifying `WITH`): `$1` to `$6` as in the code check, `$7` now, then each
-/// key and its limit from `$8`. Before the code check's columns, for each key `i`: `slot_i`,
+/// taken in a data-modifying `WITH`): `$1` to `$8` as in the code check, `$9` now, then each
+/// key and its limit from `$10`. Before the code check's columns, for each key `i`: `slot_i`,
 /// the slot taken (NULL when none), and `held_i`, how many of its slots were held before (a
 /// key without a slot is full, or lost a race, as in `take_slots`).
 #[cfg(feature = "postgres")]
 pub(crate) fn code_check_taking(n: usize) -> String {
     let slots: Vec<String> = (0..n)
         .map(|i| {
-            let key = 8 + 2 * i;
+            let key = 10 + 2 * i;
             format!(
                 "(SELECT slot FROM taken WHERE key = ${key}) AS slot_{i}, \
                  (SELECT COUNT(*) FROM attempt_slots WHERE key = ${key} AND at >= $4) AS held_{i}"
@@ -45,7 +48,7 @@ pub(crate) fn code_check_taking(n: usize) -> String {
         .collect();
     format!(
         "WITH taken AS ({}) SELECT {}, {}",
-        slot_take_from(4, 7, 8, n),
+        slot_take_from(4, 9, 10, n),
         slots.join(", "),
         code_check_facts!()
     )
@@ -54,23 +57,27 @@ pub(crate) fn code_check_taking(n: usize) -> String {
 /// The [`CODE_CHECK`] column that is NULL exactly when no order has the code.
 pub(crate) const CODE_CHECK_ORDER_ID: &str = "id";
 
-/// Wrong attempts in a scope since `$1`, counted up to `$3`: the statement and the value
-/// bound to `$2` (the caller, the code's hash, or NULL for everyone's).
+/// Wrong attempts in a scope since `$1`, counted up to `$3`, leaving out writer `$4`'s groups
+/// numbered above `$5`: the statement and the value bound to `$2` (the caller, the code's
+/// hash, or NULL for everyone's).
 pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&str>) {
     match scope {
         AttemptScope::Caller(c) => (
             "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE ok = FALSE AND at >= $1 AND caller = $2 LIMIT $3) AS f",
+             WHERE ok = FALSE AND at >= $1 AND caller = $2 \
+             AND NOT COALESCE(writer = $4 AND batch > $5, FALSE) LIMIT $3) AS f",
             Some(c),
         ),
         AttemptScope::Code(h) => (
             "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE ok = FALSE AND at >= $1 AND code_hash = $2 LIMIT $3) AS f",
+             WHERE ok = FALSE AND at >= $1 AND code_hash = $2 \
+             AND NOT COALESCE(writer = $4 AND batch > $5, FALSE) LIMIT $3) AS f",
             Some(h),
         ),
         AttemptScope::Global => (
             "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE ok = FALSE AND at >= $1 AND $2 IS NULL LIMIT $3) AS f",
+             WHERE ok = FALSE AND at >= $1 AND $2 IS NULL \
+             AND NOT COALESCE(writer = $4 AND batch > $5, FALSE) LIMIT $3) AS f",
             None,
         ),
     }
@@ -143,17 +150,23 @@ macro_rules! sql_attempts {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl AttemptStore for $store {
-            async fn record_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
-                self.write_attempts(attempts).await
+            async fn record_group(
+                &self,
+                attempts: &[CodeAttempt],
+                group: Option<AttemptGroup>,
+            ) -> Result<(), StoreError> {
+                self.write_attempts(attempts, group).await
             }
 
-            async fn count_failures(
+            async fn count_failures_written(
                 &self,
                 scope: AttemptScope<'_>,
                 since: UnixTime,
                 up_to: i64,
+                written_up_to: Option<AttemptGroup>,
             ) -> Result<i64, StoreError> {
-                self.count_failures_row(scope, since, up_to).await
+                self.count_failures_row(scope, since, up_to, written_up_to)
+                    .await
             }
 
             async fn prune_attempts(&self, before: UnixTime) -> Result<u64, StoreError> {

@@ -1,7 +1,7 @@
 //! PostgreSQL's hot writes through sqlx (SQLite runs the same statements on its writer thread).
 
-/// Rows in one multi-row INSERT of a group (4 parameters each for attempts).
-pub(crate) const ATTEMPTS_PER_INSERT: usize = 256;
+/// Rows in one multi-row INSERT of a group (6 parameters each: 6,144 of the 65,535 a statement may bind).
+pub(crate) const ATTEMPTS_PER_INSERT: usize = 1024;
 
 /// The hot writes through sqlx, for PostgreSQL: the money path's multi-step writes and the
 /// single or grouped writes every call makes. SQLite runs the same steps, with the same
@@ -100,15 +100,22 @@ macro_rules! sqlx_hot_writes {
                 .await
             }
 
-            async fn write_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
+            async fn write_attempts(
+                &self,
+                attempts: &[CodeAttempt],
+                group: Option<AttemptGroup>,
+            ) -> Result<(), StoreError> {
+                let (writer, batch) = (group.map(|g| g.writer), group.map(|g| g.number));
                 self.insert_group(
-                    "INSERT INTO code_attempts (caller, code_hash, ok, at) ",
+                    "INSERT INTO code_attempts (caller, code_hash, ok, at, writer, batch) ",
                     attempts,
                     |row, a| {
                         row.push_bind(&a.caller)
                             .push_bind(&a.code_hash)
                             .push_bind(a.ok)
-                            .push_bind(a.at);
+                            .push_bind(a.at)
+                            .push_bind(writer)
+                            .push_bind(batch);
                     },
                     "",
                 )

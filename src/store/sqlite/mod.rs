@@ -12,7 +12,7 @@ mod rows;
 mod writer;
 
 use crate::store::sql::{failure_count, CodeCheckRow, CODE_CHECK, CODE_CHECK_ORDER_ID};
-use crate::store::{AttemptScope, CodeCheckQuery, Order, StoreError, UnixTime};
+use crate::store::{AttemptGroup, AttemptScope, CodeCheckQuery, Order, StoreError, UnixTime};
 use rows::sqlite_error;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -163,6 +163,8 @@ impl SqliteStore {
                     "$4": q.since,
                     "$5": q.caller_up_to.max(0),
                     "$6": q.code_up_to.max(0),
+                    "$7": q.written_up_to.map(|g| g.writer),
+                    "$8": q.written_up_to.map(|g| g.number),
                 },
                 |row| {
                     let order = match row.get::<_, Option<String>>(CODE_CHECK_ORDER_ID)? {
@@ -213,20 +215,29 @@ impl SqliteStore {
         scope: AttemptScope<'_>,
         since: UnixTime,
         up_to: i64,
+        written_up_to: Option<AttemptGroup>,
     ) -> Result<i64, StoreError> {
         let (sql, value) = failure_count(scope);
+        let (writer, batch) = (
+            written_up_to.map(|g| g.writer),
+            written_up_to.map(|g| g.number),
+        );
         if let AttemptScope::Global = scope {
             return sqlx::query_scalar::<sqlx::Sqlite, i64>(sql)
                 .bind(since)
                 .bind(value)
                 .bind(up_to.max(0))
+                .bind(writer)
+                .bind(batch)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(crate::store::classify);
         }
         self.inline.read(|conn| {
             conn.prepare_cached(sql)?.query_row(
-                rusqlite::named_params! { "$1": since, "$2": value, "$3": up_to.max(0) },
+                rusqlite::named_params! {
+                    "$1": since, "$2": value, "$3": up_to.max(0), "$4": writer, "$5": batch,
+                },
                 |row| row.get(0),
             )
         })
@@ -373,6 +384,7 @@ mod tests {
             since: 1_000_000,
             caller_up_to: 20,
             code_up_to: 5,
+            written_up_to: None,
         };
         // The same question without the bounds (SQLite reads `LIMIT -1` as none): what the
         // statement cost before, to show that the measure moves.

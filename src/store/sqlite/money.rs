@@ -18,8 +18,8 @@ use crate::store::sql::{
     CHARGE_INSERT, ORDER_DEBIT, ORDER_HOLD, ORDER_RELEASE, STREAM_TOKEN_INSERT,
 };
 use crate::store::{
-    Call, Charge, CodeAttempt, EndCall, Hold, NewCall, NewCharge, Order, Seconds, Settlement,
-    StoreError, StreamGrant, TokenIssue, UnixTime,
+    AttemptGroup, Call, Charge, CodeAttempt, EndCall, Hold, NewCall, NewCharge, Order, Seconds,
+    Settlement, StoreError, StreamGrant, TokenIssue, UnixTime,
 };
 
 impl SqliteStore {
@@ -148,16 +148,23 @@ impl SqliteStore {
     }
 
     /// Code attempts, in one transaction.
-    pub(super) async fn write_attempts(&self, attempts: &[CodeAttempt]) -> Result<(), StoreError> {
+    pub(super) async fn write_attempts(
+        &self,
+        attempts: &[CodeAttempt],
+        group: Option<AttemptGroup>,
+    ) -> Result<(), StoreError> {
         let attempts = attempts.to_vec();
+        let (writer, batch) = (group.map(|g| g.writer), group.map(|g| g.number));
         self.writes
             .write(move |db| {
                 let mut insert = db.prepare_cached(
-                    "INSERT INTO code_attempts (caller, code_hash, ok, at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO code_attempts (caller, code_hash, ok, at, writer, batch) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )?;
                 for a in &attempts {
                     insert.execute(named_params! {
                         "$1": a.caller, "$2": a.code_hash, "$3": a.ok, "$4": a.at,
+                        "$5": writer, "$6": batch,
                     })?;
                 }
                 Ok(Outcome::Commit(()))
