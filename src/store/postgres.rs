@@ -132,15 +132,7 @@ impl PostgresStore {
         &self,
         q: &super::CodeCheckQuery<'_>,
     ) -> Result<super::sql::CodeCheckRow, super::StoreError> {
-        let row = sqlx::query(super::sql::CODE_CHECK)
-            .bind(q.call_sid)
-            .bind(q.caller)
-            .bind(q.code_hash)
-            .bind(q.since)
-            .bind(q.caller_up_to.max(0))
-            .bind(q.code_up_to.max(0))
-            .bind(q.written_up_to.map(|g| g.writer))
-            .bind(q.written_up_to.map(|g| g.number))
+        let row = bind_code_check(sqlx::query(super::sql::CODE_CHECK), q)
             .fetch_one(&self.pool)
             .await
             .map_err(super::classify)?;
@@ -158,16 +150,7 @@ impl PostgresStore {
     ) -> Result<(super::sql::CodeCheckRow, Vec<Option<i64>>), super::StoreError> {
         use sqlx::Row;
         let sql = super::sql::code_check_taking(wants.len());
-        let mut query = sqlx::query(&sql)
-            .bind(q.call_sid)
-            .bind(q.caller)
-            .bind(q.code_hash)
-            .bind(q.since)
-            .bind(q.caller_up_to.max(0))
-            .bind(q.code_up_to.max(0))
-            .bind(q.written_up_to.map(|g| g.writer))
-            .bind(q.written_up_to.map(|g| g.number))
-            .bind(now);
+        let mut query = bind_code_check(sqlx::query(&sql), q).bind(now);
         for want in wants {
             query = query.bind(want.key).bind(want.limit);
         }
@@ -216,6 +199,22 @@ impl PostgresStore {
             .await
             .map_err(super::classify)
     }
+}
+
+/// Binds the code check's `$1` to `$8`.
+fn bind_code_check<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    q: &super::CodeCheckQuery<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(q.call_sid)
+        .bind(q.caller)
+        .bind(q.code_hash)
+        .bind(q.since)
+        .bind(q.caller_up_to.max(0))
+        .bind(q.code_up_to.max(0))
+        .bind(q.written_up_to.map(|g| g.writer))
+        .bind(q.written_up_to.map(|g| g.number))
 }
 
 /// A [`super::sql::CODE_CHECK`] row's columns (in [`super::sql::code_check_taking`]'s too).
