@@ -206,8 +206,18 @@ pub trait Store:
         wants: &[SlotWant<'_>],
         now: UnixTime,
     ) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
-        tokio::try_join!(self.code_check(q), self.take_slots(wants, q.since, now))
+        check_then_take(self, q, wants, now).await
     }
+}
+
+/// [`Store::check_and_take`] as two steps at once: the code check, and the slots taken.
+pub(crate) async fn check_then_take<S: Store + ?Sized>(
+    store: &S,
+    q: &CodeCheckQuery<'_>,
+    wants: &[SlotWant<'_>],
+    now: UnixTime,
+) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
+    tokio::try_join!(store.code_check(q), store.take_slots(wants, q.since, now))
 }
 
 /// A shared handle to whichever backend the configuration names.

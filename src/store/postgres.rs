@@ -147,7 +147,7 @@ impl PostgresStore {
         q: &super::CodeCheckQuery<'_>,
         wants: &[super::SlotWant<'_>],
         now: super::UnixTime,
-    ) -> Result<(super::sql::CodeCheckRow, Vec<Option<i64>>), super::StoreError> {
+    ) -> Result<(super::CodeCheckFacts, Vec<Option<i64>>), super::StoreError> {
         use sqlx::Row;
         let sql = super::sql::code_check_taking(wants.len());
         let mut query = bind_code_check(sqlx::query(&sql), q).bind(now);
@@ -178,7 +178,7 @@ impl PostgresStore {
                 taken[i] = slot;
             }
         }
-        Ok((facts, taken))
+        Ok((super::sql::code_check_facts(facts), taken))
     }
 
     async fn count_failures_row(

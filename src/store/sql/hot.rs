@@ -1,6 +1,7 @@
 //! PostgreSQL's hot writes through sqlx (SQLite runs the same statements on its writer thread).
 
-/// Rows in one multi-row INSERT of a group (6 parameters each: 6,144 of the 65,535 a statement may bind).
+/// Rows in one multi-row INSERT of a group (6 parameters each: 6,144 of the 65,535 a
+/// statement may bind).
 pub(crate) const ATTEMPTS_PER_INSERT: usize = 1024;
 
 /// The hot writes through sqlx, for PostgreSQL: the money path's multi-step writes and the
@@ -12,8 +13,9 @@ macro_rules! sqlx_hot_writes {
     ($store:ty, $db:ty) => {
         impl $store {
             /// Inserts `rows` in one transaction, one multi-row INSERT per chunk (one INSERT
-            /// alone when they fit in one): each page touched is written once for the whole group. `head` names the table and its
-            /// columns, `bind` binds one row's values in that order, `tail` ends each INSERT.
+            /// alone when they fit in one): each page touched is written once for the whole
+            /// group. `head` names the table and its columns, `bind` binds one row's values in
+            /// that order, `tail` ends each INSERT.
             async fn insert_group<'a, T>(
                 &self,
                 head: &str,
@@ -32,8 +34,7 @@ macro_rules! sqlx_hot_writes {
                     return Ok(());
                 }
                 if rows.len() <= ATTEMPTS_PER_INSERT {
-                    // One INSERT is atomic alone: sent without BEGIN and COMMIT, one round trip
-                    // (the attempts' readers wait while a group is written).
+                    // One INSERT is atomic alone: sent without BEGIN and COMMIT, one round trip.
                     return insert(rows)
                         .build()
                         .persistent(rows.len() == 1)

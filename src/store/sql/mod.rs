@@ -161,8 +161,7 @@ macro_rules! sql_store {
                 wants: &[SlotWant<'_>],
                 now: UnixTime,
             ) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
-                let (row, taken) = self.check_and_take_here(q, wants, now).await?;
-                Ok((code_check_facts(row), taken))
+                self.check_and_take_here(q, wants, now).await
             }
         }
     };

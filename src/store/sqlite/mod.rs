@@ -190,9 +190,8 @@ impl SqliteStore {
         q: &CodeCheckQuery<'_>,
         wants: &[crate::store::SlotWant<'_>],
         now: UnixTime,
-    ) -> Result<(CodeCheckRow, Vec<Option<i64>>), StoreError> {
-        use crate::store::AttemptStore;
-        tokio::try_join!(self.code_check_row(q), self.take_slots(wants, q.since, now))
+    ) -> Result<(crate::store::CodeCheckFacts, Vec<Option<i64>>), StoreError> {
+        crate::store::check_then_take(self, q, wants, now).await
     }
 
     /// The order whose `column` (one of callgate's own column names) is `value`, read in place
