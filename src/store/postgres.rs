@@ -90,15 +90,9 @@ impl PostgresStore {
         options: PgConnectOptions,
         connections: u32,
     ) -> Result<PostgresStore, super::StoreError> {
-        let lax = PgPoolOptions::new()
-            // As many as for requests: under a guessing attack every code check takes slots
-            // here (with 4, they queued for these connections at 4,000 checks a second).
-            .max_connections(connections)
-            .acquire_timeout(Duration::from_secs(5))
+        let lax = pool_options(connections)
             .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
-        let pool = PgPoolOptions::new()
-            .max_connections(connections)
-            .acquire_timeout(Duration::from_secs(5))
+        let pool = pool_options(connections)
             .connect_with(options)
             .await
             .map_err(|e| super::StoreError::Open(format!("PostgreSQL: {e}")))?;
@@ -110,7 +104,34 @@ impl PostgresStore {
     }
 }
 
+/// Both pools' options: as many connections as for requests (under a guessing attack every
+/// code check takes slots on `lax`: with 4, they queued for its connections at 4,000 checks a
+/// second), and a ping before use only for a connection that sat idle for
+/// [`PostgresStore::PING_AFTER_IDLE`]. sqlx pings every connection it hands out unless told otherwise: one
+/// more round trip to PostgreSQL for each statement (and it pings each one given back, which
+/// cannot be turned off). A connection in steady use was answered moments ago; a connection
+/// whose statement failed is closed when it is given back (that ping fails). What is left
+/// exposed: a connection the server closed less than a second after its last use (a restart
+/// that quick, `pg_terminate_backend`) fails one statement, as a query in flight would.
+fn pool_options(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PostgresStore::PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl PostgresStore {
+    /// A connection idle this long is pinged before it is handed out (see `pool_options`).
+    pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
     /// Nothing to start once the schema is in place.
     fn migrated(&self) {}
 

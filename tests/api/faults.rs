@@ -290,3 +290,51 @@ async fn a_database_pause_mid_call_does_not_drop_it_and_metering_is_kept() {
     );
     db.cleanup().await;
 }
+
+/// The pool does not ping a connection it hands out if the connection was in use moments ago
+/// (a round trip per statement saved), but one that sat idle is pinged first: a database
+/// connection dropped while idle (a restart, a failover, a proxy closing it) is replaced
+/// before a request uses it, not answered with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_idle_is_replaced_before_use() {
+    use callgate::store::SlotWant;
+    let _one = SERIAL.lock().await;
+    let direct: sqlx::postgres::PgConnectOptions = crate::support::pg_url().parse().unwrap();
+    let proxy =
+        crate::support::proxy::Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port()))
+            .await;
+    let via = proxy.addr.to_string();
+    let Some(db) = crate::support::postgres_via(|_| via).await else {
+        return;
+    };
+    let store = db.store.clone();
+    let want = [SlotWant {
+        key: "caller:+15550001111",
+        limit: 5,
+    }];
+    // Both pools in use: the durable one (a read) and the lax one (a slot taken).
+    let read = || async { store.call("CA-not-there").await };
+    let take = || async { store.take_slots(&want, 0, 1).await };
+    for _ in 0..3 {
+        read().await.expect("warm read");
+        take().await.expect("warm slot");
+    }
+    // Every connection closed under the pool, then the database reachable again.
+    proxy.cut();
+    proxy.restore();
+    // The pool's idle connections are now older than the ping threshold: waited out on the
+    // clock (this is the pool's rule being tested, not a server being waited for).
+    tokio::time::sleep(
+        callgate::store::PostgresStore::PING_AFTER_IDLE + Duration::from_millis(100),
+    )
+    .await;
+    for n in 0..3 {
+        read()
+            .await
+            .unwrap_or_else(|e| panic!("read {n} after the drop: {e}"));
+        take()
+            .await
+            .unwrap_or_else(|e| panic!("slot {n} after the drop: {e}"));
+    }
+    db.cleanup().await;
+}
