@@ -617,12 +617,7 @@ on_every_backend!(
 /// the next pass charges it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_unavailable_for_a_moment() {
-    let direct: sqlx::postgres::PgConnectOptions = crate::support::pg_url().parse().unwrap();
-    let proxy =
-        crate::support::proxy::Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port()))
-            .await;
-    let via = proxy.addr.to_string();
-    let Some(db) = crate::support::postgres_via(|_| via).await else {
+    let Some((db, proxy)) = crate::support::postgres_behind_proxy().await else {
         return;
     };
     let fake = FakeStripe::start(&[]).await;

@@ -246,12 +246,7 @@ async fn talk(stream: &mut callgate_peers::twilio::MediaStream, ms: u64) -> usiz
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_pause_mid_call_does_not_drop_it_and_metering_is_kept() {
     let _one = SERIAL.lock().await;
-    let direct: sqlx::postgres::PgConnectOptions = crate::support::pg_url().parse().unwrap();
-    let proxy =
-        crate::support::proxy::Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port()))
-            .await;
-    let via = proxy.addr.to_string();
-    let Some(db) = crate::support::postgres_via(|_| via).await else {
+    let Some((db, proxy)) = crate::support::postgres_behind_proxy().await else {
         return;
     };
     let agent = FakeAgent::start(Behaviour::default()).await;
@@ -299,12 +294,7 @@ async fn a_database_pause_mid_call_does_not_drop_it_and_metering_is_kept() {
 async fn a_connection_dropped_while_idle_is_replaced_before_use() {
     use callgate::store::SlotWant;
     let _one = SERIAL.lock().await;
-    let direct: sqlx::postgres::PgConnectOptions = crate::support::pg_url().parse().unwrap();
-    let proxy =
-        crate::support::proxy::Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port()))
-            .await;
-    let via = proxy.addr.to_string();
-    let Some(db) = crate::support::postgres_via(|_| via).await else {
+    let Some((db, proxy)) = crate::support::postgres_behind_proxy().await else {
         return;
     };
     let store = db.store.clone();

@@ -3,18 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::proxy::Proxy;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_an_unreachable_database() {
-    let direct = crate::support::pg_url();
-    let target = {
-        let opts: sqlx::postgres::PgConnectOptions = direct.parse().unwrap();
-        format!("{}:{}", opts.get_host(), opts.get_port())
-    };
-    let proxy = Proxy::start(target).await;
-    let proxied = proxy.addr.to_string();
-    let Some(db) = crate::support::postgres_via(|_| proxied).await else {
+    let Some((db, proxy)) = crate::support::postgres_behind_proxy().await else {
         return;
     };
     let app = crate::support::app::spawn(db.store.clone(), &[]).await;

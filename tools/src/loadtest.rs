@@ -72,22 +72,8 @@ struct Sample {
 }
 
 fn sample(pid: u32) -> Sample {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let cpu_secs = (ticks(11) + ticks(12)) as f64 / 100.0;
-    let user_secs = ticks(11) as f64 / 100.0;
+    let stat = crate::cpu::Stat::read(&format!("/proc/{pid}/stat")).unwrap_or_default();
+    let (cpu_secs, user_secs) = (stat.cpu_secs(), stat.user_secs);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kib = status
         .lines()

@@ -6,6 +6,7 @@
 //! callgate-tools echo-agent --listen 127.0.0.1:9000     # an ElevenLabs stand-in that echoes audio
 //! ```
 
+mod cpu;
 mod loadtest;
 mod webhook_bench;
 

@@ -1,7 +1,10 @@
 //! `callgate bench-webhooks`: the voice webhooks under load, on the database you name.
 //!
 //! A callgate server runs in this process on loopback (logging at warn, the billing worker
-//! off) over SQLite (a fresh temporary file) or PostgreSQL (a fresh schema, dropped after).
+//! off) over SQLite (a fresh temporary file) or PostgreSQL (a fresh schema, dropped after), on
+//! a Tokio runtime of its own (threads named `callgate-server`), so that each pass can say how
+//! much CPU the server used per request apart from the load generator's, and, when PostgreSQL
+//! runs on this machine, how much its processes used.
 //! Requests are signed as Twilio signs them and sent over kept-alive HTTP/1.1 connections by a
 //! minimal client (a few microseconds a request, so the figures are the server's).
 //!
@@ -207,7 +210,8 @@ pub async fn run(bench: WebhookBench) -> anyhow::Result<()> {
         }
         Some(other) => anyhow::bail!("--database-url must be a postgres:// URL, not `{other}`"),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
     let audio = dir.path().join("no-audio").display().to_string();
@@ -230,27 +234,77 @@ pub async fn run(bench: WebhookBench) -> anyhow::Result<()> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let app = Arc::new(App::build(Config::from_env(&env)?).await?);
+    let config = Config::from_env(&env)?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()?;
+    let app = Arc::new(server_rt.spawn(App::build(config)).await??);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(callgate::http::serve(app.clone(), listener, async move {
-        let _ = stopped.await;
-    }));
-    let result = passes(&app, addr, &bench).await;
+    let server = server_rt.spawn({
+        let app = app.clone();
+        async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            callgate::http::serve(app, listener, async move {
+                let _ = stopped.await;
+            })
+            .await?;
+            anyhow::Ok(())
+        }
+    });
+    let cpu = Cpu {
+        postgres: bench.database_url.as_deref().is_some_and(is_local),
+    };
+    let result = passes(&server_rt, &app, addr, &bench, cpu).await;
     // Shut the server down as SIGTERM does (its heartbeats and the attempt writer, which
     // write behind the answers, stop and finish) before the schema goes: dropping it under
     // them made them fail with `relation "code_attempts"` (then `"instances"`) `does not
     // exist` at the end of a PostgreSQL run.
     let _ = stop.send(());
     let _ = server.await;
-    app.attempts.flush().await;
+    let flushed = app.clone();
+    server_rt
+        .spawn(async move { flushed.attempts.flush().await })
+        .await?;
     drop(app);
+    server_rt.shutdown_background();
     if let (Some(url), Some(schema)) = (&bench.database_url, schema) {
         drop_schema(url, &schema).await;
     }
     result
 }
 
-async fn passes(app: &App, addr: std::net::SocketAddr, bench: &WebhookBench) -> anyhow::Result<()> {
+/// The name of the server runtime's threads (at most 15 bytes: Linux keeps no more).
+const SERVER_THREADS: &str = "callgate-server";
+
+/// Whether a PostgreSQL URL names this machine (its processes' CPU can then be read).
+fn is_local(url: &str) -> bool {
+    url.parse::<url::Url>()
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|h| matches!(h.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1"))
+}
+
+/// Where CPU is read from for each pass's figures.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    /// Also PostgreSQL's processes on this machine.
+    postgres: bool,
+}
+
+impl Cpu {
+    fn now(self) -> crate::cpu::Split {
+        crate::cpu::Split::now(SERVER_THREADS, self.postgres)
+    }
+}
+
+async fn passes(
+    server_rt: &tokio::runtime::Runtime,
+    app: &Arc<App>,
+    addr: std::net::SocketAddr,
+    bench: &WebhookBench,
+    cpu: Cpu,
+) -> anyhow::Result<()> {
     let grant = OperatorGrant {
         minutes: 600,
         overage: false,
@@ -259,7 +313,10 @@ async fn passes(app: &App, addr: std::net::SocketAddr, bench: &WebhookBench) -> 
     };
     let mut codes = Vec::with_capacity(bench.concurrency);
     for _ in 0..bench.concurrency {
-        let (_, code) = orders::issue_operator_code(app, &grant).await?;
+        let (app, grant) = (app.clone(), grant.clone());
+        let (_, code) = server_rt
+            .spawn(async move { orders::issue_operator_code(&app, &grant).await })
+            .await??;
         codes.push(code.expose().to_string());
     }
     println!(
@@ -268,8 +325,8 @@ async fn passes(app: &App, addr: std::net::SocketAddr, bench: &WebhookBench) -> 
         bench.concurrency,
         bench.duration
     );
-    whole_calls(addr, &codes, bench.duration).await?;
-    guessing(addr, bench).await
+    whole_calls(addr, &codes, bench.duration, cpu).await?;
+    guessing(addr, bench, cpu).await
 }
 
 /// Pass 1: whole calls, each caller as fast as its answers come.
@@ -277,6 +334,7 @@ async fn whole_calls(
     addr: std::net::SocketAddr,
     codes: &[String],
     duration: Duration,
+    cpu: Cpu,
 ) -> anyhow::Result<()> {
     #[derive(Default)]
     struct Figures {
@@ -286,6 +344,7 @@ async fn whole_calls(
         errors: AtomicU64,
     }
     let figures = Arc::new(Figures::default());
+    let used = cpu.now();
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -340,6 +399,7 @@ async fn whole_calls(
         t.await?;
     }
     let secs = started.elapsed().as_secs_f64();
+    let used = cpu.now().per(&used, figures.status.count(), "call");
     println!(
         "whole calls: {:.0} calls/s, {} errors",
         figures.code.count() as f64 / secs,
@@ -348,11 +408,16 @@ async fn whole_calls(
     line("incoming (greeting)", &figures.incoming, secs);
     line("code check (valid)", &figures.code, secs);
     line("status callback", &figures.status, secs);
+    println!("{used}");
     Ok(())
 }
 
 /// Pass 2: calls placed, then three wrong codes each, paced at `bench.rate` in all.
-async fn guessing(addr: std::net::SocketAddr, bench: &WebhookBench) -> anyhow::Result<()> {
+async fn guessing(
+    addr: std::net::SocketAddr,
+    bench: &WebhookBench,
+    cpu: Cpu,
+) -> anyhow::Result<()> {
     let conns = bench.concurrency;
     // Enough calls for the whole pass at the rate asked (or a generous guess when unpaced).
     let guesses = match bench.rate {
@@ -400,6 +465,7 @@ async fn guessing(addr: std::net::SocketAddr, bench: &WebhookBench) -> anyhow::R
 
     let wrong = Histogram::default();
     let errors = AtomicU64::new(0);
+    let used = cpu.now();
     let started = Instant::now();
     let deadline = started + bench.duration;
     // Connection c sends its n-th guess at started + (n * conns + c) / rate.
@@ -441,6 +507,7 @@ async fn guessing(addr: std::net::SocketAddr, bench: &WebhookBench) -> anyhow::R
     });
     futures_util::future::join_all(guess).await;
     let secs = started.elapsed().as_secs_f64();
+    let used = cpu.now().per(&used, wrong.count(), "check");
     match bench.rate {
         0 => println!(
             "wrong codes, unpaced: {} errors",
@@ -453,5 +520,6 @@ async fn guessing(addr: std::net::SocketAddr, bench: &WebhookBench) -> anyhow::R
         ),
     }
     line("code check (wrong)", &wrong, secs);
+    println!("{used}");
     Ok(())
 }

@@ -40,6 +40,35 @@ async fn the_webhook_benchmark_prints_every_webhook_s_figures() {
     }
     assert!(stdout.contains("0 errors"), "{stdout}");
     assert!(!stdout.contains(" 0 req/s"), "{stdout}");
+    // Each pass says what CPU the server used per request, apart from the load generator's
+    // (its threads are told apart by name); SQLite runs in the server, so nothing else.
+    for unit in ["call", "check"] {
+        assert!(cpu_ms(&stdout, unit, "callgate") > 0.0, "{stdout}");
+        assert!(!cpu_line(&stdout, unit).contains("PostgreSQL"), "{stdout}");
+    }
+}
+
+/// The `CPU per {unit}:` line of a benchmark's output.
+fn cpu_line<'a>(stdout: &'a str, unit: &str) -> &'a str {
+    let start = format!("CPU per {unit}:");
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&start))
+        .unwrap_or_else(|| panic!("no `{start}` line: {stdout}"))
+}
+
+/// The milliseconds that line gives `who` (`callgate 0.711 ms`).
+fn cpu_ms(stdout: &str, unit: &str, who: &str) -> f64 {
+    let line = cpu_line(stdout, unit);
+    let after = line
+        .split(&format!("{who} "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {who} in {line}"));
+    after
+        .split(" ms")
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no figure for {who} in {line}"))
 }
 
 #[tokio::test]
@@ -87,6 +116,11 @@ async fn the_webhook_benchmark_on_postgres_cleans_up_after_its_writers() {
     .await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("on postgres"), "{stdout}");
+    // PostgreSQL on this machine: its processes' CPU per request is read too.
+    for unit in ["call", "check"] {
+        assert!(cpu_ms(&stdout, unit, "callgate") > 0.0, "{stdout}");
+        assert!(cpu_ms(&stdout, unit, "PostgreSQL") > 0.0, "{stdout}");
+    }
     assert!(!stderr.contains("does not exist"), "{stderr}");
     assert!(!stderr.contains("dropped"), "{stderr}");
 }

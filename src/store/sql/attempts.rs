@@ -42,13 +42,14 @@ pub(crate) fn code_check_taking(n: usize) -> String {
             let key = 10 + 2 * i;
             format!(
                 "(SELECT slot FROM taken WHERE key = ${key}) AS slot_{i}, \
-                 (SELECT COUNT(*) FROM attempt_slots WHERE key = ${key} AND at >= $4) AS held_{i}"
+                 (SELECT held FROM slot_facts WHERE key = ${key}) AS held_{i}"
             )
         })
         .collect();
     format!(
-        "WITH taken AS ({}) SELECT {}, {}",
-        slot_take_from(4, 9, 10, n),
+        "WITH {}, taken AS ({}) SELECT {}, {}",
+        slot_facts(4, 10, n),
+        slot_insert(4, 9),
         slots.join(", "),
         code_check_facts!()
     )
@@ -90,29 +91,41 @@ pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&s
 /// taker got first (it is no longer expired, or number N exists) returns no row; PostgreSQL
 /// re-reads the conflicting row under its lock before the `WHERE`.
 pub(crate) fn slot_take(n: usize) -> String {
-    slot_take_from(1, 2, 3, n)
+    format!("WITH {} {}", slot_facts(1, 3, n), slot_insert(1, 2))
 }
 
-/// [`slot_take`] with its parameters numbered from elsewhere: `$since` the hour's start, `$now`,
-/// and each key and its limit from `$first_key`.
-fn slot_take_from(since: usize, now: usize, first_key: usize, n: usize) -> String {
+/// The common table `slot_facts` (after `k`, the wanted keys and their limits, bound from
+/// `$first_key`): for each key, its first expired slot (`free`, last taken before `$since`),
+/// how many it has (`n`) and how many are held (`held`). Each is a subquery on the key (an
+/// index lookup whatever the table's size: a join grouped by key was planned as a scan of the
+/// whole table once it grew).
+fn slot_facts(since: usize, first_key: usize, n: usize) -> String {
     let keys: Vec<String> = (0..n)
         .map(|i| {
             let key = first_key + 2 * i;
-            format!("SELECT ${key} AS key, ${} AS lim", key + 1)
+            format!("(${key}, ${})", key + 1)
         })
         .collect();
     format!(
+        "k(key, lim) AS (VALUES {}), \
+         slot_facts AS (SELECT k.key, k.lim, \
+         (SELECT MIN(s.slot) FROM attempt_slots s WHERE s.key = k.key AND s.at < ${since}) AS free, \
+         (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key) AS n, \
+         (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key AND s.at >= ${since}) AS held \
+         FROM k)",
+        keys.join(", ")
+    )
+}
+
+/// The compare-and-set of [`slot_take`] over `slot_facts` (`$since` the hour's start, `$now`):
+/// each key's first expired slot, else the next number while under its limit; a slot another
+/// taker got first is left alone.
+fn slot_insert(since: usize, now: usize) -> String {
+    format!(
         "INSERT INTO attempt_slots (key, slot, at) \
-         SELECT k.key, COALESCE(\
-         (SELECT MIN(s.slot) FROM attempt_slots s WHERE s.key = k.key AND s.at < ${since}), \
-         (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key)), ${now} \
-         FROM ({}) AS k \
-         WHERE EXISTS (SELECT 1 FROM attempt_slots s WHERE s.key = k.key AND s.at < ${since}) \
-         OR (SELECT COUNT(*) FROM attempt_slots s WHERE s.key = k.key) < k.lim \
+         SELECT key, COALESCE(free, n), ${now} FROM slot_facts WHERE free IS NOT NULL OR n < lim \
          ON CONFLICT (key, slot) DO UPDATE SET at = excluded.at WHERE attempt_slots.at < ${since} \
-         RETURNING key, slot",
-        keys.join(" UNION ALL ")
+         RETURNING key, slot"
     )
 }
 

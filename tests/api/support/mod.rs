@@ -118,9 +118,14 @@ pub async fn sqlite() -> TestDb {
     }
 }
 
-/// Like [`postgres`], but the store reaches the server through `via` (`host:port`).
-pub async fn postgres_via(via: impl FnOnce(&str) -> String) -> Option<TestDb> {
-    postgres_with(via).await
+/// Like [`postgres`], but the store reaches the server through a proxy of the test's, which
+/// can cut the link (see [`proxy::Proxy`]).
+pub async fn postgres_behind_proxy() -> Option<(TestDb, proxy::Proxy)> {
+    let direct = PgConnectOptions::from_str(&pg_url()).expect("test PostgreSQL URL");
+    let proxy = proxy::Proxy::start(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+    let via = proxy.addr.to_string();
+    let db = postgres_with(|_| via).await?;
+    Some((db, proxy))
 }
 
 /// A new schema on the test PostgreSQL server. `None` (the test is skipped with a line on
