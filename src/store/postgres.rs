@@ -107,12 +107,13 @@ impl PostgresStore {
 /// Both pools' options: as many connections as for requests (under a guessing attack every
 /// code check takes slots on `lax`: with 4, they queued for its connections at 4,000 checks a
 /// second), and a ping before use only for a connection that sat idle for
-/// [`PostgresStore::PING_AFTER_IDLE`]. sqlx pings every connection it hands out unless told otherwise: one
-/// more round trip to PostgreSQL for each statement (and it pings each one given back, which
-/// cannot be turned off). A connection in steady use was answered moments ago; a connection
-/// whose statement failed is closed when it is given back (that ping fails). What is left
-/// exposed: a connection the server closed less than a second after its last use (a restart
-/// that quick, `pg_terminate_backend`) fails one statement, as a query in flight would.
+/// [`PostgresStore::PING_AFTER_IDLE`]. sqlx pings every connection it hands out unless told
+/// otherwise: one more round trip to PostgreSQL for each statement (it also pings each one
+/// given back, which cannot be turned off). A connection in steady use was answered moments
+/// ago; a connection whose statement failed is closed when it is given back (that ping
+/// fails). What is left exposed: a connection the server closed less than a second after its
+/// last use (a restart that quick, `pg_terminate_backend`) fails one statement, as a query in
+/// flight would.
 fn pool_options(connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(connections)
