@@ -267,7 +267,9 @@ pub async fn run(bench: WebhookBench) -> anyhow::Result<()> {
         .spawn(async move { flushed.attempts.flush().await })
         .await?;
     drop(app);
-    server_rt.shutdown_background();
+    // Whatever is left on the server's runtime ends before the schema goes (a runtime is shut
+    // down from a thread that may block).
+    tokio::task::spawn_blocking(move || server_rt.shutdown_timeout(Duration::from_secs(5))).await?;
     if let (Some(url), Some(schema)) = (&bench.database_url, schema) {
         drop_schema(url, &schema).await;
     }
