@@ -28,6 +28,7 @@ mod ledger;
 mod ledger_model;
 mod observability;
 mod pages;
+mod plans;
 mod prompts_generate;
 mod purchase;
 mod readme;

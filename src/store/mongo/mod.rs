@@ -387,6 +387,11 @@ impl Store for MongoStore {
             self.raw("orders")
                 .create_index(plain(doc! { "status": 1, "created_at": 1 }))
                 .await?;
+            // The order a call holds, by the call (the metering flush renews each live call's
+            // hold every interval): a lookup, not a walk over every paid order.
+            self.raw("orders")
+                .create_index(plain(doc! { "active_call_sid": 1 }))
+                .await?;
             self.raw("remembered_callers")
                 .create_index(plain(doc! { "order_id": 1 }))
                 .await?;

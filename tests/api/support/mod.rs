@@ -94,6 +94,52 @@ impl TestDb {
         self.again.clone().expect("SQLite or PostgreSQL")
     }
 
+    /// Runs each of `setup`, then answers the query plan of each of `queries`, one text each
+    /// (`EXPLAIN` on PostgreSQL, `EXPLAIN QUERY PLAN` on SQLite), on a connection of its own.
+    pub async fn plans(&self, setup: &[&str], queries: &[&str]) -> Vec<String> {
+        use sqlx::{Connection, Row};
+        let mut plans = Vec::new();
+        match (&self.pg, &self.again) {
+            (Some((admin, schema)), _) => {
+                let mut conn = admin.acquire().await.expect("admin connection");
+                let path = format!("SET search_path TO {schema}");
+                sqlx::query(&path).execute(&mut *conn).await.unwrap();
+                for sql in setup {
+                    sqlx::query(sql).execute(&mut *conn).await.unwrap();
+                }
+                for sql in queries {
+                    let rows = sqlx::query(&format!("EXPLAIN {sql}"))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap();
+                    let lines: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+                    plans.push(lines.join("\n"));
+                }
+                sqlx::query("RESET search_path")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+            }
+            (None, Some(Again::Sqlite(path))) => {
+                let url = format!("sqlite:{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                for sql in setup {
+                    sqlx::query(sql).execute(&mut conn).await.unwrap();
+                }
+                for sql in queries {
+                    let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                    let lines: Vec<String> = rows.iter().map(|r| r.get::<String, _>(3)).collect();
+                    plans.push(lines.join("\n"));
+                }
+            }
+            _ => panic!("plans are SQL engines' only"),
+        }
+        plans
+    }
+
     /// Drops a PostgreSQL test schema (a failed test leaves its schema for inspection).
     pub async fn cleanup(self) {
         if let Some((admin, schema)) = self.pg {
