@@ -22,6 +22,14 @@ pub struct AttemptGroup {
     pub number: i64,
 }
 
+impl AttemptGroup {
+    /// The `writer` and `batch` columns for `group` (both NULL for attempts written outside
+    /// a group, and for a count that leaves none out).
+    pub fn columns(group: Option<AttemptGroup>) -> (Option<i64>, Option<i64>) {
+        (group.map(|g| g.writer), group.map(|g| g.number))
+    }
+}
+
 /// Whose failed attempts to count.
 #[derive(Debug, Clone, Copy)]
 pub enum AttemptScope<'a> {

@@ -211,12 +211,13 @@ impl PostgresStore {
         written_up_to: Option<super::AttemptGroup>,
     ) -> Result<i64, super::StoreError> {
         let (sql, value) = super::sql::failure_count(scope);
+        let (writer, batch) = super::AttemptGroup::columns(written_up_to);
         sqlx::query_scalar(sql)
             .bind(since)
             .bind(value)
             .bind(up_to.max(0))
-            .bind(written_up_to.map(|g| g.writer))
-            .bind(written_up_to.map(|g| g.number))
+            .bind(writer)
+            .bind(batch)
             .fetch_one(&self.pool)
             .await
             .map_err(super::classify)
@@ -228,6 +229,7 @@ fn bind_code_check<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     q: &super::CodeCheckQuery<'q>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (writer, batch) = super::AttemptGroup::columns(q.written_up_to);
     query
         .bind(q.call_sid)
         .bind(q.caller)
@@ -235,8 +237,8 @@ fn bind_code_check<'q>(
         .bind(q.since)
         .bind(q.caller_up_to.max(0))
         .bind(q.code_up_to.max(0))
-        .bind(q.written_up_to.map(|g| g.writer))
-        .bind(q.written_up_to.map(|g| g.number))
+        .bind(writer)
+        .bind(batch)
 }
 
 /// A [`super::sql::CODE_CHECK`] row's columns (in [`super::sql::code_check_taking`]'s too).

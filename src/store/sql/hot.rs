@@ -106,7 +106,7 @@ macro_rules! sqlx_hot_writes {
                 attempts: &[CodeAttempt],
                 group: Option<AttemptGroup>,
             ) -> Result<(), StoreError> {
-                let (writer, batch) = (group.map(|g| g.writer), group.map(|g| g.number));
+                let (writer, batch) = AttemptGroup::columns(group);
                 self.insert_group(
                     "INSERT INTO code_attempts (caller, code_hash, ok, at, writer, batch) ",
                     attempts,

@@ -154,6 +154,7 @@ impl SqliteStore {
     }
 
     async fn code_check_row(&self, q: &CodeCheckQuery<'_>) -> Result<CodeCheckRow, StoreError> {
+        let (writer, batch) = AttemptGroup::columns(q.written_up_to);
         self.inline.read(|conn| {
             conn.prepare_cached(CODE_CHECK)?.query_row(
                 rusqlite::named_params! {
@@ -163,8 +164,8 @@ impl SqliteStore {
                     "$4": q.since,
                     "$5": q.caller_up_to.max(0),
                     "$6": q.code_up_to.max(0),
-                    "$7": q.written_up_to.map(|g| g.writer),
-                    "$8": q.written_up_to.map(|g| g.number),
+                    "$7": writer,
+                    "$8": batch,
                 },
                 |row| {
                     let order = match row.get::<_, Option<String>>(CODE_CHECK_ORDER_ID)? {
@@ -217,10 +218,7 @@ impl SqliteStore {
         written_up_to: Option<AttemptGroup>,
     ) -> Result<i64, StoreError> {
         let (sql, value) = failure_count(scope);
-        let (writer, batch) = (
-            written_up_to.map(|g| g.writer),
-            written_up_to.map(|g| g.number),
-        );
+        let (writer, batch) = AttemptGroup::columns(written_up_to);
         if let AttemptScope::Global = scope {
             return sqlx::query_scalar::<sqlx::Sqlite, i64>(sql)
                 .bind(since)

@@ -154,7 +154,7 @@ impl SqliteStore {
         group: Option<AttemptGroup>,
     ) -> Result<(), StoreError> {
         let attempts = attempts.to_vec();
-        let (writer, batch) = (group.map(|g| g.writer), group.map(|g| g.number));
+        let (writer, batch) = AttemptGroup::columns(group);
         self.writes
             .write(move |db| {
                 let mut insert = db.prepare_cached(
