@@ -58,29 +58,26 @@ pub(crate) fn code_check_taking(n: usize) -> String {
 /// The [`CODE_CHECK`] column that is NULL exactly when no order has the code.
 pub(crate) const CODE_CHECK_ORDER_ID: &str = "id";
 
+/// [`failure_count`]'s statement for one scope's condition on `$2`.
+macro_rules! failures_where {
+    ($scope:literal) => {
+        concat!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
+             WHERE ok = FALSE AND at >= $1 AND ",
+            $scope,
+            " AND NOT COALESCE(writer = $4 AND batch > $5, FALSE) LIMIT $3) AS f"
+        )
+    };
+}
+
 /// Wrong attempts in a scope since `$1`, counted up to `$3`, leaving out writer `$4`'s groups
 /// numbered above `$5`: the statement and the value bound to `$2` (the caller, the code's
 /// hash, or NULL for everyone's).
 pub(crate) fn failure_count(scope: AttemptScope<'_>) -> (&'static str, Option<&str>) {
     match scope {
-        AttemptScope::Caller(c) => (
-            "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE ok = FALSE AND at >= $1 AND caller = $2 \
-             AND NOT COALESCE(writer = $4 AND batch > $5, FALSE) LIMIT $3) AS f",
-            Some(c),
-        ),
-        AttemptScope::Code(h) => (
-            "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE ok = FALSE AND at >= $1 AND code_hash = $2 \
-             AND NOT COALESCE(writer = $4 AND batch > $5, FALSE) LIMIT $3) AS f",
-            Some(h),
-        ),
-        AttemptScope::Global => (
-            "SELECT COUNT(*) FROM (SELECT 1 FROM code_attempts \
-             WHERE ok = FALSE AND at >= $1 AND $2 IS NULL \
-             AND NOT COALESCE(writer = $4 AND batch > $5, FALSE) LIMIT $3) AS f",
-            None,
-        ),
+        AttemptScope::Caller(c) => (failures_where!("caller = $2"), Some(c)),
+        AttemptScope::Code(h) => (failures_where!("code_hash = $2"), Some(h)),
+        AttemptScope::Global => (failures_where!("$2 IS NULL"), None),
     }
 }
 
