@@ -108,6 +108,14 @@ struct Unwritten {
     written: i64,
 }
 
+/// The code check's facts with this instance's unwritten failures of its caller and its code
+/// added (as [`AttemptLog::code_check_query`] read them).
+fn with_unwritten(mut facts: CodeCheckFacts, [caller, code]: [i64; 2]) -> CodeCheckFacts {
+    facts.caller_failures += caller;
+    facts.code_failures += code;
+    facts
+}
+
 fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     pending.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -186,11 +194,24 @@ impl AttemptLog {
         since: UnixTime,
         up_to: i64,
     ) -> Result<i64, StoreError> {
+        let (stored, unwritten) = self.counted(store, scope, since, up_to).await?;
+        Ok(stored + unwritten.counts[0])
+    }
+
+    /// The store's count of wrong codes in `scope` (up to `up_to`), leaving out what this
+    /// instance still counts from memory, and this instance's side, read before it.
+    async fn counted(
+        &self,
+        store: &DynStore,
+        scope: AttemptScope<'_>,
+        since: UnixTime,
+        up_to: i64,
+    ) -> Result<(i64, Unwritten), StoreError> {
         let unwritten = self.unwritten([Some(scope), None]);
         let stored = store
             .count_failures_written(scope, since, up_to, Some(unwritten.written_up_to))
             .await?;
-        Ok(stored + unwritten.counts[0])
+        Ok((stored, unwritten))
     }
 
     /// Everyone's wrong codes since `since`, the store's count (up to `up_to`) read at most
@@ -211,11 +232,9 @@ impl AttemptLog {
         store: &DynStore,
         query: &CodeCheckQuery<'_>,
     ) -> Result<CodeCheckFacts, StoreError> {
-        let (query, [caller, code]) = self.code_check_query(query);
-        let mut facts = store.code_check(&query).await?;
-        facts.caller_failures += caller;
-        facts.code_failures += code;
-        Ok(facts)
+        let (query, unwritten) = self.code_check_query(query);
+        let facts = store.code_check(&query).await?;
+        Ok(with_unwritten(facts, unwritten))
     }
 
     /// [`AttemptLog::code_check`] with the wrong-code gate's slots taken in the same round
@@ -227,11 +246,9 @@ impl AttemptLog {
         wants: &[SlotWant<'_>],
         now: UnixTime,
     ) -> Result<(CodeCheckFacts, Vec<Option<i64>>), StoreError> {
-        let (query, [caller, code]) = self.code_check_query(query);
-        let (mut facts, taken) = store.check_and_take(&query, wants, now).await?;
-        facts.caller_failures += caller;
-        facts.code_failures += code;
-        Ok((facts, taken))
+        let (query, unwritten) = self.code_check_query(query);
+        let (facts, taken) = store.check_and_take(&query, wants, now).await?;
+        Ok((with_unwritten(facts, unwritten), taken))
     }
 
     /// Wrong attempts in `scope` that the store does not have yet, read alone (a test's view;
@@ -296,14 +313,8 @@ impl FailureGauge {
             }
         }
         let _refreshing = Refreshing(&self.refreshing);
-        let unwritten = log.unwritten([Some(AttemptScope::Global), None]);
-        let stored = store
-            .count_failures_written(
-                AttemptScope::Global,
-                since,
-                up_to,
-                Some(unwritten.written_up_to),
-            )
+        let (stored, unwritten) = log
+            .counted(store, AttemptScope::Global, since, up_to)
             .await?;
         *self.lock() = Some((std::time::Instant::now(), stored, unwritten.written));
         Ok(stored + unwritten.counts[0])
