@@ -282,9 +282,7 @@ const SERVER_THREADS: &str = "callgate-server";
 /// Whether a PostgreSQL URL names this machine (its processes' CPU can then be read).
 fn is_local(url: &str) -> bool {
     url.parse::<url::Url>()
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .is_some_and(|h| matches!(h.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1"))
+        .is_ok_and(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
 }
 
 /// Where CPU is read from for each pass's figures.
